@@ -1,0 +1,1 @@
+"""histosynth.baselines: see ARCHITECTURE.md."""

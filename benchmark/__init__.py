@@ -1,0 +1,1 @@
+"""histosynth.benchmark: see ARCHITECTURE.md."""

@@ -1,0 +1,1 @@
+"""histosynth.data_cards: see ARCHITECTURE.md."""

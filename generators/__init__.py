@@ -1,0 +1,1 @@
+"""histosynth.generators: see ARCHITECTURE.md."""

@@ -1,0 +1,45 @@
+"""The source contract: anything that yields validated `Sample`s of real (or simulated) tissue."""
+
+from __future__ import annotations
+
+import inspect
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Any, ClassVar, Iterator
+
+from histosynth.schema import Sample
+
+
+@dataclass(frozen=True)
+class SourceMeta:
+    """What a source is, where it comes from and under which licence; shown by `histosynth ls sources`."""
+
+    name: str
+    description: str
+    licence: str
+    url: str = ""
+    citation: str = ""
+    native_mpp: float | None = None
+    tissue_schema: str | None = None
+    nuclei_schema: str | None = None
+
+
+class Source(ABC):
+    """Yields Samples one at a time (streaming: never the whole set in memory)."""
+
+    meta: ClassVar[SourceMeta]
+
+    @abstractmethod
+    def __iter__(self) -> Iterator[Sample]:
+        """The samples, in a deterministic order."""
+
+    def __len__(self) -> int:
+        """Number of samples when known cheaply (progress bars); sources that cannot tell raise TypeError."""
+        raise TypeError(f"source {self.meta.name!r} does not know its length in advance")
+
+
+def construct(cls: type[Source], options: dict[str, Any]) -> Source:
+    """Build a source from CLI-style options, passing only those its constructor accepts (None = default)."""
+    params = inspect.signature(cls).parameters
+    accepted = {k: v for k, v in options.items() if k in params and v is not None}
+    return cls(**accepted)

@@ -1,0 +1,1 @@
+"""histosynth.leaderboard: see ARCHITECTURE.md."""
