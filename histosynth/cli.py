@@ -1,0 +1,52 @@
+"""`histosynth <verb>`: the command line. Each verb lives in histosynth/commands/<verb>.py.
+
+Command modules import nothing heavy at import time (torch, datasets) so `histosynth ls` and `--help`
+stay fast; they import what they need inside their handlers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from typing import Sequence
+
+COMMAND_MODULES = ("histosynth.commands.ls", "histosynth.commands.data", "histosynth.commands.demo")
+
+
+class CommandError(Exception):
+    """A user-facing failure: printed as `error: ...` without a traceback, exit code 2."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The full argument parser, one sub-parser per verb."""
+    parser = argparse.ArgumentParser(
+        prog="histosynth",
+        description="Synthetic histopathology dataset factory and benchmark suite. "
+        "Run `histosynth <verb> --help` for each verb.",
+    )
+    verbs = parser.add_subparsers(dest="verb", metavar="<verb>", required=True)
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).register(verbs)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `histosynth` script; returns the exit code."""
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.handler(args) or 0)
+    except BrokenPipeError:  # output piped into `head` and closed early
+        sys.stderr.close()
+        return 0
+    except CommandError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except (ValueError, KeyError, FileExistsError, FileNotFoundError) as err:
+        message = err.args[0] if isinstance(err, KeyError) and err.args else err
+        print(f"error: {message}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,92 @@
+"""Pictures of samples: label overlays and grids with a class legend (matplotlib, headless)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from histosynth.classes import IGNORE_ID, get_schema
+from histosynth.schema import Sample
+
+TISSUE_ALPHA = 0.35
+
+
+def overlay(sample: Sample) -> np.ndarray:
+    """The patch with its tissue map blended in class colours and nuclei outlined in class colours."""
+    from skimage.segmentation import find_boundaries
+
+    picture = sample.image.astype(np.float32)
+    if sample.tissue is not None:
+        lut = np.zeros((256, 3), np.float32)
+        for class_id, colour in get_schema(sample.tissue_schema).palette().items():
+            lut[class_id] = colour
+        colours = lut[sample.tissue]
+        labelled = (sample.tissue != 0) & (sample.tissue != IGNORE_ID)
+        picture[labelled] = (1 - TISSUE_ALPHA) * picture[labelled] + TISSUE_ALPHA * colours[labelled]
+        picture[sample.tissue == IGNORE_ID] *= 0.4
+    nuclei = sample.nuclei
+    if nuclei is not None and len(nuclei):
+        palette = get_schema(nuclei.schema).palette()
+        if nuclei.instances is not None:
+            edges = find_boundaries(nuclei.instances, mode="inner")
+            edge_classes = nuclei.class_map()[edges]
+            picture[edges] = np.array([palette[c] for c in edge_classes.tolist()], np.float32).reshape(-1, 3)
+        h, w = nuclei.instances.shape if nuclei.instances is not None else picture.shape[:2]
+        for (x, y), c in zip(nuclei.centroids, nuclei.class_ids):
+            r, col = int(round(y)), int(round(x))
+            picture[max(r - 1, 0) : min(r + 2, h), max(col - 1, 0) : min(col + 2, w)] = palette[int(c)]
+    return np.clip(picture, 0, 255).astype(np.uint8)
+
+
+def _legend_handles(samples: Sequence[Sample]):
+    from matplotlib.patches import Patch
+
+    handles = []
+    schemas = []
+    for s in samples:
+        for name in (s.tissue_schema, s.nuclei.schema if s.nuclei is not None else None):
+            if name and name not in schemas:
+                schemas.append(name)
+    for name in schemas:
+        schema = get_schema(name)
+        for info in schema.classes[1:]:
+            handles.append(Patch(color=np.array(info.colour) / 255, label=f"{name}: {info.name}"))
+    return handles
+
+
+def draw_grid(samples: Sequence[Sample], out: Path | str, title: str = "", columns: int = 4) -> Path:
+    """Save a grid of samples (raw patch and, when labelled, its overlay) with a class legend as PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    if not samples:
+        raise ValueError("draw_grid: no samples to draw")
+    labelled = any(s.tissue is not None or s.nuclei is not None for s in samples)
+    panels = [(s, False) for s in samples] if not labelled else [(s, v) for s in samples for v in (False, True)]
+    columns = min(columns * (2 if labelled else 1), len(panels))
+    rows = -(-len(panels) // columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(2.2 * columns, 2.3 * rows + 0.8), squeeze=False)
+    for ax in axes.ravel():
+        ax.axis("off")
+    for ax, (sample, with_labels) in zip(axes.ravel(), panels):
+        ax.imshow(overlay(sample) if with_labels else sample.image)
+        prov = sample.provenance
+        caption = f"{prov.slide_id or prov.source}" + (f" ({prov.x},{prov.y})" if prov.x is not None else "")
+        if prov.generator:
+            caption = f"{prov.generator} seed {prov.seed}"
+        ax.set_title(("labels: " if with_labels else "") + caption, fontsize=6)
+    handles = _legend_handles(samples)
+    if handles:
+        fig.legend(handles=handles, loc="lower center", ncol=min(4, len(handles)), fontsize=6, frameon=False)
+    if title:
+        fig.suptitle(title, fontsize=9)
+    fig.tight_layout(rect=(0, 0.08 if handles else 0, 1, 0.97))
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out
