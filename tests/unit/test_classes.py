@@ -1,0 +1,57 @@
+import numpy as np
+import pytest
+
+from histosynth.classes import IGNORE_ID, SCHEMAS, get_schema, remap_ids
+
+
+@pytest.mark.parametrize("name", list(SCHEMAS))
+def test_every_builtin_schema_is_well_formed(name):
+    schema = get_schema(name)
+    assert schema.classes[0].id == 0 and schema.classes[0].name == "background"
+    assert [c.id for c in schema.classes] == list(range(schema.num_classes))
+    assert len(set(schema.names)) == schema.num_classes
+    assert all(len(c.colour) == 3 and all(0 <= v <= 255 for v in c.colour) for c in schema.classes)
+    assert IGNORE_ID in schema.valid_ids() and IGNORE_ID not in schema.valid_ids(allow_ignore=False)
+
+
+def test_pannuke_follows_npy_channel_order_not_cosyn():
+    pannuke = get_schema("pannuke")
+    assert pannuke.names[1:] == ["neoplastic", "inflammatory", "connective", "dead", "epithelial"]
+    assert pannuke.id_of("Inflammatory") == 2  # CoSyn would say 1
+
+
+def test_real_dataset_orders():
+    assert get_schema("panda-radboud").names == ["background", "stroma", "benign epithelium", "gleason 3", "gleason 4", "gleason 5"]
+    assert get_schema("panda-karolinska").names == ["background", "benign tissue", "cancerous tissue"]
+    assert get_schema("lizard").names[1:] == ["neutrophil", "epithelial", "lymphocyte", "plasma", "eosinophil", "connective"]
+    assert get_schema("consep").num_classes == 8 and get_schema("consep-4").num_classes == 5
+    assert get_schema("monusac").names[1:] == ["epithelial", "lymphocyte", "macrophage", "neutrophil"]
+    assert get_schema("camelyon16").names == ["background", "normal", "tumor"]
+
+
+@pytest.mark.parametrize("kind", ["tissue", "nuclei"])
+@pytest.mark.parametrize("k", [1, 5, 100, 254])
+def test_pseudo_schemas_resolve_for_any_k(kind, k):
+    schema = get_schema(f"pseudo-{kind}-k{k}")
+    assert schema.kind == kind and schema.num_classes == k + 1
+    assert f"pseudo-{kind}-k{k}" in SCHEMAS
+
+
+@pytest.mark.parametrize("bad", ["pseudo-tissue-k0", "pseudo-tissue-k255", "pseudo-tissue-k07", "pseudo-cells-k5", "pannuk"])
+def test_bad_schema_names_fail_with_suggestion(bad):
+    with pytest.raises(KeyError, match="unknown class schema"):
+        get_schema(bad)
+
+
+def test_unknown_class_lookup_names_schema():
+    with pytest.raises(KeyError, match="not in schema 'camelyon16'"):
+        get_schema("camelyon16")[7]
+    with pytest.raises(KeyError, match="has no class 'stroma'"):
+        get_schema("camelyon16").id_of("stroma")
+
+
+def test_consep_merge_to_four_classes():
+    ids = np.array([0, 1, 2, 3, 4, 5, 6, 7, 255], np.uint8)
+    assert remap_ids(ids, "consep", "consep-4").tolist() == [0, 1, 2, 3, 3, 4, 4, 4, 255]
+    with pytest.raises(KeyError, match="no id remap"):
+        remap_ids(ids, "consep-4", "consep")

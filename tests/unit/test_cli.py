@@ -1,0 +1,75 @@
+import json
+import subprocess
+import sys
+
+import datasets
+import numpy as np
+import pytest
+from PIL import Image
+
+from histosynth.cli import build_parser, main
+from histosynth.rows import row_to_sample
+from histosynth.sources import build_source
+
+
+def test_ls_lists_registries_without_importing_torch():
+    code = "import sys, io, contextlib, json\nfrom histosynth.cli import main\nbuf = io.StringIO()\nwith contextlib.redirect_stdout(buf):\n    main(['ls'])\nprint(json.dumps({'out': buf.getvalue(), 'heavy': [m for m in ('torch', 'datasets', 'diffusers', 'timm') if m in sys.modules]}))"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    data = json.loads(result.stdout.strip().splitlines()[-1])
+    assert data["heavy"] == []
+    for expected in ("sources:", "embedded", "simulator", "schemas:", "camelyon16", "pseudo-tissue-kN", "encoders"):
+        assert expected in data["out"]
+
+
+def test_ls_rejects_unknown_kind(capsys):
+    assert main(["ls", "gans"]) == 2
+    assert "cannot list gans" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("verb", [[], ["ls"], ["data"], ["data", "build"], ["data", "show"], ["demo"]])
+def test_help_everywhere(verb, capsys):
+    with pytest.raises(SystemExit) as info:
+        build_parser().parse_args([*verb, "--help"])
+    assert info.value.code == 0
+    assert "usage: histosynth" in capsys.readouterr().out
+
+
+def test_data_build_embedded_round_trips_through_load_dataset(tmp_path, capsys):
+    out = tmp_path / "d"
+    assert main(["data", "build", "--source", "embedded", "--out", str(out), "--size", "128", "--n", "6"]) == 0
+    printed = capsys.readouterr().out
+    assert "train: 6 samples" in printed and "tissue: not labelled" in printed
+    rows = datasets.load_dataset(str(out), split="train")
+    expected = list(build_source("embedded", size=128, n=6))
+    assert len(rows) == 6
+    assert all(row_to_sample(r).equals(s) for r, s in zip(rows, expected))
+    assert expected[0].provenance.slide_id == "CMU-1-Small-Region" and expected[0].image.shape == (128, 128, 3)
+
+
+def test_data_show_draws_a_png(tmp_path):
+    out = tmp_path / "d"
+    main(["data", "build", "--source", "embedded", "--out", str(out), "--size", "128", "--n", "4"])
+    assert main(["data", "show", str(out), "--out", str(tmp_path / "grid.png"), "--n", "4"]) == 0
+    picture = np.asarray(Image.open(tmp_path / "grid.png"))
+    assert picture.shape[0] > 100 and picture.shape[1] > 100 and picture.std() > 10
+
+
+def test_data_show_on_a_non_dataset_folder_is_a_clear_error(tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    assert main(["data", "show", str(tmp_path / "empty"), "--out", str(tmp_path / "g.png")]) == 2
+    assert "README.md: missing" in capsys.readouterr().err
+    assert not (tmp_path / "g.png").exists()
+
+
+def test_data_build_no_overwrite(tmp_path, capsys):
+    out = tmp_path / "d"
+    main(["data", "build", "--source", "embedded", "--out", str(out), "--size", "128", "--n", "2"])
+    assert main(["data", "build", "--source", "embedded", "--out", str(out), "--size", "128", "--n", "3", "--no-overwrite"]) == 2
+    assert "refusing to overwrite" in capsys.readouterr().err
+
+
+def test_bad_option_values_are_clear_errors(tmp_path, capsys):
+    assert main(["data", "build", "--source", "embedded", "--out", str(tmp_path / "d"), "--size", "8"]) == 2
+    assert "size must be at least 16" in capsys.readouterr().err
+    assert not (tmp_path / "d").exists()

@@ -1,0 +1,48 @@
+import numpy as np
+import pytest
+
+from histosynth.sources.embedded import EmbeddedSource, read_region, slide_path, tissue_mask
+
+
+def test_region_reads_with_its_mpp():
+    image, mpp = read_region()
+    assert image.shape == (2967, 2220, 3) and image.dtype == np.uint8
+    assert mpp == pytest.approx(0.499)
+    assert slide_path().with_name("CMU-1-Small-Region.NOTICE.md").is_file()
+
+
+def test_tissue_mask_separates_tissue_from_glass():
+    image, _ = read_region()
+    small = image[::4, ::4]
+    mask = tissue_mask(small)
+    assert 0.2 < mask.mean() < 0.7
+    brightness = small.mean(axis=2)
+    assert brightness[mask].mean() < brightness[~mask].mean() - 40
+
+
+def test_tiles_are_tissue_and_deterministic():
+    first = list(EmbeddedSource(size=128, n=10))
+    second = list(EmbeddedSource(size=128, n=10))
+    assert len(first) == 10 and all(a.equals(b) for a, b in zip(first, second))
+    assert all(s.image.mean() < 225 for s in first), "background tiles are dropped"
+    coords = {(s.provenance.x, s.provenance.y) for s in first}
+    assert len(coords) == 10
+
+
+def test_magnification_changes_tile_count_and_provenance():
+    native = EmbeddedSource(size=256, mpp=0.5)
+    half = EmbeddedSource(size=256, mpp=1.0)
+    assert len(half) < len(native) / 3
+    sample = next(iter(half))
+    assert sample.provenance.mpp == 1.0 and sample.provenance.x % 2 == 0
+    assert next(iter(native)).provenance.mpp == pytest.approx(0.499)  # within tolerance: not resampled
+
+
+def test_min_tissue_zero_keeps_every_tile():
+    assert len(EmbeddedSource(size=256, min_tissue=0.0)) == (2967 // 256) * (2220 // 256)
+
+
+@pytest.mark.parametrize("kwargs,message", [({"size": 4}, "size"), ({"mpp": 0.0}, "mpp"), ({"min_tissue": 2}, "min_tissue"), ({"n": -1}, "n must")])
+def test_bad_arguments(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        EmbeddedSource(**kwargs)

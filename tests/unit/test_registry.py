@@ -1,0 +1,61 @@
+import pytest
+
+from histosynth.registry import Registry, RegistryError, import_target
+
+
+def test_register_get_and_list_sorted():
+    reg: Registry[int] = Registry("thing")
+    reg.register("b", 2, "second")
+    reg.register("a", 1)
+    assert reg.get("a") == 1 and reg.get("b") == 2
+    assert list(reg) == ["a", "b"]
+    assert [e.summary for e in reg.entries()] == ["", "second"]
+    assert "a" in reg and "zz" not in reg and 3 not in reg
+
+
+def test_duplicate_name_raises():
+    reg: Registry[int] = Registry("thing")
+    reg.register("x", 1)
+    with pytest.raises(RegistryError, match="already registered"):
+        reg.register("x", 2)
+    assert reg.get("x") == 1
+
+
+def test_unknown_name_suggests_closest():
+    reg: Registry[int] = Registry("encoder")
+    for name in ("dinov2-vits14", "dinov2-vitb14", "inception"):
+        reg.register(name, 0)
+    with pytest.raises(RegistryError) as info:
+        reg.get("dinov2-vit14")
+    message = str(info.value)
+    assert "unknown encoder 'dinov2-vit14'" in message and "did you mean" in message and "dinov2-vits14" in message
+
+
+def test_lazy_entry_imports_only_on_get():
+    reg: Registry[object] = Registry("thing")
+    reg.register("dumps", "json:dumps")
+    reg.register("broken", "histosynth_no_such_module:thing")
+    assert reg.entries()[1].is_lazy
+    import json
+
+    assert reg.get("dumps") is json.dumps
+    with pytest.raises(ModuleNotFoundError):
+        reg.get("broken")
+
+
+def test_import_target_rejects_malformed_strings():
+    with pytest.raises(ValueError, match="module:attr"):
+        import_target("json.dumps")
+
+
+def test_decorator_and_resolver():
+    reg: Registry[object] = Registry("thing", resolver=lambda n: n.upper() if n.startswith("dyn-") else None)
+
+    @reg.decorator("f", "a function")
+    def f():
+        return 1
+
+    assert reg.get("f") is f
+    assert reg.get("dyn-x") == "DYN-X" and "dyn-y" in reg
+    with pytest.raises(RegistryError):
+        reg.get("other")
