@@ -14,6 +14,8 @@ import colorsys
 import re
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from histosynth.registry import Registry
 
 BACKGROUND_ID = 0
@@ -190,7 +192,7 @@ _BUILTIN = [
     ),
     _schema(
         "simulator-tissue", "tissue",
-        [("stroma", (230, 120, 200)), ("epithelium", (80, 170, 255)), ("tumor", (220, 30, 30)),
+        [("stroma", (0, 200, 200)), ("epithelium", (80, 120, 255)), ("tumor", (220, 30, 30)),
          ("necrosis", (140, 140, 140))],
         "Procedural tissue regions drawn by the `simulator` source",
         "the simulator writes these ids directly",
@@ -210,10 +212,8 @@ def get_schema(name: str) -> ClassSchema:
     return SCHEMAS.get(name)
 
 
-def remap_ids(ids: "object", source: str, target: str) -> "object":
+def remap_ids(ids: np.ndarray, source: str, target: str) -> np.ndarray:
     """Map an array of `source`-schema ids to `target`-schema ids (e.g. consep -> consep-4)."""
-    import numpy as np
-
     table = REMAPS.get((source, target))
     if table is None:
         raise KeyError(f"no id remap from {source!r} to {target!r} (known: {sorted(REMAPS)})")

@@ -88,7 +88,7 @@ class Nuclei:
 
     @classmethod
     def from_instance_map(cls, schema: str, instances: np.ndarray, class_of: dict[int, int] | np.ndarray) -> "Nuclei":
-        """Relabel any integer instance map to 1..n (in order of first id) and compute exact centroids.
+        """Relabel any integer instance map to 1..n (in ascending order of the original ids) with exact centroids.
 
         `class_of` maps each original instance id to its class id (dict, or an array indexed by id).
         """

@@ -69,7 +69,7 @@ def draw_grid(samples: Sequence[Sample], out: Path | str, title: str = "", colum
     panels = [(s, False) for s in samples] if not labelled else [(s, v) for s in samples for v in (False, True)]
     columns = min(columns * (2 if labelled else 1), len(panels))
     rows = -(-len(panels) // columns)
-    fig, axes = plt.subplots(rows, columns, figsize=(2.2 * columns, 2.3 * rows + 0.8), squeeze=False)
+    fig, axes = plt.subplots(rows, columns, figsize=(2.2 * columns, 2.55 * rows + 0.8), squeeze=False)
     for ax in axes.ravel():
         ax.axis("off")
     for ax, (sample, with_labels) in zip(axes.ravel(), panels):

@@ -39,7 +39,15 @@ class Source(ABC):
 
 
 def construct(cls: type[Source], options: dict[str, Any]) -> Source:
-    """Build a source from CLI-style options, passing only those its constructor accepts (None = default)."""
+    """Build a source from CLI-style options; None means "not given, use the default".
+
+    An option that was given but that this source does not take is an error (a typo or a wrong source),
+    not something to drop silently.
+    """
     params = inspect.signature(cls).parameters
-    accepted = {k: v for k, v in options.items() if k in params and v is not None}
-    return cls(**accepted)
+    given = {k: v for k, v in options.items() if v is not None}
+    unknown = sorted(set(given) - set(params))
+    if unknown:
+        takes = ", ".join(p for p in params if p != "self")
+        raise ValueError(f"source {cls.meta.name!r} does not take {', '.join('--' + u.replace('_', '-') for u in unknown)} (it takes: {takes})")
+    return cls(**given)
