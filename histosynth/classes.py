@@ -185,10 +185,11 @@ _BUILTIN = [
     ),
     _schema(
         "monusac", "nuclei",
-        [("epithelial", (255, 0, 0)), ("lymphocyte", (255, 255, 0)), ("macrophage", (0, 255, 0)),
-         ("neutrophil", (0, 0, 255))],
+        [("epithelial", (255, 0, 0)), ("lymphocyte", (255, 255, 0)), ("neutrophil", (0, 0, 255)),
+         ("macrophage", (0, 255, 0))],
         "MoNuSAC nuclei (4 organs)",
-        "XML annotation names Epithelial, Lymphocyte, Macrophage, Neutrophil -> 1..4",
+        "XML annotation names -> ids as in the challenge's own mask script: Epithelial 1, Lymphocyte 2, "
+        "Neutrophil 3, Macrophage 4 (other codebases, e.g. eva, order them differently)",
     ),
     _schema(
         "simulator-tissue", "tissue",

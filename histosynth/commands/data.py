@@ -9,6 +9,10 @@ import time
 from pathlib import Path
 
 
+# Options `data build` passes to a source; a source that does not take a given option reports it.
+SOURCE_OPTIONS = ("path", "annotations", "masks", "schema", "classes", "provider", "n", "size", "stride", "mpp", "seed", "min_tissue")
+
+
 def summary_lines(path: Path, summary) -> list[str]:
     """Human-readable summary of a written dataset."""
     from histosynth.classes import get_schema
@@ -61,7 +65,7 @@ def build_dataset(source_name: str, out: Path, options: dict, overwrite: bool = 
 
 def run_build(args: argparse.Namespace) -> int:
     start = time.perf_counter()
-    options = {"n": args.n, "size": args.size, "mpp": args.mpp, "seed": args.seed, "min_tissue": args.min_tissue}
+    options = {name: getattr(args, name) for name in SOURCE_OPTIONS}
     summary = build_dataset(args.source, args.out, options, overwrite=args.overwrite)
     print("\n".join(summary_lines(args.out, summary)))
     print(f"  written in {time.perf_counter() - start:.1f} s")
@@ -99,6 +103,13 @@ def register(verbs: argparse._SubParsersAction) -> None:
                                "datasets.load_dataset(folder) loads. The folder appears complete or not at all.")
     build.add_argument("--source", required=True, choices=list(SOURCES), help="registered source (see `histosynth ls sources`)")
     build.add_argument("--out", required=True, type=Path, help="dataset folder to write")
+    build.add_argument("--path", type=Path, help="the source's data: a PanNuke fold, a Lizard/CoNSeP/MoNuSAC folder, slides, images")
+    build.add_argument("--annotations", type=Path, help="Camelyon16: folder of ASAP XML annotations")
+    build.add_argument("--masks", type=Path, help="folder source: masks with the same file stems (uint8 class ids)")
+    build.add_argument("--schema", help="folder source: class schema of the masks (see `histosynth ls schemas`)")
+    build.add_argument("--classes", help="CoNSeP: consep (7 classes) or consep-4 (merged)")
+    build.add_argument("--provider", help="PANDA: radboud or karolinska")
+    build.add_argument("--stride", type=int, help="tiling stride in pixels (default: the patch size)")
     build.add_argument("--n", type=int, help="number of patches (simulator) or at most this many (real sources)")
     build.add_argument("--size", type=int, help="patch size in pixels (default 256)")
     build.add_argument("--mpp", type=float, help="microns per pixel to tile at (default 0.5, about 20x)")

@@ -20,3 +20,17 @@ SOURCES.register("simulator", "histosynth.sources.simulator:SimulatorSource",
 def build_source(name: str, **options: Any) -> Source:
     """Instantiate the registered source `name` with the options its constructor accepts."""
     return construct(SOURCES.get(name), options)
+SOURCES.register("pannuke", "histosynth.sources.pannuke:PanNukeSource",
+                 "PanNuke .npy folds: 256 px patches with classed nuclei instances (CC BY-NC-SA 4.0)")
+SOURCES.register("lizard", "histosynth.sources.lizard:LizardSource",
+                 "Lizard colon images + .mat instance labels, 6 nuclei classes, 20x (CC BY-NC-SA 4.0)")
+SOURCES.register("consep", "histosynth.sources.consep:ConsepSource",
+                 "CoNSeP 1000 px tiles + .mat labels, 7 or 4 (classes=consep-4) nuclei classes, 40x")
+SOURCES.register("monusac", "histosynth.sources.monusac:MonusacSource",
+                 "MoNuSAC images + Aperio XML polygons, 4 nuclei classes, 40x (CC BY-NC-SA 4.0)")
+SOURCES.register("camelyon16", "histosynth.sources.camelyon16:Camelyon16Source",
+                 "Camelyon16 WSIs + ASAP XML tiled at an mpp: normal/tumour/ignore tissue maps (CC0)")
+SOURCES.register("panda", "histosynth.sources.panda:PandaSource",
+                 "PANDA WSIs + red-channel label masks tiled at an mpp, Radboud/Karolinska schemas (CC BY-NC-SA 4.0)")
+SOURCES.register("folder", "histosynth.sources.folder:FolderSource",
+                 "a folder of png/jpg/tif images, optionally with uint8 tissue-id masks of a chosen schema")

@@ -25,7 +25,7 @@ def test_real_dataset_orders():
     assert get_schema("panda-karolinska").names == ["background", "benign tissue", "cancerous tissue"]
     assert get_schema("lizard").names[1:] == ["neutrophil", "epithelial", "lymphocyte", "plasma", "eosinophil", "connective"]
     assert get_schema("consep").num_classes == 8 and get_schema("consep-4").num_classes == 5
-    assert get_schema("monusac").names[1:] == ["epithelial", "lymphocyte", "macrophage", "neutrophil"]
+    assert get_schema("monusac").names[1:] == ["epithelial", "lymphocyte", "neutrophil", "macrophage"]
     assert get_schema("camelyon16").names == ["background", "normal", "tumor"]
 
 
