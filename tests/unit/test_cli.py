@@ -73,3 +73,20 @@ def test_bad_option_values_are_clear_errors(tmp_path, capsys):
     assert main(["data", "build", "--source", "embedded", "--out", str(tmp_path / "d"), "--size", "8"]) == 2
     assert "size must be at least 16" in capsys.readouterr().err
     assert not (tmp_path / "d").exists()
+
+
+def test_data_build_passes_reader_options(tmp_path, capsys):
+    from format_writers import write_pannuke_fold
+
+    images = np.random.default_rng(0).integers(0, 256, (3, 32, 32, 3)).astype(np.float64)
+    masks = np.zeros((3, 32, 32, 6), np.float64)
+    masks[:, 4:9, 4:9, 1] = 7  # one inflammatory instance per patch
+    masks[:, 20:25, 10:14, 0] = 3  # one neoplastic
+    write_pannuke_fold(tmp_path / "fold1", images, masks, ["Breast", "Colon", "Lung"])
+    out = tmp_path / "d"
+    assert main(["data", "build", "--source", "pannuke", "--path", str(tmp_path / "fold1"), "--out", str(out)]) == 0
+    assert "nuclei (pannuke): 6" in capsys.readouterr().out
+    first = row_to_sample(datasets.load_dataset(str(out), split="train")[0])
+    assert sorted(first.nuclei.class_ids.tolist()) == [1, 2] and np.array_equal(first.image, images[0].astype(np.uint8))
+    assert main(["data", "build", "--source", "pannuke", "--path", str(tmp_path / "fold1"), "--out", str(out), "--seed", "3"]) == 2
+    assert "does not take --seed" in capsys.readouterr().err
