@@ -90,3 +90,12 @@ def test_data_build_passes_reader_options(tmp_path, capsys):
     assert sorted(first.nuclei.class_ids.tolist()) == [1, 2] and np.array_equal(first.image, images[0].astype(np.uint8))
     assert main(["data", "build", "--source", "pannuke", "--path", str(tmp_path / "fold1"), "--out", str(out), "--seed", "3"]) == 2
     assert "does not take --seed" in capsys.readouterr().err
+
+
+def test_data_build_simulator_round_trips_through_load_dataset(tmp_path):
+    out = tmp_path / "sim"
+    assert main(["data", "build", "--source", "simulator", "--out", str(out), "--n", "5", "--size", "64", "--seed", "4"]) == 0
+    rows = datasets.load_dataset(str(out), split="train")
+    expected = list(build_source("simulator", n=5, size=64, seed=4))
+    assert [row_to_sample(r).equals(s) for r, s in zip(rows, expected)] == [True] * 5
+    assert expected[0].tissue is not None and len(expected[0].nuclei) > 0
