@@ -34,6 +34,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from histosynth.benchmark.encoders.inputs import as_nchw_uint8
+from histosynth.errors import UserFacingError
 
 Mode = Literal["spatial-mean", "layer-masked", "bbox-crop"]
 MODES: tuple[str, ...] = ("spatial-mean", "layer-masked", "bbox-crop")
@@ -46,7 +47,7 @@ BACKBONE_FILES: dict[str, tuple[str, str]] = {
 MIN_SIZE: dict[str, int] = {"alex": 31, "vgg": 16}
 
 
-class LPIPSWeightsError(RuntimeError):
+class LPIPSWeightsError(UserFacingError, RuntimeError):
     """The LPIPS backbone's ImageNet weights are missing; the message names the file and how to get it."""
 
 

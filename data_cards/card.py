@@ -1,54 +1,98 @@
-"""Dataset cards: the README.md (Hub YAML metadata + prose) of every dataset histosynth writes.
+"""Dataset cards: render the README.md (Hub YAML metadata + prose) of every dataset histosynth writes, and validate one.
 
-The YAML carries what `datasets.load_dataset(folder)` needs (configs, dataset_info with features) and
-histosynth's own block (format version, class schemas); huggingface_hub's card classes render and
-validate it.
+The YAML is built with huggingface_hub's `DatasetCardData` and carries what `datasets.load_dataset` needs (configs,
+dataset_info with features), the Hub's catalogue fields (license, task_categories, size_categories,
+source_datasets, tags) and histosynth's own block (format version, class schemas). The prose comes from
+templates/dataset_card.md (Jinja2, as `DatasetCard.from_template` uses) and is parsed back with `DatasetCard`.
+`validate_card` checks a card locally and, with `remote=True`, with the Hub's own validator (`DatasetCard.validate`).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import datasets
+import jinja2
+import yaml
 from datasets.info import DatasetInfo, DatasetInfosDict
 from datasets.utils.metadata import MetadataConfigs
 from huggingface_hub import DatasetCard, DatasetCardData
 
 from histosynth.classes import get_schema
+from histosynth.data_cards.model import (
+    BenchmarkScore,
+    CardInfo,
+    Version,
+    licence_name,
+    required_licence,
+    source_licence,
+)
+
+if TYPE_CHECKING:
+    from histosynth.data_cards.sets import DatasetSpec
+
+__all__ = ["BenchmarkScore", "CardInfo", "CardValidationError", "render_card", "render_set_card", "validate_card"]
 
 FORMAT_VERSION = 1
+TEMPLATE = Path(__file__).parent / "templates" / "dataset_card.md"
+REQUIRED_METADATA = ("license", "task_categories", "size_categories", "source_datasets", "configs", "tags",
+                     "dataset_info", "histosynth")
+REQUIRED_SECTIONS = ("Contents", "How it was made", "Classes", "Benchmark scores", "Intended use",
+                     "Known limitations", "How to cite", "Licence")
+INTENDED_USE = {
+    True: "Training and evaluating tissue-segmentation and nuclei-detection models (as extra or replacement "
+          "training data), studying generators, and benchmarking. Research use; not for diagnosis or any "
+          "clinical decision.",
+    False: "Research on histopathology image analysis: training and evaluating segmentation and detection "
+           "models. Not for diagnosis or any clinical decision.",
+}
+LIMITATIONS = {
+    True: "Generated images can contain artefacts and can under-represent rare morphologies of the training data; "
+          "the labels are the conditions, so where the generator did not follow them the label is wrong for that "
+          "image. Scores of models trained only on synthetic data can differ from scores on real data: evaluate "
+          "on real data.",
+    False: "Inherits the limitations of the source data (annotation noise, scanner and stain variation); see its "
+           "documentation.",
+}
 
 
-@dataclass
-class CardInfo:
-    """What a card says about a dataset beyond its features and counts."""
-
-    pretty_name: str
-    description: str
-    license: str = "other"
-    source: str = ""
-    source_datasets: list[str] = field(default_factory=list)
-    command: str = ""
-    tags: list[str] = field(default_factory=list)
-    limitations: str = ""
-    citation: str = ""
+class CardValidationError(ValueError):
+    """A dataset card is malformed or incomplete; the message lists every problem."""
 
 
-def _size_category(n: int) -> str:
+def histosynth_version() -> str:
+    """The installed histosynth version (recorded in every card)."""
+    try:
+        return metadata.version("histosynth")
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def size_category(n: int) -> str:
+    """The Hub's size bucket for n samples."""
     for limit, label in ((1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"), (1_000_000, "100K<n<1M")):
         if n < limit:
             return label
     return "1M<n<10M"
 
 
-def _class_table(schema_name: str, counts: dict[int, int] | None, unit: str) -> str:
+def _class_table(schema_name: str, counts: dict[int, int] | None, unit: str) -> dict:
     schema = get_schema(schema_name)
-    lines = [f"Schema `{schema.name}` ({schema.kind}): {schema.description}.", "", f"| id | class | colour | {unit} |", "|---|---|---|---|"]
-    for info in schema.classes:
-        count = "" if counts is None else f"{counts.get(info.id, 0):,}"
-        lines.append(f"| {info.id} | {info.name} | `#{info.colour[0]:02x}{info.colour[1]:02x}{info.colour[2]:02x}` | {count} |")
-    lines.append(f"| 255 | ignore | | {'' if counts is None else f'{counts.get(255, 0):,}'} |")
-    return "\n".join(lines)
+    classes = list(schema.classes)
+    rows = []
+    for info in classes:
+        count = "not counted yet" if counts is None else f"{counts.get(info.id, 0):,}"
+        rows.append({"id": info.id, "name": info.name, "colour": "#{:02x}{:02x}{:02x}".format(*info.colour), "count": count})
+    if schema.kind == "tissue":  # 255 is valid in tissue maps only
+        rows.append({"id": 255, "name": "ignore", "colour": "-", "count": "" if counts is None else f"{counts.get(255, 0):,}"})
+    return {"name": schema.name, "kind": schema.kind, "description": schema.description, "unit": unit, "rows": rows}
+
+
+def _environment() -> jinja2.Environment:
+    return jinja2.Environment(trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True,
+                              undefined=jinja2.StrictUndefined, autoescape=False)
 
 
 def render_card(
@@ -60,41 +104,119 @@ def render_card(
     tissue_pixels: dict[int, int] | None = None,
     nuclei_counts: dict[int, int] | None = None,
 ) -> str:
-    """The README.md text: Hub YAML front matter (validated by huggingface_hub) and the prose sections."""
+    """The README.md text of a dataset: Hub YAML front matter and the prose sections; validated before returning.
+
+    Counts of None (not gathered) render as "not counted yet", e.g. for the card of a planned set.
+    """
+    if info.version:
+        Version.parse(info.version)
     total = sum(split_sizes.values())
+    block = {"format_version": FORMAT_VERSION, "tissue_schema": tissue_schema, "nuclei_schema": nuclei_schema,
+             "histosynth_version": histosynth_version()}
+    if info.version:
+        block["version"] = info.version
+    if info.generator:
+        block["generator"] = {"name": info.generator, "version": info.generator_version or None,
+                              "checkpoint_hash": info.checkpoint_hash or None}
     card_data = DatasetCardData(
         license=info.license,
         pretty_name=info.pretty_name,
-        size_categories=_size_category(total),
-        source_datasets=info.source_datasets or None,
-        task_categories=["image-segmentation", "image-to-image"],
-        tags=["histopathology", "histosynth", *info.tags],
-        histosynth={"format_version": FORMAT_VERSION, "tissue_schema": tissue_schema, "nuclei_schema": nuclei_schema},
+        size_categories=size_category(total),
+        source_datasets=info.hub_source_datasets(),
+        task_categories=list(info.task_categories),
+        tags=list(dict.fromkeys(["histopathology", "histosynth", *(["synthetic"] if info.synthetic else []), *info.tags])),
+        histosynth=block,
     )
     MetadataConfigs({"default": {"data_files": [{"split": s, "path": f"data/{s}-*"} for s in split_sizes]}}).to_dataset_card_data(card_data)
     dataset_info = DatasetInfo(features=features, splits=datasets.SplitDict({s: datasets.SplitInfo(s, num_examples=n) for s, n in split_sizes.items()}))
     DatasetInfosDict({"default": dataset_info}).to_dataset_card_data(card_data)
 
-    sections = [f"# {info.pretty_name}", "", info.description, ""]
-    sections += ["## Contents", "", "| split | samples |", "|---|---|", *[f"| {s} | {n:,} |" for s, n in split_sizes.items()], ""]
-    if info.source:
-        sections += ["## Source and provenance", "", info.source, "", "Every row carries its provenance columns (source, slide_id, x, y, level, mpp, generator, generator_version, checkpoint_hash, seed).", ""]
-    if info.command:
-        sections += ["## How it was made", "", "```", info.command, "```", ""]
-    sections += ["## Classes", ""]
+    tables = []
     if tissue_schema:
-        sections += [_class_table(tissue_schema, tissue_pixels, "pixels"), ""]
+        tables.append(_class_table(tissue_schema, tissue_pixels, "pixels"))
     if nuclei_schema:
-        sections += [_class_table(nuclei_schema, nuclei_counts, "nuclei"), ""]
-    if not tissue_schema and not nuclei_schema:
-        sections += ["Unlabelled: patches only.", ""]
-    sections += ["## Loading", "", "```python", "import datasets", "from histosynth.rows import row_to_sample",
-                 "ds = datasets.load_dataset(PATH_OR_REPO, split=\"train\")", "sample = row_to_sample(ds[0])", "```", ""]
-    if info.limitations:
-        sections += ["## Known limitations", "", info.limitations, ""]
-    sections += ["## Licence", "", f"`{info.license}`" + (" (follows the source data)." if info.source_datasets else "."), ""]
-    if info.citation:
-        sections += ["## Citation", "", "```bibtex", info.citation, "```", ""]
-    card = DatasetCard(f"---\n{card_data.to_yaml()}\n---\n\n" + "\n".join(sections))
-    DatasetCard(str(card))  # re-parse: raises on malformed YAML (remote validation needs a Hub: issue 6)
-    return str(card)
+        tables.append(_class_table(nuclei_schema, nuclei_counts, "nuclei"))
+    imposed = required_licence(info.source_datasets)
+    text = _environment().from_string(TEMPLATE.read_text(encoding="utf-8")).render(
+        card_yaml=card_data.to_yaml(),
+        info=info,
+        splits=list(split_sizes.items()),
+        total=total,
+        tables=tables,
+        measured_scores=[s for s in info.benchmark if s.measured],
+        histosynth_version=histosynth_version(),
+        default_intended_use=INTENDED_USE[info.synthetic],
+        default_limitations=LIMITATIONS[info.synthetic],
+        imposed=imposed,
+        imposed_sources=", ".join(s for s in info.source_datasets if source_licence(s) == imposed),
+        licence_title=licence_name(info.license),
+        source_licences=", ".join(f"{s} {source_licence(s)}" for s in info.source_datasets if source_licence(s)),
+        repo=info.repo or "ORG/NAME",
+    )
+    validate_card(text)
+    return text
+
+
+def render_set_card(spec: "DatasetSpec", version: str | None = None) -> str:
+    """The card of a registered (released or planned) set at `version` (default: its latest), before counting."""
+    from histosynth.rows import features_for
+
+    entry = spec.version(version) if version else spec.latest
+    info = spec.card_info(str(entry.version))
+    return render_card(info, features_for(spec.tissue_schema, spec.nuclei_schema), dict(entry.samples),
+                       spec.tissue_schema, spec.nuclei_schema)
+
+
+def _metadata_problems(card: DatasetCard) -> list[str]:
+    data = card.data.to_dict()
+    problems = [f"metadata has no `{key}`" for key in REQUIRED_METADATA if not data.get(key)]
+    if problems:
+        return problems
+    if not isinstance(data["license"], str):
+        problems.append("`license` must be one Hub licence id")
+    block = data["histosynth"]
+    if not isinstance(block, dict) or block.get("format_version") != FORMAT_VERSION:
+        problems.append(f"`histosynth.format_version` must be {FORMAT_VERSION}")
+    configs = MetadataConfigs.from_dataset_card_data(card.data)
+    if "default" not in configs or not configs["default"].get("data_files"):
+        problems.append("`configs` needs a `default` config with data_files")
+    try:
+        infos = DatasetInfosDict.from_dataset_card_data(card.data)
+        info = infos.get("default")
+        if info is None or info.features is None:
+            problems.append("`dataset_info` has no features for the default config")
+        elif info.splits:
+            total = sum(s.num_examples for s in info.splits.values())
+            if data["size_categories"] not in (size_category(total), [size_category(total)]):
+                problems.append(f"`size_categories` is {data['size_categories']} but dataset_info counts {total} samples "
+                                f"({size_category(total)})")
+    except (TypeError, ValueError, KeyError) as err:
+        problems.append(f"`dataset_info` does not parse as datasets features ({err})")
+    sources = data["source_datasets"] if isinstance(data["source_datasets"], list) else [data["source_datasets"]]
+    probe = CardInfo("", "", license=data["license"] if isinstance(data["license"], str) else "",
+                     source_datasets=[s for s in sources if s != "original"])
+    problems += probe.licence_problems()
+    return problems
+
+
+def validate_card(text: str, remote: bool = False) -> DatasetCard:
+    """Parse and check a card: the Hub metadata fields, features that `datasets` can read, the licence rule and
+    the prose sections. With `remote=True` the Hub (HF_ENDPOINT) validates the YAML too. Raises
+    CardValidationError listing every problem; returns the parsed `DatasetCard`."""
+    try:
+        card = DatasetCard(text)
+    except (ValueError, yaml.YAMLError) as err:
+        raise CardValidationError(f"the card's YAML front matter does not parse ({err})") from err
+    if not text.lstrip().startswith("---"):
+        raise CardValidationError("the card has no YAML front matter")
+    problems = _metadata_problems(card)
+    headings = {line[3:].strip() for line in card.text.splitlines() if line.startswith("## ")}
+    problems += [f"no `## {s}` section" for s in REQUIRED_SECTIONS if s not in headings]
+    if problems:
+        raise CardValidationError("invalid dataset card:\n  - " + "\n  - ".join(problems))
+    if remote:
+        try:
+            card.validate(repo_type="dataset")
+        except ValueError as err:
+            raise CardValidationError(f"the Hub refused the card's metadata: {err}") from err
+    return card

@@ -11,7 +11,10 @@ import importlib
 import sys
 from typing import Sequence
 
-COMMAND_MODULES = ("histosynth.commands.ls", "histosynth.commands.data", "histosynth.commands.demo")
+from histosynth.errors import UserFacingError
+
+COMMAND_MODULES = ("histosynth.commands.ls", "histosynth.commands.data", "histosynth.commands.demo",
+                   "histosynth.commands.hub")
 
 
 class CommandError(Exception):
@@ -39,7 +42,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:  # output piped into `head` and closed early
         sys.stderr.close()
         return 0
-    except CommandError as err:
+    except (CommandError, UserFacingError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     except (ValueError, KeyError, FileExistsError, FileNotFoundError) as err:

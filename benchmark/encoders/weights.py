@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from histosynth.benchmark.encoders.meta import EncoderMeta
 from histosynth.registry import import_target
+from histosynth.errors import UserFacingError
 
 if TYPE_CHECKING:
     import torch
@@ -29,7 +30,7 @@ _TRUE = {"1", "ON", "YES", "TRUE"}
 _fingerprints: dict[tuple[str, int, int], str] = {}
 
 
-class EncoderWeightsError(RuntimeError):
+class EncoderWeightsError(UserFacingError, RuntimeError):
     """Weights for an encoder are missing, inaccessible or do not fit; the message says how to fix it."""
 
 

@@ -37,9 +37,16 @@ def summary_lines(path: Path, summary) -> list[str]:
     return lines
 
 
+def _hub_licence(licence: str) -> str:
+    """A source's licence as a Hub licence id ("CC0-1.0" -> "cc0-1.0"); free text becomes "other"."""
+    ident = licence.strip().lower()
+    return ident if ident and " " not in ident and ident.replace("-", "").replace(".", "").isalnum() else "other"
+
+
 def build_dataset(source_name: str, out: Path, options: dict, overwrite: bool = True):
     """Write the samples of a registered source to `out` (Hub layout); returns the DatasetSummary."""
     from histosynth.data_cards.card import CardInfo
+    from histosynth.data_cards.model import default_licence
     from histosynth.disk import write_dataset
     from histosynth.sources import build_source
 
@@ -52,10 +59,13 @@ def build_dataset(source_name: str, out: Path, options: dict, overwrite: bool = 
     command = "histosynth data build --source " + source_name + " " + " ".join(
         f"--{k.replace('_', '-')} {shlex.quote(str(v))}" for k, v in options.items() if v is not None
     ) + f" --out {shlex.quote(str(out))}"
+    real_data = source_name not in ("simulator", "embedded", "folder")
+    source_datasets = [source_name] if real_data else []
     card = CardInfo(
         pretty_name=f"histosynth {source_name} patches",
         description=f"Patches from the `{source_name}` source: {meta.description}.",
-        license=meta.licence.lower(),
+        license=default_licence(source_datasets) if real_data else _hub_licence(meta.licence),
+        source_datasets=source_datasets,
         source=f"{meta.description}. {meta.citation} {meta.url}".strip(),
         command=command,
         tags=[source_name],

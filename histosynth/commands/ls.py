@@ -11,6 +11,7 @@ CATALOG = {
     "schemas": "histosynth.classes:SCHEMAS",
     "generators": "histosynth.generators.registry:GENERATORS",
     "encoders": "histosynth.benchmark.encoders:ENCODERS",
+    "datasets": "histosynth.data_cards.sets:DATASETS",
 }
 
 
@@ -49,8 +50,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def register(verbs: argparse._SubParsersAction) -> None:
-    parser = verbs.add_parser("ls", help="list sources, class schemas, generators, encoders",
-                              description="List registered sources, class schemas, generators and encoders "
+    parser = verbs.add_parser("ls", help="list sources, class schemas, generators, encoders, datasets",
+                              description="List registered sources, class schemas, generators, encoders and released/planned datasets "
                               "(names and one-line summaries; imports no model code).")
     parser.add_argument("kinds", nargs="*", metavar="KIND", help=f"what to list: {', '.join(CATALOG)} (default: everything)")
     parser.set_defaults(handler=run)
