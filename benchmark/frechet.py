@@ -1,0 +1,337 @@
+r"""Fréchet distance (FD / FID / FD_DINOv2) between Gaussian fits of two feature sets, plus FD∞ and bootstrap CIs.
+
+Formula (Fréchet 1957; Dowson & Landau 1982; used as FID by Heusel et al. 2017, "GANs trained by a two time-scale
+update rule converge to a local Nash equilibrium"), for N(μ1, Σ1) and N(μ2, Σ2):
+
+    FD = ||μ1 - μ2||² + tr Σ1 + tr Σ2 - 2 tr (Σ1^½ Σ2 Σ1^½)^½
+
+The trace term is computed in its symmetric form. For any factor G1 with G1 G1ᵀ = Σ1 (Cholesky factor, Σ1^½, or
+the centred features A1ᵀ / sqrt(N1-1)) and any G2 with G2 G2ᵀ = Σ2, the non-zero eigenvalues of Σ1^½ Σ2 Σ1^½, of
+Σ2 Σ1 and of G1ᵀ Σ2 G1 = (G2ᵀ G1)ᵀ (G2ᵀ G1) coincide (eig(XY) = eig(YX) away from 0), so
+
+    tr (Σ1^½ Σ2 Σ1^½)^½ = Σ sqrt(eigvalsh(G1ᵀ Σ2 G1)) = || G2ᵀ G1 ||_*   (nuclear norm)
+
+With G1 = Cholesky(Σ1) this costs one Cholesky, two products and one symmetric eigenvalue solve, with eigenvalues
+clamped at 0 (they are ≥ 0 in exact arithmetic). Where Σ1 is singular (N ≤ d) the factor comes from `eigh` instead.
+With feature matrices and N < d, G_i = A_iᵀ (A_i = centred features / sqrt(N_i - 1)) gives the low-rank form
+|| A1 A2ᵀ ||_* (an N1×N2 matrix), which `fd_bootstrap_ci` uses.
+
+Other suites (REFERENCE.md §3) use `scipy.linalg.sqrtm(Σ1 Σ2)` (pytorch-fid, clean-fid, dgm-eval; slow, can return
+complex values, and `disp=` is gone in SciPy 1.18) or `eigvals(Σ1 Σ2)` of a non-symmetric product
+(torch-fidelity, torchmetrics). FD∞ follows dgm-eval's `compute_FD_infinity` (Chong & Forsyth 2020, "Effectively
+unbiased FID and Inception Score and where to find them"): FD_N on subsets of the second set at 15 sizes, a line
+fitted against 1/N, evaluated at 1/N = 0.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Literal
+
+import numpy as np
+import scipy.linalg
+import scipy.linalg.blas
+
+from histosynth.benchmark.errors import MetricInputError, SmallSampleWarning
+from histosynth.benchmark.stats import FeatureArray, StreamingStats, as_feature_matrix
+
+Method = Literal["auto", "cov", "lowrank"]
+
+
+# ---------------------------------------------------------------------------------------------- validation
+def _as_gaussian(mu: np.ndarray, cov: np.ndarray, name: str) -> tuple[np.ndarray, np.ndarray]:
+    mu = np.asarray(mu, dtype=np.float64)
+    cov = np.asarray(cov, dtype=np.float64)
+    if mu.ndim != 1 or mu.shape[0] == 0 or cov.shape != (mu.shape[0], mu.shape[0]):
+        raise MetricInputError(f"{name}: mean must be (d,) and covariance (d, d); got {mu.shape} and {cov.shape}")
+    if not (np.isfinite(mu).all() and np.isfinite(cov).all()):
+        raise MetricInputError(f"{name}: mean or covariance has NaN/inf values")
+    return mu, cov
+
+
+def _as_cov(cov: np.ndarray, name: str) -> np.ndarray:
+    cov = np.asarray(cov, dtype=np.float64)
+    if cov.ndim != 2 or cov.shape[0] != cov.shape[1] or cov.shape[0] == 0:
+        raise MetricInputError(f"{name}: covariance must be a non-empty (d, d) matrix, got shape {cov.shape}")
+    return _as_gaussian(np.zeros(cov.shape[0]), cov, name)[1]
+
+
+def check_sample_count(n: int, dim: int, name: str = "features", stacklevel: int = 3) -> None:
+    """Raise for n < 2; warn (SmallSampleWarning) when n <= dim, i.e. the covariance is rank-deficient."""
+    if n < 2:
+        raise MetricInputError(f"{name}: FD needs at least 2 samples to estimate a covariance, got {n}")
+    if n <= dim:
+        warnings.warn(
+            f"{name}: {n} samples of {dim}-dim features give a rank-deficient covariance (rank <= {n - 1}); a "
+            f"full-rank covariance needs at least {dim + 1} samples, and FD is only comparable across runs with "
+            f"many more (pytorch-fid/TTUR maintainers recommend >= 2048, ideally >= 5000, and well above d). "
+            f"The value is returned but is strongly biased upward.",
+            SmallSampleWarning,
+            stacklevel=stacklevel,
+        )
+
+
+def _check_dims(d1: int, d2: int) -> None:
+    if d1 != d2:
+        raise MetricInputError(f"feature dimensions differ: {d1} vs {d2}")
+
+
+# ---------------------------------------------------------------------------------------------- trace term
+def _symmetric(m: np.ndarray) -> np.ndarray:
+    return (m + m.T) / 2
+
+
+def _cholesky(cov: np.ndarray) -> np.ndarray | None:
+    """Lower Cholesky factor, or None if cov is not numerically positive definite."""
+    try:
+        return scipy.linalg.cholesky(cov, lower=True, check_finite=False)
+    except np.linalg.LinAlgError:
+        return None
+
+
+def _psd_factor(cov: np.ndarray) -> tuple[np.ndarray, bool]:
+    """(G, is_lower_triangular) with G Gᵀ = cov: Cholesky if positive definite, else V_+ sqrt(λ_+) from eigh."""
+    lower = _cholesky(cov)
+    if lower is not None:
+        return lower, True
+    eigenvalues, vectors = np.linalg.eigh(_symmetric(cov))
+    keep = eigenvalues > 0  # clamp: negative eigenvalues of a PSD matrix are rounding noise
+    return vectors[:, keep] * np.sqrt(eigenvalues[keep]), False
+
+
+def _trace_sqrt_factor(factor: np.ndarray, cov: np.ndarray, lower_triangular: bool = False) -> float:
+    """tr (Σ1^½ Σ2 Σ1^½)^½ given G1 (G1 G1ᵀ = Σ1) and Σ2: Σ sqrt(max(eigvalsh(G1ᵀ Σ2 G1), 0))."""
+    if lower_triangular:
+        # Triangular products (BLAS trmm) take half the flops of general ones. BLAS wants Fortran order; Σ2 is
+        # symmetric, so its transpose is the same matrix in that order (and the result is symmetrised below).
+        g = np.asfortranarray(factor)
+        s = cov.T if cov.flags.c_contiguous else np.asfortranarray(cov)
+        right = scipy.linalg.blas.dtrmm(1.0, g, s, side=1, lower=1)  # Σ2 G
+        inner = scipy.linalg.blas.dtrmm(1.0, g, right, side=0, lower=1, trans_a=1, overwrite_b=1)  # Gᵀ Σ2 G
+    else:
+        inner = factor.T @ cov @ factor
+    eigenvalues = scipy.linalg.eigh(_symmetric(inner), eigvals_only=True, check_finite=False, driver="evr")
+    # Eigenvalues below the solver's resolution (n·eps·λ_max) are noise, possibly negative; each would add
+    # sqrt(noise) ~ 1e-8·sqrt(λ_max) to the trace (rank-deficient Σ2 has N-d of them), so they count as 0.
+    tol = max(float(eigenvalues[-1]), 0.0) * len(eigenvalues) * np.finfo(np.float64).eps
+    return float(np.sqrt(eigenvalues[eigenvalues > tol]).sum())
+
+
+def _nuclear_norm(m: np.ndarray) -> float:
+    return float(scipy.linalg.svdvals(m, check_finite=False).sum())
+
+
+def trace_sqrt_product(cov1: np.ndarray, cov2: np.ndarray) -> float:
+    """tr (Σ1^½ Σ2 Σ1^½)^½, the cross term of FD; symmetric in its arguments, never NaN or complex."""
+    cov1, cov2 = _as_cov(cov1, "cov1"), _as_cov(cov2, "cov2")
+    _check_dims(cov1.shape[0], cov2.shape[0])
+    # Factor whichever covariance is positive definite (Cholesky is ~10x cheaper than eigh); else eigh of Σ1.
+    for a, b in ((cov1, cov2), (cov2, cov1)):
+        lower = _cholesky(a)
+        if lower is not None:
+            return _trace_sqrt_factor(lower, b, lower_triangular=True)
+    factor, _ = _psd_factor(cov1)
+    return _trace_sqrt_factor(factor, cov2)
+
+
+def _combine(mean_term: float, trace1: float, trace2: float, cross: float) -> float:
+    # FD is a squared 2-Wasserstein distance, so >= 0; a tiny negative value is rounding.
+    return max(float(mean_term + trace1 + trace2 - 2.0 * cross), 0.0)
+
+
+# ---------------------------------------------------------------------------------------------- FD from statistics
+def frechet_distance(mu1: np.ndarray, cov1: np.ndarray, mu2: np.ndarray, cov2: np.ndarray) -> float:
+    """FD between N(mu1, cov1) and N(mu2, cov2); exactly 0.0 for identical inputs and never negative."""
+    mu1, cov1 = _as_gaussian(mu1, cov1, "set 1")
+    mu2, cov2 = _as_gaussian(mu2, cov2, "set 2")
+    _check_dims(mu1.shape[0], mu2.shape[0])
+    if np.array_equal(mu1, mu2) and np.array_equal(cov1, cov2):
+        return 0.0
+    diff = mu1 - mu2
+    return _combine(diff @ diff, np.trace(cov1), np.trace(cov2), trace_sqrt_product(cov1, cov2))
+
+
+def fd_from_stats(a: StreamingStats, b: StreamingStats) -> float:
+    """FD between two StreamingStats; raises if either has < 2 samples, warns if either has <= d samples."""
+    if a.dim is None or b.dim is None:
+        raise MetricInputError("FD needs at least 2 samples per set; got empty stats")
+    _check_dims(a.dim, b.dim)
+    check_sample_count(a.count, a.dim, "set 1")
+    check_sample_count(b.count, b.dim, "set 2")
+    return frechet_distance(a.mean, a.cov, b.mean, b.cov)
+
+
+class ReferenceSqrt:
+    """A reference Gaussian (μ, Σ) whose square-root factor G (G Gᵀ = Σ) is computed once and reused.
+
+    Use when many sets are compared with one reference (a leaderboard's real-data stats, FD∞'s subsets): each FD
+    then costs two matrix products and one symmetric eigenvalue solve, or for N < d samples given as features
+    one (N×d)(d×d) product and an SVD of an N×d matrix.
+    """
+
+    def __init__(self, mu: np.ndarray, cov: np.ndarray) -> None:
+        self.mu, self.cov = _as_gaussian(mu, cov, "reference")
+        self.trace = float(np.trace(self.cov))
+        self.factor, self.factor_is_cholesky = _psd_factor(self.cov)
+
+    @classmethod
+    def from_stats(cls, stats: StreamingStats) -> "ReferenceSqrt":
+        """Reference from StreamingStats (raises if < 2 samples, warns if <= d)."""
+        if stats.dim is None:
+            raise MetricInputError("reference stats are empty")
+        check_sample_count(stats.count, stats.dim, "reference")
+        return cls(stats.mean, stats.cov)
+
+    @classmethod
+    def from_features(cls, features: FeatureArray) -> "ReferenceSqrt":
+        """Reference from an (N, d) feature matrix."""
+        return cls.from_stats(StreamingStats.from_features(features))
+
+    @property
+    def dim(self) -> int:
+        """Feature dimension d."""
+        return int(self.mu.shape[0])
+
+    def distance(self, mu: np.ndarray, cov: np.ndarray) -> float:
+        """FD between the reference and N(mu, cov)."""
+        mu, cov = _as_gaussian(mu, cov, "set")
+        _check_dims(self.dim, mu.shape[0])
+        if np.array_equal(mu, self.mu) and np.array_equal(cov, self.cov):
+            return 0.0
+        diff = mu - self.mu
+        cross = _trace_sqrt_factor(self.factor, cov, self.factor_is_cholesky)
+        return _combine(diff @ diff, self.trace, np.trace(cov), cross)
+
+    def distance_to_stats(self, stats: StreamingStats) -> float:
+        """FD between the reference and StreamingStats (raises if < 2 samples, warns if <= d)."""
+        if stats.dim is None:
+            raise MetricInputError("stats are empty")
+        _check_dims(self.dim, stats.dim)
+        check_sample_count(stats.count, stats.dim, "set")
+        return self.distance(stats.mean, stats.cov)
+
+    def distance_to_features(self, features: FeatureArray, warn: bool = True) -> float:
+        """FD between the reference and an (N, d) feature matrix; for N < rank, the cross term is ||A G||_*."""
+        x = as_feature_matrix(features)
+        _check_dims(self.dim, x.shape[1])
+        if warn or x.shape[0] < 2:
+            check_sample_count(x.shape[0], x.shape[1], "set")
+        mu = x.mean(axis=0)
+        a = (x - mu) / np.sqrt(x.shape[0] - 1)
+        diff = mu - self.mu
+        if x.shape[0] < self.factor.shape[1]:
+            # G2 = Aᵀ: the cross term is the nuclear norm of A G1 (N × r).
+            return _combine(diff @ diff, self.trace, float(np.sum(a * a)), _nuclear_norm(a @ self.factor))
+        return self.distance(mu, a.T @ a)
+
+
+# ---------------------------------------------------------------------------------------------- FD from features
+def _centred_scaled(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    mu = x.mean(axis=0)
+    return mu, (x - mu) / np.sqrt(x.shape[0] - 1)
+
+
+def _fd_matrices(x1: np.ndarray, x2: np.ndarray, method: Method) -> float:
+    mu1, a1 = _centred_scaled(x1)
+    mu2, a2 = _centred_scaled(x2)
+    diff = mu1 - mu2
+    if method == "auto":
+        method = "lowrank" if max(x1.shape[0], x2.shape[0]) < x1.shape[1] else "cov"
+    if method == "lowrank":
+        smaller, larger = (a1, a2) if a1.shape[0] <= a2.shape[0] else (a2, a1)
+        cross = _nuclear_norm(smaller @ larger.T)
+        return _combine(diff @ diff, float(np.sum(a1 * a1)), float(np.sum(a2 * a2)), cross)
+    if method != "cov":
+        raise MetricInputError(f"unknown FD method {method!r}; use 'auto', 'cov' or 'lowrank'")
+    cov1, cov2 = a1.T @ a1, a2.T @ a2
+    return _combine(diff @ diff, np.trace(cov1), np.trace(cov2), trace_sqrt_product(cov1, cov2))
+
+
+def _two_feature_sets(
+    feats1: FeatureArray, feats2: FeatureArray, warn: bool = True, stacklevel: int = 4
+) -> tuple[np.ndarray, np.ndarray]:
+    x1 = as_feature_matrix(feats1, "feats1")
+    x2 = as_feature_matrix(feats2, "feats2")
+    _check_dims(x1.shape[1], x2.shape[1])
+    for x, name in ((x1, "feats1"), (x2, "feats2")):
+        if warn or x.shape[0] < 2:
+            check_sample_count(x.shape[0], x.shape[1], name, stacklevel=stacklevel)
+    return x1, x2
+
+
+def fd_from_features(feats1: FeatureArray, feats2: FeatureArray, method: Method = "auto") -> float:
+    """FD between two (N_i, d) feature matrices.
+
+    method: "cov" (covariances + factor + eigvalsh), "lowrank" (nuclear norm of A1 A2ᵀ, cheaper when N < d), or
+    "auto" (lowrank when both N_i < d). Identical inputs give exactly 0.0.
+    """
+    x1, x2 = _two_feature_sets(feats1, feats2)
+    if np.array_equal(x1, x2):
+        return 0.0
+    return _fd_matrices(x1, x2, method)
+
+
+def fd_infinity(
+    feats1: FeatureArray, feats2: FeatureArray, num_points: int = 15, seed: int | None = 0
+) -> float:
+    """FD∞ (dgm-eval `compute_FD_infinity`): FD_N against 1/N, extrapolated to N = ∞.
+
+    feats1 is the reference (e.g. training) set, used whole; feats2 (generated) is subsampled without replacement
+    at `num_points` sizes from min(5000, max(N2 // 10, 2)) to N2. Removes the 1/N bias of FD in N2 only.
+    """
+    if num_points < 2:
+        raise MetricInputError(f"FD-infinity needs num_points >= 2 to fit a line, got {num_points}")
+    x1, x2 = _two_feature_sets(feats1, feats2, warn=False)
+    n2, dim = x2.shape
+    sizes = np.linspace(min(5000, max(n2 // 10, 2)), n2, num_points).astype(np.int64)
+    check_sample_count(x1.shape[0], dim, "feats1 (reference)")
+    if sizes[0] <= dim:
+        check_sample_count(int(sizes[0]), dim, f"feats2 (smallest FD-infinity subset of {n2})")
+    reference = ReferenceSqrt.from_stats(StreamingStats.from_features(x1)) if x1.shape[0] > dim else None
+    rng = np.random.default_rng(seed)
+    values = []
+    for size in sizes:
+        subset = x2[rng.choice(n2, int(size), replace=False)]
+        if reference is not None:
+            values.append(reference.distance_to_features(subset, warn=False))
+        else:
+            values.append(_fd_matrices(x1, subset, "auto"))
+    _slope, intercept = np.polyfit(1.0 / sizes, np.asarray(values), 1)
+    return float(intercept)
+
+
+def fd_bootstrap_ci(
+    feats1: FeatureArray,
+    feats2: FeatureArray,
+    n_boot: int = 100,
+    alpha: float = 0.05,
+    seed: int | None = 0,
+    method: Method = "auto",
+    interval: Literal["percentile", "basic"] = "percentile",
+) -> tuple[float, float]:
+    """Bootstrap (1 - alpha) interval of FD, resampling both sets with replacement; deterministic for a given seed.
+
+    Each replicate recomputes FD from the resampled features (the low-rank nuclear-norm form when N < d).
+    Resampling adds duplicate rows, which raises FD's small-sample bias, so when N is not >> d the replicates sit
+    above the point estimate. "percentile" (default) returns their alpha/2 and 1-alpha/2 quantiles (q_lo, q_hi):
+    the spread of FD_N. "basic" returns (2·FD - q_hi, 2·FD - q_lo), which also subtracts the bootstrap estimate
+    of that bias (Efron & Tibshirani 1993, ch. 13) and so targets the population FD.
+    """
+    if n_boot < 2:
+        raise MetricInputError(f"n_boot must be >= 2, got {n_boot}")
+    if not 0.0 < alpha < 1.0:
+        raise MetricInputError(f"alpha must be in (0, 1), got {alpha}")
+    if interval not in ("percentile", "basic"):
+        raise MetricInputError(f"unknown interval {interval!r}; use 'percentile' or 'basic'")
+    x1, x2 = _two_feature_sets(feats1, feats2)
+    rng = np.random.default_rng(seed)
+    values = np.empty(n_boot)
+    for i in range(n_boot):
+        idx1 = rng.integers(0, x1.shape[0], x1.shape[0])
+        idx2 = rng.integers(0, x2.shape[0], x2.shape[0])
+        values[i] = _fd_matrices(x1[idx1], x2[idx2], method)
+    low, high = (float(q) for q in np.quantile(values, [alpha / 2, 1 - alpha / 2]))
+    if interval == "basic":
+        point = 0.0 if np.array_equal(x1, x2) else _fd_matrices(x1, x2, method)
+        low, high = max(2 * point - high, 0.0), max(2 * point - low, 0.0)
+    return low, high

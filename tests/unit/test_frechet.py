@@ -1,0 +1,215 @@
+"""Fréchet distance: agreement with sqrtm and torch-fidelity, exact zero, symmetry, low-rank path, FD∞, bootstrap."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+import scipy.linalg
+import torch
+from torch_fidelity.metric_fid import fid_statistics_to_metric
+
+from histosynth.benchmark.errors import MetricInputError, SmallSampleWarning
+from histosynth.benchmark.frechet import (
+    ReferenceSqrt,
+    fd_bootstrap_ci,
+    fd_from_features,
+    fd_from_stats,
+    fd_infinity,
+    frechet_distance,
+    trace_sqrt_product,
+)
+from histosynth.benchmark.stats import StreamingStats
+
+
+def _random_gaussian(rng: np.random.Generator, d: int, scale: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+    q, _ = np.linalg.qr(rng.standard_normal((d, d)))
+    eigenvalues = scale * rng.uniform(0.5, 2.0, d)  # condition number <= 4
+    return rng.standard_normal(d), (q * eigenvalues) @ q.T
+
+
+def _sqrtm_fd(mu1, cov1, mu2, cov2) -> float:
+    """pytorch-fid / clean-fid formula with scipy.linalg.sqrtm."""
+    covmean = scipy.linalg.sqrtm(cov1 @ cov2).real
+    diff = mu1 - mu2
+    return float(diff @ diff + np.trace(cov1) + np.trace(cov2) - 2 * np.trace(covmean))
+
+
+def _features(rng: np.random.Generator, n: int, d: int, shift: float = 0.0, scale: float = 1.0) -> np.ndarray:
+    return shift + scale * rng.standard_normal((n, d))
+
+
+@pytest.mark.parametrize("d", [1, 8, 64])
+def test_matches_sqrtm_and_torch_fidelity(d):
+    rng = np.random.default_rng(d)
+    mu1, cov1 = _random_gaussian(rng, d)
+    mu2, cov2 = _random_gaussian(rng, d, scale=3.0)
+    ours = frechet_distance(mu1, cov1, mu2, cov2)
+    assert ours == pytest.approx(_sqrtm_fd(mu1, cov1, mu2, cov2), rel=1e-6)
+    tf = fid_statistics_to_metric({"mu": mu1, "sigma": cov1}, {"mu": mu2, "sigma": cov2}, verbose=False)
+    assert ours == pytest.approx(tf["frechet_inception_distance"], rel=1e-6)
+
+
+def test_matches_closed_form_for_diagonal_covariances():
+    """FD of N(μ1, diag a) and N(μ2, diag b) is |μ1-μ2|² + Σ(√a - √b)²."""
+    rng = np.random.default_rng(3)
+    a, b = rng.uniform(0.1, 5, 40), rng.uniform(0.1, 5, 40)
+    mu1, mu2 = rng.standard_normal(40), rng.standard_normal(40)
+    expected = np.sum((mu1 - mu2) ** 2) + np.sum((np.sqrt(a) - np.sqrt(b)) ** 2)
+    assert frechet_distance(mu1, np.diag(a), mu2, np.diag(b)) == pytest.approx(expected, rel=1e-12)
+
+
+def test_identical_sets_give_exactly_zero_and_never_negative():
+    rng = np.random.default_rng(4)
+    x = _features(rng, 300, 16)
+    stats = StreamingStats.from_features(x)
+    assert frechet_distance(stats.mean, stats.cov, stats.mean.copy(), stats.cov.copy()) == 0.0
+    assert fd_from_stats(stats, StreamingStats.from_features(x.copy())) == 0.0
+    assert fd_from_features(x, x.copy()) == 0.0
+    assert ReferenceSqrt.from_stats(stats).distance_to_stats(stats) == 0.0
+    # Same set in a different order: equal up to rounding, and clamped, never below 0.
+    perm = StreamingStats.from_features(x[::-1])
+    value = fd_from_stats(stats, perm)
+    assert 0.0 <= value < 1e-9
+    # Near-identical and rank-deficient covariances: still >= 0.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", SmallSampleWarning)
+        for n in (5, 17, 300):
+            y = x[:n]
+            for method in ("cov", "lowrank"):
+                assert fd_from_features(y, y + 1e-12, method=method) >= 0.0
+                assert fd_from_features(y, y[::-1], method=method) >= 0.0
+
+
+def test_symmetric():
+    rng = np.random.default_rng(5)
+    mu1, cov1 = _random_gaussian(rng, 32)
+    mu2, cov2 = _random_gaussian(rng, 32, scale=2.0)
+    assert frechet_distance(mu1, cov1, mu2, cov2) == pytest.approx(frechet_distance(mu2, cov2, mu1, cov1), rel=1e-10)
+    # One singular covariance: the Cholesky factor is taken from the other one either way.
+    x = _features(rng, 10, 32)
+    sing = np.cov(x, rowvar=False)
+    assert trace_sqrt_product(sing, cov2) == pytest.approx(trace_sqrt_product(cov2, sing), rel=1e-10)
+
+
+def test_lowrank_path_equals_eigh_path():
+    """tr(Σ1^½ Σ2 Σ1^½)^½ = ||A1 A2ᵀ||_* for A_i = centred features / sqrt(N_i - 1) (here N < d)."""
+    rng = np.random.default_rng(6)
+    x1 = _features(rng, 40, 96)
+    x2 = _features(rng, 25, 96, shift=0.3, scale=1.5)
+    with pytest.warns(SmallSampleWarning):
+        lowrank = fd_from_features(x1, x2, method="lowrank")
+    with pytest.warns(SmallSampleWarning):
+        cov = fd_from_features(x1, x2, method="cov")
+    assert lowrank == pytest.approx(cov, rel=1e-9)
+    # Both covariances singular: the trace term equals the explicit eigh-based sqrt (Σ1^½ from eigh, clamped).
+    c1, c2 = np.cov(x1, rowvar=False), np.cov(x2, rowvar=False)
+    w, v = np.linalg.eigh(c1)
+    root = (v * np.sqrt(np.clip(w, 0, None))) @ v.T
+    explicit = np.sqrt(np.clip(np.linalg.eigvalsh(root @ c2 @ root), 0, None)).sum()
+    a1 = (x1 - x1.mean(0)) / np.sqrt(39)
+    a2 = (x2 - x2.mean(0)) / np.sqrt(24)
+    nuclear = np.linalg.svd(a1 @ a2.T, compute_uv=False).sum()
+    assert trace_sqrt_product(c1, c2) == pytest.approx(nuclear, rel=1e-9)
+    assert explicit == pytest.approx(nuclear, rel=1e-6)  # the explicit form carries sqrt(noise) from ~70 zeros
+
+
+def test_reference_sqrt_reuses_one_factor():
+    rng = np.random.default_rng(7)
+    ref_x = _features(rng, 400, 24)
+    ref = ReferenceSqrt.from_features(ref_x)
+    ref_stats = StreamingStats.from_features(ref_x)
+    for shift in (0.0, 0.5):
+        x = _features(rng, 300, 24, shift=shift, scale=1.2)
+        expected = fd_from_features(ref_x, x)
+        assert ref.distance_to_stats(StreamingStats.from_features(x)) == pytest.approx(expected, rel=1e-10)
+        assert fd_from_stats(ref_stats, StreamingStats.from_features(x)) == pytest.approx(expected, rel=1e-10)
+        assert ref.distance_to_features(x) == pytest.approx(expected, rel=1e-10)
+    small = _features(rng, 10, 24)  # N < d: nuclear-norm path inside the reference
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", SmallSampleWarning)
+        assert ref.distance_to_features(small) == pytest.approx(fd_from_features(ref_x, small, "cov"), rel=1e-9)
+
+
+def test_nonnegative_on_random_inputs():
+    rng = np.random.default_rng(8)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", SmallSampleWarning)
+        for _ in range(20):
+            d = int(rng.integers(1, 20))
+            n1, n2 = (int(v) for v in rng.integers(2, 40, 2))
+            x1 = _features(rng, n1, d, scale=float(rng.uniform(0.01, 10)))
+            x2 = x1[rng.integers(0, n1, n2)] + 1e-9 * rng.standard_normal((n2, d))
+            for method in ("cov", "lowrank"):
+                assert fd_from_features(x1, x2, method) >= 0.0
+
+
+def test_fd_infinity_is_closer_to_the_truth():
+    """N(0, I) vs N(m, s²I): FD = |m|² + d(1-s)²; FD_N is biased up by O(d²/N), FD∞ removes most of it."""
+    rng = np.random.default_rng(0)
+    d, m, s = 32, 0.05, 1.1
+    x1 = _features(rng, 30000, d)
+    x2 = _features(rng, 1500, d, shift=m, scale=s)
+    truth = d * m**2 + d * (1 - s) ** 2
+    fd_n = fd_from_features(x1, x2)
+    fd_inf = fd_infinity(x1, x2, seed=0)
+    assert fd_n - truth > 0.1  # the small-sample bias is real here
+    assert abs(fd_inf - truth) < 0.5 * abs(fd_n - truth)
+    assert fd_inf == fd_infinity(x1, x2, seed=0)
+
+
+def test_bootstrap_ci_contains_estimate_and_is_seeded():
+    rng = np.random.default_rng(10)
+    x1 = _features(rng, 2000, 4)
+    x2 = _features(rng, 2000, 4, shift=0.3, scale=1.2)
+    point = fd_from_features(x1, x2)
+    low, high = fd_bootstrap_ci(x1, x2, n_boot=60, seed=1)
+    assert low < point < high
+    assert high - low < point  # a clear signal gives a tight interval
+    assert (low, high) == fd_bootstrap_ci(x1, x2, n_boot=60, seed=1)
+    assert (low, high) != fd_bootstrap_ci(x1, x2, n_boot=60, seed=2)
+    b_low, b_high = fd_bootstrap_ci(x1, x2, n_boot=60, seed=1, interval="basic")
+    assert b_low == pytest.approx(2 * point - high) and b_high == pytest.approx(2 * point - low)
+
+
+def test_bootstrap_lowrank_and_cov_paths_agree():
+    rng = np.random.default_rng(11)
+    x1, x2 = _features(rng, 30, 50), _features(rng, 20, 50, shift=0.2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", SmallSampleWarning)
+        a = fd_bootstrap_ci(x1, x2, n_boot=10, seed=3, method="lowrank")
+        b = fd_bootstrap_ci(x1, x2, n_boot=10, seed=3, method="cov")
+    assert a == pytest.approx(b, rel=1e-8)
+
+
+def test_too_few_samples_and_bad_shapes():
+    rng = np.random.default_rng(12)
+    x = _features(rng, 50, 8)
+    with pytest.raises(MetricInputError, match="at least 2"):
+        fd_from_features(x[:1], x)
+    with pytest.raises(MetricInputError, match="at least 2"):
+        fd_from_stats(StreamingStats.from_features(x[:1]), StreamingStats.from_features(x))
+    with pytest.warns(SmallSampleWarning, match=r"at least 9 samples.*2048.*5000"):
+        value = fd_from_features(x[:6], x)
+    assert np.isfinite(value) and value > 0
+    with pytest.raises(MetricInputError, match="dimensions differ"):
+        fd_from_features(x, x[:, :4])
+    with pytest.raises(MetricInputError, match=r"\(d,\)"):
+        frechet_distance(np.zeros(3), np.eye(4), np.zeros(3), np.eye(3))
+    with pytest.raises(MetricInputError, match="dimensions differ"):
+        frechet_distance(np.zeros(3), np.eye(3), np.zeros(4), np.eye(4))
+    with pytest.raises(MetricInputError, match="NaN"):
+        frechet_distance(np.zeros(3), np.full((3, 3), np.nan), np.zeros(3), np.eye(3))
+    bad = x.copy()
+    bad[7, 1] = np.nan
+    with pytest.raises(MetricInputError, match="index 7"):
+        fd_from_features(x, bad)
+    with pytest.raises(MetricInputError, match="method"):
+        fd_from_features(x, x + 1, method="sqrtm")  # type: ignore[arg-type]
+
+
+def test_torch_tensors_accepted():
+    rng = np.random.default_rng(13)
+    x1, x2 = _features(rng, 100, 6), _features(rng, 120, 6, shift=1.0)
+    assert fd_from_features(torch.from_numpy(x1), torch.from_numpy(x2)) == fd_from_features(x1, x2)

@@ -1,0 +1,117 @@
+"""KID against torch-fidelity; PRDC against the `prdc` reference package and torch-fidelity's PRC; chunk independence."""
+
+from __future__ import annotations
+
+import numpy as np
+import prdc
+import pytest
+import scipy.spatial.distance
+import torch
+from torch_fidelity.metric_kid import kid_features_to_metric
+from torch_fidelity.metric_prc import prc_features_to_metric
+
+from histosynth.benchmark.errors import MetricInputError
+from histosynth.benchmark.kid import kid
+from histosynth.benchmark.prdc import compute_prdc, knn_radii
+
+
+@pytest.fixture(scope="module")
+def real_fake() -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(0)
+    real = rng.standard_normal((400, 24))
+    fake = 1.15 * rng.standard_normal((330, 24)) + 0.2
+    return real, fake
+
+
+def _tf_kid(a: np.ndarray, b: np.ndarray, **kwargs) -> dict:
+    return kid_features_to_metric(torch.from_numpy(a), torch.from_numpy(b), verbose=False, **kwargs)
+
+
+def test_kid_matches_torch_fidelity_with_full_subsets(real_fake):
+    real, fake = real_fake
+    n = len(fake)
+    ours = kid(real, fake, n_subsets=3, subset_size=n)
+    theirs = _tf_kid(real, fake, kid_subsets=3, kid_subset_size=n)
+    assert ours.mean == pytest.approx(theirs["kernel_inception_distance_mean"], rel=1e-6)
+    assert ours.std == pytest.approx(theirs["kernel_inception_distance_std"], rel=1e-6, abs=1e-12)
+    assert ours.mean > 0
+
+
+def test_kid_draws_the_same_subsets_as_torch_fidelity(real_fake):
+    real, fake = real_fake
+    ours = kid(real, fake, n_subsets=20, subset_size=50, seed=7)
+    theirs = _tf_kid(real, fake, kid_subsets=20, kid_subset_size=50, rng_seed=7)
+    assert ours.mean == pytest.approx(theirs["kernel_inception_distance_mean"], rel=1e-9)
+    assert ours.std == pytest.approx(theirs["kernel_inception_distance_std"], rel=1e-9)
+    assert ours == kid(real, fake, n_subsets=20, subset_size=50, seed=7)
+    assert ours != kid(real, fake, n_subsets=20, subset_size=50, seed=8)
+
+
+def test_kid_near_zero_for_same_distribution_and_clipped_subset():
+    rng = np.random.default_rng(1)
+    a, b = rng.standard_normal((300, 16)), rng.standard_normal((200, 16))
+    same = kid(a, b, n_subsets=10)  # subset_size 1000 is clipped to 200
+    shifted = kid(a, b + 0.5, n_subsets=10)
+    assert abs(same.mean) < 3 * same.std + 1e-3
+    assert shifted.mean > 10 * same.std
+
+
+def test_kid_errors(real_fake):
+    real, fake = real_fake
+    with pytest.raises(MetricInputError, match="dimensions differ"):
+        kid(real, fake[:, :5])
+    with pytest.raises(MetricInputError, match="at least 2"):
+        kid(real, fake[:1])
+    with pytest.raises(MetricInputError, match="index 2"):
+        bad = fake.copy()
+        bad[2, 0] = np.inf
+        kid(real, bad)
+
+
+def test_prdc_matches_reference_package(real_fake, capsys):
+    real, fake = real_fake
+    ours = compute_prdc(real, fake, nearest_k=5)
+    ref = prdc.compute_prdc(real_features=real, fake_features=fake, nearest_k=5)
+    capsys.readouterr()  # the package prints the set sizes
+    assert ours.precision == ref["precision"]
+    assert ours.recall == ref["recall"]
+    assert ours.coverage == ref["coverage"]
+    assert ours.density == pytest.approx(ref["density"], rel=1e-12)
+    assert 0 < ours.precision < 1 and 0 < ours.recall < 1
+
+
+def test_precision_recall_match_torch_fidelity(real_fake):
+    real, fake = real_fake
+    ours = compute_prdc(real, fake, nearest_k=5)
+    # torch-fidelity's convention: features_1 = generated, features_2 = real.
+    theirs = prc_features_to_metric(
+        torch.from_numpy(fake), torch.from_numpy(real), prc_neighborhood=5, prc_batch_size=128, verbose=False
+    )
+    assert ours.precision == pytest.approx(theirs["precision"], abs=1e-6)  # theirs is a float32 mean
+    assert ours.recall == pytest.approx(theirs["recall"], abs=1e-6)
+
+
+@pytest.mark.parametrize("chunk", [7, 64, 10_000])
+def test_prdc_independent_of_chunk_size(real_fake, chunk):
+    real, fake = real_fake
+    assert compute_prdc(real[:120], fake[:90], chunk_size=chunk) == compute_prdc(real[:120], fake[:90])
+
+
+def test_knn_radii_match_brute_force(real_fake):
+    real, _ = real_fake
+    dists = scipy.spatial.distance.cdist(real, real)
+    expected = np.sort(dists, axis=1)[:, 5]
+    for chunk in (64, 4096):
+        np.testing.assert_allclose(knn_radii(real, 5, chunk_size=chunk), expected, rtol=1e-10)
+
+
+def test_prdc_extremes_and_errors(real_fake):
+    real, fake = real_fake
+    same = compute_prdc(real, real.copy())
+    assert same.precision == 1.0 and same.recall == 1.0 and same.coverage == 1.0
+    far = compute_prdc(real, fake + 100.0)
+    assert far == (0.0, 0.0, 0.0, 0.0)
+    with pytest.raises(MetricInputError, match="at least 6"):
+        compute_prdc(real, fake[:5])
+    with pytest.raises(MetricInputError, match="dimensions differ"):
+        compute_prdc(real, fake[:, :3])
