@@ -1,0 +1,85 @@
+import json
+
+import numpy as np
+import pytest
+
+from histosynth.benchmark.results import BenchmarkRun
+from histosynth.benchmark.runner import score_distribution, score_masked_lpips
+from histosynth.cli import main
+from histosynth.data_cards.card import CardInfo
+from histosynth.disk import write_dataset
+from histosynth.schema import Sample
+from histosynth.sources import build_source
+
+
+@pytest.fixture(scope="module")
+def datasets_pair(tmp_path_factory):
+    root = tmp_path_factory.mktemp("bench")
+    write_dataset(build_source("simulator", n=12, size=64, seed=1), root / "real", CardInfo("real", "r"))
+    write_dataset(build_source("simulator", n=10, size=64, seed=2, nuclei_density=2.0), root / "fake", CardInfo("fake", "f"))
+    return root
+
+
+def test_bench_fd_cli_writes_results_table_and_chart(datasets_pair, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("HISTOSYNTH_CACHE", str(tmp_path / "cache"))
+    out = tmp_path / "run.json"
+    code = main(["bench", "fd", "--real", str(datasets_pair / "real"), "--fake", str(datasets_pair / "fake"),
+                 "--encoders", "effnet-lite0", "--bootstrap", "20", "--out", str(out)])
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "effnet-lite0" in printed and "precision" in printed
+    run = BenchmarkRun.load(out)
+    fd = next(r for r in run.results if r.metric == "fd")
+    assert fd.value > 0 and fd.ci_low <= fd.value <= fd.ci_high and (fd.n_real, fd.n_fake) == (12, 10)
+    assert {r.metric for r in run.results} == {"fd", "kid", "precision", "recall", "density", "coverage"}
+    assert run.encoders["effnet-lite0"]["weights"].startswith("sha256:")
+    assert run.data["real"].content_hash.startswith("sha256:") and run.data["fake"].n == 10
+    assert out.with_suffix(".png").stat().st_size > 5000
+
+
+def test_identical_sets_score_zero(datasets_pair, tmp_path):
+    run = score_distribution(datasets_pair / "real", datasets_pair / "real", metrics=["fd"], bootstrap=0,
+                             cache_dir=tmp_path, progress=False)
+    assert run.results[0].value == 0.0
+
+
+def test_bad_inputs_are_clear_cli_errors(datasets_pair, tmp_path, capsys):
+    base = ["bench", "fd", "--real", str(datasets_pair / "real"), "--out", str(tmp_path / "x.json")]
+    assert main([*base, "--fake", str(tmp_path / "missing")]) == 2
+    assert "README.md: missing" in capsys.readouterr().err
+    assert main([*base, "--fake", str(datasets_pair / "fake"), "--encoders", "incepton"]) == 2
+    assert "did you mean 'inception'" in capsys.readouterr().err
+    assert main([*base, "--fake", str(datasets_pair / "fake"), "--metrics", "fd,is"]) == 2
+    assert "unknown metric" in capsys.readouterr().err
+    assert main([*base, "--fake", str(datasets_pair / "fake"), "--encoders", "uni"]) == 2
+    err = capsys.readouterr().err
+    assert "MahmoodLab" in err and "Traceback" not in err
+    assert not (tmp_path / "x.json").exists()
+
+
+def with_masks(samples, seed):
+    rng = np.random.default_rng(seed)
+    out = []
+    for s in samples:
+        mask = np.zeros(s.image.shape[:2], bool)
+        r, c = rng.integers(8, 32, 2)
+        mask[r : r + 24, c : c + 24] = True
+        out.append(Sample(s.image, s.provenance, s.tissue, s.tissue_schema, s.nuclei, mask))
+    return out
+
+
+def test_masked_lpips_run_on_paired_datasets(tmp_path):
+    real = list(build_source("simulator", n=6, size=64, seed=3))
+    completed = [Sample(np.where(m.completion_mask[..., None], 255 - m.image, m.image).astype(np.uint8), m.provenance,
+                        completion_mask=m.completion_mask) for m in with_masks(real, 0)]
+    write_dataset(real, tmp_path / "real", CardInfo("r", "r"))
+    write_dataset(completed, tmp_path / "done", CardInfo("d", "d"))
+    run = score_masked_lpips(tmp_path / "real", tmp_path / "done", modes=["layer-masked", "bbox-crop"], pnet_rand=True)
+    values = {r.metric: r for r in run.results}
+    assert set(values) == {"lpips-layer-masked", "lpips-bbox-crop"}
+    assert all(r.value > 0 and len(r.extra["per_sample"]) == 6 for r in values.values())
+    write_dataset(real, tmp_path / "nomask", CardInfo("n", "n"))
+    from histosynth.benchmark.errors import MetricInputError
+
+    with pytest.raises(MetricInputError, match="no completion_mask"):
+        score_masked_lpips(tmp_path / "real", tmp_path / "nomask", pnet_rand=True)

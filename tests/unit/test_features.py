@@ -1,0 +1,142 @@
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from histosynth.benchmark.encoders import ENCODERS, Encoder, load_encoder
+from histosynth.benchmark.errors import MetricInputError
+from histosynth.benchmark.features import extract_features, scan_rows
+from histosynth.benchmark.stats import StreamingStats
+from histosynth.data_cards.card import CardInfo
+from histosynth.disk import iter_samples, write_dataset
+from histosynth.sources import build_source
+
+HERE = Path(__file__).parent
+
+
+@pytest.fixture(scope="module")
+def sim_dataset(tmp_path_factory):
+    path = tmp_path_factory.mktemp("sim") / "ds"
+    write_dataset(build_source("simulator", n=16, size=64, seed=5), path, CardInfo("sim", "sim"), max_shard_bytes=60_000)
+    return path
+
+
+@pytest.fixture(scope="module")
+def effnet():
+    return load_encoder("effnet-lite0")
+
+
+def test_one_pass_equals_encoding_every_image(sim_dataset, effnet, tmp_path):
+    images = np.stack([s.image for s in iter_samples(sim_dataset)])
+    expected = effnet.encode(images, batch_size=16).numpy()
+    inception = load_encoder("inception", pretrained=False)
+    run = extract_features(sim_dataset, [effnet, inception], batch_size=5, cache_dir=tmp_path, progress=False)
+    got = run.encoders["effnet-lite0"]
+    assert got.stats.count == 16 and run.data.n == 16
+    np.testing.assert_allclose(got.features, expected, rtol=1e-4, atol=1e-5)  # batch size 5 vs 16
+    reference = StreamingStats.from_features(got.features)
+    np.testing.assert_allclose(got.stats.mean, reference.mean, rtol=1e-12)
+    np.testing.assert_allclose(got.stats.cov, reference.cov, rtol=1e-9, atol=1e-12)
+    inc = run.encoders["inception"]
+    assert inc.features.shape == (16, 2048) and inc.features.std(axis=0).mean() > 1e-4
+    assert np.allclose(inc.features, inception.encode(images).numpy(), rtol=1e-4, atol=1e-5)
+
+
+def test_keep_caps_kept_features_but_not_statistics(sim_dataset, effnet, tmp_path):
+    run = extract_features(sim_dataset, [effnet], batch_size=4, keep=6, cache_dir=tmp_path, progress=False)
+    result = run.encoders["effnet-lite0"]
+    assert result.features.shape == (6, 1280) and result.stats.count == 16
+
+
+def test_cache_hit_by_content_hash(sim_dataset, effnet, tmp_path):
+    first = extract_features(sim_dataset, [effnet], cache_dir=tmp_path, progress=False).encoders["effnet-lite0"]
+    second = extract_features(sim_dataset, [effnet], cache_dir=tmp_path, progress=False).encoders["effnet-lite0"]
+    assert not first.from_cache and second.from_cache
+    assert second.stats.allclose(first.stats) and np.array_equal(second.features, first.features)
+    other = tmp_path / "other"
+    write_dataset(build_source("simulator", n=16, size=64, seed=6), other, CardInfo("o", "o"))
+    assert not extract_features(other, [effnet], cache_dir=tmp_path, progress=False).encoders["effnet-lite0"].from_cache
+    random_net = load_encoder("effnet-lite0", pretrained=False)
+    for _ in range(2):
+        assert not extract_features(sim_dataset, [random_net], cache_dir=tmp_path, progress=False).encoders["effnet-lite0"].from_cache
+
+
+def test_content_hash_ignores_labels_and_sees_pixels(sim_dataset, tmp_path):
+    samples = list(iter_samples(sim_dataset))
+    unlabelled = [type(s)(s.image, s.provenance) for s in samples]
+    write_dataset(unlabelled, tmp_path / "u", CardInfo("u", "u"))
+    assert scan_rows(tmp_path / "u").content_hash == scan_rows(sim_dataset).content_hash
+    changed = unlabelled[:]
+    image = changed[3].image.copy()
+    image[0, 0, 0] ^= 1
+    changed[3] = type(changed[3])(image, changed[3].provenance)
+    write_dataset(changed, tmp_path / "c", CardInfo("c", "c"))
+    assert scan_rows(tmp_path / "c").content_hash != scan_rows(sim_dataset).content_hash
+
+
+class NaNOnBrightImages(nn.Module):
+    """A feature network that fails (NaN) on one particular input, to check the error names that sample."""
+
+    def __init__(self, dim: int, bad_mean: float) -> None:
+        super().__init__()
+        self.dim, self.bad_mean = dim, bad_mean
+        self.scale = nn.Parameter(torch.ones(1))
+
+    def forward(self, x):
+        features = x.mean(dim=(2, 3)).repeat(1, self.dim // 3 + 1)[:, : self.dim] * self.scale
+        bad = (x.mean(dim=(1, 2, 3)) - self.bad_mean).abs() < 1e-6
+        features[bad] = float("nan")
+        return features
+
+
+def test_nan_features_name_the_sample(sim_dataset, tmp_path):
+    from histosynth.benchmark.encoders import preprocess
+
+    meta = ENCODERS.get("effnet-lite0")
+    samples = list(iter_samples(sim_dataset))
+    bad_mean = float(preprocess(samples[9].image[None].copy(), meta.preprocess).mean())
+    encoder = Encoder(meta, NaNOnBrightImages(meta.feature_dim, bad_mean))
+    with pytest.raises(MetricInputError, match=r"train-00\d\d\d-of-\d+\.parquet row \d+ \(simulator:sim-5:x=576,y=0\)"):
+        extract_features(sim_dataset, [encoder], batch_size=4, cache_dir=tmp_path, progress=False)
+
+
+def test_unknown_encoder_and_empty_inputs(sim_dataset, tmp_path):
+    with pytest.raises(KeyError, match="unknown encoder 'efnet-lite0'; did you mean 'effnet-lite0'"):
+        extract_features(sim_dataset, ["efnet-lite0"], cache_dir=tmp_path)
+    write_dataset([], tmp_path / "empty", CardInfo("e", "e"))
+    with pytest.raises(MetricInputError, match="has no rows"):
+        extract_features(tmp_path / "empty", ["effnet-lite0"], cache_dir=tmp_path)
+
+
+def run_group(command, env, timeout=300):
+    """Run a command in its own process group and kill the whole group on timeout (torchrun's workers too)."""
+    proc = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        raise
+    return proc.returncode, err
+
+
+def test_two_processes_give_the_statistics_of_one(sim_dataset, tmp_path):
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HISTOSYNTH_CACHE": str(tmp_path / "cache")}
+    worker = str(HERE / "dist_features_worker.py")
+    code, err = run_group([sys.executable, worker, str(sim_dataset), str(tmp_path / "one"), "0"], env)
+    assert code == 0, err
+    code, err = run_group([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", worker,
+                           str(sim_dataset), str(tmp_path / "two"), "1"], env)
+    assert code == 0, err[-3000:]
+    one = StreamingStats.load(tmp_path / "one.stats.npz")
+    two = StreamingStats.load(tmp_path / "two.stats.npz")
+    assert one.count == two.count == 16
+    np.testing.assert_allclose(two.mean, one.mean, rtol=1e-12)
+    np.testing.assert_allclose(two.cov, one.cov, rtol=1e-9, atol=1e-12)
+    assert np.array_equal(np.load(tmp_path / "one.features.npy"), np.load(tmp_path / "two.features.npy"))
