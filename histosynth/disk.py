@@ -2,6 +2,7 @@
 
     DIR/README.md                                   dataset card with YAML metadata (configs, features)
     DIR/data/<split>-NNNNN-of-NNNNN.parquet         rows of `histosynth.rows`
+    DIR/pseudolabels.json                           optional: how pseudo labels were made (histosynth.labels)
 
 `datasets.load_dataset(DIR)` loads it with its features; `iter_samples(DIR)` streams `Sample`s from the
 shards without copying them into the datasets cache.
@@ -9,6 +10,8 @@ shards without copying them into the datasets cache.
 
 from __future__ import annotations
 
+import os
+import shutil
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +29,8 @@ from histosynth.rows import features_for, row_to_sample, sample_to_row
 from histosynth.schema import Sample, SampleValidationError
 
 DATA_DIR = "data"
+PSEUDOLABELS_SIDECAR = "pseudolabels.json"  # pseudo-label hierarchy and settings (histosynth.labels)
+SIDECAR_FILES = (PSEUDOLABELS_SIDECAR,)  # files a dataset folder may hold besides README.md and data/
 MAX_SHARD_BYTES = 256 * 2**20  # Hub-friendly shard size
 ROW_GROUP_ROWS = 64  # small row groups: image rows are large and streaming reads whole groups
 
@@ -193,3 +198,62 @@ def iter_samples(path: Path | str, split: str = "train") -> Iterator[Sample]:
 def count_samples(path: Path | str, split: str = "train") -> int:
     """Number of rows of a split, from the parquet footers."""
     return sum(pq.ParquetFile(s).metadata.num_rows for s in shard_paths(path, split))
+
+
+def write_shard(samples: Iterable[Sample], path: Path | str, tissue_schema: str | None = None,
+                nuclei_schema: str | None = None) -> DatasetSummary:
+    """Write samples as ONE parquet shard file at `path` (rows and schema exactly as `write_dataset` writes them).
+
+    The file appears complete or not at all (written beside it, fsynced, renamed). Used by jobs that make a
+    dataset one fixed chunk at a time (generation) and publish the shards together with `publish_shards`.
+    Schemas default to those of the first sample.
+    """
+    path = Path(path)
+    summary = DatasetSummary(tissue_schema=tissue_schema, nuclei_schema=nuclei_schema)
+    rows, count = [], 0
+    for sample in samples:
+        if count == 0:
+            summary.tissue_schema = summary.tissue_schema or sample.tissue_schema
+            summary.nuclei_schema = summary.nuclei_schema or (sample.nuclei.schema if sample.nuclei else None)
+        _check_schema(sample, count, path.name, summary)
+        rows.append(sample_to_row(sample))
+        summary.add(sample)
+        count += 1
+    summary.split_sizes["train"] = count
+    features = features_for(summary.tissue_schema, summary.nuclei_schema)
+    partial = path.with_name(f".{path.name}.partial-{os.getpid()}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        pq.write_table(pa.Table.from_pylist(rows, schema=features.arrow_schema), partial, row_group_size=ROW_GROUP_ROWS)
+        with open(partial, "rb") as fh:
+            os.fsync(fh.fileno())
+        os.replace(partial, path)
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
+    return summary
+
+
+def publish_shards(shards: Mapping[str, list[Path]], out: Path | str, card: CardInfo, summary: DatasetSummary,
+                   overwrite: bool = True) -> Path:
+    """Publish shard files ({split: [shard, ...]} in order) as a dataset folder at `out`, atomically.
+
+    The shards are hard-linked (copied across filesystems) into the new folder under Hub names
+    (`shard_name`), so the originals stay until the caller removes them; `summary` (split sizes, class counts,
+    schemas) fills the card. All shards of a dataset must share one schema, as `write_shard` writes them.
+    """
+    with atomic_directory(out, overwrite=overwrite) as folder:
+        data = folder / DATA_DIR
+        data.mkdir()
+        for split, files in shards.items():
+            for i, source in enumerate(files):
+                target = data / shard_name(split, i, len(files))
+                try:
+                    os.link(source, target)
+                except OSError:
+                    shutil.copyfile(source, target)
+        features = features_for(summary.tissue_schema, summary.nuclei_schema)
+        readme = render_card(card, features, summary.split_sizes, summary.tissue_schema, summary.nuclei_schema,
+                             dict(summary.tissue_pixels) or None, dict(summary.nuclei_counts) or None)
+        (folder / "README.md").write_text(readme, encoding="utf-8")
+    return Path(out)

@@ -43,7 +43,7 @@ from tqdm.auto import tqdm
 from histosynth.atomic import atomic_directory
 from histosynth.data_cards.card import validate_card
 from histosynth.data_cards.model import Version
-from histosynth.disk import DATA_DIR, DatasetFormatError, read_metadata, shard_paths
+from histosynth.disk import DATA_DIR, SIDECAR_FILES, DatasetFormatError, read_metadata, shard_paths
 from histosynth.rows import row_to_sample
 from histosynth.schema import Sample, SampleValidationError
 
@@ -170,11 +170,11 @@ def validate_folder(folder: Path | str, progress: bool = True) -> CheckedFolder:
     splits = _card_splits(folder, card)
     paths = sorted(p for p in folder.rglob("*") if p.is_file() or p.is_symlink())
     relative = [p.relative_to(folder).as_posix() for p in paths]
-    unexpected = [r for r in relative if r != CARD and r not in IGNORED
+    unexpected = [r for r in relative if r != CARD and r not in IGNORED and r not in SIDECAR_FILES
                   and not (r.startswith(f"{DATA_DIR}/") and r.endswith(".parquet") and r.count("/") == 1)]
     if unexpected:
-        raise DatasetFormatError(f"{folder}: unexpected files {unexpected}; a dataset folder holds README.md and "
-                                 f"{DATA_DIR}/*.parquet only (publish uploads exactly that)")
+        raise DatasetFormatError(f"{folder}: unexpected files {unexpected}; a dataset folder holds README.md, "
+                                 f"{DATA_DIR}/*.parquet and optionally {', '.join(SIDECAR_FILES)} (publish uploads exactly that)")
     shards = {split: shard_paths(folder, split) for split in splits}
     orphans = [r for r in relative if r.endswith(".parquet") and not any(fnmatch.fnmatch(r, pat) for pat, _ in splits.values())]
     if orphans:

@@ -22,6 +22,7 @@ class SourceMeta:
     native_mpp: float | None = None
     tissue_schema: str | None = None
     nuclei_schema: str | None = None
+    pseudolabel_by_default: bool = False  # `data build` pseudo-labels it unless told not to (the embedded sample)
 
 
 class Source(ABC):

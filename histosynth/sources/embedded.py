@@ -82,6 +82,7 @@ class EmbeddedSource(Source):
         url="http://openslide.cs.cmu.edu/download/openslide-testdata/Aperio/",
         citation="OpenSlide test data, Carnegie Mellon University (CMU-1.svs)",
         native_mpp=NATIVE_MPP,
+        pseudolabel_by_default=True,
     )
 
     def __init__(self, size: int = 256, mpp: float = 0.5, min_tissue: float = 0.5, n: int | None = None, stride: int | None = None) -> None:

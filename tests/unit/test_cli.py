@@ -37,7 +37,7 @@ def test_help_everywhere(verb, capsys):
 
 def test_data_build_embedded_round_trips_through_load_dataset(tmp_path, capsys):
     out = tmp_path / "d"
-    assert main(["data", "build", "--source", "embedded", "--out", str(out), "--size", "128", "--n", "6"]) == 0
+    assert main(["data", "build", "--source", "embedded", "--out", str(out), "--size", "128", "--n", "6", "--no-pseudolabel"]) == 0
     printed = capsys.readouterr().out
     assert "train: 6 samples" in printed and "tissue: not labelled" in printed
     rows = datasets.load_dataset(str(out), split="train")
@@ -49,7 +49,7 @@ def test_data_build_embedded_round_trips_through_load_dataset(tmp_path, capsys):
 
 def test_data_show_draws_a_png(tmp_path):
     out = tmp_path / "d"
-    main(["data", "build", "--source", "embedded", "--out", str(out), "--size", "128", "--n", "4"])
+    main(["data", "build", "--source", "embedded", "--out", str(out), "--size", "128", "--n", "4", "--no-pseudolabel"])
     assert main(["data", "show", str(out), "--out", str(tmp_path / "grid.png"), "--n", "4"]) == 0
     picture = np.asarray(Image.open(tmp_path / "grid.png"))
     assert picture.shape[0] > 100 and picture.shape[1] > 100 and picture.std() > 10
@@ -64,8 +64,8 @@ def test_data_show_on_a_non_dataset_folder_is_a_clear_error(tmp_path, capsys):
 
 def test_data_build_no_overwrite(tmp_path, capsys):
     out = tmp_path / "d"
-    main(["data", "build", "--source", "embedded", "--out", str(out), "--size", "128", "--n", "2"])
-    assert main(["data", "build", "--source", "embedded", "--out", str(out), "--size", "128", "--n", "3", "--no-overwrite"]) == 2
+    main(["data", "build", "--source", "embedded", "--out", str(out), "--size", "128", "--n", "2", "--no-pseudolabel"])
+    assert main(["data", "build", "--source", "embedded", "--out", str(out), "--size", "128", "--n", "3", "--no-overwrite", "--no-pseudolabel"]) == 2
     assert "refusing to overwrite" in capsys.readouterr().err
 
 
@@ -99,3 +99,18 @@ def test_data_build_simulator_round_trips_through_load_dataset(tmp_path):
     expected = list(build_source("simulator", n=5, size=64, seed=4))
     assert [row_to_sample(r).equals(s) for r, s in zip(rows, expected)] == [True] * 5
     assert expected[0].tissue is not None and len(expected[0].nuclei) > 0
+
+
+def test_data_build_embedded_carries_pseudo_labels_by_default(tmp_path, capsys):
+    out = tmp_path / "emb"
+    assert main(["data", "build", "--source", "embedded", "--out", str(out), "--size", "128", "--n", "6"]) == 0
+    printed = capsys.readouterr().out
+    assert "tissue (pseudo-tissue-k" in printed and "nuclei (pseudo-nuclei-k4)" in printed and "% of patches in 20-80%" in printed
+    samples = [row_to_sample(r) for r in datasets.load_dataset(str(out), split="train")]
+    assert len(samples) == 6 and all(s.tissue is not None and s.nuclei is not None for s in samples)
+    assert (out / "pseudolabels.json").is_file()
+    from histosynth.hub import validate_folder
+
+    assert validate_folder(out, progress=False)  # the sidecar is part of a publishable dataset
+    assert main(["data", "build", "--source", "simulator", "--out", str(tmp_path / "s"), "--n", "2", "--pseudolabel"]) == 2
+    assert "already has tissue labels" in capsys.readouterr().err
