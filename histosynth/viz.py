@@ -69,7 +69,11 @@ def draw_grid(samples: Sequence[Sample], out: Path | str, title: str = "", colum
     panels = [(s, False) for s in samples] if not labelled else [(s, v) for s in samples for v in (False, True)]
     columns = min(columns * (2 if labelled else 1), len(panels))
     rows = -(-len(panels) // columns)
-    fig, axes = plt.subplots(rows, columns, figsize=(2.2 * columns, 2.55 * rows + 0.8), squeeze=False)
+    handles = _legend_handles(samples)
+    legend_columns = max(1, min(6, columns))
+    legend_height = 0.2 + 0.16 * -(-len(handles) // legend_columns) if handles else 0.0  # inches
+    height = 2.55 * rows + 0.8 + legend_height
+    fig, axes = plt.subplots(rows, columns, figsize=(2.2 * columns, height), squeeze=False)
     for ax in axes.ravel():
         ax.axis("off")
     for ax, (sample, with_labels) in zip(axes.ravel(), panels):
@@ -79,12 +83,11 @@ def draw_grid(samples: Sequence[Sample], out: Path | str, title: str = "", colum
         if prov.generator:
             caption = f"{prov.generator} seed {prov.seed}"
         ax.set_title(("labels: " if with_labels else "") + caption, fontsize=6)
-    handles = _legend_handles(samples)
     if handles:
-        fig.legend(handles=handles, loc="lower center", ncol=min(4, len(handles)), fontsize=6, frameon=False)
+        fig.legend(handles=handles, loc="lower center", ncol=legend_columns, fontsize=6, frameon=False)
     if title:
         fig.suptitle(title, fontsize=9)
-    fig.tight_layout(rect=(0, 0.08 if handles else 0, 1, 0.97))
+    fig.tight_layout(rect=(0, legend_height / height, 1, 0.97))
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=110)
