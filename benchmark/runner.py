@@ -38,14 +38,18 @@ def score_distribution(
     use_cache: bool = True,
     progress: bool = True,
     prebuilt: dict | None = None,
+    train: Path | str | None = None,
 ) -> BenchmarkRun:
     """Distribution metrics of `fake` against `real` under each encoder, with provenance.
 
+    With `train` (the generator's training set) it also reports memorisation: the fraction of synthetic samples
+    whose nearest training sample is much closer than the second nearest (copies).
     `prebuilt` maps encoder names to already-built `Encoder`s (e.g. random weights in tests).
     """
     from histosynth.benchmark.features import extract_features
     from histosynth.benchmark.frechet import fd_bootstrap_ci, fd_from_stats, fd_infinity
     from histosynth.benchmark.kid import kid
+    from histosynth.benchmark.memorization import memorization_ratios
     from histosynth.benchmark.prdc import compute_prdc
 
     unknown = sorted(set(metrics) - set(DISTRIBUTION_METRICS))
@@ -57,6 +61,7 @@ def score_distribution(
                    use_cache=use_cache, progress=progress)
     real_run = extract_features(real, chosen, name=Path(real).name, **options)
     fake_run = extract_features(fake, chosen, name=Path(fake).name, **options)
+    train_run = extract_features(train, chosen, name=Path(train).name, **options) if train is not None else None
     results: list[MetricResult] = []
     for name in real_run.encoders:
         r, f = real_run.encoders[name], fake_run.encoders[name]
@@ -82,11 +87,16 @@ def score_distribution(
             p = compute_prdc(r.features, f.features)
             for metric in ("precision", "recall", "density", "coverage"):
                 results.append(MetricResult(metric, float(getattr(p, metric)), extra={"nearest_k": 5}, **common))
+        if train_run is not None and f.features is not None and train_run.encoders[name].features is not None:
+            memo = memorization_ratios(f.features, train_run.encoders[name].features)
+            results.append(MetricResult("memorization", memo.fraction, extra={
+                "threshold": memo.threshold, "flagged": memo.flagged[:100].tolist(), "n_train": train_run.encoders[name].stats.count,
+                "median_ratio": float(np.median(memo.ratios))}, **common))
     provenance = {name: {k: v for k, v in e.provenance.items() if k != "encoder"} for name, e in real_run.encoders.items()}
     return BenchmarkRun(
         task="distribution",
         results=results,
-        data={"real": real_run.data, "fake": fake_run.data},
+        data={"real": real_run.data, "fake": fake_run.data} | ({"train": train_run.data} if train_run else {}),
         encoders=provenance,
         settings={"metrics": list(metrics), "bootstrap": bootstrap, "confidence": confidence, "seed": seed, "split": split,
                   "batch_size": batch_size, "device": device},

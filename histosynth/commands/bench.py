@@ -38,7 +38,7 @@ def run_fd(args: argparse.Namespace) -> int:
         args.bootstrap = 0
     run = score_distribution(args.real, args.fake, encoders, metrics, bootstrap=args.bootstrap, seed=args.seed, split=args.split,
                              batch_size=args.batch_size, device=args.device, weights=_weights(args.weights),
-                             use_cache=not args.no_cache)
+                             use_cache=not args.no_cache, train=args.train)
     _report(run, args.out, "fd" if "fd" in metrics else metrics[0])
     return 0
 
@@ -64,6 +64,7 @@ def register(verbs: argparse._SubParsersAction) -> None:
                           "content) and compute FD with a bootstrap CI, KID and precision/recall/density/coverage.")
     fd.add_argument("--real", type=Path, required=True, help="real dataset folder (histosynth/Hub layout)")
     fd.add_argument("--fake", type=Path, required=True, help="synthetic dataset folder")
+    fd.add_argument("--train", type=Path, help="the generator's training set: adds memorisation (share of synthetic copies)")
     fd.add_argument("--encoders", default="effnet-lite0", help="comma-separated encoders (see `histosynth ls encoders`); default effnet-lite0")
     fd.add_argument("--metrics", default="fd,kid,prdc", help="comma-separated subset of fd,fd-inf,kid,prdc (default fd,kid,prdc)")
     fd.add_argument("--bootstrap", type=int, default=100, help="bootstrap replicates for the FD CI (0 = none; default 100)")

@@ -83,3 +83,16 @@ def test_masked_lpips_run_on_paired_datasets(tmp_path):
 
     with pytest.raises(MetricInputError, match="no completion_mask"):
         score_masked_lpips(tmp_path / "real", tmp_path / "nomask", pnet_rand=True)
+
+
+def test_memorisation_flags_copies_of_the_training_set(datasets_pair, tmp_path):
+    from histosynth.disk import iter_samples
+
+    train = list(iter_samples(datasets_pair / "real"))
+    copies = train[:4] + list(iter_samples(datasets_pair / "fake"))[:4]
+    write_dataset(copies, tmp_path / "copies", CardInfo("c", "c"))
+    run = score_distribution(datasets_pair / "real", tmp_path / "copies", metrics=["fd"], bootstrap=0, cache_dir=tmp_path,
+                             progress=False, train=datasets_pair / "real")
+    memo = next(r for r in run.results if r.metric == "memorization")
+    assert memo.value == 0.5 and memo.extra["flagged"] == [0, 1, 2, 3]
+    assert run.data["train"].n == 12
