@@ -5,15 +5,16 @@ update rule converge to a local Nash equilibrium"), for N(μ1, Σ1) and N(μ2, �
 
     FD = ||μ1 - μ2||² + tr Σ1 + tr Σ2 - 2 tr (Σ1^½ Σ2 Σ1^½)^½
 
-The trace term is computed in its symmetric form. For any factor G1 with G1 G1ᵀ = Σ1 (Cholesky factor, Σ1^½, or
-the centred features A1ᵀ / sqrt(N1-1)) and any G2 with G2 G2ᵀ = Σ2, the non-zero eigenvalues of Σ1^½ Σ2 Σ1^½, of
-Σ2 Σ1 and of G1ᵀ Σ2 G1 = (G2ᵀ G1)ᵀ (G2ᵀ G1) coincide (eig(XY) = eig(YX) away from 0), so
+The trace term is computed in its symmetric form. For any factor G1 with G1 G1ᵀ = Σ1 (Cholesky factor, Σ1^½,
+or the centred features A1ᵀ / sqrt(N1-1)) and any G2 with G2 G2ᵀ = Σ2, the non-zero eigenvalues of
+Σ1^½ Σ2 Σ1^½, of Σ2 Σ1 and of G1ᵀ Σ2 G1 = (G2ᵀ G1)ᵀ (G2ᵀ G1) coincide (eig(XY) = eig(YX) off 0), so
 
     tr (Σ1^½ Σ2 Σ1^½)^½ = Σ sqrt(eigvalsh(G1ᵀ Σ2 G1)) = || G2ᵀ G1 ||_*   (nuclear norm)
 
-With G1 = Cholesky(Σ1) this costs one Cholesky, two products and one symmetric eigenvalue solve, with eigenvalues
-clamped at 0 (they are ≥ 0 in exact arithmetic). Where Σ1 is singular (N ≤ d) the factor comes from `eigh` instead.
-With feature matrices and N < d, G_i = A_iᵀ (A_i = centred features / sqrt(N_i - 1)) gives the low-rank form
+With G1 = Cholesky(Σ1) this costs one Cholesky, two triangular products and one symmetric eigenvalue solve;
+eigenvalues (≥ 0 in exact arithmetic) below the solver's resolution n·eps·λ_max count as 0. If Σ1 is singular
+(N ≤ d) Σ2 is factored instead, and if both are, G1 = V_+ Λ_+^½ from `eigh` (eigenvalues clamped at 0). With
+feature matrices and N < d, G_i = A_iᵀ (A_i = centred features / sqrt(N_i - 1)) gives the low-rank form
 || A1 A2ᵀ ||_* (an N1×N2 matrix), which `fd_bootstrap_ci` uses.
 
 Other suites (REFERENCE.md §3) use `scipy.linalg.sqrtm(Σ1 Σ2)` (pytorch-fid, clean-fid, dgm-eval; slow, can return

@@ -74,9 +74,12 @@ def score_distribution(
             if bootstrap and sampled:
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore")  # the point estimate already warned about small N
-                    low, high = fd_bootstrap_ci(r.features, f.features, n_boot=bootstrap, alpha=1 - confidence, seed=seed)
+                    # "basic" interval: resampling with replacement inflates FD's small-sample bias, so a
+                    # percentile interval can sit wholly above the point estimate; the basic one corrects for it.
+                    low, high = fd_bootstrap_ci(r.features, f.features, n_boot=bootstrap, alpha=1 - confidence, seed=seed,
+                                                interval="basic")
             results.append(MetricResult("fd", value, ci_low=low, ci_high=high, ci_level=confidence if low is not None else None,
-                                        extra={"bootstrap": bootstrap, "features_used_for_ci": [len(r.features), len(f.features)] if sampled else None},
+                                        extra={"bootstrap": bootstrap, "interval": "basic", "features_used_for_ci": [len(r.features), len(f.features)] if sampled else None},
                                         **common))
         if "fd-inf" in metrics and sampled:
             results.append(MetricResult("fd-inf", fd_infinity(r.features, f.features, seed=seed), **common))

@@ -1,4 +1,4 @@
-"""KID against torch-fidelity; PRDC against the `prdc` reference package and torch-fidelity's PRC; chunk independence."""
+"""KID vs torch-fidelity; PRDC vs the `prdc` reference package and torch-fidelity's PRC; chunk-size independence."""
 
 from __future__ import annotations
 
