@@ -1,1 +1,37 @@
-"""histosynth.generators: see ARCHITECTURE.md."""
+"""histosynth.generators: generators behind one contract (see base.py) and a torch-free registry.
+
+    from histosynth.generators import GENERATORS, build_generator, load_generator
+    gen = build_generator("htd", "tiny"); gen.train(dataset_dir, out=ckpt); gen.sample(conditions, seed=0)
+
+`build_generator` and `load_generator` import model code (torch, diffusers) only when called.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from histosynth.generators.base import Generator, GeneratorMeta, derive_seed, weights_hash
+from histosynth.generators.registry import GENERATOR_META, GENERATORS, generator_meta
+
+
+def build_generator(name: str, preset: str = "tiny", **overrides: Any) -> Generator:
+    """An untrained registered generator from a preset (`tiny`, `demo`, `paper`)."""
+    return GENERATORS.get(name).build(preset, **overrides)
+
+
+def load_generator(path: Path | str, device: str | None = None) -> Generator:
+    """Load a saved generator folder, whichever registered generator wrote it (read from its config.json)."""
+    import json
+
+    config = Path(path) / "config.json"
+    if not config.is_file():
+        raise FileNotFoundError(f"{path}: no config.json; not a saved histosynth generator folder")
+    name = json.loads(config.read_text(encoding="utf-8")).get("generator")
+    if not name:
+        raise ValueError(f"{config}: no 'generator' field; not written by a histosynth generator")
+    return GENERATORS.get(name).load(path, device=device)
+
+
+__all__ = ["GENERATORS", "GENERATOR_META", "Generator", "GeneratorMeta", "build_generator", "derive_seed",
+           "generator_meta", "load_generator", "weights_hash"]

@@ -13,8 +13,9 @@ from typing import Sequence
 
 from histosynth.errors import UserFacingError
 
-COMMAND_MODULES = ("histosynth.commands.ls", "histosynth.commands.data", "histosynth.commands.bench",
-                   "histosynth.commands.demo", "histosynth.commands.hub")
+COMMAND_MODULES = ("histosynth.commands.ls", "histosynth.commands.data", "histosynth.commands.train",
+                   "histosynth.commands.generate", "histosynth.commands.bench", "histosynth.commands.demo",
+                   "histosynth.commands.hub")
 
 
 class CommandError(Exception):

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
 import sys
 
 import pytest
@@ -26,3 +28,23 @@ def _no_bare_imports_during_tests():
     yield
     bare = bare_root_modules()
     assert not bare, f"bare imports of root folders (import through histosynth.<name>): {bare}"
+
+
+def run_process_group(command: list, env: dict | None = None, timeout: float = 300) -> tuple[int, str, str]:
+    """Run a command in its own process group and kill the whole group on timeout (torchrun's workers too),
+    so a hung multi-process test never leaves orphans behind."""
+    proc = subprocess.Popen([str(c) for c in command], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, start_new_session=True)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        raise
+    return proc.returncode, out, err
+
+
+@pytest.fixture
+def run_in_group():
+    """`run_process_group` for tests that launch subprocesses (torchrun, killed jobs)."""
+    return run_process_group

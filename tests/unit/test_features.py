@@ -1,6 +1,4 @@
 import os
-import signal
-import subprocess
 import sys
 from pathlib import Path
 
@@ -114,24 +112,12 @@ def test_unknown_encoder_and_empty_inputs(sim_dataset, tmp_path):
         extract_features(tmp_path / "empty", ["effnet-lite0"], cache_dir=tmp_path)
 
 
-def run_group(command, env, timeout=300):
-    """Run a command in its own process group and kill the whole group on timeout (torchrun's workers too)."""
-    proc = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
-    try:
-        out, err = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.communicate()
-        raise
-    return proc.returncode, err
-
-
-def test_two_processes_give_the_statistics_of_one(sim_dataset, tmp_path):
+def test_two_processes_give_the_statistics_of_one(sim_dataset, tmp_path, run_in_group):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HISTOSYNTH_CACHE": str(tmp_path / "cache")}
     worker = str(HERE / "dist_features_worker.py")
-    code, err = run_group([sys.executable, worker, str(sim_dataset), str(tmp_path / "one"), "0"], env)
+    code, _, err = run_in_group([sys.executable, worker, str(sim_dataset), str(tmp_path / "one"), "0"], env)
     assert code == 0, err
-    code, err = run_group([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", worker,
+    code, _, err = run_in_group([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", worker,
                            str(sim_dataset), str(tmp_path / "two"), "1"], env)
     assert code == 0, err[-3000:]
     one = StreamingStats.load(tmp_path / "one.stats.npz")

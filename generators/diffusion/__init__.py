@@ -1,0 +1,1 @@
+"""Shared diffusion core: presets (torch-free), backbones, training loop and samplers (diffusers + accelerate)."""

@@ -1,0 +1,260 @@
+"""Dataclass configs and the three presets of the diffusion generators: `tiny`, `demo`, `paper`.
+
+- `tiny`: random 32 px pixel-space networks that build in well under a second (tests).
+- `demo`: attention-free 64 px pixel-space networks (x0-prediction) that learn something recognisable on 2 CPU
+  cores in minutes (150 steps of 16 patches).
+- `paper`: the published sizes (HTD's precursor, ../shared/REFERENCE.md 1b): 256 px images, frozen VQ-f4 latents
+  (64x64x3), UNet model_channels 128 with channel_mult [1, 4, 8] and self-attention in the middle block (8 heads),
+  1000 timesteps with CompVis' "linear" betas 0.0015 -> 0.0205, L1 loss, lr 1e-6 with 10k warm-up scaled by the
+  batch (CompVis `scale_lr`), batch 12, EMA, 200 DDIM steps. The autoencoder weights are the user's (local path
+  or the HF cache).
+
+Configs are plain dataclasses: presets return fresh copies; `override` changes fields by name and refuses
+unknown ones, so CLI flags map onto them without framework magic.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+C = TypeVar("C")
+
+
+@dataclass
+class AutoencoderConfig:
+    """A frozen first-stage autoencoder: diffusers `VQModel` ("vq", HTD's VQ-f4) or `AutoencoderKL` ("kl", SD).
+
+    `weights` is a local folder or a Hugging Face repo id (read from the HF cache; never downloaded while
+    HF_HUB_OFFLINE is set); `random_init` builds the architecture below with random weights (tests only).
+    """
+
+    kind: str = "vq"
+    weights: str | None = None
+    subfolder: str | None = None
+    random_init: bool = False
+    scaling_factor: float | None = None  # latents are multiplied by it; None = 1.0 for "vq" (LDM), the model's own for "kl"
+    # Architecture used with random_init (CompVis VQ-f4: ch 128, ch_mult [1, 2, 4], 2 res blocks, z 3, 8192 codes).
+    block_out_channels: tuple[int, ...] = (128, 256, 512)
+    layers_per_block: int = 2
+    latent_channels: int = 3
+    num_vq_embeddings: int = 8192
+    norm_num_groups: int = 32
+
+    @property
+    def downsample(self) -> int:
+        """Spatial reduction factor (f4 for three blocks)."""
+        return 2 ** (len(self.block_out_channels) - 1)
+
+
+@dataclass
+class CropConfig:
+    """HTD's per-class visual crops: side d_i = d_base * (1 + alpha * complexity_i), clipped to [d_min, d_max].
+
+    Sizes are fractions of the image side (the paper's d in [50, 200] px at 256 px); complexity_i is the share of
+    class i's pixels on its region boundary (0 for a solid block, towards 1 for thin or fragmented regions).
+    """
+
+    d_base: float = 0.3
+    alpha: float = 1.0
+    d_min: float = 50 / 256
+    d_max: float = 200 / 256
+    # "source": the crop stays where it was cut (the precursor code; the output then contains those real pixels);
+    # "corner": it goes to the top-left corner of its sparse tensor, so the model must transfer, not copy, appearance.
+    placement: str = "source"
+
+
+@dataclass
+class EmbeddingConfig:
+    """The embedding ablation: a frozen encoder's feature of each crop, projected to `dim` channels."""
+
+    encoder: str = "effnet-lite0"
+    pretrained: bool = True
+    weights: str | None = None
+    dim: int = 16
+
+
+@dataclass
+class ModelConfig:
+    """Networks and noise schedule. `num_classes` (K) fixes the condition width (4K for HTD); None = from data."""
+
+    resolution: int = 64
+    block_out_channels: tuple[int, ...] = (32, 64)
+    layers_per_block: int = 2
+    norm_num_groups: int = 8
+    mid_attention: bool = False
+    attention_heads: int = 8
+    cross_attention_dim: int = 8  # diffusers' conditional UNet always has a text slot; we feed it one zero token
+    conditioning_widths: tuple[int, ...] = (16, 32, 96, 256)  # ControlNet condition encoder; cut to the latent stride
+    autoencoder: AutoencoderConfig | None = None
+    unet_weights: str | None = None  # optional pretrained UNet folder (diffusers layout)
+    train_unet: bool = True  # False: freeze the base UNet, train the ControlNet only (classic ControlNet)
+    num_classes: int | None = None
+    tissue_schema: str | None = None
+    crops: CropConfig = field(default_factory=CropConfig)
+    embedding: EmbeddingConfig = field(default_factory=EmbeddingConfig)
+    num_train_timesteps: int = 1000
+    beta_start: float = 0.0015
+    beta_end: float = 0.0205
+    beta_schedule: str = "scaled_linear"  # CompVis calls this "linear": linspace of sqrt(beta), squared
+    prediction_type: str = "epsilon"  # "epsilon" (LDM, HTD), "sample" (x0) or "v_prediction"
+
+    @property
+    def latent_stride(self) -> int:
+        """Image pixels per latent pixel (1 in pixel space)."""
+        return 1 if self.autoencoder is None else self.autoencoder.downsample
+
+
+@dataclass
+class CurriculumConfig:
+    """Coarse-to-fine granularity for pseudo-labelled maps: k'(t) = k_min + (k_max - k_min) min(1, t / warmup).
+
+    `luts[k]` maps each finest-level cluster id to its id at granularity k (hierarchical k-means makes these);
+    the training maps are at the finest level (max of `ks`).
+    """
+
+    ks: tuple[int, ...] = (5, 10, 20, 50, 100)
+    warmup_steps: int = 10_000
+    luts: dict[int, list[int]] = field(default_factory=dict)
+
+
+@dataclass
+class TrainConfig:
+    """The training loop. `steps` counts optimizer steps; each uses grad_accum micro-batches of batch_size per process."""
+
+    steps: int = 1000
+    batch_size: int = 16
+    grad_accum: int = 1
+    lr: float = 1e-4
+    scale_lr: bool = False  # CompVis: lr *= batch_size * grad_accum * processes
+    lr_schedule: str = "constant_with_warmup"  # any diffusers.optimization.get_scheduler name
+    warmup_steps: int = 0
+    weight_decay: float = 0.0
+    adam_betas: tuple[float, float] = (0.9, 0.999)
+    max_grad_norm: float | None = 1.0
+    loss: str = "l2"  # "l1" (HTD precursor) or "l2"
+    mixed_precision: str = "auto"  # "auto" = bf16 on CUDA, none on CPU; or "no", "fp16", "bf16"
+    ema_decay: float | None = 0.999
+    cfg_dropout: float = 0.1  # probability of training a sample with its condition zeroed (classifier-free guidance)
+    checkpoint_every: int = 0  # optimizer steps between resumable checkpoints; 0 = only at the end
+    keep_checkpoints: int = 2
+    seed: int = 0
+    heterogeneity: tuple[float, float] | None = (0.2, 0.8)  # keep patches whose main class covers <= hi and 2nd >= lo
+    augment: bool = True  # random flips and 90-degree rotations of image and map together
+    curriculum: CurriculumConfig | None = None
+    progress: bool = True
+
+
+@dataclass
+class SampleConfig:
+    """Defaults of `sample`: sampler (see sampling.SAMPLERS), steps, guidance scale, DDIM eta, batch size."""
+
+    sampler: str = "ddim"
+    steps: int = 50
+    guidance: float = 1.0
+    eta: float = 0.0
+    batch_size: int = 8
+
+
+@dataclass
+class Preset:
+    """A named bundle of model, training and sampling configs."""
+
+    name: str
+    model: ModelConfig
+    train: TrainConfig
+    sample: SampleConfig
+
+
+def _tiny() -> Preset:
+    return Preset(
+        "tiny",
+        ModelConfig(resolution=32, block_out_channels=(8, 16), layers_per_block=1, norm_num_groups=4,
+                    cross_attention_dim=4, conditioning_widths=(8, 16),
+                    embedding=EmbeddingConfig(pretrained=False, dim=4)),
+        TrainConfig(steps=2, batch_size=2, lr=1e-3, ema_decay=0.9, heterogeneity=None, progress=False),
+        SampleConfig(steps=2, batch_size=4),
+    )
+
+
+def _demo() -> Preset:
+    return Preset(
+        "demo",
+        # x0-prediction: at a few thousand training images an epsilon model still leaves visible noise in its
+        # samples (its low-noise predictions are poor); x0-prediction gives blurry but recognisable H&E in 120 steps.
+        ModelConfig(resolution=64, block_out_channels=(32, 64, 64), layers_per_block=1, norm_num_groups=8,
+                    conditioning_widths=(16, 32), prediction_type="sample"),
+        # 2400 images. Measured on this 2-core machine (load ~1): HTD 9.9 img/s (~4 min), the unconditional
+        # baseline 14.8 img/s (~2.7 min); 120 steps already give recognisable (blurry) H&E.
+        TrainConfig(steps=150, batch_size=16, lr=1e-3, lr_schedule="cosine", warmup_steps=15, ema_decay=0.99,
+                    checkpoint_every=50),
+        SampleConfig(steps=50, batch_size=16),
+    )
+
+
+def _paper() -> Preset:
+    return Preset(
+        "paper",
+        ModelConfig(resolution=256, block_out_channels=(128, 512, 1024), layers_per_block=2, norm_num_groups=32,
+                    mid_attention=True, attention_heads=8, cross_attention_dim=8,
+                    autoencoder=AutoencoderConfig(kind="vq", weights="CompVis/ldm-super-resolution-4x-openimages",
+                                                  subfolder="vqvae")),
+        TrainConfig(steps=200_000, batch_size=12, lr=1e-6, scale_lr=True, warmup_steps=10_000, loss="l1",
+                    ema_decay=0.9999, checkpoint_every=5_000),
+        SampleConfig(steps=200, batch_size=8),
+    )
+
+
+PRESETS = {"tiny": _tiny, "demo": _demo, "paper": _paper}
+
+
+def get_preset(name: str) -> Preset:
+    """A fresh copy of preset `name`."""
+    try:
+        return PRESETS[name]()
+    except KeyError:
+        raise ValueError(f"unknown preset {name!r}; choose from {', '.join(PRESETS)}") from None
+
+
+def override(config: C, **changes: Any) -> C:
+    """A copy of a config dataclass with the fields given a value changed (None = "not given", as for CLI flags).
+
+    Unknown names raise: a typo is an error, not a silently ignored option.
+    """
+    return replace_fields(config, {k: v for k, v in changes.items() if v is not None})
+
+
+def replace_fields(config: C, changes: dict[str, Any]) -> C:
+    """A copy of a config dataclass with exactly these fields changed (None included); unknown names raise."""
+    names = {f.name for f in dataclasses.fields(config)}  # type: ignore[arg-type]
+    unknown = sorted(set(changes) - names)
+    if unknown:
+        raise ValueError(f"{type(config).__name__} has no field(s) {', '.join(unknown)} (fields: {', '.join(sorted(names))})")
+    return dataclasses.replace(copy.deepcopy(config), **changes)  # type: ignore[type-var]
+
+
+def to_dict(config: Any) -> dict[str, Any]:
+    """JSON-ready dict of a config dataclass (tuples become lists)."""
+    return dataclasses.asdict(config)
+
+
+def model_config_from_dict(data: dict[str, Any]) -> ModelConfig:
+    """Inverse of `to_dict` for a saved ModelConfig (lists back to tuples, nested configs rebuilt)."""
+    data = dict(data)
+    ae = data.pop("autoencoder", None)
+    crops = data.pop("crops", None) or {}
+    emb = data.pop("embedding", None) or {}
+    tuples = {"block_out_channels", "conditioning_widths"}
+    data = {k: tuple(v) if k in tuples and v is not None else v for k, v in data.items()}
+    autoencoder = None
+    if ae is not None:
+        ae = {k: tuple(v) if k == "block_out_channels" else v for k, v in ae.items()}
+        autoencoder = AutoencoderConfig(**ae)
+    return ModelConfig(**data, autoencoder=autoencoder, crops=CropConfig(**crops), embedding=EmbeddingConfig(**emb))
+
+
+def sample_config_from_dict(data: dict[str, Any]) -> SampleConfig:
+    """Inverse of `to_dict` for a SampleConfig."""
+    return SampleConfig(**data)

@@ -1,0 +1,73 @@
+"""The generator registry: lazy "module:Class" entries plus their metadata, importable without torch.
+
+    from histosynth.generators.registry import GENERATORS, GENERATOR_META, generator_meta
+    GENERATORS.get("htd")          # imports the class on first use
+    GENERATOR_META["htd"].outputs  # metadata without importing it
+
+Each implementation class carries the same record as its `meta` (a test checks they agree).
+"""
+
+from __future__ import annotations
+
+from histosynth.generators.base import Generator, GeneratorMeta
+from histosynth.registry import Registry
+
+HTD_PAPER = ("Semantic and Visual Crop-Guided Diffusion Models for Heterogeneous Tissue Synthesis in "
+             "Histopathology (HeteroTissue-Diffuse, NeurIPS 2025, arXiv:2509.17847)")
+HTD_CITATION = """@inproceedings{htd2025,
+  title = {Semantic and Visual Crop-Guided Diffusion Models for Heterogeneous Tissue Synthesis in Histopathology},
+  author = {Alfasly, Saghir and Alabtah, Ghazal and Hoq, MD Enamul and Uegami, Wataru and Tizhoosh, H. R.},
+  booktitle = {NeurIPS},
+  year = {2025},
+  eprint = {2509.17847},
+  archivePrefix = {arXiv}
+}"""
+LICENCE = "Apache-2.0 (histosynth code); trained weights carry the licence of their training data"
+
+_BUILTIN = [
+    GeneratorMeta(
+        name="htd",
+        version="0.1.0",
+        summary="HTD: diffusion conditioned ControlNet-style on a tissue map + per-class visual crops (4K channels)",
+        paper=HTD_PAPER, citation=HTD_CITATION, licence=LICENCE,
+        conditioning=("tissue", "image"), outputs=("image", "tissue"),
+        target="histosynth.generators.htd.model:HTDGenerator",
+    ),
+    GeneratorMeta(
+        name="htd-unconditional",
+        version="0.1.0",
+        summary="HTD ablation: the same diffusion backbone with no condition (outputs carry no labels)",
+        paper=HTD_PAPER, citation=HTD_CITATION, licence=LICENCE,
+        conditioning=(), outputs=("image",),
+        target="histosynth.baselines.htd_ablations:HTDUnconditional",
+    ),
+    GeneratorMeta(
+        name="htd-embedding",
+        version="0.1.0",
+        summary="HTD ablation: each class crop replaced by an encoder embedding broadcast over its class region",
+        paper=HTD_PAPER, citation=HTD_CITATION, licence=LICENCE,
+        conditioning=("tissue", "image"), outputs=("image", "tissue"),
+        target="histosynth.baselines.htd_ablations:HTDEmbedding",
+    ),
+]
+
+GENERATORS: Registry[type[Generator]] = Registry("generator")
+GENERATOR_META: dict[str, GeneratorMeta] = {}
+
+
+def register_generator(meta: GeneratorMeta) -> None:
+    """Register a generator lazily by its metadata (duplicate names raise)."""
+    GENERATORS.register(meta.name, meta.target, meta.summary)
+    GENERATOR_META[meta.name] = meta
+
+
+def generator_meta(name: str) -> GeneratorMeta:
+    """The metadata of registered generator `name` (unknown names suggest the closest)."""
+    if name not in GENERATOR_META:
+        GENERATORS.get(name)  # raises RegistryError with suggestions
+    return GENERATOR_META[name]
+
+
+for _meta in _BUILTIN:
+    register_generator(_meta)
+del _meta

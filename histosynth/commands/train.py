@@ -1,0 +1,101 @@
+"""`histosynth train <generator>`: train a registered generator on a dataset folder (resumable).
+
+Runs the same under `torchrun --standalone --nproc_per_node N -m -- histosynth.cli train ...` (each process
+draws its own part of every step's batch; batch size is per process; the `--` keeps torchrun's parser off our
+options).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import time
+from pathlib import Path
+
+
+def curriculum_config(path: Path, warmup: int | None, steps: int):
+    """The granularity curriculum from a pseudo-labelled dataset folder (its pseudolabels.json hierarchy) or from a
+    JSON file {"ks": [5, 10, ...], "warmup_steps": N, "luts": {"5": [coarse id of fine id 0, 1, ...], ...}}."""
+    from histosynth.generators.diffusion.presets import CurriculumConfig
+
+    if Path(path).is_dir():
+        from histosynth.labels.pipeline import load_hierarchy
+
+        hierarchy = load_hierarchy(path)
+        ks, luts, given = tuple(hierarchy.levels), {k: hierarchy.lut(k).tolist() for k in hierarchy.levels}, None
+    else:
+        spec = json.loads(Path(path).read_text(encoding="utf-8"))
+        ks, luts, given = tuple(spec["ks"]), {int(k): v for k, v in spec.get("luts", {}).items()}, spec.get("warmup_steps")
+    return CurriculumConfig(ks=ks, warmup_steps=int(warmup or given or max(1, steps // 2)), luts=luts)
+
+
+def run(args: argparse.Namespace) -> int:
+    from histosynth.generators import GENERATORS, load_generator
+    from histosynth.generators.diffusion.presets import get_preset, override
+
+    out: Path = args.out
+    cls = GENERATORS.get(args.generator)
+    if args.resume and (out / "config.json").is_file():
+        generator = load_generator(out, device=args.device)  # networks already sized for the data
+        if generator.meta.name != args.generator:
+            raise ValueError(f"{out} holds a {generator.meta.name!r} generator, not {args.generator!r}")
+        train_cfg = generator.preset.train
+    else:
+        preset = get_preset(args.preset)
+        if args.autoencoder and preset.model.autoencoder is not None:
+            preset.model.autoencoder = override(preset.model.autoencoder, weights=args.autoencoder, subfolder=args.autoencoder_subfolder)
+        generator = cls.build(preset, device=args.device)
+        train_cfg = preset.train
+    overrides = {"steps": args.steps, "batch_size": args.batch_size, "lr": args.lr, "grad_accum": args.grad_accum,
+                 "mixed_precision": args.mixed_precision, "checkpoint_every": args.checkpoint_every, "seed": args.seed}
+    config = override(train_cfg, **overrides)
+    if args.no_heterogeneity:
+        config = dataclasses.replace(config, heterogeneity=None)
+    if args.curriculum:
+        config = dataclasses.replace(config, curriculum=curriculum_config(args.curriculum, args.curriculum_warmup, config.steps))
+    start = time.perf_counter()
+    report = generator.train(args.data, config, out=out, resume=args.resume)
+    seconds = time.perf_counter() - start
+    from accelerate import PartialState
+
+    if PartialState().is_main_process:
+        print(f"trained {args.generator} ({generator.preset.name} preset) to step {report['steps']} "
+              f"(from step {report['resumed_from_step']}) on {report['patches']} patches in {seconds:.1f} s; "
+              f"final loss {report['final_loss']:.4f}; {report['train_images_per_second']} images/s")
+        print(f"model folder: {out} (weights {generator.checkpoint_hash})")
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+    return 0
+
+
+def register(verbs: argparse._SubParsersAction) -> None:
+    from histosynth.generators.registry import GENERATORS
+
+    parser = verbs.add_parser("train", help="train a generator on a dataset folder",
+                              description="Train a registered generator (see `histosynth ls generators`) from a preset. "
+                              "The model folder (diffusers style: config.json, safetensors, README.md) is written to --out, "
+                              "with resumable checkpoints in --out/training; --resume continues the newest one.")
+    parser.add_argument("generator", choices=list(GENERATORS), help="registered generator")
+    parser.add_argument("--data", required=True, type=Path, help="dataset folder (histosynth data build ...) to train on")
+    parser.add_argument("--out", required=True, type=Path, help="model folder to write (CKPT)")
+    parser.add_argument("--preset", default="demo", choices=("tiny", "demo", "paper"), help="model/training preset (default demo)")
+    parser.add_argument("--steps", type=int, help="total optimizer steps (default: the preset's)")
+    parser.add_argument("--batch-size", type=int, help="batch size per process (default: the preset's)")
+    parser.add_argument("--grad-accum", type=int, help="gradient accumulation micro-batches per step")
+    parser.add_argument("--lr", type=float, help="learning rate (default: the preset's)")
+    parser.add_argument("--mixed-precision", choices=("auto", "no", "fp16", "bf16"), help="default auto: bf16 on CUDA")
+    parser.add_argument("--checkpoint-every", type=int, help="steps between resumable checkpoints")
+    parser.add_argument("--seed", type=int, help="training seed (data order, crops, noise)")
+    parser.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out/training")
+    parser.add_argument("--autoencoder", help="paper preset: local diffusers folder (or cached repo id) of the VQ-f4 / KL autoencoder")
+    parser.add_argument("--autoencoder-subfolder", help="subfolder of --autoencoder holding the autoencoder")
+    parser.add_argument("--curriculum", type=Path, help="coarse-to-fine granularity curriculum for pseudo-labelled data: the "
+                        "pseudo-labelled dataset folder (its pseudolabels.json hierarchy; usually the same as --data) or a JSON "
+                        'file {"ks": [5, ...], "warmup_steps": N, "luts": {"5": [...]}}')
+    parser.add_argument("--curriculum-warmup", type=int, help="steps over which k grows from the coarsest to the finest (default: half the steps)")
+    parser.add_argument("--no-heterogeneity", action="store_true", help="train on all patches, not only 20-80%% heterogeneous ones")
+    parser.add_argument("--device", help="torch device (default: the process's GPU, else CPU)")
+    parser.set_defaults(handler=run)

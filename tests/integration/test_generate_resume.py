@@ -1,0 +1,146 @@
+"""`histosynth train` / `histosynth generate` end to end on the tiny preset: the dataset written, a killed run
+finished by rerunning it (byte-identical to an uninterrupted run), and 2 processes under torchrun writing exactly
+the 1-process dataset.
+
+Bytes depend on the CPU thread count (reduction order), so every run here uses one thread: OMP_NUM_THREADS=1 in
+subprocesses and torch.set_num_threads(1) in this process.
+"""
+
+import hashlib
+import os
+import signal
+import sys
+import textwrap
+from pathlib import Path
+
+import datasets
+import numpy as np
+import pytest
+
+import histosynth.cli as cli
+from histosynth.commands.data import build_dataset
+from histosynth.data_cards.card import CardInfo
+from histosynth.disk import iter_samples, read_metadata, write_dataset, write_shard
+from histosynth.generators.htd.data import resize_map
+from histosynth.generators.jobs import JOB_FILE, generate_dataset
+from histosynth.sources import build_source
+
+KILLED = textwrap.dedent("""
+    import os, signal, sys
+    from histosynth.generators.jobs import generate_dataset
+
+    def die(chunk):
+        if chunk == 1:
+            os.kill(os.getpid(), signal.SIGKILL)  # mid-job: chunks 0 and 1 written, 2 and 3 not
+
+    generate_dataset(sys.argv[1], sys.argv[2], n=7, out=sys.argv[3], seed=5, chunk_size=2, on_chunk=die, progress=False)
+""")
+
+
+def run_cli(argv):
+    """histosynth.cli.main on stringified arguments."""
+    return cli.main([str(a) for a in argv])
+
+
+def run_group(run_in_group, command):
+    """A subprocess in its own process group with one thread and the Hub offline; returns (code, output)."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+    code, out, err = run_in_group(command, env)
+    return code, out + err
+
+
+def folder_bytes(folder: Path) -> dict[str, str]:
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture
+def one_thread():
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    """Conditions (5 simulator patches) and a tiny HTD model trained 2 steps through the CLI."""
+    root = tmp_path_factory.mktemp("gen")
+    build_dataset("simulator", root / "conditions", {"n": 5, "size": 32, "seed": 0, "mpp": 4.0})
+    assert run_cli(["train", "htd", "--data", root / "conditions", "--preset", "tiny", "--steps", "2",
+                    "--out", root / "ckpt"]) == 0
+    return root
+
+
+def test_a_chunk_shard_is_what_write_dataset_writes(tmp_path):
+    samples = list(build_source("simulator", n=3, size=32, seed=2, mpp=4.0))
+    write_dataset(samples, tmp_path / "dataset", CardInfo("x", "x"))
+    summary = write_shard(samples, tmp_path / "chunk.parquet")
+    assert summary.split_sizes == {"train": 3} and summary.tissue_schema == "simulator-tissue"
+    assert (tmp_path / "chunk.parquet").read_bytes() == (tmp_path / "dataset/data/train-00000-of-00001.parquet").read_bytes()
+
+
+@pytest.mark.parametrize("verb", ["train", "generate"])
+def test_help(verb, capsys):
+    with pytest.raises(SystemExit) as info:
+        run_cli([verb, "--help"])
+    assert info.value.code == 0 and "usage: histosynth" in capsys.readouterr().out
+
+
+def test_generate_writes_a_labelled_dataset(setup, tmp_path, capsys, one_thread):
+    out = tmp_path / "synthetic"
+    assert run_cli(["generate", "htd", "--checkpoint", setup / "ckpt", "--conditions", setup / "conditions",
+                    "--n", 7, "--chunk-size", 3, "--seed", 1, "--out", out]) == 0
+    assert "7 samples by htd" in capsys.readouterr().out
+    assert sorted(p.name for p in (out / "data").iterdir()) == [f"train-0000{i}-of-00003.parquet" for i in range(3)]
+    meta = read_metadata(out)
+    assert meta["histosynth"]["generator"]["name"] == "htd" and meta["license"] == "cc0-1.0"
+    conditions = list(iter_samples(setup / "conditions"))
+    samples = list(iter_samples(out))
+    assert len(samples) == 7
+    for i, sample in enumerate(samples):
+        assert np.array_equal(sample.tissue, resize_map(conditions[i % 5].tissue, 32))
+        assert sample.provenance.generator == "htd" and sample.provenance.checkpoint_hash.startswith("sha256:")
+    assert len({s.provenance.seed for s in samples}) == 7
+    rows = datasets.load_dataset(str(out), split="train")
+    assert rows.num_rows == 7 and rows.features["tissue"].mode == "L"
+    assert not list(tmp_path.glob(".synthetic.work-*"))  # the work folder is gone once published
+
+
+def test_generate_refuses_another_generators_checkpoint(setup, tmp_path, capsys):
+    code = run_cli(["generate", "htd-embedding", "--checkpoint", setup / "ckpt", "--conditions", setup / "conditions",
+                    "--n", 1, "--out", tmp_path / "x"])
+    assert code == 2 and "holds a 'htd' generator, not 'htd-embedding'" in capsys.readouterr().err
+
+
+def test_killed_generation_resumes_to_the_same_bytes(setup, tmp_path, one_thread, run_in_group):
+    args = (setup / "ckpt", setup / "conditions")
+    script = tmp_path / "killed.py"
+    script.write_text(KILLED)
+    code, log = run_group(run_in_group, [sys.executable, script, *args, tmp_path / "resumed"])
+    assert code == -signal.SIGKILL, log[-2000:]
+    assert not (tmp_path / "resumed").exists()  # nothing is published before the end
+    (work,) = tmp_path.glob(".resumed.work-*")
+    assert sorted(p.name for p in work.glob("*.parquet")) == ["train-00000-of-00004.parquet", "train-00001-of-00004.parquet"]
+    assert (work / JOB_FILE).is_file()
+    (work / ".train-00002-of-00004.parquet.staged").write_bytes(b"torn write")  # a half-written shard is ignored
+
+    generate_dataset(*args, n=7, out=tmp_path / "resumed", seed=5, chunk_size=2, progress=False)
+    generate_dataset(*args, n=7, out=tmp_path / "straight", seed=5, chunk_size=2, progress=False)
+    resumed, straight = folder_bytes(tmp_path / "resumed"), folder_bytes(tmp_path / "straight")
+    assert len(resumed) == 5 and resumed == straight
+    assert len(list(iter_samples(tmp_path / "resumed"))) == 7
+    assert not work.exists()
+
+
+def test_two_processes_write_the_one_process_dataset(setup, tmp_path, one_thread, run_in_group):
+    args = ["--checkpoint", setup / "ckpt", "--conditions", setup / "conditions", "--n", 7, "--chunk-size", 2,
+            "--seed", 3]
+    # "--" keeps torchrun's parser off our options (it would read --n as an ambiguous abbreviation of its own)
+    code, log = run_group(run_in_group, [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", 2,
+                                         "-m", "--", "histosynth.cli", "generate", "htd", *args, "--out", tmp_path / "two"])
+    assert code == 0, log[-3000:]
+    assert run_cli(["generate", "htd", *args, "--out", tmp_path / "one"]) == 0
+    assert folder_bytes(tmp_path / "two") == folder_bytes(tmp_path / "one")
