@@ -160,6 +160,18 @@ def results_table(runs: list[BenchmarkRun]):
     return pd.DataFrame(rows)
 
 
+def markdown_table(table) -> str:
+    """A pandas table as a GitHub markdown table (for reports and papers' supplements; no tabulate needed)."""
+    def cell(value: Any) -> str:
+        if isinstance(value, float):
+            return f"{value:.4g}"
+        return "" if value is None else str(value)
+
+    lines = ["| " + " | ".join(map(str, table.columns)) + " |", "|" + "---|" * len(table.columns)]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in table.itertuples(index=False)]
+    return "\n".join(lines) + "\n"
+
+
 def plot_metric_bars(runs: list[BenchmarkRun], metric: str, out: Path | str) -> Path:
     """One bar chart panel per encoder: `metric` of each run with its CI as error bars (encoders disagree, so
     each gets its own scale)."""

@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from histosynth.benchmark.results import BenchmarkRun, DataRef, MetricResult, ResultsFormatError, plot_metric_bars, results_table
+from histosynth.benchmark.results import BenchmarkRun, DataRef, MetricResult, ResultsFormatError, markdown_table, plot_metric_bars, results_table
 
 
 def make_run(name="htd", fd=12.5):
@@ -49,6 +49,8 @@ def test_table_and_chart(tmp_path):
     table = results_table(runs)
     assert list(table[table.metric == "fd"]["value"]) == [10.0, 30.0]
     assert table.iloc[0]["CI"] == "[9, 11]"
+    markdown = markdown_table(table).splitlines()
+    assert markdown[0].startswith("| data | metric | encoder | value |") and "| htd | fd | effnet-lite0 | 10 | [9, 11] |" in markdown[2]
     out = plot_metric_bars(runs, "fd", tmp_path / "fd.png")
     assert out.stat().st_size > 5000
     with pytest.raises(ValueError, match="no 'lpips' results"):
