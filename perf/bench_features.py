@@ -18,7 +18,6 @@ import argparse
 import json
 import os
 import platform
-import resource
 import subprocess
 import sys
 import tempfile
@@ -203,7 +202,7 @@ def main() -> None:
         *[f"| {name} | {sec:.1f} | {ips:.1f} | {fd} |" for name, sec, ips, fd in rows],
         "",
         f"- Speed-up of the one pass over torch-fidelity once per encoder: {theirs_all / ours_all:.2f}x; inception alone: {theirs_single / ours_single:.2f}x.",
-        f"- FD agreement (relative): " + ", ".join(f"{k} {abs(ours_fd[k] - theirs_fd[k]) / abs(theirs_fd[k]):.1e}" for k in nets)
+        "- FD agreement (relative): " + ", ".join(f"{k} {abs(ours_fd[k] - theirs_fd[k]) / abs(theirs_fd[k]):.1e}" for k in nets)
         + f"; inception-v3-compat {abs(ours_inc - theirs_inc) / abs(theirs_inc):.1e}.",
         "- Bare forward rate (pre-decoded, pre-resized batches of 32): " + ", ".join(f"{k} {v:.1f} img/s" for k, v in rates.items())
         + f"; the 3-encoder limit is {limit_all:.1f} img/s, the one pass reaches {2 * args.n / ours_all:.1f} "

@@ -26,15 +26,14 @@ from __future__ import annotations
 
 from dataclasses import replace
 from pathlib import Path
-from typing import Iterator
+from typing import ClassVar
 
 import numpy as np
 
 from histosynth.classes import remap_ids
-from histosynth.schema import Nuclei, Provenance, Sample
-from histosynth.sources.base import Source, SourceMeta
-from histosynth.sources.folder import (check_count, check_native_mpp, check_tile_args, column, format_error, image_size,
-                                       integer_array, load_mat, read_rgb, take, tile_corners)
+from histosynth.sources.base import SourceMeta
+from histosynth.sources.instance_tiles import InstanceTileSource
+from histosynth.sources.folder import column, format_error, integer_array, load_mat, read_rgb
 
 NATIVE_MPP = 0.25
 KEYS = ("inst_map", "type_map", "inst_type", "inst_centroid")
@@ -75,7 +74,7 @@ def read_labels(path: Path) -> tuple[np.ndarray, np.ndarray]:
     return inst, np.concatenate([[0], types]).astype(np.int64)
 
 
-class ConsepSource(Source):
+class ConsepSource(InstanceTileSource):
     """CoNSeP tiles with classed nuclei instances, in the 7 original or the 4 merged classes."""
 
     meta = SourceMeta(
@@ -90,40 +89,22 @@ class ConsepSource(Source):
         nuclei_schema="consep",
     )
 
+    expected: ClassVar[str] = "CoNSeP, or its Train/Test folder"
+
     def __init__(self, path: str | Path, size: int | None = 256, stride: int | None = None, classes: str = "consep",
                  n: int | None = None, mpp: float | None = None) -> None:
         """CoNSeP under `path` (root, Train or Test); `classes` "consep" (7) or "consep-4"; tiles of `size` px."""
-        self.path = Path(path)
-        if not self.path.is_dir():
-            raise format_error(self.path, "not a folder (expected CoNSeP, or its Train/Test folder)")
         if classes not in CLASS_SETS:
             raise ValueError(f"consep: classes must be one of {CLASS_SETS}, got {classes!r}")
-        check_tile_args("consep", size, stride)
-        check_count("consep", n)
-        check_native_mpp("consep", mpp, NATIVE_MPP)
-        self.size, self.stride, self.classes, self.n = size, stride, classes, n
+        self.classes = classes
         self.meta = replace(type(self).meta, nuclei_schema=classes)
-        self.pairs = pair_files(self.path)
+        super().__init__(path, size, stride, n, mpp)
 
-    def __len__(self) -> int:
-        total = sum(len(tile_corners(*image_size(image), self.size, self.stride)) for _, image in self.pairs)
-        return total if self.n is None else min(total, self.n)
+    def pair_files(self, root: Path) -> list[tuple[Path, Path]]:
+        return pair_files(root)
 
-    def _samples(self) -> Iterator[Sample]:
-        for label_path, image_path in self.pairs:
-            inst, class_of = read_labels(label_path)
-            if self.classes != "consep":
-                class_of = remap_ids(class_of, "consep", self.classes)
-            image = read_rgb(image_path)
-            if image.shape[:2] != inst.shape:
-                raise format_error(label_path, f"inst_map shape {inst.shape} does not match image {image_path.name} {image.shape[:2]}")
-            for top, left, h, w in tile_corners(inst.shape[0], inst.shape[1], self.size, self.stride):
-                nuclei = Nuclei.from_instance_map(self.classes, inst[top : top + h, left : left + w], class_of)
-                yield Sample(
-                    image=np.ascontiguousarray(image[top : top + h, left : left + w]),
-                    provenance=Provenance("consep", image_path.stem, x=left, y=top, level=0, mpp=NATIVE_MPP),
-                    nuclei=nuclei,
-                )
-
-    def __iter__(self) -> Iterator[Sample]:
-        return take(self._samples(), self.n)
+    def read_pair(self, label_path: Path, image_path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray | dict[int, int]]:
+        inst, class_of = read_labels(label_path)
+        if self.classes != "consep":
+            class_of = remap_ids(class_of, "consep", self.classes)
+        return read_rgb(image_path), inst, class_of

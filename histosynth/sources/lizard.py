@@ -25,14 +25,13 @@ Licence: CC BY-NC-SA 4.0 (Graham et al., Lizard, ICCVW 2021).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Iterator
+from typing import ClassVar
 
 import numpy as np
 
-from histosynth.schema import Nuclei, Provenance, Sample
-from histosynth.sources.base import Source, SourceMeta
-from histosynth.sources.folder import (check_count, check_native_mpp, check_tile_args, column, format_error, image_size,
-                                       integer_array, load_mat, read_rgb, take, tile_corners)
+from histosynth.sources.base import SourceMeta
+from histosynth.sources.instance_tiles import InstanceTileSource
+from histosynth.sources.folder import column, format_error, integer_array, load_mat, read_rgb
 
 NATIVE_MPP = 0.5
 KEYS = ("inst_map", "id", "class", "bbox", "centroid")
@@ -110,7 +109,7 @@ def _check_geometry(path: Path, inst: np.ndarray, present: np.ndarray, rows: lis
                                f"file but the pixels span {list(actual)} (more than {TOLERANCE_PX:g} px apart: wrong order?)")
 
 
-class LizardSource(Source):
+class LizardSource(InstanceTileSource):
     """Lizard images (whole or tiled) with classed nuclei instances."""
 
     meta = SourceMeta(
@@ -123,35 +122,16 @@ class LizardSource(Source):
         nuclei_schema="lizard",
     )
 
+    expected: ClassVar[str] = "the Lizard images and labels"
+
     def __init__(self, path: str | Path, size: int | None = 256, stride: int | None = None, n: int | None = None,
                  mpp: float | None = None) -> None:
         """The Lizard folder `path`; `size` px tiles (None: whole images) `stride` apart; at most `n` patches."""
-        self.path = Path(path)
-        if not self.path.is_dir():
-            raise format_error(self.path, "not a folder (expected the Lizard images and labels)")
-        check_tile_args("lizard", size, stride)
-        check_count("lizard", n)
-        check_native_mpp("lizard", mpp, NATIVE_MPP)
-        self.size, self.stride, self.n = size, stride, n
-        self.pairs = pair_files(self.path)
+        super().__init__(path, size, stride, n, mpp)
 
-    def __len__(self) -> int:
-        total = sum(len(tile_corners(*image_size(image), self.size, self.stride)) for _, image in self.pairs)
-        return total if self.n is None else min(total, self.n)
+    def pair_files(self, root: Path) -> list[tuple[Path, Path]]:
+        return pair_files(root)
 
-    def _samples(self) -> Iterator[Sample]:
-        for label_path, image_path in self.pairs:
-            inst, class_of = read_labels(label_path)
-            image = read_rgb(image_path)
-            if image.shape[:2] != inst.shape:
-                raise format_error(label_path, f"inst_map shape {inst.shape} does not match image {image_path.name} {image.shape[:2]}")
-            for top, left, h, w in tile_corners(inst.shape[0], inst.shape[1], self.size, self.stride):
-                nuclei = Nuclei.from_instance_map("lizard", inst[top : top + h, left : left + w], class_of)
-                yield Sample(
-                    image=np.ascontiguousarray(image[top : top + h, left : left + w]),
-                    provenance=Provenance("lizard", image_path.stem, x=left, y=top, level=0, mpp=NATIVE_MPP),
-                    nuclei=nuclei,
-                )
-
-    def __iter__(self) -> Iterator[Sample]:
-        return take(self._samples(), self.n)
+    def read_pair(self, label_path: Path, image_path: Path) -> tuple[np.ndarray, np.ndarray, dict[int, int]]:
+        inst, class_of = read_labels(label_path)
+        return read_rgb(image_path), inst, class_of

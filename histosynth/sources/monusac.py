@@ -22,15 +22,14 @@ Licence: CC BY-NC-SA 4.0 (MoNuSAC 2020 challenge data; REFERENCE.md section 4).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Iterator
+from typing import ClassVar
 
 import numpy as np
 
 from histosynth.classes import get_schema
-from histosynth.schema import Nuclei, Provenance, Sample
-from histosynth.sources.base import Source, SourceMeta
-from histosynth.sources.folder import (check_count, check_native_mpp, check_tile_args, format_error, image_size, read_rgb,
-                                       take, tile_corners)
+from histosynth.sources.base import SourceMeta
+from histosynth.sources.instance_tiles import InstanceTileSource
+from histosynth.sources.folder import format_error, read_rgb
 from histosynth.sources.xml_annotations import fill, parse_aperio
 
 NATIVE_MPP = 0.25
@@ -65,7 +64,7 @@ def rasterise(xml: Path, shape: tuple[int, int]) -> tuple[np.ndarray, dict[int, 
     return inst, class_of
 
 
-class MonusacSource(Source):
+class MonusacSource(InstanceTileSource):
     """MoNuSAC images (whole or tiled) with nuclei instances rasterised from their XML polygons."""
 
     meta = SourceMeta(
@@ -78,32 +77,17 @@ class MonusacSource(Source):
         nuclei_schema="monusac",
     )
 
+    expected: ClassVar[str] = "MoNuSAC patient folders"
+
     def __init__(self, path: str | Path, size: int | None = None, stride: int | None = None, n: int | None = None,
                  mpp: float | None = None) -> None:
         """MoNuSAC under `path` (patient folders, any depth); whole images or `size` px tiles; at most `n` patches."""
-        self.path = Path(path)
-        if not self.path.is_dir():
-            raise format_error(self.path, "not a folder (expected MoNuSAC patient folders)")
-        check_tile_args("monusac", size, stride)
-        check_count("monusac", n)
-        check_native_mpp("monusac", mpp, NATIVE_MPP)
-        self.size, self.stride, self.n = size, stride, n
-        self.pairs = pair_files(self.path)
+        super().__init__(path, size, stride, n, mpp)
 
-    def __len__(self) -> int:
-        total = sum(len(tile_corners(*image_size(image), self.size, self.stride)) for _, image in self.pairs)
-        return total if self.n is None else min(total, self.n)
+    def pair_files(self, root: Path) -> list[tuple[Path, Path]]:
+        return pair_files(root)
 
-    def _samples(self) -> Iterator[Sample]:
-        for xml, image_path in self.pairs:
-            image = read_rgb(image_path)
-            inst, class_of = rasterise(xml, image.shape[:2])
-            for top, left, h, w in tile_corners(image.shape[0], image.shape[1], self.size, self.stride):
-                yield Sample(
-                    image=np.ascontiguousarray(image[top : top + h, left : left + w]),
-                    provenance=Provenance("monusac", image_path.stem, x=left, y=top, level=0, mpp=NATIVE_MPP),
-                    nuclei=Nuclei.from_instance_map("monusac", inst[top : top + h, left : left + w], class_of),
-                )
-
-    def __iter__(self) -> Iterator[Sample]:
-        return take(self._samples(), self.n)
+    def read_pair(self, label_path: Path, image_path: Path) -> tuple[np.ndarray, np.ndarray, dict[int, int]]:
+        image = read_rgb(image_path)
+        inst, class_of = rasterise(label_path, image.shape[:2])
+        return image, inst, class_of

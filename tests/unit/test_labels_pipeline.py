@@ -144,7 +144,7 @@ def test_cli_pseudolabel_then_show_then_sample(encoder, tmp_path, capsys):
     assert main(["data", "sample", str(src), "--out", str(tmp_path / "het")]) == 0
     printed = capsys.readouterr().out
     share = 100 * sum(expected) / len(expected)
-    assert f"input patches: 6; in 20-80%" in printed and f"{sum(expected)} ({share:.1f}%)" in printed
+    assert "input patches: 6; in 20-80%" in printed and f"{sum(expected)} ({share:.1f}%)" in printed
     kept = list(iter_samples(tmp_path / "het"))
     assert len(kept) == sum(expected) and all(is_heterogeneous(composition(s.tissue)) for s in kept)
     assert (tmp_path / "het-composition.png").is_file()

@@ -110,5 +110,5 @@ def test_not_a_mat_file_and_missing_images(tmp_path, image):
 
 def test_image_and_map_sizes_must_agree(tmp_path, image):
     _write(tmp_path, image[:, :40])
-    with pytest.raises(FormatError, match=r"img\.mat: inst_map shape \(40, 48\) does not match image img\.png \(40, 40\)"):
+    with pytest.raises(FormatError, match=r"img\.mat: instance map shape \(40, 48\) does not match image img\.png \(40, 40\)"):
         list(LizardSource(tmp_path))
