@@ -53,14 +53,17 @@ class AutoencoderConfig:
 class CropConfig:
     """HTD's per-class visual crops: side d_i = d_base * (1 + alpha * complexity_i), clipped to [d_min, d_max].
 
-    Sizes are fractions of the image side (the paper's d in [50, 200] px at 256 px); complexity_i is the share of
-    class i's pixels on its region boundary (0 for a solid block, towards 1 for thin or fragmented regions).
+    Sizes are fractions of the image side (the paper's d in [50, 200] px at 256 px); complexity_i is
+    1 - 4 pi A / P^2 of class i's region (0 for a disc, towards 1 for thin or fragmented regions). A crop is a
+    window at least `min_purity` inside its class (1.0: all its pixels, as the precursor's all-ones search).
+    The rule is histosynth.labels.heterogeneity.class_crops.
     """
 
     d_base: float = 0.3
     alpha: float = 1.0
     d_min: float = 50 / 256
     d_max: float = 200 / 256
+    min_purity: float = 1.0
     # "source": the crop stays where it was cut (the precursor code; the output then contains those real pixels);
     # "corner": it goes to the top-left corner of its sparse tensor, so the model must transfer, not copy, appearance.
     placement: str = "source"
@@ -109,8 +112,10 @@ class ModelConfig:
 
 @dataclass
 class CurriculumConfig:
-    """Coarse-to-fine granularity for pseudo-labelled maps: k'(t) = k_min + (k_max - k_min) min(1, t / warmup).
+    """Coarse-to-fine granularity for pseudo-labelled maps over the first `warmup_steps` steps.
 
+    schedule "linear" is HTD's k'(t) = k_min + (k_max - k_min) min(1, t / warmup), snapped down to an available
+    k; "stages" gives each k an equal share of the warm-up (histosynth.labels.curriculum has both).
     `luts[k]` maps each finest-level cluster id to its id at granularity k (hierarchical k-means makes these);
     the training maps are at the finest level (max of `ks`).
     """
@@ -118,6 +123,7 @@ class CurriculumConfig:
     ks: tuple[int, ...] = (5, 10, 20, 50, 100)
     warmup_steps: int = 10_000
     luts: dict[int, list[int]] = field(default_factory=dict)
+    schedule: str = "linear"
 
 
 @dataclass
@@ -141,7 +147,7 @@ class TrainConfig:
     checkpoint_every: int = 0  # optimizer steps between resumable checkpoints; 0 = only at the end
     keep_checkpoints: int = 2
     seed: int = 0
-    heterogeneity: tuple[float, float] | None = (0.2, 0.8)  # keep patches whose main class covers <= hi and 2nd >= lo
+    heterogeneity: tuple[float, float] | None = (0.2, 0.8)  # (lo, hi) of labels.heterogeneity.is_heterogeneous: 2+ classes, main <= hi, 2nd >= lo of tissue
     augment: bool = True  # random flips and 90-degree rotations of image and map together
     curriculum: CurriculumConfig | None = None
     progress: bool = True

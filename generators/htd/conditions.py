@@ -4,25 +4,26 @@
 - C_i: a sparse image-sized tensor holding one square d_i x d_i crop of the image taken inside class i's region,
   left at the place it was cut from (as the precursor code does; `CropConfig.placement="corner"` moves it to the
   top-left corner instead, so outputs cannot simply contain the crop's real pixels); 3 channels per class, values
-  in [-1, 1], zero elsewhere and for absent classes. Width 4K; a model trained on several granularities pads to the largest K.
-- crop side: d_i = d_base * (1 + alpha * complexity_i), clipped to [d_min, d_max] and to the largest square that
-  fits inside the region; complexity_i is the share of the region's pixels on its boundary.
-- heterogeneous patches: the most frequent class covers at most `hi` and the second at least `lo` (HTD: 20-80 %).
-- curriculum: k'(t) = k_min + (k_max - k_min) * min(1, t / T_warmup), snapped down to an available k.
+  in [-1, 1], zero elsewhere and for absent classes. Background (id 0, glass) gets a one-hot channel but no crop,
+  as in the precursor's PANDA packing. Width 4K; a model trained on several granularities pads to the largest K.
 
-The per-class crop boxes and `curriculum_k` are written here because histosynth.labels (where the pseudo-label
-pipeline's versions live) had not landed when this was written; the two should be folded together.
+The rules themselves live in histosynth.labels, shared with the pseudo-label pipeline and `histosynth data
+sample`: crop sizes and places in `labels.heterogeneity.class_crops` (d_i = d_base (1 + alpha complexity_i),
+complexity = 1 - 4 pi A / P^2), the 20-80% patch rule in `labels.heterogeneity.is_heterogeneous`, and the
+coarse-to-fine granularity k'(t) in `labels.curriculum.curriculum_k`. This module only maps the preset's
+CropConfig / CurriculumConfig onto them and packs the tensors.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 
 from histosynth.classes import IGNORE_ID
 from histosynth.generators.diffusion.presets import CropConfig, CurriculumConfig
+from histosynth.labels.curriculum import curriculum_k
+from histosynth.labels.heterogeneity import PAPER_PATCH, CropSizing, class_crops
 
 
 def one_hot(tissue: np.ndarray, num_classes: int) -> np.ndarray:
@@ -37,67 +38,27 @@ def one_hot(tissue: np.ndarray, num_classes: int) -> np.ndarray:
     return out
 
 
-def region_complexity(mask: np.ndarray) -> float:
-    """Share of the region's pixels that touch (4-neighbourhood) a pixel outside it or the patch edge; 0 if empty."""
-    area = int(mask.sum())
-    if area == 0:
-        return 0.0
-    padded = np.pad(mask, 1, constant_values=False)
-    interior = padded[:-2, 1:-1] & padded[2:, 1:-1] & padded[1:-1, :-2] & padded[1:-1, 2:] & mask
-    return float((area - int(interior.sum())) / area)
+def crop_sizing(config: CropConfig) -> CropSizing:
+    """The preset's crop sizes (fractions of the patch side) as labels' CropSizing (pixels at 256 px)."""
+    return CropSizing(d_base=config.d_base * PAPER_PATCH, alpha=config.alpha, d_min=config.d_min * PAPER_PATCH,
+                      d_max=config.d_max * PAPER_PATCH, reference=PAPER_PATCH)
 
 
-def _window_full(mask: np.ndarray, d: int) -> np.ndarray:
-    """Boolean (H-d+1, W-d+1): whether the d x d window at each top-left corner lies fully inside `mask`."""
-    integral = np.pad(mask.astype(np.int32), ((1, 0), (1, 0))).cumsum(0).cumsum(1)
-    sums = integral[d:, d:] - integral[:-d, d:] - integral[d:, :-d] + integral[:-d, :-d]
-    return sums == d * d
-
-
-def largest_square(mask: np.ndarray) -> int:
-    """Side of the largest axis-aligned square inside `mask` (binary search on window sums)."""
-    lo, hi = 0, min(mask.shape)
-    while lo < hi:
-        mid = (lo + hi + 1) // 2
-        if _window_full(mask, mid).any():
-            lo = mid
-        else:
-            hi = mid - 1
-    return lo
-
-
-def crop_side(mask: np.ndarray, config: CropConfig) -> int:
-    """The adaptive crop side for a class region (pixels), before fitting it into the region."""
-    size = min(mask.shape)
-    d = config.d_base * size * (1.0 + config.alpha * region_complexity(mask))
-    return int(round(np.clip(d, config.d_min * size, config.d_max * size)))
-
-
-def crop_boxes(tissue: np.ndarray, rng: np.random.Generator, config: CropConfig,
-               classes: Sequence[int] | None = None) -> dict[int, tuple[int, int, int]]:
-    """{class id: (row, col, side)} of one crop per present class, uniformly placed among the fitting positions."""
-    present = [int(c) for c in np.unique(tissue) if c != IGNORE_ID] if classes is None else list(classes)
-    boxes: dict[int, tuple[int, int, int]] = {}
-    for class_id in present:
-        mask = tissue == class_id
-        if not mask.any():
-            continue
-        side = min(crop_side(mask, config), largest_square(mask))
-        rows, cols = np.nonzero(_window_full(mask, side))
-        pick = int(rng.integers(len(rows)))
-        boxes[class_id] = (int(rows[pick]), int(cols[pick]), side)
-    return boxes
+def crop_boxes(tissue: np.ndarray, rng: np.random.Generator, config: CropConfig) -> dict[int, tuple[int, int, int]]:
+    """{class id: (row, col, side)} of one crop per present tissue class, placed uniformly among fitting windows."""
+    crops = class_crops(tissue, crop_sizing(config), min_purity=config.min_purity, rng=rng)
+    return {c.class_id: (c.top, c.left, c.size) for c in crops}
 
 
 def pack_crops(tissue: np.ndarray, image: np.ndarray, num_classes: int, rng: np.random.Generator,
                config: CropConfig) -> np.ndarray:
     """HTD's (4K, H, W) float32 condition: K one-hot channels, then 3 crop channels per class (in [-1, 1])."""
+    if config.placement not in ("source", "corner"):
+        raise ValueError(f"crop placement must be 'source' or 'corner', not {config.placement!r}")
     h, w = tissue.shape
     out = np.zeros((4 * num_classes, h, w), np.float32)
     out[:num_classes] = one_hot(tissue, num_classes)
     scaled = image.astype(np.float32).transpose(2, 0, 1) / 127.5 - 1.0
-    if config.placement not in ("source", "corner"):
-        raise ValueError(f"crop placement must be 'source' or 'corner', not {config.placement!r}")
     for class_id, (r, c, d) in crop_boxes(tissue, rng, config).items():
         base = num_classes + 3 * class_id
         at_r, at_c = (r, c) if config.placement == "source" else (0, 0)
@@ -109,28 +70,6 @@ def crop_pixels(tissue: np.ndarray, image: np.ndarray, rng: np.random.Generator,
                 config: CropConfig) -> dict[int, np.ndarray]:
     """{class id: uint8 (d, d, 3) crop} with the same boxes `pack_crops` would draw (the embedding ablation)."""
     return {k: image[r : r + d, c : c + d] for k, (r, c, d) in crop_boxes(tissue, rng, config).items()}
-
-
-def class_fractions(tissue: np.ndarray) -> np.ndarray:
-    """Sorted (descending) fractions of the labelled pixels per class."""
-    ids = tissue[tissue != IGNORE_ID]
-    if ids.size == 0:
-        return np.zeros(1)
-    counts = np.bincount(ids.ravel())
-    return np.sort(counts[counts > 0])[::-1] / ids.size
-
-
-def is_heterogeneous(tissue: np.ndarray, lo: float, hi: float) -> bool:
-    """HTD's patch rule: the main class covers at most `hi` and the second at least `lo` of the labelled pixels."""
-    fractions = class_fractions(tissue)
-    return len(fractions) >= 2 and fractions[0] <= hi and fractions[1] >= lo
-
-
-def curriculum_k(step: int, total: int, ks: Sequence[int]) -> int:
-    """HTD's granularity at `step` of a `total`-step warm-up, snapped down to the nearest available k."""
-    ks = sorted(ks)
-    target = ks[0] + (ks[-1] - ks[0]) * min(1.0, step / total if total > 0 else 1.0)
-    return max(k for k in ks if k <= target + 1e-9)
 
 
 @dataclass
@@ -157,7 +96,13 @@ class Curriculum:
         """Condition width needed: the finest k plus background."""
         return max(self.config.ks) + 1
 
+    def k_at(self, step: int) -> int:
+        """The granularity trained at `step`: the finest once the warm-up is over (or when there is none)."""
+        if self.config.warmup_steps < 1:
+            return max(self.config.ks)
+        return curriculum_k(step, self.config.warmup_steps, self.config.ks, schedule=self.config.schedule)
+
     def apply(self, tissue: np.ndarray, step: int) -> np.ndarray:
         """The map at this step's granularity (unchanged at the finest level)."""
-        k = curriculum_k(step, self.config.warmup_steps, self.config.ks)
+        k = self.k_at(step)
         return tissue if k not in self._luts else self._luts[k][tissue]

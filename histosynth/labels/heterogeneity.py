@@ -257,7 +257,7 @@ def class_crops(
             s *= shrink
         if not sizes or sizes[-1] > max(int(np.ceil(d_min)), 1):
             sizes.append(max(int(np.ceil(d_min)), 1))
-        interior = ndimage.distance_transform_edt(mask)
+        interior = None if rng is not None else ndimage.distance_transform_edt(mask)  # random picks skip it
         found = None
         for size in sizes:
             hit = square_crop(mask, size, min_purity, rng, interior)

@@ -1,20 +1,11 @@
-"""HTD's condition packing, adaptive crops, heterogeneity rule and curriculum (numpy only, no torch)."""
+"""HTD's condition packing and how it maps the preset onto histosynth.labels' crop and curriculum rules (no torch)."""
 
 import numpy as np
 import pytest
 
 from histosynth.generators.diffusion.presets import CropConfig, CurriculumConfig
-from histosynth.generators.htd.conditions import (
-    Curriculum,
-    crop_boxes,
-    crop_side,
-    curriculum_k,
-    is_heterogeneous,
-    largest_square,
-    one_hot,
-    pack_crops,
-    region_complexity,
-)
+from histosynth.generators.htd.conditions import Curriculum, crop_boxes, crop_sizing, one_hot, pack_crops
+from histosynth.labels.heterogeneity import PAPER_PATCH, region_complexity
 
 
 def two_class_map(size=64):
@@ -34,28 +25,40 @@ def test_one_hot_leaves_ignore_pixels_empty_and_rejects_unknown_ids():
         one_hot(tissue, 2)
 
 
-def test_largest_square_and_complexity():
-    mask = np.zeros((40, 40), bool)
-    mask[5:25, 10:22] = True  # 20 x 12 rectangle
-    assert largest_square(mask) == 12
-    solid = np.ones((32, 32), bool)
-    stripes = np.zeros((32, 32), bool)
-    stripes[:, ::2] = True
-    assert region_complexity(stripes) == 1.0
-    assert 0 < region_complexity(solid) < region_complexity(mask) < 1
+def test_preset_crop_sizes_map_to_labels_pixels_and_complex_regions_get_bigger_crops():
     cfg = CropConfig(d_base=0.25, alpha=1.0, d_min=0.1, d_max=0.8)
-    assert crop_side(solid, cfg) < crop_side(stripes, cfg)  # more complex regions get bigger crops
+    sizing = crop_sizing(cfg)
+    assert sizing.limits(PAPER_PATCH) == pytest.approx((64.0, 25.6, 204.8))
+    assert sizing.limits(128) == pytest.approx((32.0, 12.8, 102.4))  # scales with the patch side
+    solid = np.ones((64, 64), bool)
+    ragged = np.zeros((64, 64), bool)
+    ragged[:, ::4] = ragged[:, 1::4] = True
+    assert region_complexity(ragged) > region_complexity(solid)
+    assert sizing.size_for(region_complexity(ragged), 64) > sizing.size_for(region_complexity(solid), 64)
 
 
-def test_crop_boxes_lie_inside_their_class_region():
+def test_crop_boxes_are_pure_cover_each_tissue_class_and_skip_background():
     rng = np.random.default_rng(0)
     tissue = two_class_map(64)
     tissue[40:, :10] = 0
-    for _ in range(5):
+    seen = set()
+    for _ in range(8):
         boxes = crop_boxes(tissue, rng, CropConfig())
-        assert set(boxes) == {0, 1, 2}
+        assert set(boxes) == {1, 2}  # background (0) and ignore (255) get no crop
         for class_id, (r, c, d) in boxes.items():
-            assert d >= 1 and (tissue[r : r + d, c : c + d] == class_id).all()
+            assert d >= 1 and (tissue[r : r + d, c : c + d] == class_id).all()  # min_purity 1.0
+            seen.add((class_id, r, c))
+    assert len(seen) > 2  # placed at random among the fitting windows
+
+
+def test_crop_boxes_honour_a_lower_purity():
+    tissue = np.ones((64, 64), np.uint8)
+    tissue[::8, ::8] = 2  # class 1 is peppered with class-2 dots: no pure 16 px window exists
+    cfg = CropConfig(d_base=0.25, d_min=0.25, d_max=0.25, min_purity=0.9)
+    (r, c, d) = crop_boxes(tissue, np.random.default_rng(0), cfg)[1]
+    assert d == 16 and (tissue[r : r + d, c : c + d] == 1).mean() >= 0.9
+    pure = crop_boxes(tissue, np.random.default_rng(0), CropConfig(d_base=0.25, d_min=0.25, d_max=0.25))[1]
+    assert pure[2] < 8  # all-ones: only the inscribed square between the dots is left
 
 
 def test_pack_crops_is_htd_width_and_copies_pixels_in_place():
@@ -77,23 +80,18 @@ def test_pack_crops_is_htd_width_and_copies_pixels_in_place():
     assert corner[9:12, 0, 0].any() and np.array_equal(np.sort(corner[9:12].ravel()), np.sort(packed[9:12].ravel()))
 
 
-def test_heterogeneity_rule_20_80():
-    tissue = np.ones((10, 10), np.uint8)
-    assert not is_heterogeneous(tissue, 0.2, 0.8)
-    tissue[:3] = 2  # 70 / 30
-    assert is_heterogeneous(tissue, 0.2, 0.8)
-    tissue[:] = 1
-    tissue[:1] = 2  # 90 / 10
-    assert not is_heterogeneous(tissue, 0.2, 0.8)
-
-
 def test_curriculum_goes_coarse_to_fine():
     ks = (5, 10, 20, 50, 100)
-    assert curriculum_k(0, 1000, ks) == 5
-    assert curriculum_k(500, 1000, ks) == 50  # k' = 52.5 snaps down to 50
-    assert curriculum_k(1000, 1000, ks) == curriculum_k(5000, 1000, ks) == 100
-    values = [curriculum_k(s, 1000, ks) for s in range(0, 1200, 50)]
+    linear = Curriculum(CurriculumConfig(ks=ks, warmup_steps=1000, luts={k: list(range(101)) for k in ks}))
+    assert linear.k_at(0) == 5
+    assert linear.k_at(500) == 50  # HTD's k' = 52.5 snaps down to 50
+    assert linear.k_at(1000) == linear.k_at(5000) == 100
+    values = [linear.k_at(s) for s in range(0, 1200, 50)]
     assert values == sorted(values)
+    stages = Curriculum(CurriculumConfig(ks=ks, warmup_steps=1000, luts=linear.config.luts, schedule="stages"))
+    assert [stages.k_at(s) for s in (0, 199, 200, 500, 999)] == [5, 5, 10, 20, 100]
+    none = Curriculum(CurriculumConfig(ks=ks, warmup_steps=0, luts=linear.config.luts))
+    assert none.k_at(0) == 100
 
 
 def test_curriculum_coarsens_maps_with_lookup_tables():
