@@ -166,7 +166,9 @@ class HTDGenerator(Generator):
         """
         cfg = config if isinstance(config, TrainConfig) else replace_fields(self.preset.train, config or {})
         need_tissue = self.condition != "none"
-        data_set = load_training_set(data, self.preset.model.resolution, need_tissue, cfg.heterogeneity)
+        folder = Path(out) / TRAINING_DIR if out is not None else None
+        spill = folder / "arrays" if folder is not None else None  # memory-mapped patches, not RAM
+        data_set = load_training_set(data, self.preset.model.resolution, need_tissue, cfg.heterogeneity, spill)
         curriculum = Curriculum(cfg.curriculum) if cfg.curriculum is not None and need_tissue else None
         if need_tissue:
             k = max(self.num_classes, data_set.num_classes or 0, curriculum.max_classes if curriculum else 0)
@@ -177,7 +179,6 @@ class HTDGenerator(Generator):
             self.preset.model = override(self.preset.model, tissue_schema=self.preset.model.tissue_schema or data_set.tissue_schema)
         denoiser = self._require_networks()
         batch_fn = self._batch_fn(data_set, cfg, curriculum)
-        folder = Path(out) / TRAINING_DIR if out is not None else None
         result = train_denoiser(denoiser, self.scheduler, batch_fn, cfg, folder, resume=resume, on_step=on_step)
         self._hash = None
         self.preset.train = cfg
