@@ -100,8 +100,15 @@ def _psd_factor(cov: np.ndarray) -> tuple[np.ndarray, bool]:
     return vectors[:, keep] * np.sqrt(eigenvalues[keep]), False
 
 
-def _trace_sqrt_factor(factor: np.ndarray, cov: np.ndarray, lower_triangular: bool = False) -> float:
-    """tr (Σ1^½ Σ2 Σ1^½)^½ given G1 (G1 G1ᵀ = Σ1) and Σ2: Σ sqrt(max(eigvalsh(G1ᵀ Σ2 G1), 0))."""
+def _trace_sqrt_factor(factor: np.ndarray, cov: np.ndarray, lower_triangular: bool = False,
+                       max_rank: int | None = None) -> float:
+    """tr (Σ1^½ Σ2 Σ1^½)^½ given G1 (G1 G1ᵀ = Σ1) and Σ2: Σ sqrt(max(eigvalsh(G1ᵀ Σ2 G1), 0)).
+
+    With `max_rank` (a bound on the product's rank, min(N1, N2) - 1 for sample covariances) only that many of
+    the largest eigenvalues count: the others are exact zeros that rounding turns into noise, and each would add
+    sqrt(noise) ~ 1e-8 sqrt(λ_max). Without it every positive eigenvalue counts: a noise floor would also drop the
+    real small eigenvalues of an ill-conditioned product (6.8e-3 relative at N = 1000, d = 2048: perf/RESULTS.md).
+    """
     if lower_triangular:
         # Triangular products (BLAS trmm) take half the flops of general ones. BLAS wants Fortran order; Σ2 is
         # symmetric, so its transpose is the same matrix in that order (and the result is symmetrised below).
@@ -112,27 +119,34 @@ def _trace_sqrt_factor(factor: np.ndarray, cov: np.ndarray, lower_triangular: bo
     else:
         inner = factor.T @ cov @ factor
     eigenvalues = scipy.linalg.eigh(_symmetric(inner), eigvals_only=True, check_finite=False, driver="evr")
-    # Eigenvalues below the solver's resolution (n·eps·λ_max) are noise, possibly negative; each would add
-    # sqrt(noise) ~ 1e-8·sqrt(λ_max) to the trace (rank-deficient Σ2 has N-d of them), so they count as 0.
-    tol = max(float(eigenvalues[-1]), 0.0) * len(eigenvalues) * np.finfo(np.float64).eps
-    return float(np.sqrt(eigenvalues[eigenvalues > tol]).sum())
+    if max_rank is not None:
+        eigenvalues = eigenvalues[max(len(eigenvalues) - max_rank, 0) :]  # ascending: keep the largest
+    return float(np.sqrt(np.clip(eigenvalues, 0.0, None)).sum())
+
+
+def sample_rank(*counts: int) -> int:
+    """The rank bound min(N_i) - 1 of products of sample covariances from sets of these sizes."""
+    return max(min(counts) - 1, 0)
 
 
 def _nuclear_norm(m: np.ndarray) -> float:
     return float(scipy.linalg.svdvals(m, check_finite=False).sum())
 
 
-def trace_sqrt_product(cov1: np.ndarray, cov2: np.ndarray) -> float:
-    """tr (Σ1^½ Σ2 Σ1^½)^½, the cross term of FD; symmetric in its arguments, never NaN or complex."""
+def trace_sqrt_product(cov1: np.ndarray, cov2: np.ndarray, max_rank: int | None = None) -> float:
+    """tr (Σ1^½ Σ2 Σ1^½)^½, the cross term of FD; symmetric in its arguments, never NaN or complex.
+
+    `max_rank` bounds the product's rank (see `sample_rank`); only that many eigenvalues then count.
+    """
     cov1, cov2 = _as_cov(cov1, "cov1"), _as_cov(cov2, "cov2")
     _check_dims(cov1.shape[0], cov2.shape[0])
     # Factor whichever covariance is positive definite (Cholesky is ~10x cheaper than eigh); else eigh of Σ1.
     for a, b in ((cov1, cov2), (cov2, cov1)):
         lower = _cholesky(a)
         if lower is not None:
-            return _trace_sqrt_factor(lower, b, lower_triangular=True)
+            return _trace_sqrt_factor(lower, b, lower_triangular=True, max_rank=max_rank)
     factor, _ = _psd_factor(cov1)
-    return _trace_sqrt_factor(factor, cov2)
+    return _trace_sqrt_factor(factor, cov2, max_rank=max_rank)
 
 
 def _combine(mean_term: float, trace1: float, trace2: float, cross: float) -> float:
@@ -141,25 +155,40 @@ def _combine(mean_term: float, trace1: float, trace2: float, cross: float) -> fl
 
 
 # ---------------------------------------------------------------------------------------------- FD from statistics
-def frechet_distance(mu1: np.ndarray, cov1: np.ndarray, mu2: np.ndarray, cov2: np.ndarray) -> float:
-    """FD between N(mu1, cov1) and N(mu2, cov2); exactly 0.0 for identical inputs and never negative."""
+def frechet_distance(mu1: np.ndarray, cov1: np.ndarray, mu2: np.ndarray, cov2: np.ndarray,
+                     max_rank: int | None = None) -> float:
+    """FD between N(mu1, cov1) and N(mu2, cov2); exactly 0.0 for identical inputs and never negative.
+
+    For sample covariances pass max_rank=sample_rank(N1, N2) when either N is <= d (see `trace_sqrt_product`).
+    """
     mu1, cov1 = _as_gaussian(mu1, cov1, "set 1")
     mu2, cov2 = _as_gaussian(mu2, cov2, "set 2")
     _check_dims(mu1.shape[0], mu2.shape[0])
     if np.array_equal(mu1, mu2) and np.array_equal(cov1, cov2):
         return 0.0
     diff = mu1 - mu2
-    return _combine(diff @ diff, np.trace(cov1), np.trace(cov2), trace_sqrt_product(cov1, cov2))
+    return _combine(diff @ diff, np.trace(cov1), np.trace(cov2), trace_sqrt_product(cov1, cov2, max_rank))
 
 
-def fd_from_stats(a: StreamingStats, b: StreamingStats) -> float:
-    """FD between two StreamingStats; raises if either has < 2 samples, warns if either has <= d samples."""
+def fd_from_stats(a: StreamingStats, b: StreamingStats, features_a: FeatureArray | None = None,
+                  features_b: FeatureArray | None = None) -> float:
+    """FD between two StreamingStats; raises if either has < 2 samples, warns if either has <= d samples.
+
+    When both sets have fewer samples than dimensions and every one of their features is given (the feature
+    pipeline keeps them up to a cap), FD is computed from the features in the low-rank form instead: its singular
+    values are the square roots that the covariance route has to take of eigenvalues near the solver's noise
+    floor, which costs up to ~1e-4 relative at N << d (perf/RESULTS.md, "FD when N < d").
+    """
     if a.dim is None or b.dim is None:
         raise MetricInputError("FD needs at least 2 samples per set; got empty stats")
     _check_dims(a.dim, b.dim)
     check_sample_count(a.count, a.dim, "set 1")
     check_sample_count(b.count, b.dim, "set 2")
-    return frechet_distance(a.mean, a.cov, b.mean, b.cov)
+    complete = all(f is not None and len(f) == s.count for f, s in ((features_a, a), (features_b, b)))
+    if complete and max(a.count, b.count) < a.dim:
+        x1, x2 = _two_feature_sets(features_a, features_b, warn=False)  # type: ignore[arg-type]
+        return 0.0 if np.array_equal(x1, x2) else _fd_matrices(x1, x2, "lowrank")
+    return frechet_distance(a.mean, a.cov, b.mean, b.cov, sample_rank(a.count, b.count))
 
 
 class ReferenceSqrt:
@@ -170,8 +199,9 @@ class ReferenceSqrt:
     one (N×d)(d×d) product and an SVD of an N×d matrix.
     """
 
-    def __init__(self, mu: np.ndarray, cov: np.ndarray) -> None:
+    def __init__(self, mu: np.ndarray, cov: np.ndarray, count: int | None = None) -> None:
         self.mu, self.cov = _as_gaussian(mu, cov, "reference")
+        self.count = count  # samples behind cov, when known: bounds the cross term's rank
         self.trace = float(np.trace(self.cov))
         self.factor, self.factor_is_cholesky = _psd_factor(self.cov)
 
@@ -181,7 +211,7 @@ class ReferenceSqrt:
         if stats.dim is None:
             raise MetricInputError("reference stats are empty")
         check_sample_count(stats.count, stats.dim, "reference")
-        return cls(stats.mean, stats.cov)
+        return cls(stats.mean, stats.cov, stats.count)
 
     @classmethod
     def from_features(cls, features: FeatureArray) -> "ReferenceSqrt":
@@ -193,14 +223,16 @@ class ReferenceSqrt:
         """Feature dimension d."""
         return int(self.mu.shape[0])
 
-    def distance(self, mu: np.ndarray, cov: np.ndarray) -> float:
-        """FD between the reference and N(mu, cov)."""
+    def distance(self, mu: np.ndarray, cov: np.ndarray, count: int | None = None) -> float:
+        """FD between the reference and N(mu, cov) (a sample covariance of `count` samples, when known)."""
         mu, cov = _as_gaussian(mu, cov, "set")
         _check_dims(self.dim, mu.shape[0])
         if np.array_equal(mu, self.mu) and np.array_equal(cov, self.cov):
             return 0.0
         diff = mu - self.mu
-        cross = _trace_sqrt_factor(self.factor, cov, self.factor_is_cholesky)
+        counts = [c for c in (self.count, count) if c is not None]
+        max_rank = sample_rank(*counts) if counts else None
+        cross = _trace_sqrt_factor(self.factor, cov, self.factor_is_cholesky, max_rank)
         return _combine(diff @ diff, self.trace, np.trace(cov), cross)
 
     def distance_to_stats(self, stats: StreamingStats) -> float:
@@ -209,7 +241,7 @@ class ReferenceSqrt:
             raise MetricInputError("stats are empty")
         _check_dims(self.dim, stats.dim)
         check_sample_count(stats.count, stats.dim, "set")
-        return self.distance(stats.mean, stats.cov)
+        return self.distance(stats.mean, stats.cov, stats.count)
 
     def distance_to_features(self, features: FeatureArray, warn: bool = True) -> float:
         """FD between the reference and an (N, d) feature matrix; for N < rank, the cross term is ||A G||_*."""
@@ -223,7 +255,7 @@ class ReferenceSqrt:
         if x.shape[0] < self.factor.shape[1]:
             # G2 = Aᵀ: the cross term is the nuclear norm of A G1 (N × r).
             return _combine(diff @ diff, self.trace, float(np.sum(a * a)), _nuclear_norm(a @ self.factor))
-        return self.distance(mu, a.T @ a)
+        return self.distance(mu, a.T @ a, x.shape[0])
 
 
 # ---------------------------------------------------------------------------------------------- FD from features
@@ -245,7 +277,8 @@ def _fd_matrices(x1: np.ndarray, x2: np.ndarray, method: Method) -> float:
     if method != "cov":
         raise MetricInputError(f"unknown FD method {method!r}; use 'auto', 'cov' or 'lowrank'")
     cov1, cov2 = a1.T @ a1, a2.T @ a2
-    return _combine(diff @ diff, np.trace(cov1), np.trace(cov2), trace_sqrt_product(cov1, cov2))
+    cross = trace_sqrt_product(cov1, cov2, sample_rank(len(x1), len(x2)))
+    return _combine(diff @ diff, np.trace(cov1), np.trace(cov2), cross)
 
 
 def _two_feature_sets(

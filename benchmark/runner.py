@@ -69,7 +69,7 @@ def score_distribution(
         common = dict(encoder=name, n_real=n_real, n_fake=n_fake)
         sampled = r.features is not None and f.features is not None
         if "fd" in metrics:
-            value = fd_from_stats(r.stats, f.stats)
+            value = fd_from_stats(r.stats, f.stats, r.features, f.features)
             low = high = None
             if bootstrap and sampled:
                 with warnings.catch_warnings():

@@ -18,6 +18,7 @@ from histosynth.benchmark.frechet import (
     fd_from_stats,
     fd_infinity,
     frechet_distance,
+    sample_rank,
     trace_sqrt_product,
 )
 from histosynth.benchmark.stats import StreamingStats
@@ -111,8 +112,33 @@ def test_lowrank_path_equals_eigh_path():
     a1 = (x1 - x1.mean(0)) / np.sqrt(39)
     a2 = (x2 - x2.mean(0)) / np.sqrt(24)
     nuclear = np.linalg.svd(a1 @ a2.T, compute_uv=False).sum()
-    assert trace_sqrt_product(c1, c2) == pytest.approx(nuclear, rel=1e-9)
-    assert explicit == pytest.approx(nuclear, rel=1e-6)  # the explicit form carries sqrt(noise) from ~70 zeros
+    # The product has rank <= min(N1, N2) - 1 = 24: counting only the 24 largest eigenvalues leaves out the
+    # ~70 exact zeros that rounding turns into noise; counting all positive ones carries their sqrt(noise).
+    assert trace_sqrt_product(c1, c2, max_rank=sample_rank(40, 25)) == pytest.approx(nuclear, rel=1e-9)
+    assert trace_sqrt_product(c1, c2) == pytest.approx(nuclear, rel=1e-6)
+    assert explicit == pytest.approx(nuclear, rel=1e-6)
+
+
+def test_known_answer_below_d_lowrank_exact_where_torch_fidelity_drifts():
+    """x2 = a x1 + c has FD = |(a - 1) μ1 + c|² + (1 - a)² tr Σ1 exactly; at N << d with a wide spectrum the
+    traces dwarf FD."""
+    rng = np.random.default_rng(11)
+    x1 = rng.standard_normal((40, 256)) * np.logspace(1, -4, 256)
+    c, a = np.full(256, 0.01), 1.001
+    x2 = a * x1 + c
+    s1 = StreamingStats.from_features(x1)
+    shift = (a - 1) * s1.mean + c
+    exact = shift @ shift + (1 - a) ** 2 * np.trace(s1.cov)
+    s2 = StreamingStats.from_features(x2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", SmallSampleWarning)
+        ours = fd_from_stats(s1, s2, x1, x2)
+        assert ours == fd_from_features(x1, x2, method="lowrank")  # all features given, N < d: the low-rank form
+        assert fd_from_stats(s1, s2, x1[:-1], x2) == fd_from_stats(s1, s2)  # features incomplete: covariances
+        theirs = fid_statistics_to_metric({"mu": s1.mean, "sigma": s1.cov}, {"mu": s2.mean, "sigma": s2.cov}, False)
+    assert ours == pytest.approx(exact, rel=1e-8)
+    # torch-fidelity's sqrt(eigvals(Σ1 Σ2)) keeps the square roots of 216 noise eigenvalues: off by ~5e-4
+    assert abs(theirs["frechet_inception_distance"] - exact) > 100 * abs(ours - exact)
 
 
 def test_reference_sqrt_reuses_one_factor():
