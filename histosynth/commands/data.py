@@ -16,7 +16,8 @@ if TYPE_CHECKING:
 
 
 # Options `data build` passes to a source; a source that does not take a given option reports it.
-SOURCE_OPTIONS = ("path", "annotations", "masks", "schema", "classes", "provider", "n", "size", "stride", "mpp", "seed", "min_tissue")
+SOURCE_OPTIONS = ("path", "annotations", "masks", "schema", "classes", "provider", "n", "size", "stride", "mpp", "seed", "min_tissue",
+                  "label_components")
 
 
 MAX_LISTED = 12  # classes listed per label in summaries
@@ -88,7 +89,7 @@ def build_dataset(source_name: str, out: Path, options: dict, overwrite: bool = 
         total = None
     pseudolabel = meta.pseudolabel_by_default if pseudolabel is None else pseudolabel
     command = "histosynth data build --source " + source_name + " " + " ".join(
-        f"--{k.replace('_', '-')} {shlex.quote(str(v))}" for k, v in options.items() if v is not None
+        f"--{k.replace('_', '-')}" + ("" if v is True else f" {shlex.quote(str(v))}") for k, v in options.items() if v is not None
     ) + (" --pseudolabel" if pseudolabel else "") + f" --out {shlex.quote(str(out))}"
     real_data = source_name not in ("simulator", "embedded", "folder")
     source_datasets = [source_name] if real_data else []
@@ -269,6 +270,9 @@ def register(verbs: argparse._SubParsersAction) -> None:
     build.add_argument("--mpp", type=float, help="microns per pixel to tile at (default 0.5, about 20x)")
     build.add_argument("--seed", type=int, help="random seed (simulator)")
     build.add_argument("--min-tissue", type=float, help="minimum tissue fraction of a kept tile (real slides, default 0.5)")
+    build.add_argument("--label-components", action="store_true", default=None,
+                       help="PanNuke: masks whose ids mark classes, not nuclei (binary per-class channels): make each "
+                       "connected blob one nucleus (touching nuclei of a class stay merged)")
     build.add_argument("--no-overwrite", dest="overwrite", action="store_false", help="refuse to replace an existing folder")
     build.set_defaults(handler=run_build)
 

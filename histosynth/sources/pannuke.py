@@ -3,9 +3,11 @@
 Format (per fold; the release nests them as `Fold 1/images/fold1/{images,types}.npy` and
 `Fold 1/masks/fold1/masks.npy`, any nesting works):
 - `images.npy` (N, H, W, 3), float64 holding 0..255 in the release (uint8 also accepted): checked to lie in
-  0..255 and rounded to uint8 per patch;
+  0..255 and rounded to uint8 per patch; a patch lying wholly in 0..1 (a 0..1 float scale) is refused;
 - `masks.npy` (N, H, W, 6): channels 0 Neoplastic, 1 Inflammatory, 2 Connective/Soft tissue, 3 Dead,
-  4 Epithelial, 5 Background; channels 0..4 hold INSTANCE ids (0 = none), numbered per channel;
+  4 Epithelial, 5 Background; channels 0..4 hold INSTANCE ids (0 = none), numbered per channel. An id whose
+  pixels form several 8-connected blobs (a binary per-class mask) is refused; `label_components=True`
+  (`--label-components`) instead makes each blob its own nucleus;
 - `types.npy` (N,): the tissue name of each patch.
 The three are opened memory-mapped (`np.load(mmap_mode="r")`): only the patch being yielded is read.
 Folds are found under `path` by file name and paired by their folder path with `images`/`masks` removed;
@@ -103,20 +105,54 @@ def open_fold(files: dict[str, Path]) -> tuple[np.ndarray, np.ndarray, list[str]
 
 
 def patch_to_uint8(patch: np.ndarray, path: Path, index: int) -> np.ndarray:
-    """A PanNuke image patch as uint8: float values must be finite and within 0..255 (they are rounded)."""
-    if patch.dtype == np.uint8:
-        return np.array(patch)
-    values = np.asarray(patch, dtype=np.float64)
-    if not np.isfinite(values).all():
+    """A PanNuke image patch as uint8: values must be finite and within 0..255 (floats are rounded).
+
+    A patch whose values all lie in 0..1 is refused: that is a 0..1 float scale (rounding it gives a black
+    patch), or an image with no signal; an H&E patch on the 0..255 scale is never that dark everywhere.
+    """
+    values = np.asarray(patch) if patch.dtype == np.uint8 else np.asarray(patch, dtype=np.float64)
+    if values.dtype != np.uint8 and not np.isfinite(values).all():
         raise format_error(path, f"patch {index}: non-finite pixel values")
     lo, hi = float(values.min()), float(values.max())
     if lo < 0 or hi > 255:
         raise format_error(path, f"patch {index}: pixel values {lo:g}..{hi:g} lie outside 0..255")
-    return np.rint(values).astype(np.uint8)
+    if hi <= 1.0:
+        raise format_error(path, f"patch {index}: pixel values {lo:g}..{hi:g} lie within 0..1; PanNuke images hold "
+                           f"0..255 (a 0..1 float scale would round to a black patch): multiply the images by 255")
+    return np.array(values) if values.dtype == np.uint8 else np.rint(values).astype(np.uint8)
 
 
-def merge_channels(mask: np.ndarray, path: Path, index: int) -> Nuclei:
-    """One (H, W, 6) PanNuke mask as `pannuke` Nuclei: channel c -> class c + 1, instances merged and relabelled."""
+def split_instances(ids: np.ndarray) -> tuple[np.ndarray, int]:
+    """Every 8-connected component of each id as its own instance 1..n: (new map, n). Different ids stay apart."""
+    from scipy import ndimage
+
+    labels, n = ndimage.label(ids > 0, structure=np.ones((3, 3), dtype=bool))
+    if n == 0:
+        return labels.astype(np.int64), 0
+    pairs, dense = np.unique(np.stack([labels[ids > 0], ids[ids > 0]]), axis=1, return_inverse=True)
+    out = np.zeros(ids.shape, dtype=np.int64)
+    out[ids > 0] = dense.reshape(-1) + 1
+    return out, pairs.shape[1]
+
+
+def fragmented_ids(ids: np.ndarray) -> list[int]:
+    """Instance ids whose pixels form more than one 8-connected component (binary masks, merged nuclei)."""
+    from scipy import ndimage
+
+    labels, n = ndimage.label(ids > 0, structure=np.ones((3, 3), dtype=bool))
+    if n < 2:
+        return []
+    pairs = np.unique(np.stack([labels[ids > 0], ids[ids > 0]]), axis=1)  # (component, id) pairs
+    found, counts = np.unique(pairs[1], return_counts=True)
+    return found[counts > 1].tolist()
+
+
+def merge_channels(mask: np.ndarray, path: Path, index: int, label_components: bool = False) -> Nuclei:
+    """One (H, W, 6) PanNuke mask as `pannuke` Nuclei: channel c -> class c + 1, instances merged and relabelled.
+
+    An id spread over several separate blobs (a binary per-class mask instead of instance ids) is an error, or
+    with `label_components` each blob becomes its own instance.
+    """
     merged = np.zeros(mask.shape[:2], dtype=np.int64)
     class_of: dict[int, int] = {}
     offset = 0
@@ -127,6 +163,14 @@ def merge_channels(mask: np.ndarray, path: Path, index: int) -> Nuclei:
         ids = values.astype(np.int64)
         if ids.size and ids.min() < 0:
             raise format_error(path, f"patch {index}, channel {channel}: negative instance id {ids.min()}")
+        if label_components:
+            ids, _ = split_instances(ids)
+        else:
+            split = fragmented_ids(ids)
+            if split:
+                raise format_error(path, f"patch {index}, channel {channel}: instance id(s) {split[:5]} each cover several "
+                                   f"separate blobs; PanNuke masks hold one id per nucleus (a binary per-class mask?); "
+                                   f"pass --label-components to make each connected blob its own nucleus")
         claimed = (ids > 0) & (merged == 0)
         merged[claimed] = ids[claimed] + offset
         for value in np.unique(ids[ids > 0]).tolist():
@@ -149,9 +193,14 @@ class PanNukeSource(Source):
         nuclei_schema="pannuke",
     )
 
-    def __init__(self, path: str | Path, n: int | None = None, mpp: float | None = None) -> None:
-        """All folds under `path` (a fold folder or the PanNuke root); at most `n` patches."""
+    def __init__(self, path: str | Path, n: int | None = None, mpp: float | None = None, label_components: bool = False) -> None:
+        """All folds under `path` (a fold folder or the PanNuke root); at most `n` patches.
+
+        `label_components`: masks whose ids mark classes rather than nuclei (each id several blobs) are read by
+        making every 8-connected blob of an id one nucleus (touching nuclei of one class then stay merged).
+        """
         self.path = Path(path)
+        self.label_components = bool(label_components)
         if not self.path.is_dir():
             raise format_error(self.path, "not a folder (expected a PanNuke fold or the folder holding the folds)")
         check_count("pannuke", n)
@@ -168,7 +217,7 @@ class PanNukeSource(Source):
             images, masks, tissues = open_fold(files)
             for i in range(len(images)):
                 image = patch_to_uint8(images[i], files["images.npy"], i)
-                nuclei = merge_channels(masks[i], files["masks.npy"], i)
+                nuclei = merge_channels(masks[i], files["masks.npy"], i, self.label_components)
                 yield Sample(image=image, provenance=Provenance("pannuke", f"{tissues[i]}/{label}/{i}", mpp=NATIVE_MPP), nuclei=nuclei)
 
     def __iter__(self) -> Iterator[Sample]:

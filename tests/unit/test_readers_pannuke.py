@@ -116,3 +116,68 @@ def test_missing_files_and_pickles(tmp_path):
         PanNukeSource(empty)
     with pytest.raises(ValueError, match="does not resample"):
         PanNukeSource(tmp_path, mpp=0.5)
+
+
+def test_images_on_a_0_to_1_scale_are_refused_not_rounded_to_black(tmp_path):
+    images, masks = fold_arrays()
+    paths = _expect(tmp_path, r"images\.npy: patch 0: pixel values 0\.\.1 lie within 0\.\.1; PanNuke images hold 0\.\.255",
+                    images=images / 255.0)
+    assert paths["images.npy"].is_file()
+    # an all-black uint8 patch is refused too: rounding a 0..1 scale to uint8 gives exactly that
+    _expect(tmp_path / "u8", r"images\.npy: patch 0: pixel values 0\.\.0 lie within 0\.\.1", images=np.zeros_like(images, dtype=np.uint8))
+
+
+def binary_class_masks():
+    """Patch 0: three separate inflammatory nuclei and two epithelial ones, written as binary per-class channels."""
+    images, masks = fold_arrays(1)
+    masks[0, ..., :5] = 0
+    for r, c in ((2, 2), (2, 20), (20, 10)):
+        masks[0, r : r + 4, c : c + 4, 1] = 1
+    for r, c in ((12, 2), (28, 28)):
+        masks[0, r : r + 3, c : c + 3, 4] = 1
+    return images, masks
+
+
+def test_binary_per_class_masks_are_refused(tmp_path):
+    images, masks = binary_class_masks()
+    write_pannuke_fold(tmp_path, images, masks, ["Colon"])
+    with pytest.raises(FormatError, match=r"masks\.npy: patch 0, channel 1: instance id\(s\) \[1\] each cover several "
+                                          r"separate blobs.*--label-components"):
+        list(PanNukeSource(tmp_path))
+
+
+def test_label_components_makes_each_blob_a_nucleus(tmp_path):
+    images, masks = binary_class_masks()
+    write_pannuke_fold(tmp_path, images, masks, ["Colon"])
+    nuclei = next(iter(build_source("pannuke", path=tmp_path, label_components=True))).nuclei
+    assert nuclei.class_ids.tolist() == [2, 2, 2, 5, 5]
+    assert nuclei.centroids.tolist() == [[3.5, 3.5], [21.5, 3.5], [11.5, 21.5], [3.0, 13.0], [29.0, 29.0]]  # (x, y), raster order
+
+
+def test_touching_ids_and_diagonal_pixels_are_one_nucleus_each(tmp_path):
+    images, masks = fold_arrays(1)
+    masks[0, 16:18, 16:18, 2] = 7
+    masks[0, 18, 18, 2] = 7  # touches the block only at a corner: still one 8-connected nucleus
+    masks[0, 16:18, 19:21, 2] = 8  # a second id touching nothing
+    write_pannuke_fold(tmp_path, images, masks, ["Lung"])
+    nuclei = next(iter(PanNukeSource(tmp_path))).nuclei
+    assert nuclei.class_ids.tolist() == [1, 2, 3, 3, 5]
+    with_option = next(iter(PanNukeSource(tmp_path, label_components=True))).nuclei
+    assert with_option.equals(nuclei)
+
+
+def test_data_build_refuses_binary_masks_and_takes_label_components(tmp_path, capsys):
+    from histosynth.cli import main
+    from histosynth.disk import iter_samples
+
+    images, masks = binary_class_masks()
+    write_pannuke_fold(tmp_path / "fold", images, masks, ["Colon"])
+    base = ["data", "build", "--source", "pannuke", "--path", str(tmp_path / "fold"), "--out", str(tmp_path / "out")]
+    assert main(base) == 2
+    err = capsys.readouterr().err.splitlines()[-1]  # after tqdm's progress line
+    assert err.startswith("error: ") and "masks.npy: patch 0, channel 1" in err and "--label-components" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["fold"]
+    assert main([*base, "--label-components"]) == 0
+    assert len(next(iter_samples(tmp_path / "out")).nuclei) == 5
+    assert main(["data", "build", "--source", "simulator", "--n", "1", "--label-components", "--out", str(tmp_path / "s")]) == 2
+    assert "does not take --label-components" in capsys.readouterr().err
