@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 
@@ -48,3 +49,23 @@ def run_process_group(command: list, env: dict | None = None, timeout: float = 3
 def run_in_group():
     """`run_process_group` for tests that launch subprocesses (torchrun, killed jobs)."""
     return run_process_group
+
+
+@pytest.fixture
+def network_attempts(monkeypatch) -> list[str]:
+    """Record every attempt to resolve a host name or open a socket connection, and refuse it.
+
+    Tests of offline failure paths assert the list stays empty: proof that no download or retry loop ran, which a
+    wall-clock limit can only suggest (and flakes on a loaded machine)."""
+    attempts: list[str] = []
+
+    def refuse(kind: str):
+        def fail(*args, **kwargs):
+            attempts.append(f"{kind}{args[1:] if kind == 'connect' else args[:2]}")
+            raise OSError(f"network refused by the test ({kind})")
+        return fail
+
+    monkeypatch.setattr(socket, "getaddrinfo", refuse("getaddrinfo"))
+    monkeypatch.setattr(socket.socket, "connect", refuse("connect"))
+    monkeypatch.setattr(socket.socket, "connect_ex", refuse("connect_ex"))
+    return attempts
