@@ -80,7 +80,10 @@ def build_dataset(source_name: str, out: Path, options: dict, overwrite: bool = 
     from histosynth.data_cards.model import default_licence
     from histosynth.disk import write_dataset
     from histosynth.sources import build_source
+    from histosynth.sources.base import EmptySourceError, require_samples
 
+    if options.get("n") == 0:
+        raise EmptySourceError("--n 0: a dataset needs at least one sample")
     source = build_source(source_name, **options)
     meta = source.meta
     try:
@@ -103,10 +106,16 @@ def build_dataset(source_name: str, out: Path, options: dict, overwrite: bool = 
         tags=[source_name] + (["pseudo-labels"] if pseudolabel else []),
     )
     if not pseudolabel:
-        return Built(write_dataset(source, out, card, meta.tissue_schema, meta.nuclei_schema, total=total, overwrite=overwrite))
+        samples = require_samples(source, _input_of(source_name, options))
+        return Built(write_dataset(samples, out, card, meta.tissue_schema, meta.nuclei_schema, total=total, overwrite=overwrite))
     if meta.tissue_schema is not None:
         raise ValueError(f"source {source_name!r} already has tissue labels ({meta.tissue_schema}); --pseudolabel is for unlabelled sources")
     return _build_pseudolabelled(source_name, options, out, card, total, overwrite, cache)
+
+
+def _input_of(source_name: str, options: dict) -> str:
+    """What a build read, for messages: its --path, else its --source."""
+    return f"--path {options['path']}" if options.get("path") is not None else f"--source {source_name}"
 
 
 def _build_pseudolabelled(source_name: str, options: dict, out: Path, card, total: int | None, overwrite: bool,
@@ -115,6 +124,7 @@ def _build_pseudolabelled(source_name: str, options: dict, out: Path, card, tota
 
     from histosynth.labels.pipeline import PseudolabelConfig, write_pseudolabelled
     from histosynth.sources import build_source
+    from histosynth.sources.base import require_samples
 
     size = options.get("size") or 256
     config = PseudolabelConfig(ks=PSEUDOLABEL_KS, cell=max(16, size // 4), nuclei_k=4)
@@ -127,7 +137,7 @@ def _build_pseudolabelled(source_name: str, options: dict, out: Path, card, tota
     torch.set_num_threads(1)  # measured on a shared 2-core machine: one thread 3-10x faster than two contended ones
     try:
         labeller, summary, composition = write_pseudolabelled(
-            lambda: {"train": build_source(source_name, **options)}, out, card, config,
+            lambda: {"train": require_samples(build_source(source_name, **options), _input_of(source_name, options))}, out, card, config,
             cache if cache is not None else out.parent / f".{out.name}-embeddings", total=total, overwrite=overwrite)
     finally:
         torch.set_num_threads(threads)

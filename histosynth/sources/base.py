@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import inspect
 from abc import ABC, abstractmethod
+from collections import Counter
 from dataclasses import dataclass
 from typing import Any, ClassVar, Iterator
 
+from histosynth.errors import UserFacingError
 from histosynth.schema import Sample
 
 
@@ -37,6 +39,31 @@ class Source(ABC):
     def __len__(self) -> int:
         """Number of samples when known cheaply (progress bars); sources that cannot tell raise TypeError."""
         raise TypeError(f"source {self.meta.name!r} does not know its length in advance")
+
+    @property
+    def skipped(self) -> Counter[str]:
+        """{why: how many} of the inputs this source passed over ("images smaller than 256 px": 3), so that an
+        empty result can say which filter dropped what; filled while iterating."""
+        return self.__dict__.setdefault("_skipped", Counter())
+
+
+class EmptySourceError(UserFacingError):
+    """A source yielded no sample at all; the message says which filters dropped how many inputs."""
+
+
+def require_samples(source: Source, described: str) -> Iterator[Sample]:
+    """The samples of `source`, raising EmptySourceError at the end if there were none.
+
+    Raised from inside the iteration, so a writer consuming it (an atomic folder) publishes nothing.
+    `described` names the input for the message (e.g. "--path /data/imgs").
+    """
+    count = 0
+    for sample in source:
+        count += 1
+        yield sample
+    if count == 0:
+        reasons = ", ".join(f"{n} {why}" for why, n in source.skipped.items()) or "the input holds nothing to read"
+        raise EmptySourceError(f"{described}: 0 samples from source {source.meta.name!r}: {reasons}")
 
 
 def construct(cls: type[Source], options: dict[str, Any]) -> Source:

@@ -129,7 +129,7 @@ class Camelyon16Source(Source):
         with Slide(path, default_mpp=DEFAULT_MPP) as slide:
             if xml is not None:
                 check_inside(xml, tumour + exclusion, slide)
-            tissue, windows = tissue_windows(slide, self.size, self.mpp, self.stride, self.min_tissue)
+            tissue, windows = tissue_windows(slide, self.size, self.mpp, self.stride, self.min_tissue, self.skipped)
             for window in windows:
                 image = slide.read(window, pad=True)[:, :, :3]
                 x, y = window.origin

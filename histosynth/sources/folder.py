@@ -14,7 +14,8 @@ Licence: whatever the user's images carry; the source records "user-supplied" an
 
 Patches: `size=None` yields each image whole; with `size`, a grid of size x size tiles at `stride` (default
 `size`) that covers the image edge to edge (the last row/column of tiles is moved flush with the border, so
-tiles may overlap there; images smaller than `size` yield no tile). Provenance x, y are the tile's top-left
+tiles may overlap there; images smaller than `size` yield no tile and are counted in `skipped`). A folder
+without any image file is an error. Provenance x, y are the tile's top-left
 pixel in the image, level 0, and mpp is the `mpp` the user declares for the images (None if not given: no
 resampling happens here).
 """
@@ -90,6 +91,11 @@ def tile_corners(height: int, width: int, size: int | None, stride: int | None =
         return [(0, 0, height, width)]
     step = stride or size
     return [(top, left, size, size) for top in cover_positions(height, size, step) for left in cover_positions(width, size, step)]
+
+
+def too_small(size: int | None) -> str:
+    """The `skipped` reason for images that hold no whole tile."""
+    return f"image(s) smaller than the {size} px tile size (--size)"
 
 
 def _as_rgb(array: np.ndarray, path: Path) -> np.ndarray:
@@ -257,6 +263,8 @@ class FolderSource(Source):
         self.size, self.stride, self.n, self.mpp = size, stride, n, mpp
         self.meta = replace(type(self).meta, tissue_schema=schema)
         self.images = sorted(p for p in self.path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+        if not self.images:
+            raise format_error(self.path, f"no image files ({', '.join(IMAGE_SUFFIXES)}) in the folder (sub-folders are not searched)")
 
     def _mask_path(self, image: Path) -> Path:
         assert self.masks is not None
@@ -283,7 +291,10 @@ class FolderSource(Source):
                 unknown = sorted(set(np.unique(mask).tolist()) - valid)
                 if unknown:
                     raise format_error(mask_path, f"values {unknown} are not ids of schema {self.schema!r} (valid: {sorted(valid)})")
-            for top, left, h, w in tile_corners(image.shape[0], image.shape[1], self.size, self.stride):
+            corners = tile_corners(image.shape[0], image.shape[1], self.size, self.stride)
+            if not corners:
+                self.skipped[too_small(self.size)] += 1
+            for top, left, h, w in corners:
                 yield Sample(
                     image=np.ascontiguousarray(image[top : top + h, left : left + w]),
                     provenance=Provenance("folder", image_path.stem, x=left, y=top, level=0, mpp=self.mpp),

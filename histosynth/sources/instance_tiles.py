@@ -12,7 +12,7 @@ import numpy as np
 from histosynth.schema import Nuclei, Provenance, Sample
 from histosynth.sources.base import Source
 from histosynth.sources.folder import (check_count, check_native_mpp, check_tile_args, format_error, image_size, take,
-                                       tile_corners)
+                                       tile_corners, too_small)
 
 
 class InstanceTileSource(Source):
@@ -49,7 +49,10 @@ class InstanceTileSource(Source):
             image, inst, class_of = self.read_pair(label_path, image_path)
             if image.shape[:2] != inst.shape:
                 raise format_error(label_path, f"instance map shape {inst.shape} does not match image {image_path.name} {image.shape[:2]}")
-            for top, left, h, w in tile_corners(inst.shape[0], inst.shape[1], self.size, self.stride):
+            corners = tile_corners(inst.shape[0], inst.shape[1], self.size, self.stride)
+            if not corners:
+                self.skipped[too_small(self.size)] += 1
+            for top, left, h, w in corners:
                 yield Sample(
                     image=np.ascontiguousarray(image[top : top + h, left : left + w]),
                     provenance=Provenance(self.meta.name, image_path.stem, x=left, y=top, level=0, mpp=self.meta.native_mpp),

@@ -92,6 +92,8 @@ class PandaSource(Source):
         if not images.is_dir():
             raise format_error(images, "PANDA train_images folder not found")
         present = sorted(images.glob("*.tiff"))
+        if not present:
+            raise format_error(images, "no PANDA slides (*.tiff) in the folder")
         for image in present:
             if image.stem not in self.providers:
                 raise format_error(self.path / "train.csv", f"no row for image {image.stem!r} ({image}); its provider is unknown")
@@ -102,6 +104,8 @@ class PandaSource(Source):
                                  f"pass provider= one of {found} (one dataset has one tissue schema)")
             self.provider = found[0] if found else None
         self.slides = [image for image in present if self.providers[image.stem] == self.provider]
+        if len(self.slides) < len(present):
+            self.skipped[f"slide(s) of another provider than {self.provider} (one dataset has one schema)"] += len(present) - len(self.slides)
         self.size, self.mpp, self.stride, self.min_tissue, self.n = size, mpp, stride, min_tissue, n
         self.meta = replace(type(self).meta, tissue_schema=SCHEMA_OF_PROVIDER[self.provider] if self.provider else None)
 
@@ -115,7 +119,7 @@ class PandaSource(Source):
                 if mask is not None and (mask.width, mask.height) != (slide.width, slide.height):
                     raise format_error(mask_path, f"mask is {mask.width}x{mask.height} but slide {image_path.name} is "
                                        f"{slide.width}x{slide.height} at level 0")
-                _, windows = tissue_windows(slide, self.size, self.mpp, self.stride, self.min_tissue)
+                _, windows = tissue_windows(slide, self.size, self.mpp, self.stride, self.min_tissue, self.skipped)
                 for window in windows:
                     image = slide.read(window, pad=True)[:, :, :3]
                     x, y = window.origin

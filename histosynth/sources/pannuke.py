@@ -215,6 +215,8 @@ class PanNukeSource(Source):
     def _samples(self) -> Iterator[Sample]:
         for label, files in self.folds:
             images, masks, tissues = open_fold(files)
+            if len(images) == 0:
+                self.skipped["empty fold(s) (0 patches in images.npy)"] += 1
             for i in range(len(images)):
                 image = patch_to_uint8(images[i], files["images.npy"], i)
                 nuclei = merge_channels(masks[i], files["masks.npy"], i, self.label_components)

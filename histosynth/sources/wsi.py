@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -379,10 +380,25 @@ def grid_windows(slide: Slide, size: int, mpp: float, stride: int | None = None)
                 yield window
 
 
-def tissue_windows(slide: Slide, size: int, mpp: float, stride: int | None, min_tissue: float) -> tuple[TissueMap, Iterator[Window]]:
-    """The slide's TissueMap and the grid windows with at least `min_tissue` tissue on it."""
+def tissue_windows(slide: Slide, size: int, mpp: float, stride: int | None, min_tissue: float,
+                   skipped: Counter[str] | None = None) -> tuple[TissueMap, Iterator[Window]]:
+    """The slide's TissueMap and the grid windows with at least `min_tissue` tissue on it; `skipped` counts the
+    tiles dropped as glass and the slides too small for one tile (to explain an empty result)."""
     tissue = TissueMap(slide, size * mpp / slide.mpp)
-    return tissue, (w for w in grid_windows(slide, size, mpp, stride) if tissue.fraction(w) >= min_tissue)
+    skipped = Counter() if skipped is None else skipped
+
+    def kept() -> Iterator[Window]:
+        grid = 0
+        for window in grid_windows(slide, size, mpp, stride):
+            grid += 1
+            if tissue.fraction(window) >= min_tissue:
+                yield window
+            else:
+                skipped[f"tile(s) dropped as glass (tissue below --min-tissue {min_tissue:g})"] += 1
+        if grid == 0:
+            skipped[f"slide(s) smaller than one {size} px tile at {mpp:g} um/px"] += 1
+
+    return tissue, kept()
 
 
 def check_slide_args(name: str, size: int, mpp: float, stride: int | None, min_tissue: float, n: int | None) -> None:

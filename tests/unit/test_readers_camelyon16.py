@@ -106,3 +106,16 @@ def test_bad_options_and_missing_slides(tmp_path):
         Camelyon16Source(tmp_path)
     with pytest.raises(ValueError, match="min_tissue is a fraction"):
         Camelyon16Source(tmp_path, min_tissue=1.5)
+
+
+def test_a_slide_of_glass_gives_a_clear_error_counting_the_dropped_tiles(tmp_path, capsys):
+    from histosynth.cli import main
+
+    write_pyramid(tmp_path / "slides" / "normal_001.tif", tissue_slide(SIZE, SIZE, (0, 0, 0, 0)), mpp=0.25)
+    base = ["data", "build", "--source", "camelyon16", "--path", str(tmp_path / "slides"), "--size", "32", "--mpp", "0.5"]
+    assert main([*base, "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.splitlines()[-1]
+    assert err == f"error: --path {tmp_path / 'slides'}: 0 samples from source 'camelyon16': 16 tile(s) dropped as glass (tissue below --min-tissue 0.5)"
+    assert main([*base, "--size", "512", "--out", str(tmp_path / "out")]) == 2
+    assert capsys.readouterr().err.splitlines()[-1].endswith("1 slide(s) smaller than one 512 px tile at 0.5 um/px")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["slides"]

@@ -95,3 +95,33 @@ def test_readers_are_registered_with_metadata(name):
     assert cls.meta.name == name and cls.meta.licence and cls.meta.description
     if name != "folder":
         assert cls.meta.url.startswith("https://") and cls.meta.citation and cls.meta.native_mpp in (0.25, 0.5)
+
+
+def _build(tmp_path, capsys, *args):
+    """`data build` in-process: (exit code, last stderr line, names beside the input after the run)."""
+    from histosynth.cli import main
+
+    code = main(["data", "build", *args, "--out", str(tmp_path / "out")])
+    lines = capsys.readouterr().err.splitlines()
+    return code, (lines[-1] if lines else ""), sorted(p.name for p in tmp_path.iterdir())
+
+
+def test_empty_folder_is_an_error_and_writes_nothing(tmp_path, capsys):
+    (tmp_path / "img").mkdir()
+    (tmp_path / "img" / "notes.txt").write_text("no images here")
+    code, err, names = _build(tmp_path, capsys, "--source", "folder", "--path", str(tmp_path / "img"))
+    assert code == 2 and err == f"error: {tmp_path / 'img'}: no image files (.png, .jpg, .jpeg, .tif, .tiff) in the folder (sub-folders are not searched)"
+    assert names == ["img"]
+
+
+def test_images_smaller_than_size_are_counted_and_nothing_is_written(tmp_path, capsys, images):
+    code, err, names = _build(tmp_path, capsys, "--source", "folder", "--path", str(tmp_path / "img"), "--size", "28")
+    assert code == 2 and names == ["img"]
+    assert err == f"error: --path {tmp_path / 'img'}: 0 samples from source 'folder': 3 image(s) smaller than the 28 px tile size (--size)"
+    code, err, names = _build(tmp_path, capsys, "--source", "folder", "--path", str(tmp_path / "img"), "--size", "24")
+    assert code == 0 and names == ["img", "out"]  # b (24 x 24) holds one tile: a build with some samples succeeds
+
+
+def test_n_zero_is_an_error(tmp_path, capsys, images):
+    code, err, names = _build(tmp_path, capsys, "--source", "folder", "--path", str(tmp_path / "img"), "--n", "0")
+    assert (code, err, names) == (2, "error: --n 0: a dataset needs at least one sample", ["img"])

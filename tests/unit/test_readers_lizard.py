@@ -112,3 +112,15 @@ def test_image_and_map_sizes_must_agree(tmp_path, image):
     _write(tmp_path, image[:, :40])
     with pytest.raises(FormatError, match=r"img\.mat: instance map shape \(40, 48\) does not match image img\.png \(40, 40\)"):
         list(LizardSource(tmp_path))
+
+
+def test_images_smaller_than_the_default_tile_give_a_clear_error(tmp_path, image, capsys):
+    from histosynth.cli import main
+
+    inst, classes = instance_map()
+    write_lizard(tmp_path / "lizard", "a", image, lizard_fields(inst, classes))
+    write_lizard(tmp_path / "lizard", "b", image, lizard_fields(inst, classes))
+    assert main(["data", "build", "--source", "lizard", "--path", str(tmp_path / "lizard"), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.splitlines()[-1]
+    assert err == f"error: --path {tmp_path / 'lizard'}: 0 samples from source 'lizard': 2 image(s) smaller than the 256 px tile size (--size)"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["lizard"]
