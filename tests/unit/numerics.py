@@ -1,0 +1,117 @@
+"""Rounding-error bounds for test tolerances, computed from the data a test uses (Higham 2002, "Accuracy and
+Stability of Numerical Algorithms", 2nd ed.; chapter and theorem cited at each function).
+
+A tolerance taken from one run holds on the CPU and BLAS kernel it was measured on; these bounds hold for any
+IEEE-754 machine and any summation order or blocking a BLAS may choose (thread count, kernel), which is what makes
+the metric tests pass on every CPU. They are worst-case bounds, so usually loose by 1-3 orders of magnitude.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+EPS64 = float(np.finfo(np.float64).eps)  # unit roundoff u = EPS / 2; bounds below use EPS, a factor 2 of slack
+EPS32 = float(np.finfo(np.float32).eps)
+
+
+def gamma(n: int, eps: float = EPS64) -> float:
+    """Higham's γ_n = n·u / (1 - n·u) (Lemma 3.1): the relative error bound of n chained roundings, and of a sum or
+    dot product of n terms in any order (§3.1, §4.2), relative to the sum of the terms' absolute values."""
+    return n * eps / (1 - n * eps)
+
+
+def sum_error(terms: np.ndarray, axis: int | None = None, eps: float = EPS64) -> np.ndarray:
+    """Bound on the rounding error of summing `terms` along `axis` in any order: γ_{n-1} Σ|t| (Higham eq. 4.4)."""
+    terms = np.asarray(terms, dtype=np.float64)
+    n = terms.size if axis is None else terms.shape[axis]
+    return gamma(max(n - 1, 1), eps) * np.abs(terms).sum(axis=axis)
+
+
+def _trace_bound(x: np.ndarray, resampled: bool) -> float:
+    """tr Σ of x, or an upper bound on it over every bootstrap resample of x's rows when `resampled`:
+    tr Σ_boot = Σ_r |y_r - ȳ|² / (n-1) <= Σ_r |y_r - c|² / (n-1) <= n/(n-1) max_r |x_r - c|² for any fixed c."""
+    n = len(x)
+    centred = x - x.mean(axis=0)
+    if resampled:
+        return float(n / (n - 1) * np.max(np.sum(centred**2, axis=1)))
+    return float(np.sum(centred**2) / (n - 1))
+
+
+def _sqrt_gaps(delta: float, eigenvalues: np.ndarray) -> float:
+    """Σ_i |√μ_i - √λ_i| for |μ_i - λ_i| <= δ: each term <= min(√δ, δ/√λ_i) (|√a - √b| <= √|a-b|, and
+    <= |a-b|/√b), with λ_i >= computed - δ."""
+    low = np.maximum(np.asarray(eigenvalues, dtype=np.float64) - delta, np.finfo(np.float64).tiny)
+    return float(np.sum(np.minimum(np.sqrt(delta), delta / np.sqrt(low))))
+
+
+def cross_term_gap(cov1: np.ndarray, cov2: np.ndarray, rank: int | None = None, n_samples: int = 0,
+                   non_symmetric: bool = False) -> float:
+    """Bound on the error of tr (Σ1^½ Σ2 Σ1^½)^½ computed by any eigenvalue route: ours (Cholesky or eigh factor,
+    eigvalsh), torch-fidelity's eigvals(Σ1Σ2), or sqrtm(Σ1Σ2) (pytorch-fid).
+
+    Every route is backward stable: Cholesky ||ΔΣ||_2 <= γ_{d+1}·d·||Σ||_2 (Higham Thm 10.3), products γ_d (§3.5),
+    the QR algorithm ~p(d)·u·||A|| (Golub & Van Loan §7.5.6), all inside γ_{d²}; `n_samples` adds the γ_n of
+    forming the covariances from features. By Weyl (symmetric) or Bauer-Fike (Σ1Σ2 = V Λ V⁻¹ with
+    κ(V) <= √κ(Σ1), `non_symmetric`), each eigenvalue moves by δ <= κ_V γ_{d²+n} tr Σ1 tr Σ2; `_sqrt_gaps` turns
+    that into the square roots' error over the `rank` largest eigenvalues (all d when None).
+    """
+    d = cov1.shape[0]
+    kappa_v = 1.0
+    if non_symmetric:
+        w = np.linalg.eigvalsh(cov1)
+        kappa_v = float(np.sqrt(w[-1] / w[0]))
+    delta = kappa_v * gamma(d * d + n_samples) * abs(np.trace(cov1)) * abs(np.trace(cov2))
+    chol = np.linalg.cholesky(cov2) if np.all(np.linalg.eigvalsh(cov2) > 0) else None
+    if chol is not None:
+        eigenvalues = np.linalg.eigvalsh(chol.T @ cov1 @ chol)
+    else:
+        w, v = np.linalg.eigh(cov1)
+        root = (v * np.sqrt(np.clip(w, 0, None))) @ v.T
+        eigenvalues = np.linalg.eigvalsh(root @ cov2 @ root)
+    kept = eigenvalues[::-1][: d if rank is None else rank]
+    return _sqrt_gaps(delta, kept)
+
+
+def fd_stats_gap(mu1: np.ndarray, cov1: np.ndarray, mu2: np.ndarray, cov2: np.ndarray, rank: int | None = None,
+                 n_samples: int = 0, non_symmetric: bool = False) -> float:
+    """Bound on the error of FD = |Δμ|² + tr Σ1 + tr Σ2 - 2·cross computed from these statistics: twice the cross
+    term's (`cross_term_gap`), plus the sums' γ (§4.2) over the terms' absolute values (the cancellation)."""
+    d = len(mu1)
+    cross = cross_term_gap(cov1, cov2, rank, n_samples, non_symmetric)
+    magnitude = float(np.sum((mu1 - mu2) ** 2) + abs(np.trace(cov1)) + abs(np.trace(cov2)))
+    return 2 * cross + gamma(2 * d + n_samples + 4) * 2 * magnitude
+
+
+def lowrank_fd_error(x1: np.ndarray, x2: np.ndarray, resampled: bool = False) -> float:
+    """Bound on the low-rank route's FD error: A1A2ᵀ formed to γ_d √(tr Σ1 tr Σ2) (§3.5), its singular values
+    backward stable to γ_min(n1,n2) of that (Golub & Van Loan §8.6, Weyl for singular values), at most
+    min(n1, n2) of them, counted twice; the traces and |Δμ|² summed to γ_{n·d} (§4.2) of their magnitude."""
+    (n1, d), n2 = x1.shape, len(x2)
+    t1, t2 = _trace_bound(x1, resampled), _trace_bound(x2, resampled)
+    mean_term = float(np.sum((x1.mean(axis=0) - x2.mean(axis=0)) ** 2))
+    cross = min(n1, n2) * gamma(d + min(n1, n2)) * np.sqrt(t1 * t2)
+    return float(2 * cross + 2 * gamma(max(n1, n2) * d + 4) * (t1 + t2 + mean_term))
+
+
+def fd_route_gap(x1: np.ndarray, x2: np.ndarray, resampled: bool = False) -> float:
+    """Bound on |FD_cov - FD_lowrank| for feature sets x1 (n1, d), x2 (n2, d) in float64; with `resampled`, for any
+    bootstrap resample of their rows (duplicate rows lower the rank, so the covariance route's min(n1,n2)-1 kept
+    eigenvalues may include rounding noise: no eigenvalue can be trusted to be large, each costs up to √δ).
+
+    Covariance route: `cross_term_gap` with the γ_n of forming A_iᵀA_i; its eigenvalues are the squared singular
+    values of A1A2ᵀ (zero beyond its rank). Low-rank route: `lowrank_fd_error`.
+    """
+    (n1, d), n2 = x1.shape, len(x2)
+    t1, t2 = _trace_bound(x1, resampled), _trace_bound(x2, resampled)
+    rank = min(n1, n2) - 1
+    delta = gamma(d * d + n1 + n2) * t1 * t2
+    if resampled:
+        cov_cross = rank * np.sqrt(delta)
+    else:
+        a1 = (x1 - x1.mean(axis=0)) / np.sqrt(n1 - 1)
+        a2 = (x2 - x2.mean(axis=0)) / np.sqrt(n2 - 1)
+        squares = np.zeros(rank)
+        s = np.linalg.svd(a1 @ a2.T, compute_uv=False)[:rank] ** 2
+        squares[: len(s)] = s
+        cov_cross = _sqrt_gaps(delta, squares)
+    return float(2 * cov_cross + lowrank_fd_error(x1, x2, resampled))
