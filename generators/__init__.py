@@ -22,12 +22,12 @@ def build_generator(name: str, preset: str = "tiny", **overrides: Any) -> Genera
 
 def load_generator(path: Path | str, device: str | None = None) -> Generator:
     """Load a saved generator folder, whichever registered generator wrote it (read from its config.json)."""
-    import json
+    from histosynth.generators.base import CheckpointError, read_json_file
 
     config = Path(path) / "config.json"
     if not config.is_file():
-        raise FileNotFoundError(f"{path}: no config.json; not a saved histosynth generator folder")
-    name = json.loads(config.read_text(encoding="utf-8")).get("generator")
+        raise CheckpointError(f"{path}: no config.json; not a saved histosynth generator folder")
+    name = read_json_file(config).get("generator")
     if not name:
         raise ValueError(f"{config}: no 'generator' field; not written by a histosynth generator")
     return GENERATORS.get(name).load(path, device=device)

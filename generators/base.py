@@ -17,12 +17,15 @@ Contract every registered generator follows (checked by tests/unit/test_generato
 from __future__ import annotations
 
 import hashlib
+import json
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Iterable, Sequence
 
 import numpy as np
+
+from histosynth.errors import UserFacingError
 
 if TYPE_CHECKING:
     from histosynth.schema import Sample
@@ -85,6 +88,54 @@ def weights_hash(folder: Path | str, subfolders: Sequence[str] | None = None) ->
             for block in iter(lambda: fh.read(1 << 20), b""):
                 digest.update(block)
     return "sha256:" + digest.hexdigest()
+
+
+class CheckpointError(UserFacingError, ValueError):
+    """A saved generator folder is incomplete or damaged; the message names the file and the problem."""
+
+
+def read_json_file(path: Path) -> dict[str, Any]:
+    """A JSON object from `path`; a missing, unreadable or invalid file raises CheckpointError naming it."""
+    if not path.is_file():
+        raise CheckpointError(f"{path}: missing; the checkpoint folder is incomplete")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise CheckpointError(f"{path}: not valid JSON ({err})") from err
+    if not isinstance(data, dict):
+        raise CheckpointError(f"{path}: expected a JSON object, found {type(data).__name__}")
+    return data
+
+
+def verify_checkpoint(folder: Path | str, components: Sequence[str], recorded_hash: str | None) -> str:
+    """Check a saved folder before any weights are loaded; returns its weights hash.
+
+    Each component folder needs a valid config.json and safetensors files whose headers cover the file
+    (truncated, empty or foreign files fail here with the file named); then the weights must hash to the
+    recorded checkpoint hash, so a file changed in place is refused too.
+    """
+    from safetensors import SafetensorError, safe_open
+
+    root = Path(folder)
+    for name in components:
+        part = root / name
+        if not part.is_dir():
+            raise CheckpointError(f"{part}: missing component folder; the checkpoint folder is incomplete")
+        read_json_file(part / "config.json")
+        weights = sorted(part.glob("*.safetensors"))
+        if not weights:
+            raise CheckpointError(f"{part}: no .safetensors weights file; the checkpoint folder is incomplete")
+        for path in weights:
+            try:
+                with safe_open(str(path), framework="np"):
+                    pass
+            except (SafetensorError, OSError) as err:
+                raise CheckpointError(f"{path}: damaged safetensors file, {path.stat().st_size} bytes ({err})") from err
+    actual = weights_hash(root, components)
+    if actual != recorded_hash:
+        raise CheckpointError(f"{root}: weights hash {actual} differs from the recorded {recorded_hash}; "
+                              "the folder was modified or is incomplete")
+    return actual
 
 
 class Generator(ABC):

@@ -25,7 +25,7 @@ from diffusers import AutoencoderKL, ControlNetModel, UNet2DConditionModel, VQMo
 from torch import nn
 
 from histosynth.classes import get_schema
-from histosynth.generators.base import Generator, derive_seed, weights_hash
+from histosynth.generators.base import CheckpointError, Generator, derive_seed, read_json_file, verify_checkpoint, weights_hash
 from histosynth.generators.diffusion.backbones import (
     Denoiser,
     LatentCodec,
@@ -333,30 +333,42 @@ class HTDGenerator(Generator):
         folder = Path(path)
         config_file = folder / "config.json"
         if not config_file.is_file():
-            raise FileNotFoundError(f"{folder}: no config.json; not a (complete) saved generator folder")
-        config = json.loads(config_file.read_text(encoding="utf-8"))
+            raise CheckpointError(f"{config_file}: missing; {folder} is not a (complete) saved generator folder")
+        config = read_json_file(config_file)
         if config.get("generator") != cls.meta.name:
             raise ValueError(f"{folder} holds generator {config.get('generator')!r}, not {cls.meta.name!r}")
-        model = model_config_from_dict(config["model"])
-        train = config.get("train") or {}
-        train_cfg = TrainConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in train.items() if k != "curriculum"})
-        preset = Preset(config.get("preset", "custom"), model, train_cfg, sample_config_from_dict(config["sample"]))
+        components = config.get("components")
+        if not isinstance(components, list) or not all(isinstance(c, str) for c in components):
+            raise CheckpointError(f"{config_file}: no list of 'components'; not written by this version of histosynth")
+        checkpoint_hash = verify_checkpoint(folder, components, config.get("checkpoint_hash"))
+        try:
+            model = model_config_from_dict(config["model"])
+            train = config.get("train") or {}
+            train_cfg = TrainConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in train.items() if k != "curriculum"})
+            preset = Preset(config.get("preset", "custom"), model, train_cfg, sample_config_from_dict(config["sample"]))
+        except (KeyError, TypeError, ValueError) as err:
+            raise CheckpointError(f"{config_file}: invalid generator settings ({type(err).__name__}: {err})") from err
+
+        def network(kind: Any, name: str) -> Any:
+            try:
+                return kind.from_pretrained(folder / name)
+            except (OSError, ValueError, RuntimeError, KeyError, TypeError) as err:  # diffusers wraps most as OSError
+                reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+                raise CheckpointError(f"{folder / name}: cannot load the {name} network ({reason})") from err
+
         autoencoder = None
-        if (folder / "autoencoder").is_dir():
+        if "autoencoder" in components:
             kind = model.autoencoder.kind if model.autoencoder is not None else "vq"
-            autoencoder = {"vq": VQModel, "kl": AutoencoderKL}[kind].from_pretrained(folder / "autoencoder").eval().requires_grad_(False)
-        unet = UNet2DConditionModel.from_pretrained(folder / "unet")
-        controlnet = ControlNetModel.from_pretrained(folder / "controlnet") if (folder / "controlnet").is_dir() else None
-        head = cls.head_class.from_pretrained(folder / "head") if cls.head_class and (folder / "head").is_dir() else None  # type: ignore[attr-defined]
+            autoencoder = network({"vq": VQModel, "kl": AutoencoderKL}[kind], "autoencoder").eval().requires_grad_(False)
+        unet = network(UNet2DConditionModel, "unet")
+        controlnet = network(ControlNetModel, "controlnet") if "controlnet" in components else None
+        head = network(cls.head_class, "head") if cls.head_class and "head" in components else None
         if not model.train_unet:
             unet.requires_grad_(False)
         scale = model.autoencoder.scaling_factor if model.autoencoder is not None else None
         generator = cls(preset, device=device, codec=LatentCodec(autoencoder, scale), denoiser=Denoiser(unet, controlnet, head))
         generator.training_info = config.get("training", {})
-        generator._hash = weights_hash(folder, config["components"])
-        if generator._hash != config.get("checkpoint_hash"):
-            raise ValueError(f"{folder}: weights hash {generator._hash} differs from the recorded "
-                             f"{config.get('checkpoint_hash')}; the folder was modified or is incomplete")
+        generator._hash = checkpoint_hash
         return generator
 
 
