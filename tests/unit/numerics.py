@@ -115,3 +115,19 @@ def fd_route_gap(x1: np.ndarray, x2: np.ndarray, resampled: bool = False) -> flo
         squares[: len(s)] = s
         cov_cross = _sqrt_gaps(delta, squares)
     return float(2 * cov_cross + lowrank_fd_error(x1, x2, resampled))
+
+
+def moment_errors(x: np.ndarray) -> tuple[float, float]:
+    """Bounds on the normwise relative errors (max |error| / max |value|) of the mean and the covariance of x (n, d)
+    computed in float64 by any summation order, batching, merging or shift s inside the data's column ranges R
+    (the streaming stats' first-batch mean, np.cov's mean): sums of n terms |x - s| <= R to γ_n of n·R (Higham
+    §4.2), outer-product sums to γ_n of n·R², the mean correction Σ·Σᵀ/n and a merge's cross terms to a few γ of
+    the same; plus one rounding of |x| for the mean's shift."""
+    x = np.asarray(x, dtype=np.float64)
+    n = len(x)
+    r = float(np.ptp(x, axis=0).max())
+    mean_err = gamma(n + 2) * r + EPS64 * float(np.abs(x).max())
+    cov_err = 4 * gamma(n + 8) * n / (n - 1) * r**2
+    mean_scale = float(np.abs(x.mean(axis=0)).max())
+    cov_scale = float(np.abs(np.cov(x, rowvar=False)).max())
+    return mean_err / mean_scale, cov_err / cov_scale
