@@ -131,3 +131,42 @@ def moment_errors(x: np.ndarray) -> tuple[float, float]:
     mean_scale = float(np.abs(x.mean(axis=0)).max())
     cov_scale = float(np.abs(np.cov(x, rowvar=False)).max())
     return mean_err / mean_scale, cov_err / cov_scale
+
+
+def sq_distance_error(*sets: np.ndarray) -> float:
+    """Bound on the error of a squared Euclidean distance between rows of these sets computed in float64 by any
+    route (direct differences, or |a|² + |b|² - 2a·b after centring on the first set's mean as our PRDC does):
+    three dot products of d terms, each within γ_{d+3} of Σ|a||b| <= (2M)² (Higham §3.1), M the largest centred
+    row norm."""
+    centre = sets[0].mean(axis=0)
+    m = max(float(np.sqrt(np.sum((s - centre) ** 2, axis=1)).max()) for s in sets)
+    return 3 * gamma(sets[0].shape[1] + 3) * (2 * m) ** 2
+
+
+def knn_ball_margin(real: np.ndarray, fake: np.ndarray, k: int) -> float:
+    """Smallest |d² - r²| over every comparison PRDC makes (fakes against real k-NN radii, reals against fake
+    radii), in units of `sq_distance_error`. Above 4, every implementation's comparisons (two computed squared
+    distances, each within one unit of the exact value and of each other's) come out the same: counts agree
+    exactly, not by luck."""
+    import scipy.spatial.distance
+
+    def sq(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        return scipy.spatial.distance.cdist(a, b, "sqeuclidean")
+
+    real_r2 = np.sort(sq(real, real), axis=1)[:, k]
+    fake_r2 = np.sort(sq(fake, fake), axis=1)[:, k]
+    cross = sq(real, fake)
+    gap = min(float(np.abs(cross - real_r2[:, None]).min()), float(np.abs(cross - fake_r2[None, :]).min()))
+    return gap / sq_distance_error(real, fake)
+
+
+def kid_error(x1: np.ndarray, x2: np.ndarray, degree: int = 3) -> float:
+    """Bound on the error of one unbiased MMD² with the polynomial kernel (x·y/d + 1)^degree, computed in float64 on
+    any subsets of x1 and x2: each kernel entry within (degree·γ_{d+2} + γ_degree) of its absolute value
+    K = (Σ|x||y|/d + 1)^degree (a dot product, Higham §3.1, then degree-1 products), the sums of up to m² entries
+    within γ_{m²} of Σ K (§4.2), and the estimator adds up three means: 4 K_max each. It also bounds the mean
+    and the (population) std over subsets, both 1-Lipschitz in the largest per-subset error."""
+    both = np.abs(np.concatenate([x1, x2]))
+    d, m = x1.shape[1], min(len(x1), len(x2))
+    k_max = (float((both @ both.T).max()) / d + 1) ** degree
+    return 4 * (degree * gamma(d + 2) + gamma(degree) + gamma(m * m)) * k_max
