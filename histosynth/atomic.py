@@ -1,10 +1,16 @@
-"""Atomic replacement of a whole output folder.
+"""Atomic replacement of a whole output folder, one writer at a time.
 
-A job writes into a hidden sibling `.<name>.partial-<pid>` and publishes it with one rename, so a crash
-leaves either the old folder or the new one, never a mix. Replacing an existing folder uses Linux
-`renameat2(RENAME_EXCHANGE)` (one atomic swap); where that is unavailable we fall back to two renames and
-`recover()` restores the old folder if a crash hit between them. No library offers atomic directory swaps,
-hence this module.
+A job writes into `.<name>.partial-<pid>/.incomplete/` and publishes that folder with one rename, so a crash
+leaves either the old folder or the new one, never a mix. The content sits in a hidden folder inside the
+partial one, so no loader takes a partial folder for a dataset (`datasets` skips hidden folders unless asked
+for them by name). Replacing an existing folder uses Linux `renameat2(RENAME_EXCHANGE)` (one atomic swap);
+where that is unavailable we fall back to two renames and `recover()` restores the old folder if a crash hit
+between them. No library offers atomic directory swaps, hence this module.
+
+A writer holds an exclusive `flock` on the sibling `.<name>.lock` for the whole write: a second writer to the
+same target fails at once, naming the holder's pid (waiting would only let it replace the first one's output
+silently a moment later). While the lock is held, any partial folder of the target is a dead writer's and is
+removed.
 """
 
 from __future__ import annotations
@@ -12,13 +18,25 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import ctypes.util
+import fcntl
 import os
 import shutil
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
+
+from histosynth.errors import UserFacingError
 
 _RENAME_EXCHANGE = 2
 _AT_FDCWD = -100
+CONTENT_DIR = ".incomplete"  # the folder inside `.<name>.partial-<pid>` that becomes the target
+
+stage_hook: Callable[[str], None] | None = None
+"""Called with "filled" (content complete, not yet published) and "displaced" (fallback path: the old folder
+moved aside, the new one not yet in place). Tests set it to stop a writer at an exact point; None otherwise."""
+
+
+class TargetBusyError(UserFacingError, FileExistsError):
+    """Another process is writing the same output folder."""
 
 
 def _exchange(a: Path, b: Path) -> bool:
@@ -54,8 +72,12 @@ def _siblings(target: Path, marker: str) -> list[Path]:
     return [p for p in target.parent.glob(f"{prefix}*") if p.name[len(prefix):].isdigit()]
 
 
-def recover(target: Path) -> None:
-    """Undo what a crash left around `target`: restore a displaced old folder, drop dead writers' partials."""
+def recover(target: Path, locked: bool = False) -> None:
+    """Undo what a crash left around `target`: restore a displaced old folder, drop dead writers' partials.
+
+    With `locked` (the caller holds the target's lock) every partial folder is a dead writer's, whatever its pid
+    (a pid may have been reused since).
+    """
     target = Path(target)
     for old in _siblings(target, "old"):
         if not target.exists():
@@ -63,8 +85,48 @@ def recover(target: Path) -> None:
         else:
             shutil.rmtree(old, ignore_errors=True)
     for partial in _siblings(target, "partial"):
-        if not _pid_alive(int(partial.name.rsplit("-", 1)[1])):
+        if locked or not _pid_alive(int(partial.name.rsplit("-", 1)[1])):
             shutil.rmtree(partial, ignore_errors=True)
+
+
+def lock_path(target: Path) -> Path:
+    """The sibling file whose flock marks `target` as being written."""
+    return target.parent / f".{target.name}.lock"
+
+
+@contextlib.contextmanager
+def target_lock(target: Path | str) -> Iterator[None]:
+    """Hold the exclusive write lock of `target`; raise TargetBusyError at once if another process holds it.
+
+    The lock file records the holder's pid and is removed on release; a lock file left by a killed process
+    holds no lock (the kernel drops flocks with their process) and is simply reused.
+    """
+    target = Path(target).absolute()
+    path = lock_path(target)
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+            os.close(fd)
+            raise TargetBusyError(f"{target}: another process (pid {holder}) is writing it; wait for it to finish "
+                                  f"or choose another output path") from None
+        try:
+            same = os.stat(path).st_ino == os.fstat(fd).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            break
+        os.close(fd)  # the previous holder removed the file between our open and flock: lock the new one
+    try:
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        yield
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)  # while still locked, so a waiting opener sees a stale inode and retries
+        os.close(fd)
 
 
 def fsync_tree(root: Path) -> None:
@@ -85,28 +147,34 @@ def atomic_directory(target: Path | str, overwrite: bool = True) -> Iterator[Pat
     """Yield a private folder to fill; on normal exit it becomes `target` in one step.
 
     On an exception the partial folder is removed and `target` is untouched. With overwrite=False an
-    existing `target` raises FileExistsError before anything is written.
+    existing `target` raises FileExistsError before anything is written. A second writer to the same target
+    raises TargetBusyError while the first one runs.
     """
     target = Path(target).absolute()
     target.parent.mkdir(parents=True, exist_ok=True)
-    recover(target)
-    if target.exists() and not overwrite:
-        raise FileExistsError(f"{target} already exists; refusing to overwrite it")
-    partial = target.parent / f".{target.name}.partial-{os.getpid()}"
-    shutil.rmtree(partial, ignore_errors=True)
-    partial.mkdir()
-    try:
-        yield partial
-        fsync_tree(partial)
-        if not target.exists():
-            os.rename(partial, target)
-        elif _exchange(partial, target):
-            shutil.rmtree(partial)  # now holds the old content
-        else:
-            old = target.parent / f".{target.name}.old-{os.getpid()}"
-            os.rename(target, old)
-            os.rename(partial, target)
-            shutil.rmtree(old)
-    except BaseException:
-        shutil.rmtree(partial, ignore_errors=True)
-        raise
+    with target_lock(target):
+        recover(target, locked=True)
+        if target.exists() and not overwrite:
+            raise FileExistsError(f"{target} already exists; refusing to overwrite it")
+        wrapper = target.parent / f".{target.name}.partial-{os.getpid()}"
+        partial = wrapper / CONTENT_DIR
+        partial.mkdir(parents=True)
+        try:
+            yield partial
+            fsync_tree(partial)
+            _stage("filled")
+            if not target.exists():
+                os.rename(partial, target)
+            elif not _exchange(partial, target):
+                old = target.parent / f".{target.name}.old-{os.getpid()}"
+                os.rename(target, old)
+                _stage("displaced")
+                os.rename(partial, target)
+                shutil.rmtree(old)
+        finally:
+            shutil.rmtree(wrapper, ignore_errors=True)  # after an exchange it holds the old content
+
+
+def _stage(name: str) -> None:
+    if stage_hook is not None:
+        stage_hook(name)

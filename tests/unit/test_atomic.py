@@ -3,12 +3,13 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
 
+import datasets
 import pytest
+from datasets.data_files import EmptyDatasetError
 
 from helpers import labelled_sample
-from histosynth.atomic import atomic_directory, recover
+from histosynth.atomic import CONTENT_DIR, TargetBusyError, atomic_directory, lock_path, recover
 from histosynth.data_cards.card import CardInfo
 from histosynth.disk import count_samples, iter_samples, write_dataset
 
@@ -17,41 +18,59 @@ TESTS = os.path.dirname(__file__)
 
 WRITER = textwrap.dedent(
     """
-    import os, signal, sys, time
+    import os, signal, sys
     sys.path.insert(0, {tests!r})
+    import histosynth.atomic as atomic
     from helpers import labelled_sample
     from histosynth.data_cards.card import CardInfo
     from histosynth.disk import write_dataset
+
+    def pause(where):
+        print(where, flush=True)  # the test reads this line, then kills us while we wait here
+        signal.pause()
 
     def samples():
         for i in range({n}):
             if i == {kill_at}:
                 os.kill(os.getpid(), signal.SIGKILL)
-            time.sleep({delay})
+            if i == {pause_at}:
+                pause("sample " + str(i))
             yield labelled_sample(100 + i)
 
+    atomic.stage_hook = lambda stage: pause(stage) if stage == {pause_stage!r} else None
+    if {no_exchange}:
+        atomic._exchange = lambda a, b: False  # the two-rename fallback of filesystems without RENAME_EXCHANGE
     write_dataset(samples(), sys.argv[1], CardInfo("new", "new"), max_shard_bytes=5000)
     """
 )
 
 
-def run_writer(target, n, kill_at=-1, delay=0.0, wait=True):
-    code = WRITER.format(tests=TESTS, n=n, kill_at=kill_at, delay=delay)
-    proc = subprocess.Popen([sys.executable, "-c", code, str(target)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+def run_writer(target, n, kill_at=-1, pause_at=-1, pause_stage=None, no_exchange=False, wait=True):
+    code = WRITER.format(tests=TESTS, n=n, kill_at=kill_at, pause_at=pause_at, pause_stage=pause_stage,
+                         no_exchange=no_exchange)
+    proc = subprocess.Popen([sys.executable, "-c", code, str(target)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
     if wait:
         proc.wait(timeout=120)
     return proc
 
 
+def paused_writer(target, **where):
+    """A writer stopped at an exact point (it said so on stdout and now waits); the caller kills it."""
+    proc = run_writer(target, n=20, wait=False, **where)
+    line = proc.stdout.readline()  # blocks until the writer reaches the point; "" if it died first
+    assert line.strip(), f"the writer never reached {where}: {proc.stderr.read()[-2000:]}"
+    return proc, line.strip()
+
+
+def kill(proc):
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=60)
+    assert proc.returncode == -signal.SIGKILL
+
+
 def old_dataset(path):
     write_dataset([labelled_sample(i) for i in range(3)], path, CARD)
-
-
-def assert_old_or_new(path, n_new):
-    n = count_samples(path)
-    assert n in (3, n_new), n
-    first = next(iter_samples(path))
-    assert first.equals(labelled_sample(0 if n == 3 else 100))
 
 
 def test_kill_during_write_leaves_old_folder_then_rerun_completes(tmp_path):
@@ -67,16 +86,55 @@ def test_kill_during_write_leaves_old_folder_then_rerun_completes(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ds"], "stale partial folders are cleaned up"
 
 
-def test_kill_at_random_moments_never_leaves_a_broken_folder(tmp_path):
+def test_kill_mid_write_leaves_the_old_folder_and_no_loadable_partial(tmp_path):
     target = tmp_path / "ds"
     old_dataset(target)
-    for delay_before_kill in (0.3, 0.9, 1.5, 2.5):
-        proc = run_writer(target, n=8, delay=0.05, wait=False)
-        time.sleep(delay_before_kill)
-        proc.kill()
-        proc.wait()
-        recover(target)
-        assert_old_or_new(target, 8)
+    proc, where = paused_writer(target, pause_at=12)
+    (wrapper,) = tmp_path.glob(f".ds.partial-{proc.pid}")
+    shards = list((wrapper / CONTENT_DIR / "data").glob("*.parquet"))
+    assert where == "sample 12" and shards, "the kill lands mid-write: some shards are written, the rest are not"
+    kill(proc)
+    assert count_samples(target) == 3 and next(iter_samples(target)).equals(labelled_sample(0))
+    with pytest.raises(EmptyDatasetError):
+        datasets.load_dataset(str(wrapper))  # a partial folder is not taken for a dataset
+    proc = run_writer(target, n=20)
+    assert proc.returncode == 0, proc.stderr.read()
+    assert count_samples(target) == 20
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ds"], "the dead writer's partial and lock are gone"
+
+
+@pytest.mark.parametrize("stage,no_exchange", [("filled", False), ("filled", True), ("displaced", True)])
+def test_kill_while_publishing_leaves_the_old_folder(tmp_path, stage, no_exchange):
+    target = tmp_path / "ds"
+    old_dataset(target)
+    proc, where = paused_writer(target, pause_stage=stage, no_exchange=no_exchange)
+    assert where == stage
+    if stage == "displaced":
+        assert not target.exists() and list(tmp_path.glob(f".ds.old-{proc.pid}")), "killed between the two renames"
+    kill(proc)
+    recover(target)  # what every later write does first
+    assert count_samples(target) == 3 and next(iter_samples(target)).equals(labelled_sample(0))
+    proc = run_writer(target, n=4)
+    assert proc.returncode == 0, proc.stderr.read()
+    assert count_samples(target) == 4 and sorted(p.name for p in tmp_path.iterdir()) == ["ds"]
+
+
+def test_a_second_writer_fails_at_once_naming_the_first(tmp_path, capsys):
+    from histosynth.cli import main
+
+    target = tmp_path / "ds"
+    old_dataset(target)
+    proc, _ = paused_writer(target, pause_at=5)
+    try:
+        with pytest.raises(TargetBusyError, match=f"{target}: another process \\(pid {proc.pid}\\) is writing it"):
+            write_dataset([labelled_sample(7)], target, CARD)
+        code = main(["data", "build", "--source", "simulator", "--n", "2", "--size", "32", "--out", str(target)])
+        assert code == 2 and f"(pid {proc.pid})" in capsys.readouterr().err
+        assert count_samples(target) == 3, "the refused writer changed nothing"
+    finally:
+        kill(proc)
+    write_dataset([labelled_sample(7)], target, CARD)  # the kernel dropped the dead writer's lock
+    assert count_samples(target) == 1 and not lock_path(target).exists()
 
 
 def test_exception_midway_keeps_old_and_removes_partial(tmp_path):
