@@ -92,8 +92,15 @@ def _to_array(cell: Any, column: str, where: str) -> np.ndarray | None:
     return np.asarray(cell)
 
 
+COLUMNS: tuple[str, ...] = ("image", "tissue", "tissue_schema", "nuclei", "nuclei_instances", "nuclei_schema",
+                            "completion_mask", *PROVENANCE_FIELDS)
+
+
 def row_to_sample(row: dict[str, Any]) -> Sample:
     """Rebuild the Sample of a row (decoded by `datasets` or raw from parquet); validates it."""
+    missing = [name for name in COLUMNS if name not in row]
+    if missing:  # a dropped label column would otherwise read as "not labelled"
+        raise SampleValidationError(f"row: missing column(s) {missing}; a histosynth row has {list(COLUMNS)}")
     provenance = Provenance(**{name: row.get(name) for name in PROVENANCE_FIELDS})
     where = f"row {provenance.describe()}"
     image = _to_array(row["image"], "image", where)
@@ -110,7 +117,10 @@ def row_to_sample(row: dict[str, Any]) -> Sample:
             if instances.min(initial=0) < 0 or instances.max(initial=0) > 65535:
                 raise SampleValidationError(f"{where}: nuclei_instances: ids outside 0..65535")
             instances = instances.astype(np.uint16)
-        nuclei = Nuclei.from_list(row["nuclei_schema"], [(n["x"], n["y"], n["class_id"]) for n in items], instances)
+        try:
+            nuclei = Nuclei.from_list(row["nuclei_schema"], [(n["x"], n["y"], n["class_id"]) for n in items], instances)
+        except (SampleValidationError, TypeError, KeyError, ValueError) as err:
+            raise SampleValidationError(f"{where}: nuclei: not a list of {{x, y, class_id}} with class ids 0..255 ({err})") from None
     mask = _to_array(row.get("completion_mask"), "completion_mask", where)
     return Sample(
         image=image,

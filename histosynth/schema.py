@@ -57,9 +57,9 @@ class Provenance:
 
     def describe(self) -> str:
         """Short origin string used in error messages."""
-        parts = [self.source]
+        parts = [str(self.source)]
         if self.slide_id is not None:
-            parts.append(self.slide_id)
+            parts.append(str(self.slide_id))
         if self.x is not None and self.y is not None:
             parts.append(f"x={self.x},y={self.y}")
         if self.generator is not None:
@@ -230,6 +230,8 @@ class Sample:
         """Raise SampleValidationError naming the field and problem unless everything is consistent."""
         if not isinstance(self.provenance, Provenance):
             raise _fail("sample", "provenance", f"expected Provenance, got {type(self.provenance).__name__}")
+        if not isinstance(self.provenance.source, str) or not self.provenance.source:
+            raise _fail(self.where, "provenance.source", f"expected the name of a source, got {self.provenance.source!r}")
         where = self.where
         image = _check_array(where, "image", self.image, np.uint8, 3)
         if image.shape[2] != 3:
