@@ -9,3 +9,7 @@ class MetricInputError(ValueError):
 
 class SmallSampleWarning(UserWarning):
     """A metric was computed on fewer samples than it needs to be reliable (e.g. N <= d for FD)."""
+
+
+class DegenerateFeaturesWarning(UserWarning):
+    """Features that make a metric meaningless or undefined: every sample identical, or empty k-NN balls."""

@@ -235,7 +235,10 @@ def _featurise(rows: _Rows, encoders: list[Encoder], start: int, stop: int, batc
             for encoder in members:
                 features = encoder(x).cpu().numpy()
                 stats, kept_list = state[encoder.meta.name]
-                stats.update(features, ids)  # NaN/inf -> MetricInputError naming the sample
+                try:
+                    stats.update(features, ids)  # NaN/inf -> MetricInputError naming the sample
+                except MetricInputError as err:
+                    raise MetricInputError(f"{rows.path} (split {rows.split!r}): {encoder.meta.name} {err}") from None
                 if room:
                     kept_list.append(features[:room].astype(np.float32))
         kept += min(room, len(ids))

@@ -9,7 +9,8 @@ subsets X, Y of m samples each:
 KID is the mean of MMD²_u over `n_subsets` subsets (and its std, ddof=0). Subsets are drawn as torch-fidelity
 draws them (`numpy.random.RandomState(seed)`, per subset `choice(n1, m, replace=False)` then
 `choice(n2, m, replace=False)`), so with the same seed (torch-fidelity's default is 2020) the subsets, and hence
-the values, agree with torch-fidelity; with m = N every subset is the whole set and the seed does not matter.
+the values, agree with torch-fidelity; with m = N1 = N2 every subset is the whole of both sets, so the value is
+computed once (`n_subsets` 1 in the result, std 0): torch-fidelity computes the same number `n_subsets` times.
 """
 
 from __future__ import annotations
@@ -23,10 +24,13 @@ from histosynth.benchmark.stats import FeatureArray, as_feature_matrix
 
 
 class KIDResult(NamedTuple):
-    """KID over subsets: mean and (population) standard deviation of MMD²_u."""
+    """KID over subsets: mean and (population) standard deviation of MMD²_u, the subset size m and the number
+    of distinct subsets computed (1 when m equals both set sizes)."""
 
     mean: float
     std: float
+    subset_size: int
+    n_subsets: int
 
 
 def _poly_kernel(a: np.ndarray, b: np.ndarray | None, gamma: float, coef0: float, degree: float) -> np.ndarray:
@@ -79,6 +83,8 @@ def kid(
         raise MetricInputError(f"KID needs at least 2 samples per set and subset_size >= 2 (got N1={n1}, N2={n2}, "
                                f"subset_size={subset_size})")
     gamma = 1.0 / dim if gamma is None else float(gamma)
+    if m == n1 == n2:  # every subset is both whole sets (in some order, which MMD² ignores)
+        return KIDResult(_mmd2_unbiased_poly(x1, x2, gamma, coef0, degree), 0.0, m, 1)
 
     rng = np.random.RandomState(seed)
     mmds = np.empty(n_subsets)
@@ -86,4 +92,4 @@ def kid(
         sub1 = x1[rng.choice(n1, m, replace=False)]
         sub2 = x2[rng.choice(n2, m, replace=False)]
         mmds[i] = _mmd2_unbiased_poly(sub1, sub2, gamma, coef0, degree)
-    return KIDResult(float(np.mean(mmds)), float(np.std(mmds)))
+    return KIDResult(float(np.mean(mmds)), float(np.std(mmds)), m, n_subsets)

@@ -28,6 +28,11 @@ from histosynth.benchmark.stats import FeatureArray, as_feature_matrix
 DEFAULT_CHUNK = 2048
 
 
+class DegenerateNeighbourhoods(MetricInputError):
+    """Every k-NN radius of a set is 0 (each sample has >= k exact duplicates, e.g. all samples identical): its
+    balls B(x, 0) are empty under the strict `d < r`, so PRDC would read 0 whatever the other set is."""
+
+
 class PRDCResult(NamedTuple):
     """Precision, recall, density, coverage (density may exceed 1)."""
 
@@ -141,6 +146,13 @@ def compute_prdc(
     # Squared k-NN radii (index k: index 0 is the point itself).
     real_r2 = knn_sq_distances(real, None, nearest_k + 1, chunk_size)[0][:, nearest_k]
     fake_r2 = knn_sq_distances(fake, None, nearest_k + 1, chunk_size)[0][:, nearest_k]
+    for r2, x, name in ((real_r2, real, "real"), (fake_r2, fake, "fake")):
+        # |a|² + |b|² - 2a·b of equal rows is 0 up to the dot products' rounding, <= d·eps·|a|² each (Higham, γ_d)
+        noise = 4 * x.shape[1] * torch.finfo(dtype).eps * float((x * x).sum(dim=1).max())
+        if not bool((r2 > noise).any()):
+            raise DegenerateNeighbourhoods(f"every {name} sample has at least {nearest_k} exact duplicates among the "
+                                           f"{name} features (all k-NN radii are 0, e.g. identical features), so "
+                                           "every k-NN ball is empty")
 
     real_sq = (real * real).sum(dim=1)
     fake_sq = (fake * fake).sum(dim=1)

@@ -30,10 +30,13 @@ class ResultsFormatError(ValueError):
 
 @dataclass
 class MetricResult:
-    """One number: a metric under one encoder (encoder None for encoder-free metrics such as LPIPS)."""
+    """One number: a metric under one encoder (encoder None for encoder-free metrics such as LPIPS).
+
+    `value` is None only for a metric that is undefined on this data; `extra["undefined"]` then says why.
+    """
 
     metric: str
-    value: float
+    value: float | None
     encoder: str | None = None
     ci_low: float | None = None
     ci_high: float | None = None
@@ -102,8 +105,13 @@ class BenchmarkRun:
         for i, item in enumerate(need(data, "results", (list,), "")):
             ctx = f"results[{i}]."
             need(item, "metric", (str,), ctx)
-            value = need(item, "value", (int, float), ctx)
-            if not math.isfinite(value):
+            if item.get("value", 0) is None:
+                if not isinstance(item.get("extra"), dict) or not isinstance(item["extra"].get("undefined"), str):
+                    raise ResultsFormatError(f"{where}: {ctx}value: null without extra.undefined saying why")
+                value = None
+            else:
+                value = need(item, "value", (int, float), ctx)
+            if value is not None and not math.isfinite(value):
                 raise ResultsFormatError(f"{where}: {ctx}value: not finite")
             results.append(MetricResult(**{k: item[k] for k in MetricResult.__dataclass_fields__ if k in item}))
         refs = {}
@@ -155,7 +163,8 @@ def results_table(runs: list[BenchmarkRun]):
         label = run.data.get("fake").name if "fake" in run.data else run.run_id
         for r in run.results:
             ci = f"[{r.ci_low:.4g}, {r.ci_high:.4g}]" if r.ci_low is not None and r.ci_high is not None else ""
-            rows.append({"data": label, "metric": r.metric, "encoder": r.encoder or "-", "value": r.value, "CI": ci,
+            value = r.value if r.value is not None else "undefined"
+            rows.append({"data": label, "metric": r.metric, "encoder": r.encoder or "-", "value": value, "CI": ci,
                          "N real": r.n_real, "N fake": r.n_fake})
     return pd.DataFrame(rows)
 
@@ -188,7 +197,7 @@ def plot_metric_bars(runs: list[BenchmarkRun], metric: str, out: Path | str) -> 
         labels, values, errors = [], [], [[], []]
         for run in runs:
             for r in run.results:
-                if r.metric == metric and (r.encoder or "-") == encoder:
+                if r.metric == metric and (r.encoder or "-") == encoder and r.value is not None:
                     labels.append(run.data["fake"].name if "fake" in run.data else run.run_id)
                     values.append(r.value)
                     lo = r.value - r.ci_low if r.ci_low is not None else 0.0

@@ -15,11 +15,36 @@ from typing import Sequence
 
 import numpy as np
 
-from histosynth.benchmark.errors import MetricInputError
+from histosynth.benchmark.errors import DegenerateFeaturesWarning, MetricInputError
 from histosynth.benchmark.results import BenchmarkRun, DataRef, MetricResult
 
 DISTRIBUTION_METRICS = ("fd", "fd-inf", "kid", "prdc")
 DEFAULT_METRICS = ("fd", "kid", "prdc")
+PRDC_METRICS = ("precision", "recall", "density", "coverage")
+CI_DEFINITION = ("percentile interval of the bootstrap replicates shifted by median(replicates) - FD, floored at 0: "
+                 "contains FD by construction (benchmark/frechet.py, fd_bootstrap)")
+
+
+def _warn_if_constant(features, where: str) -> None:
+    """Warn when every sample of a set has the same features: FD and KID then compare point masses."""
+    stats = features.stats
+    if stats.count >= 2 and not np.any(stats.cov):
+        warnings.warn(f"{where}: all {stats.count} samples have identical {features.encoder} features (zero "
+                      "variance); FD and KID compare point masses and PRDC is undefined", DegenerateFeaturesWarning,
+                      stacklevel=3)
+
+
+def _prdc_results(real: np.ndarray, fake: np.ndarray, common: dict) -> list[MetricResult]:
+    """PRDC as four results; null values with the reason in `extra` when degenerate features make it undefined."""
+    from histosynth.benchmark.prdc import DegenerateNeighbourhoods, compute_prdc
+
+    try:
+        p = compute_prdc(real, fake)
+    except DegenerateNeighbourhoods as reason:
+        warnings.warn(f"PRDC under {common['encoder']} is undefined and recorded as null: {reason}",
+                      DegenerateFeaturesWarning, stacklevel=3)
+        return [MetricResult(m, None, extra={"nearest_k": 5, "undefined": str(reason)}, **common) for m in PRDC_METRICS]
+    return [MetricResult(m, float(getattr(p, m)), extra={"nearest_k": 5}, **common) for m in PRDC_METRICS]
 
 
 def score_distribution(
@@ -47,10 +72,9 @@ def score_distribution(
     `prebuilt` maps encoder names to already-built `Encoder`s (e.g. random weights in tests).
     """
     from histosynth.benchmark.features import extract_features
-    from histosynth.benchmark.frechet import fd_bootstrap_ci, fd_from_stats, fd_infinity
+    from histosynth.benchmark.frechet import fd_bootstrap, fd_from_stats, fd_infinity
     from histosynth.benchmark.kid import kid
     from histosynth.benchmark.memorization import memorization_ratios
-    from histosynth.benchmark.prdc import compute_prdc
 
     unknown = sorted(set(metrics) - set(DISTRIBUTION_METRICS))
     if unknown:
@@ -65,31 +89,35 @@ def score_distribution(
     results: list[MetricResult] = []
     for name in real_run.encoders:
         r, f = real_run.encoders[name], fake_run.encoders[name]
+        for run, label in ((real_run, "real"), (fake_run, "fake")):
+            _warn_if_constant(run.encoders[name], f"{label} set {run.data.path}")
         n_real, n_fake = r.stats.count, f.stats.count
         common = dict(encoder=name, n_real=n_real, n_fake=n_fake)
         sampled = r.features is not None and f.features is not None
         if "fd" in metrics:
             value = fd_from_stats(r.stats, f.stats, r.features, f.features)
-            low = high = None
+            ci, extra = None, {"bootstrap": bootstrap, "features_used_for_ci": None}
             if bootstrap and sampled:
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore")  # the point estimate already warned about small N
-                    # "basic" interval: resampling with replacement inflates FD's small-sample bias, so a
-                    # percentile interval can sit wholly above the point estimate; the basic one corrects for it.
-                    low, high = fd_bootstrap_ci(r.features, f.features, n_boot=bootstrap, alpha=1 - confidence, seed=seed,
-                                                interval="basic")
-            results.append(MetricResult("fd", value, ci_low=low, ci_high=high, ci_level=confidence if low is not None else None,
-                                        extra={"bootstrap": bootstrap, "interval": "basic", "features_used_for_ci": [len(r.features), len(f.features)] if sampled else None},
-                                        **common))
+                    ci = fd_bootstrap(r.features, f.features, n_boot=bootstrap, alpha=1 - confidence, seed=seed,
+                                      interval="centred-percentile", estimate=value)
+                extra.update(features_used_for_ci=[len(r.features), len(f.features)], interval=ci.interval,
+                             interval_definition=CI_DEFINITION, ci_mc_error=[round(e, 6) for e in ci.mc_error],
+                             replicate_route=ci.method)
+            results.append(MetricResult("fd", value, ci_low=ci.low if ci else None, ci_high=ci.high if ci else None,
+                                        ci_level=confidence if ci else None, extra=extra, **common))
         if "fd-inf" in metrics and sampled:
             results.append(MetricResult("fd-inf", fd_infinity(r.features, f.features, seed=seed), **common))
         if "kid" in metrics and sampled:
             k = kid(r.features, f.features, seed=seed)
-            results.append(MetricResult("kid", float(k.mean), extra={"std": float(k.std), "subset_size": int(getattr(k, "subset_size", 0) or 0)}, **common))
+            once = k.n_subsets == 1
+            results.append(MetricResult("kid", float(k.mean), extra={
+                "std": None if once else float(k.std), "subset_size": k.subset_size, "subsets": k.n_subsets,
+                **({"note": "subset size equals both set sizes: every subset is the whole of both sets, computed once"}
+                   if once else {})}, **common))
         if "prdc" in metrics and sampled:
-            p = compute_prdc(r.features, f.features)
-            for metric in ("precision", "recall", "density", "coverage"):
-                results.append(MetricResult(metric, float(getattr(p, metric)), extra={"nearest_k": 5}, **common))
+            results.extend(_prdc_results(r.features, f.features, common))
         if train_run is not None and f.features is not None and train_run.encoders[name].features is not None:
             memo = memorization_ratios(f.features, train_run.encoders[name].features)
             results.append(MetricResult("memorization", memo.fraction, extra={

@@ -82,7 +82,7 @@ BUILTIN_ENCODERS: tuple[EncoderMeta, ...] = (
     ),
     EncoderMeta(
         name="inception",
-        arch="InceptionV3 FID network (torch-fidelity inception-v3-compat, TF 2015-12-05 weights)",
+        arch="InceptionV3 FID network (torch-fidelity inception-v3-compat)",
         arch_id="inception-v3-compat",
         feature_dim=2048,
         input_size=299,
@@ -95,6 +95,7 @@ BUILTIN_ENCODERS: tuple[EncoderMeta, ...] = (
         licence="Apache-2.0",
         weights_kind="url",
         weights_source=INCEPTION_URL,
+        weights_label="TF 2015-12-05 FID weights converted by torch-fidelity",
         gated=False,
         citation="Szegedy et al., Rethinking the Inception Architecture for Computer Vision, CVPR 2016; "
         "Heusel et al., GANs Trained by a Two Time-Scale Update Rule Converge to a Local Nash Equilibrium "

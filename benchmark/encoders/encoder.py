@@ -10,7 +10,7 @@ from torch import nn
 
 from histosynth.benchmark.encoders.meta import EncoderMeta
 from histosynth.benchmark.encoders.inputs import Layout, preprocess
-from histosynth.benchmark.encoders.weights import resolve_weights, weights_fingerprint
+from histosynth.benchmark.encoders.weights import describe_weights, resolve_weights, weights_fingerprint
 from histosynth.registry import import_target
 
 
@@ -22,11 +22,13 @@ class Encoder(nn.Module):
     a feature pipeline serving several encoders preprocesses once per distinct `meta.preprocess` instead.
     """
 
-    def __init__(self, meta: EncoderMeta, network: nn.Module, weights_file: Path | None = None) -> None:
+    def __init__(self, meta: EncoderMeta, network: nn.Module, weights_file: Path | None = None,
+                 user_weights: bool = False) -> None:
         super().__init__()
         self.meta = meta
         self.network = network.eval().requires_grad_(False)
         self.weights_file = weights_file
+        self.user_weights = user_weights  # the file was given by the user, not found by the catalogue's rules
         self._fingerprint: str | None = None
         self.train(False)
 
@@ -54,6 +56,7 @@ class Encoder(nn.Module):
             "encoder": self.meta.name,
             "arch": self.meta.arch,
             "weights": self.weights_fingerprint,
+            "weights_source": describe_weights(self.meta, self.weights_file, self.user_weights, self.weights_fingerprint),
             "preprocess": self.meta.preprocess.key,
             "licence": self.meta.licence,
         }
@@ -115,4 +118,4 @@ def load_encoder(
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         network = build(meta, weights_file)  # type: ignore[operator]
-    return Encoder(meta, network, weights_file).to(device)
+    return Encoder(meta, network, weights_file, user_weights=weights is not None).to(device)

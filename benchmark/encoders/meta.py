@@ -69,6 +69,7 @@ class EncoderMeta:
     loader: str  # "module:attr" of `build(meta, weights_file) -> torch.nn.Module`
     weights_files: tuple[str, ...] = ()  # candidate file names inside an HF repo / local folder, first match wins
     weights_aliases: tuple[str, ...] = ()  # other spellings of the HF repo id (the HF cache folder is case-sensitive)
+    weights_label: str = ""  # what the catalogue's weights are, in words (results describe a user's file instead)
     input_kind: InputKind = "float"
     heavy: bool = False  # >= ~300 M parameters: tens of seconds to build on CPU (tests mark these slow)
     notes: str = ""

@@ -200,6 +200,26 @@ def resolve_weights(
     return _hf_download(meta, token, cache_dir)
 
 
+def describe_weights(meta: EncoderMeta, path: str | Path | None, user_given: bool, fingerprint: str) -> str:
+    """Which weights a result was computed with, in words: the catalogue's own weights, or the user's file.
+
+    A user's file is only called the release file when its sha256 starts with the hash prefix that torch hub
+    file names carry (`name-<sha256 prefix>.pth`); otherwise it is described as what it is, a local file.
+    """
+    if path is None:
+        return "random initialisation (no weights file)"
+    default = meta.weights_label or f"{meta.weights_kind} {meta.weights_source}"
+    if not user_given:
+        return f"{default} ({meta.weights_source})" if meta.weights_label else default
+    text = f"user-supplied file {Path(path).name} ({fingerprint})"
+    if meta.weights_kind == "url":
+        release = meta.weights_source.rsplit("/", 1)[-1]
+        prefix = re.search(r"-([0-9a-f]{8,64})\.", release)
+        if prefix and fingerprint.startswith(f"sha256:{prefix.group(1)}"):
+            return f"{text}, the release file {release}: {default}"
+    return f"{text}, not the catalogue's weights ({default})"
+
+
 def weights_fingerprint(path: str | Path | None) -> str:
     """'sha256:<hex>' of a weight file (for result provenance), or 'random-init' for None.
 
