@@ -28,15 +28,28 @@ from collections import Counter
 from pathlib import Path
 from typing import Any, Callable
 
-import pyarrow.parquet as pq
 from tqdm.auto import tqdm
 
-from histosynth.disk import DatasetSummary, publish_shards, read_metadata, shard_name, shard_paths, write_shard
+from histosynth.disk import (
+    DatasetSummary,
+    open_shard,
+    publish_shards,
+    read_metadata,
+    read_row_group,
+    shard_name,
+    shard_paths,
+    shard_row_to_sample,
+    write_shard,
+)
+from histosynth.errors import UserFacingError
 from histosynth.generators.base import derive_seed
-from histosynth.rows import row_to_sample
 from histosynth.schema import Sample
 
 JOB_FILE = "job.json"
+
+
+class GenerationStopped(UserFacingError, ValueError):
+    """A generation job stopped by an input error; the message says where its finished chunks were kept."""
 
 
 class ConditionReader:
@@ -46,9 +59,11 @@ class ConditionReader:
         self.path = Path(path)
         self.meta = read_metadata(self.path)
         self._groups: list[tuple[Path, int, int]] = []  # (shard, row group, first row)
+        self._shard_first: dict[Path, int] = {}  # first row of each shard, for errors naming the row in its file
         total = 0
         for shard in shard_paths(self.path, split):
-            metadata = pq.ParquetFile(shard).metadata
+            self._shard_first[shard] = total
+            metadata = open_shard(shard).metadata
             for g in range(metadata.num_row_groups):
                 self._groups.append((shard, g, total))
                 total += metadata.row_group(g).num_rows
@@ -65,8 +80,9 @@ class ConditionReader:
         g = bisect.bisect_right(self._starts, index) - 1
         if self._cached is None or self._cached[0] != g:
             shard, group, _ = self._groups[g]
-            self._cached = (g, pq.ParquetFile(shard).read_row_group(group).to_pylist())
-        return row_to_sample(self._cached[1][index - self._starts[g]])
+            self._cached = (g, read_row_group(shard, open_shard(shard), group))
+        shard = self._groups[g][0]
+        return shard_row_to_sample(shard, index - self._shard_first[shard], self._cached[1][index - self._starts[g]])
 
     def fingerprint(self) -> str:
         """sha256 of the card and shard files' names and sizes: identifies the conditions cheaply."""
@@ -97,6 +113,22 @@ def _write_json(path: Path, data: dict[str, Any]) -> None:
     partial = path.with_name(f".{path.name}.partial-{os.getpid()}")
     partial.write_text(json.dumps(data, sort_keys=True, indent=1), encoding="utf-8")
     os.replace(partial, path)
+
+
+def _stopped(err: BaseException, work: Path, sole_process: bool) -> BaseException | None:
+    """Account for the work folder when a job stops on an error: an unused one is removed (one process only, as
+    other processes may still write to it); kept chunks are reported. Returns a replacement error for the
+    user-facing kind, None when `err` itself (now carrying a note) should propagate."""
+    finished = sorted(work.glob("train-*-of-*.parquet"))
+    if not finished and sole_process:
+        shutil.rmtree(work, ignore_errors=True)
+        return None
+    note = (f"partial work kept in {work} ({len(finished)} finished chunk(s)): resume with the same command, "
+            f"or delete {work}")
+    if isinstance(err, (UserFacingError, ValueError)):
+        return GenerationStopped(f"{err}; {note}")
+    err.add_note(note)
+    return None
 
 
 def work_folder(out: Path, key: str) -> Path:
@@ -149,29 +181,36 @@ def generate_dataset(checkpoint: Path | str, conditions: Path | str, n: int, out
     mine = todo[state.process_index :: state.num_processes]
     bar = tqdm(total=chunks, initial=chunks - len(todo), desc=f"generating {n} samples", unit="chunk",
                disable=not (progress and state.is_main_process))
-    for c in mine:
-        indices = range(c * chunk_size, min(n, (c + 1) * chunk_size))
-        samples = gen.sample([reader[i % len(reader)] for i in indices], [derive_seed(seed, i) for i in indices],
-                             **{k: v for k, v in options.items() if v is not None})
-        path, staged = shard(c), work / f".{shard(c).name}.staged"
-        summary = write_shard(samples, staged)
-        _write_json(path.with_name(path.name + ".json"), _summary_to_json(summary))
-        os.replace(staged, path)  # the shard's appearance commits the chunk (its summary is already there)
-        bar.update(state.num_processes)
-        if on_chunk is not None:
-            on_chunk(c)
-    bar.close()
-    state.wait_for_everyone()
-    if state.is_main_process:
-        missing = [c for c in range(chunks) if not shard(c).is_file()]
-        if missing:
-            raise RuntimeError(f"chunks {missing[:5]} were not written; rerun the same command to finish")
-        total = DatasetSummary()
-        for c in range(chunks):
-            _merge(total, json.loads(shard(c).with_name(shard(c).name + ".json").read_text(encoding="utf-8")))
-        card = _card(gen, reader, job, Path(checkpoint), Path(conditions))
-        publish_shards({"train": [shard(c) for c in range(chunks)]}, out, card, total)
-        shutil.rmtree(work, ignore_errors=True)
+    try:
+        for c in mine:
+            indices = range(c * chunk_size, min(n, (c + 1) * chunk_size))
+            samples = gen.sample([reader[i % len(reader)] for i in indices], [derive_seed(seed, i) for i in indices],
+                                 **{k: v for k, v in options.items() if v is not None})
+            path, staged = shard(c), work / f".{shard(c).name}.staged"
+            summary = write_shard(samples, staged)
+            _write_json(path.with_name(path.name + ".json"), _summary_to_json(summary))
+            os.replace(staged, path)  # the shard's appearance commits the chunk (its summary is already there)
+            bar.update(state.num_processes)
+            if on_chunk is not None:
+                on_chunk(c)
+        bar.close()
+        state.wait_for_everyone()
+        if state.is_main_process:
+            missing = [c for c in range(chunks) if not shard(c).is_file()]
+            if missing:
+                raise RuntimeError(f"chunks {missing[:5]} were not written; rerun the same command to finish")
+            total = DatasetSummary()
+            for c in range(chunks):
+                _merge(total, json.loads(shard(c).with_name(shard(c).name + ".json").read_text(encoding="utf-8")))
+            card = _card(gen, reader, job, Path(checkpoint), Path(conditions))
+            publish_shards({"train": [shard(c) for c in range(chunks)]}, out, card, total)
+            shutil.rmtree(work, ignore_errors=True)
+    except BaseException as err:
+        bar.close()
+        replacement = _stopped(err, work, state.num_processes == 1)
+        if replacement is not None:
+            raise replacement from err
+        raise
     state.wait_for_everyone()
     return out
 

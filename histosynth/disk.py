@@ -25,6 +25,7 @@ from tqdm.auto import tqdm
 
 from histosynth.atomic import atomic_directory
 from histosynth.data_cards.card import CardInfo, render_card
+from histosynth.errors import UserFacingError
 from histosynth.rows import features_for, row_to_sample, sample_to_row
 from histosynth.schema import Sample, SampleValidationError
 
@@ -35,7 +36,7 @@ MAX_SHARD_BYTES = 256 * 2**20  # Hub-friendly shard size
 ROW_GROUP_ROWS = 64  # small row groups: image rows are large and streaming reads whole groups
 
 
-class DatasetFormatError(ValueError):
+class DatasetFormatError(UserFacingError, ValueError):
     """A folder is not a histosynth dataset, or its card/shards are inconsistent; the message names the file."""
 
 
@@ -182,22 +183,45 @@ def shard_paths(path: Path | str, split: str = "train") -> list[Path]:
     return shards
 
 
+def open_shard(shard: Path) -> pq.ParquetFile:
+    """A parquet shard opened for reading; a truncated or foreign file raises DatasetFormatError naming it."""
+    try:
+        return pq.ParquetFile(shard)
+    except (pa.ArrowException, OSError) as err:
+        raise DatasetFormatError(f"{shard}: unreadable parquet shard ({err})") from err
+
+
+def read_row_group(shard: Path, parquet: pq.ParquetFile, group: int) -> list[dict]:
+    """The raw rows of one row group; a damaged group raises DatasetFormatError naming the shard."""
+    try:
+        return parquet.read_row_group(group).to_pylist()
+    except (pa.ArrowException, OSError) as err:
+        raise DatasetFormatError(f"{shard}: unreadable parquet row group {group} ({err})") from err
+
+
+def shard_row_to_sample(shard: Path, index: int, row: dict) -> Sample:
+    """`row_to_sample` for row `index` (0-based, within the file) of `shard`: an invalid row names the file and row."""
+    try:
+        return row_to_sample(row)
+    except SampleValidationError as err:
+        raise DatasetFormatError(f"{shard}: row {index}: {err}") from err
+
+
 def iter_samples(path: Path | str, split: str = "train") -> Iterator[Sample]:
     """Stream the Samples of one split, one row group at a time (never the whole set in memory)."""
     read_metadata(path)
     for shard in shard_paths(path, split):
-        try:
-            parquet = pq.ParquetFile(shard)
-            for group in range(parquet.num_row_groups):
-                for row in parquet.read_row_group(group).to_pylist():
-                    yield row_to_sample(row)
-        except (pa.ArrowInvalid, OSError) as err:
-            raise DatasetFormatError(f"{shard}: unreadable parquet shard ({err})") from err
+        parquet, index = open_shard(shard), 0
+        for group in range(parquet.num_row_groups):
+            for row in read_row_group(shard, parquet, group):
+                sample = shard_row_to_sample(shard, index, row)
+                index += 1
+                yield sample
 
 
 def count_samples(path: Path | str, split: str = "train") -> int:
     """Number of rows of a split, from the parquet footers."""
-    return sum(pq.ParquetFile(s).metadata.num_rows for s in shard_paths(path, split))
+    return sum(open_shard(s).metadata.num_rows for s in shard_paths(path, split))
 
 
 def write_shard(samples: Iterable[Sample], path: Path | str, tissue_schema: str | None = None,

@@ -8,10 +8,13 @@ options).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
+import shutil
 import time
 from pathlib import Path
+from typing import Iterator
 
 
 def curriculum_config(path: Path, warmup: int | None, steps: int):
@@ -28,6 +31,22 @@ def curriculum_config(path: Path, warmup: int | None, steps: int):
         spec = json.loads(Path(path).read_text(encoding="utf-8"))
         ks, luts, given = tuple(spec["ks"]), {int(k): v for k, v in spec.get("luts", {}).items()}, spec.get("warmup_steps")
     return CurriculumConfig(ks=ks, warmup_steps=int(warmup or given or max(1, steps // 2)), luts=luts)
+
+
+@contextlib.contextmanager
+def _removed_on_failure(out: Path) -> Iterator[None]:
+    """On an error before the first checkpoint, remove the model folder (or its training/ folder) if this run
+    created it, so a refused input leaves nothing behind; a run with checkpoints keeps them for --resume."""
+    from histosynth.generators.diffusion.training import latest_checkpoint
+    from histosynth.generators.htd.model import TRAINING_DIR
+
+    created = next((p for p in (out, out / TRAINING_DIR) if not p.exists()), None)
+    try:
+        yield
+    except BaseException:
+        if created is not None and latest_checkpoint(out / TRAINING_DIR) is None:
+            shutil.rmtree(created, ignore_errors=True)
+        raise
 
 
 def run(args: argparse.Namespace) -> int:
@@ -55,7 +74,8 @@ def run(args: argparse.Namespace) -> int:
     if args.curriculum:
         config = dataclasses.replace(config, curriculum=curriculum_config(args.curriculum, args.curriculum_warmup, config.steps))
     start = time.perf_counter()
-    report = generator.train(args.data, config, out=out, resume=args.resume)
+    with _removed_on_failure(out):
+        report = generator.train(args.data, config, out=out, resume=args.resume)
     seconds = time.perf_counter() - start
     from accelerate import PartialState
 

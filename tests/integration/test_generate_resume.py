@@ -144,3 +144,74 @@ def test_two_processes_write_the_one_process_dataset(setup, tmp_path, one_thread
     assert code == 0, log[-3000:]
     assert run_cli(["generate", "htd", *args, "--out", tmp_path / "one"]) == 0
     assert folder_bytes(tmp_path / "two") == folder_bytes(tmp_path / "one")
+
+
+def corrupt_row(dataset: Path, index: int) -> Path:
+    """Copy of row `index` of the one shard with its image PNG cut short; returns the shard."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    (shard,) = (dataset / "data").glob("*.parquet")
+    table = pq.read_table(shard)
+    rows = table.to_pylist()
+    rows[index]["image"] = {"bytes": rows[index]["image"]["bytes"][:40], "path": None}
+    pq.write_table(pa.Table.from_pylist(rows, schema=table.schema), shard)
+    return shard
+
+
+@pytest.fixture
+def bad_conditions(setup, tmp_path):
+    """The 5 conditions with row 3's image damaged."""
+    import shutil
+
+    shutil.copytree(setup / "conditions", tmp_path / "conditions")
+    return tmp_path / "conditions", corrupt_row(tmp_path / "conditions", 3)
+
+
+def generate_args(setup, conditions, n, chunk_size, out):
+    return ["generate", "htd", "--checkpoint", setup / "ckpt", "--conditions", conditions, "--n", n,
+            "--chunk-size", chunk_size, "--out", out]
+
+
+def test_a_corrupt_condition_row_names_the_shard_and_reports_the_kept_work(setup, bad_conditions, tmp_path, capsys):
+    conditions, shard = bad_conditions
+    assert run_cli(generate_args(setup, conditions, 6, 2, tmp_path / "out")) == 2  # chunk 0 (rows 0, 1) finishes
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    (work,) = tmp_path.glob(".out.work-*")
+    assert error.startswith(f"error: {shard}: row 3: ") and "image: cannot decode image" in error, error
+    assert error.endswith(f"partial work kept in {work} (1 finished chunk(s)): resume with the same command, or delete {work}")
+    assert sorted(p.name for p in work.glob("*.parquet")) == ["train-00000-of-00003.parquet"]
+    assert not (tmp_path / "out").exists()
+
+
+def test_an_error_before_any_chunk_leaves_nothing(setup, bad_conditions, tmp_path, capsys):
+    conditions, shard = bad_conditions
+    assert run_cli(generate_args(setup, conditions, 6, 5, tmp_path / "out")) == 2  # row 3 is in chunk 0
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert error.startswith(f"error: {shard}: row 3: ") and "partial work" not in error, error
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["conditions"]
+
+
+def test_a_truncated_conditions_shard_names_the_file(setup, tmp_path, capsys):
+    import shutil
+
+    shutil.copytree(setup / "conditions", tmp_path / "conditions")
+    (shard,) = (tmp_path / "conditions/data").glob("*.parquet")
+    shard.write_bytes(shard.read_bytes()[:5000])
+    assert run_cli(generate_args(setup, tmp_path / "conditions", 2, 2, tmp_path / "out")) == 2
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert error.startswith(f"error: {shard}: unreadable parquet shard (") and "magic bytes" in error, error
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["conditions"]
+
+
+@pytest.mark.parametrize("out_exists", [False, True])
+def test_train_on_a_corrupt_dataset_names_the_row_and_leaves_nothing(setup, bad_conditions, tmp_path, capsys, out_exists):
+    conditions, shard = bad_conditions
+    out = tmp_path / "model"
+    if out_exists:
+        out.mkdir()
+    assert run_cli(["train", "htd", "--data", conditions, "--preset", "tiny", "--steps", 1, "--out", out]) == 2
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert error.startswith(f"error: {shard}: row 3: "), error
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["conditions"] + (["model"] if out_exists else [])
+    assert not out_exists or list(out.iterdir()) == []

@@ -1,5 +1,6 @@
 import datasets
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
@@ -106,3 +107,22 @@ def test_parquet_carries_datasets_feature_metadata(tmp_path):
     schema = pq.read_schema(shard_paths(tmp_path / "ds")[0])
     assert b"huggingface" in schema.metadata
     assert datasets.Features.from_arrow_schema(schema) == features_for("camelyon16", "pannuke")
+
+
+def test_a_corrupt_row_names_the_shard_and_its_row(tmp_path):
+    write_dataset(varied_samples(4), tmp_path / "ds", CARD, max_shard_bytes=1)  # one row per shard
+    shard = shard_paths(tmp_path / "ds")[2]
+    table = pq.read_table(shard)
+    rows = table.to_pylist()
+    rows[0]["image"] = {"bytes": rows[0]["image"]["bytes"][:30], "path": None}
+    pq.write_table(pa.Table.from_pylist(rows, schema=table.schema), shard)
+    with pytest.raises(DatasetFormatError, match=f"^{shard}: row 0: row .*image: cannot decode"):
+        list(iter_samples(tmp_path / "ds"))
+
+
+def test_a_truncated_shard_is_named_when_counting(tmp_path):
+    write_dataset(varied_samples(2), tmp_path / "ds", CARD)
+    shard = shard_paths(tmp_path / "ds")[0]
+    shard.write_bytes(shard.read_bytes()[:-100])
+    with pytest.raises(DatasetFormatError, match=f"^{shard}: unreadable parquet shard"):
+        count_samples(tmp_path / "ds")
