@@ -2,6 +2,7 @@
 import numpy as np
 import pytest
 
+from histosynth.benchmark.errors import DegenerateFeaturesWarning
 from histosynth.benchmark.results import BenchmarkRun
 from histosynth.benchmark.runner import score_distribution, score_masked_lpips
 from histosynth.cli import main
@@ -95,3 +96,64 @@ def test_memorisation_flags_copies_of_the_training_set(datasets_pair, tmp_path):
     memo = next(r for r in run.results if r.metric == "memorization")
     assert memo.value == 0.5 and memo.extra["flagged"] == [0, 1, 2, 3]
     assert run.data["train"].n == 12
+
+
+def test_records_kid_subsets_and_the_centred_fd_interval(datasets_pair, tmp_path):
+    run = score_distribution(datasets_pair / "real", datasets_pair / "fake", bootstrap=30, cache_dir=tmp_path, progress=False)
+    kid_result = next(r for r in run.results if r.metric == "kid")
+    assert (kid_result.extra["subset_size"], kid_result.extra["subsets"]) == (10, 100)  # min(1000, 12, 10)
+    fd = next(r for r in run.results if r.metric == "fd")
+    assert fd.extra["interval"] == "centred-percentile" and fd.ci_low <= fd.value <= fd.ci_high
+    assert fd.extra["replicate_route"] == "gram" and len(fd.extra["ci_mc_error"]) == 2
+    same = score_distribution(datasets_pair / "real", datasets_pair / "real", metrics=["kid"], cache_dir=tmp_path, progress=False)
+    once = same.results[0].extra
+    assert (once["subset_size"], once["subsets"], once["std"]) == (12, 1, None) and "computed once" in once["note"]
+
+
+def test_identical_constant_sets_warn_and_record_prdc_as_null(tmp_path, capsys):
+    black = [Sample(np.zeros_like(s.image), s.provenance) for s in build_source("simulator", n=8, size=64, seed=5)]
+    write_dataset(black, tmp_path / "black", CardInfo("black", "b"))
+    out = tmp_path / "run.json"
+    with pytest.warns(DegenerateFeaturesWarning) as caught:
+        code = main(["bench", "fd", "--real", str(tmp_path / "black"), "--fake", str(tmp_path / "black"), "--bootstrap", "10",
+                     "--out", str(out), "--no-cache"])
+    assert code == 0
+    messages = " ".join(str(w.message) for w in caught)
+    assert "identical effnet-lite0 features (zero variance)" in messages and str(tmp_path / "black") in messages
+    assert "PRDC under effnet-lite0 is undefined" in messages
+    run = BenchmarkRun.load(out)
+    prdc_results = [r for r in run.results if r.metric in ("precision", "recall", "density", "coverage")]
+    assert len(prdc_results) == 4 and all(r.value is None and "k-NN" in r.extra["undefined"] for r in prdc_results)
+    assert "undefined" in capsys.readouterr().out
+
+
+def test_nan_features_are_an_error_naming_the_dataset(datasets_pair, tmp_path):
+    import torch
+
+    from histosynth.benchmark.encoders import ENCODERS, Encoder
+    from histosynth.benchmark.errors import MetricInputError
+
+    class NaNNet(torch.nn.Module):
+        def forward(self, x):
+            return torch.full((x.shape[0], 1280), float("nan"))
+
+    broken = Encoder(ENCODERS.get("effnet-lite0"), NaNNet())
+    with pytest.raises(MetricInputError, match=rf"{datasets_pair / 'real'} \(split 'train'\): effnet-lite0 features: non-finite"):
+        score_distribution(datasets_pair / "real", datasets_pair / "fake", prebuilt={"effnet-lite0": broken}, cache_dir=tmp_path,
+                           progress=False)
+
+
+def test_encoder_record_describes_a_user_weights_file(datasets_pair, tmp_path):
+    import torch
+
+    from histosynth.benchmark.encoders import load_encoder
+
+    path = tmp_path / "my-inception.pth"
+    torch.save(load_encoder("inception", pretrained=False, seed=1).backbone.state_dict(), path)
+    run = score_distribution(datasets_pair / "real", datasets_pair / "fake", ["inception"], metrics=["fd"], bootstrap=0,
+                             weights={"inception": str(path)}, cache_dir=tmp_path, progress=False)
+    record = run.encoders["inception"]
+    assert record["weights_source"].startswith(f"user-supplied file my-inception.pth ({record['weights']})")
+    assert "not the catalogue's weights" in record["weights_source"] and "2015" not in record["arch"]
+    default = load_encoder("effnet-lite0").provenance()["weights_source"]
+    assert "user-supplied" not in default

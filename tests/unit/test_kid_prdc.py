@@ -127,3 +127,29 @@ def test_prdc_extremes_and_errors(real_fake):
         compute_prdc(real, fake[:5])
     with pytest.raises(MetricInputError, match="dimensions differ"):
         compute_prdc(real, fake[:, :3])
+
+
+def test_kid_with_subsets_equal_to_both_sets_is_computed_once(real_fake):
+    real, fake = real_fake
+    n = len(fake)
+    ours = kid(real[:n], fake, n_subsets=100, subset_size=1000)
+    theirs = _tf_kid(real[:n], fake, kid_subsets=3, kid_subset_size=n)
+    assert (ours.subset_size, ours.n_subsets, ours.std) == (n, 1, 0.0)
+    # Three sums of n² kernel values k <= k_max, each rounding by <= n²·eps·k_max, over n(n - 1) or n².
+    k_max = (np.linalg.norm(real[:n], axis=1).max() * np.linalg.norm(fake, axis=1).max() / real.shape[1] + 1) ** 3
+    assert ours.mean == pytest.approx(theirs["kernel_inception_distance_mean"], abs=4 * 3 * n * n * np.finfo(float).eps * k_max / (n - 1))
+    clipped = kid(real, fake, n_subsets=5, subset_size=1000)
+    assert (clipped.subset_size, clipped.n_subsets) == (n, 5)
+
+
+def test_prdc_is_undefined_when_every_knn_ball_is_empty(real_fake):
+    from histosynth.benchmark.prdc import DegenerateNeighbourhoods
+
+    real, fake = real_fake
+    with pytest.raises(DegenerateNeighbourhoods, match="every real sample has at least 5 exact duplicates"):
+        compute_prdc(np.zeros((20, 8)), np.zeros((20, 8)))
+    with pytest.raises(DegenerateNeighbourhoods, match="every fake sample"):
+        compute_prdc(real, np.tile(fake[:1], (30, 1)))
+    assert issubclass(DegenerateNeighbourhoods, MetricInputError)
+    half = np.concatenate([real[:200], np.tile(real[:1], (200, 1))])  # half duplicates: defined, still computed
+    assert 0 < compute_prdc(half, fake).precision <= 1

@@ -55,3 +55,15 @@ def test_table_and_chart(tmp_path):
     assert out.stat().st_size > 5000
     with pytest.raises(ValueError, match="no 'lpips' results"):
         plot_metric_bars(runs, "lpips", tmp_path / "x.png")
+
+
+def test_undefined_values_are_null_only_with_a_reason(tmp_path):
+    run = make_run()
+    run.results.append(MetricResult("precision", None, "effnet-lite0", extra={"undefined": "all k-NN balls are empty"}))
+    back = BenchmarkRun.load(run.save(tmp_path / "run.json"))
+    assert back.results[-1].value is None and "empty" in back.results[-1].extra["undefined"]
+    assert "undefined" in list(results_table([back])["value"])
+    data = json.loads((tmp_path / "run.json").read_text())
+    data["results"][-1]["extra"] = {}
+    with pytest.raises(ResultsFormatError, match=r"results\[2\].value: null without extra.undefined"):
+        BenchmarkRun.from_dict(data, "run.json")
