@@ -1,0 +1,126 @@
+"""A small tissue segmenter for label-consistency scores: DeepLabv3+ on an ImageNet EfficientNet-Lite0.
+
+The SPADE/OASIS protocol scores a map-conditioned generator by segmenting its outputs with a network trained on
+real images and comparing the result with the maps the generator was given. This module builds that network
+(segmentation-models-pytorch `DeepLabV3Plus` with the timm `tf_efficientnet_lite0` encoder), loads the offline
+ImageNet weights of the `effnet-lite0` encoder into it (the same file and loader as the FD encoder; its 1280-d
+head, conv_head + bn2, has no place in a segmentation encoder and is dropped), trains it on (image, map) pairs of
+any class schema (pixels 255 are ignored) and predicts maps. Inputs are scaled to [-1, 1] (mean = std = 0.5), the
+preprocessing those weights work best with (ARCHITECTURE.md, "Offline world").
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from histosynth.classes import IGNORE_ID
+
+ENCODER = "effnet-lite0"
+HEAD_PREFIXES = ("conv_head.", "bn2.", "classifier.")  # the classification head: not part of the feature encoder
+
+
+def build_segmenter(num_classes: int, pretrained: bool = True, weights: str | Path | None = None) -> nn.Module:
+    """DeepLabv3+ with `num_classes` outputs; its encoder carries the ImageNet EfficientNet-Lite0 weights unless
+    `pretrained` is False (random init, for tests). Inputs: (B, 3, H, W) in [-1, 1], H and W multiples of 16."""
+    import segmentation_models_pytorch as smp
+
+    if num_classes < 2:
+        raise ValueError(f"a segmenter needs at least 2 classes, got {num_classes}")
+    model = smp.DeepLabV3Plus(encoder_name="tu-tf_efficientnet_lite0", encoder_weights=None, classes=num_classes)
+    if pretrained:
+        load_encoder_weights(model, weights)
+    return model
+
+
+def load_encoder_weights(model: nn.Module, weights: str | Path | None = None) -> int:
+    """Load the `effnet-lite0` ImageNet weights into `model.encoder.model` strictly; returns the tensor count.
+
+    The weights go through the FD encoder's own loader (`build_effnet_lite0`: the package's tensors in order into
+    timm), then every tensor but the head's is loaded by name, so a missing or extra tensor raises.
+    """
+    from histosynth.benchmark.encoders import ENCODERS
+    from histosynth.benchmark.encoders.loaders import build_effnet_lite0, load_strict
+    from histosynth.benchmark.encoders.weights import resolve_weights
+
+    meta = ENCODERS.get(ENCODER)
+    path = resolve_weights(meta, weights)
+    state = {k: v for k, v in build_effnet_lite0(meta, path).state_dict().items() if not k.startswith(HEAD_PREFIXES)}
+    load_strict(model.encoder.model, state, meta, path)
+    return len(state)
+
+
+def to_input(images: np.ndarray) -> torch.Tensor:
+    """(B, H, W, 3) uint8 -> (B, 3, H, W) float in [-1, 1]."""
+    return torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
+
+
+@dataclass
+class TrainedSegmenter:
+    """A trained segmenter, its class count and how its training went."""
+
+    model: nn.Module
+    num_classes: int
+    losses: list[float] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def predict(self, images: np.ndarray, batch_size: int = 64) -> np.ndarray:
+        """(B, H, W) uint8 class maps of (B, H, W, 3) uint8 images."""
+        self.model.eval()
+        out = []
+        with torch.inference_mode():
+            for start in range(0, len(images), batch_size):
+                out.append(self.model(to_input(images[start : start + batch_size])).argmax(1).to(torch.uint8).numpy())
+        return np.concatenate(out) if out else np.zeros((0, *images.shape[1:3]), np.uint8)
+
+
+def train_segmenter(images: np.ndarray, maps: np.ndarray, num_classes: int, steps: int = 300, batch_size: int = 16,
+                    lr: float = 1e-3, seed: int = 0, pretrained: bool = True, weights: str | Path | None = None,
+                    augment: bool = True) -> TrainedSegmenter:
+    """Train a segmenter on (N, H, W, 3) uint8 images and (N, H, W) uint8 maps (ids < num_classes, 255 ignored).
+
+    AdamW with a cosine schedule, cross-entropy ignoring 255; batches drawn with replacement from `seed`, each
+    with a random rotation by 90 degrees and flip applied to image and map alike when `augment`.
+    """
+    if images.shape[:3] != maps.shape or images.ndim != 4:
+        raise ValueError(f"images {images.shape} and maps {maps.shape} do not pair up as (N, H, W, 3) and (N, H, W)")
+    labelled = maps[maps != IGNORE_ID]
+    if labelled.size == 0:
+        raise ValueError("the maps have no labelled pixel to train on")
+    if labelled.max() >= num_classes:
+        raise ValueError(f"the maps hold class id {int(labelled.max())} but the segmenter has {num_classes} classes")
+    start = time.perf_counter()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = build_segmenter(num_classes, pretrained, weights)
+    model.train()
+    optimiser = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, max(steps, 1))
+    loss_fn = nn.CrossEntropyLoss(ignore_index=IGNORE_ID)
+    rng = np.random.default_rng(seed)
+    losses = []
+    for _ in range(steps):
+        index = rng.integers(0, len(images), batch_size)
+        x, y = images[index], maps[index]
+        if augment:
+            k, flip = int(rng.integers(0, 4)), bool(rng.integers(0, 2))
+            x, y = np.rot90(x, k, axes=(1, 2)), np.rot90(y, k, axes=(1, 2))
+            if flip:
+                x, y = x[:, :, ::-1], y[:, :, ::-1]
+        target = torch.from_numpy(np.ascontiguousarray(y)).long()
+        loss = loss_fn(model(to_input(x)), target)
+        optimiser.zero_grad(set_to_none=True)
+        loss.backward()
+        optimiser.step()
+        schedule.step()
+        losses.append(loss.item())
+    model.eval()
+    return TrainedSegmenter(model, num_classes, losses, time.perf_counter() - start)
+
+
+__all__ = ["TrainedSegmenter", "build_segmenter", "load_encoder_weights", "to_input", "train_segmenter"]
