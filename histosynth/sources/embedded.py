@@ -4,6 +4,10 @@ The SVS file (JPEG tiles, needs `imagecodecs`) is read with tifffile, resampled 
 magnification, cut into a grid of patches, and tiles that are mostly background are dropped by an Otsu
 tissue mask on luminance. Provenance x/y are level-0 pixels of the region (add (42673, 5576) for CMU-1
 coordinates); see assets/CMU-1-Small-Region.NOTICE.md for origin and licence.
+
+Spatial split (`part`): the region's rows are cut once at `train_fraction` of its height; "train" tiles lie wholly
+above the cut and "held-out" tiles wholly below it (tiles straddling it are dropped), so no pixel of a held-out
+patch is in any training patch, whatever the strides of the two parts.
 """
 
 from __future__ import annotations
@@ -43,6 +47,14 @@ def read_region() -> tuple[np.ndarray, float]:
         raise RuntimeError(f"{path}: cannot read the embedded slide region ({err}); is imagecodecs installed?") from err
     image.setflags(write=False)
     return image, float(match.group(1)) if match else NATIVE_MPP
+
+
+PARTS = ("train", "held-out")
+
+
+def split_row(height: int, train_fraction: float) -> int:
+    """The row where the training part ends and the held-out part begins (rows above it are training rows)."""
+    return int(round(height * train_fraction))
 
 
 MASK_STEP = 4  # the tissue mask is computed on every 4th pixel: plenty for tile selection, 16x cheaper
@@ -85,8 +97,10 @@ class EmbeddedSource(Source):
         pseudolabel_by_default=True,
     )
 
-    def __init__(self, size: int = 256, mpp: float = 0.5, min_tissue: float = 0.5, n: int | None = None, stride: int | None = None) -> None:
-        """`size` px patches at `mpp` um/px, keeping tiles with at least `min_tissue` tissue; at most `n` of them."""
+    def __init__(self, size: int = 256, mpp: float = 0.5, min_tissue: float = 0.5, n: int | None = None,
+                 stride: int | None = None, part: str | None = None, train_fraction: float = 0.7) -> None:
+        """`size` px patches at `mpp` um/px every `stride` px, keeping tiles with at least `min_tissue` tissue; at
+        most `n` of them; with `part` ("train" or "held-out") only that side of the spatial split."""
         if size < 16:
             raise ValueError(f"embedded: size must be at least 16 px, got {size}")
         if not 0.1 <= mpp <= 16:
@@ -95,8 +109,15 @@ class EmbeddedSource(Source):
             raise ValueError(f"embedded: min_tissue is a fraction in 0..1, got {min_tissue}")
         if n is not None and n < 0:
             raise ValueError(f"embedded: n must be >= 0, got {n}")
+        if stride is not None and stride < 1:
+            raise ValueError(f"embedded: stride must be >= 1 px, got {stride}")
+        if part not in (None, *PARTS):
+            raise ValueError(f"embedded: part must be one of {', '.join(PARTS)}, got {part!r}")
+        if not 0.0 < train_fraction < 1.0:
+            raise ValueError(f"embedded: train_fraction must be within (0, 1), got {train_fraction}")
         self.size, self.mpp, self.min_tissue, self.n = size, mpp, min_tissue, n
         self.stride = stride or size
+        self.part, self.train_fraction = part, train_fraction
         self._grid: tuple[np.ndarray, float, float, list[tuple[int, int]]] | None = None
 
     def _tiles(self) -> tuple[np.ndarray, float, float, list[tuple[int, int]]]:
@@ -115,13 +136,33 @@ class EmbeddedSource(Source):
                 raise ValueError(f"embedded: the region is {w}x{h} px at {self.mpp} um/px, smaller than one {self.size} px patch")
             keep = []
             cell = -(-self.size // MASK_STEP)
-            for top in range(0, h - self.size + 1, self.stride):
+            first, last = self._part_rows(h)
+            for top in range(first, last - self.size + 1, self.stride):
                 for left in range(0, w - self.size + 1, self.stride):
                     window = mask[top // MASK_STEP : top // MASK_STEP + cell, left // MASK_STEP : left // MASK_STEP + cell]
                     if window.mean() >= self.min_tissue:
                         keep.append((top, left))
             self._grid = (image, scale, actual_mpp, keep[: self.n] if self.n is not None else keep)
         return self._grid
+
+    def _part_rows(self, height: int) -> tuple[int, int]:
+        if self.part is None:
+            return 0, height
+        cut = split_row(height, self.train_fraction)
+        return (0, cut) if self.part == "train" else (cut, height)
+
+    def rows(self) -> tuple[int, int]:
+        """[first, last) rows of the resampled region that this source's part covers (all rows without a part)."""
+        return self._part_rows(self._tiles()[0].shape[0])
+
+    def tile_boxes(self) -> list[tuple[int, int]]:
+        """(top, left) of every kept tile, in pixels of the resampled region (`region()`)."""
+        return list(self._tiles()[3])
+
+    def region(self) -> np.ndarray:
+        """This part's rows of the region at the source's magnification (tile boxes index the full region)."""
+        first, last = self.rows()
+        return self._tiles()[0][first:last]
 
     def __len__(self) -> int:
         return len(self._tiles()[3])

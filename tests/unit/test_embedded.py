@@ -46,3 +46,32 @@ def test_min_tissue_zero_keeps_every_tile():
 def test_bad_arguments(kwargs, message):
     with pytest.raises(ValueError, match=message):
         EmbeddedSource(**kwargs)
+
+
+def test_spatial_split_shares_no_pixel_and_drops_straddling_tiles():
+    size = 256
+    train = EmbeddedSource(size=size, stride=64, part="train")
+    held = EmbeddedSource(size=size, stride=32, part="held-out")
+    whole = EmbeddedSource(size=size, stride=32)
+    (t0, cut), (h0, end) = train.rows(), held.rows()
+    assert t0 == 0 and cut == h0 == round(0.7 * 2967) and end == 2967
+    assert max(top for top, _ in train.tile_boxes()) + size <= cut <= min(top for top, _ in held.tile_boxes())
+    # the whole-region tiling at the same stride has tiles across the cut; the held-out part has none of them
+    straddling = {(t, l) for t, l in whole.tile_boxes() if t < cut < t + size}
+    assert straddling and not straddling & set(held.tile_boxes())
+    # provenance y is the level-0 row: every held-out sample lies wholly below the cut
+    assert all(s.provenance.y >= cut for s in held)
+    assert held.region().shape == (end - cut, 2220, 3)
+
+
+def test_smaller_stride_gives_more_held_out_tiles():
+    coarse = len(EmbeddedSource(size=256, part="held-out"))
+    fine = len(EmbeddedSource(size=256, stride=64, part="held-out"))
+    assert 0 < coarse and fine > 4 * coarse
+
+
+@pytest.mark.parametrize("kwargs,message", [({"part": "test"}, "part must"), ({"train_fraction": 1.0}, "train_fraction"),
+                                            ({"stride": 0}, "stride")])
+def test_bad_split_arguments(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        EmbeddedSource(**kwargs)
