@@ -3,7 +3,8 @@
 - M: the tissue map as K one-hot channels (ignore pixels, id 255, are all-zero);
 - C_i: a sparse image-sized tensor holding one square d_i x d_i crop of the image taken inside class i's region,
   left at the place it was cut from (as the precursor code does; `CropConfig.placement="corner"` moves it to the
-  top-left corner instead, so outputs cannot simply contain the crop's real pixels); 3 channels per class, values
+  top-left corner instead, so outputs cannot simply contain the crop's real pixels; "none" leaves every crop
+  channel zero: the map alone, for scoring a model with no real pixels to paste); 3 channels per class, values
   in [-1, 1], zero elsewhere and for absent classes. Background (id 0, glass) gets a one-hot channel but no crop,
   as in the precursor's PANDA packing. Width 4K; a model trained on several granularities pads to the largest K.
 
@@ -24,6 +25,9 @@ from histosynth.classes import IGNORE_ID
 from histosynth.generators.diffusion.presets import CropConfig, CurriculumConfig
 from histosynth.labels.curriculum import curriculum_k
 from histosynth.labels.heterogeneity import PAPER_PATCH, CropSizing, class_crops
+
+
+PLACEMENTS = ("source", "corner", "none")
 
 
 def one_hot(tissue: np.ndarray, num_classes: int) -> np.ndarray:
@@ -53,11 +57,13 @@ def crop_boxes(tissue: np.ndarray, rng: np.random.Generator, config: CropConfig)
 def pack_crops(tissue: np.ndarray, image: np.ndarray, num_classes: int, rng: np.random.Generator,
                config: CropConfig) -> np.ndarray:
     """HTD's (4K, H, W) float32 condition: K one-hot channels, then 3 crop channels per class (in [-1, 1])."""
-    if config.placement not in ("source", "corner"):
-        raise ValueError(f"crop placement must be 'source' or 'corner', not {config.placement!r}")
+    if config.placement not in PLACEMENTS:
+        raise ValueError(f"crop placement must be one of {', '.join(PLACEMENTS)}, not {config.placement!r}")
     h, w = tissue.shape
     out = np.zeros((4 * num_classes, h, w), np.float32)
     out[:num_classes] = one_hot(tissue, num_classes)
+    if config.placement == "none":
+        return out
     scaled = image.astype(np.float32).transpose(2, 0, 1) / 127.5 - 1.0
     for class_id, (r, c, d) in crop_boxes(tissue, rng, config).items():
         base = num_classes + 3 * class_id

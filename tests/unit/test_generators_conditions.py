@@ -103,3 +103,13 @@ def test_curriculum_coarsens_maps_with_lookup_tables():
     assert cur.apply(fine, 10).tolist() == fine.tolist()
     with pytest.raises(ValueError, match="no lookup table"):
         Curriculum(CurriculumConfig(ks=(2, 3, 4), luts={2: [0, 1, 1, 2, 2]}))
+
+
+def test_placement_none_keeps_the_map_and_gives_no_real_pixels():
+    tissue = two_class_map(64)
+    image = np.random.default_rng(1).integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    packed = pack_crops(tissue, image, 3, np.random.default_rng(2), CropConfig(placement="none"))
+    assert packed.shape == (12, 64, 64)
+    assert np.array_equal(packed[:3], one_hot(tissue, 3)) and not packed[3:].any()
+    with pytest.raises(ValueError, match="placement"):
+        pack_crops(tissue, image, 3, np.random.default_rng(2), CropConfig(placement="elsewhere"))
