@@ -170,3 +170,27 @@ def kid_error(x1: np.ndarray, x2: np.ndarray, degree: int = 3) -> float:
     d, m = x1.shape[1], min(len(x1), len(x2))
     k_max = (float((both @ both.T).max()) / d + 1) ** degree
     return 4 * (degree * gamma(d + 2) + gamma(degree) + gamma(m * m)) * k_max
+
+
+def float32_rounding(network, x) -> float:
+    """max |f32(x) - f64(x)| of a torch network on input x: this network's float32 rounding error on this data,
+    measured against a float64 copy of it (the network itself is left in float32; a float32 output cast adds one
+    rounding, EPS32/2 of the value, to the float64 side).
+
+    Float32 routes that differ only in summation order (batch size, thread count, kernel blocking, process count)
+    each sit this far from the float64 value, give or take the spread of a maximum over many roundings (whose
+    size depends on the number and magnitude of terms, not on their order: Higham & Mary 2019, "A new approach to
+    probabilistic rounding error analysis"), so two of them agree to within 2x this, 3x with that spread."""
+    import copy
+
+    import torch
+
+    double_net = copy.deepcopy(network).double()
+    for module in double_net.modules():  # torch-fidelity's Inception casts its uint8 input to this dtype itself
+        if hasattr(module, "feature_extractor_internal_dtype"):
+            module.feature_extractor_internal_dtype = torch.float64
+    floating = x.is_floating_point()
+    with torch.inference_mode():
+        single = network(x.float() if floating else x).double()
+        double = double_net(x.double() if floating else x).double()
+    return float((single - double).abs().max())
