@@ -5,8 +5,10 @@
 - Sample i uses condition i mod M (M condition patches) and seed `derive_seed(seed, i)`.
 - The n samples are cut into fixed global chunks of `chunk_size`; chunk c is written as the shard
   `train-<c>-of-<chunks>.parquet` (named by chunk, never by process) in a work folder beside `out`
-  (`.<out name>.work-<job key>`; the key hashes every setting that changes the bytes, so a changed command never
-  reuses stale shards). A shard file appears complete or not at all.
+  (`.<out name>.work-<job key>/.chunks/`; the key hashes every setting that changes the bytes, so a changed
+  command never reuses stale shards; the hidden `.chunks` keeps loaders from taking it for a dataset). A shard
+  file appears complete or not at all.
+- A job stopped by an error reports the work folder it keeps for a rerun, or removes it if no chunk finished.
 - Under torchrun / accelerate, every process lists the finished chunks, then takes whole chunks of the rest
   round-robin; one process publishes. Each chunk is made the same way (same samples, same batches) whichever
   process makes it, so 1 process, N processes and a killed-and-rerun job write the same bytes.
@@ -45,7 +47,8 @@ from histosynth.errors import UserFacingError
 from histosynth.generators.base import derive_seed
 from histosynth.schema import Sample
 
-JOB_FILE = "job.json"
+JOB_FILE = ".job.json"  # hidden too: datasets would load a top-level JSON file as a dataset
+CHUNKS_DIR = ".chunks"  # finished chunk shards, hidden so that no loader takes a work folder for a dataset
 
 
 class GenerationStopped(UserFacingError, ValueError):
@@ -119,7 +122,7 @@ def _stopped(err: BaseException, work: Path, sole_process: bool) -> BaseExceptio
     """Account for the work folder when a job stops on an error: an unused one is removed (one process only, as
     other processes may still write to it); kept chunks are reported. Returns a replacement error for the
     user-facing kind, None when `err` itself (now carrying a note) should propagate."""
-    finished = sorted(work.glob("train-*-of-*.parquet"))
+    finished = sorted((work / CHUNKS_DIR).glob("train-*-of-*.parquet"))
     if not finished and sole_process:
         shutil.rmtree(work, ignore_errors=True)
         return None
@@ -153,6 +156,16 @@ def generate_dataset(checkpoint: Path | str, conditions: Path | str, n: int, out
 
     if n < 1 or chunk_size < 1:
         raise ValueError(f"n and chunk_size must be >= 1, got n={n}, chunk_size={chunk_size}")
+    if batch_size is not None and batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    for name, value in (("guidance", guidance), ("eta", eta)):
+        if value is not None and not math.isfinite(value):
+            raise ValueError(f"{name} must be a finite number, got {value}")
+    if device is not None:
+        try:
+            torch.device(device)
+        except RuntimeError as err:
+            raise ValueError(f"device {device!r}: {err}") from None
     state = PartialState(cpu=not torch.cuda.is_available())
     gen = load_generator(checkpoint, device=device or state.device)
     if generator_name is not None and gen.meta.name != generator_name:
@@ -170,10 +183,10 @@ def generate_dataset(checkpoint: Path | str, conditions: Path | str, n: int, out
     chunks = math.ceil(n / chunk_size)
 
     def shard(c: int) -> Path:
-        return work / shard_name("train", c, chunks)
+        return work / CHUNKS_DIR / shard_name("train", c, chunks)
 
     if state.is_main_process:
-        work.mkdir(parents=True, exist_ok=True)
+        (work / CHUNKS_DIR).mkdir(parents=True, exist_ok=True)
         _write_json(work / JOB_FILE, job)
     state.wait_for_everyone()
     todo = [c for c in range(chunks) if not shard(c).is_file()]
@@ -186,7 +199,8 @@ def generate_dataset(checkpoint: Path | str, conditions: Path | str, n: int, out
             indices = range(c * chunk_size, min(n, (c + 1) * chunk_size))
             samples = gen.sample([reader[i % len(reader)] for i in indices], [derive_seed(seed, i) for i in indices],
                                  **{k: v for k, v in options.items() if v is not None})
-            path, staged = shard(c), work / f".{shard(c).name}.staged"
+            path = shard(c)
+            staged = path.with_name(f".{path.name}.staged")
             summary = write_shard(samples, staged)
             _write_json(path.with_name(path.name + ".json"), _summary_to_json(summary))
             os.replace(staged, path)  # the shard's appearance commits the chunk (its summary is already there)

@@ -22,7 +22,7 @@ from histosynth.commands.data import build_dataset
 from histosynth.data_cards.card import CardInfo
 from histosynth.disk import iter_samples, read_metadata, write_dataset, write_shard
 from histosynth.generators.htd.data import resize_map
-from histosynth.generators.jobs import JOB_FILE, generate_dataset
+from histosynth.generators.jobs import CHUNKS_DIR, JOB_FILE, generate_dataset
 from histosynth.sources import build_source
 
 KILLED = textwrap.dedent("""
@@ -123,9 +123,12 @@ def test_killed_generation_resumes_to_the_same_bytes(setup, tmp_path, one_thread
     assert code == -signal.SIGKILL, log[-2000:]
     assert not (tmp_path / "resumed").exists()  # nothing is published before the end
     (work,) = tmp_path.glob(".resumed.work-*")
-    assert sorted(p.name for p in work.glob("*.parquet")) == ["train-00000-of-00004.parquet", "train-00001-of-00004.parquet"]
+    assert sorted(p.name for p in (work / CHUNKS_DIR).glob("*.parquet")) == ["train-00000-of-00004.parquet",
+                                                                            "train-00001-of-00004.parquet"]
     assert (work / JOB_FILE).is_file()
-    (work / ".train-00002-of-00004.parquet.staged").write_bytes(b"torn write")  # a half-written shard is ignored
+    with pytest.raises(datasets.data_files.EmptyDatasetError):
+        datasets.load_dataset(str(work))  # finished chunks are not taken for a (partial) dataset
+    (work / CHUNKS_DIR / ".train-00002-of-00004.parquet.staged").write_bytes(b"torn write")  # a half-written shard is ignored
 
     generate_dataset(*args, n=7, out=tmp_path / "resumed", seed=5, chunk_size=2, progress=False)
     generate_dataset(*args, n=7, out=tmp_path / "straight", seed=5, chunk_size=2, progress=False)
@@ -180,7 +183,7 @@ def test_a_corrupt_condition_row_names_the_shard_and_reports_the_kept_work(setup
     (work,) = tmp_path.glob(".out.work-*")
     assert error.startswith(f"error: {shard}: row 3: ") and "image: cannot decode image" in error, error
     assert error.endswith(f"partial work kept in {work} (1 finished chunk(s)): resume with the same command, or delete {work}")
-    assert sorted(p.name for p in work.glob("*.parquet")) == ["train-00000-of-00003.parquet"]
+    assert sorted(p.name for p in (work / CHUNKS_DIR).glob("*.parquet")) == ["train-00000-of-00003.parquet"]
     assert not (tmp_path / "out").exists()
 
 
