@@ -365,11 +365,22 @@ class HTDGenerator(Generator):
         head = network(cls.head_class, "head") if cls.head_class and "head" in components else None
         if not model.train_unet:
             unet.requires_grad_(False)
+        _check_settings(config_file, model, unet)
         scale = model.autoencoder.scaling_factor if model.autoencoder is not None else None
         generator = cls(preset, device=device, codec=LatentCodec(autoencoder, scale), denoiser=Denoiser(unet, controlnet, head))
         generator.training_info = config.get("training", {})
         generator._hash = checkpoint_hash
         return generator
+
+
+def _check_settings(config_file: Path, model: Any, unet: UNet2DConditionModel) -> None:
+    """Refuse saved settings the loaded networks cannot run with, naming the file (not a failure mid-sampling)."""
+    factor = model.latent_stride * 2 ** (len(unet.config.block_out_channels) - 1)
+    if not isinstance(model.resolution, int) or model.resolution <= 0 or model.resolution % factor:
+        raise CheckpointError(f"{config_file}: model.resolution is {model.resolution!r}; this model needs a positive "
+                              f"multiple of {factor}")
+    if model.num_classes is not None and (not isinstance(model.num_classes, int) or model.num_classes < 0):
+        raise CheckpointError(f"{config_file}: model.num_classes is {model.num_classes!r}; expected a count of classes")
 
 
 def _autocast(device: torch.device):

@@ -87,9 +87,7 @@ CASES |= {
     "device-unknown": ckpt_case(None, "no-such-device", "--device", "no-such-device"),
 }
 
-PENDING: dict[str, str] = {
-    "config-resolution-negative": "issue 11 item 5: an invalid value in config.json gives diffusers' message without the file",
-}
+PENDING: dict[str, str] = {}
 
 
 @pytest.mark.parametrize("case", [Case(name, make, xfail=PENDING.get(name)).param() for name, make in CASES.items()])

@@ -89,3 +89,14 @@ def test_a_unet_config_that_no_longer_matches_its_weights_names_the_network(save
     (model / "unet/config.json").write_text(json.dumps(config))
     with pytest.raises(CheckpointError, match=f"{model / 'unet'}: cannot load the unet network"):
         load_generator(model)
+
+
+@pytest.mark.parametrize("resolution", [-32, 0, 33])
+def test_a_resolution_the_networks_cannot_run_names_the_config(saved, tmp_path, resolution):
+    model = tmp_path / "model"
+    shutil.copytree(saved / "model", model)
+    config = json.loads((model / "config.json").read_text())
+    config["model"]["resolution"] = resolution  # the tiny UNet halves once: sizes must be even
+    (model / "config.json").write_text(json.dumps(config))
+    with pytest.raises(CheckpointError, match=f"{model / 'config.json'}: model.resolution is {resolution}; .*multiple of 2"):
+        load_generator(model)
