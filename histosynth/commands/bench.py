@@ -16,6 +16,36 @@ def _weights(pairs: list[str]) -> dict[str, str]:
     return out
 
 
+def _enough(path: Path, split: str, option: str, minimum: int, why: str) -> None:
+    """Refuse a set with too few samples before any encoder is loaded, naming the folder."""
+    from histosynth.disk import count_samples, read_metadata
+
+    read_metadata(path)
+    n = count_samples(path, split)
+    if n < minimum:
+        raise ValueError(f"{option} {path}: split {split!r} holds {n} sample(s); {why}")
+
+
+def _check_options(args: argparse.Namespace, names: dict[str, list[str]], minimum: int = 1,
+                   why: str = "at least one is needed") -> None:
+    """One-line errors for options that would otherwise fail deep inside a run (or not at all)."""
+    import torch
+
+    for option, values in names.items():
+        if not values:
+            raise ValueError(f"--{option}: name at least one (comma-separated)")
+    if getattr(args, "bootstrap", 0) < 0 or getattr(args, "bootstrap", 0) == 1:
+        raise ValueError(f"--bootstrap must be 0 (no interval) or at least 2 replicates, got {args.bootstrap}")
+    if args.batch_size < 1:
+        raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
+    try:
+        torch.device(args.device)
+    except RuntimeError as err:
+        raise ValueError(f"--device {args.device!r}: {err}") from None
+    _enough(args.real, args.split, "--real", minimum, why)
+    _enough(args.fake, args.split, "--fake", minimum, why)
+
+
 def _report(run, out: Path, metric: str) -> None:
     import pandas as pd
 
@@ -34,6 +64,14 @@ def run_fd(args: argparse.Namespace) -> int:
 
     encoders = [e.strip() for e in args.encoders.split(",") if e.strip()]
     metrics = [m.strip() for m in args.metrics.split(",") if m.strip()]
+    moments = [m for m in metrics if m in ("fd", "fd-inf", "kid")]  # a covariance / kernel mean needs two samples
+    minimum, why = (2, f"{'/'.join(moments)} need at least 2 per set") if moments else (1, "at least one is needed")
+    _check_options(args, {"encoders": encoders, "metrics": metrics}, minimum, why)
+    if args.train is not None:
+        _enough(args.train, args.split, "--train", 1, "memorisation needs the training samples")
+    unused = sorted(set(_weights(args.weights)) - set(encoders))
+    if unused:
+        raise ValueError(f"--weights for {', '.join(map(repr, unused))}, which --encoders does not name ({', '.join(encoders)})")
     if "fd" not in metrics and args.bootstrap:
         args.bootstrap = 0
     run = score_distribution(args.real, args.fake, encoders, metrics, bootstrap=args.bootstrap, seed=args.seed, split=args.split,
@@ -46,7 +84,13 @@ def run_fd(args: argparse.Namespace) -> int:
 def run_lpips(args: argparse.Namespace) -> int:
     from histosynth.benchmark.runner import score_masked_lpips
 
+    from histosynth.benchmark.lpips_masked import MODES
+
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
+    _check_options(args, {"modes": modes})
+    unknown = [m for m in modes if m not in MODES]
+    if unknown:
+        raise ValueError(f"--modes: unknown mode(s) {unknown}; choose from {', '.join(MODES)}")
     run = score_masked_lpips(args.real, args.fake, modes, net=args.net, backbone=args.backbone, split=args.split,
                              limit=args.limit, device=args.device, batch_size=args.batch_size)
     _report(run, args.out, f"lpips-{modes[0]}")
