@@ -172,8 +172,8 @@ def kid_error(x1: np.ndarray, x2: np.ndarray, degree: int = 3) -> float:
     return 4 * (degree * gamma(d + 2) + gamma(degree) + gamma(m * m)) * k_max
 
 
-def float32_rounding(network, x) -> float:
-    """max |f32(x) - f64(x)| of a torch network on input x: this network's float32 rounding error on this data,
+def float32_rounding(network, *inputs) -> float:
+    """max |f32(x) - f64(x)| of a torch network on its inputs: this network's float32 rounding error on this data,
     measured against a float64 copy of it (the network itself is left in float32; a float32 output cast adds one
     rounding, EPS32/2 of the value, to the float64 side).
 
@@ -189,8 +189,10 @@ def float32_rounding(network, x) -> float:
     for module in double_net.modules():  # torch-fidelity's Inception casts its uint8 input to this dtype itself
         if hasattr(module, "feature_extractor_internal_dtype"):
             module.feature_extractor_internal_dtype = torch.float64
-    floating = x.is_floating_point()
+    def cast(dtype):
+        return [x.to(dtype) if x.is_floating_point() else x for x in inputs]
+
     with torch.inference_mode():
-        single = network(x.float() if floating else x).double()
-        double = double_net(x.double() if floating else x).double()
+        single = network(*cast(torch.float32)).double()
+        double = double_net(*cast(torch.float64)).double()
     return float((single - double).abs().max())
