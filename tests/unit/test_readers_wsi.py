@@ -7,6 +7,7 @@ from format_writers import downsample, write_pyramid
 
 from histosynth.sources.embedded import slide_path
 from histosynth.sources.wsi import Slide, WSIError, grid_windows, mpp_from_page
+from numerics import EPS64
 
 
 @pytest.fixture(scope="module")
@@ -19,9 +20,9 @@ def image():
 def test_levels_and_mpp_from_resolution_tags(tmp_path, image, layout):
     path = write_pyramid(tmp_path / "s.tif", image, mpp=0.25, factors=(1, 2, 4), layout=layout)
     with Slide(path) as slide:
-        assert slide.mpp == pytest.approx(0.25)
+        assert slide.mpp == pytest.approx(0.25, rel=4 * EPS64)  # unit conversion of a rational tag: <= 2 roundings
         assert [(lv.width, lv.height) for lv in slide.levels] == [(264, 200), (132, 100), (66, 50)]
-        assert [lv.mpp for lv in slide.levels] == pytest.approx([0.25, 0.5, 1.0])
+        assert [lv.mpp for lv in slide.levels] == pytest.approx([0.25, 0.5, 1.0], rel=4 * EPS64)  # same, x 2^k
 
 
 @pytest.mark.parametrize("layout", ["pages", "subifds"])
@@ -50,7 +51,7 @@ def test_real_jpeg_svs_region_matches_tifffile(tmp_path):
     with tifffile.TiffFile(slide_path()) as tif:
         full = tif.pages[0].asarray()
     with Slide(slide_path()) as slide:
-        assert slide.mpp == pytest.approx(0.499)  # Aperio "MPP = 0.499"
+        assert slide.mpp == 0.499  # exact: parsed from Aperio's "MPP = 0.499"
         assert np.array_equal(slide.read_level(0, 700, 1000, 333, 250), full[1000:1250, 700:1033])
 
 
@@ -134,9 +135,9 @@ def test_mpp_sources_and_missing_mpp(tmp_path, image):
     aperio = tmp_path / "aperio.tif"
     tifffile.imwrite(aperio, image, photometric="rgb", description="Aperio Image Library v12.0.15\n264x200 |AppMag = 40|MPP = 0.2521")
     with Slide(inch) as slide:
-        assert slide.mpp == pytest.approx(0.5)
+        assert slide.mpp == pytest.approx(0.5, rel=4 * EPS64)  # inch tag to µm: <= 2 float64 roundings
     with Slide(aperio) as slide:
-        assert slide.mpp == pytest.approx(0.2521)
+        assert slide.mpp == 0.2521  # exact: parsed from the Aperio text
     for path in (none, dpi72):
         with tifffile.TiffFile(path) as tif:
             assert mpp_from_page(tif.pages[0]) is None, path.name  # 72 dpi = 353 um/px: implausible, ignored
