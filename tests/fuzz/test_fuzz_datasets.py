@@ -141,6 +141,13 @@ def dataset_mutations() -> list[tuple[str, Callable[[Path], None], str, str]]:
     return cases
 
 
+PROBLEMS = {  # what the message must also say, by kind of damage
+    "bytes": r"parquet|unreadable",
+    "card": r"YAML|front matter|UTF-8|histosynth",
+    "columns": r"column|decode|expected|not a list",
+}
+
+
 def _verbs(tmp: Path, data: Path, ckpt: Path | None) -> dict[str, tuple[list, Path]]:
     out = tmp / "work" / "OUT"
     return {
@@ -163,7 +170,7 @@ def _cases() -> list:
                 mutate(data)
                 argv, out = _verbs(tmp, data, fx.ckpt)[verb]
                 return argv, out, [named]
-            params.append(Case(f"{verb}-{name}", make).param())
+            params.append(Case(f"{verb}-{name}", make, problem=PROBLEMS.get(kind)).param())
     return params
 
 

@@ -68,6 +68,12 @@ def pull_case(target: str, named: str):
 CASES |= {f"pull-{t}": pull_case(t, named) for t, named in BAD_TARGETS.items()}
 
 
-@pytest.mark.parametrize("case", [Case(name, make, xfail=PENDING.get(name)).param() for name, make in CASES.items()])
+def _problem(name: str) -> str | None:
+    """Version and repo errors say what the argument should look like."""
+    return r"vMAJOR\.MINOR\.PATCH" if name.startswith("version-") else r"ORG/NAME" if name.startswith("repo-") else None
+
+
+@pytest.mark.parametrize("case", [Case(name, make, xfail=PENDING.get(name), problem=_problem(name)).param()
+                                  for name, make in CASES.items()])
 def test_bad_publish_argument(case, tmp_path, capsys, valid_dataset):
     check_case(case, tmp_path, capsys, SimpleNamespace(dataset=valid_dataset), inputs=[tmp_path / "in"])
