@@ -62,7 +62,8 @@ def require_samples(source: Source, described: str) -> Iterator[Sample]:
         count += 1
         yield sample
     if count == 0:
-        reasons = ", ".join(f"{n} {why}" for why, n in source.skipped.items()) or "the input holds nothing to read"
+        reasons = (", ".join(f"{n} {why}" for why, n in source.skipped.items())
+                   or "nothing in the input passed the source's filters (check --size, --stride, --min-tissue, --mpp)")
         raise EmptySourceError(f"{described}: 0 samples from source {source.meta.name!r}: {reasons}")
 
 

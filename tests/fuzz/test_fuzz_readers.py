@@ -356,6 +356,7 @@ def folder_case(change: Callable[[Path], None] | None = None, named: str = "a.pn
 FOLDER: dict[str, Callable] = {
     "folder-empty": folder_case(lambda d: (d / "img" / "a.png").unlink(), named="img"),
     "folder-image-smaller-than-size": folder_case(named="--path", options=("--size", "64")),
+    "folder-image-smaller-than-size-pseudolabel": folder_case(named="--path", options=("--size", "64", "--pseudolabel")),
     "folder-image-random-bytes": folder_case(lambda d: random_bytes(d / "img" / "a.png", 14)),
     "folder-image-truncated": folder_case(lambda d: cut(d / "img" / "a.png", 0.5)),
     "folder-image-zero-bytes": folder_case(lambda d: cut(d / "img" / "a.png", 0)),
