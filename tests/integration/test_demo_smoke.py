@@ -28,6 +28,7 @@ def test_quick_demo_writes_every_report_file_with_finite_numbers(tmp_path, capsy
         assert set(metrics) == {"fd", "kid"}
         assert metrics["fd"].ci_low is not None and math.isfinite(metrics["fd"].ci_low)
         assert metrics["fd"].ci_low <= metrics["fd"].ci_high
+        assert metrics["kid"].ci_low is not None and metrics["kid"].ci_low <= metrics["kid"].ci_high
         assert run.data["real"].name == "real-held-out"
 
     consistency = json.loads((out / "label_consistency.json").read_text())
