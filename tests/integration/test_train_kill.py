@@ -15,6 +15,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 
 import numpy as np
 import pytest
@@ -89,12 +90,15 @@ def test_killed_training_resumes_to_the_uninterrupted_result(data, tmp_path, one
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
     proc = subprocess.Popen([sys.executable, "-c", KILLED, stop, *train_args(data, killed)], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    guard = threading.Timer(300, proc.kill)  # a hung run fails the test instead of blocking it forever
+    guard.start()
     try:
         where = proc.stdout.readline().strip()  # blocks until the run reaches the point; "" if it died first
         assert where in ("after step 3", "saving step 4"), f"never reached the stop: {proc.stderr.read()[-3000:]}"
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=60)
     finally:
+        guard.cancel()
         if proc.poll() is None:
             proc.kill()
     assert proc.returncode == -signal.SIGKILL

@@ -3,6 +3,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 
 import datasets
 import pytest
@@ -58,7 +59,10 @@ def run_writer(target, n, kill_at=-1, pause_at=-1, pause_stage=None, no_exchange
 def paused_writer(target, **where):
     """A writer stopped at an exact point (it said so on stdout and now waits); the caller kills it."""
     proc = run_writer(target, n=20, wait=False, **where)
+    guard = threading.Timer(120, proc.kill)  # a hung writer fails the test instead of blocking it forever
+    guard.start()
     line = proc.stdout.readline()  # blocks until the writer reaches the point; "" if it died first
+    guard.cancel()
     assert line.strip(), f"the writer never reached {where}: {proc.stderr.read()[-2000:]}"
     return proc, line.strip()
 
