@@ -49,6 +49,13 @@ def format_error(path: Path | str, problem: str) -> FormatError:
     return FormatError(f"{path}: {problem}")
 
 
+def require_folder(path: Path, expected: str) -> Path:
+    """`path` if it is a folder; else a FormatError saying whether it is missing or a file, and what belongs there."""
+    if not path.is_dir():
+        raise format_error(path, f"{'not a folder' if path.exists() else 'no such folder'} (expected {expected})")
+    return path
+
+
 def take(items: Iterable[T], n: int | None) -> Iterator[T]:
     """The first `n` items (all when n is None), lazily."""
     return iter(items) if n is None else islice(items, n)
@@ -240,9 +247,7 @@ class FolderSource(Source):
     def __init__(self, path: str | Path, masks: str | Path | None = None, schema: str | None = None, size: int | None = None,
                  stride: int | None = None, n: int | None = None, mpp: float | None = None) -> None:
         """Images in `path`; masks (same stem) in `masks`, holding ids of tissue schema `schema`; `mpp` is only recorded."""
-        self.path = Path(path)
-        if not self.path.is_dir():
-            raise format_error(self.path, "not a folder of images")
+        self.path = require_folder(Path(path), "a folder of images")
         check_tile_args("folder", size, stride)
         check_count("folder", n)
         if mpp is not None and not mpp > 0:

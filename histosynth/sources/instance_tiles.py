@@ -11,8 +11,8 @@ import numpy as np
 
 from histosynth.schema import Nuclei, Provenance, Sample
 from histosynth.sources.base import Source
-from histosynth.sources.folder import (check_count, check_native_mpp, check_tile_args, format_error, image_size, take,
-                                       tile_corners, too_small)
+from histosynth.sources.folder import (check_count, check_native_mpp, check_tile_args, format_error, image_size,
+                                       require_folder, take, tile_corners, too_small)
 
 
 class InstanceTileSource(Source):
@@ -22,9 +22,7 @@ class InstanceTileSource(Source):
 
     def __init__(self, path: str | Path, size: int | None, stride: int | None, n: int | None, mpp: float | None) -> None:
         name = self.meta.name
-        self.path = Path(path)
-        if not self.path.is_dir():
-            raise format_error(self.path, f"not a folder (expected {self.expected})")
+        self.path = require_folder(Path(path), self.expected)
         check_tile_args(name, size, stride)
         check_count(name, n)
         check_native_mpp(name, mpp, self.meta.native_mpp)

@@ -35,7 +35,7 @@ import numpy as np
 from histosynth.classes import get_schema
 from histosynth.schema import Provenance, Sample
 from histosynth.sources.base import Source, SourceMeta
-from histosynth.sources.folder import format_error, take
+from histosynth.sources.folder import format_error, require_folder, take
 from histosynth.sources.wsi import Slide, check_slide_args, tissue_windows
 
 DEFAULT_MPP = 0.5
@@ -80,9 +80,7 @@ class PandaSource(Source):
     def __init__(self, path: str | Path, size: int = 256, mpp: float = 0.5, stride: int | None = None, min_tissue: float = 0.5,
                  n: int | None = None, provider: str | None = None) -> None:
         """PANDA's Kaggle folder `path`; `size` px tiles at `mpp` from the slides of `provider` ("radboud"/"karolinska")."""
-        self.path = Path(path)
-        if not self.path.is_dir():
-            raise format_error(self.path, "not a folder (expected train.csv, train_images/ and train_label_masks/)")
+        self.path = require_folder(Path(path), "train.csv, train_images/ and train_label_masks/")
         check_slide_args("panda", size, mpp, stride, min_tissue, n)
         if provider is not None and provider.lower() not in SCHEMA_OF_PROVIDER:
             raise ValueError(f"panda: provider must be one of {sorted(SCHEMA_OF_PROVIDER)}, got {provider!r}")

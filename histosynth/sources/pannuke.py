@@ -36,7 +36,7 @@ import numpy as np
 
 from histosynth.schema import Nuclei, Provenance, Sample
 from histosynth.sources.base import Source, SourceMeta
-from histosynth.sources.folder import check_count, check_native_mpp, format_error, take
+from histosynth.sources.folder import check_count, check_native_mpp, format_error, require_folder, take
 
 NATIVE_MPP = 0.25
 NUCLEUS_CHANNELS = 5
@@ -199,10 +199,8 @@ class PanNukeSource(Source):
         `label_components`: masks whose ids mark classes rather than nuclei (each id several blobs) are read by
         making every 8-connected blob of an id one nucleus (touching nuclei of one class then stay merged).
         """
-        self.path = Path(path)
+        self.path = require_folder(Path(path), "a PanNuke fold or the folder holding the folds")
         self.label_components = bool(label_components)
-        if not self.path.is_dir():
-            raise format_error(self.path, "not a folder (expected a PanNuke fold or the folder holding the folds)")
         check_count("pannuke", n)
         check_native_mpp("pannuke", mpp, NATIVE_MPP)
         self.n = n

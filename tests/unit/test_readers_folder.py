@@ -79,8 +79,10 @@ def test_bad_images_and_options(tmp_path, images):
         FolderSource(tmp_path / "img", masks=tmp_path / "img")
     with pytest.raises(ValueError, match="schema 'pannuke' is a nuclei schema"):
         FolderSource(tmp_path / "img", masks=tmp_path / "img", schema="pannuke")
-    with pytest.raises(FormatError, match="not a folder"):
+    with pytest.raises(FormatError, match=r"missing: no such folder \(expected a folder of images\)"):
         FolderSource(tmp_path / "missing")
+    with pytest.raises(FormatError, match=r"a\.png: not a folder \(expected a folder of images\)"):
+        FolderSource(tmp_path / "img" / "a.png")
 
 
 def test_cover_positions():
