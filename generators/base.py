@@ -107,6 +107,17 @@ def read_json_file(path: Path) -> dict[str, Any]:
     return data
 
 
+def check_safetensors(path: Path) -> None:
+    """Raise CheckpointError naming `path` unless its safetensors header is valid and covers the whole file."""
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="np"):
+            pass
+    except (SafetensorError, OSError) as err:
+        raise CheckpointError(f"{path}: damaged safetensors file, {path.stat().st_size} bytes ({err})") from err
+
+
 def verify_checkpoint(folder: Path | str, components: Sequence[str], recorded_hash: str | None) -> str:
     """Check a saved folder before any weights are loaded; returns its weights hash.
 
@@ -114,8 +125,6 @@ def verify_checkpoint(folder: Path | str, components: Sequence[str], recorded_ha
     (truncated, empty or foreign files fail here with the file named); then the weights must hash to the
     recorded checkpoint hash, so a file changed in place is refused too.
     """
-    from safetensors import SafetensorError, safe_open
-
     root = Path(folder)
     for name in components:
         part = root / name
@@ -126,11 +135,7 @@ def verify_checkpoint(folder: Path | str, components: Sequence[str], recorded_ha
         if not weights:
             raise CheckpointError(f"{part}: no .safetensors weights file; the checkpoint folder is incomplete")
         for path in weights:
-            try:
-                with safe_open(str(path), framework="np"):
-                    pass
-            except (SafetensorError, OSError) as err:
-                raise CheckpointError(f"{path}: damaged safetensors file, {path.stat().st_size} bytes ({err})") from err
+            check_safetensors(path)
     actual = weights_hash(root, components)
     if actual != recorded_hash:
         raise CheckpointError(f"{root}: weights hash {actual} differs from the recorded {recorded_hash}; "

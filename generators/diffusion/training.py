@@ -27,6 +27,7 @@ from diffusers.optimization import get_scheduler
 from diffusers.training_utils import EMAModel
 from tqdm.auto import tqdm
 
+from histosynth.generators.base import CheckpointError, check_safetensors, read_json_file
 from histosynth.generators.diffusion.presets import TrainConfig
 
 CHECKPOINT_PREFIX = "step-"
@@ -135,6 +136,22 @@ def _save_checkpoint(accelerator: Accelerator, folder: Path, step: int, config: 
     return final
 
 
+def _load_checkpoint(accelerator: Accelerator, checkpoint: Path) -> int:
+    """Restore a training checkpoint; returns its step. A damaged one raises CheckpointError naming it."""
+    state = read_json_file(checkpoint / STATE_FILE)
+    if not isinstance(state.get("step"), int) or state["step"] < 0:
+        raise CheckpointError(f"{checkpoint / STATE_FILE}: no step count; the checkpoint is damaged")
+    for weights in sorted(checkpoint.glob("*.safetensors")):
+        check_safetensors(weights)
+    try:
+        accelerator.load_state(str(checkpoint))
+    except Exception as err:  # safetensors, pickle and torch each raise their own types for a damaged file
+        reason = (str(err).strip().splitlines() or [""])[0]
+        raise CheckpointError(f"{checkpoint}: cannot resume from this training checkpoint ({type(err).__name__}: "
+                              f"{reason}); delete it to resume from an earlier one, or train without --resume") from err
+    return state["step"]
+
+
 def train_denoiser(model: torch.nn.Module, scheduler: DDPMScheduler, batch_fn: BatchFn, config: TrainConfig,
                    checkpoint_dir: Path | str | None = None, resume: bool = False,
                    on_step: Callable[[int], None] | None = None) -> TrainResult:
@@ -162,8 +179,7 @@ def train_denoiser(model: torch.nn.Module, scheduler: DDPMScheduler, batch_fn: B
     result = TrainResult(start_step=0, steps=config.steps)
     folder = Path(checkpoint_dir) if checkpoint_dir is not None else None
     if resume and folder is not None and (last := latest_checkpoint(folder)) is not None:
-        accelerator.load_state(str(last))
-        result.start_step = json.loads((last / STATE_FILE).read_text(encoding="utf-8"))["step"]
+        result.start_step = _load_checkpoint(accelerator, last)
         result.checkpoint = last
 
     bar = tqdm(total=config.steps, initial=result.start_step, desc="training", unit="step",

@@ -100,3 +100,30 @@ def test_a_resolution_the_networks_cannot_run_names_the_config(saved, tmp_path, 
     (model / "config.json").write_text(json.dumps(config))
     with pytest.raises(CheckpointError, match=f"{model / 'config.json'}: model.resolution is {resolution}; .*multiple of 2"):
         load_generator(model)
+
+
+def cut_to_1000(path):
+    path.write_bytes(path.read_bytes()[:1000])
+
+
+RESUME_DAMAGE = {  # file of the newest training checkpoint -> (how, what the message names, the problem)
+    "model.safetensors": (cut_to_1000, "model.safetensors", "damaged safetensors file, 1000 bytes"),
+    "trainer_state.json": (cut_json, "trainer_state.json", "not valid JSON"),
+    "optimizer.bin": (cut_to_1000, "", "cannot resume from this training checkpoint"),  # torch names no file
+}
+
+
+@pytest.mark.parametrize("damaged", RESUME_DAMAGE)
+def test_resume_from_a_damaged_training_checkpoint_is_one_line_naming_it(saved, tmp_path, capsys, damaged):
+    how, named, problem = RESUME_DAMAGE[damaged]
+    model = tmp_path / "model"
+    shutil.copytree(saved / "model", model)
+    (checkpoint,) = (model / "training").glob("step-*")
+    how(checkpoint / damaged)
+    before = sorted(p.name for p in model.rglob("*"))
+    code = cli.main(["train", "htd", "--data", str(saved / "conditions"), "--preset", "tiny", "--steps", "2",
+                     "--resume", "--out", str(model)])
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(lines) == 1, lines
+    assert lines[0].startswith(f"error: {checkpoint / named}".rstrip("/") + ":") and problem in lines[0], lines[0]
+    assert sorted(p.name for p in model.rglob("*")) == before, "a refused resume changes nothing"
