@@ -4,6 +4,8 @@ Stability of Numerical Algorithms", 2nd ed.; chapter and theorem cited at each f
 A tolerance taken from one run holds on the CPU and BLAS kernel it was measured on; these bounds hold for any
 IEEE-754 machine and any summation order or blocking a BLAS may choose (thread count, kernel), which is what makes
 the metric tests pass on every CPU. They are worst-case bounds, so usually loose by 1-3 orders of magnitude.
+Deep float32 networks have no useful a-priori bound (products of |W| over many layers): for them the rounding is
+measured on the test's own data against a float64 copy of the network (`float32_rounding`).
 """
 
 from __future__ import annotations
