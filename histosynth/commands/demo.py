@@ -65,6 +65,15 @@ def draw_comparison(paths: dict[str, Path], out: Path, n: int = 6) -> Path:
     return out
 
 
+def part_sample(source) -> Any:
+    """The rows of an embedded source's part as one Sample (provenance y: the part's first row)."""
+    from histosynth.schema import Provenance, Sample
+    from histosynth.sources.embedded import SLIDE_ID
+
+    first, _ = source.rows()
+    return Sample(np.ascontiguousarray(source.region()), Provenance(source="embedded", slide_id=SLIDE_ID, x=0, y=first))
+
+
 def label_part(labeller, source) -> list:
     """The tiles of one part of the embedded region with pseudo tissue maps cut from the part's own map.
 
@@ -72,12 +81,10 @@ def label_part(labeller, source) -> list:
     every tile takes its window of that map: with tile offsets on the cell grid this is the map the labeller
     would give the tile alone, at a fraction of the cost.
     """
-    from histosynth.schema import Provenance, Sample
-    from histosynth.sources.embedded import SLIDE_ID
+    from histosynth.schema import Sample
 
     first, _ = source.rows()
-    region = np.ascontiguousarray(source.region())
-    whole = labeller.label(Sample(region, Provenance(source="embedded", slide_id=SLIDE_ID, x=0, y=first)))
+    whole = labeller.label(part_sample(source))
     size = source.size
     return [Sample(image=s.image, provenance=s.provenance, tissue=np.ascontiguousarray(
                 whole.tissue[top - first : top - first + size, left : left + size]), tissue_schema=whole.tissue_schema)
@@ -97,8 +104,7 @@ def split_and_label(out: Path, size: int, strides: dict[str, int], train_fractio
     from histosynth.disk import write_dataset
     from histosynth.labels.heterogeneity import CompositionStats, composition
     from histosynth.labels.pipeline import PseudolabelConfig, fit_pseudolabeller
-    from histosynth.schema import Provenance, Sample
-    from histosynth.sources.embedded import PARTS, SLIDE_ID, EmbeddedSource
+    from histosynth.sources.embedded import PARTS, EmbeddedSource
 
     sources = {part: EmbeddedSource(size=size, stride=strides[part], part=part, train_fraction=train_fraction)
                for part in PARTS}
@@ -106,10 +112,7 @@ def split_and_label(out: Path, size: int, strides: dict[str, int], train_fractio
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # as in `data build`: one thread is faster than two contended ones for these small cells
     try:
-        train = sources["train"]
-        first, _ = train.rows()
-        region = Sample(np.ascontiguousarray(train.region()), Provenance(source="embedded", slide_id=SLIDE_ID, x=0, y=first))
-        labeller = fit_pseudolabeller([region], config, cache, progress=False)
+        labeller = fit_pseudolabeller([part_sample(sources["train"])], config, cache, progress=False)
         folders, stats = {}, {}
         for part, source in sources.items():
             samples = label_part(labeller, source)
@@ -258,7 +261,6 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from histosynth.benchmark.results import markdown_table, plot_metric_bars, results_table
-    from histosynth.benchmark.runner import score_distribution
     from histosynth.commands.data import show_dataset
     from histosynth.generators import build_generator
     from histosynth.generators.diffusion.presets import override

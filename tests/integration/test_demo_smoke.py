@@ -4,6 +4,8 @@ the held-out rows share no pixel with the training rows. The numbers themselves 
 import json
 import math
 
+import torch
+
 import histosynth.cli as cli
 from histosynth.benchmark.results import BenchmarkRun
 from histosynth.commands.demo import DEMO_MODELS, NO_COPY, REPORT_FILES
@@ -13,7 +15,11 @@ from histosynth.sources.embedded import read_region, split_row
 
 def test_quick_demo_writes_every_report_file_with_finite_numbers(tmp_path, capsys):
     out = tmp_path / "demo"
-    assert cli.main(["demo", "--quick", "--out", str(out)]) == 0
+    threads = torch.get_num_threads()
+    try:
+        assert cli.main(["demo", "--quick", "--out", str(out)]) == 0
+    finally:
+        torch.set_num_threads(threads)  # --quick sets one thread for the process; later tests keep their own
     printed = capsys.readouterr().out
     assert "[demo] results against" in printed and "total" in printed
 
