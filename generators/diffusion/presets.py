@@ -20,7 +20,11 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from histosynth.labels.curriculum import DEFAULT_SCHEDULE, HTD_LEVELS
+from histosynth.labels.heterogeneity import CropSizing
+
 C = TypeVar("C")
+_SIZING = CropSizing()  # HTD's crop sizes in px at 256 px patches, defined once in histosynth.labels.heterogeneity
 
 
 @dataclass
@@ -53,16 +57,17 @@ class AutoencoderConfig:
 class CropConfig:
     """HTD's per-class visual crops: side d_i = d_base * (1 + alpha * complexity_i), clipped to [d_min, d_max].
 
-    Sizes are fractions of the image side (the paper's d in [50, 200] px at 256 px); complexity_i is
+    Sizes are fractions of the image side; the defaults are labels' CropSizing (d_base 100, d in [50, 200] px
+    at 256 px) divided by 256, so the two cannot drift apart; complexity_i is
     1 - 4 pi A / P^2 of class i's region (0 for a disc, towards 1 for thin or fragmented regions). A crop is a
     window at least `min_purity` inside its class (1.0: all its pixels, as the precursor's all-ones search).
     The rule is histosynth.labels.heterogeneity.class_crops.
     """
 
-    d_base: float = 0.3
-    alpha: float = 1.0
-    d_min: float = 50 / 256
-    d_max: float = 200 / 256
+    d_base: float = _SIZING.d_base / _SIZING.reference
+    alpha: float = _SIZING.alpha
+    d_min: float = _SIZING.d_min / _SIZING.reference
+    d_max: float = _SIZING.d_max / _SIZING.reference
     min_purity: float = 1.0
     # "source": the crop stays where it was cut (the precursor code; the output then contains those real pixels);
     # "corner": it goes to the top-left corner of its sparse tensor, so the model must transfer, not copy, appearance.
@@ -114,16 +119,17 @@ class ModelConfig:
 class CurriculumConfig:
     """Coarse-to-fine granularity for pseudo-labelled maps over the first `warmup_steps` steps.
 
-    schedule "linear" is HTD's k'(t) = k_min + (k_max - k_min) min(1, t / warmup), snapped down to an available
-    k; "stages" gives each k an equal share of the warm-up (histosynth.labels.curriculum has both).
+    schedule "linear" (the default, histosynth.labels.curriculum.DEFAULT_SCHEDULE) is HTD's
+    k'(t) = k_min + (k_max - k_min) min(1, t / warmup), snapped down to an available k; "stages" gives each k an
+    equal share of the warm-up (histosynth.labels.curriculum has both).
     `luts[k]` maps each finest-level cluster id to its id at granularity k (hierarchical k-means makes these);
     the training maps are at the finest level (max of `ks`).
     """
 
-    ks: tuple[int, ...] = (5, 10, 20, 50, 100)
+    ks: tuple[int, ...] = HTD_LEVELS
     warmup_steps: int = 10_000
     luts: dict[int, list[int]] = field(default_factory=dict)
-    schedule: str = "linear"
+    schedule: str = DEFAULT_SCHEDULE
 
 
 @dataclass

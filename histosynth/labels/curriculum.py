@@ -1,12 +1,13 @@
 """Coarse-to-fine granularity curriculum k'(t) for training on multi-scale pseudo tissue maps (HTD).
 
 Two schedules over the first `warmup` fraction of training (after it, always the finest k):
-- "stages" (default): the sorted granularities get equal shares of the warm-up, coarsest first. With
+- "linear" (the default, `DEFAULT_SCHEDULE`, also the presets' CurriculumConfig default): HTD's published
+  k'(t) = k_min + (k_max - k_min) * min(1, t / T_warmup), snapped down to the largest available k <= k'(t).
+  The fine levels then get most of the time: with the five HTD levels k = 5 holds for the first 5% of the
+  warm-up, 50 for its last 47%, and k = 100 starts when the warm-up ends (so use warmup < 1).
+- "stages": the sorted granularities get equal shares of the warm-up, coarsest first. With
   ks = (5, 10, 20, 50, 100), warmup = 1 and 1000 steps: k = 5 for steps 0-199, 10 for 200-399, 20, 50, then 100
   for steps 800-999.
-- "linear": HTD's k'(t) = k_min + (k_max - k_min) * min(1, t / T_warmup), snapped down to the largest available
-  k <= k'(t). The fine levels then get most of the time: with the five HTD levels k = 5 holds for the first 5%
-  of the warm-up, 50 for its last 47%, and k = 100 starts when the warm-up ends (so use warmup < 1).
 
 The trainer calls it with `ks=hierarchy.levels`, converts the finest stored map to k'(t) with
 `Hierarchy.coarsen(map, k)` (histosynth.labels.tissue), and pads its one-hot condition to the finest k so the
@@ -18,12 +19,14 @@ from __future__ import annotations
 import math
 from typing import Sequence
 
-SCHEDULES = ("stages", "linear")
+SCHEDULES = ("linear", "stages")
+DEFAULT_SCHEDULE = "linear"  # the one default; generators.diffusion.presets.CurriculumConfig imports it
+HTD_LEVELS = (5, 10, 20, 50, 100)  # HTD's pseudo-map granularities, the default ks here and in the presets
 
 
 def curriculum_k(
-    step: int, total_steps: int, ks: Sequence[int] = (5, 10, 20, 50, 100), warmup: float = 1.0,
-    schedule: str = "stages",
+    step: int, total_steps: int, ks: Sequence[int] = HTD_LEVELS, warmup: float = 1.0,
+    schedule: str = DEFAULT_SCHEDULE,
 ) -> int:
     """The granularity to train with at `step` (0-based) of `total_steps`; see the module docstring."""
     levels = sorted({int(k) for k in ks})
@@ -46,7 +49,7 @@ def curriculum_k(
 
 
 def curriculum_stages(
-    total_steps: int, ks: Sequence[int] = (5, 10, 20, 50, 100), warmup: float = 1.0, schedule: str = "stages",
+    total_steps: int, ks: Sequence[int] = HTD_LEVELS, warmup: float = 1.0, schedule: str = DEFAULT_SCHEDULE,
 ) -> list[tuple[int, int]]:
     """(first step, k) for each granularity actually used, in training order (for logs and configs)."""
     out: list[tuple[int, int]] = []

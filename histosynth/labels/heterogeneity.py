@@ -19,7 +19,11 @@ Per-class visual crops (`class_crops`), HTD's d_i = d_base * (1 + alpha * comple
 - complexity_i = 1 - 4 pi A / P^2 of the class region (one minus the isoperimetric quotient; A its area, P its
   perimeter, both in pixels): 0 for a disc, towards 1 for thin, ragged or fragmented regions. It is scale-free,
   so the same region gets the same complexity at any resolution;
-- sizes are given at HTD's 256 px patch scale (d_base 100, d_min 50, d_max 200) and scaled by patch side / 256;
+- sizes are given at HTD's 256 px patch scale (d_base 100, d_min 50, d_max 200) and scaled by patch side / 256.
+  The paper gives d in [50, 200] px but no d_base; with alpha 1 and complexity in [0, 1], d_base 100 makes the
+  rule span [100, 200] px, reaching the paper's d_max for the most ragged regions (and the precursor code's
+  crop search starts at 200 px). `CropSizing`'s defaults are the one definition; the generators' presets
+  (CropConfig) derive theirs from it;
 - the crop is a square of the largest size from d_i down to d_min whose pixels are at least `min_purity` of the
   class (all window sums at one size come from one integral image, so each size costs O(H W)); among equally
   pure windows the most interior one wins (largest distance to the region's edge at the window centre), or a
@@ -119,7 +123,10 @@ def entropy_sample(entropies: Sequence[float] | np.ndarray, n: int, seed: int = 
 
 @dataclass(frozen=True)
 class CropSizing:
-    """d_i = d_base * (1 + alpha * complexity_i), clipped to [d_min, d_max]; sizes at `reference` px patches."""
+    """d_i = d_base * (1 + alpha * complexity_i), clipped to [d_min, d_max]; sizes at `reference` px patches.
+
+    The defaults are HTD's crop sizes, defined only here (see the module docstring for d_base = 100 px).
+    """
 
     d_base: float = 100.0
     alpha: float = 1.0

@@ -1,11 +1,14 @@
 """HTD's condition packing and how it maps the preset onto histosynth.labels' crop and curriculum rules (no torch)."""
 
+import inspect
+
 import numpy as np
 import pytest
 
 from histosynth.generators.diffusion.presets import CropConfig, CurriculumConfig
 from histosynth.generators.htd.conditions import Curriculum, crop_boxes, crop_sizing, one_hot, pack_crops
-from histosynth.labels.heterogeneity import PAPER_PATCH, region_complexity
+from histosynth.labels import curriculum
+from histosynth.labels.heterogeneity import PAPER_PATCH, CropSizing, region_complexity
 from numerics import EPS32, EPS64
 
 
@@ -37,6 +40,23 @@ def test_preset_crop_sizes_map_to_labels_pixels_and_complex_regions_get_bigger_c
     ragged[:, ::4] = ragged[:, 1::4] = True
     assert region_complexity(ragged) > region_complexity(solid)
     assert sizing.size_for(region_complexity(ragged), 64) > sizing.size_for(region_complexity(solid), 64)
+
+
+def test_preset_crop_defaults_are_labels_crop_sizing():
+    """One definition of HTD's crop sizes: the preset's fractions are labels' CropSizing pixels / 256 (exactly:
+    256 is a power of two), so a change on either side without the other fails here."""
+    assert crop_sizing(CropConfig()) == CropSizing()
+
+
+def test_preset_curriculum_defaults_are_labels_defaults():
+    """One curriculum default, defined in histosynth.labels.curriculum."""
+    for function in (curriculum.curriculum_k, curriculum.curriculum_stages):
+        params = inspect.signature(function).parameters
+        assert params["schedule"].default == CurriculumConfig().schedule == curriculum.DEFAULT_SCHEDULE
+        assert params["ks"].default == CurriculumConfig().ks == curriculum.HTD_LEVELS
+    cfg = CurriculumConfig(warmup_steps=1000, luts={k: list(range(101)) for k in curriculum.HTD_LEVELS})
+    # the trainer's k(t) is labels' default schedule, step for step
+    assert all(Curriculum(cfg).k_at(s) == curriculum.curriculum_k(s, 1000) for s in range(0, 1100, 7))
 
 
 def test_crop_boxes_are_pure_cover_each_tissue_class_and_skip_background():

@@ -76,9 +76,10 @@ def test_ari_and_purity_reference_values():
 
 
 def test_curriculum_stages_are_equal_and_coarse_first():
-    assert [curriculum_k(s, 1000) for s in (0, 199, 200, 400, 799, 800, 999, 5000)] == [5, 5, 10, 20, 50, 100, 100, 100]
-    assert curriculum_stages(1000) == [(0, 5), (200, 10), (400, 20), (600, 50), (800, 100)]
-    assert curriculum_stages(100, ks=(20, 5), warmup=0.5) == [(0, 5), (25, 20)]
+    stages = [curriculum_k(s, 1000, schedule="stages") for s in (0, 199, 200, 400, 799, 800, 999, 5000)]
+    assert stages == [5, 5, 10, 20, 50, 100, 100, 100]
+    assert curriculum_stages(1000, schedule="stages") == [(0, 5), (200, 10), (400, 20), (600, 50), (800, 100)]
+    assert curriculum_stages(100, ks=(20, 5), warmup=0.5, schedule="stages") == [(0, 5), (25, 20)]
 
 
 def test_curriculum_linear_follows_htd_formula():
@@ -87,5 +88,6 @@ def test_curriculum_linear_follows_htd_formula():
     assert curriculum_k(52, 1000, schedule="linear") == 5 and curriculum_k(53, 1000, schedule="linear") == 10
     assert curriculum_k(499, 1000, warmup=0.5, schedule="linear") == 50
     assert curriculum_k(500, 1000, warmup=0.5, schedule="linear") == 100
+    assert curriculum_k(53, 1000) == 10 and curriculum_stages(1000)[:2] == [(0, 5), (53, 10)]  # linear is the default
     with pytest.raises(ValueError, match="schedule"):
         curriculum_k(0, 10, schedule="cosine")
