@@ -99,8 +99,9 @@ class HTDGenerator(Generator):
         self.training_info: dict[str, Any] = {}
         self._hash: str | None = None
         self._encoder_cache: Any = None
+        self._init_seed: int | None = None  # the seed of freshly built, untrained networks (None: given or trained)
         if self.denoiser is None and (self.condition == "none" or model.num_classes):
-            self._build_networks(model.num_classes or 0)
+            self._build_networks(model.num_classes or 0, preset.train.seed)
 
     # ------------------------------------------------------------------ construction
 
@@ -124,10 +125,11 @@ class HTDGenerator(Generator):
         """An extra trainable module between the condition and the ControlNet (the embedding ablation's)."""
         return None
 
-    def _build_networks(self, num_classes: int) -> None:
+    def _build_networks(self, num_classes: int, seed: int) -> None:
+        """Fresh networks whose initial weights depend on `seed` only (the training seed), not on the global RNG."""
         model = self.preset.model
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(0)  # the same preset always starts from the same weights (exact-resume tests rely on it)
+            torch.manual_seed(seed)
             unet = build_unet(model, self.codec.channels)
             channels = self.condition_channels(num_classes) if self.condition != "none" else None
             controlnet = build_controlnet(unet, model, channels) if channels else None
@@ -135,6 +137,8 @@ class HTDGenerator(Generator):
         if not model.train_unet:
             unet.requires_grad_(False)
         self.denoiser = Denoiser(unet, controlnet, head).to(self.device)
+        self._init_seed = seed
+        self._hash = None
         if self.condition != "none":
             self.preset.model = override(model, num_classes=num_classes)
 
@@ -162,7 +166,8 @@ class HTDGenerator(Generator):
         """Train on a dataset folder or Samples; with `out`, checkpoint into out/training and save the model to out.
 
         `config` is a TrainConfig or a dict of fields to change in the preset's (None values included). With `resume`, training continues from
-        the newest checkpoint in out/training (same data, same config) up to `config.steps` in total.
+        the newest checkpoint in out/training (same data, same config) up to `config.steps` in total. Networks not
+        trained yet start from weights drawn with `config.seed`, so the seed fixes the whole run.
         """
         cfg = config if isinstance(config, TrainConfig) else replace_fields(self.preset.train, config or {})
         need_tissue = self.condition != "none"
@@ -173,12 +178,15 @@ class HTDGenerator(Generator):
         if need_tissue:
             k = max(self.num_classes, data_set.num_classes or 0, curriculum.max_classes if curriculum else 0)
             if self.denoiser is None:
-                self._build_networks(k)
+                self._build_networks(k, cfg.seed)
             elif k > self.num_classes:
                 raise ValueError(f"the data has {k} tissue classes but this model's condition holds {self.num_classes}")
             self.preset.model = override(self.preset.model, tissue_schema=self.preset.model.tissue_schema or data_set.tissue_schema)
+        if self._init_seed is not None and self._init_seed != cfg.seed:
+            self._build_networks(self.num_classes, cfg.seed)  # built under another seed and never trained: redraw
         denoiser = self._require_networks()
         batch_fn = self._batch_fn(data_set, cfg, curriculum)
+        self._init_seed = None  # the weights change from here on: a later train() continues from them
         result = train_denoiser(denoiser, self.scheduler, batch_fn, cfg, folder, resume=resume, on_step=on_step)
         self._hash = None
         self.preset.train = cfg
