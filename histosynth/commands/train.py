@@ -108,7 +108,7 @@ def register(verbs: argparse._SubParsersAction) -> None:
     parser.add_argument("--lr", type=float, help="learning rate (default: the preset's)")
     parser.add_argument("--mixed-precision", choices=("auto", "no", "fp16", "bf16"), help="default auto: bf16 on CUDA")
     parser.add_argument("--checkpoint-every", type=int, help="steps between resumable checkpoints")
-    parser.add_argument("--seed", type=int, help="training seed (data order, crops, noise)")
+    parser.add_argument("--seed", type=int, help="training seed (initial weights, data order, crops, noise)")
     parser.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out/training")
     parser.add_argument("--autoencoder", help="paper preset: local diffusers folder (or cached repo id) of the VQ-f4 / KL autoencoder")
     parser.add_argument("--autoencoder-subfolder", help="subfolder of --autoencoder holding the autoencoder")
