@@ -11,7 +11,7 @@ CMU-1-Small-Region (256 px, overlapping tiles) against N simulator patches.
 Memory: peak RSS of the measuring process minus its RSS once everything is imported (torch-fidelity's decoding
 workers are separate processes: their largest peak is given on its own).
 
-Run: .venv/bin/python perf/bench_fid_report.py --n 250 --rounds 2 [--rss-n 250,2000]
+Run: .venv/bin/python perf/bench_fid_report.py --n 250 --rounds 2 [--rss-n 250,2000 --rss-pipelines ABC]
 """
 
 from __future__ import annotations
@@ -111,7 +111,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=250, help="patches per side for the speed table")
     parser.add_argument("--rounds", type=int, default=2)
-    parser.add_argument("--rss-n", default="", help="comma-separated N per side for the memory runs (one each of A, B, C)")
+    parser.add_argument("--rss-n", default="", help="comma-separated N per side for the memory runs")
+    parser.add_argument("--rss-pipelines", default="ABC", help="which pipelines the memory runs measure (default ABC)")
     parser.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "histosynth-perf-report")
     parser.add_argument("--child", choices=sorted(PIPELINES), help=argparse.SUPPRESS)
     parser.add_argument("--real", type=Path, help=argparse.SUPPRESS)
@@ -147,7 +148,8 @@ def main() -> None:
                   f"| {runs[kind][0]['fd']:.8g} | {abs(runs[kind][0]['fd'] - tf_fd) / abs(tf_fd):.1e} | {mem:.0f} |")
     for n in [int(v) for v in args.rss_n.split(",") if v]:
         real, fake = build_data(args.work, n)
-        for kind, label in PIPELINES.items():
+        for kind in args.rss_pipelines:
+            label = PIPELINES[kind]
             r = measure(kind, real, fake, weights)
             print(f"RSS N={n}: {label}: peak {r['peak_mb']:.0f} MB, after import {r['after_import_mb']:.0f} MB, peak - import "
                   f"{r['peak_mb'] - r['after_import_mb']:.0f} MB, largest worker {r['children_peak_mb']:.0f} MB, "

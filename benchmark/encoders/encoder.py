@@ -14,6 +14,12 @@ from histosynth.benchmark.encoders.weights import describe_weights, resolve_weig
 from histosynth.registry import import_target
 
 
+def _contiguous_state(module: nn.Module, state_dict: dict, prefix: str, local_metadata: dict) -> None:
+    for name, param in module.named_parameters(recurse=False):
+        if param.dim() == 4:
+            state_dict[prefix + name] = state_dict[prefix + name].contiguous()
+
+
 class Encoder(nn.Module):
     """A frozen feature extractor.
 
@@ -28,7 +34,11 @@ class Encoder(nn.Module):
         self.meta = meta
         # NHWC convolution weights: oneDNN then keeps activations NHWC and skips a reorder per layer (1.3-1.8x on
         # 2 CPU cores for InceptionV3, EfficientNet and ResNet-50; features equal to float32 rounding; perf/RESULTS.md)
+        # State dicts still hold contiguous (NCHW) tensors, as weight files and safetensors expect.
         self.network = network.eval().requires_grad_(False).to(memory_format=torch.channels_last)
+        for module in self.network.modules():
+            if any(p.dim() == 4 for p in module.parameters(recurse=False)):
+                module.register_state_dict_post_hook(_contiguous_state)
         self.weights_file = weights_file
         self.user_weights = user_weights  # the file was given by the user, not found by the catalogue's rules
         self._fingerprint: str | None = None
