@@ -111,7 +111,8 @@ def register(verbs: argparse._SubParsersAction) -> None:
     fd.add_argument("--train", type=Path, help="the generator's training set: adds memorisation (share of synthetic copies)")
     fd.add_argument("--encoders", default="effnet-lite0", help="comma-separated encoders (see `histosynth ls encoders`); default effnet-lite0")
     fd.add_argument("--metrics", default="fd,kid,prdc", help="comma-separated subset of fd,fd-inf,kid,prdc (default fd,kid,prdc)")
-    fd.add_argument("--bootstrap", type=int, default=100, help="bootstrap replicates for the FD CI (0 = none; default 100)")
+    fd.add_argument("--bootstrap", type=int, default=100, help="bootstrap replicates for the FD CI: the percentile interval of the "
+                    "replicates centred on the estimate, which it always contains (0 = none; default 100)")
     fd.add_argument("--weights", action="append", default=[], metavar="NAME=PATH", help="local weights for an encoder (repeatable)")
     fd.add_argument("--out", type=Path, required=True, help="results JSON to write")
     fd.add_argument("--split", default="train")
