@@ -133,7 +133,7 @@ def write_dataset(
             for sample in tqdm(iterable, desc=f"writing {split}", unit="patch", total=total, leave=False):
                 if features is None:
                     summary.tissue_schema = summary.tissue_schema or sample.tissue_schema
-                    summary.nuclei_schema = summary.nuclei_schema or (sample.nuclei.schema if sample.nuclei else None)
+                    summary.nuclei_schema = summary.nuclei_schema or (sample.nuclei.schema if sample.nuclei is not None else None)
                     features = features_for(summary.tissue_schema, summary.nuclei_schema)
                 if writer is None:
                     writer = _SplitWriter(data, split, features.arrow_schema, max_shard_bytes)
@@ -159,13 +159,16 @@ def read_metadata(path: Path | str) -> dict:
     readme = Path(path) / "README.md"
     if not readme.is_file():
         raise DatasetFormatError(f"{readme}: missing; {path} is not a histosynth dataset folder")
-    text = readme.read_text(encoding="utf-8")
+    try:
+        text = readme.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise DatasetFormatError(f"{readme}: not a UTF-8 text file ({err})") from None
     if not text.startswith("---\n") or "\n---" not in text[4:]:
         raise DatasetFormatError(f"{readme}: no YAML front matter")
     try:
         meta = yaml.safe_load(text[4 : text.index("\n---", 4)])
     except yaml.YAMLError as err:
-        raise DatasetFormatError(f"{readme}: invalid YAML front matter ({err})") from err
+        raise DatasetFormatError(f"{readme}: invalid YAML front matter ({' '.join(str(err).split())})") from err
     if not isinstance(meta, dict) or "histosynth" not in meta:
         raise DatasetFormatError(f"{readme}: no `histosynth` block in the metadata; not written by histosynth")
     return meta
@@ -238,7 +241,7 @@ def write_shard(samples: Iterable[Sample], path: Path | str, tissue_schema: str 
     for sample in samples:
         if count == 0:
             summary.tissue_schema = summary.tissue_schema or sample.tissue_schema
-            summary.nuclei_schema = summary.nuclei_schema or (sample.nuclei.schema if sample.nuclei else None)
+            summary.nuclei_schema = summary.nuclei_schema or (sample.nuclei.schema if sample.nuclei is not None else None)
         _check_schema(sample, count, path.name, summary)
         rows.append(sample_to_row(sample))
         summary.add(sample)
