@@ -43,7 +43,7 @@ from tqdm.auto import tqdm
 from histosynth.atomic import atomic_directory
 from histosynth.data_cards.card import validate_card
 from histosynth.data_cards.model import Version
-from histosynth.disk import DATA_DIR, SIDECAR_FILES, DatasetFormatError, read_metadata, shard_paths
+from histosynth.disk import DATA_DIR, SIDECAR_FILES, DatasetFormatError, open_shard, read_metadata, shard_paths
 from histosynth.rows import row_to_sample
 from histosynth.schema import Sample, SampleValidationError
 
@@ -182,10 +182,7 @@ def validate_folder(folder: Path | str, progress: bool = True) -> CheckedFolder:
     features = DatasetInfosDict.from_dataset_card_data(card.data)["default"].features
     schemas = {"tissue": meta["histosynth"].get("tissue_schema"), "nuclei": meta["histosynth"].get("nuclei_schema")}
     split_sizes: dict[str, int] = {}
-    try:
-        footers = {s: [pq.ParquetFile(p) for p in paths_] for s, paths_ in shards.items()}
-    except (pa.ArrowInvalid, OSError) as err:
-        raise DatasetFormatError(f"{folder}: unreadable parquet shard ({err})") from err
+    footers = {s: [open_shard(p) for p in paths_] for s, paths_ in shards.items()}
     total = sum(f.metadata.num_rows for files in footers.values() for f in files)
     with tqdm(total=total, desc="validating rows", unit="row", disable=not progress, leave=False) as bar:
         for split, files in footers.items():
