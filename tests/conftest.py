@@ -69,3 +69,15 @@ def network_attempts(monkeypatch) -> list[str]:
     monkeypatch.setattr(socket.socket, "connect", refuse("connect"))
     monkeypatch.setattr(socket.socket, "connect_ex", refuse("connect_ex"))
     return attempts
+
+
+@pytest.fixture
+def one_thread():
+    """One torch thread for the test, restored after: on a shared 2-core machine two contended threads train
+    several times slower, and thread count changes float reduction order (determinism tests pin it)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

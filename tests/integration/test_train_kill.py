@@ -67,16 +67,6 @@ def data(tmp_path_factory):
     return root / "data"
 
 
-@pytest.fixture
-def one_thread():
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def train_args(data, out, *extra):
     return [str(a) for a in ["train", "htd", "--data", data, "--preset", "tiny", "--steps", STEPS,
                              "--checkpoint-every", EVERY, "--seed", 3, "--out", out, *extra]]

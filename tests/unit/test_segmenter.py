@@ -78,15 +78,6 @@ def test_class_ids_beyond_the_schema_are_refused():
         confusion_matrices(maps, maps, 3)
 
 
-@pytest.fixture
-def one_thread():
-    """One torch thread: on a shared 2-core machine two contended threads train several times slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def test_segmenter_learns_the_simulator_map_to_image_rule(tmp_path, one_thread):
     from histosynth.data_cards.card import CardInfo
     from histosynth.disk import write_dataset
