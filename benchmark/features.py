@@ -36,6 +36,7 @@ from histosynth.benchmark.encoders import ENCODERS, Encoder, load_encoder, prepr
 from histosynth.benchmark.errors import MetricInputError
 from histosynth.benchmark.results import DataRef
 from histosynth.benchmark.stats import StreamingStats
+from histosynth.cache_dirs import cache_dir
 from histosynth.disk import DatasetFormatError, read_metadata, shard_paths
 from histosynth.schema import PROVENANCE_FIELDS, Provenance
 
@@ -45,8 +46,8 @@ _ID_COLUMNS = PROVENANCE_FIELDS  # read next to the image, to name a sample in e
 
 
 def default_cache_dir() -> Path:
-    """$HISTOSYNTH_CACHE, else ~/.cache/histosynth."""
-    return Path(os.environ.get("HISTOSYNTH_CACHE", Path.home() / ".cache" / "histosynth"))
+    """The feature-statistics cache: `features/` under histosynth's cache root (`histosynth.cache_dirs`)."""
+    return cache_dir("features")
 
 
 @dataclass

@@ -317,8 +317,8 @@ def register(verbs: argparse._SubParsersAction) -> None:
     pseudo.add_argument("--nuclei", action=argparse.BooleanOptionalAction, default=True,
                         help="also detect and classify nuclei (default: yes)")
     pseudo.add_argument("--nuclei-k", type=int, default=4, help="number of pseudo nuclear classes (default 4)")
-    pseudo.add_argument("--cache", type=Path, help="embedding cache folder (default $HISTOSYNTH_CACHE or "
-                        "~/.cache/histosynth/labels)")
+    pseudo.add_argument("--cache", type=Path, help="embedding cache folder (default labels/ under "
+                        "$HISTOSYNTH_CACHE, else $XDG_CACHE_HOME/histosynth, else ~/.cache/histosynth)")
     pseudo.add_argument("--seed", type=int, default=0, help="k-means seed (default 0)")
     pseudo.add_argument("--threads", type=int, help="torch CPU threads for the encoder (on a busy machine 1 can be "
                         "several times faster than contended threads)")

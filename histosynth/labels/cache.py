@@ -19,15 +19,11 @@ from typing import Callable, Mapping
 
 import numpy as np
 
-ENV_VAR = "HISTOSYNTH_CACHE"
-
+from histosynth.cache_dirs import cache_dir
 
 def default_cache_dir() -> Path:
-    """`$HISTOSYNTH_CACHE`, else `$XDG_CACHE_HOME/histosynth/labels`, else `~/.cache/histosynth/labels`."""
-    if os.environ.get(ENV_VAR):
-        return Path(os.environ[ENV_VAR])
-    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    return base / "histosynth" / "labels"
+    """The pseudo-label cache: `labels/` under histosynth's cache root (`histosynth.cache_dirs`)."""
+    return cache_dir("labels")
 
 
 def content_key(*parts: bytes | str | int | float | np.ndarray | None) -> str:
