@@ -33,8 +33,8 @@ class KIDResult(NamedTuple):
     n_subsets: int
 
 
-def _poly_kernel(a: np.ndarray, b: np.ndarray | None, gamma: float, coef0: float, degree: float) -> np.ndarray:
-    """(a bᵀ γ + c)^degree; b=None means b = a (BLAS syrk, half the flops, exactly symmetric)."""
+def poly_kernel(a: np.ndarray, b: np.ndarray | None, gamma: float, coef0: float = 1.0, degree: float = 3) -> np.ndarray:
+    """KID's kernel (a bᵀ γ + c)^degree; b=None means b = a (BLAS syrk, half the flops, exactly symmetric)."""
     k = a @ (a.T if b is None else b.T)
     k *= gamma
     k += coef0
@@ -49,11 +49,11 @@ def _poly_kernel(a: np.ndarray, b: np.ndarray | None, gamma: float, coef0: float
 def _mmd2_unbiased_poly(x: np.ndarray, y: np.ndarray, gamma: float, coef0: float, degree: float) -> float:
     """Unbiased MMD² between two subsets of m samples each."""
     m = x.shape[0]
-    k_xx = _poly_kernel(x, None, gamma, coef0, degree)
+    k_xx = poly_kernel(x, None, gamma, coef0, degree)
     off_xx = k_xx.sum() - np.trace(k_xx)
-    k_yy = _poly_kernel(y, None, gamma, coef0, degree)
+    k_yy = poly_kernel(y, None, gamma, coef0, degree)
     off_yy = k_yy.sum() - np.trace(k_yy)
-    sum_xy = _poly_kernel(x, y, gamma, coef0, degree).sum()
+    sum_xy = poly_kernel(x, y, gamma, coef0, degree).sum()
     return float((off_xx + off_yy) / (m * (m - 1)) - 2.0 * sum_xy / (m * m))
 
 

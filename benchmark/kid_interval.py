@@ -16,12 +16,8 @@ from __future__ import annotations
 import numpy as np
 
 from histosynth.benchmark.errors import MetricInputError
+from histosynth.benchmark.kid import poly_kernel
 from histosynth.benchmark.stats import FeatureArray, as_feature_matrix
-
-
-def poly_kernel(a: np.ndarray, b: np.ndarray, gamma: float, coef0: float = 1.0, degree: int = 3) -> np.ndarray:
-    """KID's kernel (a bᵀ γ + c)^degree in float64."""
-    return (a @ b.T * gamma + coef0) ** degree
 
 
 def _mmd2(kxx: np.ndarray, kyy: np.ndarray, kxy: np.ndarray, a: np.ndarray, b: np.ndarray) -> float:
@@ -44,7 +40,7 @@ def kid_bootstrap_ci(feats1: FeatureArray, feats2: FeatureArray, n_boot: int = 2
     if len(x) < 3 or len(y) < 3:
         raise MetricInputError(f"a KID interval needs at least 3 samples per set (got {len(x)} and {len(y)})")
     gamma = 1.0 / x.shape[1] if gamma is None else float(gamma)
-    kxx, kyy, kxy = (poly_kernel(p, q, gamma, coef0, degree) for p, q in ((x, x), (y, y), (x, y)))
+    kxx, kyy, kxy = (poly_kernel(p, q, gamma, coef0, degree) for p, q in ((x, None), (y, None), (x, y)))
     point = _mmd2(kxx, kyy, kxy, np.arange(len(x)), np.arange(len(y)))
     rng = np.random.default_rng(seed)
     draws = np.array([_mmd2(kxx, kyy, kxy, rng.integers(0, len(x), len(x)), rng.integers(0, len(y), len(y)))
@@ -54,4 +50,4 @@ def kid_bootstrap_ci(feats1: FeatureArray, feats2: FeatureArray, n_boot: int = 2
     return point, float(low), float(high)
 
 
-__all__ = ["kid_bootstrap_ci", "poly_kernel"]
+__all__ = ["kid_bootstrap_ci"]

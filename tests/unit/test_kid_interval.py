@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 
 from histosynth.benchmark.kid import kid
-from histosynth.benchmark.kid_interval import kid_bootstrap_ci, poly_kernel
+from histosynth.benchmark.kid import poly_kernel
+from histosynth.benchmark.kid_interval import kid_bootstrap_ci
 
 
 def test_whole_set_statistic_equals_kid_with_one_subset_of_everything():
