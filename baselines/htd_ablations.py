@@ -80,7 +80,7 @@ class HTDEmbedding(HTDGenerator):
         if maps is None:
             return {}
         k, encoder = self.num_classes, self._encoder()
-        crops = [crop_pixels(m, im, rng, self.preset.model.crops) for m, im, rng in zip(maps, images, rngs)]
+        crops = [crop_pixels(m, im, rng, self.preset.model.crops) for m, im, rng in zip(maps, images, rngs, strict=False)]
         embeddings = torch.zeros(len(crops), k, encoder.meta.feature_dim)
         by_size: dict[int, list[tuple[int, int, np.ndarray]]] = {}
         for b, per_class in enumerate(crops):
@@ -88,7 +88,7 @@ class HTDEmbedding(HTDGenerator):
                 by_size.setdefault(pixels.shape[0], []).append((b, class_id, pixels))
         for items in by_size.values():  # the encoder takes same-size batches; its preprocessing resizes them
             features = encoder.encode(np.stack([p for _, _, p in items]), layout="nhwc")
-            for (b, class_id, _), feature in zip(items, features):
+            for (b, class_id, _), feature in zip(items, features, strict=False):
                 embeddings[b, class_id] = feature
         onehot = torch.from_numpy(np.stack([one_hot(m, k) for m in maps]))
         return {"condition": onehot.to(device), "embeddings": embeddings.to(device)}

@@ -118,7 +118,7 @@ def _decode(data: bytes, where: str) -> np.ndarray:
 def _iter_images(rows: _Rows, start: int, stop: int) -> Iterator[tuple[str, np.ndarray]]:
     """(id, uint8 HxWx3) for global rows [start, stop), reading whole row groups and skipping the rest."""
     offset = 0
-    for shard, count in zip(rows.shards, rows.counts):
+    for shard, count in zip(rows.shards, rows.counts, strict=False):
         if offset + count <= start or offset >= stop:
             offset += count
             continue

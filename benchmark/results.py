@@ -193,7 +193,7 @@ def plot_metric_bars(runs: list[BenchmarkRun], metric: str, out: Path | str) -> 
     if not encoders:
         raise ValueError(f"no {metric!r} results to plot")
     fig, axes = plt.subplots(1, len(encoders), figsize=(3.2 * len(encoders), 3.2), squeeze=False)
-    for ax, encoder in zip(axes[0], encoders):
+    for ax, encoder in zip(axes[0], encoders, strict=False):
         labels, values, errors = [], [], [[], []]
         for run in runs:
             for r in run.results:

@@ -144,7 +144,7 @@ def _paired_images(real: Path, fake: Path, split: str, limit: int | None):
     if len(real_samples) != len(fake_samples):
         raise MetricInputError(f"masked LPIPS pairs rows by index: {real} has {len(real_samples)} rows, {fake} has {len(fake_samples)}")
     masks = []
-    for i, (a, b) in enumerate(zip(real_samples, fake_samples)):
+    for i, (a, b) in enumerate(zip(real_samples, fake_samples, strict=False)):
         if a.image.shape != b.image.shape:
             raise MetricInputError(f"row {i}: real {a.image.shape} and synthetic {b.image.shape} patches differ in size")
         mask = b.completion_mask if b.completion_mask is not None else a.completion_mask

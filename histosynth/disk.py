@@ -55,7 +55,7 @@ class DatasetSummary:
         self.image_sizes[(sample.height, sample.width)] += 1
         if sample.tissue is not None:
             ids, counts = np.unique(sample.tissue, return_counts=True)
-            self.tissue_pixels.update(dict(zip(ids.tolist(), counts.tolist())))
+            self.tissue_pixels.update(dict(zip(ids.tolist(), counts.tolist(), strict=False)))
         if sample.nuclei is not None:
             self.nuclei_counts.update(sample.nuclei.class_ids.tolist())
 

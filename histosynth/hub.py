@@ -27,7 +27,6 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 from datasets import Features
 from datasets.info import DatasetInfosDict
 from datasets.utils.metadata import MetadataConfigs
@@ -187,7 +186,7 @@ def validate_folder(folder: Path | str, progress: bool = True) -> CheckedFolder:
     with tqdm(total=total, desc="validating rows", unit="row", disable=not progress, leave=False) as bar:
         for split, files in footers.items():
             count = 0
-            for path, parquet in zip(shards[split], files):
+            for path, parquet in zip(shards[split], files, strict=False):
                 name = path.relative_to(folder).as_posix()
                 if Features.from_arrow_schema(parquet.schema_arrow) != features:
                     raise DatasetFormatError(f"{folder / name}: its columns/features differ from the card's dataset_info")
@@ -203,7 +202,7 @@ def validate_folder(folder: Path | str, progress: bool = True) -> CheckedFolder:
             if declared is not None and declared != count:
                 raise DatasetFormatError(f"{folder / CARD}: declares {declared} {split} samples but the shards hold {count}")
             split_sizes[split] = count
-    files = [LocalFile(r, p, p.stat().st_size, *file_hashes(p)) for r, p in zip(relative, paths) if r not in IGNORED]
+    files = [LocalFile(r, p, p.stat().st_size, *file_hashes(p)) for r, p in zip(relative, paths, strict=False) if r not in IGNORED]
     return CheckedFolder(folder, files, split_sizes)
 
 

@@ -66,7 +66,7 @@ def sample_to_row(sample: Sample) -> dict[str, Any]:
         "image": _png_cell(sample.image),
         "tissue": _png_cell(sample.tissue),
         "tissue_schema": sample.tissue_schema,
-        "nuclei": None if nuclei is None else [{"x": float(x), "y": float(y), "class_id": int(c)} for (x, y), c in zip(nuclei.centroids, nuclei.class_ids)],
+        "nuclei": None if nuclei is None else [{"x": float(x), "y": float(y), "class_id": int(c)} for (x, y), c in zip(nuclei.centroids, nuclei.class_ids, strict=False)],
         "nuclei_instances": None if nuclei is None else _png_cell(nuclei.instances),
         "nuclei_schema": None if nuclei is None else nuclei.schema,
         "completion_mask": _png_cell(None if sample.completion_mask is None else sample.completion_mask.astype(np.uint8) * 255),
@@ -111,7 +111,7 @@ def row_to_sample(row: dict[str, Any]) -> Sample:
     if row.get("nuclei") is not None:
         items = row["nuclei"]
         if isinstance(items, dict):  # columnar form {x: [...], y: [...], class_id: [...]}
-            items = [dict(zip(items, values)) for values in zip(*items.values())]
+            items = [dict(zip(items, values, strict=False)) for values in zip(*items.values(), strict=False)]
         instances = _to_array(row.get("nuclei_instances"), "nuclei_instances", where)
         if instances is not None and instances.dtype != np.uint16:
             if instances.min(initial=0) < 0 or instances.max(initial=0) > 65535:

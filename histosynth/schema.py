@@ -114,7 +114,7 @@ class Nuclei:
 
     def as_tuples(self) -> list[tuple[float, float, int]]:
         """[(x, y, class_id), ...]."""
-        return [(float(x), float(y), int(c)) for (x, y), c in zip(self.centroids, self.class_ids)]
+        return [(float(x), float(y), int(c)) for (x, y), c in zip(self.centroids, self.class_ids, strict=False)]
 
     def __len__(self) -> int:
         return len(self.class_ids)

@@ -34,7 +34,7 @@ def overlay(sample: Sample) -> np.ndarray:
             edge_classes = nuclei.class_map()[edges]
             picture[edges] = np.array([palette[c] for c in edge_classes.tolist()], np.float32).reshape(-1, 3)
         h, w = nuclei.instances.shape if nuclei.instances is not None else picture.shape[:2]
-        for (x, y), c in zip(nuclei.centroids, nuclei.class_ids):
+        for (x, y), c in zip(nuclei.centroids, nuclei.class_ids, strict=False):
             r, col = int(round(y)), int(round(x))
             picture[max(r - 1, 0) : min(r + 2, h), max(col - 1, 0) : min(col + 2, w)] = palette[int(c)]
     return np.clip(picture, 0, 255).astype(np.uint8)
@@ -76,7 +76,7 @@ def draw_grid(samples: Sequence[Sample], out: Path | str, title: str = "", colum
     fig, axes = plt.subplots(rows, columns, figsize=(2.2 * columns, height), squeeze=False)
     for ax in axes.ravel():
         ax.axis("off")
-    for ax, (sample, with_labels) in zip(axes.ravel(), panels):
+    for ax, (sample, with_labels) in zip(axes.ravel(), panels, strict=False):
         ax.imshow(overlay(sample) if with_labels else sample.image)
         prov = sample.provenance
         caption = f"{prov.slide_id or prov.source}" + (f" ({prov.x},{prov.y})" if prov.x is not None else "")

@@ -8,8 +8,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from histosynth.benchmark.encoders.meta import EncoderMeta
 from histosynth.benchmark.encoders.inputs import Layout, preprocess
+from histosynth.benchmark.encoders.meta import EncoderMeta
 from histosynth.benchmark.encoders.weights import describe_weights, resolve_weights, weights_fingerprint
 from histosynth.registry import import_target
 

@@ -116,7 +116,7 @@ def load_in_order(model: nn.Module, state: dict[str, torch.Tensor], meta: Encode
             f"encoder {meta.name!r}: {source} has {len(state)} tensors, {meta.arch} has {len(own)}"
         )
     mapped = {}
-    for (name, mine), (theirs_name, theirs) in zip(own.items(), state.items()):
+    for (name, mine), (theirs_name, theirs) in zip(own.items(), state.items(), strict=False):
         if mine.shape != theirs.shape:
             raise EncoderWeightsError(
                 f"encoder {meta.name!r}: tensor {theirs_name} {tuple(theirs.shape)} of {source} does not fit "

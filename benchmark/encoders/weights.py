@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from histosynth.benchmark.encoders.meta import EncoderMeta
-from histosynth.registry import import_target
 from histosynth.errors import UserFacingError
+from histosynth.registry import import_target
 
 if TYPE_CHECKING:
     import torch

@@ -26,7 +26,6 @@ from histosynth.generators.diffusion.presets import CropConfig, CurriculumConfig
 from histosynth.labels.curriculum import curriculum_k
 from histosynth.labels.heterogeneity import PAPER_PATCH, CropSizing, class_crops
 
-
 PLACEMENTS = ("source", "corner", "none")
 
 

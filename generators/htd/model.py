@@ -25,7 +25,14 @@ from diffusers import AutoencoderKL, ControlNetModel, UNet2DConditionModel, VQMo
 from torch import nn
 
 from histosynth.classes import get_schema
-from histosynth.generators.base import CheckpointError, Generator, derive_seed, read_json_file, verify_checkpoint, weights_hash
+from histosynth.generators.base import (
+    CheckpointError,
+    Generator,
+    derive_seed,
+    read_json_file,
+    verify_checkpoint,
+    weights_hash,
+)
 from histosynth.generators.diffusion.backbones import (
     Denoiser,
     LatentCodec,
@@ -156,7 +163,7 @@ class HTDGenerator(Generator):
         if self.condition == "none" or maps is None:
             return {}
         cfg = self.preset.model.crops
-        packed = np.stack([pack_crops(m, im, self.num_classes, rng, cfg) for m, im, rng in zip(maps, images, rngs)])
+        packed = np.stack([pack_crops(m, im, self.num_classes, rng, cfg) for m, im, rng in zip(maps, images, rngs, strict=False)])
         return {"condition": torch.from_numpy(packed).to(device)}
 
     # ------------------------------------------------------------------ training
@@ -222,7 +229,7 @@ class HTDGenerator(Generator):
             maps = data_set.tissue[index] if data_set.tissue is not None else None
             if cfg.augment:  # the same flip / rotation for a patch and its map
                 images, maps = images.copy(), None if maps is None else maps.copy()
-                for j, (k, flip) in enumerate(zip(rng.integers(0, 4, len(index)), rng.integers(0, 2, len(index)))):
+                for j, (k, flip) in enumerate(zip(rng.integers(0, 4, len(index)), rng.integers(0, 2, len(index)), strict=False)):
                     images[j] = np.rot90(images[j], k)[:, ::-1] if flip else np.rot90(images[j], k)
                     if maps is not None:
                         maps[j] = np.rot90(maps[j], k)[:, ::-1] if flip else np.rot90(maps[j], k)
@@ -283,7 +290,7 @@ class HTDGenerator(Generator):
                 latents = denoise(guided(model_fn, guidance), noise, scheduler, cfg.steps, generators, cfg.eta, progress)
                 pixels = _to_uint8(self.codec.decode(latents.float()))
         samples = []
-        for j, (cond, s) in enumerate(zip(conditions, seeds)):
+        for j, (cond, s) in enumerate(zip(conditions, seeds, strict=False)):
             mpp = cond.provenance.mpp * cond.width / res if cond.provenance.mpp else None
             prov = Provenance(source=self.meta.name, mpp=mpp, generator=self.meta.name,
                               generator_version=self.meta.version, checkpoint_hash=checkpoint, seed=s)

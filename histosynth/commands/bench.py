@@ -82,9 +82,8 @@ def run_fd(args: argparse.Namespace) -> int:
 
 
 def run_lpips(args: argparse.Namespace) -> int:
-    from histosynth.benchmark.runner import score_masked_lpips
-
     from histosynth.benchmark.lpips_masked import MODES
+    from histosynth.benchmark.runner import score_masked_lpips
 
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
     _check_options(args, {"modes": modes})

@@ -88,7 +88,7 @@ def label_part(labeller, source) -> list:
     size = source.size
     return [Sample(image=s.image, provenance=s.provenance, tissue=np.ascontiguousarray(
                 whole.tissue[top - first : top - first + size, left : left + size]), tissue_schema=whole.tissue_schema)
-            for (top, left), s in zip(source.tile_boxes(), source)]
+            for (top, left), s in zip(source.tile_boxes(), source, strict=False)]
 
 
 def split_and_label(out: Path, size: int, strides: dict[str, int], train_fraction: float, input_size: int | None,

@@ -21,6 +21,7 @@ import numpy as np
 
 from histosynth.cache_dirs import cache_dir
 
+
 def default_cache_dir() -> Path:
     """The pseudo-label cache: `labels/` under histosynth's cache root (`histosynth.cache_dirs`)."""
     return cache_dir("labels")

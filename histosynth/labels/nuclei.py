@@ -191,7 +191,7 @@ class NucleiClusters:
         natural = self.centroids * self.scale + self.mean
         out = []
         for j, row in enumerate(natural):
-            d = dict(zip(FEATURES, (round(float(v), 4) for v in row)))
+            d = dict(zip(FEATURES, (round(float(v), 4) for v in row), strict=False))
             out.append({"id": j + 1, "count": int(self.counts[j]) if len(self.counts) > j else 0,
                         "area_um2": round(float(np.exp(d.pop("log_area_um2"))), 2),
                         "major_axis_um": round(float(np.exp(d.pop("log_major_axis_um"))), 2), **d})

@@ -32,8 +32,8 @@ import numpy as np
 
 from histosynth.classes import remap_ids
 from histosynth.sources.base import SourceMeta
-from histosynth.sources.instance_tiles import InstanceTileSource
 from histosynth.sources.folder import column, format_error, integer_array, load_mat, read_rgb
+from histosynth.sources.instance_tiles import InstanceTileSource
 
 NATIVE_MPP = 0.25
 KEYS = ("inst_map", "type_map", "inst_type", "inst_centroid")

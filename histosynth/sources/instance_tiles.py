@@ -11,8 +11,17 @@ import numpy as np
 
 from histosynth.schema import Nuclei, Provenance, Sample
 from histosynth.sources.base import Source
-from histosynth.sources.folder import (check_count, check_native_mpp, check_tile_args, format_error, image_size,
-                                       require_folder, take, tile_corners, too_small)
+from histosynth.sources.folder import (
+    check_count,
+    check_native_mpp,
+    check_tile_args,
+    format_error,
+    image_size,
+    require_folder,
+    take,
+    tile_corners,
+    too_small,
+)
 
 
 class InstanceTileSource(Source):

@@ -30,8 +30,8 @@ from typing import ClassVar
 import numpy as np
 
 from histosynth.sources.base import SourceMeta
-from histosynth.sources.instance_tiles import InstanceTileSource
 from histosynth.sources.folder import column, format_error, integer_array, load_mat, read_rgb
+from histosynth.sources.instance_tiles import InstanceTileSource
 
 NATIVE_MPP = 0.5
 KEYS = ("inst_map", "id", "class", "bbox", "centroid")
@@ -104,7 +104,7 @@ def _check_geometry(path: Path, inst: np.ndarray, present: np.ndarray, rows: lis
         ys, xs = boxes[value - 1]
         y1, y2, x1, x2 = bbox[rows[k]]
         actual = (ys.start, ys.stop, xs.start, xs.stop)
-        if max(abs(a - b) for a, b in zip(actual, (y1, y2, x1, x2))) > TOLERANCE_PX:
+        if max(abs(a - b) for a, b in zip(actual, (y1, y2, x1, x2), strict=False)) > TOLERANCE_PX:
             raise format_error(path, f"bbox of instance {value} is (y1, y2, x1, x2) = {[float(v) for v in (y1, y2, x1, x2)]} in the "
                                f"file but the pixels span {list(actual)} (more than {TOLERANCE_PX:g} px apart: wrong order?)")
 

@@ -28,8 +28,8 @@ import numpy as np
 
 from histosynth.classes import get_schema
 from histosynth.sources.base import SourceMeta
-from histosynth.sources.instance_tiles import InstanceTileSource
 from histosynth.sources.folder import format_error, read_rgb
+from histosynth.sources.instance_tiles import InstanceTileSource
 from histosynth.sources.xml_annotations import fill, parse_aperio
 
 NATIVE_MPP = 0.25

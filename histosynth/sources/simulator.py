@@ -393,7 +393,7 @@ def _nuclei(
         bound = np.ones_like(radius)
         if kind.irregularity > 0:
             phi = np.arctan2(v / b, u / a)
-            bound = bound + sum(h * np.cos((j + 2) * phi + p) for j, (h, p) in enumerate(zip(harmonics, phases)))
+            bound = bound + sum(h * np.cos((j + 2) * phi + p) for j, (h, p) in enumerate(zip(harmonics, phases, strict=False)))
         inside = radius <= bound
         grown = radius <= bound + GAP_PX / b  # b <= a, so the radial growth is >= GAP_PX pixels everywhere
         window = instances[r0:r1, c0:c1]

@@ -18,7 +18,6 @@ from histosynth.schema import Provenance, Sample
 from histosynth.sources import build_source
 
 
-
 def constant_set(path: Path, value: int, n: int = 8, size: int = 32) -> Path:
     """`n` identical patches of one grey value: features with zero variance."""
     image = np.full((size, size, 3), value, np.uint8)

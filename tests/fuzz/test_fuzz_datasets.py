@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import io
 from pathlib import Path
 from types import SimpleNamespace
@@ -85,8 +86,8 @@ ROW_CHANGES: dict[str, Callable[[list[dict]], None]] = {
 }
 
 SHARD_BYTES: dict[str, Callable[[Path], None]] = {
-    **{f"shard-truncated-{how}": (lambda how: lambda p: cut(p, how))(how) for how in TRUNCATIONS},
-    **{f"shard-random-bytes-{seed}": (lambda seed, size: lambda p: random_bytes(p, seed, size))(seed, size) for seed, size in
+    **{f"shard-truncated-{how}": functools.partial(cut, how=how) for how in TRUNCATIONS},
+    **{f"shard-random-bytes-{seed}": functools.partial(random_bytes, seed=seed, size=size) for seed, size in
        ((1, None), (2, 100), (3, 5000))},
 }
 SHARD_COLUMNS: dict[str, Callable[[Path], None]] = {

@@ -103,10 +103,10 @@ def _start_server() -> HubServer:
             break
         except urllib.error.HTTPError:  # 401 without a token: it is up
             break
-        except OSError:
+        except OSError as err:
             if time.monotonic() > deadline:
                 _stop_server(server)
-                raise RuntimeError(f"test Hub did not answer within {START_TIMEOUT_S} s:\n{server.log_text()}")
+                raise RuntimeError(f"test Hub did not answer within {START_TIMEOUT_S} s:\n{server.log_text()}") from err
             time.sleep(0.1)
     return server
 

@@ -8,8 +8,8 @@ import threading
 import datasets
 import pytest
 from datasets.data_files import EmptyDatasetError
-
 from helpers import labelled_sample
+
 from histosynth.atomic import CONTENT_DIR, TargetBusyError, atomic_directory, lock_path, recover
 from histosynth.data_cards.card import CardInfo
 from histosynth.disk import count_samples, iter_samples, write_dataset

@@ -43,7 +43,7 @@ def test_data_build_embedded_round_trips_through_load_dataset(tmp_path, capsys):
     rows = datasets.load_dataset(str(out), split="train")
     expected = list(build_source("embedded", size=128, n=6))
     assert len(rows) == 6
-    assert all(row_to_sample(r).equals(s) for r, s in zip(rows, expected))
+    assert all(row_to_sample(r).equals(s) for r, s in zip(rows, expected, strict=False))
     assert expected[0].provenance.slide_id == "CMU-1-Small-Region" and expected[0].image.shape == (128, 128, 3)
 
 
@@ -97,7 +97,7 @@ def test_data_build_simulator_round_trips_through_load_dataset(tmp_path):
     assert main(["data", "build", "--source", "simulator", "--out", str(out), "--n", "5", "--size", "64", "--seed", "4"]) == 0
     rows = datasets.load_dataset(str(out), split="train")
     expected = list(build_source("simulator", n=5, size=64, seed=4))
-    assert [row_to_sample(r).equals(s) for r, s in zip(rows, expected)] == [True] * 5
+    assert [row_to_sample(r).equals(s) for r, s in zip(rows, expected, strict=False)] == [True] * 5
     assert expected[0].tissue is not None and len(expected[0].nuclei) > 0
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 from datasets.info import DatasetInfosDict
+from helpers import labelled_sample
 from huggingface_hub import DatasetCard
 
 from histosynth.cli import build_parser
@@ -32,8 +33,6 @@ from histosynth.disk import DatasetFormatError, write_dataset
 from histosynth.hub import file_hashes, parse_target, validate_folder
 from histosynth.rows import features_for
 from histosynth.sources import SOURCES
-
-from helpers import labelled_sample
 
 SYNTHETIC = CardInfo(
     pretty_name="Synthetic PanNuke-like nuclei",

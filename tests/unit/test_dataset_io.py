@@ -3,8 +3,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-
 from helpers import labelled_sample
+
 from histosynth.data_cards.card import CardInfo
 from histosynth.disk import DatasetFormatError, count_samples, iter_samples, read_metadata, shard_paths, write_dataset
 from histosynth.rows import features_for, row_to_sample, sample_to_row
@@ -51,8 +51,8 @@ def test_write_then_load_dataset_keeps_features_and_samples(tmp_path):
     loaded = datasets.load_dataset(str(tmp_path / "ds"), split="train")
     assert loaded.features == features_for("camelyon16", "pannuke")
     assert loaded.features["nuclei"].feature["class_id"].names[1] == "neoplastic"
-    assert [row_to_sample(r).equals(s) for r, s in zip(loaded, samples)] == [True] * len(samples)
-    assert all(a.equals(b) for a, b in zip(iter_samples(tmp_path / "ds"), samples))
+    assert [row_to_sample(r).equals(s) for r, s in zip(loaded, samples, strict=False)] == [True] * len(samples)
+    assert all(a.equals(b) for a, b in zip(iter_samples(tmp_path / "ds"), samples, strict=False))
     meta = read_metadata(tmp_path / "ds")
     assert meta["histosynth"]["tissue_schema"] == "camelyon16" and meta["license"] == "cc0-1.0"
 

@@ -12,6 +12,7 @@ from functools import cache
 import numpy as np
 import pytest
 import torch
+from numerics import EPS32, float32_rounding
 
 from histosynth.benchmark.encoders import (
     DEFAULT_ENCODER,
@@ -26,7 +27,6 @@ from histosynth.benchmark.encoders import (
 )
 from histosynth.benchmark.encoders.inputs import as_nchw_uint8
 from histosynth.benchmark.encoders.weights import read_state_dict, resolve_weights
-from numerics import EPS32, float32_rounding
 
 FAKE_TOKEN = "hf_" + "fakeTOKEN0123456789abcdefghijklmnop"  # two parts: the source holds no token-shaped string
 CAT_CLASSES = {281, 282, 285}  # tabby, tiger cat, Egyptian cat
@@ -193,7 +193,7 @@ def test_random_builds_are_seeded_and_leave_the_global_rng_alone():
     after = torch.rand(1)
     assert torch.equal(before, after)
     second = load_encoder("lunit-dino-vits16", pretrained=False, seed=5)
-    for a, b in zip(first.parameters(), second.parameters()):
+    for a, b in zip(first.parameters(), second.parameters(), strict=False):
         assert torch.equal(a, b)
 
 
@@ -394,7 +394,7 @@ def timm_to_legacy_hf(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]
         part, leaf = rest.rsplit(".", 1)
         prefix = f"encoder.layer.{index}."
         if part == "attn.qkv":
-            for name, chunk in zip(("query", "key", "value"), value.chunk(3, dim=0)):
+            for name, chunk in zip(("query", "key", "value"), value.chunk(3, dim=0), strict=False):
                 out[f"{prefix}attention.attention.{name}.{leaf}"] = chunk.clone()
         else:
             out[f"{prefix}{block[part]}.{leaf}"] = value

@@ -5,6 +5,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from numerics import EPS32, float32_rounding, moment_errors
 from torch import nn
 
 from histosynth.benchmark.encoders import ENCODERS, Encoder, load_encoder, preprocess
@@ -14,7 +15,6 @@ from histosynth.benchmark.stats import StreamingStats
 from histosynth.data_cards.card import CardInfo
 from histosynth.disk import iter_samples, write_dataset
 from histosynth.sources import build_source
-from numerics import EPS32, float32_rounding, moment_errors
 
 HERE = Path(__file__).parent
 

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import torch
 import torch_fidelity
+from numerics import fd_stats_gap, float32_rounding
 from torch_fidelity.metric_fid import fid_statistics_to_metric
 
 from histosynth.benchmark.encoders import load_encoder, preprocess
@@ -12,7 +13,6 @@ from histosynth.benchmark.frechet import fd_from_stats
 from histosynth.data_cards.card import CardInfo
 from histosynth.disk import iter_samples, write_dataset
 from histosynth.sources import build_source
-from numerics import float32_rounding, fd_stats_gap
 
 
 class UInt8Images(torch.utils.data.Dataset):

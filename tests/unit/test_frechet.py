@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import scipy.linalg
 import torch
+from numerics import EPS64, cross_term_gap, fd_route_gap, fd_stats_gap, gamma, lowrank_fd_error
 from torch_fidelity.metric_fid import fid_statistics_to_metric
 
 from histosynth.benchmark.errors import MetricInputError, SmallSampleWarning
@@ -22,7 +23,6 @@ from histosynth.benchmark.frechet import (
     trace_sqrt_product,
 )
 from histosynth.benchmark.stats import StreamingStats
-from numerics import EPS64, cross_term_gap, fd_route_gap, fd_stats_gap, gamma, lowrank_fd_error
 
 
 def _random_gaussian(rng: np.random.Generator, d: int, scale: float = 1.0) -> tuple[np.ndarray, np.ndarray]:

@@ -4,12 +4,12 @@ import inspect
 
 import numpy as np
 import pytest
+from numerics import EPS32, EPS64
 
 from histosynth.generators.diffusion.presets import CropConfig, CurriculumConfig
 from histosynth.generators.htd.conditions import Curriculum, crop_boxes, crop_sizing, one_hot, pack_crops
 from histosynth.labels import curriculum
 from histosynth.labels.heterogeneity import PAPER_PATCH, CropSizing, region_complexity
-from numerics import EPS32, EPS64
 
 
 def two_class_map(size=64):

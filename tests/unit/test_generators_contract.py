@@ -54,7 +54,7 @@ def test_generator_contract(name, tiny_data, tmp_path):
     other = loaded.sample(conditions, seed=8)
     in_memory = gen.sample(conditions, seed=7)
     assert len(first) == 3
-    for out, cond in zip(first, conditions):
+    for out, cond in zip(first, conditions, strict=False):
         assert isinstance(out, Sample)
         out.validate()
         assert out.image.shape == (32, 32, 3) and out.image.dtype == np.uint8
@@ -66,9 +66,9 @@ def test_generator_contract(name, tiny_data, tmp_path):
             assert np.array_equal(out.tissue, resize_map(cond.tissue, 32))
         else:
             assert out.tissue is None and out.tissue_schema is None
-    assert all(a.equals(b) for a, b in zip(first, again))
-    assert all(a.equals(b) for a, b in zip(first, in_memory))
-    assert not any(np.array_equal(a.image, b.image) for a, b in zip(first, other))
+    assert all(a.equals(b) for a, b in zip(first, again, strict=False))
+    assert all(a.equals(b) for a, b in zip(first, in_memory, strict=False))
+    assert not any(np.array_equal(a.image, b.image) for a, b in zip(first, other, strict=False))
     assert len({s.provenance.seed for s in first}) == 3
 
     # a sample can be redone alone from the seed in its provenance

@@ -3,8 +3,7 @@
 import numpy as np
 import pytest
 
-from histosynth.benchmark.kid import kid
-from histosynth.benchmark.kid import poly_kernel
+from histosynth.benchmark.kid import kid, poly_kernel
 from histosynth.benchmark.kid_interval import kid_bootstrap_ci
 
 

@@ -7,13 +7,13 @@ import prdc
 import pytest
 import scipy.spatial.distance
 import torch
+from numerics import EPS32, EPS64, kid_error, knn_ball_margin, sq_distance_error
 from torch_fidelity.metric_kid import kid_features_to_metric
 from torch_fidelity.metric_prc import prc_features_to_metric
 
 from histosynth.benchmark.errors import MetricInputError
 from histosynth.benchmark.kid import kid
 from histosynth.benchmark.prdc import compute_prdc, knn_radii
-from numerics import EPS32, EPS64, kid_error, knn_ball_margin, sq_distance_error
 
 
 @pytest.fixture(scope="module")

@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+from numerics import gamma
 from scipy.cluster.hierarchy import fcluster, linkage
 
 from histosynth.labels.cluster import (
@@ -13,7 +14,6 @@ from histosynth.labels.cluster import (
     ward_linkage,
 )
 from histosynth.labels.curriculum import curriculum_k, curriculum_stages
-from numerics import gamma
 
 
 def blobs(n_per: int = 40, centres=((0, 0), (10, 0), (0, 10), (10, 10)), seed: int = 0):

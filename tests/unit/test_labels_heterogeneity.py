@@ -4,6 +4,7 @@ import math
 
 import numpy as np
 import pytest
+from numerics import gamma
 from PIL import Image
 
 from histosynth.labels.heterogeneity import (
@@ -19,7 +20,6 @@ from histosynth.labels.heterogeneity import (
     save_composition_plot,
     square_crop,
 )
-from numerics import gamma
 
 
 def striped(fractions: dict[int, float], size: int = 100) -> np.ndarray:

@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+from numerics import EPS64
 from scipy import ndimage
 from scipy.optimize import linear_sum_assignment
 from scipy.spatial.distance import cdist
@@ -19,7 +20,6 @@ from histosynth.labels.nuclei import (
 )
 from histosynth.schema import Provenance, Sample, instance_centroids
 from histosynth.sources.simulator import SimulatorSource
-from numerics import EPS64
 
 
 def test_detection_f1_on_the_simulator():

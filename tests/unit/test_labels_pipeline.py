@@ -111,7 +111,7 @@ def test_resume_after_a_crash_reuses_the_cache_and_gives_the_same_output(encoder
     write_pseudolabelled(lambda: {"train": iter(data)}, tmp_path / "clean", card(), config, tmp_path / "fresh",
                          encoder=encoder, progress=False)
     resumed, clean = list(iter_samples(tmp_path / "out")), list(iter_samples(tmp_path / "clean"))
-    assert len(resumed) == 6 and all(a.equals(b) for a, b in zip(resumed, clean))
+    assert len(resumed) == 6 and all(a.equals(b) for a, b in zip(resumed, clean, strict=False))
     assert load_sidecar(tmp_path / "out")["tissue"] == load_sidecar(tmp_path / "clean")["tissue"]
 
 
@@ -127,7 +127,7 @@ def test_cli_pseudolabel_then_show_then_sample(encoder, tmp_path, capsys):
     assert meta["histosynth"]["nuclei_schema"] == "pseudo-nuclei-k3" and meta["license"] == "cc0-1.0"
     labelled = list(iter_samples(out))
     originals = list(iter_samples(src))
-    assert len(labelled) == 6 and all(np.array_equal(a.image, b.image) for a, b in zip(labelled, originals))
+    assert len(labelled) == 6 and all(np.array_equal(a.image, b.image) for a, b in zip(labelled, originals, strict=False))
     assert all(s.tissue is not None and s.nuclei is not None for s in labelled)
     assert sum(len(s.nuclei) for s in labelled) > 10
     sidecar = json.loads((out / "pseudolabels.json").read_text())

@@ -28,7 +28,7 @@ def cell_majorities(truth: np.ndarray, predicted: np.ndarray, cell: int) -> tupl
     t_cells = grid.windows(truth).reshape(grid.rows * grid.cols, -1)
     p_cells = grid.windows(predicted).reshape(grid.rows * grid.cols, -1)
     t_out, p_out = [], []
-    for t, p in zip(t_cells, p_cells):
+    for t, p in zip(t_cells, p_cells, strict=False):
         if (t > 0).mean() >= 0.5 and (p > 0).mean() >= 0.5:
             t_out.append(int(np.bincount(t[t > 0]).argmax()))
             p_out.append(int(np.bincount(p[p > 0]).argmax()))
@@ -68,7 +68,7 @@ def test_levels_are_nested_contiguous_and_consistent():
         assert np.all(np.diff(ids.astype(int)) >= 0)  # each coarse phenotype is a contiguous run of fine ids
     for fine, coarse in ((12, 6), (6, 3), (3, 2), (12, 2)):
         # nesting: every phenotype at the finer level lies inside exactly one phenotype of the coarser level
-        pairs = {(int(a), int(b)) for a, b in zip(h.parents[fine], h.parents[coarse])}
+        pairs = {(int(a), int(b)) for a, b in zip(h.parents[fine], h.parents[coarse], strict=False)}
         assert len({a for a, _ in pairs}) == len(pairs)
     fine_map = np.random.default_rng(1).integers(0, 13, size=(16, 16)).astype(np.uint8)
     fine_map[0, 0] = 255

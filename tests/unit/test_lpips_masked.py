@@ -7,6 +7,7 @@ from functools import cache
 import numpy as np
 import pytest
 import torch
+from numerics import float32_rounding
 
 from histosynth.benchmark.lpips_masked import (
     BACKBONE_FILES,
@@ -17,7 +18,6 @@ from histosynth.benchmark.lpips_masked import (
     grow_span,
     masked_lpips,
 )
-from numerics import float32_rounding
 
 SIZE = 64
 
@@ -98,7 +98,7 @@ def test_full_mask_spatial_mean_is_the_mean_of_lpips_spatial_map():
         basis = torch.eye(s * s, dtype=torch.float64).reshape(s * s, 1, s, s)
         weights = torch.nn.functional.interpolate(basis, size=(SIZE, SIZE), mode="bilinear", align_corners=False)
         skew.append(float((weights.mean(dim=(1, 2, 3)) * s * s - 1).abs().max()))
-    bound = sum(k * layer.flatten() for k, layer in zip(skew, per_layer)) + tol
+    bound = sum(k * layer.flatten() for k, layer in zip(skew, per_layer, strict=False)) + tol
     assert torch.all((value - plain(a, b)).abs() <= bound)
 
 

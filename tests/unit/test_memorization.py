@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import scipy.spatial.distance
+from numerics import gamma, sq_distance_error
 
 from histosynth.benchmark.errors import MetricInputError
 from histosynth.benchmark.memorization import memorization_ratios
-from numerics import gamma, sq_distance_error
 
 
 @pytest.fixture(scope="module")

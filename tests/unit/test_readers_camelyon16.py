@@ -19,7 +19,7 @@ def write_slide(root, stem="tumor_001", annotations=True, groups=("_0", "_2", "_
     image = tissue_slide(SIZE, SIZE, (TISSUE_X0, 0, SIZE, SIZE))
     write_pyramid(root / "training" / "tumor" / f"{stem}.tif", image, mpp=0.25, factors=(1, 2, 4))
     if annotations:
-        asap_xml(root / "lesion_annotations" / f"{stem}.xml", list(zip(groups, [TUMOUR, EXCLUSION, SMALL_TUMOUR])))
+        asap_xml(root / "lesion_annotations" / f"{stem}.xml", list(zip(groups, [TUMOUR, EXCLUSION, SMALL_TUMOUR], strict=False)))
     return image
 
 

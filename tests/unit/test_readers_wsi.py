@@ -4,10 +4,10 @@ import numpy as np
 import pytest
 import tifffile
 from format_writers import downsample, write_pyramid
+from numerics import EPS64
 
 from histosynth.sources.embedded import slide_path
 from histosynth.sources.wsi import Slide, WSIError, grid_windows, mpp_from_page
-from numerics import EPS64
 
 
 @pytest.fixture(scope="module")

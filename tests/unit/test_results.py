@@ -2,7 +2,15 @@ import json
 
 import pytest
 
-from histosynth.benchmark.results import BenchmarkRun, DataRef, MetricResult, ResultsFormatError, markdown_table, plot_metric_bars, results_table
+from histosynth.benchmark.results import (
+    BenchmarkRun,
+    DataRef,
+    MetricResult,
+    ResultsFormatError,
+    markdown_table,
+    plot_metric_bars,
+    results_table,
+)
 
 
 def make_run(name="htd", fd=12.5):

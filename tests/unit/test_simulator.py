@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from numerics import EPS32
 from scipy import ndimage
 from skimage.color import rgb2hed
 
 from histosynth.schema import Sample
 from histosynth.sources import build_source
 from histosynth.sources.simulator import SimulatorSource, simulate_patch
-from numerics import EPS32
 
 SIZE = 96  # small patches keep the suite fast; still several nuclei and regions each
 # pannuke nucleus class -> simulator-tissue class under its centroid, written out independently of the module.
@@ -48,8 +48,8 @@ def test_same_seed_is_byte_identical_and_seeds_differ() -> None:
     a = list(SimulatorSource(n=3, size=SIZE, seed=7))
     b = list(SimulatorSource(n=3, size=SIZE, seed=7))
     c = list(SimulatorSource(n=3, size=SIZE, seed=8))
-    assert all(x.equals(y) for x, y in zip(a, b))
-    assert all(not np.array_equal(x.image, z.image) for x, z in zip(a, c))
+    assert all(x.equals(y) for x, y in zip(a, b, strict=False))
+    assert all(not np.array_equal(x.image, z.image) for x, z in zip(a, c, strict=False))
     assert not np.array_equal(a[0].image, a[1].image)  # samples of one run differ too
 
 
@@ -130,7 +130,7 @@ def test_haematoxylin_is_higher_inside_nuclei(batch: list[Sample]) -> None:
             outside.append(h[~mask & (s.tissue > 0)].mean())
     assert len(inside) >= 10
     assert np.mean(inside) > 2 * np.mean(outside)
-    assert sum(i > o for i, o in zip(inside, outside)) == len(inside)
+    assert sum(i > o for i, o in zip(inside, outside, strict=False)) == len(inside)
 
 
 def test_background_holes_are_near_white(batch: list[Sample]) -> None:
@@ -152,7 +152,7 @@ def test_nuclei_density_scales_counts_on_the_same_tissue() -> None:
     sparse = [simulate_patch(i, 128, 0.5, 0.5) for i in range(4)]
     dense = [simulate_patch(i, 128, 0.5, 2.0) for i in range(4)]
     none = simulate_patch(0, 128, 0.5, 0.0)
-    assert all(np.array_equal(a.tissue, b.tissue) for a, b in zip(sparse, dense))
+    assert all(np.array_equal(a.tissue, b.tissue) for a, b in zip(sparse, dense, strict=False))
     assert sum(len(s.nuclei) for s in dense) > 1.5 * sum(len(s.nuclei) for s in sparse)
     assert len(none.nuclei) == 0 and none.nuclei.instances.max() == 0
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from numerics import gamma, moment_errors, sum_error
 
 from histosynth.benchmark.errors import MetricInputError
 from histosynth.benchmark.stats import StreamingStats, as_feature_matrix
-from numerics import gamma, moment_errors, sum_error
 
 
 def _rel(a: np.ndarray, b: np.ndarray) -> float:
@@ -47,7 +47,7 @@ def test_batch_size_does_not_change_stats(features, batch):
 def test_merged_shards_equal_whole_set(features):
     whole = StreamingStats.from_features(features)
     bounds = [0, 3, 250, 251, 700, 1000]
-    shards = [StreamingStats.from_features(features[a:b]) for a, b in zip(bounds, bounds[1:])]
+    shards = [StreamingStats.from_features(features[a:b]) for a, b in zip(bounds, bounds[1:], strict=False)]
     merged = StreamingStats.merged(shards)
     assert merged.count == 1000
     mean_tol, cov_tol = (2 * e for e in moment_errors(features))  # merging is one more order: moment_errors each
