@@ -1,0 +1,1 @@
+"""Conditioning strategies: condition Samples -> tensors (see base.Conditioner and batch.ConditionBatch)."""
