@@ -36,6 +36,7 @@ class ConditionBatch:
     nuclei: list[NucleiLayout] | None = None
     nuclei_schema: str | None = None
     masks: np.ndarray | None = None  # (B, R, R) bool, True where a completion generator must paint
+    mpp: np.ndarray | None = None  # (B,) float64 microns per pixel at the model resolution R (None: unknown)
 
     def __len__(self) -> int:
         return len(self.images)
