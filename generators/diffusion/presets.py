@@ -68,7 +68,7 @@ class CropConfig:
     alpha: float = _SIZING.alpha
     d_min: float = _SIZING.d_min / _SIZING.reference
     d_max: float = _SIZING.d_max / _SIZING.reference
-    min_purity: float = 1.0
+    min_purity: float = _SIZING.min_purity
     # "source": the crop stays where it was cut (the precursor code; the output then contains those real pixels);
     # "corner": it goes to the top-left corner of its sparse tensor, so the model must transfer, not copy, appearance.
     placement: str = "source"

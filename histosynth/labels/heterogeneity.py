@@ -25,7 +25,7 @@ Per-class visual crops (`class_crops`), HTD's d_i = d_base * (1 + alpha * comple
   crop search starts at 200 px). `CropSizing`'s defaults are the one definition; the generators' presets
   (CropConfig) derive theirs from it;
 - the crop is a square of the largest size from d_i down to d_min whose pixels are at least `min_purity` of the
-  class (all window sums at one size come from one integral image, so each size costs O(H W)); among equally
+  class (1.0 by default: the paper states no threshold, the precursor code searches for all-ones windows) (all window sums at one size come from one integral image, so each size costs O(H W)); among equally
   pure windows the most interior one wins (largest distance to the region's edge at the window centre), or a
   uniformly random one when an rng is given. A region too small for d_min gets its largest inscribed square
   (chessboard distance transform) instead, flagged by `size < d_min`.
@@ -133,6 +133,7 @@ class CropSizing:
     d_min: float = 50.0
     d_max: float = 200.0
     reference: int = PAPER_PATCH
+    min_purity: float = 1.0  # fraction of a crop's pixels that must be its class (precursor: all of them)
 
     def limits(self, patch_side: int) -> tuple[float, float, float]:
         """(d_base, d_min, d_max) scaled to a patch of side `patch_side`."""
@@ -236,14 +237,16 @@ class ClassCrop:
 
 
 def class_crops(
-    tissue_map: np.ndarray, sizing: CropSizing = CropSizing(), min_purity: float = 0.95,
+    tissue_map: np.ndarray, sizing: CropSizing = CropSizing(), min_purity: float | None = None,
     rng: np.random.Generator | None = None, classes: Iterable[int] | None = None, shrink: float = 0.9,
 ) -> list[ClassCrop]:
     """One square crop per class present in the map (or in `classes`), sized by region complexity.
 
-    Tries d_i, then sizes shrinking by `shrink` down to d_min, for a window of purity >= `min_purity`; falls
-    back to the largest inscribed square. Classes 0 and 255 are never cropped.
+    Tries d_i, then sizes shrinking by `shrink` down to d_min, for a window of purity >= `sizing.min_purity`
+    (`min_purity`, when given, overrides it); falls back to the largest inscribed square. Classes 0 and 255 are
+    never cropped.
     """
+    purity_floor = sizing.min_purity if min_purity is None else min_purity
     from scipy import ndimage
 
     t = np.asarray(tissue_map)
@@ -267,7 +270,7 @@ def class_crops(
         interior = None if rng is not None else ndimage.distance_transform_edt(mask)  # random picks skip it
         found = None
         for size in sizes:
-            hit = square_crop(mask, size, min_purity, rng, interior)
+            hit = square_crop(mask, size, purity_floor, rng, interior)
             if hit is not None:
                 found = (hit[0], hit[1], size, hit[2])
                 break

@@ -124,6 +124,28 @@ def test_class_crops_lie_inside_their_regions():
     assert largest_inscribed_square(tissue == 1) == (10, 20, 69)
 
 
+def test_crop_purity_has_one_definition_shared_with_the_htd_preset():
+    """CropSizing.min_purity (1.0, the precursor's all-ones search) is the one crop purity: class_crops' default
+    and the diffusion preset's CropConfig both take it, so HTD's crops and labels' crops are the same boxes."""
+    from histosynth.generators.diffusion.presets import CropConfig
+    from histosynth.generators.htd.conditions import crop_boxes
+
+    assert CropSizing().min_purity == CropConfig().min_purity == 1.0
+    tissue = np.full((128, 128), 2, np.uint8)
+    tissue[:, :80] = 1
+    speckle = np.random.default_rng(3).random((128, 80)) < 0.01  # stray class-2 pixels: no 1.0-pure big window
+    tissue[:, :80][speckle] = 2
+
+    def boxes(crops):
+        return {c.class_id: (c.top, c.left, c.size) for c in crops}
+
+    labels = boxes(class_crops(tissue, rng=np.random.default_rng(0)))
+    assert all((tissue[r : r + d, c : c + d] == k).all() for k, (r, c, d) in labels.items())
+    assert crop_boxes(tissue, np.random.default_rng(0), CropConfig()) == labels
+    # the map tells thresholds apart, so a drifted default (e.g. the former 0.95) would fail the line above
+    assert boxes(class_crops(tissue, min_purity=0.95, rng=np.random.default_rng(0))) != labels
+
+
 def test_composition_stats_text_and_plot(tmp_path):
     stats = CompositionStats()
     for f in ({1: 0.5, 2: 0.5}, {1: 0.9, 2: 0.1}, {1: 1.0}, {1: 0.6, 2: 0.4}):
