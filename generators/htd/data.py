@@ -19,25 +19,11 @@ from pathlib import Path
 from typing import Iterable, Sequence
 
 import numpy as np
-from PIL import Image
 
 from histosynth.classes import get_schema
 from histosynth.labels.heterogeneity import is_heterogeneous
+from histosynth.resize import resize_image, resize_map
 from histosynth.schema import Sample
-
-
-def resize_image(image: np.ndarray, size: int) -> np.ndarray:
-    """RGB uint8 image to size x size (Lanczos; unchanged when already that size)."""
-    if image.shape[:2] == (size, size):
-        return image
-    return np.asarray(Image.fromarray(image).resize((size, size), Image.LANCZOS))
-
-
-def resize_map(tissue: np.ndarray, size: int) -> np.ndarray:
-    """uint8 label map to size x size (nearest neighbour keeps class ids exact)."""
-    if tissue.shape == (size, size):
-        return tissue
-    return np.asarray(Image.fromarray(tissue).resize((size, size), Image.NEAREST))
 
 
 @dataclass
