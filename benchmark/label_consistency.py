@@ -95,7 +95,7 @@ def dataset_arrays(folder: Path | str, resolution: int, lut: np.ndarray | None =
     """Images (N, R, R, 3) and tissue maps (N, R, R) of a dataset folder at `resolution` (Lanczos / nearest);
     maps go through `lut` (e.g. a hierarchy's coarsening table) when given, and are None if the set has none."""
     from histosynth.disk import iter_samples
-    from histosynth.generators.htd.data import resize_image, resize_map
+    from histosynth.resize import resize_image, resize_map
 
     images, maps = [], []
     for sample in iter_samples(folder, split):

@@ -7,10 +7,12 @@ import argparse
 import shlex
 import time
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from histosynth.benchmark.encoders import Encoder
     from histosynth.disk import DatasetSummary
     from histosynth.labels.pipeline import PseudoLabeller
 
@@ -67,6 +69,14 @@ class Built:
 
 
 PSEUDOLABEL_KS = (5, 10, 20)  # granularities `data build` pseudo-labels at (use `data pseudolabel` for others)
+
+
+@lru_cache(maxsize=4)
+def pseudolabel_encoder(name: str) -> Encoder:
+    """The encoder `name` that the pseudo-labeller is given, loaded once per process (`demo` labels several sets)."""
+    from histosynth.benchmark.encoders import load_encoder
+
+    return load_encoder(name)
 
 
 def build_dataset(source_name: str, out: Path, options: dict, overwrite: bool = True, pseudolabel: bool | None = None,
@@ -138,7 +148,8 @@ def _build_pseudolabelled(source_name: str, options: dict, out: Path, card, tota
     try:
         labeller, summary, composition = write_pseudolabelled(
             lambda: {"train": require_samples(build_source(source_name, **options), _input_of(source_name, options))}, out, card, config,
-            cache if cache is not None else out.parent / f".{out.name}-embeddings", total=total, overwrite=overwrite)
+            cache if cache is not None else out.parent / f".{out.name}-embeddings",
+            encoder=pseudolabel_encoder(config.encoder), total=total, overwrite=overwrite)
     finally:
         torch.set_num_threads(threads)
     return Built(summary, labeller, composition)
@@ -222,7 +233,8 @@ def run_pseudolabel(args: argparse.Namespace) -> int:
         import torch
 
         torch.set_num_threads(args.threads)
-    labeller, summary, stats = pseudolabel_dataset(args.path, args.out, config, args.cache, command=command,
+    labeller, summary, stats = pseudolabel_dataset(args.path, args.out, config, args.cache,
+                                                   encoder=pseudolabel_encoder(config.encoder), command=command,
                                                    overwrite=args.overwrite)
     print("\n".join(summary_lines(args.out, summary)))
     print("\n".join(pseudolabel_lines(labeller, stats)))

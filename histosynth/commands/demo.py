@@ -27,7 +27,7 @@ def real_at_resolution(source: Path, out: Path, resolution: int) -> Path:
     compares like with like."""
     from histosynth.data_cards.card import CardInfo
     from histosynth.disk import iter_samples, write_dataset
-    from histosynth.generators.htd.data import resize_image
+    from histosynth.resize import resize_image
     from histosynth.schema import Sample
 
     def resized():
@@ -99,7 +99,7 @@ def split_and_label(out: Path, size: int, strides: dict[str, int], train_fractio
     """
     import torch
 
-    from histosynth.commands.data import PSEUDOLABEL_KS
+    from histosynth.commands.data import PSEUDOLABEL_KS, pseudolabel_encoder
     from histosynth.data_cards.card import CardInfo
     from histosynth.disk import write_dataset
     from histosynth.labels.heterogeneity import CompositionStats, composition
@@ -112,7 +112,8 @@ def split_and_label(out: Path, size: int, strides: dict[str, int], train_fractio
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # as in `data build`: one thread is faster than two contended ones for these small cells
     try:
-        labeller = fit_pseudolabeller([part_sample(sources["train"])], config, cache, progress=False)
+        labeller = fit_pseudolabeller([part_sample(sources["train"])], config, cache,
+                                      encoder=pseudolabel_encoder(config.encoder), progress=False)
         folders, stats = {}, {}
         for part, source in sources.items():
             samples = label_part(labeller, source)
@@ -158,8 +159,8 @@ def generate_without_crops(checkpoint: Path, conditions: Path, n: int, out: Path
 def nominal_maps(conditions: Path, n: int, resolution: int) -> np.ndarray:
     """(n, R, R) the maps synthetic sample i was (or, for an unconditional model, would have been) given:
     condition i mod len, as `generate_dataset` assigns them."""
-    from histosynth.generators.htd.data import resize_map
     from histosynth.generators.jobs import ConditionReader
+    from histosynth.resize import resize_map
 
     reader = ConditionReader(conditions)
     return np.stack([resize_map(reader[i % len(reader)].tissue, resolution) for i in range(n)])

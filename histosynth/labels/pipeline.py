@@ -21,7 +21,6 @@ import json
 import os
 import time
 from dataclasses import asdict, dataclass
-from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Mapping
 
@@ -41,11 +40,18 @@ from histosynth.labels.nuclei import (
     pseudo_nuclei,
     segment_nuclei,
 )
-from histosynth.labels.tissue import GRANULARITIES, CellEmbedder, Hierarchy, PhenotypeModel, fit_key, fit_phenotypes
+from histosynth.labels.tissue import (
+    GRANULARITIES,
+    CellEmbedder,
+    FeatureEncoder,
+    Hierarchy,
+    PhenotypeModel,
+    fit_key,
+    fit_phenotypes,
+)
 from histosynth.schema import Sample
 
 if TYPE_CHECKING:
-    from histosynth.benchmark.encoders import Encoder
     from histosynth.data_cards.card import CardInfo
     from histosynth.disk import DatasetSummary
 
@@ -79,14 +85,6 @@ class PseudolabelConfig:
             raise ValueError(f"nuclei_k must be within 1..254, got {self.nuclei_k}")
         if not self.ks:
             raise ValueError("give at least one granularity k")
-
-
-@lru_cache(maxsize=4)
-def cached_encoder(name: str) -> "Encoder":
-    """`load_encoder(name)`, built once per process (the demo and tests label several sets)."""
-    from histosynth.benchmark.encoders import load_encoder
-
-    return load_encoder(name)
 
 
 class _Pool:
@@ -209,10 +207,15 @@ def segment_cached(sample: Sample, config: PseudolabelConfig, cache: ArrayCache)
 
 def fit_pseudolabeller(
     samples: Iterable[Sample], config: PseudolabelConfig = PseudolabelConfig(),
-    cache: ArrayCache | Path | str | None = None, encoder: "Encoder | None" = None, total: int | None = None,
+    cache: ArrayCache | Path | str | None = None, *, encoder: FeatureEncoder, total: int | None = None,
     progress: bool = True,
 ) -> PseudoLabeller:
-    """Pass 1: embed and segment every sample (through the cache), sample cells per slide, fit both models."""
+    """Pass 1: embed and segment every sample (through the cache), sample cells per slide, fit both models.
+
+    `encoder` is the caller's `config.encoder` (the labels layer does not load encoders).
+    """
+    if encoder.meta.name != config.encoder:
+        raise ValueError(f"the encoder passed is {encoder.meta.name!r} but the config names {config.encoder!r}")
     start = time.perf_counter()
     if total is None:
         try:
@@ -220,7 +223,6 @@ def fit_pseudolabeller(
         except TypeError:
             pass
     store = cache if isinstance(cache, ArrayCache) else ArrayCache(cache or default_cache_dir())
-    encoder = encoder if encoder is not None else cached_encoder(config.encoder)
     embedder = CellEmbedder(encoder, config.cell, store, config.input_size, config.batch_size)
     pools: dict[str, _Pool] = {}
     tissue_digest, nuclei_digest = hashlib.sha256(), hashlib.sha256()
@@ -281,8 +283,8 @@ def fit_pseudolabeller(
 
 def write_pseudolabelled(
     make_splits: Callable[[], Mapping[str, Iterable[Sample]]], out: Path | str, card: "CardInfo",
-    config: PseudolabelConfig = PseudolabelConfig(), cache: ArrayCache | Path | str | None = None,
-    encoder: "Encoder | None" = None, total: int | None = None, progress: bool = True, overwrite: bool = True,
+    config: PseudolabelConfig = PseudolabelConfig(), cache: ArrayCache | Path | str | None = None, *,
+    encoder: FeatureEncoder, total: int | None = None, progress: bool = True, overwrite: bool = True,
 ) -> tuple[PseudoLabeller, "DatasetSummary", dict[int, CompositionStats]]:
     """Fit on all splits of `make_splits()`, then write them labelled to `out` with the sidecar, atomically.
 
@@ -295,7 +297,7 @@ def write_pseudolabelled(
         for iterable in make_splits().values():
             yield from iterable
 
-    labeller = fit_pseudolabeller(chained(), config, cache, encoder, total, progress)
+    labeller = fit_pseudolabeller(chained(), config, cache, encoder=encoder, total=total, progress=progress)
     stats: dict[int, CompositionStats] = {}
     splits = {name: labeller.label_all(it, stats) for name, it in make_splits().items()}
     start = time.perf_counter()
@@ -369,7 +371,7 @@ def derived_card(source: Path | str, description: str, command: str, extra_tags:
 
 def pseudolabel_dataset(
     source: Path | str, out: Path | str, config: PseudolabelConfig = PseudolabelConfig(),
-    cache: ArrayCache | Path | str | None = None, encoder: "Encoder | None" = None, command: str = "",
+    cache: ArrayCache | Path | str | None = None, *, encoder: FeatureEncoder, command: str = "",
     progress: bool = True, overwrite: bool = True,
 ) -> tuple[PseudoLabeller, "DatasetSummary", dict[int, CompositionStats]]:
     """Pseudo-label every split of the dataset folder `source` into a new dataset folder `out`."""
@@ -389,4 +391,5 @@ def pseudolabel_dataset(
                         "of the encoder's features and nuclear classes are morphology/colour groups; neither has a "
                         "fixed biological meaning, and nuclei touching in clumps can be merged or split.")
     return write_pseudolabelled(lambda: {name: iter_samples(source, name) for name in counts}, out, card, config,
-                                cache, encoder, sum(counts.values()), progress, overwrite)
+                                cache, encoder=encoder, total=sum(counts.values()), progress=progress,
+                                overwrite=overwrite)

@@ -4,8 +4,9 @@ Pipeline, per patch then per dataset:
 1. the patch is cut into a grid of `cell` x `cell` windows (`CellGrid`; the strip left over when the size is not
    a multiple of `cell` takes the label of the last cell); a cell that is mostly glass (`glass_mask`: bright and
    unsaturated after a small blur) is background and is not embedded;
-2. tissue cells are embedded with any registered encoder (`CellEmbedder`; EfficientNet-Lite0 by default, with its
-   own preprocessing, i.e. each cell resized to 224 px), the embeddings cached on disk by content hash;
+2. tissue cells are embedded with any feature encoder the caller passes in (`CellEmbedder` takes a
+   `FeatureEncoder`; the commands load EfficientNet-Lite0 by default, with its own preprocessing, i.e. each cell
+   resized to 224 px), the embeddings cached on disk by content hash;
 3. diversity-aware sampling: per slide, farthest-point (k-center greedy) selection of at most `per_slide` cells
    (HTD: ~1,000 patches per WSI), so rare appearances are kept and repeated ones thinned;
 4. hierarchical k-means (`fit_phenotypes`): k-means at the finest granularity K, then Ward agglomeration of the
@@ -34,8 +35,8 @@ The figures vary with the set (0.43-0.87 over 16 fine phenotypes): eight patches
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal, Mapping, Protocol, Sequence
 
 import numpy as np
 
@@ -43,7 +44,7 @@ from histosynth.labels.cache import ArrayCache, content_key
 from histosynth.labels.cluster import assign, cut_linkage, kmeans, ward_linkage
 
 if TYPE_CHECKING:
-    from histosynth.benchmark.encoders import Encoder
+    import torch
 
 GRANULARITIES: tuple[int, ...] = (5, 10, 20, 50, 100)
 """HTD's multi-scale pseudo-map granularities."""
@@ -113,6 +114,47 @@ class CellGrid:
         return values[r[:, None], c[None, :]]
 
 
+class EncoderInfo(Protocol):
+    """The metadata of a feature encoder that pseudo-labelling reads."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def feature_dim(self) -> int: ...
+
+
+class InputSpec(Protocol):
+    """An encoder's input preparation; its `key` enters the cache keys and the sidecar."""
+
+    @property
+    def key(self) -> str: ...
+
+
+class FeatureEncoder(Protocol):
+    """What the labels layer needs from a feature encoder; the caller loads one and passes it in.
+
+    `histosynth.benchmark.encoders.Encoder` is one. `input_spec(size)` is the preparation that `encode(...,
+    size=size)` applies (None: the encoder's own; an int overrides the side and raises ValueError when the encoder
+    resizes its input itself). `encode` returns (N, meta.feature_dim) float32 features on the CPU.
+    """
+
+    @property
+    def meta(self) -> EncoderInfo: ...
+
+    @property
+    def weights_fingerprint(self) -> str: ...
+
+    def state_dict(self) -> Mapping[str, Any]: ...
+
+    def provenance(self) -> dict[str, str]: ...
+
+    def input_spec(self, size: int | None = None) -> InputSpec: ...
+
+    def encode(self, images: np.ndarray, batch_size: int = ..., layout: Literal["auto", "nhwc", "nchw"] = ...,
+               size: int | None = None) -> "torch.Tensor": ...
+
+
 @dataclass
 class CellEmbedding:
     """Embeddings of a patch's tissue cells: `features` (m, d) float32 for the True cells of `tissue` (rows, cols)."""
@@ -132,7 +174,7 @@ class CellEmbedder:
     values. `encoded_patches` counts the patches that really went through the encoder.
     """
 
-    def __init__(self, encoder: "Encoder", cell: int = 32, cache: ArrayCache | None = None,
+    def __init__(self, encoder: FeatureEncoder, cell: int = 32, cache: ArrayCache | None = None,
                  input_size: int | None = None, batch_size: int = 64) -> None:
         self.encoder = encoder
         self.cell = cell
@@ -140,12 +182,7 @@ class CellEmbedder:
         self.input_size = input_size
         self.batch_size = batch_size
         self.encoded_patches = 0
-        spec = encoder.meta.preprocess
-        if input_size is not None:
-            if spec.kind != "float":
-                raise ValueError(f"encoder {encoder.meta.name!r} resizes its input itself; --input-size does not apply")
-            spec = replace(spec, size=int(input_size))
-        self.spec = spec
+        self.spec = encoder.input_spec(input_size)
         self._weights: str | None = None
 
     @property
@@ -179,27 +216,19 @@ class CellEmbedder:
         return content_key(EMBED_VERSION, image, s["encoder"], s["weights"], s["preprocess"], s["cell"], repr(s["glass"]))
 
     def _compute(self, image: np.ndarray) -> dict[str, np.ndarray]:
-        import torch
-
-        from histosynth.benchmark.encoders import preprocess
-
         grid = CellGrid(image.shape[0], image.shape[1], self.cell)
         tissue = grid.fractions(glass_mask(image)) <= MAX_GLASS
         cells = grid.windows(image)[tissue.ravel()]
-        d = self.encoder.meta.feature_dim
-        chunks = []
-        with torch.inference_mode():
-            for start in range(0, len(cells), self.batch_size):
-                x = preprocess(cells[start : start + self.batch_size], self.spec, self.encoder.device, "nhwc")
-                try:
-                    chunks.append(self.encoder(x).cpu().numpy())
-                except RuntimeError as err:
-                    if self.input_size is None:
-                        raise
-                    raise ValueError(f"encoder {self.encoder.meta.name!r} cannot take {self.input_size} px inputs "
-                                     f"({err}); leave input_size unset") from err
+        features = np.zeros((0, self.encoder.meta.feature_dim), dtype=np.float32)
+        if len(cells):
+            try:
+                features = self.encoder.encode(cells, self.batch_size, "nhwc", self.input_size).numpy()
+            except RuntimeError as err:
+                if self.input_size is None:
+                    raise
+                raise ValueError(f"encoder {self.encoder.meta.name!r} cannot take {self.input_size} px inputs "
+                                 f"({err}); leave input_size unset") from err
         self.encoded_patches += 1
-        features = np.concatenate(chunks) if chunks else np.zeros((0, d), dtype=np.float32)
         small = np.abs(features).max(initial=0.0) < 6e4  # float16 halves the cache; keep float32 if it would overflow
         return {"features": features.astype(np.float16 if small else np.float32), "tissue": tissue}
 

@@ -11,7 +11,7 @@ import pytest
 
 from histosynth.commands.ls import list_kind
 from histosynth.generators import GENERATORS, build_generator, generator_meta, load_generator, weights_hash
-from histosynth.generators.htd.data import resize_map
+from histosynth.resize import resize_map
 from histosynth.schema import Sample
 from histosynth.sources import build_source
 

@@ -7,13 +7,13 @@ import pytest
 from PIL import Image
 
 from histosynth.cli import main
+from histosynth.commands.data import pseudolabel_encoder
 from histosynth.data_cards.card import CardInfo
 from histosynth.disk import iter_samples, read_metadata
 from histosynth.labels.cache import ArrayCache, content_key
 from histosynth.labels.heterogeneity import composition, is_heterogeneous
 from histosynth.labels.pipeline import (
     PseudolabelConfig,
-    cached_encoder,
     fit_pseudolabeller,
     load_hierarchy,
     load_sidecar,
@@ -31,9 +31,9 @@ class CountingEncoder:
         self.inner = inner
         self.cells = 0
 
-    def __call__(self, x):
-        self.cells += len(x)
-        return self.inner(x)
+    def encode(self, images, *args, **kwargs):
+        self.cells += len(images)
+        return self.inner.encode(images, *args, **kwargs)
 
     def __getattr__(self, name):
         return getattr(self.inner, name)
@@ -45,7 +45,7 @@ def encoder():
 
     before = torch.get_num_threads()
     torch.set_num_threads(1)  # two OpenMP threads on a busy 2-core machine ran ~10x slower
-    yield cached_encoder("effnet-lite0")
+    yield pseudolabel_encoder("effnet-lite0")
     torch.set_num_threads(before)
 
 

@@ -3,9 +3,10 @@
 import numpy as np
 import pytest
 
+from histosynth.commands.data import pseudolabel_encoder
 from histosynth.labels.cache import ArrayCache
 from histosynth.labels.cluster import adjusted_rand_index, purity
-from histosynth.labels.pipeline import PseudolabelConfig, cached_encoder, fit_pseudolabeller
+from histosynth.labels.pipeline import PseudolabelConfig, fit_pseudolabeller
 from histosynth.labels.tissue import CellEmbedder, CellGrid, Hierarchy, feasible_levels, fit_phenotypes, glass_mask
 from histosynth.schema import Provenance, Sample
 from histosynth.sources.simulator import SimulatorSource
@@ -18,7 +19,7 @@ def encoder():
 
     before = torch.get_num_threads()
     torch.set_num_threads(1)
-    yield cached_encoder("effnet-lite0")
+    yield pseudolabel_encoder("effnet-lite0")
     torch.set_num_threads(before)
 
 
