@@ -1,6 +1,6 @@
 # Two entry points, each doing all set-up on a fresh machine:
 #   make demo   create .venv, install histosynth, run the main job on the embedded sample
-#   make test   create/update .venv, install histosynth with test extras, run the tests
+#   make test   create/update .venv, install histosynth with test extras, run the tests and the lint
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -16,7 +16,7 @@ PYTEST_ARGS ?=
 METRIC_TESTS := $(addprefix tests/unit/,test_frechet.py test_stats.py test_kid_prdc.py test_features.py \
 	test_fid_vs_torch_fidelity.py test_memorization.py test_lpips_masked.py test_encoders.py)
 
-.PHONY: demo test test-slow test-threads install clean
+.PHONY: demo test test-slow test-threads lint install clean
 
 $(STAMP): pyproject.toml setup.py
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -37,7 +37,15 @@ test: $(STAMP)
 	@status=0; \
 	$(OFFLINE) $(BIN)/pytest tests --ignore=tests/hub -m "not slow" $(PYTEST_ARGS) || status=1; \
 	if [ -d tests/hub ]; then HISTOSYNTH_HUB_TESTS=1 $(BIN)/pytest tests/hub $(PYTEST_ARGS) || status=1; fi; \
+	$(MAKE) --no-print-directory lint || status=1; \
 	if [ $$status -ne 0 ]; then echo "make test: some part of the suite failed (see above)"; fi; \
+	exit $$status
+
+# ruff (pyflakes, import order, bugbear) and the layer contracts of pyproject.toml (tools/lint_imports.py)
+lint: $(STAMP)
+	@status=0; \
+	$(BIN)/ruff check . || status=1; \
+	$(BIN)/python tools/lint_imports.py || status=1; \
 	exit $$status
 
 test-slow: $(STAMP)
