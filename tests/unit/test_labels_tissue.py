@@ -1,5 +1,7 @@
 """Tissue phenotypes: agreement with the simulator's tissue, nested granularities, glass, cell grids."""
 
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 
@@ -108,6 +110,44 @@ def test_glass_cells_are_background_and_not_embedded(encoder, tmp_path):
     labelled = model.tissue_map(embedding, image)
     assert (labelled[:, 48:] == 0).all() and (labelled[:, :44] > 0).mean() > 0.9
     Sample(image=image, provenance=Provenance("test"), tissue=labelled, tissue_schema=model.hierarchy.schema())
+
+
+class MeanColour:
+    """A feature encoder that is not the benchmark's: the mean RGB of each cell (the labels layer's protocol only)."""
+
+    meta = SimpleNamespace(name="mean-rgb", feature_dim=3)
+    weights_fingerprint = "none"
+
+    def state_dict(self):
+        return {}
+
+    def provenance(self):
+        return {"encoder": "mean-rgb"}
+
+    def input_spec(self, size=None):
+        return SimpleNamespace(key=f"native-{size}")
+
+    def encode(self, images, batch_size=32, layout="auto", size=None):
+        import torch
+
+        assert layout == "nhwc" and images.ndim == 4
+        return torch.from_numpy(images.reshape(len(images), -1, 3).mean(axis=1).astype(np.float32))
+
+
+def test_any_feature_encoder_the_caller_passes_embeds_the_tissue_cells(tmp_path):
+    image = next(iter(SimulatorSource(n=1, size=96, seed=5))).image.copy()
+    image[:, 48:] = (243, 241, 244)  # glass on the right half
+    embedding = CellEmbedder(MeanColour(), cell=16, cache=ArrayCache(tmp_path)).embed(image)
+    grid = CellGrid(96, 96, 16)
+    expected = grid.windows(image)[embedding.tissue.ravel()].reshape(18, -1, 3).mean(axis=1)
+    # the cache stores float16 (unit roundoff 2**-11) of a float32 mean of 256 pixels (well under 2**-20 relative)
+    np.testing.assert_allclose(embedding.features, expected, rtol=2**-11 + 2**-20)
+    samples = list(SimulatorSource(n=4, size=64, seed=1))
+    labeller = fit_pseudolabeller(samples, PseudolabelConfig(encoder="mean-rgb", ks=(2, 3), cell=16, nuclei=False),
+                                  tmp_path, encoder=MeanColour(), progress=False)
+    assert labeller.sidecar()["encoder"] == {"encoder": "mean-rgb", "preprocess": "native-None"}
+    with pytest.raises(ValueError, match="config names 'effnet-lite0'"):
+        fit_pseudolabeller(samples, PseudolabelConfig(nuclei=False), tmp_path, encoder=MeanColour(), progress=False)
 
 
 def test_cell_grid_windows_and_upsampling_with_a_leftover_strip():
