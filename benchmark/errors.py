@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from histosynth.errors import InputError
 
-class MetricInputError(ValueError):
+
+class MetricInputError(InputError):
     """Bad input to a metric: wrong shape, too few samples, NaN/inf features, mismatched dimensions."""
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from histosynth.classes import IGNORE_ID
+from histosynth.errors import InputError
 
 
 def confusion_matrices(predicted: np.ndarray, reference: np.ndarray, num_classes: int) -> np.ndarray:
@@ -104,9 +105,9 @@ def dataset_arrays(folder: Path | str, resolution: int, lut: np.ndarray | None =
             tissue = resize_map(sample.tissue, resolution)
             maps.append(lut[tissue] if lut is not None else tissue)
     if not images:
-        raise ValueError(f"{folder}: no samples in split {split!r}")
+        raise InputError(f"{folder}: no samples in split {split!r}")
     if maps and len(maps) != len(images):
-        raise ValueError(f"{folder}: only {len(maps)} of {len(images)} samples have a tissue map")
+        raise InputError(f"{folder}: only {len(maps)} of {len(images)} samples have a tissue map")
     return np.stack(images), np.stack(maps) if maps else None
 
 

@@ -20,11 +20,12 @@ from pathlib import Path
 from typing import Any
 
 import histosynth
+from histosynth.errors import InputError
 
 SCHEMA_VERSION = 1
 
 
-class ResultsFormatError(ValueError):
+class ResultsFormatError(InputError):
     """A results file does not follow the schema; the message names the file and the field."""
 
 

@@ -29,6 +29,7 @@ from histosynth.data_cards.model import (
     required_licence,
     source_licence,
 )
+from histosynth.errors import InputError
 
 if TYPE_CHECKING:
     from histosynth.data_cards.sets import DatasetSpec
@@ -58,7 +59,7 @@ LIMITATIONS = {
 }
 
 
-class CardValidationError(ValueError):
+class CardValidationError(InputError):
     """A dataset card is malformed or incomplete; the message lists every problem."""
 
 

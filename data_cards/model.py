@@ -14,6 +14,8 @@ import re
 from dataclasses import dataclass, field
 from functools import total_ordering
 
+from histosynth.errors import InputError
+
 SOURCE_LICENCES: dict[str, str] = {
     "camelyon16": "cc0-1.0",
     "panda": "cc-by-nc-sa-4.0",
@@ -54,7 +56,7 @@ def required_licence(source_datasets: list[str]) -> str | None:
     """
     imposed = sorted({lic for lic in map(source_licence, source_datasets) if lic in SHARE_ALIKE})
     if len(imposed) > 1:
-        raise ValueError(f"sources {source_datasets} impose incompatible share-alike licences {imposed}")
+        raise InputError(f"sources {source_datasets} impose incompatible share-alike licences {imposed}")
     return imposed[0] if imposed else None
 
 
@@ -89,7 +91,7 @@ class Version:
         """Parse "v1.2.3"; anything else (1.2.3, v1.2, v1.2.3-rc1, v01.2.3) is a ValueError saying the format."""
         match = _VERSION.fullmatch(str(text).strip())
         if match is None:
-            raise ValueError(f"version must look like vMAJOR.MINOR.PATCH (e.g. v1.0.0), got {text!r}")
+            raise InputError(f"version must look like vMAJOR.MINOR.PATCH (e.g. v1.0.0), got {text!r}")
         return cls(*(int(g) for g in match.groups()))
 
     @classmethod

@@ -15,6 +15,7 @@ from typing import Any
 import yaml
 
 from histosynth.data_cards.model import BenchmarkScore, CardInfo, Version
+from histosynth.errors import InputError, UnknownNameError
 from histosynth.registry import Registry
 
 CARDS_DIR = Path(__file__).parent / "cards"
@@ -23,7 +24,7 @@ _CARD_FIELDS = {f.name for f in fields(CardInfo)} - {"version", "repo"}
 _SPEC_FIELDS = {"name", "repo", "summary", "tissue_schema", "nuclei_schema", "versions", "card"}
 
 
-class SpecError(ValueError):
+class SpecError(InputError):
     """A dataset spec in data_cards/cards/ is malformed; the message names the file."""
 
 
@@ -68,7 +69,7 @@ class DatasetSpec:
         for entry in self.versions:
             if entry.version == wanted:
                 return entry
-        raise KeyError(f"dataset {self.name!r} has no version {version} (versions: {', '.join(str(v.version) for v in self.versions)})")
+        raise UnknownNameError(f"dataset {self.name!r} has no version {version} (versions: {', '.join(str(v.version) for v in self.versions)})")
 
     def card_info(self, version: str | None = None) -> CardInfo:
         """The CardInfo to write this set with (e.g. `write_dataset(samples, out, spec.card_info("v1.0.0"))`)."""

@@ -24,7 +24,7 @@ import shutil
 from pathlib import Path
 from typing import Callable, Iterator
 
-from histosynth.errors import UserFacingError
+from histosynth.errors import OutputExistsError, UserFacingError
 
 _RENAME_EXCHANGE = 2
 _AT_FDCWD = -100
@@ -155,7 +155,7 @@ def atomic_directory(target: Path | str, overwrite: bool = True) -> Iterator[Pat
     with target_lock(target):
         recover(target, locked=True)
         if target.exists() and not overwrite:
-            raise FileExistsError(f"{target} already exists; refusing to overwrite it")
+            raise OutputExistsError(f"{target} already exists; refusing to overwrite it")
         wrapper = target.parent / f".{target.name}.partial-{os.getpid()}"
         partial = wrapper / CONTENT_DIR
         partial.mkdir(parents=True)

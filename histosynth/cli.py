@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+import traceback
 from typing import Sequence
 
 from histosynth.errors import UserFacingError
@@ -18,8 +19,8 @@ COMMAND_MODULES = ("histosynth.commands.ls", "histosynth.commands.data", "histos
                    "histosynth.commands.hub")
 
 
-class CommandError(Exception):
-    """A user-facing failure: printed as `error: ...` without a traceback, exit code 2."""
+class CommandError(UserFacingError):
+    """A user-facing failure of a verb itself (not of one input): printed as `error: ...`, exit code 2."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -29,6 +30,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Synthetic histopathology dataset factory and benchmark suite. "
         "Run `histosynth <verb> --help` for each verb.",
     )
+    parser.add_argument("--traceback", action="store_true",
+                        help="show the traceback of user errors too (other errors always show theirs)")
     verbs = parser.add_subparsers(dest="verb", metavar="<verb>", required=True)
     for name in COMMAND_MODULES:
         importlib.import_module(name).register(verbs)
@@ -36,19 +39,20 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the `histosynth` script; returns the exit code."""
+    """Entry point of the `histosynth` script; returns the exit code.
+
+    A UserFacingError becomes one `error: ...` line and exit 2; any other exception is a bug and propagates
+    with its traceback (exit 1)."""
     args = build_parser().parse_args(argv)
     try:
         return int(args.handler(args) or 0)
     except BrokenPipeError:  # output piped into `head` and closed early
         sys.stderr.close()
         return 0
-    except (CommandError, UserFacingError) as err:
+    except UserFacingError as err:
+        if args.traceback:
+            traceback.print_exc()
         print(f"error: {err}", file=sys.stderr)
-        return 2
-    except (ValueError, KeyError, FileExistsError, FileNotFoundError) as err:
-        message = err.args[0] if isinstance(err, KeyError) and err.args else err
-        print(f"error: {message}", file=sys.stderr)
         return 2
 
 

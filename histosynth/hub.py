@@ -43,6 +43,7 @@ from histosynth.atomic import atomic_directory
 from histosynth.data_cards.card import validate_card
 from histosynth.data_cards.model import Version
 from histosynth.disk import DATA_DIR, SIDECAR_FILES, DatasetFormatError, open_shard, read_metadata, shard_paths
+from histosynth.errors import InputError, OutputExistsError
 from histosynth.rows import row_to_sample
 from histosynth.schema import Sample, SampleValidationError
 
@@ -55,7 +56,7 @@ _HASH_CHUNK = 8 * 2**20
 Log = Callable[[str], None]
 
 
-class PublishError(ValueError):
+class PublishError(InputError):
     """A publish or pull was refused or failed; the message says why and what to do. Nothing is left half-done."""
 
 
@@ -118,7 +119,7 @@ class PullResult:
 def check_repo_id(repo: str) -> str:
     """`repo` if it looks like ORG/NAME, else a ValueError that says so."""
     if not _REPO_ID.fullmatch(repo or ""):
-        raise ValueError(f"repo must look like ORG/NAME, got {repo!r}")
+        raise InputError(f"repo must look like ORG/NAME, got {repo!r}")
     return repo
 
 
@@ -354,7 +355,7 @@ def pull(repo: str, version: str | Version, out: Path | str, overwrite: bool = F
     check_repo_id(repo)
     out = Path(out)
     if out.exists() and not overwrite:
-        raise FileExistsError(f"{out} already exists; refusing to overwrite it (pass overwrite=True / --overwrite)")
+        raise OutputExistsError(f"{out} already exists; refusing to overwrite it (pass overwrite=True / --overwrite)")
     try:
         snapshot = Path(snapshot_download(repo, repo_type=REPO_TYPE, revision=str(version)))
     except RevisionNotFoundError as err:

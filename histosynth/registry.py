@@ -11,14 +11,13 @@ import importlib
 from dataclasses import dataclass
 from typing import Callable, Generic, Iterator, TypeVar
 
+from histosynth.errors import UnknownNameError
+
 T = TypeVar("T")
 
 
-class RegistryError(KeyError):
-    """Unknown or duplicate registry name; the message says which and what is close."""
-
-    def __str__(self) -> str:  # KeyError would repr() the message
-        return str(self.args[0])
+class RegistryError(UnknownNameError):
+    """A name not in a registry; the message says which and what is close."""
 
 
 @dataclass(frozen=True)
@@ -58,7 +57,7 @@ class Registry(Generic[T]):
     def register(self, name: str, target: T | str, summary: str = "") -> None:
         """Add `name`; `target` is the object or a lazy "module:attr" string. Duplicate names raise."""
         if name in self._entries:
-            raise RegistryError(f"{self.kind} {name!r} is already registered (to {self._entries[name].target!r})")
+            raise ValueError(f"{self.kind} {name!r} is already registered (to {self._entries[name].target!r})")
         self._entries[name] = Entry(name, target, summary)
 
     def decorator(self, name: str, summary: str = "") -> Callable[[T], T]:

@@ -20,9 +20,10 @@ from typing import Iterable
 import numpy as np
 
 from histosynth.classes import IGNORE_ID, get_schema
+from histosynth.errors import InputError
 
 
-class SampleValidationError(ValueError):
+class SampleValidationError(InputError):
     """A Sample (or part of one) violates the schema; the message names the field, the problem and the origin."""
 
 

@@ -8,6 +8,7 @@ from typing import Sequence
 import numpy as np
 
 from histosynth.classes import IGNORE_ID, get_schema
+from histosynth.errors import InputError
 from histosynth.schema import Sample
 
 TISSUE_ALPHA = 0.35
@@ -64,7 +65,7 @@ def draw_grid(samples: Sequence[Sample], out: Path | str, title: str = "", colum
     import matplotlib.pyplot as plt
 
     if not samples:
-        raise ValueError("draw_grid: no samples to draw")
+        raise InputError("draw_grid: no samples to draw")
     labelled = any(s.tissue is not None or s.nuclei is not None for s in samples)
     panels = [(s, False) for s in samples] if not labelled else [(s, v) for s in samples for v in (False, True)]
     columns = min(columns * (2 if labelled else 1), len(panels))

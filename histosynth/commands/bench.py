@@ -5,13 +5,15 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from histosynth.errors import InputError
+
 
 def _weights(pairs: list[str]) -> dict[str, str]:
     out = {}
     for pair in pairs:
         name, sep, path = pair.partition("=")
         if not sep or not name or not path:
-            raise ValueError(f"--weights takes NAME=PATH, got {pair!r}")
+            raise InputError(f"--weights takes NAME=PATH, got {pair!r}")
         out[name] = path
     return out
 
@@ -23,7 +25,7 @@ def _enough(path: Path, split: str, option: str, minimum: int, why: str) -> None
     read_metadata(path)
     n = count_samples(path, split)
     if n < minimum:
-        raise ValueError(f"{option} {path}: split {split!r} holds {n} sample(s); {why}")
+        raise InputError(f"{option} {path}: split {split!r} holds {n} sample(s); {why}")
 
 
 def _check_options(args: argparse.Namespace, names: dict[str, list[str]], minimum: int = 1,
@@ -33,15 +35,15 @@ def _check_options(args: argparse.Namespace, names: dict[str, list[str]], minimu
 
     for option, values in names.items():
         if not values:
-            raise ValueError(f"--{option}: name at least one (comma-separated)")
+            raise InputError(f"--{option}: name at least one (comma-separated)")
     if getattr(args, "bootstrap", 0) < 0 or getattr(args, "bootstrap", 0) == 1:
-        raise ValueError(f"--bootstrap must be 0 (no interval) or at least 2 replicates, got {args.bootstrap}")
+        raise InputError(f"--bootstrap must be 0 (no interval) or at least 2 replicates, got {args.bootstrap}")
     if args.batch_size < 1:
-        raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
+        raise InputError(f"--batch-size must be >= 1, got {args.batch_size}")
     try:
         torch.device(args.device)
     except RuntimeError as err:
-        raise ValueError(f"--device {args.device!r}: {err}") from None
+        raise InputError(f"--device {args.device!r}: {err}") from None
     _enough(args.real, args.split, "--real", minimum, why)
     _enough(args.fake, args.split, "--fake", minimum, why)
 
@@ -71,7 +73,7 @@ def run_fd(args: argparse.Namespace) -> int:
         _enough(args.train, args.split, "--train", 1, "memorisation needs the training samples")
     unused = sorted(set(_weights(args.weights)) - set(encoders))
     if unused:
-        raise ValueError(f"--weights for {', '.join(map(repr, unused))}, which --encoders does not name ({', '.join(encoders)})")
+        raise InputError(f"--weights for {', '.join(map(repr, unused))}, which --encoders does not name ({', '.join(encoders)})")
     if "fd" not in metrics and args.bootstrap:
         args.bootstrap = 0
     run = score_distribution(args.real, args.fake, encoders, metrics, bootstrap=args.bootstrap, seed=args.seed, split=args.split,
@@ -89,7 +91,7 @@ def run_lpips(args: argparse.Namespace) -> int:
     _check_options(args, {"modes": modes})
     unknown = [m for m in modes if m not in MODES]
     if unknown:
-        raise ValueError(f"--modes: unknown mode(s) {unknown}; choose from {', '.join(MODES)}")
+        raise InputError(f"--modes: unknown mode(s) {unknown}; choose from {', '.join(MODES)}")
     run = score_masked_lpips(args.real, args.fake, modes, net=args.net, backbone=args.backbone, split=args.split,
                              limit=args.limit, device=args.device, batch_size=args.batch_size)
     _report(run, args.out, f"lpips-{modes[0]}")

@@ -11,6 +11,8 @@ from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from histosynth.errors import InputError
+
 if TYPE_CHECKING:
     from histosynth.benchmark.encoders import Encoder
     from histosynth.disk import DatasetSummary
@@ -119,7 +121,7 @@ def build_dataset(source_name: str, out: Path, options: dict, overwrite: bool = 
         samples = require_samples(source, _input_of(source_name, options))
         return Built(write_dataset(samples, out, card, meta.tissue_schema, meta.nuclei_schema, total=total, overwrite=overwrite))
     if meta.tissue_schema is not None:
-        raise ValueError(f"source {source_name!r} already has tissue labels ({meta.tissue_schema}); --pseudolabel is for unlabelled sources")
+        raise InputError(f"source {source_name!r} already has tissue labels ({meta.tissue_schema}); --pseudolabel is for unlabelled sources")
     return _build_pseudolabelled(source_name, options, out, card, total, overwrite, cache)
 
 

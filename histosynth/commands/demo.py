@@ -18,6 +18,8 @@ from typing import Any
 
 import numpy as np
 
+from histosynth.errors import InputError
+
 DEMO_MODELS = ("htd", "htd-unconditional")
 NO_COPY = "htd-no-copy"
 
@@ -304,7 +306,7 @@ def run(args: argparse.Namespace) -> int:
                                out / name, progress=False)
         print("\n".join(selected[part].selected_stats.lines(f"heterogeneous {part} patches")))
     if selected["train"].summary.split_sizes.get("train", 0) < 4:
-        raise ValueError("fewer than 4 heterogeneous training patches: too few to train on")
+        raise InputError("fewer than 4 heterogeneous training patches: too few to train on")
 
     reports = {}
     for name in DEMO_MODELS:

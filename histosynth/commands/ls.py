@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import importlib
 
+from histosynth.errors import UnknownNameError
+
 # kind -> "module:attribute" of a torch-free Registry; kinds whose module does not exist yet are skipped.
 CATALOG = {
     "sources": "histosynth.sources:SOURCES",
@@ -43,7 +45,7 @@ def list_kind(kind: str) -> list[str]:
 def run(args: argparse.Namespace) -> int:
     unknown = [k for k in args.kinds if k not in CATALOG]
     if unknown:
-        raise ValueError(f"cannot list {', '.join(unknown)}; choose from {', '.join(CATALOG)}")
+        raise UnknownNameError(f"cannot list {', '.join(unknown)}; choose from {', '.join(CATALOG)}")
     for i, kind in enumerate(args.kinds or list(CATALOG)):
         print(("\n" if i else "") + "\n".join(list_kind(kind)))
     return 0

@@ -16,6 +16,8 @@ import time
 from pathlib import Path
 from typing import Iterator
 
+from histosynth.errors import InputError
+
 
 def curriculum_config(path: Path, warmup: int | None, steps: int):
     """The granularity curriculum from a pseudo-labelled dataset folder (its pseudolabels.json hierarchy) or from a
@@ -58,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
     if args.resume and (out / "config.json").is_file():
         generator = load_generator(out, device=args.device)  # networks already sized for the data
         if generator.meta.name != args.generator:
-            raise ValueError(f"{out} holds a {generator.meta.name!r} generator, not {args.generator!r}")
+            raise InputError(f"{out} holds a {generator.meta.name!r} generator, not {args.generator!r}")
         train_cfg = generator.preset.train
     else:
         preset = get_preset(args.preset)

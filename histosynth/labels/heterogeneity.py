@@ -40,6 +40,7 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from histosynth.classes import BACKGROUND_ID, IGNORE_ID
+from histosynth.errors import InputError
 
 PAPER_PATCH = 256
 """Patch side at which HTD's crop sizes d in [50, 200] are given."""
@@ -90,7 +91,7 @@ def is_heterogeneous(
 ) -> bool:
     """HTD's 20-80% rule (see the module docstring for the exact definition)."""
     if not 0.0 <= min_frac <= max_frac <= 1.0:
-        raise ValueError(f"need 0 <= min_frac <= max_frac <= 1, got {min_frac}, {max_frac}")
+        raise InputError(f"need 0 <= min_frac <= max_frac <= 1, got {min_frac}, {max_frac}")
     c = comp if isinstance(comp, Composition) else composition(comp)
     return c.tissue_fraction >= min_tissue and c.n_classes >= 2 and c.largest <= max_frac and c.second >= min_frac
 

@@ -28,6 +28,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from histosynth.disk import PSEUDOLABELS_SIDECAR
+from histosynth.errors import InputError, MissingInputError
 from histosynth.labels.cache import ArrayCache, content_key, default_cache_dir
 from histosynth.labels.cluster import kcenter_greedy
 from histosynth.labels.heterogeneity import CompositionStats, composition
@@ -80,11 +81,11 @@ class PseudolabelConfig:
 
     def __post_init__(self) -> None:
         if self.per_slide < 1:
-            raise ValueError(f"per_slide must be >= 1, got {self.per_slide}")
+            raise InputError(f"per_slide must be >= 1, got {self.per_slide}")
         if not 1 <= self.nuclei_k <= 254:
-            raise ValueError(f"nuclei_k must be within 1..254, got {self.nuclei_k}")
+            raise InputError(f"nuclei_k must be within 1..254, got {self.nuclei_k}")
         if not self.ks:
-            raise ValueError("give at least one granularity k")
+            raise InputError("give at least one granularity k")
 
 
 class _Pool:
@@ -240,7 +241,7 @@ def fit_pseudolabeller(
             nuclei_features.append(arrays["features"])
         n_samples += 1
     if n_samples == 0:
-        raise ValueError("no samples to pseudo-label")
+        raise InputError("no samples to pseudo-label")
     embedded_s = time.perf_counter() - start
 
     key = fit_key(tissue_digest.hexdigest(), config.ks, config.per_slide, config.seed, config.min_cells_per_cluster,
@@ -326,7 +327,7 @@ def load_sidecar(folder: Path | str) -> dict[str, Any]:
     """The `pseudolabels.json` of a pseudo-labelled dataset folder."""
     path = Path(folder) / SIDECAR
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: missing; {folder} was not written by `histosynth data pseudolabel`")
+        raise MissingInputError(f"{path}: missing; {folder} was not written by `histosynth data pseudolabel`")
     return json.loads(path.read_text(encoding="utf-8"))
 
 
@@ -345,7 +346,7 @@ def dataset_splits(folder: Path | str) -> dict[str, int]:
     pattern = re.compile(r"^(.+)-\d{5}-of-\d{5}\.parquet$")
     names = sorted({m.group(1) for p in (Path(folder) / DATA_DIR).glob("*.parquet") if (m := pattern.match(p.name))})
     if not names:
-        raise ValueError(f"{folder}: no parquet shards under {DATA_DIR}/")
+        raise InputError(f"{folder}: no parquet shards under {DATA_DIR}/")
     ordered = (["train"] if "train" in names else []) + [n for n in names if n != "train"]
     return {name: count_samples(folder, name) for name in ordered}
 

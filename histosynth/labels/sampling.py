@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Iterator
 
 from tqdm.auto import tqdm
 
+from histosynth.errors import InputError
 from histosynth.labels.heterogeneity import CompositionStats, composition, entropy_sample
 from histosynth.schema import Sample
 
@@ -46,7 +47,7 @@ def sample_dataset(
     meta = read_metadata(source)
     tissue_schema = meta["histosynth"].get("tissue_schema")
     if not tissue_schema:
-        raise ValueError(f"{source}: has no tissue maps; heterogeneous sampling needs them (pseudo-label it first "
+        raise InputError(f"{source}: has no tissue maps; heterogeneous sampling needs them (pseudo-label it first "
                          "with `histosynth data pseudolabel`)")
     counts = dataset_splits(source)
     input_stats = CompositionStats(min_frac, max_frac, min_tissue)
@@ -56,7 +57,7 @@ def sample_dataset(
         for sample in tqdm(iter_samples(source, split), desc=f"composition of {split}", total=counts[split],
                            unit="patch", disable=not progress, leave=False):
             if sample.tissue is None:
-                raise ValueError(f"{source}: {split} {sample.where} has no tissue map")
+                raise InputError(f"{source}: {split} {sample.where} has no tissue map")
             comp = composition(sample.tissue)
             flags.append(input_stats.add(comp))
             entropies.append(comp.entropy)

@@ -40,6 +40,7 @@ from typing import TYPE_CHECKING, Any, Literal, Mapping, Protocol, Sequence
 
 import numpy as np
 
+from histosynth.errors import InputError
 from histosynth.labels.cache import ArrayCache, content_key
 from histosynth.labels.cluster import assign, cut_linkage, kmeans, ward_linkage
 
@@ -84,9 +85,9 @@ class CellGrid:
 
     def __post_init__(self) -> None:
         if self.cell < 4:
-            raise ValueError(f"cell size must be at least 4 px, got {self.cell}")
+            raise InputError(f"cell size must be at least 4 px, got {self.cell}")
         if self.height < self.cell or self.width < self.cell:
-            raise ValueError(f"a {self.width}x{self.height} patch is smaller than one {self.cell} px cell")
+            raise InputError(f"a {self.width}x{self.height} patch is smaller than one {self.cell} px cell")
 
     @property
     def rows(self) -> int:
@@ -226,7 +227,7 @@ class CellEmbedder:
             except RuntimeError as err:
                 if self.input_size is None:
                     raise
-                raise ValueError(f"encoder {self.encoder.meta.name!r} cannot take {self.input_size} px inputs "
+                raise InputError(f"encoder {self.encoder.meta.name!r} cannot take {self.input_size} px inputs "
                                  f"({err}); leave input_size unset") from err
         self.encoded_patches += 1
         small = np.abs(features).max(initial=0.0) < 6e4  # float16 halves the cache; keep float32 if it would overflow
@@ -278,7 +279,7 @@ class Hierarchy:
         levels = tuple(int(k) for k in data["levels"])
         parents = {int(k): np.asarray(v, dtype=np.uint8) for k, v in data["parents"].items()}
         if sorted(parents) != sorted(levels) or any(len(v) != levels[-1] for v in parents.values()):
-            raise ValueError(f"inconsistent hierarchy: levels {levels}, parents for {sorted(parents)}")
+            raise InputError(f"inconsistent hierarchy: levels {levels}, parents for {sorted(parents)}")
         return cls(levels, parents)
 
 
@@ -329,7 +330,7 @@ def feasible_levels(ks: Sequence[int], distinct: int, min_cells_per_cluster: int
     """(kept, skipped) granularities: k is kept when 2 <= k <= 254 and k * min_cells_per_cluster <= distinct."""
     wanted = sorted({int(k) for k in ks})
     if not wanted or wanted[0] < 1:
-        raise ValueError(f"granularities must be positive integers, got {list(ks)}")
+        raise InputError(f"granularities must be positive integers, got {list(ks)}")
     kept = tuple(k for k in wanted if 2 <= k <= 254 and k * max(1, min_cells_per_cluster) <= distinct)
     return kept, tuple(k for k in wanted if k not in kept)
 
@@ -348,7 +349,7 @@ def fit_phenotypes(
     distinct = len(np.unique(x, axis=0)) if len(x) else 0
     levels, skipped = feasible_levels(ks, distinct, min_cells_per_cluster)
     if not levels:
-        raise ValueError(f"too few distinct tissue cells ({distinct}) for any of k={sorted(set(ks))} "
+        raise InputError(f"too few distinct tissue cells ({distinct}) for any of k={sorted(set(ks))} "
                          f"(with at least {min_cells_per_cluster} cell(s) per phenotype); label more patches or "
                          "use smaller cells / smaller k")
     fine_k = levels[-1]

@@ -8,7 +8,7 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any, ClassVar, Iterator
 
-from histosynth.errors import UserFacingError
+from histosynth.errors import InputError, UserFacingError
 from histosynth.schema import Sample
 
 
@@ -78,5 +78,5 @@ def construct(cls: type[Source], options: dict[str, Any]) -> Source:
     unknown = sorted(set(given) - set(params))
     if unknown:
         takes = ", ".join(p for p in params if p != "self")
-        raise ValueError(f"source {cls.meta.name!r} does not take {', '.join('--' + u.replace('_', '-') for u in unknown)} (it takes: {takes})")
+        raise InputError(f"source {cls.meta.name!r} does not take {', '.join('--' + u.replace('_', '-') for u in unknown)} (it takes: {takes})")
     return cls(**given)

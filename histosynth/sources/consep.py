@@ -31,6 +31,7 @@ from typing import ClassVar
 import numpy as np
 
 from histosynth.classes import remap_ids
+from histosynth.errors import InputError
 from histosynth.sources.base import SourceMeta
 from histosynth.sources.folder import column, format_error, integer_array, load_mat, read_rgb
 from histosynth.sources.instance_tiles import InstanceTileSource
@@ -95,7 +96,7 @@ class ConsepSource(InstanceTileSource):
                  n: int | None = None, mpp: float | None = None) -> None:
         """CoNSeP under `path` (root, Train or Test); `classes` "consep" (7) or "consep-4"; tiles of `size` px."""
         if classes not in CLASS_SETS:
-            raise ValueError(f"consep: classes must be one of {CLASS_SETS}, got {classes!r}")
+            raise InputError(f"consep: classes must be one of {CLASS_SETS}, got {classes!r}")
         self.classes = classes
         self.meta = replace(type(self).meta, nuclei_schema=classes)
         super().__init__(path, size, stride, n, mpp)

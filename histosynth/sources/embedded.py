@@ -20,6 +20,7 @@ from typing import Iterator
 
 import numpy as np
 
+from histosynth.errors import InputError
 from histosynth.schema import Provenance, Sample
 from histosynth.sources.base import Source, SourceMeta
 
@@ -44,7 +45,7 @@ def read_region() -> tuple[np.ndarray, float]:
             image = page.asarray()
             match = re.search(r"MPP\s*=\s*([0-9.]+)", page.description or "")
     except Exception as err:  # tifffile/imagecodecs raise many types on damaged files
-        raise RuntimeError(f"{path}: cannot read the embedded slide region ({err}); is imagecodecs installed?") from err
+        raise InputError(f"{path}: cannot read the embedded slide region ({err}); is imagecodecs installed?") from err
     image.setflags(write=False)
     return image, float(match.group(1)) if match else NATIVE_MPP
 
@@ -102,19 +103,19 @@ class EmbeddedSource(Source):
         """`size` px patches at `mpp` um/px every `stride` px, keeping tiles with at least `min_tissue` tissue; at
         most `n` of them; with `part` ("train" or "held-out") only that side of the spatial split."""
         if size < 16:
-            raise ValueError(f"embedded: size must be at least 16 px, got {size}")
+            raise InputError(f"embedded: size must be at least 16 px, got {size}")
         if not 0.1 <= mpp <= 16:
-            raise ValueError(f"embedded: mpp must be within 0.1..16 um/px, got {mpp}")
+            raise InputError(f"embedded: mpp must be within 0.1..16 um/px, got {mpp}")
         if not 0.0 <= min_tissue <= 1.0:
-            raise ValueError(f"embedded: min_tissue is a fraction in 0..1, got {min_tissue}")
+            raise InputError(f"embedded: min_tissue is a fraction in 0..1, got {min_tissue}")
         if n is not None and n < 0:
-            raise ValueError(f"embedded: n must be >= 0, got {n}")
+            raise InputError(f"embedded: n must be >= 0, got {n}")
         if stride is not None and stride < 1:
-            raise ValueError(f"embedded: stride must be >= 1 px, got {stride}")
+            raise InputError(f"embedded: stride must be >= 1 px, got {stride}")
         if part not in (None, *PARTS):
-            raise ValueError(f"embedded: part must be one of {', '.join(PARTS)}, got {part!r}")
+            raise InputError(f"embedded: part must be one of {', '.join(PARTS)}, got {part!r}")
         if not 0.0 < train_fraction < 1.0:
-            raise ValueError(f"embedded: train_fraction must be within (0, 1), got {train_fraction}")
+            raise InputError(f"embedded: train_fraction must be within (0, 1), got {train_fraction}")
         self.size, self.mpp, self.min_tissue, self.n = size, mpp, min_tissue, n
         self.stride = stride or size
         self.part, self.train_fraction = part, train_fraction
@@ -133,7 +134,7 @@ class EmbeddedSource(Source):
             mask = tissue_mask(image[::MASK_STEP, ::MASK_STEP])
             h, w = image.shape[:2]
             if h < self.size or w < self.size:
-                raise ValueError(f"embedded: the region is {w}x{h} px at {self.mpp} um/px, smaller than one {self.size} px patch")
+                raise InputError(f"embedded: the region is {w}x{h} px at {self.mpp} um/px, smaller than one {self.size} px patch")
             keep = []
             cell = -(-self.size // MASK_STEP)
             first, last = self._part_rows(h)

@@ -30,6 +30,7 @@ from typing import Iterable, Iterator, Sequence, TypeVar
 import numpy as np
 
 from histosynth.classes import get_schema
+from histosynth.errors import InputError
 from histosynth.schema import Provenance, Sample
 from histosynth.sources.base import Source, SourceMeta
 
@@ -40,7 +41,7 @@ MPP_TOLERANCE = 0.025
 T = TypeVar("T")
 
 
-class FormatError(ValueError):
+class FormatError(InputError):
     """An input file is missing or malformed; the message starts with the file and says what is wrong."""
 
 
@@ -64,22 +65,22 @@ def take(items: Iterable[T], n: int | None) -> Iterator[T]:
 def check_count(name: str, n: int | None) -> None:
     """Reject a negative sample limit."""
     if n is not None and n < 0:
-        raise ValueError(f"{name}: n must be >= 0, got {n}")
+        raise InputError(f"{name}: n must be >= 0, got {n}")
 
 
 def check_native_mpp(name: str, mpp: float | None, native: float) -> None:
     """Patch datasets are served at their native resolution: refuse a different requested mpp instead of ignoring it."""
     if mpp is not None and abs(mpp / native - 1.0) > MPP_TOLERANCE:
-        raise ValueError(f"{name}: the dataset is at {native} um/px and this reader does not resample nuclei labels; "
+        raise InputError(f"{name}: the dataset is at {native} um/px and this reader does not resample nuclei labels; "
                          f"got mpp={mpp} (leave mpp unset or pass {native})")
 
 
 def check_tile_args(name: str, size: int | None, stride: int | None) -> None:
     """Reject tile sizes and strides below 1."""
     if size is not None and size < 1:
-        raise ValueError(f"{name}: size must be a positive number of pixels, got {size}")
+        raise InputError(f"{name}: size must be a positive number of pixels, got {size}")
     if stride is not None and stride < 1:
-        raise ValueError(f"{name}: stride must be a positive number of pixels, got {stride}")
+        raise InputError(f"{name}: stride must be a positive number of pixels, got {stride}")
 
 
 def cover_positions(length: int, size: int, stride: int) -> list[int]:
@@ -251,19 +252,19 @@ class FolderSource(Source):
         check_tile_args("folder", size, stride)
         check_count("folder", n)
         if mpp is not None and not mpp > 0:
-            raise ValueError(f"folder: mpp must be positive, got {mpp}")
+            raise InputError(f"folder: mpp must be positive, got {mpp}")
         self.masks = Path(masks) if masks is not None else None
         if self.masks is not None:
             if not self.masks.is_dir():
                 raise format_error(self.masks, "masks folder not found")
             if schema is None:
-                raise ValueError("folder: masks need a schema (the tissue class schema their ids belong to, e.g. camelyon16)")
+                raise InputError("folder: masks need a schema (the tissue class schema their ids belong to, e.g. camelyon16)")
         elif schema is not None:
-            raise ValueError(f"folder: schema={schema!r} given but no masks folder")
+            raise InputError(f"folder: schema={schema!r} given but no masks folder")
         if schema is not None:
             found = get_schema(schema)
             if found.kind != "tissue":
-                raise ValueError(f"folder: schema {schema!r} is a {found.kind} schema; masks hold tissue ids")
+                raise InputError(f"folder: schema {schema!r} is a {found.kind} schema; masks hold tissue ids")
         self.schema = schema
         self.size, self.stride, self.n, self.mpp = size, stride, n, mpp
         self.meta = replace(type(self).meta, tissue_schema=schema)

@@ -33,6 +33,7 @@ from typing import Iterator
 import numpy as np
 
 from histosynth.classes import get_schema
+from histosynth.errors import InputError
 from histosynth.schema import Provenance, Sample
 from histosynth.sources.base import Source, SourceMeta
 from histosynth.sources.folder import format_error, require_folder, take
@@ -83,7 +84,7 @@ class PandaSource(Source):
         self.path = require_folder(Path(path), "train.csv, train_images/ and train_label_masks/")
         check_slide_args("panda", size, mpp, stride, min_tissue, n)
         if provider is not None and provider.lower() not in SCHEMA_OF_PROVIDER:
-            raise ValueError(f"panda: provider must be one of {sorted(SCHEMA_OF_PROVIDER)}, got {provider!r}")
+            raise InputError(f"panda: provider must be one of {sorted(SCHEMA_OF_PROVIDER)}, got {provider!r}")
         self.provider = provider.lower() if provider else None
         self.providers = read_providers(self.path / "train.csv")
         images = self.path / "train_images"
@@ -98,7 +99,7 @@ class PandaSource(Source):
         if self.provider is None:
             found = sorted({self.providers[image.stem] for image in present})
             if len(found) > 1:
-                raise ValueError(f"panda: {self.path} holds slides of {' and '.join(found)}, whose label schemas differ; "
+                raise InputError(f"panda: {self.path} holds slides of {' and '.join(found)}, whose label schemas differ; "
                                  f"pass provider= one of {found} (one dataset has one tissue schema)")
             self.provider = found[0] if found else None
         self.slides = [image for image in present if self.providers[image.stem] == self.provider]

@@ -50,6 +50,7 @@ from scipy import ndimage
 from skimage.color import rgb_from_hed
 
 from histosynth.classes import get_schema
+from histosynth.errors import InputError
 from histosynth.schema import Nuclei, Provenance, Sample
 from histosynth.sources.base import Source, SourceMeta
 
@@ -209,31 +210,31 @@ class SimulatorSource(Source):
 
 def _as_int(name: str, value: object) -> int:
     if isinstance(value, bool):
-        raise ValueError(f"simulator: {name} must be an integer, got {value!r}")
+        raise InputError(f"simulator: {name} must be an integer, got {value!r}")
     try:
         return operator.index(value)  # type: ignore[arg-type]
     except TypeError:
-        raise ValueError(f"simulator: {name} must be an integer, got {value!r}") from None
+        raise InputError(f"simulator: {name} must be an integer, got {value!r}") from None
 
 
 def _check_size(size: object) -> int:
     value = _as_int("size", size)
     if value < MIN_SIZE:
-        raise ValueError(f"simulator: size must be >= {MIN_SIZE} pixels, got {value}")
+        raise InputError(f"simulator: size must be >= {MIN_SIZE} pixels, got {value}")
     return value
 
 
 def _check_count(n: object) -> int:
     value = _as_int("n", n)
     if value < 0:
-        raise ValueError(f"simulator: n must be >= 0, got {value}")
+        raise InputError(f"simulator: n must be >= 0, got {value}")
     return value
 
 
 def _check_seed(name: str, seed: object) -> int:
     value = _as_int(name, seed)
     if value < 0:
-        raise ValueError(f"simulator: {name} must be a non-negative integer, got {value}")
+        raise InputError(f"simulator: {name} must be a non-negative integer, got {value}")
     return value
 
 
@@ -241,9 +242,9 @@ def _check_positive(name: str, value: object, allow_zero: bool = False) -> float
     try:
         number = float(value)  # type: ignore[arg-type]
     except (TypeError, ValueError):
-        raise ValueError(f"simulator: {name} must be a number, got {value!r}") from None
+        raise InputError(f"simulator: {name} must be a number, got {value!r}") from None
     if not math.isfinite(number) or number < 0 or (number == 0 and not allow_zero):
-        raise ValueError(f"simulator: {name} must be {'>= 0' if allow_zero else '> 0'} and finite, got {value!r}")
+        raise InputError(f"simulator: {name} must be {'>= 0' if allow_zero else '> 0'} and finite, got {value!r}")
     return number
 
 

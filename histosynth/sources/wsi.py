@@ -40,6 +40,7 @@ from typing import Iterator
 
 import numpy as np
 
+from histosynth.errors import InputError
 from histosynth.sources.folder import FormatError
 
 MPP_TOLERANCE = 0.025
@@ -193,7 +194,7 @@ class Slide:
     def level_for(self, mpp: float) -> Level:
         """The coarsest level whose mpp does not exceed `mpp` (+2.5 %): downsampling from it loses nothing."""
         if not mpp > 0:
-            raise ValueError(f"{self.path}: mpp must be positive, got {mpp}")
+            raise InputError(f"{self.path}: mpp must be positive, got {mpp}")
         fitting = [lv for lv in self.levels if lv.mpp <= mpp * (1 + MPP_TOLERANCE)]
         return fitting[-1] if fitting else self.levels[0]
 
@@ -404,12 +405,12 @@ def tissue_windows(slide: Slide, size: int, mpp: float, stride: int | None, min_
 def check_slide_args(name: str, size: int, mpp: float, stride: int | None, min_tissue: float, n: int | None) -> None:
     """Reject impossible tiling options with a message naming the source."""
     if size < 1:
-        raise ValueError(f"{name}: size must be a positive number of pixels, got {size}")
+        raise InputError(f"{name}: size must be a positive number of pixels, got {size}")
     if not mpp > 0:
-        raise ValueError(f"{name}: mpp must be positive, got {mpp}")
+        raise InputError(f"{name}: mpp must be positive, got {mpp}")
     if stride is not None and stride < 1:
-        raise ValueError(f"{name}: stride must be a positive number of pixels, got {stride}")
+        raise InputError(f"{name}: stride must be a positive number of pixels, got {stride}")
     if not 0.0 <= min_tissue <= 1.0:
-        raise ValueError(f"{name}: min_tissue is a fraction in 0..1, got {min_tissue}")
+        raise InputError(f"{name}: min_tissue is a fraction in 0..1, got {min_tissue}")
     if n is not None and n < 0:
-        raise ValueError(f"{name}: n must be >= 0, got {n}")
+        raise InputError(f"{name}: n must be >= 0, got {n}")
