@@ -185,6 +185,20 @@ def test_encode_equals_preprocess_then_forward(zoo):
         assert torch.allclose(encoder(x), encoder.encode(batch, batch_size=2), atol=tol, rtol=0)
 
 
+def test_encode_at_another_input_size_is_the_resized_spec(zoo):
+    """`encode(size=)` (the pseudo-labeller's --input-size) prepares inputs by `input_spec(size)`."""
+    from dataclasses import replace
+
+    encoder = zoo.encoder("effnet-lite0")
+    spec = encoder.input_spec(64)
+    assert spec == replace(encoder.meta.preprocess, size=64) and encoder.input_spec() == encoder.meta.preprocess
+    batch = images(2, 48)
+    with torch.no_grad():  # one batch either way: the same operations in the same order, so bit-identical
+        assert torch.equal(encoder(preprocess(batch, spec)), encoder.encode(batch, size=64))
+    with pytest.raises(ValueError, match="resizes its input itself"):
+        zoo.encoder("inception").input_spec(64)
+
+
 def test_random_builds_are_seeded_and_leave_the_global_rng_alone():
     torch.manual_seed(123)
     before = torch.rand(1)
