@@ -114,3 +114,135 @@ def test_data_build_embedded_carries_pseudo_labels_by_default(tmp_path, capsys):
     assert validate_folder(out, progress=False)  # the sidecar is part of a publishable dataset
     assert main(["data", "build", "--source", "simulator", "--out", str(tmp_path / "s"), "--n", "2", "--pseudolabel"]) == 2
     assert "already has tissue labels" in capsys.readouterr().err
+
+
+# One error policy (issue 12 item 4): the UserFacingError family is one `error:` line and exit 2; anything else is a
+# bug and keeps its traceback (exit 1); `--traceback` shows it for user errors too.
+
+_BOOM_VERB = '''
+from histosynth.errors import InputError
+
+
+class InjectedBug(Exception):
+    """Stands for a programming error: not in the user-facing family."""
+
+
+def _handler(args):
+    if args.kind == "user":
+        raise InputError("counts.csv: line 3: 'x' is not a number")
+    raise InjectedBug("an invariant broke")
+
+
+def register(verbs):
+    parser = verbs.add_parser("boom")
+    parser.add_argument("kind", choices=("user", "bug"))
+    parser.set_defaults(handler=_handler)
+'''
+
+
+@pytest.fixture
+def boom_verb(tmp_path, monkeypatch):
+    """A `boom` verb whose handler raises a user error (`boom user`) or an injected bug (`boom bug`)."""
+    import histosynth.cli as cli
+
+    (tmp_path / "boom_verb.py").write_text(_BOOM_VERB)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(cli, "COMMAND_MODULES", (*cli.COMMAND_MODULES, "boom_verb"))
+    return tmp_path
+
+
+def test_user_error_is_one_line_and_exit_2(boom_verb, capsys):
+    assert main(["boom", "user"]) == 2
+    err = capsys.readouterr().err
+    assert err.splitlines() == ["error: counts.csv: line 3: 'x' is not a number"]
+
+
+def test_unknown_name_prints_its_message_not_a_repr(capsys):
+    assert main(["ls", "gans"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: cannot list gans;") and len(err.splitlines()) == 1 and "Traceback" not in err
+
+
+def test_internal_bug_propagates_in_process(boom_verb):
+    from boom_verb import InjectedBug
+
+    with pytest.raises(InjectedBug, match="an invariant broke"):
+        main(["boom", "bug"])
+
+
+def test_internal_bug_shows_traceback_and_exits_1(boom_verb):
+    code = ("import sys\nsys.path.insert(0, sys.argv[1])\nimport histosynth.cli as cli\n"
+            "cli.COMMAND_MODULES += ('boom_verb',)\nsys.exit(cli.main(sys.argv[2:]))")  # what the console script does
+    result = subprocess.run([sys.executable, "-c", code, str(boom_verb), "boom", "bug"], capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 1
+    assert "Traceback (most recent call last)" in result.stderr
+    assert result.stderr.splitlines()[-1] == "boom_verb.InjectedBug: an invariant broke"
+    assert "error:" not in result.stderr
+
+
+def test_traceback_flag_shows_user_errors_traceback(boom_verb, capsys):
+    assert main(["--traceback", "boom", "user"]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback (most recent call last)" in err and 'raise InputError("counts.csv' in err
+    assert err.splitlines()[-1] == "error: counts.csv: line 3: 'x' is not a number"
+
+
+def test_traceback_flag_is_off_by_default():
+    assert build_parser().parse_args(["ls"]).traceback is False
+    assert build_parser().parse_args(["--traceback", "ls"]).traceback is True
+
+
+# Exception classes of the package that are deliberately NOT user-facing (internal control flow, invariants), with
+# the reason. Empty today: every exception class the package defines is one a user can fix.
+NOT_USER_FACING: dict[str, str] = {}
+PACKAGE_ROOTS = ("histosynth", "histosynth.generators", "histosynth.baselines", "histosynth.benchmark",
+                 "histosynth.leaderboard", "histosynth.data_cards")
+
+
+def _package_exception_classes() -> dict[str, type]:
+    """{qualified name: class} of every exception class (warnings aside) defined in a module of the package."""
+    import importlib
+    import inspect
+    import pkgutil
+
+    names: set[str] = set()
+    for root in PACKAGE_ROOTS:
+        names.add(root)
+        names.update(info.name for info in pkgutil.walk_packages(importlib.import_module(root).__path__, prefix=f"{root}."))
+    found = {}
+    for name in sorted(names):
+        for attr, obj in vars(importlib.import_module(name)).items():
+            if (inspect.isclass(obj) and issubclass(obj, Exception) and not issubclass(obj, Warning)
+                    and obj.__module__ == name):
+                found[f"{name}.{attr}"] = obj
+    return found
+
+
+def test_every_package_error_class_is_in_the_user_facing_family():
+    from histosynth.errors import UserFacingError
+
+    classes = _package_exception_classes()
+    # the walk must reach every root folder, or this test would pass on nothing
+    for expected in ("histosynth.schema.SampleValidationError", "histosynth.hub.PublishError",
+                     "histosynth.sources.folder.FormatError", "histosynth.benchmark.errors.MetricInputError",
+                     "histosynth.benchmark.results.ResultsFormatError", "histosynth.data_cards.sets.SpecError",
+                     "histosynth.data_cards.card.CardValidationError", "histosynth.registry.RegistryError",
+                     "histosynth.generators.base.CheckpointError"):
+        assert expected in classes
+    named_error = [name for name in classes if name.endswith("Error")]
+    assert len(named_error) >= 20, named_error
+    outside = sorted(name for name, cls in classes.items()
+                     if not issubclass(cls, UserFacingError) and name not in NOT_USER_FACING)
+    assert outside == [], f"exception classes outside the UserFacingError family (add them or list them): {outside}"
+    stale = sorted(name for name in NOT_USER_FACING if name not in classes or issubclass(classes[name], UserFacingError))
+    assert stale == [], stale
+
+
+def test_the_family_keeps_the_builtin_bases_callers_catch():
+    from histosynth.errors import InputError, MissingInputError, OutputExistsError, UnknownNameError
+    from histosynth.registry import RegistryError
+
+    assert issubclass(InputError, ValueError) and issubclass(UnknownNameError, KeyError)
+    assert issubclass(MissingInputError, FileNotFoundError) and issubclass(OutputExistsError, FileExistsError)
+    assert str(RegistryError("source 'x' is not registered")) == "source 'x' is not registered"  # KeyError would quote it
