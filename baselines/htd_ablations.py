@@ -1,6 +1,6 @@
-"""HTD's two ablations (the paper's first and middle rows) as registered generators.
+"""HTD's two ablations (the paper's first and middle rows): the same DiffusionGenerator with another conditioner.
 
-- `htd-unconditional`: the same diffusion backbone with no condition (no ControlNet); outputs carry no labels.
+- `htd-unconditional`: no condition (no ControlNet); outputs carry no labels.
 - `htd-embedding`: each class crop is replaced by a frozen encoder's embedding of that crop (effnet-lite0 by
   default, histosynth.benchmark.encoders), projected by a learned linear layer to a few channels and broadcast
   over the class region; the ControlNet sees concat(one-hot M, broadcast embeddings): K + dim channels.
@@ -17,7 +17,12 @@ from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.modeling_utils import ModelMixin
 from torch import nn
 
-from histosynth.generators.htd.conditions import crop_pixels, one_hot
+from histosynth.generators.conditioning.base import Conditioner
+from histosynth.generators.conditioning.batch import ConditionBatch
+from histosynth.generators.conditioning.crops import crop_pixels
+from histosynth.generators.conditioning.parts import require
+from histosynth.generators.conditioning.tissue import one_hot
+from histosynth.generators.diffusion.presets import CropConfig, EmbeddingConfig
 from histosynth.generators.htd.model import HTDGenerator
 from histosynth.generators.registry import GENERATOR_META
 
@@ -34,7 +39,9 @@ class HTDUnconditional(HTDGenerator):
     """The unconditional ablation: conditions only say how many patches to make (and their mpp)."""
 
     meta = GENERATOR_META["htd-unconditional"]
-    condition: ClassVar[str] = "none"
+
+    def make_conditioner(self, num_classes: int) -> Conditioner | None:
+        return None
 
 
 class EmbeddingBroadcast(ModelMixin, ConfigMixin):
@@ -55,32 +62,27 @@ class EmbeddingBroadcast(ModelMixin, ConfigMixin):
         return torch.cat([one_hot_maps.to(projected.dtype), painted], dim=1)
 
 
-class HTDEmbedding(HTDGenerator):
-    """The embedding-conditioned ablation."""
+class CropEmbeddings(Conditioner):
+    """{"condition": one-hot (B, K, R, R), "embeddings": (B, K, D)}: each class crop's frozen-encoder feature
+    (absent classes have zero embeddings); EmbeddingBroadcast (the model's head) paints them over the map."""
 
-    meta = GENERATOR_META["htd-embedding"]
-    condition: ClassVar[str] = "embedding"
-    head_class: ClassVar[type | None] = EmbeddingBroadcast
+    parts: ClassVar[tuple[str, ...]] = ("tissue", "crops")
+    name: ClassVar[str] = "crop-embeddings"
 
-    def condition_channels(self, num_classes: int) -> int | None:
-        return num_classes + self.preset.model.embedding.dim
+    def __init__(self, num_classes: int, crops: CropConfig, embedding: EmbeddingConfig, device: str) -> None:
+        self.num_classes, self.crops, self.embedding = int(num_classes), crops, embedding
+        self.encoder = _frozen_encoder(embedding.encoder, embedding.weights, embedding.pretrained, device)
 
-    def make_head(self, num_classes: int) -> nn.Module | None:
-        return EmbeddingBroadcast(self._encoder().meta.feature_dim, self.preset.model.embedding.dim)
+    @property
+    def channels(self) -> int:
+        return self.num_classes + self.embedding.dim
 
-    def _encoder(self) -> Any:
-        if self._encoder_cache is None:
-            cfg = self.preset.model.embedding
-            self._encoder_cache = _frozen_encoder(cfg.encoder, cfg.weights, cfg.pretrained, str(self.device))
-        return self._encoder_cache
-
-    def condition_tensors(self, maps: np.ndarray | None, images: np.ndarray, rngs: Sequence[np.random.Generator],
-                          device: torch.device) -> dict[str, torch.Tensor]:
-        """{"condition": one-hot (B, K, H, W), "embeddings": (B, K, D)} (absent classes have zero embeddings)."""
-        if maps is None:
-            return {}
-        k, encoder = self.num_classes, self._encoder()
-        crops = [crop_pixels(m, im, rng, self.preset.model.crops) for m, im, rng in zip(maps, images, rngs, strict=False)]
+    def __call__(self, batch: ConditionBatch, rngs: Sequence[np.random.Generator],
+                 device: torch.device) -> dict[str, torch.Tensor]:
+        require(batch, "crops", type(self).__name__)
+        assert batch.tissue is not None
+        k, encoder = self.num_classes, self.encoder
+        crops = [crop_pixels(m, im, rng, self.crops) for m, im, rng in zip(batch.tissue, batch.images, rngs, strict=True)]
         embeddings = torch.zeros(len(crops), k, encoder.meta.feature_dim)
         by_size: dict[int, list[tuple[int, int, np.ndarray]]] = {}
         for b, per_class in enumerate(crops):
@@ -88,7 +90,26 @@ class HTDEmbedding(HTDGenerator):
                 by_size.setdefault(pixels.shape[0], []).append((b, class_id, pixels))
         for items in by_size.values():  # the encoder takes same-size batches; its preprocessing resizes them
             features = encoder.encode(np.stack([p for _, _, p in items]), layout="nhwc")
-            for (b, class_id, _), feature in zip(items, features, strict=False):
+            for (b, class_id, _), feature in zip(items, features, strict=True):
                 embeddings[b, class_id] = feature
-        onehot = torch.from_numpy(np.stack([one_hot(m, k) for m in maps]))
+        onehot = torch.from_numpy(np.stack([one_hot(m, k) for m in batch.tissue]))
         return {"condition": onehot.to(device), "embeddings": embeddings.to(device)}
+
+    def config(self) -> dict[str, Any]:
+        import dataclasses
+
+        return {"name": self.name, "num_classes": self.num_classes, "crops": dataclasses.asdict(self.crops),
+                "embedding": dataclasses.asdict(self.embedding)}
+
+
+class HTDEmbedding(HTDGenerator):
+    """The embedding-conditioned ablation."""
+
+    meta = GENERATOR_META["htd-embedding"]
+
+    def make_conditioner(self, num_classes: int) -> Conditioner | None:
+        return CropEmbeddings(num_classes, self.preset.model.crops, self.preset.model.embedding, str(self.device))
+
+    def make_head(self, num_classes: int) -> nn.Module | None:
+        assert isinstance(self.conditioner, CropEmbeddings)
+        return EmbeddingBroadcast(self.conditioner.encoder.meta.feature_dim, self.preset.model.embedding.dim)

@@ -11,6 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from histosynth.errors import InputError
 from histosynth.generators.base import Generator, GeneratorMeta, derive_seed, weights_hash
 from histosynth.generators.registry import GENERATOR_META, GENERATORS, generator_meta
 
@@ -29,7 +30,7 @@ def load_generator(path: Path | str, device: str | None = None) -> Generator:
         raise CheckpointError(f"{path}: no config.json; not a saved histosynth generator folder")
     name = read_json_file(config).get("generator")
     if not name:
-        raise ValueError(f"{config}: no 'generator' field; not written by a histosynth generator")
+        raise InputError(f"{config}: no 'generator' field; not written by a histosynth generator")
     return GENERATORS.get(name).load(path, device=device)
 
 

@@ -1,35 +1,47 @@
-"""The generator contract: metadata, `train`, `sample`, `save` / `load`.
+"""The generator contract: metadata, presets, `train`, `sample`, `save` / `load`; nothing in it assumes diffusion.
 
 Torch-free on purpose: `GeneratorMeta` records are listed by `histosynth ls` and the registry without importing
 any model code. Implementations (histosynth.generators.htd, histosynth.baselines) import torch themselves.
 
-Contract every registered generator follows (checked by tests/unit/test_generators_contract.py):
-- `build(preset, **overrides)` makes an untrained generator from a preset (`tiny`, `demo`, `paper`);
-- `train(data, config, out)` trains on a dataset folder or an iterable of Samples, checkpointing into `out`;
-- `sample(conditions, seed)` returns one validated Sample per condition. The labels of an output are the
-  conditioning tissue map (when the generator provides tissue labels); provenance records the generator, its
-  version, the sha256 of its saved weights and the sample's own seed. An int seed derives one seed per
-  condition with `derive_seed(seed, j)`; a list gives them explicitly, so sample j of a run can be redone alone;
-- `save(dir)` writes a diffusers-style folder: config.json, one sub-folder per network (config.json +
-  safetensors via diffusers `save_pretrained`) and a README.md model card; `load(dir)` reads it back.
+Contract every registered generator follows (checked by tests/unit/test_generators_contract.py; how to add one:
+docs/ARCHITECTURE.md):
+- `presets()` names the presets living beside the generator (`tiny`, `demo`, `paper`); `build(preset, **overrides)`
+  makes an untrained generator from one;
+- `train(data, config, out)` trains on a dataset folder or an iterable of Samples, checkpointing into `out`, and
+  returns a `TrainReport` (kept as `train_report`, saved with the model);
+- `sample(conditions, seed, options)` returns one validated Sample per condition, with `SampleOptions` (None fields
+  take the model's defaults, `resolve_options`). The labels of an output follow `meta.label_policy`: "copied" from
+  the condition, "generated" with the image, or "none". Provenance records the generator, its version, the sha256
+  of its saved weights and the sample's own seed. An int seed derives one seed per condition with
+  `derive_seed(seed, j)`; a list gives them explicitly, so sample j of a run can be redone alone;
+- `save(dir)` writes a folder: config.json, a model_index.json listing the components, one sub-folder per
+  component (config + safetensors) and a README.md model card; `load(dir)` reads it back;
+- `card_details()` gives the model card its generator-specific lines.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Iterable, Sequence
 
 import numpy as np
 
 from histosynth.errors import UserFacingError
+from histosynth.generators.conditioning.batch import CONDITION_PARTS
 
 if TYPE_CHECKING:
     from histosynth.schema import Sample
 
+LABEL_POLICIES = ("copied", "generated", "none")
+"""Where an output Sample's labels come from: its condition (HTD, GANs), the generator itself (joint image + label
+synthesis), or nowhere (unconditional models)."""
+OUTPUT_PARTS = ("image", "tissue", "nuclei")
+TASKS = ("synthesis", "completion")
 SAMPLE_SEED_BITS = 63  # seeds are stored in an int64 provenance column
 
 
@@ -37,8 +49,10 @@ SAMPLE_SEED_BITS = 63  # seeds are stored in an int64 provenance column
 class GeneratorMeta:
     """What a generator is and what it needs; shown by `histosynth ls generators`.
 
-    `conditioning` names the parts of a condition Sample it reads ("tissue" map, "image" for crops, or nothing);
-    `outputs` names the parts of each output Sample it fills ("image", "tissue").
+    `conditioning` names the parts of a condition Sample it reads (a subset of CONDITION_PARTS: "tissue" map,
+    "crops" of the image inside the map's classes, "nuclei" centroids, completion "mask"; empty = unconditional);
+    `outputs` names the parts of each output Sample it fills (OUTPUT_PARTS); `label_policy` says where those labels
+    come from (LABEL_POLICIES); `family` is the kind of model ("diffusion", "gan", "reference", ...), a model card tag.
     """
 
     name: str
@@ -49,12 +63,116 @@ class GeneratorMeta:
     licence: str
     conditioning: tuple[str, ...]
     outputs: tuple[str, ...]
+    label_policy: str
+    family: str
     target: str  # "module:Class" of the implementation, imported on first use
+    tasks: tuple[str, ...] = ("synthesis",)
+
+    def __post_init__(self) -> None:
+        for name, values, allowed in (("conditioning", self.conditioning, CONDITION_PARTS),
+                                      ("outputs", self.outputs, OUTPUT_PARTS), ("tasks", self.tasks, TASKS)):
+            unknown = sorted(set(values) - set(allowed))
+            if unknown:
+                raise ValueError(f"generator {self.name!r}: unknown {name} {unknown}; allowed: {', '.join(allowed)}")
+        if self.label_policy not in LABEL_POLICIES:
+            raise ValueError(f"generator {self.name!r}: label_policy must be one of {LABEL_POLICIES}")
+        if (self.label_policy == "none") != (set(self.outputs) == {"image"}):
+            raise ValueError(f"generator {self.name!r}: label_policy {self.label_policy!r} does not fit outputs {self.outputs}")
 
     @property
     def provides_tissue(self) -> bool:
-        """True when output Samples carry the conditioning tissue map as their label."""
+        """True when output Samples carry a tissue map as their label."""
         return "tissue" in self.outputs
+
+
+@dataclass(frozen=True)
+class SampleOptions:
+    """How to sample. None fields take the model's saved defaults (`Generator.resolve_options`).
+
+    `steps`, `sampler`, `guidance` (classifier-free scale, 1 = none) and `eta` (DDIM) mean something to iterative
+    samplers only; a one-shot generator ignores them. `task` is "synthesis" (a whole patch) or "completion" (fill
+    `mask`, True where to paint, or each condition's own completion_mask when `mask` is None).
+    """
+
+    steps: int | None = None
+    sampler: str | None = None
+    guidance: float | None = None
+    eta: float | None = None
+    batch_size: int | None = None
+    task: str = "synthesis"
+    mask: np.ndarray | None = field(default=None, compare=False)
+    progress: bool = False
+
+    def __post_init__(self) -> None:
+        if self.task not in TASKS:
+            raise ValueError(f"task must be one of {', '.join(TASKS)}, not {self.task!r}")
+        for name in ("steps", "batch_size"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, int) or value < 1):
+                raise ValueError(f"{name} must be a positive integer, not {value!r}")
+
+    def filled(self, defaults: "SampleOptions") -> "SampleOptions":
+        """These options with every None field taken from `defaults`."""
+        return SampleOptions(**{f.name: getattr(defaults, f.name) if getattr(self, f.name) is None else getattr(self, f.name)
+                                for f in fields(self)})
+
+    def job_fields(self) -> dict[str, Any]:
+        """The fields that change generated bytes (for a generation job's key); the mask is not one of them here."""
+        return {k: getattr(self, k) for k in ("steps", "sampler", "guidance", "eta", "batch_size", "task")}
+
+
+@dataclass
+class TrainingData:
+    """What a generator was trained on (the model card and dataset cards quote it)."""
+
+    description: str = "unknown"
+    licence: str = "other"
+    source_datasets: list[str] = field(default_factory=list)
+    patches: int = 0
+    dropped: int = 0  # patches left out by a selection rule (e.g. HTD's heterogeneity rule)
+    tissue_schema: str | None = None
+    nuclei_schema: str | None = None
+
+
+@dataclass
+class TrainReport:
+    """What a training run did. `losses` has one value per optimizer step of this run (the main loss); `extra`
+    holds a generator's own per-run figures (e.g. a GAN's discriminator loss)."""
+
+    generator: str
+    steps: int
+    resumed_from_step: int = 0
+    losses: list[float] = field(default_factory=list)
+    seconds: float = 0.0
+    images_per_second: float = math.nan
+    data: TrainingData = field(default_factory=TrainingData)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def final_loss(self) -> float:
+        """Mean of the last 10 losses (nan when no step ran)."""
+        tail = self.losses[-10:]
+        return float(np.mean(tail)) if tail else math.nan
+
+    def to_json(self, with_losses: bool = False) -> dict[str, Any]:
+        """JSON-ready dict; the per-step losses only when asked (a model folder keeps the summary)."""
+        out = asdict(self)
+        out["final_loss"] = None if math.isnan(self.final_loss) else round(self.final_loss, 6)
+        out["images_per_second"] = None if math.isnan(self.images_per_second) else round(self.images_per_second, 2)
+        out["seconds"] = round(self.seconds, 2)
+        if not with_losses:
+            out.pop("losses")
+        return out
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> "TrainReport":
+        """Inverse of `to_json` (a saved summary has no per-step losses)."""
+        known = {f.name for f in fields(cls)}
+        values = {k: v for k, v in data.items() if k in known}
+        values["data"] = TrainingData(**{k: v for k, v in (data.get("data") or {}).items()
+                                         if k in {f.name for f in fields(TrainingData)}})
+        values["images_per_second"] = math.nan if values.get("images_per_second") is None else values["images_per_second"]
+        return cls(**values)
 
 
 def derive_seed(base: int, index: int) -> int:
@@ -147,6 +265,12 @@ class Generator(ABC):
     """A trainable image generator that turns condition Samples into new Samples."""
 
     meta: ClassVar[GeneratorMeta]
+    train_report: TrainReport | None = None  # the last training run (None: untrained, random weights)
+
+    @classmethod
+    @abstractmethod
+    def presets(cls) -> tuple[str, ...]:
+        """The names of this generator's presets (defined beside it), e.g. ("tiny", "demo", "paper")."""
 
     @classmethod
     @abstractmethod
@@ -155,16 +279,37 @@ class Generator(ABC):
 
     @abstractmethod
     def train(self, data: "Path | str | Iterable[Sample]", config: Any = None, out: "Path | str | None" = None,
-              resume: bool = False) -> dict[str, Any]:
-        """Train on a dataset folder or Samples; checkpoint into `out` (resumable); returns a short report."""
+              resume: bool = False) -> TrainReport:
+        """Train on a dataset folder or Samples; `config` changes training fields of the preset by name; checkpoint
+        into `out` (resumable with `resume`)."""
 
     @abstractmethod
-    def sample(self, conditions: "Sequence[Sample]", seed: int | Sequence[int], **options: Any) -> "list[Sample]":
-        """One generated, validated Sample per condition (see the module docstring for labels and seeds)."""
+    def sample(self, conditions: "Sequence[Sample]", seed: int | Sequence[int], options: SampleOptions | None = None,
+               **fields: Any) -> "list[Sample]":
+        """One generated, validated Sample per condition; `fields` are SampleOptions fields, for convenience."""
+
+    @property
+    @abstractmethod
+    def preset_name(self) -> str:
+        """The preset this generator was built from ("custom" when none)."""
+
+    @abstractmethod
+    def training_steps(self) -> int:
+        """How many optimizer steps `train` runs when its config does not say."""
+
+    @abstractmethod
+    def default_options(self) -> SampleOptions:
+        """The model's saved sampling defaults (every field set)."""
+
+    def resolve_options(self, options: SampleOptions | None = None, **fields: Any) -> SampleOptions:
+        """`options` (or SampleOptions(**fields)) with None fields taken from the model's defaults."""
+        if options is not None and fields:
+            raise TypeError("give SampleOptions or option fields, not both")
+        return (options or SampleOptions(**fields)).filled(self.default_options())
 
     @abstractmethod
     def save(self, path: Path | str) -> Path:
-        """Write the diffusers-style folder; returns it."""
+        """Write the model folder; returns it."""
 
     @classmethod
     @abstractmethod
@@ -175,3 +320,7 @@ class Generator(ABC):
     @abstractmethod
     def checkpoint_hash(self) -> str:
         """'sha256:<hex>' of the weights as `save` writes them (see `weights_hash`)."""
+
+    def card_details(self) -> list[str]:
+        """Markdown bullet lines describing the model for its card (architecture, sizes); override to add detail."""
+        return []

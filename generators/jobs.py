@@ -43,8 +43,8 @@ from histosynth.disk import (
     shard_row_to_sample,
     write_shard,
 )
-from histosynth.errors import UserFacingError
-from histosynth.generators.base import derive_seed
+from histosynth.errors import InputError, UserFacingError
+from histosynth.generators.base import Generator, SampleOptions, TrainingData, derive_seed
 from histosynth.schema import Sample
 
 JOB_FILE = ".job.json"  # hidden too: datasets would load a top-level JSON file as a dataset
@@ -128,7 +128,7 @@ def _stopped(err: BaseException, work: Path, sole_process: bool) -> BaseExceptio
         return None
     note = (f"partial work kept in {work} ({len(finished)} finished chunk(s)): resume with the same command, "
             f"or delete {work}")
-    if isinstance(err, (UserFacingError, ValueError)):
+    if isinstance(err, UserFacingError):
         return GenerationStopped(f"{err}; {note}")
     err.add_note(note)
     return None
@@ -155,26 +155,26 @@ def generate_dataset(checkpoint: Path | str, conditions: Path | str, n: int, out
     from histosynth.generators import load_generator
 
     if n < 1 or chunk_size < 1:
-        raise ValueError(f"n and chunk_size must be >= 1, got n={n}, chunk_size={chunk_size}")
+        raise InputError(f"n and chunk_size must be >= 1, got n={n}, chunk_size={chunk_size}")
     if batch_size is not None and batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        raise InputError(f"batch_size must be >= 1, got {batch_size}")
     for name, value in (("guidance", guidance), ("eta", eta)):
         if value is not None and not math.isfinite(value):
-            raise ValueError(f"{name} must be a finite number, got {value}")
+            raise InputError(f"{name} must be a finite number, got {value}")
     if device is not None:
         try:
             torch.device(device)
         except RuntimeError as err:
-            raise ValueError(f"device {device!r}: {err}") from None
+            raise InputError(f"device {device!r}: {err}") from None
     state = PartialState(cpu=not torch.cuda.is_available())
     gen = load_generator(checkpoint, device=device or state.device)
     if generator_name is not None and gen.meta.name != generator_name:
-        raise ValueError(f"{checkpoint} holds a {gen.meta.name!r} generator, not {generator_name!r}")
+        raise InputError(f"{checkpoint} holds a {gen.meta.name!r} generator, not {generator_name!r}")
     reader = ConditionReader(conditions)
     if len(reader) == 0:
-        raise ValueError(f"{conditions}: no condition samples")
-    options = {"steps": steps, "sampler": sampler, "guidance": guidance, "eta": eta, "batch_size": batch_size}
-    resolved = {k: getattr(gen.preset.sample, k) if v is None else v for k, v in options.items()}  # type: ignore[attr-defined]
+        raise InputError(f"{conditions}: no condition samples")
+    options = SampleOptions(steps=steps, sampler=sampler, guidance=guidance, eta=eta, batch_size=batch_size)
+    resolved = {k: getattr(gen.resolve_options(options), k) for k in ("steps", "sampler", "guidance", "eta", "batch_size")}
     job = {"generator": gen.meta.name, "version": gen.meta.version, "checkpoint_hash": gen.checkpoint_hash,
            "conditions": reader.fingerprint(), "n": n, "seed": seed, "chunk_size": chunk_size, **resolved}
     key = hashlib.sha256(json.dumps(job, sort_keys=True).encode()).hexdigest()[:16]
@@ -198,7 +198,7 @@ def generate_dataset(checkpoint: Path | str, conditions: Path | str, n: int, out
         for c in mine:
             indices = range(c * chunk_size, min(n, (c + 1) * chunk_size))
             samples = gen.sample([reader[i % len(reader)] for i in indices], [derive_seed(seed, i) for i in indices],
-                                 **{k: v for k, v in options.items() if v is not None})
+                                 options)
             path = shard(c)
             staged = path.with_name(f".{path.name}.staged")
             summary = write_shard(samples, staged)
@@ -229,13 +229,21 @@ def generate_dataset(checkpoint: Path | str, conditions: Path | str, n: int, out
     return out
 
 
-def _card(gen: Any, reader: ConditionReader, job: dict[str, Any], checkpoint: Path, conditions: Path):
+LABEL_SENTENCES = {
+    "copied": "Each patch's tissue map is the map it was conditioned on.",
+    "generated": "Each patch's labels were generated together with it.",
+    "none": "The generator is unconditional: patches carry no labels.",
+}
+
+
+def _card(gen: Generator, reader: ConditionReader, job: dict[str, Any], checkpoint: Path, conditions: Path):
     from histosynth.data_cards.card import CardInfo
     from histosynth.data_cards.model import default_licence
 
     meta = gen.meta
     cond_sources = [s.split("|")[-1] for s in reader.meta.get("source_datasets", []) if s != "original"]
-    train_sources = list(gen.training_info.get("source_datasets") or [])
+    trained_on = gen.train_report.data if gen.train_report is not None else TrainingData()
+    train_sources = list(trained_on.source_datasets)
     sources = list(dict.fromkeys(cond_sources + train_sources))
     licence = default_licence(sources) if sources else str(reader.meta.get("license", "other"))
     flags = " ".join(f"--{k.replace('_', '-')} {v}" for k, v in job.items()
@@ -245,11 +253,10 @@ def _card(gen: Any, reader: ConditionReader, job: dict[str, Any], checkpoint: Pa
     return CardInfo(
         pretty_name=f"histosynth {meta.name} synthetic patches",
         description=f"{job['n']} patches generated by `{meta.name}` {meta.version} ({meta.summary}). "
-                    + ("Each patch's tissue map is the map it was conditioned on." if meta.provides_tissue
-                       else "The generator is unconditional: patches carry no labels."),
+                    + LABEL_SENTENCES[meta.label_policy],
         license=licence,
         source=f"Conditions: the dataset {conditions.name!r} ({len(reader)} patches, "
-               f"{reader.meta.get('pretty_name', '')}). Generator trained on: {gen.training_info.get('data', 'unknown')}.",
+               f"{reader.meta.get('pretty_name', '')}). Generator trained on: {trained_on.description}.",
         source_datasets=sources,
         command=command,
         tags=[meta.name, "synthetic"],

@@ -6,44 +6,43 @@ from typing import Any
 
 import yaml
 
-from histosynth.generators.base import GeneratorMeta
+from histosynth.generators.base import Generator
 
 
-def render_model_card(meta: GeneratorMeta, config: dict[str, Any]) -> str:
-    """Model card text for a generator folder whose config.json content is `config`."""
-    training = config.get("training") or {}
-    model = config.get("model") or {}
-    licence = training.get("data_licence") or "other"
+def render_model_card(generator: Generator, config: dict[str, Any]) -> str:
+    """Model card text for a generator folder whose config.json content is `config` (the contract only: metadata,
+    `card_details()` and `train_report`)."""
+    meta = generator.meta
+    report = generator.train_report
+    data = report.data if report is not None else None
+    licence = data.licence if data is not None else "other"
     front = {
         "library_name": "histosynth",
         "license": licence,
-        "tags": ["histopathology", "diffusion", "histosynth", meta.name, "synthetic-data"],
+        "tags": ["histopathology", meta.family, "histosynth", meta.name, "synthetic-data"],
         "pipeline_tag": "image-to-image" if meta.conditioning else "unconditional-image-generation",
     }
-    if training.get("source_datasets"):
-        front["datasets"] = list(training["source_datasets"])
-    space = "pixel space" if model.get("autoencoder") is None else f"the latent space of a frozen {model['autoencoder']['kind'].upper()} autoencoder"
+    if data is not None and data.source_datasets:
+        front["datasets"] = list(data.source_datasets)
+    labels = {"copied": "copied from the condition", "generated": "generated with the image", "none": "none"}
     lines = [
         "---", yaml.safe_dump(front, sort_keys=True).strip(), "---", "",
         f"# {meta.name} {meta.version} ({config.get('preset', 'custom')} preset)", "",
         meta.summary + ".", "",
         "## Model", "",
         f"- Paper: {meta.paper}",
-        f"- Diffusion in {space} at {model.get('resolution')} px; UNet widths {model.get('block_out_channels')}, "
-        f"{model.get('layers_per_block')} layers per block; {model.get('num_train_timesteps')} timesteps "
-        f"({model.get('beta_schedule')} betas {model.get('beta_start')} -> {model.get('beta_end')}).",
-        f"- Condition: {', '.join(meta.conditioning) or 'none'}; outputs: {', '.join(meta.outputs)}; "
-        f"tissue classes K = {model.get('num_classes')} (schema {model.get('tissue_schema')}).",
+        f"- Family: {meta.family}. Reads from a condition: {', '.join(meta.conditioning) or 'nothing'}; outputs: "
+        f"{', '.join(meta.outputs)}; labels: {labels[meta.label_policy]}.",
+        *generator.card_details(),
         f"- Components: {', '.join(config.get('components', []))}; weights hash `{config.get('checkpoint_hash')}` "
         "(sha256 over the safetensors files, recorded in every generated sample's provenance).", "",
         "## Training", "",
     ]
-    if training:
+    if report is not None and data is not None:
         lines += [
-            f"- Data: {training.get('data')}, {training.get('patches')} patches "
-            f"({training.get('dropped_homogeneous', 0)} homogeneous patches left out), licence {licence}.",
-            f"- {training.get('steps')} optimizer steps; final loss {training.get('final_loss')}; "
-            f"{training.get('train_images_per_second')} images/s.",
+            f"- Data: {data.description}, {data.patches} patches ({data.dropped} left out by the selection rule), "
+            f"licence {licence}.",
+            f"- {report.steps} optimizer steps; final loss {report.final_loss:.6g}; {report.images_per_second:.2f} images/s.",
         ]
     else:
         lines.append("- Not trained (random weights).")
@@ -56,7 +55,7 @@ def render_model_card(meta: GeneratorMeta, config: dict[str, Any]) -> str:
         f"{meta.licence}. These weights were trained on data licensed {licence}; use them under its terms.", "",
         "## Limitations", "",
         "Research use only, not for diagnosis. Generated images can contain artefacts and follow their condition "
-        "imperfectly; where they do not, the label (the conditioning map) is wrong for that image.", "",
+        "imperfectly; where they do not, a label copied from the condition is wrong for that image.", "",
         "## Citation", "", "```bibtex", meta.citation, "```", "",
     ]
     return "\n".join(lines)

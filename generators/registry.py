@@ -30,7 +30,7 @@ _BUILTIN = [
         version="0.1.0",
         summary="HTD: diffusion conditioned ControlNet-style on a tissue map + per-class visual crops (4K channels)",
         paper=HTD_PAPER, citation=HTD_CITATION, licence=LICENCE,
-        conditioning=("tissue", "image"), outputs=("image", "tissue"),
+        conditioning=("tissue", "crops"), outputs=("image", "tissue"), label_policy="copied", family="diffusion",
         target="histosynth.generators.htd.model:HTDGenerator",
     ),
     GeneratorMeta(
@@ -38,7 +38,7 @@ _BUILTIN = [
         version="0.1.0",
         summary="HTD ablation: the same diffusion backbone with no condition (outputs carry no labels)",
         paper=HTD_PAPER, citation=HTD_CITATION, licence=LICENCE,
-        conditioning=(), outputs=("image",),
+        conditioning=(), outputs=("image",), label_policy="none", family="diffusion",
         target="histosynth.baselines.htd_ablations:HTDUnconditional",
     ),
     GeneratorMeta(
@@ -46,7 +46,7 @@ _BUILTIN = [
         version="0.1.0",
         summary="HTD ablation: each class crop replaced by an encoder embedding broadcast over its class region",
         paper=HTD_PAPER, citation=HTD_CITATION, licence=LICENCE,
-        conditioning=("tissue", "image"), outputs=("image", "tissue"),
+        conditioning=("tissue", "crops"), outputs=("image", "tissue"), label_policy="copied", family="diffusion",
         target="histosynth.baselines.htd_ablations:HTDEmbedding",
     ),
 ]

@@ -26,10 +26,10 @@ from pathlib import Path
 WORKER = """
 import json, sys, time
 import accelerate, numpy as np  # both modes pay for torch + accelerate, so the baselines match
-from histosynth.generators.htd.data import load_training_set
+from histosynth.generators.arrays import load_training_arrays
 data, resolution, spill = sys.argv[1], int(sys.argv[2]), sys.argv[3] or None
 start = time.perf_counter()
-arrays = load_training_set(data, resolution, True, None, spill_dir=spill)
+arrays = load_training_arrays(data, resolution, ("tissue", "crops"), None, spill_dir=spill)
 loaded = time.perf_counter() - start
 rng = np.random.default_rng(0)
 start = time.perf_counter()

@@ -173,8 +173,8 @@ def exclude_crop_boxes(maps: np.ndarray, seed: int, crops) -> np.ndarray:
     (drawn from each sample's seed; see HTDGenerator._sample_batch)."""
     from histosynth.classes import IGNORE_ID
     from histosynth.generators.base import derive_seed
-    from histosynth.generators.htd.conditions import crop_boxes
-    from histosynth.generators.htd.model import CROP_STREAM
+    from histosynth.generators.conditioning.crops import crop_boxes
+    from histosynth.generators.diffusion.generator import CROP_STREAM
 
     out = maps.copy()
     for i, m in enumerate(out):

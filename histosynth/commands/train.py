@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import dataclasses
 import json
 import shutil
 import time
@@ -39,8 +38,7 @@ def curriculum_config(path: Path, warmup: int | None, steps: int):
 def _removed_on_failure(out: Path) -> Iterator[None]:
     """On an error before the first checkpoint, remove the model folder (or its training/ folder) if this run
     created it, so a refused input leaves nothing behind; a run with checkpoints keeps them for --resume."""
-    from histosynth.generators.diffusion.training import latest_checkpoint
-    from histosynth.generators.htd.model import TRAINING_DIR
+    from histosynth.generators.training import TRAINING_DIR, latest_checkpoint
 
     created = next((p for p in (out, out / TRAINING_DIR) if not p.exists()), None)
     try:
@@ -53,7 +51,6 @@ def _removed_on_failure(out: Path) -> Iterator[None]:
 
 def run(args: argparse.Namespace) -> int:
     from histosynth.generators import GENERATORS, load_generator
-    from histosynth.generators.diffusion.presets import get_preset, override
 
     out: Path = args.out
     cls = GENERATORS.get(args.generator)
@@ -61,20 +58,19 @@ def run(args: argparse.Namespace) -> int:
         generator = load_generator(out, device=args.device)  # networks already sized for the data
         if generator.meta.name != args.generator:
             raise InputError(f"{out} holds a {generator.meta.name!r} generator, not {args.generator!r}")
-        train_cfg = generator.preset.train
     else:
-        preset = get_preset(args.preset)
-        if args.autoencoder and preset.model.autoencoder is not None:
-            preset.model.autoencoder = override(preset.model.autoencoder, weights=args.autoencoder, subfolder=args.autoencoder_subfolder)
-        generator = cls.build(preset, device=args.device)
-        train_cfg = preset.train
-    overrides = {"steps": args.steps, "batch_size": args.batch_size, "lr": args.lr, "grad_accum": args.grad_accum,
-                 "mixed_precision": args.mixed_precision, "checkpoint_every": args.checkpoint_every, "seed": args.seed}
-    config = override(train_cfg, **overrides)
+        if args.preset not in cls.presets():
+            raise InputError(f"{args.generator} has no preset {args.preset!r}; choose from {', '.join(cls.presets())}")
+        weights = {"autoencoder_weights": args.autoencoder, "autoencoder_subfolder": args.autoencoder_subfolder}
+        generator = cls.build(args.preset, device=args.device, **{k: v for k, v in weights.items() if v is not None})
+    given = {"steps": args.steps, "batch_size": args.batch_size, "lr": args.lr, "grad_accum": args.grad_accum,
+             "mixed_precision": args.mixed_precision, "checkpoint_every": args.checkpoint_every, "seed": args.seed}
+    config = {k: v for k, v in given.items() if v is not None}
     if args.no_heterogeneity:
-        config = dataclasses.replace(config, heterogeneity=None)
+        config["heterogeneity"] = None
     if args.curriculum:
-        config = dataclasses.replace(config, curriculum=curriculum_config(args.curriculum, args.curriculum_warmup, config.steps))
+        steps = config.get("steps", generator.training_steps())
+        config["curriculum"] = curriculum_config(args.curriculum, args.curriculum_warmup, steps)
     start = time.perf_counter()
     with _removed_on_failure(out):
         report = generator.train(args.data, config, out=out, resume=args.resume)
@@ -82,9 +78,9 @@ def run(args: argparse.Namespace) -> int:
     from accelerate import PartialState
 
     if PartialState().is_main_process:
-        print(f"trained {args.generator} ({generator.preset.name} preset) to step {report['steps']} "
-              f"(from step {report['resumed_from_step']}) on {report['patches']} patches in {seconds:.1f} s; "
-              f"final loss {report['final_loss']:.4f}; {report['train_images_per_second']} images/s")
+        print(f"trained {args.generator} ({generator.preset_name} preset) to step {report.steps} "
+              f"(from step {report.resumed_from_step}) on {report.data.patches} patches in {seconds:.1f} s; "
+              f"final loss {report.final_loss:.4f}; {report.images_per_second:.2f} images/s")
         print(f"model folder: {out} (weights {generator.checkpoint_hash})")
     import torch.distributed as dist
 
@@ -103,7 +99,8 @@ def register(verbs: argparse._SubParsersAction) -> None:
     parser.add_argument("generator", choices=list(GENERATORS), help="registered generator")
     parser.add_argument("--data", required=True, type=Path, help="dataset folder (histosynth data build ...) to train on")
     parser.add_argument("--out", required=True, type=Path, help="model folder to write (CKPT)")
-    parser.add_argument("--preset", default="demo", choices=("tiny", "demo", "paper"), help="model/training preset (default demo)")
+    parser.add_argument("--preset", default="demo", help="the generator's preset: tiny, demo or paper for the built-in "
+                        "generators (`histosynth ls generators`; default demo)")
     parser.add_argument("--steps", type=int, help="total optimizer steps (default: the preset's)")
     parser.add_argument("--batch-size", type=int, help="batch size per process (default: the preset's)")
     parser.add_argument("--grad-accum", type=int, help="gradient accumulation micro-batches per step")

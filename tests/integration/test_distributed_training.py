@@ -9,7 +9,7 @@ import pytest
 
 from histosynth.data_cards.card import CardInfo
 from histosynth.disk import write_dataset
-from histosynth.generators.diffusion.training import latest_checkpoint
+from histosynth.generators.training import latest_checkpoint
 from histosynth.sources import build_source
 
 

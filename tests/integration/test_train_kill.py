@@ -24,7 +24,7 @@ from safetensors.numpy import load_file
 import histosynth.cli as cli
 from histosynth.commands.data import build_dataset
 from histosynth.generators import weights_hash
-from histosynth.generators.diffusion.training import STATE_FILE, latest_checkpoint
+from histosynth.generators.training import STATE_FILE, latest_checkpoint
 
 COMPONENTS = ["controlnet", "unet"]
 STEPS, EVERY = 6, 2
@@ -33,19 +33,19 @@ KILLED = textwrap.dedent("""
     import signal, sys
     import accelerate
     import histosynth.cli as cli
-    import histosynth.generators.htd.model as model
+    import histosynth.generators.diffusion.generator as model
 
     def pause(where):
         print(where, flush=True)  # the test reads this line and kills us while we wait here
         signal.pause()
 
     if sys.argv[1] == "after-step":  # steps 1..3 done, checkpoint of step 2 on disk, step 3 not saved
-        train_denoiser = model.train_denoiser
+        run_training = model.run_training
 
         def with_stop(*args, on_step=None, **kwargs):
-            return train_denoiser(*args, on_step=lambda step: step == 3 and pause("after step 3"), **kwargs)
+            return run_training(*args, on_step=lambda step: step == 3 and pause("after step 3"), **kwargs)
 
-        model.train_denoiser = with_stop
+        model.run_training = with_stop
     else:  # "while-saving": step 4's state written to its hidden partial folder, not yet renamed into place
         save_state = accelerate.Accelerator.save_state
 

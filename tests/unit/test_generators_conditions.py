@@ -6,8 +6,10 @@ import numpy as np
 import pytest
 from numerics import EPS32, EPS64
 
+from histosynth.generators.conditioning.crops import crop_boxes, crop_sizing, pack_crops
+from histosynth.generators.conditioning.tissue import one_hot
+from histosynth.generators.diffusion.curriculum import Curriculum
 from histosynth.generators.diffusion.presets import CropConfig, CurriculumConfig
-from histosynth.generators.htd.conditions import Curriculum, crop_boxes, crop_sizing, one_hot, pack_crops
 from histosynth.labels import curriculum
 from histosynth.labels.heterogeneity import PAPER_PATCH, CropSizing, region_complexity
 

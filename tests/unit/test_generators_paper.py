@@ -7,14 +7,15 @@ import numpy as np
 import pytest
 
 from histosynth.generators import build_generator
-from histosynth.generators.diffusion.presets import get_preset, override
+from histosynth.generators.diffusion.presets import override
+from histosynth.generators.htd.model import HTDGenerator
 from histosynth.sources import build_source
 
 
 @pytest.mark.slow
 def test_paper_preset_trains_one_step_and_samples_two_steps():
     data = list(build_source("simulator", n=2, size=256, seed=0, mpp=0.5))
-    preset = get_preset("paper")
+    preset = HTDGenerator.get_preset("paper")
     preset.model.autoencoder = override(preset.model.autoencoder, random_init=True, weights=None)
     gen = build_generator("htd", preset, num_classes=5)
     unet, controlnet = gen.denoiser.unet, gen.denoiser.controlnet
@@ -22,6 +23,6 @@ def test_paper_preset_trains_one_step_and_samples_two_steps():
     assert controlnet.config.conditioning_channels == 4 * 5  # simulator-tissue: K = 5 with background
     assert sum(p.numel() for p in unet.parameters()) > 200e6
     report = gen.train(data, {"steps": 1, "batch_size": 1, "heterogeneity": None, "progress": False})
-    assert np.isfinite(report["losses"]).all()
+    assert np.isfinite(report.losses).all()
     out = gen.sample(data[:1], seed=0, steps=2, batch_size=1)
     assert out[0].image.shape == (256, 256, 3) and np.array_equal(out[0].tissue, data[0].tissue)

@@ -7,10 +7,13 @@ import pytest
 import torch
 from safetensors.numpy import load_file
 
+from histosynth.errors import UnknownNameError
 from histosynth.generators import GENERATORS, build_generator, load_generator, weights_hash
-from histosynth.generators.diffusion.presets import PRESETS, get_preset, override
+from histosynth.generators.diffusion.presets import override
 from histosynth.generators.diffusion.sampling import SAMPLERS
-from histosynth.generators.diffusion.training import latest_checkpoint
+from histosynth.generators.htd.model import HTDGenerator
+from histosynth.generators.htd.presets import PRESETS
+from histosynth.generators.training import latest_checkpoint
 from histosynth.sources import build_source
 
 COMPONENTS = ["controlnet", "unet"]
@@ -34,7 +37,7 @@ def test_resumed_training_equals_uninterrupted_training(tiny_data, tmp_path):
     build_generator("htd", "tiny").train(tiny_data, dict(config, steps=2), out=tmp_path / "split")
     assert latest_checkpoint(tmp_path / "split" / "training").name == "step-00000002"
     report = build_generator("htd", "tiny").train(tiny_data, config, out=tmp_path / "split", resume=True)
-    assert report["resumed_from_step"] == 2 and len(report["losses"]) == 2
+    assert report.resumed_from_step == 2 and len(report.losses) == 2
     # the EMA weights saved as the model, and the raw weights, optimizer and EMA of the last checkpoint
     assert weights_hash(tmp_path / "straight", COMPONENTS) == weights_hash(tmp_path / "split", COMPONENTS)
     a = latest_checkpoint(tmp_path / "straight" / "training")
@@ -58,7 +61,7 @@ def _same(a: dict, b: dict) -> bool:
 
 
 def _built(name: str, seed: int, **overrides):
-    preset = get_preset("tiny")
+    preset = HTDGenerator.get_preset("tiny")
     preset.train.seed = seed
     return GENERATORS.get(name).build(preset, **overrides)
 
@@ -85,13 +88,13 @@ def test_the_training_seed_fixes_the_initial_weights(tiny_data, name, eager):
 def test_gradient_accumulation_and_l1_loss_run(tiny_data):
     gen = build_generator("htd-unconditional", "tiny")
     report = gen.train(tiny_data, {"steps": 2, "grad_accum": 2, "loss": "l1", "ema_decay": None, "augment": False})
-    assert len(report["losses"]) == 2 and np.isfinite(report["losses"]).all()
+    assert len(report.losses) == 2 and np.isfinite(report.losses).all()
 
 
 @pytest.mark.parametrize("prediction", ["sample", "v_prediction"])
 def test_x0_and_v_prediction_train_and_sample(tiny_data, prediction):
     gen = build_generator("htd", "tiny", prediction_type=prediction)
-    assert np.isfinite(gen.train(tiny_data, {"steps": 1})["losses"]).all()
+    assert np.isfinite(gen.train(tiny_data, {"steps": 1}).losses).all()
     assert gen.sample(tiny_data[:1], seed=0, sampler="dpm++")[0].image.shape == (32, 32, 3)
 
 
@@ -114,7 +117,7 @@ def test_curriculum_training_on_pseudo_maps_pads_to_the_finest_k(tiny_data, tmp_
 def test_heterogeneity_rule_drops_homogeneous_patches(tiny_data):
     gen = build_generator("htd", "tiny")
     report = gen.train(tiny_data, {"steps": 1, "heterogeneity": (0.2, 0.8)})
-    assert 0 < report["dropped_homogeneous"] < len(tiny_data) and report["patches"] == len(tiny_data) - report["dropped_homogeneous"]
+    assert 0 < report.data.dropped < len(tiny_data) and report.data.patches == len(tiny_data) - report.data.dropped
     with pytest.raises(ValueError, match="heterogeneity rule"):
         gen.train(tiny_data[:1], {"steps": 1, "heterogeneity": (0.45, 0.55)})
 
@@ -147,16 +150,16 @@ def test_classifier_free_guidance(trained, tiny_data):
 
 def test_presets_exist_and_overrides_refuse_typos():
     assert set(PRESETS) == {"tiny", "demo", "paper"}
-    paper = get_preset("paper")
+    paper = HTDGenerator.get_preset("paper")
     assert paper.model.resolution == 256 and paper.model.block_out_channels == (128, 512, 1024)
     assert paper.model.autoencoder.downsample == 4 and paper.model.latent_stride == 4
     assert (paper.model.beta_start, paper.model.beta_end, paper.train.loss, paper.sample.steps) == (0.0015, 0.0205, "l1", 200)
-    demo = get_preset("demo")
+    demo = HTDGenerator.get_preset("demo")
     assert demo.model.autoencoder is None and demo.model.resolution == 64 and not demo.model.mid_attention
     with pytest.raises(ValueError, match="no field"):
         override(demo.train, step=3)
-    with pytest.raises(ValueError, match="unknown preset"):
-        get_preset("huge")
+    with pytest.raises(UnknownNameError, match="unknown preset"):
+        HTDGenerator.get_preset("huge")
 
 
 def test_missing_paper_autoencoder_is_a_clear_error(tmp_path, monkeypatch):

@@ -127,8 +127,8 @@ def test_class_crops_lie_inside_their_regions():
 def test_crop_purity_has_one_definition_shared_with_the_htd_preset():
     """CropSizing.min_purity (1.0, the precursor's all-ones search) is the one crop purity: class_crops' default
     and the diffusion preset's CropConfig both take it, so HTD's crops and labels' crops are the same boxes."""
+    from histosynth.generators.conditioning.crops import crop_boxes
     from histosynth.generators.diffusion.presets import CropConfig
-    from histosynth.generators.htd.conditions import crop_boxes
 
     assert CropSizing().min_purity == CropConfig().min_purity == 1.0
     tissue = np.full((128, 128), 2, np.uint8)

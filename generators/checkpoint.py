@@ -1,0 +1,150 @@
+"""Model folders made of components: diffusers-style sub-folders, a `model_index.json` listing them, and peft
+adapters saved beside the weights they adapt.
+
+    model/
+      config.json          histosynth's settings (generator, preset, configs, training report, checkpoint hash)
+      model_index.json     {"_class_name": generator, "_histosynth_version": ..., component: [library, class], ...}
+      unet/                config.json + diffusion_pytorch_model.safetensors (diffusers `save_pretrained`)
+      unet/adapters/NAME/  adapter_config.json + adapter_model.safetensors (peft state-dict functions)
+      scheduler/           scheduler_config.json
+
+A component is any diffusers ModelMixin/ConfigMixin (UNet, ControlNet, autoencoder, scheduler, or a project
+module built on them). LoRA adapters are injected with peft; the component's own weights are saved without them
+(peft's `base_layer` names mapped back), so the base folder loads into a plain model and each adapter loads on
+top through `set_peft_model_state_dict`. diffusers' pipelines keep a model_index.json the same way; no library
+writes one for a non-pipeline bundle like ours, hence this module.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import save_file
+from torch import nn
+
+from histosynth import __version__
+from histosynth.atomic import atomic_directory
+from histosynth.generators.base import CheckpointError, check_safetensors, read_json_file
+
+MODEL_INDEX = "model_index.json"
+ADAPTERS_DIR = "adapters"
+ADAPTER_CONFIG = "adapter_config.json"
+ADAPTER_WEIGHTS = "adapter_model.safetensors"
+BASE_WEIGHTS = "diffusion_pytorch_model.safetensors"  # the name diffusers' from_pretrained looks for
+
+
+def adapter_names(module: Any) -> list[str]:
+    """The peft adapters injected into `module` (sorted; empty when none)."""
+    return sorted(getattr(module, "peft_config", {}) or {})
+
+
+def base_state_dict(module: nn.Module) -> dict[str, torch.Tensor]:
+    """`module`'s weights without any peft adapter: LoRA tensors dropped, `.base_layer.` names mapped back."""
+    state = {}
+    for key, value in module.state_dict().items():
+        if ".lora_" in key or ".modules_to_save." in key:
+            continue
+        state[key.replace(".base_layer.", ".").replace(".original_module.", ".")] = value.detach().contiguous()
+    return state
+
+
+def save_component(component: Any, folder: Path) -> None:
+    """Write one component folder atomically (config + weights, then its adapters)."""
+    with atomic_directory(folder) as partial:
+        names = adapter_names(component)
+        if not names:
+            component.save_pretrained(partial)
+            return
+        component.save_config(partial)
+        save_file(base_state_dict(component), str(partial / BASE_WEIGHTS))
+        for name in names:
+            save_adapter(component, name, partial / ADAPTERS_DIR / name)
+
+
+def save_adapter(module: nn.Module, name: str, folder: Path) -> None:
+    """peft adapter `name` of `module` as adapter_config.json + adapter_model.safetensors in `folder`."""
+    from peft import get_peft_model_state_dict
+
+    folder.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().contiguous() for k, v in get_peft_model_state_dict(module, adapter_name=name).items()}
+    save_file(state, str(folder / ADAPTER_WEIGHTS))
+    config = module.peft_config[name].to_dict()
+    (folder / ADAPTER_CONFIG).write_text(json.dumps(config, indent=2, sort_keys=True, default=list) + "\n", encoding="utf-8")
+
+
+def load_adapters(module: nn.Module, component_folder: Path) -> list[str]:
+    """Inject and fill every adapter saved under `component_folder`/adapters; returns their names."""
+    from peft import LoraConfig, inject_adapter_in_model, set_peft_model_state_dict
+    from safetensors.torch import load_file
+
+    root = component_folder / ADAPTERS_DIR
+    names = sorted(p.name for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
+    for name in names:
+        config = read_json_file(root / name / ADAPTER_CONFIG)
+        weights = root / name / ADAPTER_WEIGHTS
+        if not weights.is_file():
+            raise CheckpointError(f"{weights}: missing; the adapter {name!r} is incomplete")
+        check_safetensors(weights)
+        try:
+            lora = LoraConfig(**{k: v for k, v in config.items() if k in LoraConfig.__dataclass_fields__})
+        except (TypeError, ValueError) as err:
+            raise CheckpointError(f"{root / name / ADAPTER_CONFIG}: not a LoRA adapter config ({err})") from err
+        inject_adapter_in_model(lora, module, adapter_name=name)
+        result = set_peft_model_state_dict(module, load_file(str(weights)), adapter_name=name)
+        unexpected = list(getattr(result, "unexpected_keys", []) or [])
+        if unexpected:
+            raise CheckpointError(f"{weights}: {len(unexpected)} tensors fit no layer of {component_folder.name} "
+                                  f"(e.g. {unexpected[0]})")
+    return names
+
+
+def component_class(component: Any) -> list[str]:
+    """[library, class name] of a component, as model_index.json records it (diffusers classes by "diffusers")."""
+    module = type(component).__module__
+    library = "diffusers" if module.startswith("diffusers") else module
+    return [library, type(component).__name__]
+
+
+def write_model_index(folder: Path, generator: str, components: dict[str, Any]) -> None:
+    """model_index.json: which class each component folder holds, and its adapters (written atomically)."""
+    from histosynth.atomic import write_text_atomic
+
+    index: dict[str, Any] = {"_class_name": generator, "_histosynth_version": __version__}
+    for name in sorted(components):
+        index[name] = component_class(components[name])
+    adapters = {name: adapter_names(c) for name, c in sorted(components.items()) if adapter_names(c)}
+    if adapters:
+        index["_adapters"] = adapters
+    write_text_atomic(folder / MODEL_INDEX, json.dumps(index, indent=2) + "\n")
+
+
+def load_component(folder: Path, name: str, expected: type | None = None) -> Any:
+    """Load component `name` from a model folder by the class model_index.json records, then its adapters.
+
+    `expected` (when given) must be that class or a base of it, so a folder cannot swap in another network.
+    """
+    index = read_json_file(folder / MODEL_INDEX)
+    entry = index.get(name)
+    if not (isinstance(entry, list) and len(entry) == 2 and all(isinstance(e, str) for e in entry)):
+        raise CheckpointError(f"{folder / MODEL_INDEX}: no [library, class] entry for component {name!r}")
+    library, class_name = entry
+    if library != "diffusers" and not library.startswith("histosynth."):
+        raise CheckpointError(f"{folder / MODEL_INDEX}: component {name!r} names module {library!r}; only diffusers "
+                              "and histosynth classes are loaded")
+    kind = getattr(importlib.import_module(library), class_name, None)
+    if kind is None or (expected is not None and not issubclass(kind, expected)):
+        raise CheckpointError(f"{folder / MODEL_INDEX}: component {name!r} is {library}.{class_name}, "
+                              f"expected {expected.__name__ if expected else 'a known class'}")
+    part = folder / name
+    try:
+        loaded = kind.from_pretrained(part) if hasattr(kind, "from_pretrained") else kind.from_config(kind.load_config(part))
+    except (OSError, ValueError, RuntimeError, KeyError, TypeError) as err:  # diffusers wraps most as OSError
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise CheckpointError(f"{part}: cannot load the {name} component ({reason})") from err
+    if isinstance(loaded, nn.Module):
+        load_adapters(loaded, part)
+    return loaded

@@ -1,0 +1,282 @@
+"""The training loop every generator uses, on accelerate: mixed precision on GPU, gradient accumulation, EMA,
+resumable checkpoints and a tqdm bar with the loss. What one step computes is a pluggable `TrainStep`: the
+diffusion loss (histosynth.generators.diffusion.training), a GAN's generator/discriminator updates, a two-adapter
+model switching adapters per step.
+
+Exact resume: everything random in a step (which samples, crops, noise, timesteps, condition dropout) is drawn
+from RNGs seeded by (seed, step, micro-step, rank), never from a global RNG; a checkpoint (accelerate
+`save_state`: modules, optimizers, LR schedulers, EMA, RNG states, plus our step counter) therefore lets a run
+stopped after step n continue exactly as if it had never stopped. Checkpoints are written to a hidden folder
+and renamed into place, so a crash while saving never leaves a half checkpoint that looks complete.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import time
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Protocol
+
+import numpy as np
+import torch
+from accelerate import Accelerator
+from diffusers.optimization import get_scheduler
+from diffusers.training_utils import EMAModel
+from torch import nn
+from tqdm.auto import tqdm
+
+from histosynth.generators.base import CheckpointError, check_safetensors, read_json_file
+
+CHECKPOINT_PREFIX = "step-"
+STATE_FILE = "trainer_state.json"
+TRAINING_DIR = "training"  # a model folder's resumable training state; not part of the model or its hash
+
+Batch = dict[str, torch.Tensor]
+BatchFn = Callable[[int, int, int, int, torch.device], Batch]
+"""batch_fn(step, micro, rank, world, device) -> the named tensors of one micro-batch of one process."""
+
+
+class LoopSettings(Protocol):
+    """The training-loop fields every generator's train config has (see e.g. diffusion.presets.TrainConfig)."""
+
+    steps: int
+    batch_size: int
+    grad_accum: int
+    lr: float
+    scale_lr: bool
+    lr_schedule: str
+    warmup_steps: int
+    weight_decay: float
+    adam_betas: tuple[float, float]
+    max_grad_norm: float | None
+    mixed_precision: str
+    ema_decay: float | None
+    checkpoint_every: int
+    keep_checkpoints: int
+    seed: int
+    progress: bool
+
+
+@dataclass
+class OptimizerSpec:
+    """One AdamW optimizer (with its own LR schedule from the settings) over some parameters."""
+
+    params: list[nn.Parameter]
+    lr: float
+    betas: tuple[float, float]
+    weight_decay: float = 0.0
+
+
+@dataclass
+class TrainResult:
+    """What a training run did: the main loss per optimizer step, and every named loss's mean over the run."""
+
+    start_step: int
+    steps: int
+    losses: list[float] = field(default_factory=list)
+    loss_means: dict[str, float] = field(default_factory=dict)
+    seconds: float = 0.0
+    images: int = 0
+    checkpoint: Path | None = None
+
+    @property
+    def images_per_second(self) -> float:
+        return self.images / self.seconds if self.seconds > 0 else float("nan")
+
+
+class StepContext:
+    """What a TrainStep sees: the prepared modules and `apply` (backward, clip, optimizer step, zero grads)."""
+
+    def __init__(self, accelerator: Accelerator, modules: dict[str, nn.Module], optimizers: dict[str, torch.optim.Optimizer],
+                 params: dict[str, list[nn.Parameter]], max_grad_norm: float | None) -> None:
+        self.accelerator = accelerator
+        self.modules = modules
+        self.optimizers = optimizers
+        self._params = params
+        self._max_grad_norm = max_grad_norm
+
+    def apply(self, loss: torch.Tensor, optimizer: str = "model") -> None:
+        """Backpropagate `loss` and step optimizer `optimizer` (accelerate skips the step mid-accumulation)."""
+        self.accelerator.backward(loss)
+        if self.accelerator.sync_gradients and self._max_grad_norm:
+            self.accelerator.clip_grad_norm_(self._params[optimizer], self._max_grad_norm)
+        self.optimizers[optimizer].step()
+        self.optimizers[optimizer].zero_grad(set_to_none=True)
+
+
+class TrainStep(ABC):
+    """The pluggable part of training: which modules train, with which optimizers, and what one micro-step does."""
+
+    @abstractmethod
+    def modules(self) -> dict[str, nn.Module]:
+        """The modules to train (prepared by accelerate and saved in checkpoints), by name."""
+
+    def optimizers(self, settings: LoopSettings, world: int) -> dict[str, OptimizerSpec]:
+        """One optimizer, "model", over every trainable parameter (CompVis `scale_lr` when set)."""
+        params = [p for m in self.modules().values() for p in m.parameters() if p.requires_grad]
+        lr = settings.lr * (settings.batch_size * settings.grad_accum * world if settings.scale_lr else 1)
+        return {"model": OptimizerSpec(params, lr, tuple(settings.adam_betas), settings.weight_decay)}
+
+    def ema_optimizer(self) -> str | None:
+        """The optimizer whose parameters get an EMA copy (when the settings ask for one)."""
+        return "model"
+
+    @abstractmethod
+    def __call__(self, ctx: StepContext, batch: Batch, generator: torch.Generator, step: int) -> dict[str, torch.Tensor]:
+        """Compute this micro-batch's losses and `ctx.apply` them; returns them by name ("loss" is the main one)."""
+
+    def batch_images(self, batch: Batch) -> int:
+        """How many images a micro-batch holds (for images/s)."""
+        return int(next(iter(batch.values())).shape[0])
+
+
+def step_generator(seed: int, *keys: int) -> torch.Generator:
+    """A CPU torch generator seeded from (seed, *keys): the randomness of one micro-step of one process."""
+    state = np.random.SeedSequence([int(seed), *map(int, keys)]).generate_state(2, dtype=np.uint32)
+    return torch.Generator("cpu").manual_seed(int(state[0]) << 32 | int(state[1]))
+
+
+def step_rng(seed: int, *keys: int) -> np.random.Generator:
+    """A numpy generator seeded from (seed, *keys) (data choices, crops, augmentation)."""
+    return np.random.default_rng(np.random.SeedSequence([int(seed), *map(int, keys)]))
+
+
+def resolve_mixed_precision(setting: str) -> str:
+    """"auto" -> bf16 on a CUDA device that supports it, else "no"."""
+    if setting != "auto":
+        return setting
+    return "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "no"
+
+
+def latest_checkpoint(folder: Path | str) -> Path | None:
+    """The newest complete checkpoint (step-NNNNNNNN with a trainer_state.json) under `folder`, if any."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return None
+    done = sorted(p for p in folder.glob(f"{CHECKPOINT_PREFIX}*") if (p / STATE_FILE).is_file())
+    return done[-1] if done else None
+
+
+def _save_checkpoint(accelerator: Accelerator, folder: Path, step: int, settings: LoopSettings) -> Path:
+    final = folder / f"{CHECKPOINT_PREFIX}{step:08d}"
+    partial = folder / f".{final.name}.partial"
+    if accelerator.is_main_process:
+        shutil.rmtree(partial, ignore_errors=True)
+        folder.mkdir(parents=True, exist_ok=True)
+    accelerator.wait_for_everyone()
+    accelerator.save_state(str(partial))
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        state = {"step": step, "seed": settings.seed, "steps": settings.steps}
+        (partial / STATE_FILE).write_text(json.dumps(state), encoding="utf-8")
+        shutil.rmtree(final, ignore_errors=True)
+        partial.rename(final)
+        old = sorted(p for p in folder.glob(f"{CHECKPOINT_PREFIX}*") if p != final)
+        for stale in old[: max(0, len(old) - max(0, settings.keep_checkpoints - 1))]:
+            shutil.rmtree(stale, ignore_errors=True)
+    accelerator.wait_for_everyone()
+    return final
+
+
+def _load_checkpoint(accelerator: Accelerator, checkpoint: Path) -> int:
+    """Restore a training checkpoint; returns its step. A damaged one raises CheckpointError naming it."""
+    state = read_json_file(checkpoint / STATE_FILE)
+    if not isinstance(state.get("step"), int) or state["step"] < 0:
+        raise CheckpointError(f"{checkpoint / STATE_FILE}: no step count; the checkpoint is damaged")
+    for weights in sorted(checkpoint.glob("*.safetensors")):
+        check_safetensors(weights)
+    try:
+        accelerator.load_state(str(checkpoint))
+    except Exception as err:  # safetensors, pickle and torch each raise their own types for a damaged file
+        reason = (str(err).strip().splitlines() or [""])[0]
+        raise CheckpointError(f"{checkpoint}: cannot resume from this training checkpoint ({type(err).__name__}: "
+                              f"{reason}); delete it to resume from an earlier one, or train without --resume") from err
+    return state["step"]
+
+
+def run_training(step_fn: TrainStep, batch_fn: BatchFn, settings: LoopSettings, checkpoint_dir: Path | str | None = None,
+                 resume: bool = False, on_step: Callable[[int], None] | None = None) -> TrainResult:
+    """Train `step_fn`'s modules for `settings.steps` optimizer steps in total; returns a TrainResult.
+
+    With `resume`, the newest checkpoint under `checkpoint_dir` is loaded first and training continues from its
+    step (a missing checkpoint starts from scratch). EMA weights, when enabled, are copied into the modules at
+    the end. `on_step(step)` is called after each optimizer step (tests use it to stop a run).
+    """
+    accelerator = Accelerator(cpu=not torch.cuda.is_available(), mixed_precision=resolve_mixed_precision(settings.mixed_precision),
+                              gradient_accumulation_steps=settings.grad_accum, step_scheduler_with_optimizer=False)
+    world, rank = accelerator.num_processes, accelerator.process_index
+    specs = step_fn.optimizers(settings, world)
+    optimizers = {name: torch.optim.AdamW(s.params, lr=s.lr, betas=tuple(s.betas), weight_decay=s.weight_decay)
+                  for name, s in specs.items()}
+    schedulers = [get_scheduler(settings.lr_schedule, opt, num_warmup_steps=settings.warmup_steps,
+                                num_training_steps=max(1, settings.steps)) for opt in optimizers.values()]
+    modules = step_fn.modules()
+    for module in modules.values():
+        module.to(accelerator.device)
+    ema_name = step_fn.ema_optimizer() if settings.ema_decay else None
+    ema = EMAModel(specs[ema_name].params, decay=settings.ema_decay, use_ema_warmup=True) if ema_name else None
+    prepared = accelerator.prepare(*modules.values(), *optimizers.values())
+    prepared = prepared if isinstance(prepared, (list, tuple)) else [prepared]
+    prepared_modules = dict(zip(modules, prepared[: len(modules)], strict=True))
+    prepared_optimizers = dict(zip(optimizers, prepared[len(modules):], strict=True))
+    for scheduler in schedulers:
+        accelerator.register_for_checkpointing(scheduler)
+    if ema is not None:
+        accelerator.register_for_checkpointing(ema)
+    ctx = StepContext(accelerator, prepared_modules, prepared_optimizers, {n: s.params for n, s in specs.items()},
+                      settings.max_grad_norm)
+
+    result = TrainResult(start_step=0, steps=settings.steps)
+    folder = Path(checkpoint_dir) if checkpoint_dir is not None else None
+    if resume and folder is not None and (last := latest_checkpoint(folder)) is not None:
+        result.start_step = _load_checkpoint(accelerator, last)
+        result.checkpoint = last
+
+    bar = tqdm(total=settings.steps, initial=result.start_step, desc="training", unit="step",
+               disable=not (settings.progress and accelerator.is_main_process))
+    smoothed = math.nan
+    sums: dict[str, float] = {}
+    start = time.perf_counter()
+    for module in prepared_modules.values():
+        module.train()
+    for step in range(result.start_step, settings.steps):
+        step_losses: dict[str, float] = {}
+        for micro in range(settings.grad_accum):
+            with accelerator.accumulate(*prepared_modules.values()):
+                batch = batch_fn(step, micro, rank, world, accelerator.device)
+                generator = step_generator(settings.seed, step, micro, rank)
+                losses = step_fn(ctx, batch, generator, step)
+            for name, value in losses.items():
+                step_losses[name] = step_losses.get(name, 0.0) + float(value.detach()) / settings.grad_accum
+            result.images += step_fn.batch_images(batch) * world
+        for scheduler in schedulers:
+            scheduler.step()
+        if ema is not None:
+            ema.step(specs[ema_name].params)
+        main = step_losses["loss"]
+        result.losses.append(main)
+        for name, value in step_losses.items():
+            sums[name] = sums.get(name, 0.0) + value
+        smoothed = main if math.isnan(smoothed) else 0.9 * smoothed + 0.1 * main
+        bar.update(1)
+        bar.set_postfix(loss=f"{smoothed:.4f}", lr=f"{schedulers[0].get_last_lr()[0]:.2e}")
+        done = step + 1
+        if folder is not None and settings.checkpoint_every and done % settings.checkpoint_every == 0 and done < settings.steps:
+            result.checkpoint = _save_checkpoint(accelerator, folder, done, settings)
+        if on_step is not None:
+            on_step(done)
+    bar.close()
+    result.seconds = time.perf_counter() - start
+    result.loss_means = {name: total / max(1, len(result.losses)) for name, total in sums.items()}
+    if folder is not None and settings.steps > result.start_step:
+        result.checkpoint = _save_checkpoint(accelerator, folder, settings.steps, settings)
+    for module in prepared_modules.values():
+        module.eval()
+    if ema is not None:
+        ema.copy_to(specs[ema_name].params)
+    accelerator.wait_for_everyone()
+    return result
