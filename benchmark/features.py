@@ -19,7 +19,6 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import os
 import queue
 import threading
 from dataclasses import dataclass, field
@@ -32,6 +31,7 @@ import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
+from histosynth.atomic import atomic_file
 from histosynth.benchmark.encoders import ENCODERS, Encoder, load_encoder, preprocess
 from histosynth.benchmark.errors import MetricInputError
 from histosynth.benchmark.results import DataRef
@@ -202,11 +202,9 @@ def _load_cached(cache_dir: Path, key: str) -> tuple[StreamingStats, np.ndarray 
 
 def _store_cached(cache_dir: Path, key: str, stats: StreamingStats, features: np.ndarray | None) -> None:
     stats_path, feats_path = _cache_paths(cache_dir, key)
-    stats_path.parent.mkdir(parents=True, exist_ok=True)
     if features is not None:
-        tmp = feats_path.with_suffix(f".partial-{os.getpid()}.npy")
-        np.save(tmp, features)
-        os.replace(tmp, feats_path)
+        with atomic_file(feats_path) as partial, open(partial, "wb") as handle:
+            np.save(handle, features)
     stats.save(stats_path)  # written last: its presence marks a complete entry
 
 

@@ -9,10 +9,8 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import platform
 import subprocess
-import tempfile
 import time
 import uuid
 from dataclasses import asdict, dataclass, field
@@ -20,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import histosynth
+from histosynth.atomic import write_text_atomic
 from histosynth.errors import InputError
 
 SCHEMA_VERSION = 1
@@ -77,15 +76,9 @@ class BenchmarkRun:
         return asdict(self)
 
     def save(self, path: Path | str) -> Path:
-        """Write atomically (temp file + rename) as indented JSON."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
+        """Write atomically (`histosynth.atomic`) as indented JSON."""
         text = json.dumps(self.to_dict(), indent=2, sort_keys=False, allow_nan=False)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text + "\n")
-        os.replace(tmp, path)
-        return path
+        return write_text_atomic(path, text + "\n")
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], where: str = "results") -> "BenchmarkRun":

@@ -15,12 +15,12 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Sequence, Union
 
 import numpy as np
 
+from histosynth.atomic import atomic_file
 from histosynth.benchmark.errors import MetricInputError
 
 if TYPE_CHECKING:
@@ -265,15 +265,8 @@ class StreamingStats:
         if self.count >= 2:
             arrays["mu"] = self.mean
             arrays["sigma"] = self.cov
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                np.savez(handle, **arrays)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        with atomic_file(path) as partial, open(partial, "wb") as handle:  # a handle: np.savez adds no suffix
+            np.savez(handle, **arrays)
         return path
 
     @classmethod

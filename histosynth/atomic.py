@@ -1,4 +1,4 @@
-"""Atomic replacement of a whole output folder, one writer at a time.
+"""Atomic replacement of a whole output folder or file: every writer of the project publishes through here.
 
 A job writes into `.<name>.partial-<pid>/.incomplete/` and publishes that folder with one rename, so a crash
 leaves either the old folder or the new one, never a mix. The content sits in a hidden folder inside the
@@ -11,6 +11,12 @@ A writer holds an exclusive `flock` on the sibling `.<name>.lock` for the whole 
 same target fails at once, naming the holder's pid (waiting would only let it replace the first one's output
 silently a moment later). While the lock is held, any partial folder of the target is a dead writer's and is
 removed.
+
+Single files (`atomic_file`, `write_bytes_atomic`, `write_text_atomic`) are written to a private hidden sibling,
+flushed to disk and renamed over the target (POSIX rename replaces a file atomically). Concurrent writers of one
+file do not exclude each other: each publishes a whole file and the last rename wins, which is what
+content-addressed caches want. Each writer holds a `flock` on its own partial file, so the next write to the same
+target removes exactly the partials whose writer died (the kernel drops a dead process's flocks).
 """
 
 from __future__ import annotations
@@ -32,7 +38,8 @@ CONTENT_DIR = ".incomplete"  # the folder inside `.<name>.partial-<pid>` that be
 
 stage_hook: Callable[[str], None] | None = None
 """Called with "filled" (content complete, not yet published) and "displaced" (fallback path: the old folder
-moved aside, the new one not yet in place). Tests set it to stop a writer at an exact point; None otherwise."""
+moved aside, the new one not yet in place); `atomic_file` calls it with "file filled" (partial file complete and
+flushed, not yet renamed). Tests set it to stop a writer at an exact point; None otherwise."""
 
 
 class TargetBusyError(UserFacingError, FileExistsError):
@@ -173,6 +180,69 @@ def atomic_directory(target: Path | str, overwrite: bool = True) -> Iterator[Pat
                 shutil.rmtree(old)
         finally:
             shutil.rmtree(wrapper, ignore_errors=True)  # after an exchange it holds the old content
+
+
+def _drop_dead_partials(target: Path) -> None:
+    """Remove the partial files of `target` whose writer died: nobody holds their flock any more."""
+    prefix = f".{target.name}.partial-"
+    with os.scandir(target.parent) as entries:
+        partials = [e.path for e in entries if e.name.startswith(prefix) and e.is_file(follow_symlinks=False)]
+    for partial in partials:
+        try:
+            fd = os.open(partial, os.O_RDONLY)
+        except FileNotFoundError:
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            continue  # a live writer's
+        else:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(partial)
+        finally:
+            os.close(fd)
+
+
+@contextlib.contextmanager
+def atomic_file(target: Path | str) -> Iterator[Path]:
+    """Yield a private path to write `target`'s new content to; on normal exit it replaces `target` in one step.
+
+    The path is a hidden sibling ending in `target`'s suffix (numpy's save functions add `.npy`/`.npz` to names
+    without it); write to it by name or open it, but do not write elsewhere. On an exception it is removed and
+    `target` is untouched; a crash leaves the old `target` (or none) plus a partial the next write removes.
+    """
+    target = Path(target).absolute()
+    target.parent.mkdir(parents=True, exist_ok=True)
+    _drop_dead_partials(target)
+    token = f"{os.getpid()}-{os.urandom(4).hex()}"
+    fresh = target.parent / f".{target.name}.new-{token}"  # not a partial's name until it is locked
+    partial = target.parent / f".{target.name}.partial-{token}{target.suffix}"
+    fd = os.open(fresh, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o666)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)  # held until published: the partial is a live writer's
+        os.rename(fresh, partial)
+        yield partial
+        with open(partial, "rb") as fh:
+            os.fsync(fh.fileno())
+        _stage("file filled")
+        os.replace(partial, target)
+    finally:
+        for leftover in (fresh, partial):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(leftover)
+        os.close(fd)
+
+
+def write_bytes_atomic(target: Path | str, data: bytes) -> Path:
+    """Replace `target` with `data` atomically (`atomic_file`); returns the target path."""
+    with atomic_file(target) as partial:
+        partial.write_bytes(data)
+    return Path(target)
+
+
+def write_text_atomic(target: Path | str, text: str, encoding: str = "utf-8") -> Path:
+    """Replace `target` with `text` atomically (`atomic_file`); returns the target path."""
+    return write_bytes_atomic(target, text.encode(encoding))
 
 
 def _stage(name: str) -> None:

@@ -23,7 +23,7 @@ import pyarrow.parquet as pq
 import yaml
 from tqdm.auto import tqdm
 
-from histosynth.atomic import atomic_directory
+from histosynth.atomic import atomic_directory, atomic_file
 from histosynth.data_cards.card import CardInfo, render_card
 from histosynth.errors import UserFacingError
 from histosynth.rows import features_for, row_to_sample, sample_to_row
@@ -231,7 +231,7 @@ def write_shard(samples: Iterable[Sample], path: Path | str, tissue_schema: str 
                 nuclei_schema: str | None = None) -> DatasetSummary:
     """Write samples as ONE parquet shard file at `path` (rows and schema exactly as `write_dataset` writes them).
 
-    The file appears complete or not at all (written beside it, fsynced, renamed). Used by jobs that make a
+    The file appears complete or not at all (`histosynth.atomic.atomic_file`). Used by jobs that make a
     dataset one fixed chunk at a time (generation) and publish the shards together with `publish_shards`.
     Schemas default to those of the first sample.
     """
@@ -248,16 +248,8 @@ def write_shard(samples: Iterable[Sample], path: Path | str, tissue_schema: str 
         count += 1
     summary.split_sizes["train"] = count
     features = features_for(summary.tissue_schema, summary.nuclei_schema)
-    partial = path.with_name(f".{path.name}.partial-{os.getpid()}")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    try:
+    with atomic_file(path) as partial:
         pq.write_table(pa.Table.from_pylist(rows, schema=features.arrow_schema), partial, row_group_size=ROW_GROUP_ROWS)
-        with open(partial, "rb") as fh:
-            os.fsync(fh.fileno())
-        os.replace(partial, path)
-    except BaseException:
-        partial.unlink(missing_ok=True)
-        raise
     return summary
 
 

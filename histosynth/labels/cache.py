@@ -2,23 +2,23 @@
 
 Entries are keyed by a sha256 of everything that determines them (image bytes, encoder name and weights
 fingerprint, cell size, parameters, code version), never by a user-chosen name, so a changed input or setting
-can never return a stale entry. Each entry is one `.npz` file written to a private temporary name and renamed
-into place, so a crash leaves either the whole entry or nothing; an unreadable entry (e.g. a disk that filled up)
-counts as a miss and is recomputed. This is what makes pseudo-labelling resumable: a rerun after a crash reads
-back what was done and computes only the rest.
+can never return a stale entry. Each entry is one `.npz` file written atomically (`histosynth.atomic`), so a
+crash leaves either the whole entry or nothing; an unreadable entry (e.g. a disk that filled up) counts as a miss
+and is recomputed. This is what makes pseudo-labelling resumable: a rerun after a crash reads back what was done
+and computes only the rest.
 """
 
 from __future__ import annotations
 
 import hashlib
 import io
-import os
 import zipfile
 from pathlib import Path
 from typing import Callable, Mapping
 
 import numpy as np
 
+from histosynth.atomic import write_bytes_atomic
 from histosynth.cache_dirs import cache_dir
 
 
@@ -76,20 +76,10 @@ class ArrayCache:
         return arrays
 
     def put(self, key: str, arrays: Mapping[str, np.ndarray], compress: bool = False) -> None:
-        """Store `arrays` under `key` atomically (temporary file + rename); `compress` suits sparse label maps."""
-        path = self.path(key)
-        path.parent.mkdir(parents=True, exist_ok=True)
+        """Store `arrays` under `key` atomically (`histosynth.atomic`); `compress` suits sparse label maps."""
         buffer = io.BytesIO()
         (np.savez_compressed if compress else np.savez)(buffer, **{k: np.asarray(v) for k, v in arrays.items()})
-        tmp = path.parent / f".{key}.{os.getpid()}.{os.urandom(4).hex()}.tmp"
-        try:
-            with open(tmp, "wb") as fh:
-                fh.write(buffer.getvalue())
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, path)
-        finally:
-            tmp.unlink(missing_ok=True)
+        write_bytes_atomic(self.path(key), buffer.getvalue())
         self.writes += 1
 
     def get_or_compute(

@@ -6,11 +6,21 @@ import textwrap
 import threading
 
 import datasets
+import numpy as np
 import pytest
 from datasets.data_files import EmptyDatasetError
 from helpers import labelled_sample
 
-from histosynth.atomic import CONTENT_DIR, TargetBusyError, atomic_directory, lock_path, recover
+from histosynth.atomic import (
+    CONTENT_DIR,
+    TargetBusyError,
+    atomic_directory,
+    atomic_file,
+    lock_path,
+    recover,
+    write_bytes_atomic,
+    write_text_atomic,
+)
 from histosynth.data_cards.card import CardInfo
 from histosynth.disk import count_samples, iter_samples, write_dataset
 
@@ -179,3 +189,83 @@ def test_recover_restores_a_displaced_old_folder(tmp_path):
     (displaced / "keep").write_text("old")
     recover(target)
     assert (target / "keep").read_text() == "old" and not displaced.exists()
+
+
+# ------------------------------------------------------------------ single files (atomic_file)
+
+FILE_WRITER = textwrap.dedent(
+    """
+    import signal, sys
+    import histosynth.atomic as atomic
+
+    def pause(where):
+        print(where, flush=True)  # the test reads this line, then kills us while we wait here
+        signal.pause()
+
+    atomic.stage_hook = lambda stage: pause(stage) if stage == {stage!r} else None
+    with atomic.atomic_file(sys.argv[1]) as partial, open(partial, "wb") as fh:
+        fh.write(b"new " * 1000)
+        fh.flush()
+        if {stage!r} == "mid":
+            pause("mid")
+        fh.write(b"new " * 1000)
+    """
+)
+
+
+def paused_file_writer(target, stage):
+    proc = subprocess.Popen([sys.executable, "-c", FILE_WRITER.format(stage=stage), str(target)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    guard = threading.Timer(120, proc.kill)
+    guard.start()
+    line = proc.stdout.readline()
+    guard.cancel()
+    assert line.strip() == stage, f"the writer never reached {stage}: {proc.stderr.read()[-2000:]}"
+    return proc
+
+
+@pytest.mark.parametrize("stage", ["mid", "file filled"])
+@pytest.mark.parametrize("had_old", [True, False])
+def test_kill_during_a_file_write_leaves_the_old_file_or_none(tmp_path, stage, had_old):
+    target = tmp_path / "run.json"
+    if had_old:
+        write_text_atomic(target, "old\n")
+    proc = paused_file_writer(target, stage)
+    (partial,) = tmp_path.glob(".run.json.partial-*")
+    assert partial.stat().st_size == (4000 if stage == "mid" else 8000)  # the kill lands where the test says
+    kill(proc)
+    if had_old:
+        assert target.read_text() == "old\n"
+    else:
+        assert not target.exists()
+    write_text_atomic(target, "next\n")  # the next write removes the dead writer's partial
+    assert target.read_text() == "next\n" and sorted(p.name for p in tmp_path.iterdir()) == ["run.json"]
+
+
+def test_exception_in_a_file_write_keeps_the_old_file_and_removes_the_partial(tmp_path):
+    target = tmp_path / "stats.npz"
+    write_bytes_atomic(target, b"old")
+    with pytest.raises(RuntimeError, match="writer broke"):
+        with atomic_file(target) as partial:
+            partial.write_bytes(b"half")
+            raise RuntimeError("writer broke")
+    assert target.read_bytes() == b"old" and sorted(p.name for p in tmp_path.iterdir()) == ["stats.npz"]
+
+
+def test_a_live_writers_partial_survives_another_write_and_the_last_rename_wins(tmp_path):
+    target = tmp_path / "entry.npy"
+    with atomic_file(target) as first:
+        assert first.name.endswith(".npy")  # numpy keeps the name instead of appending a suffix
+        np.save(first, np.arange(3))
+        write_text_atomic(target, "second")  # a concurrent writer of the same cache entry
+        assert first.exists() and target.read_text() == "second"
+    assert np.load(target).tolist() == [0, 1, 2] and sorted(p.name for p in tmp_path.iterdir()) == ["entry.npy"]
+
+
+def test_atomic_files_get_the_umask_permissions(tmp_path):
+    mask = os.umask(0o022)
+    try:
+        path = write_text_atomic(tmp_path / "sub" / "r.json", "{}\n")
+    finally:
+        os.umask(mask)
+    assert path.read_text() == "{}\n" and path.stat().st_mode & 0o777 == 0o644  # not a private 0600 temp file
