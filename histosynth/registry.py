@@ -60,6 +60,13 @@ class Registry(Generic[T]):
             raise ValueError(f"{self.kind} {name!r} is already registered (to {self._entries[name].target!r})")
         self._entries[name] = Entry(name, target, summary)
 
+    def unregister(self, name: str) -> None:
+        """Remove `name` (an entry added for a while, e.g. by a test); unknown names raise like `get`."""
+        if name not in self._entries:
+            raise RegistryError(self._unknown_message(name))
+        del self._entries[name]
+        self._loaded.pop(name, None)
+
     def decorator(self, name: str, summary: str = "") -> Callable[[T], T]:
         """Register the decorated object under `name`."""
 

@@ -1,0 +1,187 @@
+"""A toy non-diffusion generator that proves the generator contract: a per-class mean-colour painter.
+
+Training fits the mean RGB of each tissue class over the training patches (running sums, one batch per step); sampling
+paints each pixel with its class's mean colour plus seeded Gaussian noise, and copies the map as the label. It
+saves and loads through histosynth.generators.checkpoint like any generator. Registered by the tests only.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import time
+from dataclasses import asdict, dataclass, fields, replace
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+import torch
+from diffusers.configuration_utils import ConfigMixin, register_to_config
+from diffusers.models.modeling_utils import ModelMixin
+
+from histosynth.atomic import write_text_atomic
+from histosynth.errors import InputError
+from histosynth.generators.arrays import condition_batch, load_training_arrays
+from histosynth.generators.base import (
+    Generator,
+    GeneratorMeta,
+    SampleOptions,
+    TrainingData,
+    TrainReport,
+    derive_seed,
+    read_json_file,
+    verify_checkpoint,
+    weights_hash,
+)
+from histosynth.generators.checkpoint import load_component, save_component, write_model_index
+from histosynth.generators.model_card import render_model_card
+from histosynth.schema import Provenance, Sample
+
+META = GeneratorMeta(name="toy", version="0.0.1", summary="Toy: paints each tissue class with its mean training colour",
+                     paper="none (a test fixture)", citation="none", licence="Apache-2.0", conditioning=("tissue",),
+                     outputs=("image", "tissue"), label_policy="copied", family="toy",
+                     target=f"{__name__}:ToyPainter")
+
+
+@dataclass
+class ToyPreset:
+    name: str = "tiny"
+    resolution: int = 32
+    noise: float = 8.0  # sd of the painted noise, in uint8 levels
+    steps: int = 2
+    batch_size: int = 4
+    seed: int = 0
+
+
+PRESETS = {"tiny": ToyPreset}
+
+
+class ClassColours(ModelMixin, ConfigMixin):
+    """The fit: per-class colour sums and pixel counts (their ratio is the painted colour)."""
+
+    @register_to_config
+    def __init__(self, num_classes: int) -> None:
+        super().__init__()
+        self.register_buffer("sums", torch.zeros(num_classes, 3, dtype=torch.float64))
+        self.register_buffer("counts", torch.zeros(num_classes, dtype=torch.float64))
+
+    def means(self) -> np.ndarray:
+        return (self.sums / self.counts.clamp(min=1)[:, None]).numpy()
+
+
+class ToyPainter(Generator):
+    meta = META
+
+    def __init__(self, preset: ToyPreset, colours: ClassColours | None = None) -> None:
+        self.preset, self.colours, self._hash = preset, colours, None
+        self.train_report: TrainReport | None = None
+
+    @classmethod
+    def presets(cls) -> tuple[str, ...]:
+        return tuple(PRESETS)
+
+    @classmethod
+    def build(cls, preset: str = "tiny", device: str | None = None, **overrides: Any) -> "ToyPainter":
+        if preset not in PRESETS:
+            raise InputError(f"toy: unknown preset {preset!r}; choose from {', '.join(PRESETS)}")
+        return cls(replace(PRESETS[preset](), **overrides))
+
+    @property
+    def preset_name(self) -> str:
+        return self.preset.name
+
+    def training_steps(self) -> int:
+        return self.preset.steps
+
+    def default_options(self) -> SampleOptions:
+        return SampleOptions(steps=1, sampler="paint", guidance=1.0, eta=0.0, batch_size=64)
+
+    def train(self, data: Path | str | Iterable[Sample], config: Any = None, out: Path | str | None = None,
+              resume: bool = False) -> TrainReport:
+        unknown = set(config or {}) - {"steps", "batch_size", "seed"}
+        if unknown:
+            raise InputError(f"toy: no training field(s) {sorted(unknown)}; it has steps, batch_size and seed")
+        self.preset = cfg = replace(self.preset, **(config or {}))
+        arrays = load_training_arrays(data, cfg.resolution, META.conditioning, None)
+        if self.colours is None:
+            self.colours = ClassColours(arrays.num_classes)
+        k, start, losses = self.colours.config.num_classes, time.perf_counter(), []
+        order = np.random.default_rng(cfg.seed).permutation(len(arrays))
+        for step in range(cfg.steps):
+            batch = arrays.batch(order[np.arange(step * cfg.batch_size, (step + 1) * cfg.batch_size) % len(arrays)])
+            ids, pixels = batch.tissue.reshape(-1), batch.images.reshape(-1, 3).astype(np.float64)
+            keep = ids < k  # 255 = ignore
+            losses.append(float(np.mean((pixels[keep] - self.colours.means()[ids[keep]]) ** 2) / 255**2))
+            for c in range(3):
+                self.colours.sums[:, c] += torch.from_numpy(np.bincount(ids[keep], pixels[keep, c], minlength=k))
+            self.colours.counts += torch.from_numpy(np.bincount(ids[keep], minlength=k).astype(np.float64))
+        seconds = time.perf_counter() - start
+        self._hash = None
+        self.train_report = TrainReport(
+            generator=META.name, steps=cfg.steps, losses=losses, seconds=seconds,
+            images_per_second=cfg.steps * cfg.batch_size / max(seconds, 1e-9),
+            data=TrainingData(description=arrays.description, licence=arrays.licence, patches=len(arrays),
+                              source_datasets=list(arrays.source_datasets), tissue_schema=arrays.tissue_schema))
+        if out is not None:
+            self.save(out)
+        return self.train_report
+
+    def sample(self, conditions: Sequence[Sample], seed: int | Sequence[int], options: SampleOptions | None = None,
+               **fields: Any) -> list[Sample]:
+        self.resolve_options(options, **fields)  # validates; painting has no options
+        if self.colours is None:
+            raise RuntimeError("toy: train first")
+        seeds = [derive_seed(seed, j) for j in range(len(conditions))] if isinstance(seed, int) else list(seed)
+        batch, res = condition_batch(conditions, self.preset.resolution, META.conditioning), self.preset.resolution
+        means, k, out = self.colours.means(), self.colours.config.num_classes, []
+        for cond, tissue, s in zip(conditions, batch.tissue, seeds, strict=True):
+            noise = np.random.default_rng(s).normal(0.0, self.preset.noise, (res, res, 3))
+            image = np.clip(np.rint(means[np.where(tissue < k, tissue, 0)] + noise), 0, 255).astype(np.uint8)
+            mpp = cond.provenance.mpp * cond.width / res if cond.provenance.mpp else None
+            prov = Provenance(source=META.name, mpp=mpp, generator=META.name, generator_version=META.version,
+                              checkpoint_hash=self.checkpoint_hash, seed=int(s))
+            out.append(Sample(image=image, tissue=tissue.copy(), tissue_schema=batch.tissue_schema, provenance=prov))
+        return out
+
+    def _write_weights(self, folder: Path) -> None:
+        if self.colours is None:
+            raise RuntimeError("toy: train first")
+        save_component(self.colours, folder / "colours")
+        write_model_index(folder, META.name, {"colours": self.colours})
+
+    @property
+    def checkpoint_hash(self) -> str:
+        if self._hash is None:
+            with tempfile.TemporaryDirectory() as tmp:
+                self._write_weights(Path(tmp))
+                self._hash = weights_hash(tmp, ["colours"])
+        return self._hash
+
+    def save(self, path: Path | str) -> Path:
+        folder = Path(path)
+        folder.mkdir(parents=True, exist_ok=True)
+        self._write_weights(folder)
+        self._hash = weights_hash(folder, ["colours"])
+        config = {"generator": META.name, "version": META.version, "preset": self.preset.name,
+                  "components": ["colours"], "checkpoint_hash": self._hash, "settings": asdict(self.preset),
+                  "training": self.train_report.to_json() if self.train_report is not None else None}
+        write_text_atomic(folder / "README.md", render_model_card(self, config))
+        write_text_atomic(folder / "config.json", json.dumps(config, indent=2) + "\n")
+        return folder
+
+    @classmethod
+    def load(cls, path: Path | str, device: str | None = None) -> "ToyPainter":
+        folder = Path(path)
+        config = read_json_file(folder / "config.json")
+        recorded = verify_checkpoint(folder, ["colours"], config.get("checkpoint_hash"))
+        known = {f.name for f in fields(ToyPreset)}
+        painter = cls(ToyPreset(**{k: v for k, v in config["settings"].items() if k in known}),
+                      load_component(folder, "colours", ClassColours))
+        painter.train_report = TrainReport.from_json(config["training"]) if config.get("training") else None
+        painter._hash = recorded
+        return painter
+
+    def card_details(self) -> list[str]:
+        k = self.colours.config.num_classes if self.colours is not None else "?"
+        return [f"- Paints each of {k} tissue classes with its mean training colour plus Gaussian noise "
+                f"(sd {self.preset.noise} levels) at {self.preset.resolution} px."]
