@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import histosynth
-from histosynth.atomic import write_text_atomic
+from histosynth.atomic import atomic_file, write_text_atomic
 from histosynth.errors import InputError
 
 SCHEMA_VERSION = 1
@@ -204,7 +204,7 @@ def plot_metric_bars(runs: list[BenchmarkRun], metric: str, out: Path | str) -> 
         ax.set_ylabel(metric)
     fig.tight_layout()
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=120)
+    with atomic_file(out) as partial:
+        fig.savefig(partial, dpi=120)
     plt.close(fig)
     return out

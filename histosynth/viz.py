@@ -7,6 +7,7 @@ from typing import Sequence
 
 import numpy as np
 
+from histosynth.atomic import atomic_file
 from histosynth.classes import IGNORE_ID, get_schema
 from histosynth.errors import InputError
 from histosynth.schema import Sample
@@ -90,7 +91,7 @@ def draw_grid(samples: Sequence[Sample], out: Path | str, title: str = "", colum
         fig.suptitle(title, fontsize=9)
     fig.tight_layout(rect=(0, legend_height / height, 1, 0.97))
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=110)
+    with atomic_file(out) as partial:
+        fig.savefig(partial, dpi=110)
     plt.close(fig)
     return out

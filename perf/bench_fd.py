@@ -26,6 +26,7 @@ import scipy.linalg
 import torch
 from torch_fidelity.metric_fid import fid_statistics_to_metric
 
+from histosynth.atomic import write_text_atomic
 from histosynth.benchmark.frechet import ReferenceSqrt, frechet_distance
 
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
@@ -178,7 +179,7 @@ def write_section(path: Path, heading: str, section: str) -> None:
         text = pattern.sub(lambda _: section, text, count=1)
     else:
         text = text.rstrip("\n") + "\n\n" + section
-    path.write_text(text.rstrip("\n") + "\n", encoding="utf-8")
+    write_text_atomic(path, text.rstrip("\n") + "\n")
 
 
 if __name__ == "__main__":

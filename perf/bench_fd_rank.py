@@ -26,6 +26,7 @@ import torch
 
 def inception_features(folder: Path, work: Path) -> np.ndarray:
     """All Inception features of a dataset folder (float64), saved in `work` for reruns."""
+    from histosynth.atomic import atomic_file
     from histosynth.benchmark.encoders import load_encoder
     from histosynth.benchmark.features import extract_features
 
@@ -34,11 +35,13 @@ def inception_features(folder: Path, work: Path) -> np.ndarray:
         return np.load(saved)
     weights = work / "inception-random.pth"
     if not weights.is_file():
-        torch.save(load_encoder("inception", pretrained=False, seed=1).backbone.state_dict(), weights)
+        with atomic_file(weights) as partial:  # a rerun trusts any file it finds
+            torch.save(load_encoder("inception", pretrained=False, seed=1).backbone.state_dict(), partial)
     encoder = load_encoder("inception", weights=weights)
     run = extract_features(folder, [encoder], use_cache=False, progress=True, keep=10**7)
     features = np.asarray(run.encoders["inception"].features, np.float64)
-    np.save(saved, features)
+    with atomic_file(saved) as partial:
+        np.save(partial, features)
     return features
 
 

@@ -56,9 +56,11 @@ def weights_file(root: Path) -> Path:
     if not path.exists():
         import torch
 
+        from histosynth.atomic import atomic_file
         from histosynth.benchmark.encoders import load_encoder
 
-        torch.save(load_encoder("inception", pretrained=False, seed=1).backbone.state_dict(), path)
+        with atomic_file(path) as partial:  # a rerun trusts any file it finds
+            torch.save(load_encoder("inception", pretrained=False, seed=1).backbone.state_dict(), partial)
     return path
 
 

@@ -26,6 +26,7 @@ from pathlib import Path
 
 import torch
 
+from histosynth.atomic import write_text_atomic
 from histosynth.benchmark.runner import score_distribution
 from histosynth.disk import count_samples, read_metadata
 from histosynth.generators.jobs import generate_dataset
@@ -109,7 +110,7 @@ def main() -> None:
         current = RESULTS.read_text(encoding="utf-8") if RESULTS.is_file() else "# Performance results\n"
         pattern = re.compile(rf"^{re.escape(SECTION)}\n.*?(?=^## |\Z)", re.S | re.M)
         current = pattern.sub("", current).rstrip() + "\n\n"
-        RESULTS.write_text(current + text, encoding="utf-8")
+        write_text_atomic(RESULTS, current + text)
         print(f"written to {RESULTS}")
     if args.work is None:
         shutil.rmtree(work, ignore_errors=True)

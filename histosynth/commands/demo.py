@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from histosynth.atomic import atomic_file, write_text_atomic
 from histosynth.errors import InputError
 
 DEMO_MODELS = ("htd", "htd-unconditional")
@@ -62,7 +63,8 @@ def draw_comparison(paths: dict[str, Path], out: Path, n: int = 6) -> Path:
                 ax.imshow(overlay(samples[c]) if name.endswith("map") else samples[c].image)
         axes[r][0].set_title(name, fontsize=8, loc="left")
     fig.tight_layout()
-    fig.savefig(out, dpi=110)
+    with atomic_file(out) as partial:
+        fig.savefig(partial, dpi=110)
     plt.close(fig)
     return out
 
@@ -342,14 +344,14 @@ def run(args: argparse.Namespace) -> int:
                                 f"segment every set, mIoU at k={k}", consistency_scores, out, labeller, k, resolution,
                                 setting["n"], args.seed, setting["segmenter_steps"],
                                 build_generator("htd", "demo").preset.model.crops)
-    (out / "label_consistency.json").write_text(json.dumps(consistency, indent=1) + "\n", encoding="utf-8")
+    write_text_atomic(out / "label_consistency.json", json.dumps(consistency, indent=1) + "\n")
 
     headline = summary_table(runs, scores, k)
     table = results_table(list(runs.values()))
     n_real = next(r.n_real for r in runs["htd"].results)
-    (out / "results.md").write_text(
+    write_text_atomic(out / "results.md",
         f"Held-out real reference: {n_real} heterogeneous {size} px patches of the held-out rows, at {resolution} px.\n\n"
-        + headline + "\nEvery number:\n\n" + markdown_table(table), encoding="utf-8")
+        + headline + "\nEvery number:\n\n" + markdown_table(table))
     plot_metric_bars(list(runs.values()), "fd", out / "fd.png")
     plot_metric_bars(list(runs.values()), "kid", out / "kid.png")
     draw_comparison({"real held-out": real, "htd": out / "synthetic-htd", "htd: conditioning map": out / "synthetic-htd",

@@ -39,6 +39,7 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
+from histosynth.atomic import atomic_file
 from histosynth.classes import BACKGROUND_ID, IGNORE_ID
 from histosynth.errors import InputError
 
@@ -349,7 +350,6 @@ def save_composition_plot(stats: dict[str, CompositionStats], path: Path | str, 
     import matplotlib.pyplot as plt
 
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.8))
     width = 0.8 / max(len(stats), 1)
     centres = (HIST_BINS[:-1] + HIST_BINS[1:]) / 2
@@ -373,6 +373,7 @@ def save_composition_plot(stats: dict[str, CompositionStats], path: Path | str, 
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    with atomic_file(path) as partial:
+        fig.savefig(partial, dpi=110)
     plt.close(fig)
     return path
