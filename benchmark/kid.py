@@ -69,7 +69,7 @@ def kid(
 ) -> KIDResult:
     """KID between two (N_i, d) feature sets; subset size is min(subset_size, N1, N2); computed in float64.
 
-    gamma defaults to 1/d. Each subset costs three m×m kernel matrices (about 0.3 s at m=1000, d=2048 on 2 cores).
+    gamma defaults to 1/d. Each subset costs three m×m kernel matrices (timing: perf/RESULTS.md).
     """
     x1 = as_feature_matrix(feats1, "feats1")
     x2 = as_feature_matrix(feats2, "feats2")

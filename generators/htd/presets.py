@@ -3,7 +3,8 @@
 - `tiny`: random 32 px pixel-space networks that build in well under a second (tests).
 - `demo`: attention-free 64 px pixel-space networks (x0-prediction) that learn something recognisable on 2 CPU
   cores in minutes (150 steps of 16 patches).
-- `paper`: the published sizes (HTD's precursor, REFERENCE.md 1b): 256 px images, frozen VQ-f4 latents
+- `paper`: the published sizes (HTD's probable precursor code, github.com/saghiralfasly/stable-diffusion,
+  models/ldm/semantic_synthesis256/config_train_prompt.yaml): 256 px images, frozen VQ-f4 latents
   (64x64x3), UNet model_channels 128 with channel_mult [1, 4, 8] and self-attention in the middle block (8 heads),
   1000 timesteps with CompVis' "linear" betas 0.0015 -> 0.0205, L1 loss, lr 1e-6 with 10k warm-up scaled by the
   batch (CompVis `scale_lr`), batch 12, EMA, 200 DDIM steps. The autoencoder weights are the user's (local path
@@ -41,8 +42,7 @@ def _demo() -> Preset:
         # samples (its low-noise predictions are poor); x0-prediction gives blurry but recognisable H&E in 120 steps.
         ModelConfig(resolution=64, block_out_channels=(32, 64, 64), layers_per_block=1, norm_num_groups=8,
                     conditioning_widths=(16, 32), prediction_type="sample"),
-        # 2400 images. Measured on this 2-core machine (load ~1): HTD 9.9 img/s (~4 min), the unconditional
-        # baseline 14.8 img/s (~2.7 min); 120 steps already give recognisable (blurry) H&E.
+        # 2400 images; 120 steps already give recognisable (blurry) H&E. Training speed: perf/RESULTS.md.
         TrainConfig(steps=150, batch_size=16, lr=1e-3, lr_schedule="cosine", warmup_steps=15, ema_decay=0.99,
                     checkpoint_every=50),
         SampleConfig(steps=50, batch_size=16),

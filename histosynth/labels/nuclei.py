@@ -16,22 +16,13 @@ The instance map is relabelled 1..n with exact centroids by `Nuclei.from_instanc
 Classes (`fit_nuclei_clusters`): per nucleus log area, eccentricity, solidity, log major axis, mean and
 standard deviation of haematoxylin, mean eosin; standardised over the dataset and clustered by k-means (fixed
 seed) into `pseudo-nuclei-kN`; clusters are numbered by increasing mean area (id 1 = smallest nuclei), so ids
-are reproducible. On the simulator (6 patches of 128 px, density 1.5, seed 0) the 4 pseudo classes agree with
-its 5 true classes at ARI 0.86.
+are reproducible.
 
-Measured detection F1 against the simulator's exact centroids (`detection_scores`: Hungarian matching of
-centroids within 6 px = 3 um at 0.5 um/px), 16 patches of 256 px at 0.5 um/px, seed 0 (`measure_simulator_f1()`):
-
-    nuclei_density   nuclei (true)   precision   recall    F1
-    0.5              406             0.993       0.988     0.990
-    1                678             0.993       0.990     0.991
-    2                1093            0.996       0.982     0.989
-    0 (no nuclei)    0               -           -         0 false detections
-
-At 0.25 um/px (8 patches of 256 px, density 1) F1 is 0.991. The simulator's nuclei never touch (a 1.5 px gap),
-so these figures measure the stain separation and thresholding, not how well the watershed splits clumped
-nuclei of real tissue (a unit test checks it splits two overlapping discs): expect lower figures on real data,
-where haematoxylin-dense stroma also yields false nuclei. Speed: about 0.15 s per 256 px patch (2-core machine).
+Detection F1 against the simulator's exact centroids (`detection_scores`, `measure_simulator_f1()`), the pseudo
+classes' agreement with the simulator's true classes, and the speed: see perf/RESULTS.md. The simulator's nuclei
+never touch (a 1.5 px gap), so those figures measure the stain separation and thresholding, not how well the
+watershed splits clumped nuclei of real tissue (a unit test checks it splits two overlapping discs): expect lower
+figures on real data, where haematoxylin-dense stroma also yields false nuclei.
 """
 
 from __future__ import annotations

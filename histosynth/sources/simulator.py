@@ -32,10 +32,8 @@ Determinism: sample i of seed s uses a generator seeded with `sample_seed(s, i)`
 reproduces a sample from its provenance. Same seed, same numpy/scipy/BLAS build => byte-identical arrays
 (the smooth fields go through float32 matrix products, so another BLAS may move a region boundary by a pixel).
 
-Speed (2-core dev machine, single-threaded BLAS): about 50 ms per 256 px patch at 0.5 um/px and
-nuclei_density 0.5-1 (~25-45 nuclei), about 75 ms at nuclei_density 2 (~70 nuclei). On that machine, when
-its cores were busy, multi-threaded BLAS made the tiny matrix products several times slower:
-OMP_NUM_THREADS=1 is the better setting for generating many patches in parallel processes.
+Speed: see perf/RESULTS.md. The matrix products are tiny, so OMP_NUM_THREADS=1 is the better setting for
+generating many patches in parallel processes.
 """
 
 from __future__ import annotations
