@@ -1,1 +1,1 @@
-"""histosynth.baselines: see ARCHITECTURE.md."""
+"""histosynth.baselines: see docs/ARCHITECTURE.md."""

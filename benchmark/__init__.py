@@ -1,1 +1,1 @@
-"""histosynth.benchmark: see ARCHITECTURE.md."""
+"""histosynth.benchmark: see docs/ARCHITECTURE.md."""

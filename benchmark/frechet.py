@@ -17,7 +17,7 @@ eigenvalues (≥ 0 in exact arithmetic) below the solver's resolution n·eps·λ
 feature matrices and N < d, G_i = A_iᵀ (A_i = centred features / sqrt(N_i - 1)) gives the low-rank form
 || A1 A2ᵀ ||_* (an N1×N2 matrix), which `fd_bootstrap_ci` uses.
 
-Other suites (REFERENCE.md §3) use `scipy.linalg.sqrtm(Σ1 Σ2)` (pytorch-fid, clean-fid, dgm-eval; slow, can return
+Other suites use `scipy.linalg.sqrtm(Σ1 Σ2)` (pytorch-fid, clean-fid, dgm-eval; slow, can return
 complex values, and `disp=` is gone in SciPy 1.18) or `eigvals(Σ1 Σ2)` of a non-symmetric product
 (torch-fidelity, torchmetrics). FD∞ follows dgm-eval's `compute_FD_infinity` (Chong & Forsyth 2020, "Effectively
 unbiased FID and Inception Score and where to find them"): FD_N on subsets of the second set at 15 sizes, a line

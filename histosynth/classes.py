@@ -2,7 +2,7 @@
 
 Every schema reserves id 0 for background and id 255 for "ignore" (e.g. Camelyon16's `_2` exclusion
 regions, unlabelled pixels). Readers map each source's own numbering onto these ids and say how in their
-docstrings. Sources for the orders: ../shared/REFERENCE.md section 4.
+docstrings. Sources for the orders: each dataset's release notes, as cited in its reader (histosynth.sources).
 
 PanNuke pitfall: codebases number its classes differently (npy channel order vs CoSyn vs others). The
 `pannuke` schema here follows the npy channel order: channel c -> id c + 1.

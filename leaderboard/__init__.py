@@ -1,1 +1,1 @@
-"""histosynth.leaderboard: see ARCHITECTURE.md."""
+"""histosynth.leaderboard: see docs/ARCHITECTURE.md."""

@@ -1,4 +1,5 @@
-"""The built-in encoders: metadata only (torch-free). Licences and gating from REFERENCE.md section 6.
+"""The built-in encoders: metadata only (torch-free). Licences and gating from each model's
+Hugging Face model card (e.g. https://huggingface.co/MahmoodLab/UNI) or release page.
 
 Sources for loading conventions: the model cards and kaiko-ai/eva's pathology backbones. Where a source does not
 fix a resize filter, this suite uses bicubic with antialiasing (timm's convention); patches that already have the

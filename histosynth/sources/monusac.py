@@ -16,7 +16,7 @@ regions with no pixel inside the image vanish. Instances are relabelled 1..n wit
 Patches: whole images by default (`size=None`; MoNuSAC images range from 81 x 113 to ~2000 px), or a covering
 grid of `size` tiles; provenance slide_id = image stem, x/y = tile top-left, level 0, mpp 0.25.
 
-Licence: CC BY-NC-SA 4.0 (MoNuSAC 2020 challenge data; REFERENCE.md section 4).
+Licence: CC BY-NC-SA 4.0 (MoNuSAC 2020 challenge data; as kaiko-ai/eva docs/datasets/monusac.md records).
 """
 
 from __future__ import annotations

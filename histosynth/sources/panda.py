@@ -20,7 +20,7 @@ mask (`wsi.TissueMap`) covers at least `min_tissue`; masks are resampled with ne
 window. Level-0 mpp comes from the TIFF tags, else 0.5 (PANDA's stated 20x; Radboud and Karolinska scanners
 differ slightly, UNCERTAIN). Provenance: slide_id = image_id, x/y = level-0 top-left, level read, actual mpp.
 
-Licence: CC BY-NC-SA 4.0 (REFERENCE.md section 4). Citation: Bulten et al., Nature Medicine 28, 2022.
+Licence: CC BY-NC-SA 4.0 (the Kaggle PANDA challenge data terms). Citation: Bulten et al., Nature Medicine 28, 2022.
 """
 
 from __future__ import annotations

@@ -22,9 +22,9 @@ Provenance: source "pannuke", slide_id "<tissue>/<fold>/<index>" (e.g. "Breast/f
 slide ids, so the tissue type and the patch's position in its fold stand in), x/y/level None, mpp 0.25.
 
 Resolution: 0.25 um/px (40x) is what the PanNuke papers state for the release; some source images were
-scanned at 20x and upsampled, so treat 0.25 as nominal (REFERENCE.md gives no mpp: UNCERTAIN).
+scanned at 20x and upsampled, so treat 0.25 as nominal (no source we found states the mpp per image: UNCERTAIN).
 
-Licence: CC BY-NC-SA 4.0 (Gamper et al.; REFERENCE.md section 4).
+Licence: CC BY-NC-SA 4.0 (Gamper et al., "PanNuke Dataset Extension, Insights and Baselines", arXiv:2003.10778).
 """
 
 from __future__ import annotations
