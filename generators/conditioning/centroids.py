@@ -2,8 +2,8 @@
 
 Shared by the centroid-conditioned generators (Dual-LoRA, CoSyn-style, GANs). Per class channel, either
 - "gaussian": a heat-map exp(-|p - c|^2 / (2 sigma^2)) per nucleus of that class around its exact (sub-pixel)
-  centroid c, max over overlapping nuclei (peak 1 at the centroid), cut to zero beyond 4 sigma (values there are
-  below exp(-8) ~ 3e-4); or
+  centroid c, max over overlapping nuclei (peak 1 at the centroid), drawn in a square window of +-`window_half`
+  pixels around the centroid's pixel, which holds every pixel within 4 sigma (what is cut is below exp(-8) ~ 3e-4); or
 - "point": 1 at the centroid's rounded pixel (x, y) -> (row round(y), col round(x)), 0 elsewhere.
 Channel index = class id, as in the tissue one-hot (id 0 is background and stays empty for real nuclei); nuclei of
 class 255 (ignore) draw in no class channel but still count as nuclei for the distance channel.
@@ -38,7 +38,7 @@ from histosynth.generators.conditioning.parts import check_class_ids, require
 
 DEFAULT_SIGMA_UM = 2.5
 MIN_SIGMA_PX = 0.5
-TRUNCATE = 4.0  # Gaussian support radius in sigmas
+TRUNCATE = 4.0  # a nucleus's window holds every pixel within this many sigmas of it
 DEFAULT_DISTANCE_SCALE = 10.0  # distance channel saturates at this many sigmas
 MODES = ("gaussian", "point")
 _CHUNK = 1 << 22  # window values rendered at once, bounding memory for many nuclei with a large sigma
@@ -63,26 +63,35 @@ def distance_map(layout: NucleiLayout, resolution: int, scale_px: float) -> np.n
 
 def _gaussian_maps(centroids: np.ndarray, class_ids: np.ndarray, num_classes: int, resolution: int, sigma: float,
                    device: torch.device) -> torch.Tensor:
-    """(K, R, R) float32 max-over-nuclei Gaussian heat-maps, rendered in windows around each centroid."""
+    """(K, R, R) float32 max-over-nuclei Gaussian heat-maps, rendered in square windows around each centroid."""
     r_max = resolution
     out = torch.zeros(num_classes * r_max * r_max, dtype=torch.float32, device=device)
     if len(class_ids) == 0:
         return out.view(num_classes, r_max, r_max)
-    half = math.ceil(TRUNCATE * sigma + 0.5)  # covers every pixel within 4 sigma of a centroid off its pixel centre
-    offsets = torch.arange(-half, half + 1, device=device, dtype=torch.int64)
+    offsets = torch.arange(-window_half(sigma), window_half(sigma) + 1, device=device, dtype=torch.int64)
     xy = torch.as_tensor(centroids, dtype=torch.float64, device=device)
     classes = torch.as_tensor(class_ids.astype(np.int64), device=device)
     per_chunk = max(1, _CHUNK // len(offsets) ** 2)
     for start in range(0, len(classes), per_chunk):
-        x, y = xy[start : start + per_chunk, 0], xy[start : start + per_chunk, 1]
-        cols = torch.floor(x + 0.5).long()[:, None, None] + offsets[None, None, :]  # (n, 1, w)
-        rows = torch.floor(y + 0.5).long()[:, None, None] + offsets[None, :, None]  # (n, w, 1)
-        d2 = (cols - x[:, None, None]) ** 2 + (rows - y[:, None, None]) ** 2  # (n, w, w)
-        keep = (d2 <= (TRUNCATE * sigma) ** 2) & (rows >= 0) & (rows < r_max) & (cols >= 0) & (cols < r_max)
-        values = torch.exp(-d2 / (2.0 * sigma**2)).float()
-        index = (classes[start : start + per_chunk, None, None] * r_max + rows) * r_max + cols
-        out.scatter_reduce_(0, index[keep], values[keep], reduce="amax")
+        chunk = slice(start, start + per_chunk)
+        # exp(-(dx^2 + dy^2) / 2 sigma^2) = g(dx) g(dy): 2w exps per nucleus, one product per pixel
+        factors = []
+        for coord in (xy[chunk, 1], xy[chunk, 0]):  # rows from y, columns from x
+            pixels = torch.floor(coord + 0.5).long()[:, None] + offsets[None, :]  # (n, w)
+            weight = torch.exp(-((pixels - coord[:, None]) ** 2) / (2.0 * sigma**2))
+            on_patch = (pixels >= 0) & (pixels < r_max)  # off-patch pixels get weight 0 and a clamped index,
+            factors.append((pixels.clamp(0, r_max - 1), torch.where(on_patch, weight, 0.0).float()))  # a no-op in amax
+        (rows, row_w), (cols, col_w) = factors
+        values = row_w[:, :, None] * col_w[:, None, :]
+        index = ((classes[chunk, None] * r_max + rows) * r_max)[:, :, None] + cols[:, None, :]
+        out.scatter_reduce_(0, index.flatten(), values.flatten(), reduce="amax")
     return out.view(num_classes, r_max, r_max)
+
+
+def window_half(sigma: float) -> int:
+    """Half-width in pixels of a nucleus's window around its centroid pixel: every pixel within 4 sigma of the
+    (sub-pixel) centroid is inside, so whatever lies outside is below exp(-8)."""
+    return math.ceil(TRUNCATE * sigma + 0.5)
 
 
 class CentroidMaps(Conditioner):
