@@ -64,10 +64,9 @@ def distance_map(layout: NucleiLayout, resolution: int, scale_px: float) -> np.n
 def _gaussian_maps(centroids: np.ndarray, class_ids: np.ndarray, num_classes: int, resolution: int, sigma: float,
                    device: torch.device) -> torch.Tensor:
     """(K, R, R) float32 max-over-nuclei Gaussian heat-maps, rendered in square windows around each centroid."""
-    r_max = resolution
-    out = torch.zeros(num_classes * r_max * r_max, dtype=torch.float32, device=device)
+    out = torch.zeros(num_classes * resolution * resolution, dtype=torch.float32, device=device)
     if len(class_ids) == 0:
-        return out.view(num_classes, r_max, r_max)
+        return out.view(num_classes, resolution, resolution)
     offsets = torch.arange(-window_half(sigma), window_half(sigma) + 1, device=device, dtype=torch.int64)
     xy = torch.as_tensor(centroids, dtype=torch.float64, device=device)
     classes = torch.as_tensor(class_ids.astype(np.int64), device=device)
@@ -79,13 +78,13 @@ def _gaussian_maps(centroids: np.ndarray, class_ids: np.ndarray, num_classes: in
         for coord in (xy[chunk, 1], xy[chunk, 0]):  # rows from y, columns from x
             pixels = torch.floor(coord + 0.5).long()[:, None] + offsets[None, :]  # (n, w)
             weight = torch.exp(-((pixels - coord[:, None]) ** 2) / (2.0 * sigma**2))
-            on_patch = (pixels >= 0) & (pixels < r_max)  # off-patch pixels get weight 0 and a clamped index,
-            factors.append((pixels.clamp(0, r_max - 1), torch.where(on_patch, weight, 0.0).float()))  # a no-op in amax
+            on_patch = (pixels >= 0) & (pixels < resolution)  # off-patch pixels get weight 0 and a clamped index,
+            factors.append((pixels.clamp(0, resolution - 1), torch.where(on_patch, weight, 0.0).float()))  # a no-op in amax
         (rows, row_w), (cols, col_w) = factors
         values = row_w[:, :, None] * col_w[:, None, :]
-        index = ((classes[chunk, None] * r_max + rows) * r_max)[:, :, None] + cols[:, None, :]
+        index = ((classes[chunk, None] * resolution + rows) * resolution)[:, :, None] + cols[:, None, :]
         out.scatter_reduce_(0, index.flatten(), values.flatten(), reduce="amax")
-    return out.view(num_classes, r_max, r_max)
+    return out.view(num_classes, resolution, resolution)
 
 
 def window_half(sigma: float) -> int:
