@@ -78,8 +78,9 @@ def _gaussian_maps(centroids: np.ndarray, class_ids: np.ndarray, num_classes: in
         for coord in (xy[chunk, 1], xy[chunk, 0]):  # rows from y, columns from x
             pixels = torch.floor(coord + 0.5).long()[:, None] + offsets[None, :]  # (n, w)
             weight = torch.exp(-((pixels - coord[:, None]) ** 2) / (2.0 * sigma**2))
-            on_patch = (pixels >= 0) & (pixels < resolution)  # off-patch pixels get weight 0 and a clamped index,
-            factors.append((pixels.clamp(0, resolution - 1), torch.where(on_patch, weight, 0.0).float()))  # a no-op in amax
+            # off-patch pixels get weight 0 and a clamped index: a no-op in amax over a zero-initialised map
+            weight = torch.where((pixels >= 0) & (pixels < resolution), weight, 0.0).float()
+            factors.append((pixels.clamp(0, resolution - 1), weight))
         (rows, row_w), (cols, col_w) = factors
         values = row_w[:, :, None] * col_w[:, None, :]
         index = ((classes[chunk, None] * resolution + rows) * resolution)[:, :, None] + cols[:, None, :]
@@ -154,9 +155,9 @@ class CentroidMaps(Conditioner):
                 out[j, :k] = _gaussian_maps(layout.centroids[drawn], layout.class_ids[drawn], k, size, float(sigma),
                                             device)
             else:
-                rows, cols = centroid_pixels(layout, size)
-                ids = torch.as_tensor(layout.class_ids[drawn].astype(np.int64), device=device)
-                out[j, ids, torch.as_tensor(rows[drawn], device=device), torch.as_tensor(cols[drawn], device=device)] = 1.0
+                at = [torch.as_tensor(a[drawn], device=device) for a in (layout.class_ids.astype(np.int64),
+                                                                        *centroid_pixels(layout, size))]
+                out[j, at[0], at[1], at[2]] = 1.0
             if self.distance_channel:
                 far = distance_map(layout, size, self.distance_scale * float(sigma))
                 out[j, k] = torch.from_numpy(far).to(device)
