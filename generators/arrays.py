@@ -40,9 +40,9 @@ from histosynth.resize import resize_image, resize_map
 from histosynth.schema import Nuclei, Sample
 
 SPILL_MANIFEST = "manifest.json"
-SPILL_FORMAT = "histosynth-training-arrays-1"  # in the spill key: a spill of another layout is never reused
+SPILL_FORMAT = "histosynth-training-arrays-2"  # in the spill key: a spill of another layout is never reused
 MANIFEST_FIELDS = ("tissue_schema", "nuclei_schema", "description", "licence", "source_datasets", "dropped")
-_FILES = {"images": "images.u8", "tissue": "tissue.u8", "centroids": "nuclei_xy.f32",
+_FILES = {"images": "images.u8", "tissue": "tissue.u8", "mpp": "mpp.f64", "centroids": "nuclei_xy.f32",
           "class_ids": "nuclei_class.u8", "offsets": "nuclei_offsets.i64"}
 
 
@@ -62,6 +62,7 @@ class TrainingArrays:
     nuclei_class_ids: np.ndarray | None = None  # (M,) uint8
     nuclei_offsets: np.ndarray | None = None  # (N + 1,) int64: patch i owns rows offsets[i]:offsets[i + 1]
     nuclei_schema: str | None = None
+    mpp: np.ndarray | None = None  # (N,) float64 microns per pixel at the model resolution (NaN: unknown)
     licence: str = "other"
     source_datasets: list[str] = field(default_factory=list)
     dropped: int = 0  # patches left out by the heterogeneity rule
@@ -94,6 +95,7 @@ class TrainingArrays:
             tissue_schema=self.tissue_schema,
             nuclei=None if self.nuclei_offsets is None else [self.nuclei_of(int(i)) for i in index],
             nuclei_schema=self.nuclei_schema,
+            mpp=None if self.mpp is None else np.asarray(self.mpp[index], np.float64),
         )
 
 
@@ -193,6 +195,7 @@ def _open_spill(folder: Path, key: str | None, check_key: bool = True) -> Traini
     arrays = TrainingArrays(_map(folder / _FILES["images"], np.uint8, (n, r, r, 3)),
                             _map(folder / _FILES["tissue"], np.uint8, (n, r, r)) if manifest["has_tissue"] else None,
                             **{k: manifest[k] for k in MANIFEST_FIELDS})
+    arrays.mpp = _map(folder / _FILES["mpp"], np.float64, (n,))
     if m is not None:
         arrays.nuclei_centroids = _map(folder / _FILES["centroids"], np.float32, (m, 2))
         arrays.nuclei_class_ids = _map(folder / _FILES["class_ids"], np.uint8, (m,))
@@ -209,9 +212,11 @@ class _MemorySink:
         self.maps: list[np.ndarray] = []
         self.centroids: list[np.ndarray] = []
         self.class_ids: list[np.ndarray] = []
+        self.mpp: list[float] = []
 
-    def add(self, image: np.ndarray, tissue: np.ndarray | None, nuclei: NucleiLayout | None) -> None:
+    def add(self, image: np.ndarray, tissue: np.ndarray | None, nuclei: NucleiLayout | None, mpp: float) -> None:
         self.images.append(image)
+        self.mpp.append(mpp)
         if tissue is not None:
             self.maps.append(tissue)
         if nuclei is not None:
@@ -223,6 +228,7 @@ class _MemorySink:
         out: dict[str, np.ndarray | None] = {
             "images": np.stack(self.images) if self.images else np.empty((0, r, r, 3), np.uint8),
             "tissue": (np.stack(self.maps) if self.maps else np.empty((0, r, r), np.uint8)) if tissue else None}
+        out["mpp"] = np.asarray(self.mpp, np.float64)
         counts = [len(c) for c in self.class_ids]
         out["centroids"] = np.concatenate([np.empty((0, 2), np.float32), *self.centroids]) if nuclei else None
         out["class_ids"] = np.concatenate([np.empty(0, np.uint8), *self.class_ids]) if nuclei else None
@@ -243,8 +249,10 @@ class _SpillSink:
             name: open(folder / _FILES[name], "wb") for name in ("images", "tissue", "centroids", "class_ids")}
         self.n = 0
         self.offsets = [0]  # N + 1 int64s: small enough for RAM at any scale
+        self.mpp: list[float] = []  # N float64s, likewise
 
-    def add(self, image: np.ndarray, tissue: np.ndarray | None, nuclei: NucleiLayout | None) -> None:
+    def add(self, image: np.ndarray, tissue: np.ndarray | None, nuclei: NucleiLayout | None, mpp: float) -> None:
+        self.mpp.append(mpp)
         self.files["images"].write(np.ascontiguousarray(image, np.uint8).tobytes())
         self.n += 1
         if tissue is not None:
@@ -257,9 +265,11 @@ class _SpillSink:
     def finish(self, tissue: bool, nuclei: bool) -> dict[str, np.ndarray | None]:
         self.close()
         np.asarray(self.offsets, np.int64).tofile(self.folder / _FILES["offsets"])
+        np.asarray(self.mpp, np.float64).tofile(self.folder / _FILES["mpp"])
         n, r, m = self.n, self.resolution, self.offsets[-1]
         return {"images": _map(self.folder / _FILES["images"], np.uint8, (n, r, r, 3)),
                 "tissue": _map(self.folder / _FILES["tissue"], np.uint8, (n, r, r)) if tissue else None,
+                "mpp": _map(self.folder / _FILES["mpp"], np.float64, (n,)),
                 "centroids": _map(self.folder / _FILES["centroids"], np.float32, (m, 2)) if nuclei else None,
                 "class_ids": _map(self.folder / _FILES["class_ids"], np.uint8, (m,)) if nuclei else None,
                 "offsets": _map(self.folder / _FILES["offsets"], np.int64, (n + 1,)) if nuclei else None}
@@ -315,7 +325,8 @@ def _read(data: Path | str | Iterable[Sample], resolution: int, parts: Sequence[
         sink.add(resize_image(sample.image, resolution),
                  resize_map(sample.tissue, resolution) if want_tissue else None,  # type: ignore[arg-type]
                  _nuclei_layout(sample.nuclei, sample.height, sample.width, resolution)  # type: ignore[arg-type]
-                 if want_nuclei else None)
+                 if want_nuclei else None,
+                 model_mpp(sample, resolution))
         kept += 1
     if not kept:
         hint = (f" ({dropped} patches failed the heterogeneity rule {heterogeneity}; relax it with "
@@ -323,8 +334,14 @@ def _read(data: Path | str | Iterable[Sample], resolution: int, parts: Sequence[
         raise TrainingDataError(f"no training patches in {description}{hint}")
     arrays = sink.finish(want_tissue, want_nuclei)
     return TrainingArrays(arrays["images"], arrays["tissue"], tissue_schema, description,  # type: ignore[arg-type]
-                          arrays["centroids"], arrays["class_ids"], arrays["offsets"], nuclei_schema, licence,
-                          sources, dropped)
+                          arrays["centroids"], arrays["class_ids"], arrays["offsets"], nuclei_schema,
+                          arrays["mpp"], licence, sources, dropped)
+
+
+def model_mpp(sample: Sample, resolution: int) -> float:
+    """Microns per pixel of `sample` once resized to the model resolution (NaN when its mpp is unknown)."""
+    mpp = sample.provenance.mpp
+    return float("nan") if mpp is None else float(mpp) * sample.width / resolution
 
 
 def _one_schema(schemas: set[str], label: str) -> str:
@@ -348,6 +365,7 @@ def condition_batch(conditions: Sequence[Sample], resolution: int, parts: Iterab
     r = resolution
     batch = ConditionBatch(np.stack([resize_image(c.image, r) for c in conditions]) if conditions
                            else np.empty((0, r, r, 3), np.uint8))
+    batch.mpp = np.array([model_mpp(c, r) for c in conditions], np.float64)
     if _reads_tissue(parts) and conditions:
         batch.tissue_schema = _one_schema({c.tissue_schema for c in conditions}, "tissue")  # type: ignore[misc]
         batch.tissue = np.stack([resize_map(c.tissue, r) for c in conditions])  # type: ignore[arg-type]

@@ -23,7 +23,6 @@ import bisect
 import hashlib
 import json
 import math
-import os
 import shlex
 import shutil
 from collections import Counter
@@ -32,6 +31,7 @@ from typing import Any, Callable
 
 from tqdm.auto import tqdm
 
+from histosynth.atomic import atomic_file, write_text_atomic
 from histosynth.disk import (
     DatasetSummary,
     open_shard,
@@ -113,9 +113,7 @@ def _merge(total: DatasetSummary, part: dict[str, Any]) -> None:
 
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:
-    partial = path.with_name(f".{path.name}.partial-{os.getpid()}")
-    partial.write_text(json.dumps(data, sort_keys=True, indent=1), encoding="utf-8")
-    os.replace(partial, path)
+    write_text_atomic(path, json.dumps(data, sort_keys=True, indent=1))
 
 
 def _stopped(err: BaseException, work: Path, sole_process: bool) -> BaseException | None:
@@ -200,10 +198,9 @@ def generate_dataset(checkpoint: Path | str, conditions: Path | str, n: int, out
             samples = gen.sample([reader[i % len(reader)] for i in indices], [derive_seed(seed, i) for i in indices],
                                  options)
             path = shard(c)
-            staged = path.with_name(f".{path.name}.staged")
-            summary = write_shard(samples, staged)
-            _write_json(path.with_name(path.name + ".json"), _summary_to_json(summary))
-            os.replace(staged, path)  # the shard's appearance commits the chunk (its summary is already there)
+            with atomic_file(path) as staged:  # the shard's appearance commits the chunk (its summary is already there)
+                summary = write_shard(samples, staged)
+                _write_json(path.with_name(path.name + ".json"), _summary_to_json(summary))
             bar.update(state.num_processes)
             if on_chunk is not None:
                 on_chunk(c)

@@ -34,12 +34,12 @@ PLACEMENTS = ("source", "corner", "none")
 def crop_sizing(config: CropConfig) -> CropSizing:
     """The preset's crop sizes (fractions of the patch side) as labels' CropSizing (pixels at 256 px)."""
     return CropSizing(d_base=config.d_base * PAPER_PATCH, alpha=config.alpha, d_min=config.d_min * PAPER_PATCH,
-                      d_max=config.d_max * PAPER_PATCH, reference=PAPER_PATCH)
+                      d_max=config.d_max * PAPER_PATCH, reference=PAPER_PATCH, min_purity=config.min_purity)
 
 
 def crop_boxes(tissue: np.ndarray, rng: np.random.Generator, config: CropConfig) -> dict[int, tuple[int, int, int]]:
     """{class id: (row, col, side)} of one crop per present tissue class, placed uniformly among fitting windows."""
-    crops = class_crops(tissue, crop_sizing(config), min_purity=config.min_purity, rng=rng)
+    crops = class_crops(tissue, crop_sizing(config), rng=rng)
     return {c.class_id: (c.top, c.left, c.size) for c in crops}
 
 

@@ -268,7 +268,6 @@ def run(args: argparse.Namespace) -> int:
     from histosynth.benchmark.results import markdown_table, plot_metric_bars, results_table
     from histosynth.commands.data import show_dataset
     from histosynth.generators import build_generator
-    from histosynth.generators.diffusion.presets import override
     from histosynth.generators.jobs import generate_dataset
     from histosynth.labels.heterogeneity import save_composition_plot
     from histosynth.labels.sampling import sample_dataset
@@ -313,13 +312,12 @@ def run(args: argparse.Namespace) -> int:
     reports = {}
     for name in DEMO_MODELS:
         generator = build_generator(name, "demo")
-        config = generator.preset.train
-        if setting["steps"]:
-            config = override(config, steps=setting["steps"])
-        reports[name] = stage(f"train {name} (demo preset, {config.steps} steps)", generator.train, out / "heterogeneous",
+        config = {"steps": setting["steps"]} if setting["steps"] else {}
+        steps = config.get("steps", generator.training_steps())
+        reports[name] = stage(f"train {name} (demo preset, {steps} steps)", generator.train, out / "heterogeneous",
                               config, out / "models" / name)
-        print(f"  {name}: {reports[name]['patches']} patches, final loss {reports[name]['final_loss']:.4f}, "
-              f"{reports[name]['train_images_per_second']} images/s")
+        print(f"  {name}: {reports[name].data.patches} patches, final loss {reports[name].final_loss:.4f}, "
+              f"{reports[name].images_per_second:.2f} images/s")
         stage(f"generate {setting['n']} patches with {name}", generate_dataset, out / "models" / name,
               out / "heterogeneous", setting["n"], out / f"synthetic-{name}", seed=args.seed, sampler=args.sampler,
               steps=setting["sample_steps"], progress=False)

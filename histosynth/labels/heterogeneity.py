@@ -239,16 +239,16 @@ class ClassCrop:
 
 
 def class_crops(
-    tissue_map: np.ndarray, sizing: CropSizing = CropSizing(), min_purity: float | None = None,
+    tissue_map: np.ndarray, sizing: CropSizing = CropSizing(),
     rng: np.random.Generator | None = None, classes: Iterable[int] | None = None, shrink: float = 0.9,
 ) -> list[ClassCrop]:
     """One square crop per class present in the map (or in `classes`), sized by region complexity.
 
-    Tries d_i, then sizes shrinking by `shrink` down to d_min, for a window of purity >= `sizing.min_purity`
-    (`min_purity`, when given, overrides it); falls back to the largest inscribed square. Classes 0 and 255 are
+    Tries d_i, then sizes shrinking by `shrink` down to d_min, for a window of purity >= `sizing.min_purity`;
+    falls back to the largest inscribed square. Classes 0 and 255 are
     never cropped.
     """
-    purity_floor = sizing.min_purity if min_purity is None else min_purity
+    purity_floor = sizing.min_purity
     from scipy import ndimage
 
     t = np.asarray(tissue_map)

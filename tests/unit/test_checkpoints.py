@@ -87,7 +87,7 @@ def test_a_unet_config_that_no_longer_matches_its_weights_names_the_network(save
     config = json.loads((model / "unet/config.json").read_text())
     config["block_out_channels"] = [2 * c for c in config["block_out_channels"]]  # valid JSON, wrong shapes
     (model / "unet/config.json").write_text(json.dumps(config))
-    with pytest.raises(CheckpointError, match=f"{model / 'unet'}: cannot load the unet network"):
+    with pytest.raises(CheckpointError, match=f"{model / 'unet'}: cannot load the unet component"):
         load_generator(model)
 
 

@@ -13,12 +13,11 @@ from histosynth.errors import InputError, UnknownNameError
 from histosynth.generators.conditioning.batch import ConditionBatch, NucleiLayout
 from histosynth.generators.conditioning.centroids import DEFAULT_SIGMA_UM, TRUNCATE, CentroidMaps, window_half
 from histosynth.generators.conditioning.compose import Compose
-from histosynth.generators.conditioning.crops import HTDCrops
+from histosynth.generators.conditioning.crops import HTDCrops, pack_crops
 from histosynth.generators.conditioning.masked import MaskedImage
 from histosynth.generators.conditioning.registry import conditioner_from_config
 from histosynth.generators.conditioning.tissue import TissueOneHot
 from histosynth.generators.diffusion.presets import CropConfig
-from histosynth.generators.htd.conditions import pack_crops
 
 CPU = torch.device("cpu")
 
@@ -65,7 +64,7 @@ def test_tissue_one_hot_channels_ignore_pixels_and_unknown_ids():
 
 @pytest.mark.parametrize("placement", ["source", "corner", "none"])
 def test_htd_crops_equal_pack_crops_byte_for_byte(placement):
-    """The refactor must not change a dataset: same rng -> the same bytes as generators.htd.conditions.pack_crops."""
+    """The refactor must not change a dataset: same rng -> the same bytes as the packing function pack_crops."""
     crops_seen = 0
     for seed, (size, k) in enumerate([(64, 3), (64, 5), (96, 4), (128, 6)]):
         maps = np.stack([blob_map(100 * seed + j, size, k) for j in range(3)])

@@ -109,9 +109,12 @@ def test_curriculum_training_on_pseudo_maps_pads_to_the_finest_k(tiny_data, tmp_
     config = curriculum_config(spec, None, steps=4)
     assert config.ks == (2, 4) and config.warmup_steps == 2
     gen = build_generator("htd", "tiny")
-    gen.train(pseudo, {"steps": 4, "curriculum": config})
+    gen.train(pseudo, {"steps": 4, "curriculum": config}, out=tmp_path / "model")
     assert gen.num_classes == 5 and gen.denoiser.controlnet.config.conditioning_channels == 20
     assert gen.sample(pseudo[:1], seed=0)[0].tissue_schema == "pseudo-tissue-k4"
+    # the curriculum is part of the saved training settings: a resumed run continues with it, not without it
+    loaded = load_generator(tmp_path / "model")
+    assert loaded.preset.train.curriculum == config
 
 
 def test_heterogeneity_rule_drops_homogeneous_patches(tiny_data):

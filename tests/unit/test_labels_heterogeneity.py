@@ -112,14 +112,14 @@ def test_class_crops_lie_inside_their_regions():
     tissue[10:80, 20:90] = 1  # a 70 px square of class 1 in class 2
     tissue[100:104, 100:103] = 3  # a sliver too small for d_min = 25
     tissue[0:5, 0:5] = 255
-    crops = {c.class_id: c for c in class_crops(tissue, min_purity=1.0)}
+    crops = {c.class_id: c for c in class_crops(tissue, CropSizing(min_purity=1.0))}
     assert set(crops) == {1, 2, 3}
     for class_id, crop in crops.items():
         assert (tissue[crop.slices] == class_id).all(), class_id
         assert crop.size <= crop.target
     assert crops[1].size >= 50 and crops[1].size == crops[1].target  # the square fits its whole target
     assert crops[3].size == 3  # largest inscribed square of the 4x3 sliver (fallback below d_min)
-    random_crops = class_crops(tissue, min_purity=1.0, rng=np.random.default_rng(1))
+    random_crops = class_crops(tissue, CropSizing(min_purity=1.0), rng=np.random.default_rng(1))
     assert all((tissue[c.slices] == c.class_id).all() for c in random_crops)
     assert largest_inscribed_square(tissue == 1) == (10, 20, 69)
 
@@ -143,7 +143,7 @@ def test_crop_purity_has_one_definition_shared_with_the_htd_preset():
     assert all((tissue[r : r + d, c : c + d] == k).all() for k, (r, c, d) in labels.items())
     assert crop_boxes(tissue, np.random.default_rng(0), CropConfig()) == labels
     # the map tells thresholds apart, so a drifted default (e.g. the former 0.95) would fail the line above
-    assert boxes(class_crops(tissue, min_purity=0.95, rng=np.random.default_rng(0))) != labels
+    assert boxes(class_crops(tissue, CropSizing(min_purity=0.95), rng=np.random.default_rng(0))) != labels
 
 
 def test_composition_stats_text_and_plot(tmp_path):

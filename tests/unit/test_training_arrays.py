@@ -1,4 +1,4 @@
-"""Training arrays for every generator: the same patches and maps as HTD's training set, nuclei through the
+"""Training arrays for every generator: the resized patches and maps the rules define, nuclei through the
 memory-mapped spill, condition batches at sampling time, and augmentation that moves centroids with the pixels."""
 
 import json
@@ -19,8 +19,8 @@ from histosynth.generators.arrays import (
     scale_centroids,
 )
 from histosynth.generators.conditioning.batch import ConditionBatch, NucleiLayout
-from histosynth.generators.htd.data import condition_arrays, load_training_set
-from histosynth.resize import resize_map
+from histosynth.labels.heterogeneity import is_heterogeneous
+from histosynth.resize import resize_image, resize_map
 from histosynth.schema import Nuclei, Provenance, Sample
 from histosynth.sources import build_source
 
@@ -42,31 +42,35 @@ def folder(tmp_path_factory, samples):
     return out
 
 
-def _same_fields(a, b) -> bool:
-    return (a.tissue_schema, a.description, a.licence, a.source_datasets, a.dropped) == (
-        b.tissue_schema, b.description, b.licence, b.source_datasets, b.dropped)
+def _reference(samples, resolution, heterogeneity):
+    """The rule written out: patches passing the 20-80% rule, images Lanczos- and maps nearest-resized."""
+    kept = [s for s in samples if heterogeneity is None or is_heterogeneous(s.tissue, *heterogeneity)]
+    return (np.stack([resize_image(s.image, resolution) for s in kept]),
+            np.stack([resize_map(s.tissue, resolution) for s in kept]), len(samples) - len(kept))
 
 
 @pytest.mark.parametrize("heterogeneity", [None, (0.2, 0.8)])
-def test_tissue_arrays_equal_htd_training_set_in_memory_and_spilled(folder, tmp_path, heterogeneity):
-    ref = load_training_set(folder, 16, True, heterogeneity)
+def test_tissue_arrays_are_the_rules_patches_in_memory_and_spilled(folder, samples, tmp_path, heterogeneity):
+    images, maps, dropped = _reference(samples, 16, heterogeneity)
     if heterogeneity is not None:
-        assert 0 < ref.dropped < 6  # the rule is exercised both ways on this data
+        assert 0 < dropped < 6  # the rule is exercised both ways on this data
     mine = load_training_arrays(folder, 16, ("tissue", "crops"), heterogeneity)
     spilled = load_training_arrays(folder, 16, ("tissue", "crops"), heterogeneity, spill_dir=tmp_path / "arrays")
     for arrays in (mine, spilled):
-        assert arrays.images.tobytes() == ref.images.tobytes() and arrays.tissue.tobytes() == ref.tissue.tobytes()
-        assert arrays.images.shape == ref.images.shape and arrays.tissue.shape == ref.tissue.shape
-        assert _same_fields(arrays, ref) and arrays.num_classes == ref.num_classes
+        assert arrays.images.tobytes() == images.tobytes() and arrays.tissue.tobytes() == maps.tobytes()
+        assert arrays.images.shape == images.shape and arrays.tissue.shape == maps.shape
+        assert arrays.dropped == dropped and arrays.tissue_schema == samples[0].tissue_schema
+        assert (arrays.description, arrays.licence, arrays.source_datasets) == (
+            mine.description, mine.licence, mine.source_datasets)
         assert arrays.nuclei_offsets is None and arrays.nuclei_schema is None
     assert isinstance(spilled.images, np.memmap) and isinstance(spilled.tissue, np.memmap)
     assert not spilled.images.flags.writeable
 
 
-def test_without_maps_the_patches_are_htds_unconditional_ones(folder):
-    ref = load_training_set(folder, 16, False, (0.2, 0.8))
+def test_without_maps_the_patches_are_those_the_rule_keeps(folder, samples):
+    images, _, dropped = _reference(samples, 16, (0.2, 0.8))
     mine = load_training_arrays(folder, 16, (), (0.2, 0.8))
-    assert mine.images.tobytes() == ref.images.tobytes() and mine.dropped == ref.dropped > 0
+    assert mine.images.tobytes() == images.tobytes() and mine.dropped == dropped > 0
     assert mine.tissue is None and mine.tissue_schema is None
 
 
@@ -154,11 +158,11 @@ def test_scaled_centroids_land_where_nearest_resizing_puts_their_pixel(height, w
         assert scale_centroids(centroid, height, width, resolution).tolist() == [[x.mean(), y.mean()]]
 
 
-def test_condition_batch_matches_condition_arrays_and_the_training_arrays(samples):
-    images, maps, schema = condition_arrays(samples, 16, True)
+def test_condition_batch_matches_the_rule_and_the_training_arrays(samples):
+    images, maps, _ = _reference(samples, 16, None)
     batch = condition_batch(samples, 16, ("crops", "nuclei"))
     assert batch.images.tobytes() == images.tobytes() and batch.tissue.tobytes() == maps.tobytes()
-    assert batch.tissue_schema == schema and batch.nuclei_schema == "pannuke" and batch.masks is None
+    assert batch.tissue_schema == samples[0].tissue_schema and batch.nuclei_schema == "pannuke" and batch.masks is None
     trained = load_training_arrays(samples, 16, ("crops", "nuclei"), None).batch(np.arange(len(samples)))
     for a, b in zip(batch.nuclei, trained.nuclei, strict=True):
         assert a.centroids.tobytes() == b.centroids.tobytes() and a.class_ids.tobytes() == b.class_ids.tobytes()
@@ -222,3 +226,13 @@ def test_augmented_centroids_land_on_their_transformed_dots():
     assert len({out.images[j].tobytes() for j in range(32)}) == 8  # all symmetries drawn, so all are checked
     for image, moved in zip(out.images, out.nuclei, strict=True):
         assert np.array_equal(_dots(size, moved), image) and np.array_equal(moved.class_ids, layout.class_ids)
+
+
+def test_mpp_at_the_model_resolution_travels_with_the_patches(folder, samples, tmp_path):
+    """CentroidMaps sizes its Gaussians by each patch's mpp: a 32 px patch at 4 um/px is 8 um/px at 16 px."""
+    for arrays in (load_training_arrays(folder, 16, ("nuclei",), None),
+                   load_training_arrays(folder, 16, ("nuclei",), None, spill_dir=tmp_path / "arrays")):
+        assert np.array_equal(arrays.batch(np.array([2, 0])).mpp, [8.0, 8.0])
+    assert np.array_equal(condition_batch(samples[:2], 16, ()).mpp, [8.0, 8.0])
+    unknown = Sample(image=samples[0].image, provenance=Provenance("test"))
+    assert np.isnan(condition_batch([unknown], 16, ()).mpp).all()
