@@ -34,6 +34,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from histosynth.benchmark.encoders.inputs import as_nchw_uint8
+from histosynth.benchmark.errors import MetricInputError
 from histosynth.errors import UserFacingError
 
 Mode = Literal["spatial-mean", "layer-masked", "bbox-crop"]
@@ -149,7 +150,7 @@ class MaskedLPIPS(nn.Module):
         height, width = masks.shape[1:]
         need = MIN_SIZE[self.net_name]
         if height < need or width < need:
-            raise ValueError(f"bbox-crop with {self.net_name} needs images of at least {need}x{need} px")
+            raise MetricInputError(f"bbox-crop with {self.net_name} needs images of at least {need}x{need} px")
         boxes = []
         for mask in masks:
             rows, cols = torch.nonzero(mask.any(dim=1)).flatten(), torch.nonzero(mask.any(dim=0)).flatten()
@@ -185,7 +186,7 @@ class MaskedLPIPS(nn.Module):
         m = m.bool()
         empty = torch.nonzero(~m.flatten(1).any(dim=1)).flatten().tolist()
         if empty:
-            raise ValueError(f"empty mask for sample(s) {empty[:10]}: masked LPIPS is undefined there")
+            raise MetricInputError(f"empty mask for sample(s) {empty[:10]}: masked LPIPS is undefined there")
         device = next(self.parameters()).device
         out = []
         for start in range(0, a.shape[0], batch_size):

@@ -185,7 +185,7 @@ def plot_metric_bars(runs: list[BenchmarkRun], metric: str, out: Path | str) -> 
 
     encoders = sorted({r.encoder or "-" for run in runs for r in run.results if r.metric == metric})
     if not encoders:
-        raise ValueError(f"no {metric!r} results to plot")
+        raise InputError(f"no {metric!r} results to plot")
     fig, axes = plt.subplots(1, len(encoders), figsize=(3.2 * len(encoders), 3.2), squeeze=False)
     for ax, encoder in zip(axes[0], encoders, strict=False):
         labels, values, errors = [], [], [[], []]

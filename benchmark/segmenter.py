@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from histosynth.classes import IGNORE_ID
+from histosynth.errors import InputError
 
 ENCODER = "effnet-lite0"
 HEAD_PREFIXES = ("conv_head.", "bn2.", "classifier.")  # the classification head: not part of the feature encoder
@@ -91,7 +92,7 @@ def train_segmenter(images: np.ndarray, maps: np.ndarray, num_classes: int, step
         raise ValueError(f"images {images.shape} and maps {maps.shape} do not pair up as (N, H, W, 3) and (N, H, W)")
     labelled = maps[maps != IGNORE_ID]
     if labelled.size == 0:
-        raise ValueError("the maps have no labelled pixel to train on")
+        raise InputError("the maps have no labelled pixel to train on")
     if labelled.max() >= num_classes:
         raise ValueError(f"the maps hold class id {int(labelled.max())} but the segmenter has {num_classes} classes")
     start = time.perf_counter()

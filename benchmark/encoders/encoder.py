@@ -12,6 +12,7 @@ from torch import nn
 from histosynth.benchmark.encoders.inputs import Layout, preprocess
 from histosynth.benchmark.encoders.meta import EncoderMeta, PreprocessSpec
 from histosynth.benchmark.encoders.weights import describe_weights, resolve_weights, weights_fingerprint
+from histosynth.errors import InputError
 from histosynth.registry import import_target
 
 
@@ -94,7 +95,7 @@ class Encoder(nn.Module):
         if size is None:
             return spec
         if spec.kind != "float":
-            raise ValueError(f"encoder {self.meta.name!r} resizes its input itself; an input size does not apply")
+            raise InputError(f"encoder {self.meta.name!r} resizes its input itself; an input size does not apply")
         return replace(spec, size=int(size))
 
     @torch.inference_mode()

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import Iterator
 
-from histosynth.errors import InputError
+from histosynth.errors import InputError, MissingInputError
 
 
 def curriculum_config(path: Path, warmup: int | None, steps: int):
@@ -28,9 +28,14 @@ def curriculum_config(path: Path, warmup: int | None, steps: int):
 
         hierarchy = load_hierarchy(path)
         ks, luts, given = tuple(hierarchy.levels), {k: hierarchy.lut(k).tolist() for k in hierarchy.levels}, None
+    elif not Path(path).is_file():
+        raise MissingInputError(f"{path}: --curriculum: no such file or folder")
     else:
-        spec = json.loads(Path(path).read_text(encoding="utf-8"))
-        ks, luts, given = tuple(spec["ks"]), {int(k): v for k, v in spec.get("luts", {}).items()}, spec.get("warmup_steps")
+        try:
+            spec = json.loads(Path(path).read_text(encoding="utf-8"))
+            ks, luts, given = tuple(spec["ks"]), {int(k): v for k, v in spec.get("luts", {}).items()}, spec.get("warmup_steps")
+        except (ValueError, KeyError, TypeError, AttributeError) as err:  # bad JSON or text, missing or mistyped fields
+            raise InputError(f"{path}: --curriculum: not a curriculum JSON file ({type(err).__name__}: {err})") from None
     return CurriculumConfig(ks=ks, warmup_steps=int(warmup or given or max(1, steps // 2)), luts=luts)
 
 

@@ -19,6 +19,8 @@ from __future__ import annotations
 import math
 from typing import Sequence
 
+from histosynth.errors import InputError
+
 SCHEDULES = ("linear", "stages")
 DEFAULT_SCHEDULE = "linear"  # the one default; generators.diffusion.presets.CurriculumConfig imports it
 HTD_LEVELS = (5, 10, 20, 50, 100)  # HTD's pseudo-map granularities, the default ks here and in the presets
@@ -31,11 +33,11 @@ def curriculum_k(
     """The granularity to train with at `step` (0-based) of `total_steps`; see the module docstring."""
     levels = sorted({int(k) for k in ks})
     if not levels or levels[0] < 1:
-        raise ValueError(f"curriculum_k: ks must be positive integers, got {list(ks)}")
+        raise InputError(f"curriculum_k: ks must be positive integers, got {list(ks)}")
     if total_steps < 1 or step < 0:
         raise ValueError(f"curriculum_k: need total_steps >= 1 and step >= 0, got step={step}, total_steps={total_steps}")
     if not 0.0 < warmup <= 1.0:
-        raise ValueError(f"curriculum_k: warmup is a fraction of training in (0, 1], got {warmup}")
+        raise InputError(f"curriculum_k: warmup is a fraction of training in (0, 1], got {warmup}")
     if schedule not in SCHEDULES:
         raise ValueError(f"curriculum_k: schedule must be one of {SCHEDULES}, got {schedule!r}")
     warm_steps = warmup * total_steps
