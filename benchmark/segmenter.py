@@ -6,7 +6,8 @@ real images and comparing the result with the maps the generator was given. This
 ImageNet weights of the `effnet-lite0` encoder into it (the same file and loader as the FD encoder; its 1280-d
 head, conv_head + bn2, has no place in a segmentation encoder and is dropped), trains it on (image, map) pairs of
 any class schema (pixels 255 are ignored) and predicts maps. Inputs are scaled to [-1, 1] (mean = std = 0.5), the
-preprocessing those weights work best with (ARCHITECTURE.md, "Offline world").
+preprocessing those weights work best with (timm's cfg for tf_efficientnet_lite0; tests/unit/test_encoders.py
+checks them on two ImageNet photographs).
 """
 
 from __future__ import annotations
