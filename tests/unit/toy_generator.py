@@ -20,6 +20,7 @@ from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.modeling_utils import ModelMixin
 
 from histosynth.atomic import write_text_atomic
+from histosynth.classes import get_schema
 from histosynth.errors import InputError
 from histosynth.generators.arrays import condition_batch, load_training_arrays
 from histosynth.generators.base import (
@@ -98,6 +99,7 @@ class ToyPainter(Generator):
 
     def train(self, data: Path | str | Iterable[Sample], config: Any = None, out: Path | str | None = None,
               resume: bool = False) -> TrainReport:
+        """Add `config["steps"]` batches to the fit (a loaded model continues its own: `resume` needs nothing more)."""
         unknown = set(config or {}) - {"steps", "batch_size", "seed"}
         if unknown:
             raise InputError(f"toy: no training field(s) {sorted(unknown)}; it has steps, batch_size and seed")
@@ -106,6 +108,8 @@ class ToyPainter(Generator):
         if self.colours is None:
             self.colours = ClassColours(arrays.num_classes)
         k, start, losses = self.colours.config.num_classes, time.perf_counter(), []
+        if arrays.num_classes > k:
+            raise InputError(f"toy: the data has {arrays.num_classes} tissue classes; this model holds {k}")
         order = np.random.default_rng(cfg.seed).permutation(len(arrays))
         for step in range(cfg.steps):
             batch = arrays.batch(order[np.arange(step * cfg.batch_size, (step + 1) * cfg.batch_size) % len(arrays)])
@@ -128,12 +132,15 @@ class ToyPainter(Generator):
 
     def sample(self, conditions: Sequence[Sample], seed: int | Sequence[int], options: SampleOptions | None = None,
                **fields: Any) -> list[Sample]:
-        self.resolve_options(options, **fields)  # validates; painting has no options
+        if self.resolve_options(options, **fields).task != "synthesis":  # painting has no other options
+            raise InputError("toy does only synthesis")
         if self.colours is None:
             raise RuntimeError("toy: train first")
         seeds = [derive_seed(seed, j) for j in range(len(conditions))] if isinstance(seed, int) else list(seed)
         batch, res = condition_batch(conditions, self.preset.resolution, META.conditioning), self.preset.resolution
         means, k, out = self.colours.means(), self.colours.config.num_classes, []
+        if conditions and get_schema(batch.tissue_schema).num_classes > k:
+            raise InputError(f"toy: conditions use {batch.tissue_schema!r}; this model holds {k} classes")
         for cond, tissue, s in zip(conditions, batch.tissue, seeds, strict=True):
             noise = np.random.default_rng(s).normal(0.0, self.preset.noise, (res, res, 3))
             image = np.clip(np.rint(means[np.where(tissue < k, tissue, 0)] + noise), 0, 255).astype(np.uint8)
