@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Iterable, Sequence
 
 import numpy as np
 
-from histosynth.errors import UserFacingError
+from histosynth.errors import InputError, UserFacingError
 from histosynth.generators.conditioning.batch import CONDITION_PARTS
 
 if TYPE_CHECKING:
@@ -105,11 +105,11 @@ class SampleOptions:
 
     def __post_init__(self) -> None:
         if self.task not in TASKS:
-            raise ValueError(f"task must be one of {', '.join(TASKS)}, not {self.task!r}")
+            raise InputError(f"task must be one of {', '.join(TASKS)}, not {self.task!r}")
         for name in ("steps", "batch_size"):
             value = getattr(self, name)
             if value is not None and (not isinstance(value, int) or value < 1):
-                raise ValueError(f"{name} must be a positive integer, not {value!r}")
+                raise InputError(f"{name} must be a positive integer, not {value!r}")
 
     def filled(self, defaults: "SampleOptions") -> "SampleOptions":
         """These options with every None field taken from `defaults`."""
@@ -182,7 +182,7 @@ def derive_seed(base: int, index: int) -> int:
     never on how the work was split into batches, chunks or processes.
     """
     if base < 0 or index < 0:
-        raise ValueError(f"seeds and indices must be >= 0, got base={base}, index={index}")
+        raise InputError(f"seeds and indices must be >= 0, got base={base}, index={index}")
     lo, hi = np.random.SeedSequence([int(base), int(index)]).generate_state(2, dtype=np.uint32)
     return int(((int(hi) << 32) | int(lo)) & ((1 << SAMPLE_SEED_BITS) - 1))
 
@@ -274,8 +274,9 @@ class Generator(ABC):
 
     @classmethod
     @abstractmethod
-    def build(cls, preset: str = "tiny", **overrides: Any) -> "Generator":
-        """An untrained generator from a preset name; `overrides` set preset fields (e.g. resolution=32)."""
+    def build(cls, preset: str = "tiny", device: str | None = None, **overrides: Any) -> "Generator":
+        """An untrained generator from a preset name, on `device` (default: the process's GPU, else the CPU);
+        `overrides` set preset fields (e.g. resolution=32)."""
 
     @abstractmethod
     def train(self, data: "Path | str | Iterable[Sample]", config: Any = None, out: "Path | str | None" = None,

@@ -19,7 +19,7 @@ def render_model_card(generator: Generator, config: dict[str, Any]) -> str:
     front = {
         "library_name": "histosynth",
         "license": licence,
-        "tags": ["histopathology", meta.family, "histosynth", meta.name, "synthetic-data"],
+        "tags": list(dict.fromkeys(["histopathology", meta.family, "histosynth", meta.name, "synthetic-data"])),
         "pipeline_tag": "image-to-image" if meta.conditioning else "unconditional-image-generation",
     }
     if data is not None and data.source_datasets:

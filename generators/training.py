@@ -240,6 +240,7 @@ def run_training(step_fn: TrainStep, batch_fn: BatchFn, settings: LoopSettings, 
                disable=not (settings.progress and accelerator.is_main_process))
     smoothed = math.nan
     sums: dict[str, float] = {}
+    counts: dict[str, int] = {}  # steps that reported each loss (a two-adapter step reports each on half of them)
     start = time.perf_counter()
     for module in prepared_modules.values():
         module.train()
@@ -261,6 +262,7 @@ def run_training(step_fn: TrainStep, batch_fn: BatchFn, settings: LoopSettings, 
         result.losses.append(main)
         for name, value in step_losses.items():
             sums[name] = sums.get(name, 0.0) + value
+            counts[name] = counts.get(name, 0) + 1
         smoothed = main if math.isnan(smoothed) else 0.9 * smoothed + 0.1 * main
         bar.update(1)
         bar.set_postfix(loss=f"{smoothed:.4f}", lr=f"{schedulers[0].get_last_lr()[0]:.2e}")
@@ -271,7 +273,7 @@ def run_training(step_fn: TrainStep, batch_fn: BatchFn, settings: LoopSettings, 
             on_step(done)
     bar.close()
     result.seconds = time.perf_counter() - start
-    result.loss_means = {name: total / max(1, len(result.losses)) for name, total in sums.items()}
+    result.loss_means = {name: total / counts[name] for name, total in sums.items()}
     if folder is not None and settings.steps > result.start_step:
         result.checkpoint = _save_checkpoint(accelerator, folder, settings.steps, settings)
     for module in prepared_modules.values():

@@ -17,7 +17,7 @@ import torch
 from diffusers import AutoencoderKL, ControlNetModel, DDPMScheduler, UNet2DConditionModel, VQModel
 from torch import nn
 
-from histosynth.errors import UserFacingError
+from histosynth.errors import InputError, UserFacingError
 from histosynth.generators.diffusion.presets import AutoencoderConfig, ModelConfig
 
 
@@ -53,7 +53,7 @@ def build_controlnet(unet: UNet2DConditionModel, model: ModelConfig, conditionin
     """
     levels = int(math.log2(model.latent_stride)) + 1
     if len(model.conditioning_widths) < levels:
-        raise ValueError(f"conditioning_widths {model.conditioning_widths} too short for latent stride {model.latent_stride}")
+        raise InputError(f"conditioning_widths {model.conditioning_widths} too short for latent stride {model.latent_stride}")
     return ControlNetModel.from_unet(unet, conditioning_channels=conditioning_channels,
                                      conditioning_embedding_out_channels=tuple(model.conditioning_widths[:levels]))
 
@@ -94,7 +94,7 @@ def build_autoencoder(config: AutoencoderConfig) -> VQModel | AutoencoderKL:
     """The frozen first stage: user-supplied weights, or the configured architecture at random (tests)."""
     cls = {"vq": VQModel, "kl": AutoencoderKL}.get(config.kind)
     if cls is None:
-        raise ValueError(f"autoencoder kind must be 'vq' or 'kl', not {config.kind!r}")
+        raise InputError(f"autoencoder kind must be 'vq' or 'kl', not {config.kind!r}")
     if config.random_init:
         n = len(config.block_out_channels)
         common = dict(in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * n,

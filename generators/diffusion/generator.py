@@ -64,7 +64,7 @@ from histosynth.generators.diffusion.presets import (
 from histosynth.generators.diffusion.sampling import denoise, guided, initial_noise, make_sampler
 from histosynth.generators.diffusion.training import DiffusionStep
 from histosynth.generators.training import TRAINING_DIR, run_training, step_rng
-from histosynth.schema import Provenance, Sample
+from histosynth.schema import Nuclei, Provenance, Sample
 
 CROP_STREAM = 1  # SeedSequence([sample seed, CROP_STREAM]) draws a sample's condition randomness; its noise uses the seed
 
@@ -318,14 +318,19 @@ class DiffusionGenerator(Generator):
                                   opts.progress)
                 pixels = _to_uint8(self.codec.decode(latents.float()))
         samples = []
-        labelled = self.meta.label_policy == "copied" and batch.tissue is not None
+        copied = self.meta.label_policy == "copied"
+        tissue = copied and "tissue" in self.meta.outputs and batch.tissue is not None
+        nuclei = copied and "nuclei" in self.meta.outputs and batch.nuclei is not None
         for j, (cond, s) in enumerate(zip(conditions, seeds, strict=True)):
             mpp = cond.provenance.mpp * cond.width / res if cond.provenance.mpp else None
             prov = Provenance(source=self.meta.name, mpp=mpp, generator=self.meta.name,
                               generator_version=self.meta.version, checkpoint_hash=checkpoint, seed=s)
+            layout = batch.nuclei[j] if nuclei else None  # type: ignore[index]
             samples.append(Sample(image=pixels[j], provenance=prov,
-                                  tissue=batch.tissue[j].copy() if labelled else None,  # type: ignore[index]
-                                  tissue_schema=schema if labelled else None))
+                                  tissue=batch.tissue[j].copy() if tissue else None,  # type: ignore[index]
+                                  tissue_schema=schema if tissue else None,
+                                  nuclei=Nuclei(batch.nuclei_schema, layout.centroids.copy(), layout.class_ids.copy())
+                                  if layout is not None else None))
         return samples
 
     # ------------------------------------------------------------------ persistence

@@ -12,6 +12,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from histosynth.errors import InputError
 from histosynth.labels.curriculum import DEFAULT_SCHEDULE, HTD_LEVELS
 from histosynth.labels.heterogeneity import CropSizing
 
@@ -185,7 +186,7 @@ def replace_fields(config: C, changes: dict[str, Any]) -> C:
     names = {f.name for f in dataclasses.fields(config)}  # type: ignore[arg-type]
     unknown = sorted(set(changes) - names)
     if unknown:
-        raise ValueError(f"{type(config).__name__} has no field(s) {', '.join(unknown)} (fields: {', '.join(sorted(names))})")
+        raise InputError(f"{type(config).__name__} has no field(s) {', '.join(unknown)} (fields: {', '.join(sorted(names))})")
     return dataclasses.replace(copy.deepcopy(config), **changes)  # type: ignore[type-var]
 
 

@@ -24,6 +24,8 @@ from diffusers import (
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
 from tqdm.auto import tqdm
 
+from histosynth.errors import InputError
+
 # name -> (scheduler class, config overrides). DDIM follows CompVis' DDIM sampler (uniform "leading" spacing
 # shifted by one, alpha_prev of the first step = alphas_cumprod[0]), which HTD's precursor runs with 200 steps.
 SAMPLERS: dict[str, tuple[type[SchedulerMixin], dict[str, Any]]] = {
@@ -44,7 +46,7 @@ ModelFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 def make_sampler(name: str, train_config: Mapping[str, Any]) -> SchedulerMixin:
     """Scheduler `name` (see SAMPLERS) on the training noise schedule `train_config` (a scheduler config)."""
     if name not in SAMPLERS:
-        raise ValueError(f"unknown sampler {name!r}; choose from {', '.join(SAMPLERS)}")
+        raise InputError(f"unknown sampler {name!r}; choose from {', '.join(SAMPLERS)}")
     cls, overrides = SAMPLERS[name]
     return cls.from_config(dict(train_config), **overrides)
 
@@ -61,7 +63,7 @@ def denoise(model_fn: ModelFn, noise: torch.Tensor, scheduler: SchedulerMixin, s
             generators: list[torch.Generator] | None = None, eta: float = 0.0, progress: bool = False) -> torch.Tensor:
     """Run `steps` sampler steps from `noise`; `model_fn(x, t)` returns the model output (guidance folded in)."""
     if steps < 1:
-        raise ValueError(f"steps must be >= 1, got {steps}")
+        raise InputError(f"steps must be >= 1, got {steps}")
     scheduler.set_timesteps(steps, device=noise.device)
     accepts = inspect.signature(scheduler.step).parameters
     extra: dict[str, Any] = {}

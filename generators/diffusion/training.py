@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from diffusers import DDPMScheduler
 from torch import nn
 
+from histosynth.errors import InputError
 from histosynth.generators.training import Batch, StepContext, TrainStep
 
 
@@ -39,7 +40,7 @@ def diffusion_loss(model: torch.nn.Module, scheduler: DDPMScheduler, batch: Batc
         return F.l1_loss(prediction.float(), target.float())
     if loss == "l2":
         return F.mse_loss(prediction.float(), target.float())
-    raise ValueError(f"loss must be 'l1' or 'l2', not {loss!r}")
+    raise InputError(f"loss must be 'l1' or 'l2', not {loss!r}")
 
 
 class DiffusionStep(TrainStep):

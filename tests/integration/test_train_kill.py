@@ -1,7 +1,7 @@
 """`histosynth train` killed with SIGKILL mid-training, then resumed with --resume, ends exactly where an
 uninterrupted run ends.
 
-The trainer's guarantee (histosynth.generators.diffusion.training): everything random in a step is drawn from
+The trainer's guarantee (histosynth.generators.training): everything random in a step is drawn from
 RNGs seeded by (seed, step, micro-step, rank) and a checkpoint holds model, optimizer, LR schedule, EMA and step,
 so a run resumed from the checkpoint of step n repeats no step and skips none. A checkpoint being written when
 the kill lands is a hidden `.step-N.partial` folder that resume ignores.

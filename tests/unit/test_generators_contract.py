@@ -120,9 +120,11 @@ def test_a_loaded_model_samples_valid_samples_labelled_by_its_policy(trained, ti
         assert (prov.generator, prov.generator_version) == (name, meta.version)
         assert prov.checkpoint_hash == gen.checkpoint_hash
         assert prov.mpp == pytest.approx(cond.provenance.mpp * cond.width / out.width)
-        if meta.label_policy == "copied":
+        if meta.label_policy == "copied" and "tissue" in meta.outputs:
             assert out.tissue_schema == cond.tissue_schema
             assert np.array_equal(out.tissue, resize_map(cond.tissue, out.width))
+        if meta.label_policy == "copied" and "nuclei" in meta.outputs:
+            assert out.nuclei.schema == cond.nuclei.schema and np.array_equal(out.nuclei.class_ids, cond.nuclei.class_ids)
         assert (out.tissue is not None) == ("tissue" in meta.outputs)
         assert (out.nuclei is not None) == ("nuclei" in meta.outputs)
 
