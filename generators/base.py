@@ -198,7 +198,7 @@ def weights_hash(folder: Path | str, subfolders: Sequence[str] | None = None) ->
     tops = [root / s for s in subfolders] if subfolders is not None else [root]
     files = sorted(p for top in tops for p in top.rglob("*.safetensors") if p.is_file())
     if not files:
-        raise FileNotFoundError(f"{root}: no .safetensors weights to hash")
+        raise CheckpointError(f"{root}: no .safetensors weights to hash; the model folder is incomplete")
     digest = hashlib.sha256()
     for path in files:
         digest.update(path.relative_to(root).as_posix().encode() + b"\0")

@@ -209,7 +209,7 @@ def generate_dataset(checkpoint: Path | str, conditions: Path | str, n: int, out
         if state.is_main_process:
             missing = [c for c in range(chunks) if not shard(c).is_file()]
             if missing:
-                raise RuntimeError(f"chunks {missing[:5]} were not written; rerun the same command to finish")
+                raise GenerationStopped(f"chunks {missing[:5]} were not written; rerun the same command to finish")
             total = DatasetSummary()
             for c in range(chunks):
                 _merge(total, json.loads(shard(c).with_name(shard(c).name + ".json").read_text(encoding="utf-8")))

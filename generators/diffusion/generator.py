@@ -145,7 +145,10 @@ class DiffusionGenerator(Generator):
         `autoencoder_weights` points a latent preset at its autoencoder (local folder or cached repo id)."""
         chosen = cls.get_preset(preset) if isinstance(preset, str) else copy.deepcopy(preset)
         chosen.model = override(chosen.model, **overrides)
-        if autoencoder_weights is not None and chosen.model.autoencoder is not None:
+        if autoencoder_weights is not None and chosen.model.autoencoder is None:
+            raise InputError(f"{cls.meta.name}: the {chosen.name} preset works in pixel space and takes no autoencoder "
+                             f"(given {autoencoder_weights}); use a latent preset such as paper")
+        if autoencoder_weights is not None:
             chosen.model.autoencoder = override(chosen.model.autoencoder, weights=autoencoder_weights,
                                                 subfolder=autoencoder_subfolder)
         return cls(chosen, device=device)
