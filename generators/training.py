@@ -98,6 +98,7 @@ class StepContext:
         self.optimizers = optimizers
         self._params = params
         self._max_grad_norm = max_grad_norm
+        self.applied: set[str] = set()  # optimizers stepped in the current optimizer step
 
     def apply(self, loss: torch.Tensor, optimizer: str = "model") -> None:
         """Backpropagate `loss` and step optimizer `optimizer` (accelerate skips the step mid-accumulation)."""
@@ -106,6 +107,7 @@ class StepContext:
             self.accelerator.clip_grad_norm_(self._params[optimizer], self._max_grad_norm)
         self.optimizers[optimizer].step()
         self.optimizers[optimizer].zero_grad(set_to_none=True)
+        self.applied.add(optimizer)
 
 
 class TrainStep(ABC):
@@ -162,6 +164,8 @@ def latest_checkpoint(folder: Path | str) -> Path | None:
 
 
 def _save_checkpoint(accelerator: Accelerator, folder: Path, step: int, settings: LoopSettings) -> Path:
+    """Every process writes its part (its RNG states) into one shared hidden folder that the main process then
+    renames into place; histosynth.atomic's per-process partial folders cannot hold a multi-process write."""
     final = folder / f"{CHECKPOINT_PREFIX}{step:08d}"
     partial = folder / f".{final.name}.partial"
     if accelerator.is_main_process:
@@ -212,8 +216,8 @@ def run_training(step_fn: TrainStep, batch_fn: BatchFn, settings: LoopSettings, 
     specs = step_fn.optimizers(settings, world)
     optimizers = {name: torch.optim.AdamW(s.params, lr=s.lr, betas=tuple(s.betas), weight_decay=s.weight_decay)
                   for name, s in specs.items()}
-    schedulers = [get_scheduler(settings.lr_schedule, opt, num_warmup_steps=settings.warmup_steps,
-                                num_training_steps=max(1, settings.steps)) for opt in optimizers.values()]
+    schedulers = {name: get_scheduler(settings.lr_schedule, opt, num_warmup_steps=settings.warmup_steps,
+                                      num_training_steps=max(1, settings.steps)) for name, opt in optimizers.items()}
     modules = step_fn.modules()
     for module in modules.values():
         module.to(accelerator.device)
@@ -223,7 +227,7 @@ def run_training(step_fn: TrainStep, batch_fn: BatchFn, settings: LoopSettings, 
     prepared = prepared if isinstance(prepared, (list, tuple)) else [prepared]
     prepared_modules = dict(zip(modules, prepared[: len(modules)], strict=True))
     prepared_optimizers = dict(zip(optimizers, prepared[len(modules):], strict=True))
-    for scheduler in schedulers:
+    for scheduler in schedulers.values():
         accelerator.register_for_checkpointing(scheduler)
     if ema is not None:
         accelerator.register_for_checkpointing(ema)
@@ -246,6 +250,7 @@ def run_training(step_fn: TrainStep, batch_fn: BatchFn, settings: LoopSettings, 
         module.train()
     for step in range(result.start_step, settings.steps):
         step_losses: dict[str, float] = {}
+        ctx.applied.clear()
         for micro in range(settings.grad_accum):
             with accelerator.accumulate(*prepared_modules.values()):
                 batch = batch_fn(step, micro, rank, world, accelerator.device)
@@ -254,8 +259,8 @@ def run_training(step_fn: TrainStep, batch_fn: BatchFn, settings: LoopSettings, 
             for name, value in losses.items():
                 step_losses[name] = step_losses.get(name, 0.0) + float(value.detach()) / settings.grad_accum
             result.images += step_fn.batch_images(batch) * world
-        for scheduler in schedulers:
-            scheduler.step()
+        for name in ctx.applied:  # an optimizer this step did not use (an idle adapter's) keeps its schedule
+            schedulers[name].step()
         if ema is not None:
             ema.step(specs[ema_name].params)
         main = step_losses["loss"]
@@ -265,7 +270,7 @@ def run_training(step_fn: TrainStep, batch_fn: BatchFn, settings: LoopSettings, 
             counts[name] = counts.get(name, 0) + 1
         smoothed = main if math.isnan(smoothed) else 0.9 * smoothed + 0.1 * main
         bar.update(1)
-        bar.set_postfix(loss=f"{smoothed:.4f}", lr=f"{schedulers[0].get_last_lr()[0]:.2e}")
+        bar.set_postfix(loss=f"{smoothed:.4f}", lr=f"{next(iter(schedulers.values())).get_last_lr()[0]:.2e}")
         done = step + 1
         if folder is not None and settings.checkpoint_every and done % settings.checkpoint_every == 0 and done < settings.steps:
             result.checkpoint = _save_checkpoint(accelerator, folder, done, settings)
