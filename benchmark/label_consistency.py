@@ -37,20 +37,30 @@ def confusion_matrices(predicted: np.ndarray, reference: np.ndarray, num_classes
 
 
 def per_class_iou(confusion: np.ndarray) -> np.ndarray:
-    """(K,) IoU per class of a (K, K) confusion matrix; NaN for a class absent from both reference and prediction."""
-    tp = np.diag(confusion).astype(np.float64)
-    union = confusion.sum(axis=0) + confusion.sum(axis=1) - tp
+    """(..., K) IoU per class of (..., K, K) confusion matrices; NaN for a class absent from both reference and
+    prediction."""
+    tp = np.diagonal(confusion, axis1=-2, axis2=-1).astype(np.float64)
+    union = confusion.sum(axis=-2) + confusion.sum(axis=-1) - tp
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(union > 0, tp / np.maximum(union, 1), np.nan)
+
+
+def foreground_mean(values: np.ndarray, confusion: np.ndarray, first_foreground: int = 1) -> np.ndarray:
+    """(...) mean of per-class `values` (..., K) over the foreground classes (id >= first_foreground) present in the
+    reference rows of `confusion` (..., K, K); NaN where none is present. The one averaging rule of the IoU scores."""
+    present = confusion.sum(axis=-1) > 0
+    present[..., :first_foreground] = False
+    count = present.sum(axis=-1)
+    total = np.where(present, values, 0.0).sum(axis=-1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(count > 0, total / np.maximum(count, 1), np.nan)
 
 
 def mean_iou(confusion: np.ndarray, first_foreground: int = 1) -> tuple[float, np.ndarray]:
     """(mIoU over the foreground classes present in the reference, their ids)."""
     present = np.flatnonzero(confusion.sum(axis=1) > 0)
     present = present[present >= first_foreground]
-    if len(present) == 0:
-        return float("nan"), present
-    return float(per_class_iou(confusion)[present].mean()), present
+    return float(foreground_mean(per_class_iou(confusion), confusion, first_foreground)), present
 
 
 @dataclass
@@ -111,4 +121,5 @@ def dataset_arrays(folder: Path | str, resolution: int, lut: np.ndarray | None =
     return np.stack(images), np.stack(maps) if maps else None
 
 
-__all__ = ["LabelConsistency", "confusion_matrices", "dataset_arrays", "label_consistency", "mean_iou", "per_class_iou"]
+__all__ = ["LabelConsistency", "confusion_matrices", "dataset_arrays", "foreground_mean", "label_consistency", "mean_iou",
+           "per_class_iou"]

@@ -27,14 +27,17 @@ ENCODER = "effnet-lite0"
 HEAD_PREFIXES = ("conv_head.", "bn2.", "classifier.")  # the classification head: not part of the feature encoder
 
 
-def build_segmenter(num_classes: int, pretrained: bool = True, weights: str | Path | None = None) -> nn.Module:
-    """DeepLabv3+ with `num_classes` outputs; its encoder carries the ImageNet EfficientNet-Lite0 weights unless
-    `pretrained` is False (random init, for tests). Inputs: (B, 3, H, W) in [-1, 1], H and W multiples of 16."""
+def build_segmenter(num_classes: int, pretrained: bool = True, weights: str | Path | None = None,
+                    atrous_rates: tuple[int, int, int] = (12, 24, 36)) -> nn.Module:
+    """DeepLabv3+ (output stride 16, ASPP `atrous_rates`; smp's default rates unless given) with `num_classes`
+    outputs; its encoder carries the ImageNet EfficientNet-Lite0 weights unless `pretrained` is False (random init,
+    for tests). Inputs: (B, 3, H, W) in [-1, 1], H and W multiples of 16."""
     import segmentation_models_pytorch as smp
 
     if num_classes < 2:
         raise ValueError(f"a segmenter needs at least 2 classes, got {num_classes}")
-    model = smp.DeepLabV3Plus(encoder_name="tu-tf_efficientnet_lite0", encoder_weights=None, classes=num_classes)
+    model = smp.DeepLabV3Plus(encoder_name="tu-tf_efficientnet_lite0", encoder_weights=None, classes=num_classes,
+                              encoder_output_stride=16, decoder_atrous_rates=tuple(atrous_rates))
     if pretrained:
         load_encoder_weights(model, weights)
     return model
