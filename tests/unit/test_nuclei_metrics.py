@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -303,3 +304,15 @@ def test_bad_input_is_a_clear_error() -> None:
         panoptic_quality(true.astype(float), pred)
     with pytest.raises(InputError, match="2 classes for 3 centroids"):
         detection_f1(np.zeros((3, 2)), np.array([1, 1]), np.zeros((0, 2)), np.array([], int), 12, NUM_CLASSES)
+
+
+def test_results_serialise_as_strict_json() -> None:
+    # BenchmarkRun.save writes json with allow_nan=False: undefined scores must become null, not NaN
+    true, true_types, pred, _ = _typed_case()
+    absent = mpq_plus([(true, true_types, pred, true_types)], NUM_CLASSES)
+    none = np.zeros((0, 2))
+    empty_f1 = detection_f1(none, np.array([], int), none, np.array([], int), 12, NUM_CLASSES)
+    pannuke = pannuke_mpq_bpq([(true, true_types, pred, true_types)], ["a"], NUM_CLASSES)
+    for result in (absent, empty_f1, pannuke, mean_pq([(true, pred)]), panoptic_quality(true, pred)):
+        json.loads(json.dumps(result.to_dict(), allow_nan=False))
+    assert absent.to_dict()["per_class_pq"]["3"] is None
