@@ -44,6 +44,7 @@ class MetricResult:
     n_real: int | None = None
     n_fake: int | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    higher_is_better: bool | None = None  # the metric's direction (None: not recorded, as in older files)
 
 
 @dataclass
@@ -107,6 +108,8 @@ class BenchmarkRun:
                 value = need(item, "value", (int, float), ctx)
             if value is not None and not math.isfinite(value):
                 raise ResultsFormatError(f"{where}: {ctx}value: not finite")
+            if item.get("higher_is_better") is not None and not isinstance(item["higher_is_better"], bool):
+                raise ResultsFormatError(f"{where}: {ctx}higher_is_better: expected true, false or null")
             results.append(MetricResult(**{k: item[k] for k in MetricResult.__dataclass_fields__ if k in item}))
         refs = {}
         for name, ref in need(data, "data", (dict,), "").items():

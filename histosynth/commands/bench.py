@@ -1,4 +1,4 @@
-"""`histosynth bench fd|lpips-masked`: score a synthetic dataset against a real one; results as JSON."""
+"""`histosynth bench fd|lpips-masked|seg|tstr`: score a synthetic dataset against a real one; results as JSON."""
 
 from __future__ import annotations
 
@@ -98,6 +98,110 @@ def run_lpips(args: argparse.Namespace) -> int:
     return 0
 
 
+def _dataset(text: str, split: str, option: str) -> tuple[Path, str]:
+    """A dataset folder and split from FOLDER or FOLDER@SPLIT."""
+    folder, sep, named = text.rpartition("@")
+    if not sep:
+        folder, named = text, split
+    if not folder or not named:
+        raise InputError(f"{option} takes FOLDER or FOLDER@SPLIT, got {text!r}")
+    return Path(folder), named
+
+
+def _mapping(pairs: list[str]) -> dict[str, str] | None:
+    out = {}
+    for pair in pairs:
+        source, sep, target = pair.partition("=")
+        if not sep or not source or not target:
+            raise InputError(f"--map takes SOURCE_CLASS=TARGET_CLASS, got {pair!r}")
+        out[source] = target
+    return out or None
+
+
+def _run_downstream(args: argparse.Namespace, trains: dict[str, tuple[Path, str]], real: str | None, task: str) -> int:
+    import pandas as pd
+    import torch
+
+    from histosynth.benchmark.downstream.task import run_tissue, train_config
+    from histosynth.benchmark.results import markdown_table
+
+    if args.model == "hovernet":
+        raise InputError("--model hovernet: not yet; the HoVer-Net model, post-processing and nuclei metrics have not "
+                         "landed (issue 13 item 3); use --model deeplabv3plus")
+    if args.seeds < 1:
+        raise InputError(f"--seeds must be >= 1, got {args.seeds}")
+    try:
+        torch.device(args.device)
+    except RuntimeError as err:
+        raise InputError(f"--device {args.device!r}: {err}") from None
+    if args.threads is not None:
+        if args.threads < 1:
+            raise InputError(f"--threads must be >= 1, got {args.threads}")
+        torch.set_num_threads(args.threads)
+    config = train_config(args.preset, steps=args.steps, batch_size=args.batch_size, crop=args.crop, lr=args.lr,
+                          checkpoint_every=args.checkpoint_every)
+    checkpoints = args.checkpoints or args.out.parent / f".{args.out.stem}-checkpoints"
+    run = run_tissue(trains, _dataset(args.test, args.test_split, "--test"), args.preset, config,
+                     list(range(args.seed, args.seed + args.seeds)), _mapping(args.map), real, checkpoints,
+                     args.weights, args.device, task)
+    run.save(args.out)
+    rows = {}
+    for r in run.results:
+        ci = f" [{r.ci_low:.3f}, {r.ci_high:.3f}]" if r.ci_low is not None else ""
+        value = "undefined" if r.value is None else f"{r.value:.3f}{ci}"
+        rows.setdefault(r.extra["train"], {"train": r.extra["train"]})[r.metric] = value
+    table = pd.DataFrame(list(rows.values())).fillna("")
+    print(markdown_table(table), end="")
+    print(f"{len(run.settings['seeds'])} seed(s); values are means over seeds with 95% Student-t intervals; higher is better")
+    print(f"results: {args.out}\nwall time: {run.wall_time_s:.1f} s")
+    return 0
+
+
+def run_seg(args: argparse.Namespace) -> int:
+    folder, split = _dataset(args.train, args.train_split, "--train")
+    return _run_downstream(args, {folder.name: (folder, split)}, None, "seg")
+
+
+def run_tstr(args: argparse.Namespace) -> int:
+    trains = {}
+    for pair in args.train:
+        name, sep, folder = pair.partition("=")
+        if not sep or not name or not folder:
+            raise InputError(f"--train takes NAME=FOLDER[@SPLIT], got {pair!r}")
+        if name in trains or name == "real":
+            raise InputError(f"--train: name {name!r} is used twice (\"real\" is the --real-train row)")
+        trains[name] = _dataset(folder, args.train_split, "--train")
+    trains = {"real": _dataset(args.real_train, args.train_split, "--real-train")} | trains
+    return _run_downstream(args, trains, "real", "tstr")
+
+
+def _downstream_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--test", required=True, help="held-out real dataset folder, FOLDER or FOLDER@SPLIT")
+    parser.add_argument("--model", default="deeplabv3plus", choices=["deeplabv3plus", "hovernet"])
+    parser.add_argument("--preset", default="tiny", choices=["tiny", "demo", "paper"],
+                        help="model and training budget (benchmark/downstream/tissue.py SEG_PRESETS; default tiny)")
+    parser.add_argument("--seeds", type=int, default=3, help="training seeds, one model each (default 3)")
+    parser.add_argument("--seed", type=int, default=0, help="first seed (default 0)")
+    parser.add_argument("--train-split", default="train", help="split of the training sets without @SPLIT (default train)")
+    parser.add_argument("--test-split", default="test", help="split of --test without @SPLIT (default test)")
+    parser.add_argument("--map", action="append", default=[], metavar="SRC=DST",
+                        help="class remap from a training schema's class to the test schema's (repeatable; same names "
+                        "pair up by default, 'ignore' drops a class)")
+    parser.add_argument("--steps", type=int, help="training steps (default: the preset's)")
+    parser.add_argument("--batch-size", type=int, help="batch size (default: the preset's)")
+    parser.add_argument("--crop", type=int, help="training crop in pixels, a multiple of 16 (default: the preset's)")
+    parser.add_argument("--lr", type=float, help="learning rate (default: the preset's)")
+    parser.add_argument("--checkpoint-every", type=int, help="steps between checkpoints (default: a tenth of the steps)")
+    parser.add_argument("--checkpoints", type=Path, help="checkpoint folder (default .OUT-checkpoints beside --out); a "
+                        "rerun resumes from it and skips finished seeds")
+    parser.add_argument("--weights", type=Path, help="encoder ImageNet weights (default: the offline Lite0 package; "
+                        "paper preset: a torchvision resnet50 state dict)")
+    parser.add_argument("--out", type=Path, required=True, help="results JSON to write")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
+    parser.add_argument("--threads", type=int, help="torch CPU threads (on a busy machine 1 can be many times faster "
+                        "than contended threads)")
+
+
 def register(verbs: argparse._SubParsersAction) -> None:
     bench = verbs.add_parser("bench", help="score synthetic data against real data",
                              description="Benchmark a synthetic dataset against a real one. Results are one JSON file "
@@ -137,3 +241,21 @@ def register(verbs: argparse._SubParsersAction) -> None:
     lp.add_argument("--batch-size", type=int, default=16)
     lp.add_argument("--device", default="cpu")
     lp.set_defaults(handler=run_lpips)
+
+    seg = tasks.add_parser("seg", help="downstream utility: train a segmenter on one set, test on held-out real data",
+                           description="Train DeepLabv3+ on --train (synthetic, real or a mix) with several seeds and "
+                           "test it on held-out real --test: pooled foreground mIoU and mean Dice, the mean over images "
+                           "of each image's mIoU, per-class IoU, each as the mean over seeds with a Student-t interval.")
+    seg.add_argument("--train", required=True, help="training dataset folder, FOLDER or FOLDER@SPLIT")
+    _downstream_options(seg)
+    seg.set_defaults(handler=run_seg)
+
+    tstr = tasks.add_parser("tstr", help="train-on-synthetic, test-on-real: several training sets side by side",
+                            description="Score several training sets (--train NAME=FOLDER, repeatable) and a real "
+                            "training set (--real-train) on one held-out real test set; synthetic rows also get their "
+                            "mIoU ratio to the real-trained row, paired by seed.")
+    tstr.add_argument("--train", action="append", required=True, metavar="NAME=FOLDER[@SPLIT]",
+                      help="a training set to score (repeatable)")
+    tstr.add_argument("--real-train", required=True, help="the real training set, FOLDER or FOLDER@SPLIT (row 'real')")
+    _downstream_options(tstr)
+    tstr.set_defaults(handler=run_tstr)

@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from histosynth.benchmark.encoders import Encoder
     from histosynth.disk import DatasetSummary
     from histosynth.labels.pipeline import PseudoLabeller
+    from histosynth.splits import SplitSpec
 
 
 # Options `data build` passes to a source; a source that does not take a given option reports it.
@@ -82,11 +83,12 @@ def pseudolabel_encoder(name: str) -> Encoder:
 
 
 def build_dataset(source_name: str, out: Path, options: dict, overwrite: bool = True, pseudolabel: bool | None = None,
-                  cache: Path | None = None) -> Built:
+                  cache: Path | None = None, split: SplitSpec | None = None) -> Built:
     """Write the samples of a registered source to `out` (Hub layout).
 
     With `pseudolabel` (default: the source's `pseudolabel_by_default`, true for `embedded`) unlabelled patches get
     pseudo tissue phenotypes at k = 5, 10, 20 and pseudo nuclei, exactly as `data pseudolabel` would give them.
+    With `split`, the folder holds `train` and `test` splits by slide or region (histosynth.splits).
     """
     from histosynth.data_cards.card import CardInfo
     from histosynth.data_cards.model import default_licence
@@ -117,12 +119,41 @@ def build_dataset(source_name: str, out: Path, options: dict, overwrite: bool = 
         command=command,
         tags=[source_name] + (["pseudo-labels"] if pseudolabel else []),
     )
+    if split is not None:
+        split.check()
+        if pseudolabel:
+            raise InputError("--split-by with --pseudolabel would fit the pseudo labels on the test patches too; build "
+                             "the split first, then `data pseudolabel` the train split")
+        command += f" --split-by {split.by} --test-fraction {split.test_fraction} --split-seed {split.seed}" + (
+            f" --region-size {split.region_size}" if split.by == "region" else "")
+        card.command = command
     if not pseudolabel:
         samples = require_samples(source, _input_of(source_name, options))
+        if split is not None:
+            return Built(_write_split_build(samples, out, card, meta, total, overwrite, split))
         return Built(write_dataset(samples, out, card, meta.tissue_schema, meta.nuclei_schema, total=total, overwrite=overwrite))
     if meta.tissue_schema is not None:
         raise InputError(f"source {source_name!r} already has tissue labels ({meta.tissue_schema}); --pseudolabel is for unlabelled sources")
     return _build_pseudolabelled(source_name, options, out, card, total, overwrite, cache)
+
+
+def _write_split_build(samples, out: Path, card, meta, total: int | None, overwrite: bool, split: SplitSpec):
+    """Write all samples to a hidden sibling, then `out` with train/test splits from it (groups need a full pass)."""
+    import shutil
+
+    from histosynth.disk import write_dataset
+    from histosynth.splits import write_split
+
+    if not overwrite and out.exists():
+        from histosynth.errors import OutputExistsError
+
+        raise OutputExistsError(f"{out.absolute()} already exists; refusing to overwrite it")
+    staging = out.parent / f".{out.name}-unsplit"
+    try:
+        write_dataset(samples, staging, card, meta.tissue_schema, meta.nuclei_schema, total=total)
+        return write_split(staging, out, card, split, meta.tissue_schema, meta.nuclei_schema, overwrite=overwrite)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
 
 
 def _input_of(source_name: str, options: dict) -> str:
@@ -160,8 +191,16 @@ def _build_pseudolabelled(source_name: str, options: dict, out: Path, card, tota
 def run_build(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     options = {name: getattr(args, name) for name in SOURCE_OPTIONS}
+    split = None
+    if args.split_by is not None:
+        from histosynth.splits import SplitSpec
+
+        split = SplitSpec(args.split_by, 0.25 if args.test_fraction is None else args.test_fraction, args.split_seed,
+                          args.region_size)
+    elif args.test_fraction is not None:
+        raise InputError("--test-fraction needs --split-by slide|region")
     built = build_dataset(args.source, args.out, options, overwrite=args.overwrite, pseudolabel=args.pseudolabel,
-                          cache=args.cache)
+                          cache=args.cache, split=split)
     print("\n".join(summary_lines(args.out, built.summary)))
     if built.labeller is not None:
         print("\n".join(pseudolabel_lines(built.labeller, built.composition)))
@@ -266,6 +305,7 @@ def run_sample(args: argparse.Namespace) -> int:
 
 def register(verbs: argparse._SubParsersAction) -> None:
     from histosynth.sources import SOURCES
+    from histosynth.splits import DEFAULT_REGION_SIZE
 
     data = verbs.add_parser("data", help="build datasets from sources, draw, pseudo-label and sample them",
                             description="Build on-disk datasets (Hugging Face Hub layout) from registered sources, draw "
@@ -297,6 +337,12 @@ def register(verbs: argparse._SubParsersAction) -> None:
     build.add_argument("--label-components", action="store_true", default=None,
                        help="PanNuke: masks whose ids mark classes, not nuclei (binary per-class channels): make each "
                        "connected blob one nucleus (touching nuclei of a class stay merged)")
+    build.add_argument("--split-by", choices=["slide", "region"], help="write train and test splits with no slide "
+                       "(or region: a square block of a slide, --region-size level-0 px) in both")
+    build.add_argument("--test-fraction", type=float, help="share of samples in the test split with --split-by (default 0.25)")
+    build.add_argument("--split-seed", type=int, default=0, help="seed of the shuffle of slides/regions (default 0)")
+    build.add_argument("--region-size", type=int, default=DEFAULT_REGION_SIZE,
+                       help=f"side of a region in level-0 pixels (default {DEFAULT_REGION_SIZE})")
     build.add_argument("--no-overwrite", dest="overwrite", action="store_false", help="refuse to replace an existing folder")
     build.set_defaults(handler=run_build)
 
