@@ -1,5 +1,8 @@
 """The downstream task: train a segmenter on dataset A (synthetic, real or a mix), test it on held-out real dataset B.
 
+Two kinds share everything here but their data, model, loss and scores (a `Kind` strategy): `TISSUE` (DeepLabv3+,
+tissue.py) and `NUCLEI` (HoVer-Net, hovernet.py + hover_post.py + nuclei_metrics.py, in nuclei_task.py).
+
 One run trains one model per seed on A's split, predicts B's split and scores each seed's predictions; every metric
 is reported as the mean over seeds with a Student-t interval over seeds (mean +- t_{n-1} s / sqrt(n)): with the few
 seeds a training budget allows (3 by default) a bootstrap over seeds has too few distinct resamples to mean
@@ -20,6 +23,7 @@ one is not trained again.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import math
@@ -58,18 +62,11 @@ class TrainConfig:
         for name in ("steps", "batch_size", "crop", "checkpoint_every"):
             if getattr(self, name) < 1:
                 raise InputError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
-        if self.crop % STRIDE:
-            raise InputError(f"--crop must be a multiple of {STRIDE} (the DeepLabv3+ output stride), got {self.crop}")
 
 
-def train_config(preset: str, **overrides) -> TrainConfig:
-    """The training budget of a tissue.SEG_PRESETS preset (crop, batch, steps, lr), with non-None `overrides`."""
-    from histosynth.benchmark.downstream.tissue import get_seg_preset
-
-    seg = get_seg_preset(preset)
-    base = {"steps": seg.steps, "batch_size": seg.batch_size, "crop": seg.resolution, "lr": seg.lr,
-            "checkpoint_every": max(1, min(500, seg.steps // 10))}
-    return TrainConfig(**(base | {k: v for k, v in overrides.items() if v is not None}))
+def train_config(preset: str, model: str = "deeplabv3plus", **overrides) -> TrainConfig:
+    """The training budget of `model`'s `preset` (crop, batch, steps, lr), with the non-None `overrides`."""
+    return kind_of(model).config(preset, **overrides)
 
 
 class TrainingStopped(Exception):
@@ -77,49 +74,77 @@ class TrainingStopped(Exception):
 
 
 @dataclass
-class TissueSet:
-    """Images (N, H, W, 3) uint8 and tissue maps (N, H, W) uint8 of one dataset split, in `schema`."""
+class LabelledSet:
+    """Images (N, H, W, 3) uint8 and their label maps (N, H, W) in `schema`: tissue class maps, or nuclei instance
+    maps (ids 1..n) with `types[i][k]` the class of instance k + 1 of image i."""
 
     images: np.ndarray
     maps: np.ndarray
     schema: str
     ref: DataRef
     slides: set[str] = field(default_factory=set)
+    types: list[np.ndarray] | None = None
+    mpp: float | None = None
 
 
-def load_tissue_set(path: Path | str, split: str, name: str | None = None) -> TissueSet:
-    """Read a split with tissue maps into memory; every sample needs a map and all share one size."""
+def load_set(path: Path | str, split: str, label: str, name: str | None = None) -> LabelledSet:
+    """Read a split with `label` ("tissue" or "nuclei" instance maps) into memory; all samples need it and share one
+    size (and, for nuclei, one mpp)."""
     from histosynth.benchmark.features import scan_rows
     from histosynth.disk import iter_samples, read_metadata
 
     path = Path(path)
     read_metadata(path)
-    images, maps, slides, schema = [], [], set(), None
+    images, maps, types, slides, schema, mpps = [], [], [], set(), None, set()
     for i, sample in enumerate(iter_samples(path, split)):
-        if sample.tissue is None:
-            raise InputError(f"{path}: split {split!r} sample {i} ({sample.where}) has no tissue map; the tissue task needs one")
+        where = f"{path}: split {split!r} sample {i} ({sample.where})"
+        if label == "tissue":
+            if sample.tissue is None:
+                raise InputError(f"{where} has no tissue map; the tissue task needs one")
+            maps.append(sample.tissue)
+            schema = sample.tissue_schema
+        else:
+            if sample.nuclei is None or sample.nuclei.instances is None:
+                raise InputError(f"{where} has no nuclei instance map; the nuclei task needs one")
+            maps.append(sample.nuclei.instances)
+            types.append(sample.nuclei.class_ids)
+            schema = sample.nuclei.schema
+            mpps.add(sample.provenance.mpp)
         if images and sample.image.shape != images[0].shape:
-            raise InputError(f"{path}: split {split!r} sample {i} is {sample.image.shape[:2]}, sample 0 is "
-                             f"{images[0].shape[:2]}; one size per dataset")
+            raise InputError(f"{where} is {sample.image.shape[:2]}, sample 0 is {images[0].shape[:2]}; one size per dataset")
         images.append(sample.image)
-        maps.append(sample.tissue)
-        schema = sample.tissue_schema
         if sample.provenance.slide_id is not None:
             slides.add(f"{sample.provenance.source}:{sample.provenance.slide_id}")
     if not images:
         raise InputError(f"{path}: split {split!r} holds no samples")
+    mpp = None
+    if label == "nuclei":
+        if None in mpps:
+            raise InputError(f"{path}: split {split!r} has samples without mpp; nuclei post-processing scales with it")
+        if max(mpps) > min(mpps) * 1.01:  # one magnification per set, up to the rounding of resampled reads
+            raise InputError(f"{path}: split {split!r} mixes mpp {min(mpps)}..{max(mpps)}; one magnification per set")
+        mpp = float(np.median(sorted(mpps)))
     ref = DataRef(name or path.name, str(path.resolve()), scan_rows(path, split).content_hash, len(images))
-    return TissueSet(np.stack(images), np.stack(maps), schema, ref, slides)
+    return LabelledSet(np.stack(images), np.stack(maps), schema, ref, slides, types if label == "nuclei" else None, mpp)
 
 
-def remap_set(data: TissueSet, target_schema: str, mapping: dict[str, str] | None) -> TissueSet:
-    """`data` with its maps in `target_schema` (tissue.class_remap's LUT); unchanged when the schemas agree."""
+def load_tissue_set(path: Path | str, split: str, name: str | None = None) -> LabelledSet:
+    """`load_set` of tissue maps."""
+    return load_set(path, split, "tissue", name)
+
+
+def remap_set(data: LabelledSet, target_schema: str, mapping: dict[str, str] | None) -> LabelledSet:
+    """`data` with its classes in `target_schema` (tissue.class_remap's LUT); unchanged when the schemas agree.
+    A nucleus class mapped to 'ignore' becomes type 0 (unclassified: it still counts for detection and binary PQ)."""
     from histosynth.benchmark.downstream.tissue import class_remap
 
     if data.schema == target_schema and not mapping:
         return data
     lut = class_remap(data.schema, target_schema, mapping)
-    return TissueSet(images=data.images, maps=lut[data.maps], schema=target_schema, ref=data.ref, slides=data.slides)
+    if data.types is None:
+        return dataclasses.replace(data, maps=lut[data.maps], schema=target_schema)
+    lut = np.where(lut == IGNORE_ID, 0, lut).astype(np.uint8)
+    return dataclasses.replace(data, types=[lut[t] for t in data.types], schema=target_schema)
 
 
 def to_input(images: np.ndarray) -> torch.Tensor:
@@ -129,27 +154,125 @@ def to_input(images: np.ndarray) -> torch.Tensor:
     return lite0_input(images)
 
 
-def _fingerprint(data: TissueSet, preset: str, config: TrainConfig, num_classes: int, seed: int,
-                 weights: str | None) -> str:
-    text = json.dumps({"data": data.ref.content_hash, "schema": data.schema, "preset": preset, "config": asdict(config),
-                       "classes": num_classes, "seed": seed, "weights": weights}, sort_keys=True)
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
+class Kind:
+    """What differs between downstream tasks: labels read, model, batches and loss, predictions and scores."""
+
+    label: str  # the Sample label the task reads: "tissue" or "nuclei"
+    model: str  # CLI --model name
+    headline: str  # the metric of the ratio to the real-trained row
+    averaging: str  # how the metrics average, for the results file
+
+    def config(self, preset: str, **overrides) -> TrainConfig:
+        raise NotImplementedError
+
+    def build(self, preset: str, num_classes: int, weights: str | None, pretrained: bool) -> nn.Module:
+        raise NotImplementedError
+
+    def encoder(self, model: nn.Module) -> nn.Module | None:
+        """The submodule that carries ImageNet weights (None: no pretrained part)."""
+        raise NotImplementedError
+
+    def check(self, data: LabelledSet, num_classes: int, config: TrainConfig) -> None:
+        raise NotImplementedError
+
+    def batch(self, rng: np.random.Generator, data: LabelledSet, config: TrainConfig) -> tuple[np.ndarray, object]:
+        raise NotImplementedError
+
+    def loss(self, model: nn.Module, x: torch.Tensor, targets: object, device: str) -> torch.Tensor:
+        raise NotImplementedError
+
+    def scores(self, model: nn.Module, test: LabelledSet, preset: str, device: str) -> dict[str, float]:
+        raise NotImplementedError
 
 
-def _batch(rng: np.random.Generator, data: TissueSet, config: TrainConfig) -> tuple[np.ndarray, np.ndarray]:
-    """A batch of random crops with one random rotation by 90 degrees and flip, image and map alike."""
+def crop_plan(rng: np.random.Generator, data: LabelledSet, batch_size: int, crop: int):
+    """Random (image, top, left) of `batch_size` crops and one rotation k (x 90 degrees) and flip for the batch."""
     n, h, w = data.maps.shape
-    crop = min(config.crop, h - h % STRIDE, w - w % STRIDE)
-    index = rng.integers(0, n, config.batch_size)
-    top = rng.integers(0, h - crop + 1, config.batch_size)
-    left = rng.integers(0, w - crop + 1, config.batch_size)
-    x = np.stack([data.images[i, t : t + crop, l : l + crop] for i, t, l in zip(index, top, left, strict=True)])
-    y = np.stack([data.maps[i, t : t + crop, l : l + crop] for i, t, l in zip(index, top, left, strict=True)])
-    k, flip = int(rng.integers(0, 4)), bool(rng.integers(0, 2))
-    x, y = np.rot90(x, k, axes=(1, 2)), np.rot90(y, k, axes=(1, 2))
-    if flip:
-        x, y = x[:, :, ::-1], y[:, :, ::-1]
-    return np.ascontiguousarray(x), np.ascontiguousarray(y)
+    index = rng.integers(0, n, batch_size)
+    top = rng.integers(0, h - crop + 1, batch_size)
+    left = rng.integers(0, w - crop + 1, batch_size)
+    return list(zip(index, top, left, strict=True)), int(rng.integers(0, 4)), bool(rng.integers(0, 2))
+
+
+def augment(array: np.ndarray, k: int, flip: bool) -> np.ndarray:
+    """Rotate the (H, W, ...) leading axes by k x 90 degrees, then flip columns if `flip`."""
+    array = np.rot90(array, k, axes=(0, 1))
+    return np.ascontiguousarray(array[:, ::-1] if flip else array)
+
+
+class _Tissue(Kind):
+    label, model, headline = "tissue", "deeplabv3plus", "miou"
+    averaging = ("miou, mean_dice: pooled, one confusion matrix summed over the test images, IoU/Dice per class, mean "
+                 "over the foreground classes (id >= 1) present in the reference; image_miou: each image's foreground "
+                 "mIoU, then the mean over images; iou/<class>: pooled; 255 excluded (benchmark/downstream/tissue.py)")
+
+    def config(self, preset: str, **overrides) -> TrainConfig:
+        from histosynth.benchmark.downstream.tissue import get_seg_preset
+
+        seg = get_seg_preset(preset)
+        base = {"steps": seg.steps, "batch_size": seg.batch_size, "crop": seg.resolution, "lr": seg.lr,
+                "checkpoint_every": max(1, min(500, seg.steps // 10))}
+        return TrainConfig(**(base | {k: v for k, v in overrides.items() if v is not None}))
+
+    def build(self, preset: str, num_classes: int, weights: str | None, pretrained: bool) -> nn.Module:
+        from histosynth.benchmark.downstream.tissue import build_deeplab
+
+        return build_deeplab(preset, num_classes, weights=weights, pretrained=pretrained)
+
+    def encoder(self, model: nn.Module) -> nn.Module | None:
+        return model.encoder
+
+    def check(self, data: LabelledSet, num_classes: int, config: TrainConfig) -> None:
+        if config.crop % STRIDE:
+            raise InputError(f"--crop must be a multiple of {STRIDE} (the DeepLabv3+ output stride), got {config.crop}")
+        labelled = data.maps[data.maps != IGNORE_ID]
+        if labelled.size == 0:
+            raise InputError(f"{data.ref.path}: the tissue maps have no labelled pixel to train on")
+        if labelled.max() >= num_classes:
+            raise InputError(f"{data.ref.path}: the maps hold class id {int(labelled.max())}, the schema has {num_classes}")
+
+    def batch(self, rng: np.random.Generator, data: LabelledSet, config: TrainConfig) -> tuple[np.ndarray, np.ndarray]:
+        h, w = data.maps.shape[1:]
+        crop = min(config.crop, h - h % STRIDE, w - w % STRIDE)
+        plan, k, flip = crop_plan(rng, data, config.batch_size, crop)
+        x = np.stack([augment(data.images[i, t : t + crop, l : l + crop], k, flip) for i, t, l in plan])
+        y = np.stack([augment(data.maps[i, t : t + crop, l : l + crop], k, flip) for i, t, l in plan])
+        return x, y
+
+    def loss(self, model: nn.Module, x: torch.Tensor, targets: np.ndarray, device: str) -> torch.Tensor:
+        return nn.functional.cross_entropy(model(x), torch.from_numpy(targets).long().to(device), ignore_index=IGNORE_ID)
+
+    def scores(self, model: nn.Module, test: LabelledSet, preset: str, device: str) -> dict[str, float]:
+        from histosynth.benchmark.downstream.tissue import seg_scores
+
+        schema = get_schema(test.schema)
+        scores = seg_scores(predict_maps(model, test.images, device), test.maps, schema.num_classes, first_foreground=1)
+        out = {"miou": scores.miou, "mean_dice": scores.mean_dice, "image_miou": scores.image_miou}
+        for c in range(1, schema.num_classes):
+            if np.isfinite(scores.per_class_iou[c]):
+                out[f"iou/{schema.names[c]}"] = float(scores.per_class_iou[c])
+        return out
+
+
+TISSUE = _Tissue()
+
+
+def kind_of(model: str) -> Kind:
+    """The task kind of a --model name."""
+    if model == TISSUE.model:
+        return TISSUE
+    if model == "hovernet":
+        from histosynth.benchmark.downstream.nuclei_task import NUCLEI
+
+        return NUCLEI
+    raise InputError(f"unknown --model {model!r} (deeplabv3plus, hovernet)")
+
+
+def _fingerprint(kind: Kind, data: LabelledSet, preset: str, config: TrainConfig, num_classes: int, seed: int,
+                 weights: str | None) -> str:
+    text = json.dumps({"model": kind.model, "data": data.ref.content_hash, "schema": data.schema, "preset": preset,
+                       "config": asdict(config), "classes": num_classes, "seed": seed, "weights": weights}, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 @dataclass
@@ -163,27 +286,24 @@ class Trained:
     resumed_at: int = 0
 
 
-def train_tissue(data: TissueSet, num_classes: int, preset: str, config: TrainConfig, seed: int,
-                 checkpoints: Path | None = None, weights: str | Path | None = None, device: str = "cpu",
-                 stop: Callable[[int, float], bool] | None = None, desc: str = "train") -> Trained:
-    """Train DeepLabv3+ (tissue.build_deeplab(preset)) on `data` for `config.steps` steps from `seed`.
+def train_model(kind: Kind, data: LabelledSet, num_classes: int, preset: str, config: TrainConfig, seed: int,
+                checkpoints: Path | None = None, weights: str | Path | None = None, device: str = "cpu",
+                stop: Callable[[int, float], bool] | None = None, desc: str = "train") -> Trained:
+    """Train `kind`'s model of `preset` on `data` for `config.steps` AdamW steps (cosine schedule) from `seed`.
 
     With `checkpoints`, resumes from `<checkpoints>/<fingerprint>/state.pt` when present; `stop(step, loss)`
     returning True raises TrainingStopped after that step (tests use it to interrupt a run).
     """
-    from histosynth.benchmark.downstream.tissue import build_deeplab
-
     config.check()
-    labelled = data.maps[data.maps != IGNORE_ID]
-    if labelled.size == 0:
-        raise InputError(f"{data.ref.path}: the tissue maps have no labelled pixel to train on")
-    if labelled.max() >= num_classes:
-        raise InputError(f"{data.ref.path}: the maps hold class id {int(labelled.max())}, the schema has {num_classes}")
+    kind.check(data, num_classes, config)
+    weights = str(weights) if weights else None
     start = time.perf_counter()
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        model = build_deeplab(preset, num_classes, weights=weights, pretrained=False)
-        model.encoder.load_state_dict(_pretrained_encoder(preset, num_classes, str(weights) if weights else None))
+        model = kind.build(preset, num_classes, weights, pretrained=False)
+        encoder = kind.encoder(model)
+        if encoder is not None:
+            encoder.load_state_dict(_pretrained_encoder(kind, preset, num_classes, weights))
         model.to(device).train()
         optimiser = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
         schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, config.steps)
@@ -192,8 +312,7 @@ def train_tissue(data: TissueSet, num_classes: int, preset: str, config: TrainCo
         step = 0
         state_file = None
         if checkpoints is not None:
-            state_file = Path(checkpoints) / _fingerprint(data, preset, config, num_classes, seed,
-                                                          str(weights) if weights else None) / "state.pt"
+            state_file = Path(checkpoints) / _fingerprint(kind, data, preset, config, num_classes, seed, weights) / "state.pt"
             if state_file.is_file():
                 state = torch.load(state_file, map_location=device, weights_only=False)
                 model.load_state_dict(state["model"])
@@ -204,12 +323,11 @@ def train_tissue(data: TissueSet, num_classes: int, preset: str, config: TrainCo
                     rng.bit_generator.state = state["numpy_rng"]
                     torch.set_rng_state(state["torch_rng"])
         resumed_at = step
-        loss_fn = nn.CrossEntropyLoss(ignore_index=IGNORE_ID)
         per_epoch = max(1, math.ceil(len(data.maps) / config.batch_size))
         bar = tqdm(total=config.steps, initial=step, desc=desc, unit="step", leave=False)
         while step < config.steps:
-            x, y = _batch(rng, data, config)
-            loss = loss_fn(model(to_input(x).to(device)), torch.from_numpy(y).long().to(device))
+            x, targets = kind.batch(rng, data, config)
+            loss = kind.loss(model, to_input(x).to(device), targets, device)
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
             optimiser.step()
@@ -228,13 +346,20 @@ def train_tissue(data: TissueSet, num_classes: int, preset: str, config: TrainCo
     return Trained(model, num_classes, losses, time.perf_counter() - start, resumed_at)
 
 
-@lru_cache(maxsize=2)
-def _pretrained_encoder(preset: str, num_classes: int, weights: str | None) -> dict[str, torch.Tensor]:
-    """The ImageNet encoder state of `preset`, read once per process (seeds differ in the decoder's init only, and
-    reading the weights costs seconds per model)."""
-    from histosynth.benchmark.downstream.tissue import build_deeplab
+def train_tissue(data: LabelledSet, num_classes: int, preset: str, config: TrainConfig, seed: int,
+                 checkpoints: Path | None = None, weights: str | Path | None = None, device: str = "cpu",
+                 stop: Callable[[int, float], bool] | None = None, desc: str = "train") -> Trained:
+    """`train_model` of DeepLabv3+ (tissue.build_deeplab(preset))."""
+    return train_model(TISSUE, data, num_classes, preset, config, seed, checkpoints, weights, device, stop, desc)
 
-    return build_deeplab(preset, num_classes, weights=weights).encoder.state_dict()
+
+@lru_cache(maxsize=4)
+def _pretrained_encoder(kind: Kind, preset: str, num_classes: int, weights: str | None) -> dict[str, torch.Tensor]:
+    """The ImageNet encoder state of `kind`'s `preset` model, read once per process (seeds differ in the other
+    layers' init only, and reading the weights costs seconds per model). Built outside the seeded RNG stream, so a
+    cache hit and a miss leave the same random state behind."""
+    with torch.random.fork_rng(devices=[]):
+        return kind.encoder(kind.build(preset, num_classes, weights, pretrained=True)).state_dict()
 
 
 def _save_state(path: Path, model: nn.Module, optimiser, schedule, rng: np.random.Generator, losses: list[float],
@@ -288,64 +413,49 @@ class SeedScores:
     train_seconds: list[float]
 
 
-def score_training_set(name: str, train: TissueSet, test: TissueSet, preset: str, config: TrainConfig, seeds: list[int],
-                       checkpoints: Path | None, weights: str | Path | None, device: str,
+def score_training_set(kind: Kind, name: str, train: LabelledSet, test: LabelledSet, preset: str, config: TrainConfig,
+                       seeds: list[int], checkpoints: Path | None, weights: str | Path | None, device: str,
                        stop: Callable[[int, float], bool] | None = None) -> SeedScores:
     """Train one model per seed on `train` (already in the test schema) and score each on `test`."""
     num_classes = get_schema(test.schema).num_classes
-    names = get_schema(test.schema).names
     values: dict[str, list[float]] = {}
     seconds = []
     for seed in seeds:
-        trained = train_tissue(train, num_classes, preset, config, seed, checkpoints, weights, device, stop,
-                               desc=f"{name} seed {seed}")
+        trained = train_model(kind, train, num_classes, preset, config, seed, checkpoints, weights, device, stop,
+                              desc=f"{name} seed {seed}")
         seconds.append(trained.seconds)
-        scores = _scores(predict_maps(trained.model, test.images, device), test.maps, num_classes, names)
-        for metric, value in scores.items():
-            values.setdefault(metric, []).append(value)
+        for metric, value in kind.scores(trained.model, test, preset, device).items():
+            values.setdefault(metric, []).append(float(value))
     return SeedScores(name, list(seeds), values, train.ref, seconds)
 
 
-def _scores(pred: np.ndarray, true: np.ndarray, num_classes: int, names: list[str]) -> dict[str, float]:
-    from histosynth.benchmark.downstream.tissue import seg_scores
-
-    scores = seg_scores(pred, true, num_classes, first_foreground=1)
-    out = {"miou": scores.miou, "mean_dice": scores.mean_dice, "image_miou": scores.image_miou}
-    for c in range(1, num_classes):
-        if np.isfinite(scores.per_class_iou[c]):
-            out[f"iou/{names[c]}"] = float(scores.per_class_iou[c])
-    return out
-
-
-AVERAGING = ("miou, mean_dice: pooled, one confusion matrix summed over the test images, IoU/Dice per class, mean "
-             "over the foreground classes (id >= 1) present in the reference; image_miou: each image's foreground mIoU, "
-             "then the mean over images; iou/<class>: pooled; 255 excluded (histosynth.benchmark.downstream.tissue)")
-
-
-def metric_results(scores: SeedScores, test: TissueSet, baseline: SeedScores | None = None) -> list[MetricResult]:
-    """One MetricResult per metric: mean over seeds with the t-interval; `baseline` adds miou_ratio (paired by seed)."""
+def metric_results(kind: Kind, scores: SeedScores, test: LabelledSet, baseline: SeedScores | None = None
+                   ) -> list[MetricResult]:
+    """One MetricResult per metric: the mean over seeds with the t-interval; with a `baseline` (the real-trained
+    row) also `<headline>_ratio_to_real`, the per-seed ratio paired by seed."""
     results = []
     series = dict(scores.values)
-    if baseline is not None and baseline is not scores and len(baseline.values["miou"]) == len(scores.values["miou"]):
-        series["miou_ratio_to_real"] = [a / b if b > 0 else float("nan")
-                                        for a, b in zip(scores.values["miou"], baseline.values["miou"], strict=True)]
+    ratio = f"{kind.headline}_ratio_to_real"
+    if baseline is not None and baseline is not scores:
+        series[ratio] = [a / b if b > 0 else float("nan")
+                         for a, b in zip(scores.values[kind.headline], baseline.values[kind.headline], strict=True)]
     for metric, values in series.items():
         finite = [v for v in values if np.isfinite(v)]
-        extra = {"train": scores.name, "n_train": scores.ref.n, "seeds": scores.seeds, "per_seed": [v if np.isfinite(v) else None for v in values],
+        extra = {"train": scores.name, "n_train": scores.ref.n, "seeds": scores.seeds,
+                 "per_seed": [v if np.isfinite(v) else None for v in values],
                  "interval": "Student t over seeds, clipped to the metric's range" if len(finite) > 1 else "none (one seed)",
-                 "averaging": AVERAGING}
+                 "averaging": kind.averaging}
         if not finite:
             extra["undefined"] = "no seed gave a finite value (class absent from test reference and predictions)"
-            results.append(MetricResult(metric, None, n_real=test.ref.n, extra=extra,
-                                        higher_is_better=True))
+            results.append(MetricResult(metric, None, n_real=test.ref.n, extra=extra, higher_is_better=True))
             continue
-        mean, low, high = t_interval(finite, bounds=(0.0, math.inf) if metric == "miou_ratio_to_real" else (0.0, 1.0))
+        mean, low, high = t_interval(finite, bounds=(0.0, math.inf) if metric == ratio else (0.0, 1.0))
         results.append(MetricResult(metric, mean, ci_low=low, ci_high=high, ci_level=CONFIDENCE if low is not None else None,
                                     n_real=test.ref.n, extra=extra, higher_is_better=True))
     return results
 
 
-def _check_disjoint(train: TissueSet, test: TissueSet, where: str) -> None:
+def _check_disjoint(train: LabelledSet, test: LabelledSet, where: str) -> None:
     """Refuse a test set that shares a slide with a training set (a model tested on its own slides)."""
     shared = sorted(train.slides & test.slides)
     if shared:
@@ -354,44 +464,47 @@ def _check_disjoint(train: TissueSet, test: TissueSet, where: str) -> None:
                          "(`data build --split-by slide|region`)")
 
 
-def run_tissue(trains: dict[str, tuple[Path, str]], test: tuple[Path, str], preset: str = "tiny",
-               config: TrainConfig | None = None, seeds: list[int] | None = None, mapping: dict[str, str] | None = None,
-               real: str | None = None, checkpoints: Path | None = None, weights: str | Path | None = None,
-               device: str = "cpu", task: str = "seg", stop: Callable[[int, float], bool] | None = None) -> BenchmarkRun:
-    """Train on each of `trains` ({name: (folder, split)}), test on `test` (folder, split); one BenchmarkRun.
+def run_downstream(trains: dict[str, tuple[Path, str]], test: tuple[Path, str], model: str = "deeplabv3plus",
+                   preset: str = "tiny", config: TrainConfig | None = None, seeds: list[int] | None = None,
+                   mapping: dict[str, str] | None = None, real: str | None = None, checkpoints: Path | None = None,
+                   weights: str | Path | None = None, device: str = "cpu", task: str = "seg",
+                   stop: Callable[[int, float], bool] | None = None) -> BenchmarkRun:
+    """Train `model` on each of `trains` ({name: (folder, split)}), test on `test` (folder, split); one BenchmarkRun.
 
-    `real` names the real-trained entry of `trains`: the others get a `miou_ratio_to_real` row. Maps of a
-    training set in another schema go through tissue.class_remap with `mapping`.
+    `real` names the real-trained entry of `trains`: the others get a ratio-to-real row. Labels of a training set
+    in another schema go through tissue.class_remap with `mapping`.
     """
     start = time.perf_counter()
-    config = config or train_config(preset)
+    kind = kind_of(model)
+    config = config or kind.config(preset)
     config.check()
     seeds = list(seeds if seeds is not None else range(3))
     if not seeds:
         raise InputError("--seeds must be >= 1")
-    test_set = load_tissue_set(*test, name=Path(test[0]).name)
+    test_set = load_set(*test, kind.label, name=Path(test[0]).name)
     sets = {}
     for name, (path, split) in trains.items():
         if Path(path).resolve() == Path(test[0]).resolve() and split == test[1]:
             raise InputError(f"training set {name!r} is the test set ({path}, split {split!r}); test on held-out data")
-        data = remap_set(load_tissue_set(path, split, name=name), test_set.schema, mapping)
+        data = remap_set(load_set(path, split, kind.label, name=name), test_set.schema, mapping)
         _check_disjoint(data, test_set, f"training set {name!r} ({path})")
         sets[name] = data
-    scored = {name: score_training_set(name, data, test_set, preset, config, seeds, checkpoints, weights, device, stop)
-              for name, data in sets.items()}
+    scored = {name: score_training_set(kind, name, data, test_set, preset, config, seeds, checkpoints, weights, device,
+                                       stop) for name, data in sets.items()}
     baseline = scored.get(real) if real else None
-    results = [r for s in scored.values() for r in metric_results(s, test_set, baseline)]
+    results = [r for s in scored.values() for r in metric_results(kind, s, test_set, baseline)]
     data_refs = {f"train:{name}" if task == "tstr" else "train": s.ref for name, s in scored.items()}
     data_refs["test"] = test_set.ref
     return BenchmarkRun(
         task=task, results=results, data=data_refs,
-        settings={"model": "deeplabv3plus", "preset": preset, "train": asdict(config), "seeds": seeds,
+        settings={"model": kind.model, "preset": preset, "train": asdict(config), "seeds": seeds,
                   "test_split": test[1], "train_splits": {n: s for n, (_, s) in trains.items()}, "schema": test_set.schema,
-                  "mapping": mapping, "real": real, "device": device, "averaging": AVERAGING,
-                  "interval": f"{CONFIDENCE:.0%} Student t over seeds",
+                  "mapping": mapping, "real": real, "device": device, "averaging": kind.averaging,
+                  "interval": f"{CONFIDENCE:.0%} Student t over seeds", "mpp": test_set.mpp,
                   "train_seconds": {n: s.train_seconds for n, s in scored.items()}},
         wall_time_s=time.perf_counter() - start)
 
 
-__all__ = ["TissueSet", "TrainConfig", "Trained", "TrainingStopped", "load_tissue_set", "metric_results",
-           "predict_maps", "remap_set", "run_tissue", "t_interval", "train_config", "train_tissue"]
+__all__ = ["TISSUE", "Kind", "LabelledSet", "TrainConfig", "Trained", "TrainingStopped", "augment",
+           "crop_plan", "kind_of", "load_set", "load_tissue_set", "metric_results", "predict_maps", "remap_set",
+           "run_downstream", "t_interval", "train_config", "train_model", "train_tissue"]

@@ -122,12 +122,9 @@ def _run_downstream(args: argparse.Namespace, trains: dict[str, tuple[Path, str]
     import pandas as pd
     import torch
 
-    from histosynth.benchmark.downstream.task import run_tissue, train_config
+    from histosynth.benchmark.downstream.task import run_downstream, train_config
     from histosynth.benchmark.results import markdown_table
 
-    if args.model == "hovernet":
-        raise InputError("--model hovernet: not yet; the HoVer-Net model, post-processing and nuclei metrics have not "
-                         "landed (issue 13 item 3); use --model deeplabv3plus")
     if args.seeds < 1:
         raise InputError(f"--seeds must be >= 1, got {args.seeds}")
     try:
@@ -138,12 +135,12 @@ def _run_downstream(args: argparse.Namespace, trains: dict[str, tuple[Path, str]
         if args.threads < 1:
             raise InputError(f"--threads must be >= 1, got {args.threads}")
         torch.set_num_threads(args.threads)
-    config = train_config(args.preset, steps=args.steps, batch_size=args.batch_size, crop=args.crop, lr=args.lr,
+    config = train_config(args.preset, args.model, steps=args.steps, batch_size=args.batch_size, crop=args.crop, lr=args.lr,
                           checkpoint_every=args.checkpoint_every)
     checkpoints = args.checkpoints or args.out.parent / f".{args.out.stem}-checkpoints"
-    run = run_tissue(trains, _dataset(args.test, args.test_split, "--test"), args.preset, config,
-                     list(range(args.seed, args.seed + args.seeds)), _mapping(args.map), real, checkpoints,
-                     args.weights, args.device, task)
+    run = run_downstream(trains, _dataset(args.test, args.test_split, "--test"), args.model, args.preset, config,
+                         list(range(args.seed, args.seed + args.seeds)), _mapping(args.map), real, checkpoints,
+                         args.weights, args.device, task)
     run.save(args.out)
     rows = {}
     for r in run.results:

@@ -152,3 +152,21 @@ def test_training_on_the_test_set_is_refused(sets, tmp_path, capsys):
                  "--out", str(tmp_path / "x.json")]) == 2
     assert "share slide(s) simulator:sim-11" in capsys.readouterr().err
     assert not (tmp_path / "x.json").exists()
+
+
+def test_bench_seg_with_hovernet_scores_nuclei_end_to_end(sets, tmp_path, capsys):
+    out = tmp_path / "hover.json"
+    assert main(["bench", "seg", "--model", "hovernet", "--train", str(sets / "real"), "--test", str(sets / "test"),
+                 "--crop", "64", "--batch-size", "2", "--steps", "2", "--seeds", "2", "--out", str(out)]) == 0
+    assert "| real |" in capsys.readouterr().out
+    run = BenchmarkRun.load(out)
+    assert run.settings["model"] == "hovernet" and run.settings["mpp"] == 0.5 and run.settings["schema"] == "pannuke"
+    by_metric = {r.metric: r for r in run.results}
+    assert {"pq", "dq", "sq", "mpq_plus", "f1_detection"} <= set(by_metric)
+    for r in run.results:
+        assert r.higher_is_better is True and len(r.extra["per_seed"]) == 2
+        if r.value is not None:
+            assert 0.0 <= r.ci_low <= r.value <= r.ci_high <= 1.0
+    # PQ = DQ x SQ per image, so the seed's mean PQ can not exceed its mean DQ (each factor is at most 1).
+    for pq, dq in zip(by_metric["pq"].extra["per_seed"], by_metric["dq"].extra["per_seed"], strict=True):
+        assert pq <= dq + 1e-12
