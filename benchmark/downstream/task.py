@@ -298,7 +298,8 @@ def train_model(kind: Kind, data: LabelledSet, num_classes: int, preset: str, co
     kind.check(data, num_classes, config)
     weights = str(weights) if weights else None
     start = time.perf_counter()
-    with torch.random.fork_rng(devices=[]):
+    cuda = torch.device(device).type == "cuda"
+    with torch.random.fork_rng(devices=[torch.device(device)] if cuda else []):
         torch.manual_seed(seed)
         model = kind.build(preset, num_classes, weights, pretrained=False)
         encoder = kind.encoder(model)
@@ -322,6 +323,8 @@ def train_model(kind: Kind, data: LabelledSet, num_classes: int, preset: str, co
                     schedule.load_state_dict(state["schedule"])
                     rng.bit_generator.state = state["numpy_rng"]
                     torch.set_rng_state(state["torch_rng"])
+                    if cuda and "cuda_rng" in state:
+                        torch.cuda.set_rng_state(state["cuda_rng"], device)
         resumed_at = step
         per_epoch = max(1, math.ceil(len(data.maps) / config.batch_size))
         bar = tqdm(total=config.steps, initial=step, desc=desc, unit="step", leave=False)
@@ -337,7 +340,8 @@ def train_model(kind: Kind, data: LabelledSet, num_classes: int, preset: str, co
             bar.update(1)
             bar.set_postfix(epoch=f"{step / per_epoch:.1f}", loss=f"{losses[-1]:.3f}")
             if state_file is not None and (step % config.checkpoint_every == 0 or step == config.steps):
-                _save_state(state_file, model, optimiser, schedule, rng, losses, step, final=step == config.steps)
+                _save_state(state_file, model, optimiser, schedule, rng, losses, step, final=step == config.steps,
+                            device=device)
             if stop is not None and step < config.steps and stop(step, losses[-1]):
                 bar.close()
                 raise TrainingStopped(f"stopped after step {step}")
@@ -363,12 +367,14 @@ def _pretrained_encoder(kind: Kind, preset: str, num_classes: int, weights: str 
 
 
 def _save_state(path: Path, model: nn.Module, optimiser, schedule, rng: np.random.Generator, losses: list[float],
-                step: int, final: bool) -> None:
+                step: int, final: bool, device: str = "cpu") -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     state = {"model": model.state_dict(), "losses": losses, "step": step}
     if not final:
         state |= {"optimiser": optimiser.state_dict(), "schedule": schedule.state_dict(),
                   "numpy_rng": rng.bit_generator.state, "torch_rng": torch.get_rng_state()}
+        if torch.device(device).type == "cuda":  # dropout on the GPU draws from its own generator
+            state["cuda_rng"] = torch.cuda.get_rng_state(device)
     with atomic_file(path) as partial:
         torch.save(state, partial)
 

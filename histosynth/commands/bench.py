@@ -101,7 +101,7 @@ def run_lpips(args: argparse.Namespace) -> int:
 def _dataset(text: str, split: str, option: str) -> tuple[Path, str]:
     """A dataset folder and split from FOLDER or FOLDER@SPLIT."""
     folder, sep, named = text.rpartition("@")
-    if not sep:
+    if not sep or "/" in named:  # an @ inside the folder path names no split
         folder, named = text, split
     if not folder or not named:
         raise InputError(f"{option} takes FOLDER or FOLDER@SPLIT, got {text!r}")
