@@ -155,8 +155,8 @@ def hv_gradients(hv: torch.Tensor, msge: MsgeMode = "paper") -> torch.Tensor:
 
 def msge_loss(pred_hv: torch.Tensor, true_hv: torch.Tensor, focus: torch.Tensor,
               msge: MsgeMode = "paper") -> torch.Tensor:
-    """The paper's eq. 3: (1/m) Σ_M (∇x p_x - ∇x Γ_x)² + (1/m) Σ_M (∇y p_y - ∇y Γ_y)², M the m nuclei pixels of
-    `focus` (B, H, W). Zero when there is no nucleus pixel. (The official codes divide by 2m instead.)"""
+    """The paper's eq. 3: (1/m) Σ_M (∇x p_x - ∇x Γ_x)² + (1/m) Σ_M (∇y p_y - ∇y Γ_y)², M the m nuclei pixels
+    of `focus` (B, H, W). Zero when there is no nucleus pixel. (The official codes divide by 2m instead.)"""
     diff = hv_gradients(pred_hv, msge) - hv_gradients(true_hv, msge)
     mask = focus.to(diff.dtype).unsqueeze(1)
     return (mask * diff * diff).sum() / mask.sum().clamp_min(1.0)
@@ -164,7 +164,7 @@ def msge_loss(pred_hv: torch.Tensor, true_hv: torch.Tensor, focus: torch.Tensor,
 
 def center_crop(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """The central (h, w) window of the last two axes (the paper preset's 164 px outputs cover the central
-    164 px of its 256 px input)."""
+    164 px of its 256 px input: MONAI's decoders trim their shortcuts symmetrically)."""
     h, w = x.shape[-2:]
     if size[0] > h or size[1] > w:
         raise ValueError(f"cannot crop {h}x{w} to a larger {size[0]}x{size[1]}")

@@ -21,8 +21,9 @@ from histosynth.errors import InputError, UnknownNameError
 K = 4  # background + 3 nucleus types
 
 
-def test_tiny_preset_splits_its_channels_into_three_heads_at_input_size():
-    model = build_hovernet("tiny", K, pretrained=False).eval()
+@pytest.mark.parametrize("preset", ["tiny", "demo"])
+def test_unet_presets_split_their_channels_into_three_heads_at_input_size(preset):
+    model = build_hovernet(preset, K, pretrained=False).eval()
     with torch.inference_mode():
         out = model(torch.zeros(2, 3, 64, 96))
     assert {k: tuple(v.shape) for k, v in out.items()} == {"np": (2, 2, 64, 96), "hv": (2, 2, 64, 96),
@@ -58,7 +59,8 @@ def test_bad_presets_and_arguments_are_refused():
 def test_gradient_kernel_has_the_hand_counted_gain_of_12_on_a_ramp():
     kx, ky = (k[0, 0] for k in gradient_kernels(dtype=torch.float64))
     d = torch.arange(-2, 3, dtype=torch.float64)
-    # Σ dx²/(dx²+dy²) over the 5x5 window: rows dx=±1 give 1 + 2/2 + 2/5, rows dx=±2 give 1 + 2·4/5 + 2/2: 2·2.4 + 2·3.6.
+    # Σ dx²/(dx²+dy²) over the 5x5 window: columns dx=±1 give 1 + 2/2 + 2/5 = 2.4, dx=±2 give 1 + 2·4/5 + 2/2 = 3.6;
+    # 2·2.4 + 2·3.6 = 12. A 25-term float64 sum of once-rounded entries: γ_50.
     assert float((kx * d[None, :]).sum()) == pytest.approx(12.0, rel=gamma(50))
     assert torch.equal(ky, kx.T)
     assert float((kx * d[:, None]).sum()) == pytest.approx(0.0, abs=gamma(50) * 12)  # no response across
