@@ -41,7 +41,7 @@ from tqdm.auto import tqdm
 from histosynth.atomic import atomic_file
 from histosynth.benchmark.results import BenchmarkRun, DataRef, MetricResult
 from histosynth.classes import IGNORE_ID, get_schema
-from histosynth.errors import InputError
+from histosynth.errors import InputError, UserFacingError
 
 CONFIDENCE = 0.95
 STRIDE = 16  # DeepLabv3+ output stride: inputs are padded to a multiple of it
@@ -69,8 +69,8 @@ def train_config(preset: str, model: str = "deeplabv3plus", **overrides) -> Trai
     return kind_of(model).config(preset, **overrides)
 
 
-class TrainingStopped(Exception):
-    """A `stop` callback ended training early; the last checkpoint stays for a resumed run."""
+class TrainingStopped(UserFacingError):
+    """A `stop` callback ended training early; the message says where the last checkpoint stays for a resumed run."""
 
 
 @dataclass
@@ -344,7 +344,8 @@ def train_model(kind: Kind, data: LabelledSet, num_classes: int, preset: str, co
                             device=device)
             if stop is not None and step < config.steps and stop(step, losses[-1]):
                 bar.close()
-                raise TrainingStopped(f"stopped after step {step}")
+                kept = f"; rerun to resume from {state_file}" if state_file is not None else " (no checkpoints kept)"
+                raise TrainingStopped(f"training stopped after step {step} of {config.steps}{kept}")
         bar.close()
     model.eval()
     return Trained(model, num_classes, losses, time.perf_counter() - start, resumed_at)
