@@ -7,7 +7,9 @@ One run trains one model per seed on A's split, predicts B's split and scores ea
 is reported as the mean over seeds with a Student-t interval over seeds (mean +- t_{n-1} s / sqrt(n)): with the few
 seeds a training budget allows (3 by default) a bootstrap over seeds has too few distinct resamples to mean
 anything, and the t-interval states its assumption (seed-to-seed variation roughly normal). With one seed there is
-no interval. What a seed varies: the model's initialisation (decoder; the encoder starts from the same ImageNet
+no interval; intervals are clipped to the metric's range ([0, 1], ratios >= 0). A training set scored beside a
+real-trained one also gets the ratio of its headline metric (mIoU, PQ) to the real row's, seed by seed (seed s of
+both), with its own interval. What a seed varies: the model's initialisation (decoder; the encoder starts from the same ImageNet
 weights), the batches, crops and augmentations.
 
 Tissue metrics are pooled over the test set from one summed confusion matrix (IoU_c = TP / (TP + FP + FN),
