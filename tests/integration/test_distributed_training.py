@@ -34,7 +34,7 @@ def test_two_process_training_shares_one_spill_and_resumes(data, tmp_path, run_i
     out = tmp_path / "model"
     torchrun_train(data, out, 2, run_in_group)
     config = json.loads((out / "config.json").read_text())
-    assert config["training"]["patches"] == 5 and config["training"]["steps"] == 2
+    assert config["training"]["data"]["patches"] == 5 and config["training"]["steps"] == 2
     spill = out / "training" / "arrays"
     manifest = json.loads((spill / "manifest.json").read_text())
     assert manifest["n"] == 5 and (spill / "images.u8").stat().st_size == 5 * 32 * 32 * 3
