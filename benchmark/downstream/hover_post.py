@@ -16,10 +16,11 @@ from scipy.special import comb
 from skimage.morphology import remove_small_objects
 from skimage.segmentation import relabel_sequential, watershed
 
+from histosynth.benchmark.downstream.nuclei_metrics import MPP_40X
 from histosynth.errors import InputError
 from histosynth.schema import instance_centroids
 
-REFERENCE_MPP = 0.25  # 40x: the resolution at which HoVer-Net's sizes below were chosen
+REFERENCE_MPP = MPP_40X  # the resolution at which HoVer-Net's sizes below were chosen
 SOBEL_SIZE_40X = 21
 MIN_BLOB_PX = 10  # connected NP components smaller than this are dropped (not scaled, as in tiatoolbox)
 MIN_MARKER_PX_40X = 10

@@ -8,14 +8,21 @@ from pathlib import Path
 from histosynth.errors import InputError
 
 
-def _weights(pairs: list[str]) -> dict[str, str]:
-    out = {}
+def _pairs(pairs: list[str], option: str, form: str) -> dict[str, str]:
+    """`KEY=VALUE` option values as a dict; a malformed or repeated key names the option."""
+    out: dict[str, str] = {}
     for pair in pairs:
-        name, sep, path = pair.partition("=")
-        if not sep or not name or not path:
-            raise InputError(f"--weights takes NAME=PATH, got {pair!r}")
-        out[name] = path
+        key, sep, value = pair.partition("=")
+        if not sep or not key or not value:
+            raise InputError(f"{option} takes {form}, got {pair!r}")
+        if key in out:
+            raise InputError(f"{option}: {key!r} is given twice")
+        out[key] = value
     return out
+
+
+def _weights(pairs: list[str]) -> dict[str, str]:
+    return _pairs(pairs, "--weights", "NAME=PATH")
 
 
 def _enough(path: Path, split: str, option: str, minimum: int, why: str) -> None:
@@ -109,13 +116,7 @@ def _dataset(text: str, split: str, option: str) -> tuple[Path, str]:
 
 
 def _mapping(pairs: list[str]) -> dict[str, str] | None:
-    out = {}
-    for pair in pairs:
-        source, sep, target = pair.partition("=")
-        if not sep or not source or not target:
-            raise InputError(f"--map takes SOURCE_CLASS=TARGET_CLASS, got {pair!r}")
-        out[source] = target
-    return out or None
+    return _pairs(pairs, "--map", "SOURCE_CLASS=TARGET_CLASS") or None
 
 
 def _run_downstream(args: argparse.Namespace, trains: dict[str, tuple[Path, str]], real: str | None, task: str) -> int:
@@ -160,14 +161,10 @@ def run_seg(args: argparse.Namespace) -> int:
 
 
 def run_tstr(args: argparse.Namespace) -> int:
-    trains = {}
-    for pair in args.train:
-        name, sep, folder = pair.partition("=")
-        if not sep or not name or not folder:
-            raise InputError(f"--train takes NAME=FOLDER[@SPLIT], got {pair!r}")
-        if name in trains or name == "real":
-            raise InputError(f"--train: name {name!r} is used twice (\"real\" is the --real-train row)")
-        trains[name] = _dataset(folder, args.train_split, "--train")
+    named = _pairs(args.train, "--train", "NAME=FOLDER[@SPLIT]")
+    if "real" in named:
+        raise InputError("--train: the name 'real' is the --real-train row; choose another")
+    trains = {name: _dataset(folder, args.train_split, "--train") for name, folder in named.items()}
     trains = {"real": _dataset(args.real_train, args.train_split, "--real-train")} | trains
     return _run_downstream(args, trains, "real", "tstr")
 
