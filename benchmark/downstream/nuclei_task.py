@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from histosynth.benchmark.downstream.task import Kind, LabelledSet, TrainConfig, augment, crop_plan, to_input
+from histosynth.benchmark.downstream.task import Group, Kind, LabelledSet, TrainConfig, augment, crop_plan, to_input
 from histosynth.classes import get_schema
 from histosynth.errors import InputError
 from histosynth.schema import Nuclei
@@ -66,10 +66,11 @@ class _Nuclei(Kind):
         if top >= num_classes:
             raise InputError(f"{data.ref.path}: nucleus class id {top}, the schema has {num_classes} classes")
 
-    def batch(self, rng: np.random.Generator, data: LabelledSet, config: TrainConfig) -> tuple[np.ndarray, dict]:
+    def batch(self, rng: np.random.Generator, data: LabelledSet, config: TrainConfig, group: Group = Group()
+              ) -> tuple[np.ndarray, dict]:
         from histosynth.benchmark.downstream.hover_targets import hover_targets
 
-        plan, k, flip = crop_plan(rng, data, config.batch_size, config.crop)
+        plan, k, flip = crop_plan(rng, data, config.batch_size, config.crop, group)
         images, np_t, hv_t, nc_t = [], [], [], []
         c = config.crop
         for i, t, l in plan:

@@ -21,6 +21,18 @@ Training is resumable: every `checkpoint_every` steps the model, optimiser, sche
 states (numpy batches, torch dropout) are written atomically to a folder keyed by the training data's content hash,
 the settings and the seed, so a killed run replays from its last checkpoint to the same weights, and a finished
 one is not trained again.
+
+Data parallel (`torchrun --nproc_per_node N -m histosynth.cli bench seg ...`): as in generator training,
+`batch_size` is per process, so N processes train on a global batch of N x batch_size. Every process draws the
+same global crop plan from the shared seeded generator and takes its own consecutive share (rank r: crops
+r*B..(r+1)*B-1), so N processes with batch B see exactly the samples one process with batch N*B sees, step for
+step. DistributedDataParallel averages the gradients (the mean of the per-process mean losses: the global mean
+when every crop has as many labelled pixels); the logged loss is that mean too. What still differs from one
+process: BatchNorm statistics are per process (torch's SyncBatchNorm is GPU-only), dropout masks are drawn per
+process, and float sums run in another order, so N processes reach the same metric as one only up to the
+seed-to-seed spread (tests/integration/test_distributed_downstream.py). One process (rank 0) writes the
+checkpoints (holding every rank's dropout RNG state; the process count is part of the checkpoint key) and scores
+the test set once; the others receive its scores.
 """
 
 from __future__ import annotations
@@ -29,6 +41,7 @@ import dataclasses
 import hashlib
 import json
 import math
+import os
 import time
 from dataclasses import asdict, dataclass, field
 from functools import lru_cache
@@ -47,6 +60,67 @@ from histosynth.errors import InputError, UserFacingError
 
 CONFIDENCE = 0.95
 STRIDE = 16  # DeepLabv3+ output stride: inputs are padded to a multiple of it
+
+
+@dataclass(frozen=True)
+class Group:
+    """This process's place in a torchrun data-parallel launch: rank of world (0 of 1 when not launched so)."""
+
+    rank: int = 0
+    world: int = 1
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    def broadcast(self, value: object) -> object:
+        """Rank 0's `value` on every rank (a picklable object)."""
+        if self.world == 1:
+            return value
+        import torch.distributed as dist
+
+        box = [value if self.main else None]
+        dist.broadcast_object_list(box, src=0)
+        return box[0]
+
+    def gather(self, value: object) -> list:
+        """Every rank's `value`, in rank order, on every rank."""
+        if self.world == 1:
+            return [value]
+        import torch.distributed as dist
+
+        out: list = [None] * self.world
+        dist.all_gather_object(out, value)
+        return out
+
+    def mean(self, value: torch.Tensor) -> float:
+        """The mean over ranks of a scalar tensor."""
+        if self.world == 1:
+            return float(value)
+        import torch.distributed as dist
+
+        total = value.detach().clone()
+        dist.all_reduce(total)
+        return float(total) / self.world
+
+
+def process_group(device: str = "cpu") -> Group:
+    """The torchrun group this process belongs to (accelerate's PartialState opens it: gloo for CPU training, NCCL
+    for CUDA); Group() without torchrun."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return Group()
+    from accelerate import PartialState
+
+    state = PartialState(cpu=torch.device(device).type != "cuda")
+    return Group(state.process_index, state.num_processes)
+
+
+def close_group() -> None:
+    """End the torchrun process group, if one was opened (torch warns about a group left open at exit)."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
 
 
 @dataclass(frozen=True)
@@ -177,7 +251,9 @@ class Kind:
     def check(self, data: LabelledSet, num_classes: int, config: TrainConfig) -> None:
         raise NotImplementedError
 
-    def batch(self, rng: np.random.Generator, data: LabelledSet, config: TrainConfig) -> tuple[np.ndarray, object]:
+    def batch(self, rng: np.random.Generator, data: LabelledSet, config: TrainConfig, group: Group = Group()
+              ) -> tuple[np.ndarray, object]:
+        """This process's share of one global batch (inputs, targets): `crop_plan` drawn for the whole group."""
         raise NotImplementedError
 
     def loss(self, model: nn.Module, x: torch.Tensor, targets: object, device: str) -> torch.Tensor:
@@ -187,13 +263,18 @@ class Kind:
         raise NotImplementedError
 
 
-def crop_plan(rng: np.random.Generator, data: LabelledSet, batch_size: int, crop: int):
-    """Random (image, top, left) of `batch_size` crops and one rotation k (x 90 degrees) and flip for the batch."""
+def crop_plan(rng: np.random.Generator, data: LabelledSet, batch_size: int, crop: int, group: Group = Group()):
+    """Random (image, top, left) of `batch_size` crops and one rotation k (x 90 degrees) and flip for the batch.
+
+    In a process group every rank draws the plan of the global batch (batch_size x world) and keeps its own
+    `batch_size` consecutive crops: the same draws as one process with the global batch."""
     n, h, w = data.maps.shape
-    index = rng.integers(0, n, batch_size)
-    top = rng.integers(0, h - crop + 1, batch_size)
-    left = rng.integers(0, w - crop + 1, batch_size)
-    return list(zip(index, top, left, strict=True)), int(rng.integers(0, 4)), bool(rng.integers(0, 2))
+    total = batch_size * group.world
+    index = rng.integers(0, n, total)
+    top = rng.integers(0, h - crop + 1, total)
+    left = rng.integers(0, w - crop + 1, total)
+    plan = list(zip(index, top, left, strict=True))[group.rank * batch_size : (group.rank + 1) * batch_size]
+    return plan, int(rng.integers(0, 4)), bool(rng.integers(0, 2))
 
 
 def augment(array: np.ndarray, k: int, flip: bool) -> np.ndarray:
@@ -233,10 +314,11 @@ class _Tissue(Kind):
         if labelled.max() >= num_classes:
             raise InputError(f"{data.ref.path}: the maps hold class id {int(labelled.max())}, the schema has {num_classes}")
 
-    def batch(self, rng: np.random.Generator, data: LabelledSet, config: TrainConfig) -> tuple[np.ndarray, np.ndarray]:
+    def batch(self, rng: np.random.Generator, data: LabelledSet, config: TrainConfig, group: Group = Group()
+              ) -> tuple[np.ndarray, np.ndarray]:
         h, w = data.maps.shape[1:]
         crop = min(config.crop, h - h % STRIDE, w - w % STRIDE)
-        plan, k, flip = crop_plan(rng, data, config.batch_size, crop)
+        plan, k, flip = crop_plan(rng, data, config.batch_size, crop, group)
         x = np.stack([augment(data.images[i, t : t + crop, l : l + crop], k, flip) for i, t, l in plan])
         y = np.stack([augment(data.maps[i, t : t + crop, l : l + crop], k, flip) for i, t, l in plan])
         return x, y
@@ -271,9 +353,12 @@ def kind_of(model: str) -> Kind:
 
 
 def _fingerprint(kind: Kind, data: LabelledSet, preset: str, config: TrainConfig, num_classes: int, seed: int,
-                 weights: str | None) -> str:
-    text = json.dumps({"model": kind.model, "data": data.ref.content_hash, "schema": data.schema, "preset": preset,
-                       "config": asdict(config), "classes": num_classes, "seed": seed, "weights": weights}, sort_keys=True)
+                 weights: str | None, world: int = 1) -> str:
+    key = {"model": kind.model, "data": data.ref.content_hash, "schema": data.schema, "preset": preset,
+           "config": asdict(config), "classes": num_classes, "seed": seed, "weights": weights}
+    if world > 1:  # another global batch: another training (one process keeps its earlier keys)
+        key["processes"] = world
+    text = json.dumps(key, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
@@ -290,11 +375,13 @@ class Trained:
 
 def train_model(kind: Kind, data: LabelledSet, num_classes: int, preset: str, config: TrainConfig, seed: int,
                 checkpoints: Path | None = None, weights: str | Path | None = None, device: str = "cpu",
-                stop: Callable[[int, float], bool] | None = None, desc: str = "train") -> Trained:
+                stop: Callable[[int, float], bool] | None = None, desc: str = "train", group: Group = Group()
+                ) -> Trained:
     """Train `kind`'s model of `preset` on `data` for `config.steps` AdamW steps (cosine schedule) from `seed`.
 
     With `checkpoints`, resumes from `<checkpoints>/<fingerprint>/state.pt` when present; `stop(step, loss)`
-    returning True raises TrainingStopped after that step (tests use it to interrupt a run).
+    returning True raises TrainingStopped after that step (tests use it to interrupt a run). In a process `group`
+    each rank trains on its share of every batch under DistributedDataParallel (module docstring).
     """
     config.check()
     kind.check(data, num_classes, config)
@@ -308,6 +395,13 @@ def train_model(kind: Kind, data: LabelledSet, num_classes: int, preset: str, co
         if encoder is not None:
             encoder.load_state_dict(_pretrained_encoder(kind, preset, num_classes, weights))
         model.to(device).train()
+        forward = model
+        if group.world > 1:
+            from torch.nn.parallel import DistributedDataParallel
+
+            forward = DistributedDataParallel(model, device_ids=[torch.device(device)] if cuda else None)
+            if not group.main:  # dropout masks: an own stream per rank (rank 0 continues one process's stream)
+                torch.manual_seed(int(np.random.SeedSequence([seed, group.rank]).generate_state(1)[0]))
         optimiser = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
         schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, config.steps)
         rng = np.random.default_rng(seed)
@@ -315,7 +409,8 @@ def train_model(kind: Kind, data: LabelledSet, num_classes: int, preset: str, co
         step = 0
         state_file = None
         if checkpoints is not None:
-            state_file = Path(checkpoints) / _fingerprint(kind, data, preset, config, num_classes, seed, weights) / "state.pt"
+            state_file = (Path(checkpoints) / _fingerprint(kind, data, preset, config, num_classes, seed, weights, group.world)
+                          / "state.pt")
             if state_file.is_file():
                 state = torch.load(state_file, map_location=device, weights_only=False)
                 model.load_state_dict(state["model"])
@@ -324,26 +419,27 @@ def train_model(kind: Kind, data: LabelledSet, num_classes: int, preset: str, co
                     optimiser.load_state_dict(state["optimiser"])
                     schedule.load_state_dict(state["schedule"])
                     rng.bit_generator.state = state["numpy_rng"]
-                    torch.set_rng_state(state["torch_rng"])
+                    torch.set_rng_state(state["torch_rng"] if group.main else state["rank_torch_rng"][group.rank])
                     if cuda and "cuda_rng" in state:
-                        torch.cuda.set_rng_state(state["cuda_rng"], device)
+                        torch.cuda.set_rng_state(state["cuda_rng"] if group.main else state["rank_cuda_rng"][group.rank],
+                                                 device)
         resumed_at = step
-        per_epoch = max(1, math.ceil(len(data.maps) / config.batch_size))
-        bar = tqdm(total=config.steps, initial=step, desc=desc, unit="step", leave=False)
+        per_epoch = max(1, math.ceil(len(data.maps) / (config.batch_size * group.world)))
+        bar = tqdm(total=config.steps, initial=step, desc=desc, unit="step", leave=False, disable=not group.main)
         while step < config.steps:
-            x, targets = kind.batch(rng, data, config)
-            loss = kind.loss(model, to_input(x).to(device), targets, device)
+            x, targets = kind.batch(rng, data, config, group)
+            loss = kind.loss(forward, to_input(x).to(device), targets, device)
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
             optimiser.step()
             schedule.step()
             step += 1
-            losses.append(loss.item())
+            losses.append(group.mean(loss))
             bar.update(1)
             bar.set_postfix(epoch=f"{step / per_epoch:.1f}", loss=f"{losses[-1]:.3f}")
             if state_file is not None and (step % config.checkpoint_every == 0 or step == config.steps):
                 _save_state(state_file, model, optimiser, schedule, rng, losses, step, final=step == config.steps,
-                            device=device)
+                            device=device, group=group)
             if stop is not None and step < config.steps and stop(step, losses[-1]):
                 bar.close()
                 kept = f"; rerun to resume from {state_file}" if state_file is not None else " (no checkpoints kept)"
@@ -370,14 +466,23 @@ def _pretrained_encoder(kind: Kind, preset: str, num_classes: int, weights: str 
 
 
 def _save_state(path: Path, model: nn.Module, optimiser, schedule, rng: np.random.Generator, losses: list[float],
-                step: int, final: bool, device: str = "cpu") -> None:
+                step: int, final: bool, device: str = "cpu", group: Group = Group()) -> None:
+    """Rank 0 writes the state; every rank of a group takes part (each one's dropout RNG state goes in)."""
+    cuda = torch.device(device).type == "cuda"  # dropout on the GPU draws from its own generator
+    rank_rngs = group.gather((torch.get_rng_state(), torch.cuda.get_rng_state(device) if cuda else None)) if not final else []
+    if not group.main:
+        return
     path.parent.mkdir(parents=True, exist_ok=True)
     state = {"model": model.state_dict(), "losses": losses, "step": step}
     if not final:
         state |= {"optimiser": optimiser.state_dict(), "schedule": schedule.state_dict(),
-                  "numpy_rng": rng.bit_generator.state, "torch_rng": torch.get_rng_state()}
-        if torch.device(device).type == "cuda":  # dropout on the GPU draws from its own generator
-            state["cuda_rng"] = torch.cuda.get_rng_state(device)
+                  "numpy_rng": rng.bit_generator.state, "torch_rng": rank_rngs[0][0]}
+        if group.world > 1:
+            state["rank_torch_rng"] = [r[0] for r in rank_rngs]
+        if cuda:
+            state["cuda_rng"] = rank_rngs[0][1]
+            if group.world > 1:
+                state["rank_cuda_rng"] = [r[1] for r in rank_rngs]
     with atomic_file(path) as partial:
         torch.save(state, partial)
 
@@ -424,16 +529,18 @@ class SeedScores:
 
 def score_training_set(kind: Kind, name: str, train: LabelledSet, test: LabelledSet, preset: str, config: TrainConfig,
                        seeds: list[int], checkpoints: Path | None, weights: str | Path | None, device: str,
-                       stop: Callable[[int, float], bool] | None = None) -> SeedScores:
-    """Train one model per seed on `train` (already in the test schema) and score each on `test`."""
+                       stop: Callable[[int, float], bool] | None = None, group: Group = Group()) -> SeedScores:
+    """Train one model per seed on `train` (already in the test schema) and score each on `test` (rank 0 scores,
+    the other ranks of a group receive its scores)."""
     num_classes = get_schema(test.schema).num_classes
     values: dict[str, list[float]] = {}
     seconds = []
     for seed in seeds:
         trained = train_model(kind, train, num_classes, preset, config, seed, checkpoints, weights, device, stop,
-                              desc=f"{name} seed {seed}")
+                              desc=f"{name} seed {seed}", group=group)
         seconds.append(trained.seconds)
-        for metric, value in kind.scores(trained.model, test, preset, device).items():
+        scores = kind.scores(trained.model, test, preset, device) if group.main else None
+        for metric, value in group.broadcast(scores).items():
             values.setdefault(metric, []).append(float(value))
     return SeedScores(name, list(seeds), values, train.ref, seconds)
 
@@ -484,6 +591,9 @@ def run_downstream(trains: dict[str, tuple[Path, str]], test: tuple[Path, str], 
     in another schema go through tissue.class_remap with `mapping`.
     """
     start = time.perf_counter()
+    group = process_group(device)
+    if group.world > 1 and device == "cuda":  # one GPU per process
+        device = f"cuda:{os.environ.get('LOCAL_RANK', group.rank)}"
     kind = kind_of(model)
     config = config or kind.config(preset)
     config.check()
@@ -499,7 +609,7 @@ def run_downstream(trains: dict[str, tuple[Path, str]], test: tuple[Path, str], 
         _check_disjoint(data, test_set, f"training set {name!r} ({path})")
         sets[name] = data
     scored = {name: score_training_set(kind, name, data, test_set, preset, config, seeds, checkpoints, weights, device,
-                                       stop) for name, data in sets.items()}
+                                       stop, group) for name, data in sets.items()}
     baseline = scored.get(real) if real else None
     results = [r for s in scored.values() for r in metric_results(kind, s, test_set, baseline)]
     data_refs = {f"train:{name}" if task == "tstr" else "train": s.ref for name, s in scored.items()}
@@ -509,11 +619,12 @@ def run_downstream(trains: dict[str, tuple[Path, str]], test: tuple[Path, str], 
         settings={"model": kind.model, "preset": preset, "train": asdict(config), "seeds": seeds,
                   "test_split": test[1], "train_splits": {n: s for n, (_, s) in trains.items()}, "schema": test_set.schema,
                   "mapping": mapping, "real": real, "device": device, "averaging": kind.averaging,
-                  "interval": f"{CONFIDENCE:.0%} Student t over seeds", "mpp": test_set.mpp,
+                  "interval": f"{CONFIDENCE:.0%} Student t over seeds", "mpp": test_set.mpp, "processes": group.world,
+                  "batch": "train.batch_size per process; global batch = batch_size x processes",
                   "train_seconds": {n: s.train_seconds for n, s in scored.items()}},
         wall_time_s=time.perf_counter() - start)
 
 
-__all__ = ["TISSUE", "Kind", "LabelledSet", "TrainConfig", "Trained", "TrainingStopped", "augment",
-           "crop_plan", "kind_of", "load_set", "load_tissue_set", "metric_results", "predict_maps", "remap_set",
+__all__ = ["TISSUE", "Group", "Kind", "LabelledSet", "TrainConfig", "Trained", "TrainingStopped", "augment",
+           "close_group", "crop_plan", "kind_of", "load_set", "load_tissue_set", "metric_results", "predict_maps", "process_group", "remap_set",
            "run_downstream", "t_interval", "train_config", "train_model", "train_tissue"]

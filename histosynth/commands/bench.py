@@ -123,7 +123,7 @@ def _run_downstream(args: argparse.Namespace, trains: dict[str, tuple[Path, str]
     import pandas as pd
     import torch
 
-    from histosynth.benchmark.downstream.task import run_downstream, train_config
+    from histosynth.benchmark.downstream.task import close_group, process_group, run_downstream, train_config
     from histosynth.benchmark.results import markdown_table
 
     if args.seeds < 1:
@@ -142,6 +142,9 @@ def _run_downstream(args: argparse.Namespace, trains: dict[str, tuple[Path, str]
     run = run_downstream(trains, _dataset(args.test, args.test_split, "--test"), args.model, args.preset, config,
                          list(range(args.seed, args.seed + args.seeds)), _mapping(args.map), real, checkpoints,
                          args.weights, args.device, task)
+    if not process_group(args.device).main:  # under torchrun rank 0 writes and prints
+        close_group()
+        return 0
     run.save(args.out)
     rows = {}
     for r in run.results:
@@ -152,6 +155,7 @@ def _run_downstream(args: argparse.Namespace, trains: dict[str, tuple[Path, str]
     print(markdown_table(table), end="")
     print(f"{len(run.settings['seeds'])} seed(s); values are means over seeds with 95% Student-t intervals; higher is better")
     print(f"results: {args.out}\nwall time: {run.wall_time_s:.1f} s")
+    close_group()
     return 0
 
 
@@ -182,7 +186,8 @@ def _downstream_options(parser: argparse.ArgumentParser) -> None:
                         help="class remap from a training schema's class to the test schema's (repeatable; same names "
                         "pair up by default, 'ignore' drops a class)")
     parser.add_argument("--steps", type=int, help="training steps (default: the preset's)")
-    parser.add_argument("--batch-size", type=int, help="batch size (default: the preset's)")
+    parser.add_argument("--batch-size", type=int, help="batch size per process (under torchrun the global batch is "
+                        "this x processes; default: the preset's)")
     parser.add_argument("--crop", type=int, help="training crop in pixels, a multiple of 16 (default: the preset's)")
     parser.add_argument("--lr", type=float, help="learning rate (default: the preset's)")
     parser.add_argument("--checkpoint-every", type=int, help="steps between checkpoints (default: a tenth of the steps)")
