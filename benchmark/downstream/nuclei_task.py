@@ -20,7 +20,16 @@ import numpy as np
 import torch
 from torch import nn
 
-from histosynth.benchmark.downstream.task import Group, Kind, LabelledSet, TrainConfig, augment, crop_plan, to_input
+from histosynth.benchmark.downstream.task import (
+    ONE_PROCESS,
+    Group,
+    Kind,
+    LabelledSet,
+    TrainConfig,
+    augment,
+    crop_plan,
+    to_input,
+)
 from histosynth.classes import get_schema
 from histosynth.errors import InputError
 from histosynth.schema import Nuclei
@@ -66,7 +75,7 @@ class _Nuclei(Kind):
         if top >= num_classes:
             raise InputError(f"{data.ref.path}: nucleus class id {top}, the schema has {num_classes} classes")
 
-    def batch(self, rng: np.random.Generator, data: LabelledSet, config: TrainConfig, group: Group = Group()
+    def batch(self, rng: np.random.Generator, data: LabelledSet, config: TrainConfig, group: Group = ONE_PROCESS
               ) -> tuple[np.ndarray, dict]:
         from histosynth.benchmark.downstream.hover_targets import hover_targets
 

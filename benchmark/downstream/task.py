@@ -104,11 +104,14 @@ class Group:
         return float(total) / self.world
 
 
+ONE_PROCESS = Group()
+
+
 def process_group(device: str = "cpu") -> Group:
     """The torchrun group this process belongs to (accelerate's PartialState opens it: gloo for CPU training, NCCL
     for CUDA); Group() without torchrun."""
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
-        return Group()
+        return ONE_PROCESS
     from accelerate import PartialState
 
     state = PartialState(cpu=torch.device(device).type != "cuda")
@@ -251,7 +254,7 @@ class Kind:
     def check(self, data: LabelledSet, num_classes: int, config: TrainConfig) -> None:
         raise NotImplementedError
 
-    def batch(self, rng: np.random.Generator, data: LabelledSet, config: TrainConfig, group: Group = Group()
+    def batch(self, rng: np.random.Generator, data: LabelledSet, config: TrainConfig, group: Group = ONE_PROCESS
               ) -> tuple[np.ndarray, object]:
         """This process's share of one global batch (inputs, targets): `crop_plan` drawn for the whole group."""
         raise NotImplementedError
@@ -263,7 +266,7 @@ class Kind:
         raise NotImplementedError
 
 
-def crop_plan(rng: np.random.Generator, data: LabelledSet, batch_size: int, crop: int, group: Group = Group()):
+def crop_plan(rng: np.random.Generator, data: LabelledSet, batch_size: int, crop: int, group: Group = ONE_PROCESS):
     """Random (image, top, left) of `batch_size` crops and one rotation k (x 90 degrees) and flip for the batch.
 
     In a process group every rank draws the plan of the global batch (batch_size x world) and keeps its own
@@ -314,7 +317,7 @@ class _Tissue(Kind):
         if labelled.max() >= num_classes:
             raise InputError(f"{data.ref.path}: the maps hold class id {int(labelled.max())}, the schema has {num_classes}")
 
-    def batch(self, rng: np.random.Generator, data: LabelledSet, config: TrainConfig, group: Group = Group()
+    def batch(self, rng: np.random.Generator, data: LabelledSet, config: TrainConfig, group: Group = ONE_PROCESS
               ) -> tuple[np.ndarray, np.ndarray]:
         h, w = data.maps.shape[1:]
         crop = min(config.crop, h - h % STRIDE, w - w % STRIDE)
@@ -375,7 +378,7 @@ class Trained:
 
 def train_model(kind: Kind, data: LabelledSet, num_classes: int, preset: str, config: TrainConfig, seed: int,
                 checkpoints: Path | None = None, weights: str | Path | None = None, device: str = "cpu",
-                stop: Callable[[int, float], bool] | None = None, desc: str = "train", group: Group = Group()
+                stop: Callable[[int, float], bool] | None = None, desc: str = "train", group: Group = ONE_PROCESS
                 ) -> Trained:
     """Train `kind`'s model of `preset` on `data` for `config.steps` AdamW steps (cosine schedule) from `seed`.
 
@@ -466,7 +469,7 @@ def _pretrained_encoder(kind: Kind, preset: str, num_classes: int, weights: str 
 
 
 def _save_state(path: Path, model: nn.Module, optimiser, schedule, rng: np.random.Generator, losses: list[float],
-                step: int, final: bool, device: str = "cpu", group: Group = Group()) -> None:
+                step: int, final: bool, device: str = "cpu", group: Group = ONE_PROCESS) -> None:
     """Rank 0 writes the state; every rank of a group takes part (each one's dropout RNG state goes in)."""
     cuda = torch.device(device).type == "cuda"  # dropout on the GPU draws from its own generator
     rank_rngs = group.gather((torch.get_rng_state(), torch.cuda.get_rng_state(device) if cuda else None)) if not final else []
@@ -529,7 +532,7 @@ class SeedScores:
 
 def score_training_set(kind: Kind, name: str, train: LabelledSet, test: LabelledSet, preset: str, config: TrainConfig,
                        seeds: list[int], checkpoints: Path | None, weights: str | Path | None, device: str,
-                       stop: Callable[[int, float], bool] | None = None, group: Group = Group()) -> SeedScores:
+                       stop: Callable[[int, float], bool] | None = None, group: Group = ONE_PROCESS) -> SeedScores:
     """Train one model per seed on `train` (already in the test schema) and score each on `test` (rank 0 scores,
     the other ranks of a group receive its scores)."""
     num_classes = get_schema(test.schema).num_classes
@@ -625,6 +628,6 @@ def run_downstream(trains: dict[str, tuple[Path, str]], test: tuple[Path, str], 
         wall_time_s=time.perf_counter() - start)
 
 
-__all__ = ["TISSUE", "Group", "Kind", "LabelledSet", "TrainConfig", "Trained", "TrainingStopped", "augment",
+__all__ = ["ONE_PROCESS", "TISSUE", "Group", "Kind", "LabelledSet", "TrainConfig", "Trained", "TrainingStopped", "augment",
            "close_group", "crop_plan", "kind_of", "load_set", "load_tissue_set", "metric_results", "predict_maps", "process_group", "remap_set",
            "run_downstream", "t_interval", "train_config", "train_model", "train_tissue"]
