@@ -29,12 +29,14 @@ Differences from Palette, on purpose:
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 from skimage.draw import disk, polygon
 
 from histosynth.errors import InputError, UnknownNameError
+from histosynth.schema import Provenance, Sample
 
 REFERENCE_SIZE = 256  # the canvas Palette's defaults are given on
 MIN_SIZE = 16  # below this the scaled brush (12/256 of the patch) is under one pixel wide
@@ -247,3 +249,20 @@ def heldout_masks(n: int, size: int | tuple[int, int], version: str = HELDOUT_VE
     """The first `n` masks (from `start`) of the standard held-out set: bool (n, H, W)."""
     held = heldout_set(version)
     return hybrid_masks(held.seed, n, size, start, held.config)
+
+
+def with_heldout_masks(samples: Iterable[Sample], version: str = HELDOUT_VERSION) -> Iterator[Sample]:
+    """The samples, the j-th carrying held-out mask j at its own patch size as its completion mask."""
+    for j, sample in enumerate(samples):
+        yield replace(sample, completion_mask=heldout_mask(j, sample.image.shape[:2], version))
+
+
+def heldout_mask_samples(n: int, size: int | tuple[int, int], version: str = HELDOUT_VERSION) -> Iterator[Sample]:
+    """Rows that carry only held-out masks 0 .. n-1 (in order): the image is the mask drawn white on black, so a
+    dataset viewer shows the masks; provenance names the set and its seed."""
+    held = heldout_set(version)
+    for j in range(n):  # one at a time: a large set never sits in memory
+        mask = heldout_mask(j, size, version)
+        image = np.repeat(mask[:, :, None], 3, axis=2).astype(np.uint8) * 255
+        yield Sample(image=image, completion_mask=mask,
+                     provenance=Provenance(source="heldout-masks", slide_id=f"palette-hybrid-{version}", seed=held.seed))

@@ -1,5 +1,5 @@
-"""`histosynth data build|show|pseudolabel|sample`: make an on-disk dataset from a source, draw it, give it pseudo
-labels, and sample its heterogeneous patches."""
+"""`histosynth data build|show|pseudolabel|sample|masks`: make an on-disk dataset from a source, draw it, give it
+pseudo labels, sample its heterogeneous patches, and write the held-out completion masks."""
 
 from __future__ import annotations
 
@@ -303,6 +303,47 @@ def run_sample(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_masks(args: argparse.Namespace) -> int:
+    from itertools import islice
+
+    from histosynth.data_cards.card import CardInfo
+    from histosynth.disk import count_samples, iter_samples, read_metadata, write_dataset
+    from histosynth.masks import HELDOUT_VERSION, heldout_mask_samples, heldout_set, with_heldout_masks
+
+    held = heldout_set(args.version or HELDOUT_VERSION)  # an unknown version fails before anything is written
+    licence = "cc0-1.0"  # masks alone: generated here from a seed
+    if args.n is not None and args.n < 1:
+        raise InputError(f"data masks: --n {args.n}: need at least one mask")
+    if args.dataset is None:
+        if args.n is None or args.size is None:
+            raise InputError("data masks: give --n and --size (or --dataset to mask a dataset's patches)")
+        n = args.n
+        samples, what = heldout_mask_samples(args.n, args.size, held.version), "the masks drawn white on black"
+    else:
+        if args.size is not None:
+            raise InputError("data masks: --size is for masks alone; with --dataset each mask takes its patch's size")
+        licence = read_metadata(args.dataset).get("license", "other")  # the patches keep their licence
+        available = count_samples(args.dataset, args.split)  # a missing split fails here, before writing
+        if available == 0:
+            raise InputError(f"{args.dataset}: split {args.split!r} has no patches to mask")
+        n = available if args.n is None else min(args.n, available)
+        samples = with_heldout_masks(islice(iter_samples(args.dataset, args.split), n), held.version)
+        what = f"the patches of {args.dataset} ({args.split}), each with the held-out mask of its row"
+    command = (f"histosynth data masks --version {held.version} --n {n}"
+               + (f" --size {args.size}" if args.dataset is None else
+                  f" --dataset {shlex.quote(str(args.dataset))} --split {args.split}")
+               + f" --out {shlex.quote(str(args.out))}")
+    card = CardInfo(pretty_name=f"histosynth held-out completion masks {held.version}",
+                    description=f"Completion masks of the standard held-out set {held.version} ({held.description}; "
+                    f"seed {held.seed}; row j carries mask j, True = the region to fill): {what}.",
+                    license=licence, command=command,
+                    tags=["completion-masks", f"heldout-masks-{held.version}"])
+    summary = write_dataset({args.split: samples}, args.out, card, total=n, overwrite=args.overwrite)
+    print("\n".join(summary_lines(args.out, summary)))
+    print(f"  masks: held-out set {held.version} (seed {held.seed})")
+    return 0
+
+
 def register(verbs: argparse._SubParsersAction) -> None:
     from histosynth.sources import SOURCES
     from histosynth.splits import DEFAULT_REGION_SIZE
@@ -402,3 +443,17 @@ def register(verbs: argparse._SubParsersAction) -> None:
     sample.add_argument("--plot", type=Path, help="composition histogram PNG (default OUT-composition.png beside OUT)")
     sample.add_argument("--no-overwrite", dest="overwrite", action="store_false", help="refuse to replace an existing folder")
     sample.set_defaults(handler=run_sample)
+
+    masks = actions.add_parser(
+        "masks", help="write the standard held-out completion masks as a dataset folder",
+        description="Write the held-out completion masks (Palette's hybrid box + brush masks scaled to the patch; "
+        "histosynth.masks) as a dataset folder whose row j carries mask j as completion_mask: alone (the image is "
+        "the mask, white on black) with --n and --size, or on the patches of --dataset.")
+    masks.add_argument("--out", type=Path, required=True, help="dataset folder to write")
+    masks.add_argument("--n", type=int, help="number of masks (with --dataset: first N patches; default all)")
+    masks.add_argument("--size", type=int, help="patch side in pixels (without --dataset)")
+    masks.add_argument("--dataset", type=Path, help="dataset folder whose patches get the masks")
+    masks.add_argument("--split", default="train", help="split of --dataset to read and of OUT to write (default train)")
+    masks.add_argument("--version", help="held-out mask set version (default: the current one, v1)")
+    masks.add_argument("--no-overwrite", dest="overwrite", action="store_false", help="refuse to replace an existing folder")
+    masks.set_defaults(handler=run_masks)

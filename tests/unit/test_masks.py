@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import hashlib
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
+from helpers import labelled_sample
 from scipy import ndimage, stats
 
+from histosynth.cli import main
+from histosynth.data_cards.card import CardInfo
+from histosynth.disk import iter_samples, read_metadata, write_dataset
 from histosynth.errors import InputError, UnknownNameError
 from histosynth.masks import (
     HELDOUT_SETS,
@@ -151,3 +156,26 @@ def test_bad_requests_are_refused_with_a_clear_error():
         hybrid_masks(0, -1, 64)
     with pytest.raises(InputError, match="box_max"):
         HybridMaskConfig(box_max=240.0)
+
+
+def test_data_masks_writes_the_heldout_set_as_rows(tmp_path, capsys):
+    assert main(["data", "masks", "--n", "3", "--size", "32", "--out", str(tmp_path / "masks")]) == 0
+    rows = list(iter_samples(tmp_path / "masks"))
+    assert len(rows) == 3
+    for j, row in enumerate(rows):
+        assert np.array_equal(row.completion_mask, heldout_mask(j, 32))
+        assert np.array_equal(row.image[:, :, 0] > 127, row.completion_mask)  # the image shows the mask
+    assert "heldout-masks-v1" in read_metadata(tmp_path / "masks")["tags"]
+    assert main(["data", "masks", "--n", "3", "--out", str(tmp_path / "no-size")]) == 2
+    assert "--size" in capsys.readouterr().err and not (tmp_path / "no-size").exists()
+
+
+def test_data_masks_masks_a_datasets_patches_row_by_row(tmp_path):
+    patches = [labelled_sample(i, size=32 + 16 * (i % 2)) for i in range(4)]  # two patch sizes
+    write_dataset({"test": patches}, tmp_path / "real", CardInfo("real", "hand-made", license="cc-by-4.0"))
+    assert main(["data", "masks", "--dataset", str(tmp_path / "real"), "--split", "test", "--n", "3",
+                 "--out", str(tmp_path / "masked")]) == 0
+    rows = list(iter_samples(tmp_path / "masked", "test"))
+    assert len(rows) == 3 and read_metadata(tmp_path / "masked")["license"] == "cc-by-4.0"
+    for j, (row, patch) in enumerate(zip(rows, patches, strict=False)):
+        assert row.equals(replace(patch, completion_mask=heldout_mask(j, patch.image.shape[:2])))  # all else kept
