@@ -82,3 +82,46 @@ def test_two_processes_reach_the_one_process_miou_within_the_seed_spread(data, t
     assert code == 0, stderr[-3000:]
     assert _miou(tmp_path / "again.json") == list(two_miou) and [p.stat().st_mtime_ns for p in states] == stamps
     assert json.loads((tmp_path / "again.json").read_text())["settings"]["processes"] == 2
+
+
+RESUME_SCRIPT = """
+import sys
+from pathlib import Path
+
+import torch
+
+from histosynth.benchmark.downstream.task import TrainingStopped, close_group, run_downstream, train_config
+
+torch.set_num_threads(1)
+data, checkpoints, stop_at = Path(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3])
+try:
+    run_downstream({"train": (data / "train", "train")}, (data / "test", "test"), preset="tiny", seeds=[0],
+                   config=train_config("tiny", steps=8, batch_size=2, checkpoint_every=4), checkpoints=checkpoints,
+                   stop=(lambda step, loss: step == stop_at) if stop_at else None)
+except TrainingStopped:
+    print("stopped")
+close_group()
+"""
+
+
+@pytest.mark.slow
+def test_a_stopped_two_process_run_resumes_to_the_uninterrupted_losses(data, tmp_path, run_in_group):
+    """Each rank restores its own dropout RNG from rank 0's checkpoint: the resumed run's losses are bit-identical
+    (restoring rank 0's state on every rank instead changes the losses after the resume point)."""
+    script = tmp_path / "resume.py"
+    script.write_text(RESUME_SCRIPT)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+
+    def run(checkpoints, stop_at):
+        command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", script,
+                   data, checkpoints, str(stop_at)]
+        code, stdout, stderr = run_in_group(command, env)
+        assert code == 0, stderr[-3000:]
+        return stdout
+
+    run(tmp_path / "whole", 0)
+    assert run(tmp_path / "split", 4).count("stopped") == 2  # both ranks stop after step 4
+    run(tmp_path / "split", 0)
+    (whole,), (split,) = (list((tmp_path / name).glob("*/state.pt")) for name in ("whole", "split"))
+    assert whole.parent.name == split.parent.name  # the same training (key includes the 2 processes)
+    assert torch.load(split, weights_only=False)["losses"] == torch.load(whole, weights_only=False)["losses"]
