@@ -96,7 +96,7 @@ class Group:
     def mean(self, value: torch.Tensor) -> float:
         """The mean over ranks of a scalar tensor."""
         if self.world == 1:
-            return float(value)
+            return value.item()
         import torch.distributed as dist
 
         total = value.detach().clone()
