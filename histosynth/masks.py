@@ -10,16 +10,17 @@ bbox2mask, brush_stroke_mask; the "hybrid" mode of data/dataset.py), defaults gi
 - Brush: 1 to max_loops - 1 strokes (Palette's `randint(1, max_loops)` excludes max_loops, so its "up to 4 loops"
   draws 1-3); each a polyline of 4-11 segments from a uniform start point, segment lengths r ~ N(R, R/2) clipped
   to [0, 2R] with R = diagonal / 8, turning angles uniform around 2 pi / 5 (spread 2 pi / 15) with alternate
-  vertices reflected (2 pi - a), vertices clipped to the canvas; drawn with a width in [12, 40) and a disk of
-  diameter `width` on every vertex. Palette's random flips at the end are no-ops (it discards the result of
-  `Image.transpose`), so none are made here.
+  vertices reflected (2 pi - a), vertices clipped to the canvas; drawn with a width in [12, 39] (Palette's
+  `randint(12, 40)`) and a disk of diameter `width` on every vertex. Palette's random flips at the end are no-ops
+  (it discards the result of `Image.transpose`), so none are made here.
+- At 256 px the result matches Palette's rules drawn with PIL in distribution (tests/unit/test_masks.py).
 Differences from Palette, on purpose:
 - Scaling: Palette's box is always drawn on a fixed 256 px canvas and its brush width is in pixels whatever the
   image size (only the stroke length follows the diagonal). Here every length (box size, delta, margin, width) is
   scaled by patch size / 256, per axis for the box and by the geometric mean of the axes for the width, so the
   masked area fraction does not depend on the patch size.
-- Positions, sizes and widths are drawn as continuous values and rasterised by pixel centres (pixel i covers
-  [i, i + 1)); Palette draws integers. Strokes are drawn with skimage.draw (polygon per segment + disks), not PIL.
+- Positions, sizes and widths are drawn as continuous values over the span of Palette's integer draws and
+  rasterised by pixel centres (pixel i covers [i, i + 1)); Palette draws integers and truncates vertices. Strokes are drawn with skimage.draw (polygon per segment + disks), not PIL.
 - Randomness: mask `index` of a set with seed `seed` uses its own PCG64 stream seeded by SeedSequence([seed, index]),
   so it is a pure function of (seed, index, size): the same draws at every size give the same shape, scaled. Only
   the bit generator's uniform doubles are used (normals by Box-Muller here), because numpy's NEP 19 lets the
@@ -50,7 +51,7 @@ class HybridMaskConfig:
     box_delta: float = 40.0  # the box shrinks by up to box_delta / 2 per axis
     box_margin: float = 20.0  # least distance from the box to the canvas edge
     vertices: tuple[int, int] = (4, 12)  # segments per stroke, [low, high)
-    width: tuple[float, float] = (12.0, 40.0)  # stroke width, [low, high)
+    width: tuple[float, float] = (12.0, 39.0)  # stroke width, [low, high]
     max_loops: int = 4  # strokes per mask: 1 .. max_loops - 1
     mean_angle: float = 2 * math.pi / 5
     angle_range: float = 2 * math.pi / 15
