@@ -22,6 +22,13 @@ HTD_CITATION = """@inproceedings{htd2025,
   eprint = {2509.17847},
   archivePrefix = {arXiv}
 }"""
+DUAL_LORA_PAPER = "Structure-Guided Histopathology Synthesis via Dual-LoRA Diffusion (arXiv:2603.04565)"
+DUAL_LORA_CITATION = """@article{duallora2026,
+  title = {Structure-Guided Histopathology Synthesis via Dual-LoRA Diffusion},
+  year = {2026},
+  eprint = {2603.04565},
+  archivePrefix = {arXiv}
+}"""
 LICENCE = "Apache-2.0 (histosynth code); trained weights carry the licence of their training data"
 
 _BUILTIN = [
@@ -48,6 +55,16 @@ _BUILTIN = [
         paper=HTD_PAPER, citation=HTD_CITATION, licence=LICENCE,
         conditioning=("tissue", "crops"), outputs=("image", "tissue"), label_policy="copied", family="diffusion",
         target="histosynth.baselines.htd_ablations:HTDEmbedding",
+    ),
+    GeneratorMeta(
+        name="dual-lora",
+        version="0.1.0",
+        summary="Dual-LoRA: nuclei-centroid-guided diffusion with two LoRA adapters, global synthesis and masked "
+                "completion",
+        paper=DUAL_LORA_PAPER, citation=DUAL_LORA_CITATION, licence=LICENCE,
+        conditioning=("nuclei", "mask"), outputs=("image", "nuclei"), label_policy="copied", family="diffusion",
+        tasks=("synthesis", "completion"),
+        target="histosynth.generators.dual_lora.model:DualLoraGenerator",
     ),
 ]
 

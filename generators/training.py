@@ -100,14 +100,16 @@ class StepContext:
         self._max_grad_norm = max_grad_norm
         self.applied: set[str] = set()  # optimizers stepped in the current optimizer step
 
-    def apply(self, loss: torch.Tensor, optimizer: str = "model") -> None:
-        """Backpropagate `loss` and step optimizer `optimizer` (accelerate skips the step mid-accumulation)."""
+    def apply(self, loss: torch.Tensor, optimizer: str | tuple[str, ...] = "model") -> None:
+        """Backpropagate `loss` once and step optimizer `optimizer` (or each of several, e.g. a shared base and the
+        active adapter, each clipped on its own parameters); accelerate skips the step mid-accumulation."""
         self.accelerator.backward(loss)
-        if self.accelerator.sync_gradients and self._max_grad_norm:
-            self.accelerator.clip_grad_norm_(self._params[optimizer], self._max_grad_norm)
-        self.optimizers[optimizer].step()
-        self.optimizers[optimizer].zero_grad(set_to_none=True)
-        self.applied.add(optimizer)
+        for name in (optimizer,) if isinstance(optimizer, str) else optimizer:
+            if self.accelerator.sync_gradients and self._max_grad_norm:
+                self.accelerator.clip_grad_norm_(self._params[name], self._max_grad_norm)
+            self.optimizers[name].step()
+            self.optimizers[name].zero_grad(set_to_none=True)
+            self.applied.add(name)
 
 
 class TrainStep(ABC):

@@ -63,7 +63,7 @@ from histosynth.generators.diffusion.presets import (
 )
 from histosynth.generators.diffusion.sampling import denoise, guided, initial_noise, make_sampler
 from histosynth.generators.diffusion.training import DiffusionStep
-from histosynth.generators.training import TRAINING_DIR, run_training, step_rng
+from histosynth.generators.training import TRAINING_DIR, TrainStep, run_training, step_rng
 from histosynth.schema import Nuclei, Provenance, Sample
 
 CROP_STREAM = 1  # SeedSequence([sample seed, CROP_STREAM]) draws a sample's condition randomness; its noise uses the seed
@@ -220,8 +220,7 @@ class DiffusionGenerator(Generator):
         denoiser = self._require_networks()
         batch_fn = self._batch_fn(arrays, cfg, curriculum)
         self._init_seed = None  # the weights change from here on: a later train() continues from them
-        step = DiffusionStep(denoiser, self.scheduler, cfg.cfg_dropout, cfg.loss)
-        result = run_training(step, batch_fn, cfg, folder, resume=resume, on_step=on_step)
+        result = run_training(self._train_step(denoiser, cfg), batch_fn, cfg, folder, resume=resume, on_step=on_step)
         self._hash = None
         self.preset.train = cfg
         self.train_report = TrainReport(
@@ -257,12 +256,21 @@ class DiffusionGenerator(Generator):
                 batch = augment(batch, rng)
             if curriculum is not None and batch.tissue is not None:
                 batch.tissue = curriculum.apply(batch.tissue, step)
+            batch = self._training_batch(batch, cfg, step, micro, rank)
             pixels = torch.from_numpy(np.ascontiguousarray(batch.images)).permute(0, 3, 1, 2).float().div(127.5).sub(1)
             inputs = {"x0": self.codec.encode(pixels.to(device))}
             inputs.update(self._condition_tensors(batch, [rng] * len(index), device))
             return inputs
 
         return batch_fn
+
+    def _train_step(self, denoiser: Denoiser, cfg: TrainConfig) -> TrainStep:
+        """What one training step computes (a two-adapter model overrides it)."""
+        return DiffusionStep(denoiser, self.scheduler, cfg.cfg_dropout, cfg.loss)
+
+    def _training_batch(self, batch: ConditionBatch, cfg: TrainConfig, step: int, micro: int, rank: int) -> ConditionBatch:
+        """A training batch before it becomes tensors; a subclass adds what its task needs (e.g. completion masks)."""
+        return batch
 
     def _condition_tensors(self, batch: ConditionBatch, rngs: Sequence[np.random.Generator],
                            device: torch.device) -> dict[str, torch.Tensor]:
@@ -281,8 +289,8 @@ class DiffusionGenerator(Generator):
         Options default to the saved SampleConfig (e.g. DDIM, 50 steps, guidance 1 = no CFG).
         """
         opts = self.resolve_options(options, **fields)
-        if opts.task != "synthesis":
-            raise InputError(f"{self.meta.name} does only synthesis, not {opts.task!r}")
+        if opts.task not in self.meta.tasks:
+            raise InputError(f"{self.meta.name} does only {', '.join(self.meta.tasks)}, not {opts.task!r}")
         self._require_networks()
         conditions = list(conditions)
         seeds = [derive_seed(seed, j) for j in range(len(conditions))] if isinstance(seed, int) else [int(s) for s in seed]
@@ -317,8 +325,9 @@ class DiffusionGenerator(Generator):
             guidance = opts.guidance if inputs else 1.0
             scheduler = make_sampler(opts.sampler, self.scheduler.config)
             with _autocast(self.device):
+                after_step = self._after_step(batch, scheduler, generators)
                 latents = denoise(guided(model_fn, guidance), noise, scheduler, opts.steps, generators, opts.eta,
-                                  opts.progress)
+                                  opts.progress, after_step)
                 pixels = _to_uint8(self.codec.decode(latents.float()))
         samples = []
         copied = self.meta.label_policy == "copied"
@@ -335,6 +344,11 @@ class DiffusionGenerator(Generator):
                                   nuclei=Nuclei(batch.nuclei_schema, layout.centroids.copy(), layout.class_ids.copy())
                                   if layout is not None else None))
         return samples
+
+    def _after_step(self, batch: ConditionBatch, scheduler: Any,
+                    generators: list[torch.Generator]) -> Callable[[torch.Tensor, int], torch.Tensor] | None:
+        """A function applied to the latents after each sampler step (e.g. repasting known pixels); None: none."""
+        return None
 
     # ------------------------------------------------------------------ persistence
 

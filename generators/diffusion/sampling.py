@@ -60,8 +60,12 @@ def initial_noise(seeds: list[int], shape: tuple[int, ...], device: torch.device
 
 @torch.no_grad()
 def denoise(model_fn: ModelFn, noise: torch.Tensor, scheduler: SchedulerMixin, steps: int,
-            generators: list[torch.Generator] | None = None, eta: float = 0.0, progress: bool = False) -> torch.Tensor:
-    """Run `steps` sampler steps from `noise`; `model_fn(x, t)` returns the model output (guidance folded in)."""
+            generators: list[torch.Generator] | None = None, eta: float = 0.0, progress: bool = False,
+            after_step: Callable[[torch.Tensor, int], torch.Tensor] | None = None) -> torch.Tensor:
+    """Run `steps` sampler steps from `noise`; `model_fn(x, t)` returns the model output (guidance folded in).
+
+    `after_step(x, i)`, when given, replaces the latents after step i (inpainting repastes its known region there).
+    """
     if steps < 1:
         raise InputError(f"steps must be >= 1, got {steps}")
     scheduler.set_timesteps(steps, device=noise.device)
@@ -72,10 +76,12 @@ def denoise(model_fn: ModelFn, noise: torch.Tensor, scheduler: SchedulerMixin, s
     if "eta" in accepts:
         extra["eta"] = eta
     x = noise * scheduler.init_noise_sigma
-    for t in tqdm(scheduler.timesteps, desc="sampling", leave=False, disable=not progress):
+    for i, t in enumerate(tqdm(scheduler.timesteps, desc="sampling", leave=False, disable=not progress)):
         model_input = scheduler.scale_model_input(x, t)
         output = model_fn(model_input, t)
         x = scheduler.step(output, t, x, **extra).prev_sample
+        if after_step is not None:
+            x = after_step(x, i)
     return x
 
 
