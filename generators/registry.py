@@ -22,6 +22,19 @@ HTD_CITATION = """@inproceedings{htd2025,
   eprint = {2509.17847},
   archivePrefix = {arXiv}
 }"""
+HARP_CITATION = """@inproceedings{fuchs2024harp,
+  title = {HARP: Unsupervised Histopathological Artifact Restoration Pipeline},
+  author = {Fuchs, Moritz and Sivakumar, Ssharvien Kumar R and others and Mukhopadhyay, Anirban},
+  booktitle = {Medical Imaging with Deep Learning (MIDL)},
+  year = {2024}
+}
+@inproceedings{saharia2022palette,
+  title = {Palette: Image-to-Image Diffusion Models},
+  author = {Saharia, Chitwan and Chan, William and Chang, Huiwen and Lee, Chris and Ho, Jonathan and Salimans, Tim and
+            Fleet, David and Norouzi, Mohammad},
+  booktitle = {ACM SIGGRAPH 2022 Conference Proceedings},
+  year = {2022}
+}"""
 DUAL_LORA_PAPER = "Structure-Guided Histopathology Synthesis via Dual-LoRA Diffusion (arXiv:2603.04565)"
 DUAL_LORA_CITATION = """@article{duallora2026,
   title = {Structure-Guided Histopathology Synthesis via Dual-LoRA Diffusion},
@@ -55,6 +68,16 @@ _BUILTIN = [
         paper=HTD_PAPER, citation=HTD_CITATION, licence=LICENCE,
         conditioning=("tissue", "crops"), outputs=("image", "tissue"), label_policy="copied", family="diffusion",
         target="histosynth.baselines.htd_ablations:HTDEmbedding",
+    ),
+    GeneratorMeta(
+        name="harp-inpaint",
+        version="0.1.0",
+        summary="HARP-like inpainting baseline: Palette's conditional DDPM (6-channel UNet, known pixels kept), on diffusers",
+        paper="HARP: Unsupervised Histopathological Artifact Restoration Pipeline (Fuchs et al., MIDL 2024); "
+              "Palette: Image-to-Image Diffusion Models (Saharia et al., SIGGRAPH 2022, arXiv:2111.05826)",
+        citation=HARP_CITATION, licence=LICENCE,
+        conditioning=("mask",), outputs=("image",), label_policy="none", family="diffusion",
+        target="histosynth.baselines.harp_inpaint:HarpInpaint", tasks=("completion",),
     ),
     GeneratorMeta(
         name="dual-lora",

@@ -27,6 +27,7 @@ from histosynth.generators import GENERATORS, build_generator, generator_meta, l
 from histosynth.generators.base import Generator, TrainReport, derive_seed
 from histosynth.generators.checkpoint import MODEL_INDEX
 from histosynth.generators.registry import GENERATOR_META, register_generator
+from histosynth.masks import with_heldout_masks
 from histosynth.resize import resize_map
 from histosynth.schema import Sample
 from histosynth.sources import build_source
@@ -35,6 +36,16 @@ TOY = TOY_META.name
 BUILTIN = list(GENERATORS)
 NAMES = [*BUILTIN, TOY]
 DIFFUSION = [n for n in BUILTIN if generator_meta(n).family == "diffusion"]
+
+
+def task_of(name: str) -> dict[str, str]:
+    """Sampling options for the contract checks: a completion-only generator completes."""
+    return {} if "synthesis" in generator_meta(name).tasks else {"task": "completion"}
+
+
+def conditions_for(name: str, samples: list[Sample]) -> list[Sample]:
+    """The conditions, carrying held-out masks 0.. when `name` reads masks (so a sample redone alone keeps its mask)."""
+    return list(with_heldout_masks(samples)) if "mask" in generator_meta(name).conditioning else samples
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -108,8 +119,8 @@ def test_a_loaded_model_samples_valid_samples_labelled_by_its_policy(trained, ti
     assert type(loaded) is type(gen) and loaded.checkpoint_hash == gen.checkpoint_hash
     assert loaded.train_report is not None and loaded.train_report.steps == 2
     assert all(v is not None for v in loaded.default_options().job_fields().values())
-    conditions = tiny_data[:3]
-    outputs = loaded.sample(conditions, seed=7)
+    conditions = conditions_for(name, tiny_data[:3])
+    outputs = loaded.sample(conditions, seed=7, **task_of(name))
     assert len(outputs) == 3
     assert [s.provenance.seed for s in outputs] == [derive_seed(7, j) for j in range(3)]
     for out, cond in zip(outputs, conditions, strict=True):
@@ -131,13 +142,13 @@ def test_a_loaded_model_samples_valid_samples_labelled_by_its_policy(trained, ti
 
 @pytest.mark.parametrize("trained", NAMES, indirect=True)
 def test_sampling_is_seed_deterministic_redoable_and_resaves_the_same_weights(trained, tiny_data, tmp_path):
-    gen, config = trained.gen, trained.config
+    gen, config, task = trained.gen, trained.config, task_of(trained.name)
     loaded = load_generator(trained.folder)
-    conditions = tiny_data[:3]
-    first = loaded.sample(conditions, seed=7)
-    again = loaded.sample(conditions, seed=7)
-    other = loaded.sample(conditions, seed=8)
-    in_memory = gen.sample(conditions, seed=7)
+    conditions = conditions_for(trained.name, tiny_data[:3])
+    first = loaded.sample(conditions, seed=7, **task)
+    again = loaded.sample(conditions, seed=7, **task)
+    other = loaded.sample(conditions, seed=8, **task)
+    in_memory = gen.sample(conditions, seed=7, **task)
     assert all(a.equals(b) for a, b in zip(first, again, strict=True))
     assert all(a.equals(b) for a, b in zip(first, in_memory, strict=True))
     assert not any(np.array_equal(a.image, b.image) for a, b in zip(first, other, strict=True))
@@ -145,7 +156,7 @@ def test_sampling_is_seed_deterministic_redoable_and_resaves_the_same_weights(tr
 
     # Sample j redone alone from the seed in its provenance. A batch of 1 instead of 3 may change the float
     # summation order of batched kernels (ulps), which can move a rounded uint8 value across one level at most.
-    alone = loaded.sample([conditions[1]], seed=[first[1].provenance.seed])[0]
+    alone = loaded.sample([conditions[1]], seed=[first[1].provenance.seed], **task)[0]
     assert np.abs(alone.image.astype(int) - first[1].image.astype(int)).max() <= 1
 
     loaded.save(tmp_path / "again")
@@ -160,8 +171,10 @@ class TestDiffusionFolder:
         meta, folder = generator_meta(trained.name), trained.folder
         assert (folder / "unet" / "diffusion_pytorch_model.safetensors").is_file()
         assert (folder / "scheduler" / "scheduler_config.json").is_file()
-        assert (folder / "controlnet").is_dir() == bool(meta.conditioning)
-        assert ("controlnet" in trained.config["components"]) == bool(meta.conditioning)
+        # a completion-only model (Palette) reads its masked image through the UNet's input channels, not a ControlNet
+        controlled = bool(meta.conditioning) and "synthesis" in meta.tasks
+        assert (folder / "controlnet").is_dir() == controlled
+        assert ("controlnet" in trained.config["components"]) == controlled
 
 
 def test_the_toy_learns_each_class_mean_colour(tiny_data):
