@@ -1,4 +1,4 @@
-"""`histosynth bench fd|lpips-masked|seg|tstr`: score a synthetic dataset against a real one; results as JSON."""
+"""`histosynth bench fd|lpips-masked|complete|seg|tstr`: score a synthetic dataset against a real one; results as JSON."""
 
 from __future__ import annotations
 
@@ -101,6 +101,25 @@ def run_lpips(args: argparse.Namespace) -> int:
         raise InputError(f"--modes: unknown mode(s) {unknown}; choose from {', '.join(MODES)}")
     run = score_masked_lpips(args.real, args.fake, modes, net=args.net, backbone=args.backbone, split=args.split,
                              limit=args.limit, device=args.device, batch_size=args.batch_size)
+    _report(run, args.out, f"lpips-{modes[0]}")
+    return 0
+
+
+def run_complete(args: argparse.Namespace) -> int:
+    from histosynth.benchmark.completion import score_completion
+    from histosynth.benchmark.lpips_masked import MODES
+
+    modes = [m.strip() for m in args.modes.split(",") if m.strip()]
+    unknown = [m for m in modes if m not in MODES]
+    if unknown or not modes:
+        raise InputError(f"--modes: {', '.join(unknown) or 'none given'}; choose from {', '.join(MODES)}")
+    if args.bootstrap < 0 or args.bootstrap == 1:
+        raise InputError(f"--bootstrap must be 0 (no interval) or at least 2 resamples, got {args.bootstrap}")
+    _enough(args.real, args.split, "--real", 1, "at least one is needed")
+    _enough(args.completed, args.split, "--completed", 1, "at least one is needed")
+    run = score_completion(args.real, args.completed, modes, net=args.net, backbone=args.backbone, split=args.split,
+                           limit=args.limit, bootstrap=args.bootstrap, seed=args.seed, device=args.device,
+                           batch_size=args.batch_size, mask_version=args.mask_set)
     _report(run, args.out, f"lpips-{modes[0]}")
     return 0
 
@@ -240,6 +259,26 @@ def register(verbs: argparse._SubParsersAction) -> None:
     lp.add_argument("--batch-size", type=int, default=16)
     lp.add_argument("--device", default="cpu")
     lp.set_defaults(handler=run_lpips)
+
+    co = tasks.add_parser("complete", help="completion: masked LPIPS, PSNR and SSIM inside the masks, with CIs",
+                          description="Score completed patches against the real patches they were made from (rows "
+                          "paired by index; each completed row carries its completion_mask): masked LPIPS in the named "
+                          "modes, PSNR and SSIM inside the mask, each a mean with a bootstrap CI; records the mask set.")
+    co.add_argument("--real", type=Path, required=True, help="the real patches that were completed")
+    co.add_argument("--completed", type=Path, required=True, help="the completed dataset (generate --task complete)")
+    co.add_argument("--modes", default=",".join(("spatial-mean", "layer-masked", "bbox-crop")),
+                    help="comma-separated masked-LPIPS modes (default: all three)")
+    co.add_argument("--net", default="alex", choices=["alex", "vgg"])
+    co.add_argument("--backbone", type=Path, help="torchvision AlexNet/VGG16 weight file (default: the torch hub cache)")
+    co.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples of the pairs (0 = no CI; default 1000)")
+    co.add_argument("--seed", type=int, default=0, help="bootstrap seed")
+    co.add_argument("--mask-set", default="v1", help="held-out mask set version to recognise (default v1)")
+    co.add_argument("--out", type=Path, required=True, help="results JSON to write")
+    co.add_argument("--split", default="train")
+    co.add_argument("--limit", type=int, help="only the first N pairs")
+    co.add_argument("--batch-size", type=int, default=16)
+    co.add_argument("--device", default="cpu")
+    co.set_defaults(handler=run_complete)
 
     seg = tasks.add_parser("seg", help="downstream utility: train a segmenter on one set, test on held-out real data",
                            description="Train DeepLabv3+ on --train (synthetic, real or a mix) with several seeds and "
