@@ -29,6 +29,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any, Callable
 
+import numpy as np
 from tqdm.auto import tqdm
 
 from histosynth.atomic import atomic_file, write_text_atomic
@@ -142,10 +143,13 @@ def generate_dataset(checkpoint: Path | str, conditions: Path | str, n: int, out
                      chunk_size: int = 64, steps: int | None = None, sampler: str | None = None,
                      guidance: float | None = None, eta: float | None = None, batch_size: int | None = None,
                      generator_name: str | None = None, device: str | None = None,
-                     on_chunk: Callable[[int], None] | None = None, progress: bool = True) -> Path:
+                     on_chunk: Callable[[int], None] | None = None, progress: bool = True,
+                     task: str = "synthesis", masks: Path | str | None = None) -> Path:
     """Generate `n` samples from the generator saved at `checkpoint` into the dataset folder `out` (see module doc).
 
     Rerunning the same call after a crash reuses the finished chunks. `on_chunk(c)` runs after chunk c is saved.
+    `task` "completion" fills each condition's completion mask: row i mod M' of the dataset `masks` (resized to
+    the condition), else the condition's own completion_mask, else held-out mask i mod M (histosynth.masks).
     """
     import torch
     from accelerate import PartialState
@@ -171,10 +175,21 @@ def generate_dataset(checkpoint: Path | str, conditions: Path | str, n: int, out
     reader = ConditionReader(conditions)
     if len(reader) == 0:
         raise InputError(f"{conditions}: no condition samples")
-    options = SampleOptions(steps=steps, sampler=sampler, guidance=guidance, eta=eta, batch_size=batch_size)
+    options = SampleOptions(steps=steps, sampler=sampler, guidance=guidance, eta=eta, batch_size=batch_size, task=task)
+    if task not in gen.meta.tasks:
+        raise InputError(f"{gen.meta.name} does only {', '.join(gen.meta.tasks)}, not {task!r}")
+    if masks is not None and task != "completion":
+        raise InputError(f"--masks {masks}: masks are for completion; this job's task is {task!r}")
+    mask_reader = ConditionReader(masks) if masks is not None else None
+    if mask_reader is not None and len(mask_reader) == 0:
+        raise InputError(f"{masks}: no mask rows")
     resolved = {k: getattr(gen.resolve_options(options), k) for k in ("steps", "sampler", "guidance", "eta", "batch_size")}
     job = {"generator": gen.meta.name, "version": gen.meta.version, "checkpoint_hash": gen.checkpoint_hash,
            "conditions": reader.fingerprint(), "n": n, "seed": seed, "chunk_size": chunk_size, **resolved}
+    if task != "synthesis":  # synthesis keys stay as they were before tasks existed
+        from histosynth.masks import HELDOUT_VERSION
+
+        job.update(task=task, masks=mask_reader.fingerprint() if mask_reader is not None else f"heldout-{HELDOUT_VERSION}")
     key = hashlib.sha256(json.dumps(job, sort_keys=True).encode()).hexdigest()[:16]
     out = Path(out).absolute()
     work = work_folder(out, key)
@@ -195,8 +210,10 @@ def generate_dataset(checkpoint: Path | str, conditions: Path | str, n: int, out
     try:
         for c in mine:
             indices = range(c * chunk_size, min(n, (c + 1) * chunk_size))
-            samples = gen.sample([reader[i % len(reader)] for i in indices], [derive_seed(seed, i) for i in indices],
-                                 options)
+            batch = [reader[i % len(reader)] for i in indices]
+            if task == "completion":
+                batch = [with_completion_mask(cond, i % len(reader), mask_reader) for cond, i in zip(batch, indices)]
+            samples = gen.sample(batch, [derive_seed(seed, i) for i in indices], options)
             path = shard(c)
             with atomic_file(path) as staged:  # the shard's appearance commits the chunk (its summary is already there)
                 summary = write_shard(samples, staged)
@@ -226,6 +243,32 @@ def generate_dataset(checkpoint: Path | str, conditions: Path | str, n: int, out
     return out
 
 
+def with_completion_mask(condition: Sample, index: int, masks: ConditionReader | None) -> Sample:
+    """`condition` carrying the mask a completion job fills: row `index` mod M' of `masks` (nearest-resized to the
+    condition), else its own completion_mask, else held-out mask `index`."""
+    from dataclasses import replace
+
+    from histosynth.masks import heldout_mask
+    from histosynth.resize import resize_map
+
+    shape = condition.image.shape[:2]
+    if masks is not None:
+        row = masks[index % len(masks)]
+        if row.completion_mask is None:
+            raise InputError(f"{masks.path}: row {index % len(masks)} has no completion_mask")
+        mask = row.completion_mask
+        if mask.shape != shape:
+            if mask.shape[0] != mask.shape[1] or shape[0] != shape[1]:
+                raise InputError(f"{masks.path}: row {index % len(masks)}'s mask is {mask.shape}, the condition {shape}; "
+                                 "only square masks are resized")
+            mask = resize_map(mask.view(np.uint8), shape[0]).astype(bool)
+    elif condition.completion_mask is not None:
+        return condition
+    else:
+        mask = heldout_mask(index, shape)
+    return replace(condition, completion_mask=mask)
+
+
 LABEL_SENTENCES = {
     "copied": "Each patch's tissue map is the map it was conditioned on.",
     "generated": "Each patch's labels were generated together with it.",
@@ -245,6 +288,8 @@ def _card(gen: Generator, reader: ConditionReader, job: dict[str, Any], checkpoi
     licence = default_licence(sources) if sources else str(reader.meta.get("license", "other"))
     flags = " ".join(f"--{k.replace('_', '-')} {v}" for k, v in job.items()
                      if k in ("seed", "chunk_size", "steps", "sampler", "guidance", "eta", "batch_size") and v is not None)
+    if job.get("task") == "completion":
+        flags += " --task complete" + (" --masks MASKS" if not str(job["masks"]).startswith("heldout-") else "")
     command = (f"histosynth generate {meta.name} --checkpoint {shlex.quote(checkpoint.name)} "
                f"--conditions {shlex.quote(conditions.name)} --n {job['n']} {flags} --out OUT")
     return CardInfo(

@@ -11,6 +11,8 @@ import argparse
 import time
 from pathlib import Path
 
+TASKS = {"synthesize": "synthesis", "complete": "completion"}  # CLI verb -> SampleOptions.task
+
 
 def run(args: argparse.Namespace) -> int:
     from histosynth.disk import count_samples
@@ -20,7 +22,7 @@ def run(args: argparse.Namespace) -> int:
     out = generate_dataset(args.checkpoint, args.conditions, args.n, args.out, seed=args.seed,
                            chunk_size=args.chunk_size, steps=args.steps, sampler=args.sampler,
                            guidance=args.guidance, eta=args.eta, batch_size=args.batch_size,
-                           generator_name=args.generator, device=args.device)
+                           generator_name=args.generator, device=args.device, task=TASKS[args.task], masks=args.masks)
     import torch.distributed as dist
     from accelerate import PartialState
 
@@ -53,4 +55,10 @@ def register(verbs: argparse._SubParsersAction) -> None:
     parser.add_argument("--batch-size", type=int, help="samples per forward pass")
     parser.add_argument("--chunk-size", type=int, default=64, help="samples per shard / unit of resumption (default 64)")
     parser.add_argument("--device", help="torch device (default: the process's GPU, else CPU)")
+    parser.add_argument("--task", choices=list(TASKS), default="synthesize",
+                        help="synthesize whole patches (default) or complete masked regions of the conditions (known "
+                        "pixels kept exactly; each row stores its completion mask); only generators that do it")
+    parser.add_argument("--masks", type=Path, help="with --task complete: dataset folder whose rows carry completion "
+                        "masks (row i mod M for sample i; e.g. `histosynth data masks`); default: each condition's own "
+                        "completion_mask, else the standard held-out mask set")
     parser.set_defaults(handler=run)
