@@ -1,0 +1,113 @@
+"""The HARP-like inpainting baseline (baselines/harp_inpaint.py). The generic contract (train, save, load, seeded
+sampling) is checked for it by test_generators_contract.py; here: what makes it Palette. Known pixels are exactly
+the condition's, the loss sees only the hole, training lowers it, RePaint jumps run and keep the known pixels."""
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+
+from histosynth.baselines.harp_inpaint import MASK_STREAM, HarpInpaint, palette_loss
+from histosynth.errors import InputError
+from histosynth.generators import GENERATORS, build_generator, generator_meta
+from histosynth.generators.base import derive_seed
+from histosynth.masks import heldout_mask, hybrid_mask, with_heldout_masks
+from histosynth.sources import build_source
+
+
+@pytest.fixture(scope="module")
+def data():
+    return list(build_source("simulator", n=8, size=32, seed=5, mpp=2.0))
+
+
+@pytest.fixture(scope="module")
+def model():
+    return build_generator("harp-inpaint", "tiny")
+
+
+def test_registered_as_a_completion_only_diffusion_model_without_labels():
+    meta = generator_meta("harp-inpaint")
+    assert GENERATORS.get("harp-inpaint") is HarpInpaint and HarpInpaint.meta == meta
+    assert (meta.tasks, meta.conditioning, meta.outputs, meta.label_policy, meta.family) == (
+        ("completion",), ("mask",), ("image",), "none", "diffusion")
+    import histosynth.baselines.harp_inpaint as module
+
+    assert "pins torch 2.0.1" in module.__doc__
+
+
+def test_known_pixels_are_the_conditions_exactly_at_any_patch_size(model, data):
+    big = list(build_source("simulator", n=2, size=48, seed=6, mpp=2.0))  # resized to 32 px and back
+    for conditions in (list(with_heldout_masks(data[:3])), big):
+        out = model.sample(conditions, seed=3, task="completion")
+        for j, (o, c) in enumerate(zip(out, conditions, strict=True)):
+            mask = c.completion_mask if c.completion_mask is not None else heldout_mask(j, c.image.shape[:2])
+            assert np.array_equal(o.completion_mask, mask) and o.image.shape == c.image.shape
+            assert np.array_equal(o.image[~mask], c.image[~mask])
+            assert not np.array_equal(o.image[mask], c.image[mask])  # the hole was repainted
+            assert o.tissue is None and o.nuclei is None
+    given = np.zeros((32, 32), bool)
+    given[8:20, 4:28] = True
+    out = model.sample(data[:2], seed=0, task="completion", mask=given)
+    assert all(np.array_equal(o.completion_mask, given) for o in out)
+    with pytest.raises(InputError, match="does only completion"):
+        model.sample(data[:1], seed=0)
+    with pytest.raises(InputError, match="mask 0 is empty"):
+        model.sample(data[:1], seed=0, task="completion", mask=np.zeros((32, 32), bool))
+
+
+def test_the_loss_sees_the_noise_inside_the_hole_only(model):
+    g = torch.Generator().manual_seed(0)
+    image = torch.rand(2, 3, 32, 32, generator=g) * 2 - 1
+    mask = torch.from_numpy(np.stack([hybrid_mask(1, j, 32) for j in range(2)])[:, None].astype(np.float32))
+    noise, cond_noise = torch.randn(2, 2, 3, 32, 32, generator=g)
+    t = torch.tensor([100, 700])
+    with torch.no_grad():
+        base = palette_loss(model.unet, image, mask, noise, cond_noise, t, model.scheduler)
+        outside = torch.randn(noise.shape, generator=g) * (1 - mask)
+        same = palette_loss(model.unet, image, mask, noise * mask + outside, cond_noise * mask + outside, t, model.scheduler)
+        inside = palette_loss(model.unet, image, mask, noise + torch.randn(noise.shape, generator=g) * mask, cond_noise,
+                              t, model.scheduler)
+    assert torch.equal(base, same)  # the composite and the masked error never read them: bit for bit
+    assert not torch.equal(base, inside)
+
+
+def test_a_short_training_run_lowers_the_loss_on_a_fixed_batch(data):
+    gen = build_generator("harp-inpaint", "tiny")
+    images = torch.from_numpy(np.stack([s.image for s in data])).permute(0, 3, 1, 2).float() / 127.5 - 1
+    g = torch.Generator().manual_seed(1)
+    mask = torch.from_numpy(np.stack([hybrid_mask(9, j, 32) for j in range(len(data))])[:, None].astype(np.float32))
+    noise, cond_noise = torch.randn(2, *images.shape, generator=g)
+    t = torch.linspace(0, 999, len(data)).long()  # the whole schedule, so one lucky timestep cannot decide
+
+    def loss() -> float:
+        with torch.no_grad():
+            return float(palette_loss(gen.unet, images, mask, noise, cond_noise, t, gen.scheduler))
+
+    before = loss()
+    report = gen.train(data, {"steps": 25, "progress": False})
+    assert len(report.losses) == 25
+    assert loss() < before
+
+
+def test_training_masks_come_from_the_training_seed_stream_not_the_heldout_set():
+    seed = derive_seed(0, MASK_STREAM)
+    assert not any(np.array_equal(hybrid_mask(seed, j, 32), heldout_mask(j, 32)) for j in range(8))
+
+
+def test_repaint_jumps_run_more_model_calls_and_keep_known_pixels(data):
+    gen = build_generator("harp-inpaint", "tiny")
+    gen.preset.sample = replace(gen.preset.sample, jump_length=2, jump_n_sample=2)
+    calls = []
+    hook = gen.unet.register_forward_hook(lambda *_: calls.append(1))
+    conditions = list(with_heldout_masks(data[:2]))
+    out = gen.sample(conditions, seed=0, task="completion", sampler="repaint", steps=6)
+    repaint_calls = len(calls)
+    calls.clear()
+    gen.sample(conditions, seed=0, task="completion", sampler="ddim", steps=6)
+    hook.remove()
+    assert len(calls) == 6 and repaint_calls > 6  # every jump back is denoised again
+    for o, c in zip(out, conditions, strict=True):
+        assert np.array_equal(o.image[~c.completion_mask], c.image[~c.completion_mask])
+    again = gen.sample(conditions, seed=0, task="completion", sampler="repaint", steps=6)
+    assert all(np.array_equal(a.image, b.image) for a, b in zip(out, again, strict=True))
