@@ -148,8 +148,9 @@ def generate_dataset(checkpoint: Path | str, conditions: Path | str, n: int, out
     """Generate `n` samples from the generator saved at `checkpoint` into the dataset folder `out` (see module doc).
 
     Rerunning the same call after a crash reuses the finished chunks. `on_chunk(c)` runs after chunk c is saved.
-    `task` "completion" fills each condition's completion mask: row i mod M' of the dataset `masks` (resized to
-    the condition), else the condition's own completion_mask, else held-out mask i mod M (histosynth.masks).
+    `task` "completion" fills a mask per condition c = i mod M: row c mod M' of the dataset `masks` (nearest-resized
+    to the condition), else the condition's own completion_mask, else held-out mask c (histosynth.masks), so
+    every generator completes condition c through the same hole.
     """
     import torch
     from accelerate import PartialState
@@ -212,7 +213,7 @@ def generate_dataset(checkpoint: Path | str, conditions: Path | str, n: int, out
             indices = range(c * chunk_size, min(n, (c + 1) * chunk_size))
             batch = [reader[i % len(reader)] for i in indices]
             if task == "completion":
-                batch = [with_completion_mask(cond, i % len(reader), mask_reader) for cond, i in zip(batch, indices)]
+                batch = [with_completion_mask(cond, i % len(reader), mask_reader) for cond, i in zip(batch, indices, strict=True)]
             samples = gen.sample(batch, [derive_seed(seed, i) for i in indices], options)
             path = shard(c)
             with atomic_file(path) as staged:  # the shard's appearance commits the chunk (its summary is already there)

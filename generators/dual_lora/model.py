@@ -127,7 +127,7 @@ class DualLoraStep(TrainStep):
         self.base: list[nn.Parameter] = []
         self.adapters: dict[str, list[nn.Parameter]] = {a: [] for a in ADAPTERS}
         for name, param in denoiser.named_parameters():
-            adapter = next((a for a in ADAPTERS if f".lora_" in name and f".{a}." in name), None)
+            adapter = next((a for a in ADAPTERS if ".lora_" in name and f".{a}." in name), None)
             trainable = adapter is not None or train_unet or not name.startswith("unet.")
             param.requires_grad_(trainable)  # peft froze the base when injecting; the base trains here too
             if adapter is not None:

@@ -59,6 +59,6 @@ def register(verbs: argparse._SubParsersAction) -> None:
                         help="synthesize whole patches (default) or complete masked regions of the conditions (known "
                         "pixels kept exactly; each row stores its completion mask); only generators that do it")
     parser.add_argument("--masks", type=Path, help="with --task complete: dataset folder whose rows carry completion "
-                        "masks (row i mod M for sample i; e.g. `histosynth data masks`); default: each condition's own "
-                        "completion_mask, else the standard held-out mask set")
+                        "masks (condition c gets row c, cycled; e.g. `histosynth data masks`); default: each condition's own "
+                        "completion_mask, else held-out mask c of the standard set")
     parser.set_defaults(handler=run)
