@@ -49,7 +49,8 @@ def render_model_card(generator: Generator, config: dict[str, Any]) -> str:
     lines += [
         "", "## Use", "",
         "```",
-        f"histosynth generate {meta.name} --checkpoint THIS_FOLDER --conditions CONDITIONS_DATASET --n 100 --out OUT",
+        f"histosynth generate {meta.name} --checkpoint THIS_FOLDER --conditions CONDITIONS_DATASET --n 100"
+        f"{'' if 'synthesis' in meta.tasks else ' --task complete'} --out OUT",
         "```", "",
         "## Licence", "",
         f"{meta.licence}. These weights were trained on data licensed {licence}; use them under its terms.", "",
