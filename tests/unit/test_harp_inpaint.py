@@ -111,3 +111,24 @@ def test_repaint_jumps_run_more_model_calls_and_keep_known_pixels(data):
         assert np.array_equal(o.image[~c.completion_mask], c.image[~c.completion_mask])
     again = gen.sample(conditions, seed=0, task="completion", sampler="repaint", steps=6)
     assert all(np.array_equal(a.image, b.image) for a, b in zip(out, again, strict=True))
+
+
+def test_trains_and_completes_through_the_cli(data, tmp_path, capsys):
+    import histosynth.cli as cli
+    from histosynth.data_cards.card import CardInfo
+    from histosynth.disk import iter_samples, write_dataset
+
+    write_dataset(data, tmp_path / "data", CardInfo("data", "simulator patches"))
+    model = tmp_path / "model"
+    assert cli.main(["train", "harp-inpaint", "--data", str(tmp_path / "data"), "--preset", "tiny", "--steps", "2",
+                     "--out", str(model)]) == 0
+    assert "--task complete" in (model / "README.md").read_text()
+    base = ["generate", "harp-inpaint", "--checkpoint", str(model), "--conditions", str(tmp_path / "data"), "--n", "3"]
+    assert cli.main([*base, "--out", str(tmp_path / "synth")]) == 2
+    assert "does only completion" in capsys.readouterr().err
+    assert cli.main([*base, "--task", "complete", "--steps", "2", "--out", str(tmp_path / "done")]) == 0
+    rows = list(iter_samples(tmp_path / "done"))
+    assert len(rows) == 3
+    for j, (row, cond) in enumerate(zip(rows, data, strict=False)):
+        assert np.array_equal(row.completion_mask, heldout_mask(j, 32))
+        assert np.array_equal(row.image[~row.completion_mask], cond.image[~row.completion_mask])
