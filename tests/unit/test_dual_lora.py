@@ -204,7 +204,8 @@ def test_cli_trains_and_completes_with_heldout_and_given_masks(data, tmp_path, c
 
 @pytest.mark.slow
 def test_paper_preset_builds_sd_class_with_rank_128_trains_a_step_and_completes():
-    """Random weights (no SD download): 512 px, KL f8 latents, LoRA rank 128; batch 1, two sampling steps."""
+    """Random weights (no SD download): 512 px, KL f8 latents, LoRA rank 128; batch 1, two sampling steps.
+    Slow: 6.9 min and ~8 GB of RAM on the loaded 2-core machine (`pytest -m slow`)."""
     from histosynth.generators.diffusion.presets import override
     from histosynth.generators.dual_lora.model import DualLoraGenerator
 
