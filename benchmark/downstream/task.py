@@ -412,8 +412,8 @@ def train_model(kind: Kind, data: LabelledSet, num_classes: int, preset: str, co
         step = 0
         state_file = None
         if checkpoints is not None:
-            state_file = (Path(checkpoints) / _fingerprint(kind, data, preset, config, num_classes, seed, weights, group.world)
-                          / "state.pt")
+            key = _fingerprint(kind, data, preset, config, num_classes, seed, weights, group.world)
+            state_file = Path(checkpoints) / key / "state.pt"
             if state_file.is_file():
                 state = torch.load(state_file, map_location=device, weights_only=False)
                 model.load_state_dict(state["model"])
@@ -422,10 +422,9 @@ def train_model(kind: Kind, data: LabelledSet, num_classes: int, preset: str, co
                     optimiser.load_state_dict(state["optimiser"])
                     schedule.load_state_dict(state["schedule"])
                     rng.bit_generator.state = state["numpy_rng"]
-                    torch.set_rng_state(state["torch_rng"] if group.main else state["rank_torch_rng"][group.rank])
+                    torch.set_rng_state(_own_rng(state, "torch_rng", group))
                     if cuda and "cuda_rng" in state:
-                        torch.cuda.set_rng_state(state["cuda_rng"] if group.main else state["rank_cuda_rng"][group.rank],
-                                                 device)
+                        torch.cuda.set_rng_state(_own_rng(state, "cuda_rng", group), device)
         resumed_at = step
         per_epoch = max(1, math.ceil(len(data.maps) / (config.batch_size * group.world)))
         bar = tqdm(total=config.steps, initial=step, desc=desc, unit="step", leave=False, disable=not group.main)
@@ -468,11 +467,17 @@ def _pretrained_encoder(kind: Kind, preset: str, num_classes: int, weights: str 
         return kind.encoder(kind.build(preset, num_classes, weights, pretrained=True)).state_dict()
 
 
+def _own_rng(state: dict, key: str, group: Group) -> torch.Tensor:
+    """This rank's RNG state from a checkpoint: rank 0's under the one-process key, all ranks' under rank_<key>."""
+    return state[key] if group.main else state[f"rank_{key}"][group.rank]
+
+
 def _save_state(path: Path, model: nn.Module, optimiser, schedule, rng: np.random.Generator, losses: list[float],
                 step: int, final: bool, device: str = "cpu", group: Group = ONE_PROCESS) -> None:
     """Rank 0 writes the state; every rank of a group takes part (each one's dropout RNG state goes in)."""
     cuda = torch.device(device).type == "cuda"  # dropout on the GPU draws from its own generator
-    rank_rngs = group.gather((torch.get_rng_state(), torch.cuda.get_rng_state(device) if cuda else None)) if not final else []
+    rngs = (torch.get_rng_state(), torch.cuda.get_rng_state(device) if cuda else None)
+    rank_rngs = group.gather(rngs) if not final else []
     if not group.main:
         return
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -628,6 +633,7 @@ def run_downstream(trains: dict[str, tuple[Path, str]], test: tuple[Path, str], 
         wall_time_s=time.perf_counter() - start)
 
 
-__all__ = ["ONE_PROCESS", "TISSUE", "Group", "Kind", "LabelledSet", "TrainConfig", "Trained", "TrainingStopped", "augment",
-           "close_group", "crop_plan", "kind_of", "load_set", "load_tissue_set", "metric_results", "predict_maps", "process_group", "remap_set",
+__all__ = ["ONE_PROCESS", "TISSUE", "Group", "Kind", "LabelledSet", "TrainConfig", "Trained", "TrainingStopped",
+           "augment", "close_group", "crop_plan", "kind_of", "load_set", "load_tissue_set", "metric_results",
+           "predict_maps", "process_group", "remap_set",
            "run_downstream", "t_interval", "train_config", "train_model", "train_tissue"]

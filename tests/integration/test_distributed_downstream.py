@@ -1,7 +1,6 @@
 """`bench seg` under torchrun with 2 CPU processes: each rank trains on its share of every batch, gradients are
 averaged, rank 0 writes the checkpoints and scores the test set once, and the metric agrees with one process."""
 
-import json
 import math
 import os
 import sys
@@ -47,11 +46,13 @@ def _miou(path) -> list[float]:
 
 def test_two_processes_reach_the_one_process_miou_within_the_seed_spread(data, tmp_path, run_in_group, one_thread):
     args = ["bench", "seg", "--train", str(data / "train"), "--test", str(data / "test"), *TINY]
-    assert main([*args, "--batch-size", "4", "--out", str(tmp_path / "one.json"), "--checkpoints", str(tmp_path / "c1")]) == 0
+    one = ["--batch-size", "4", "--out", str(tmp_path / "one.json"), "--checkpoints", str(tmp_path / "c1")]
+    assert main([*args, *one]) == 0
 
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "--",
-               "histosynth.cli", *args, "--batch-size", "2", "--out", tmp_path / "two.json", "--checkpoints", tmp_path / "c2"]
+               "histosynth.cli", *args, "--batch-size", "2", "--out", tmp_path / "two.json",
+               "--checkpoints", tmp_path / "c2"]
     code, stdout, stderr = run_in_group(command, env)
     assert code == 0, stderr[-3000:]
     assert stdout.count("results: ") == 1  # rank 0 alone writes and prints
@@ -69,19 +70,13 @@ def test_two_processes_reach_the_one_process_miou_within_the_seed_spread(data, t
     # reduction order: the runs diverge, so a 2-process run of seed s is at most as far from the 1-process run as
     # another seed. Under that model the difference of the seed means has variance <= 2 sigma^2 / n, and with the
     # seed-to-seed sigma pooled over both runs (2(n-1) degrees of freedom) |diff| / (s_p sqrt(2/n)) is at most
-    # Student t: the bound below fails a correct implementation with probability <= 1% (two-sided).
+    # Student t: the bound below fails a correct implementation with probability <= 1% (two-sided). The runs are
+    # deterministic (fixed seeds, one thread each, gloo sums in a fixed order): a pass is not a lucky draw per run.
     pooled = math.sqrt((one_miou.var(ddof=1) + two_miou.var(ddof=1)) / 2)
     assert pooled > 0  # the seeds differ: the yardstick is not degenerate
     bound = stats.t.ppf(0.995, 2 * (SEEDS - 1)) * pooled * math.sqrt(2 / SEEDS)
     assert abs(one_miou.mean() - two_miou.mean()) <= bound, (one_miou, two_miou, bound)
 
-    # A rerun of the 2-process group finds every seed trained (on both ranks) and reproduces the numbers.
-    stamps = [p.stat().st_mtime_ns for p in states]
-    command[command.index(tmp_path / "two.json")] = tmp_path / "again.json"
-    code, _, stderr = run_in_group(command, env)
-    assert code == 0, stderr[-3000:]
-    assert _miou(tmp_path / "again.json") == list(two_miou) and [p.stat().st_mtime_ns for p in states] == stamps
-    assert json.loads((tmp_path / "again.json").read_text())["settings"]["processes"] == 2
 
 
 RESUME_SCRIPT = """
