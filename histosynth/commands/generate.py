@@ -40,11 +40,12 @@ def register(verbs: argparse._SubParsersAction) -> None:
     parser = verbs.add_parser("generate", help="generate a synthetic dataset from a trained generator",
                               description="Generate N samples into a dataset folder (README card + parquet shards, one per "
                               "fixed chunk of --chunk-size samples). Sample i uses condition i mod M and a seed derived from "
-                              "(--seed, i); labels are the conditioning tissue maps. A killed run finishes when the same "
+                              "(--seed, i); labels follow the generator's label policy (e.g. HTD copies the conditioning tissue map). A killed "
+                              "run finishes when the same "
                               "command is run again; the folder appears only when complete.")
     parser.add_argument("generator", choices=list(GENERATORS), help="registered generator (must match the checkpoint)")
     parser.add_argument("--checkpoint", required=True, type=Path, help="model folder written by `histosynth train`")
-    parser.add_argument("--conditions", required=True, type=Path, help="dataset folder of condition patches (tissue maps + images)")
+    parser.add_argument("--conditions", required=True, type=Path, help="dataset folder of condition patches, carrying what the generator reads (`histosynth ls generators`: tissue maps, nuclei, masks)")
     parser.add_argument("--n", required=True, type=int, help="number of samples to generate")
     parser.add_argument("--out", required=True, type=Path, help="dataset folder to write")
     parser.add_argument("--seed", type=int, default=0, help="base seed (default 0)")
