@@ -228,7 +228,8 @@ class DiffusionGenerator(Generator):
             seconds=result.seconds, images_per_second=result.images_per_second,
             data=TrainingData(description=arrays.description, licence=arrays.licence,
                               source_datasets=list(arrays.source_datasets), patches=len(arrays), dropped=arrays.dropped,
-                              tissue_schema=arrays.tissue_schema, nuclei_schema=arrays.nuclei_schema))
+                              tissue_schema=arrays.tissue_schema, nuclei_schema=arrays.nuclei_schema),
+            extra={"loss_means": {k: round(v, 6) for k, v in result.loss_means.items()}})  # per task for dual-lora
         if out is not None:
             from accelerate import PartialState
 
