@@ -77,6 +77,34 @@ def encoder_seconds(model: str, preset: str, num_classes: int, batch: int, crop:
         return seconds
 
 
+def batch_seconds(model: str, preset: str, data, repeats: int) -> list[float]:
+    """Seconds of each of `repeats` batch preparations (crops, augmentation, HoVer-Net targets) of the preset."""
+    kind = kind_of(model)
+    config, rng, seconds = kind.config(preset), np.random.default_rng(0), []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        kind.batch(rng, data, config)
+        seconds.append(time.perf_counter() - start)
+    return seconds
+
+
+def model_seconds(model: str, preset: str, data, repeats: int) -> list[float]:
+    """Seconds of each of `repeats` forward + loss + backward passes of the whole model over one prepared batch
+    (no optimiser step), after one warm-up pass."""
+    kind = kind_of(model)
+    config = kind.config(preset)
+    net = kind.build(preset, get_schema(data.schema).num_classes, None, pretrained=False).train()
+    x, targets = kind.batch(np.random.default_rng(0), data, config)
+    x = to_input(x)
+    seconds = []
+    for _ in range(repeats + 1):
+        start = time.perf_counter()
+        net.zero_grad(set_to_none=True)
+        kind.loss(net, x, targets, "cpu").backward()
+        seconds.append(time.perf_counter() - start)
+    return seconds[1:]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--presets", default="tiny,demo")
@@ -94,7 +122,7 @@ def main() -> None:
         size = 128  # the demo crop; tiny crops 64 px from the same patches
         write_dataset(build_source("simulator", n=16, size=size, seed=0), Path(work) / "sim", CardInfo("sim", "perf"))
         sets = {m: load_set(Path(work) / "sim", "train", kind_of(m).label) for m in MODELS}
-        timings: dict[tuple, tuple[list[float], list[float], int, int]] = {}
+        timings: dict[tuple, tuple[list[float], list[float], list[float], list[float], int, int]] = {}
         for _ in range(args.rounds):
             for n_threads in threads:
                 torch.set_num_threads(n_threads)
@@ -103,14 +131,18 @@ def main() -> None:
                         steps, batch, crop = step_seconds(model, preset, sets[model], args.warm, args.steps)
                         classes = get_schema(sets[model].schema).num_classes
                         forward = encoder_seconds(model, preset, classes, batch, crop, repeats=args.steps)
-                        before = timings.get((model, preset, n_threads), ([], [], batch, crop))
-                        timings[(model, preset, n_threads)] = (before[0] + steps, before[1] + forward, batch, crop)
+                        prepare = batch_seconds(model, preset, sets[model], repeats=args.steps)
+                        passes = model_seconds(model, preset, sets[model], repeats=max(2, args.steps // 2))
+                        before = timings.get((model, preset, n_threads), ([], [], [], [], batch, crop))
+                        timings[(model, preset, n_threads)] = (before[0] + steps, before[1] + forward,
+                                                               before[2] + prepare, before[3] + passes, batch, crop)
                         print(f"{model:>13} {preset:>5} {n_threads} thr: {1 / statistics.median(steps):.2f} steps/s; "
                               f"encoder forward {batch / statistics.median(forward):.1f} img/s", flush=True)
         rows = []
-        for (model, preset, n_threads), (steps, forward, batch, crop) in timings.items():
+        for (model, preset, n_threads), (steps, forward, prepare, passes, batch, crop) in timings.items():
             rate = 1 / statistics.median(steps)
-            rows.append((model, preset, n_threads, batch, crop, rate, rate * batch, batch / statistics.median(forward)))
+            rows.append((model, preset, n_threads, batch, crop, rate, rate * batch, batch / statistics.median(forward),
+                         1000 * statistics.median(prepare), batch / statistics.median(passes)))
 
     lines = [
         SECTION, "",
@@ -124,13 +156,28 @@ def main() -> None:
         "rows, "
         "interleaved; rates from the median step (and median encoder pass) over the rounds, robust to bursts of load",
         "- Encoder forward: the model's Lite0 encoder alone, eval mode, no gradients, same batch and crop: the "
-        "limit a training step (forward + backward of the whole model, about 3 forward passes) stays below", "",
-        "| model | preset | threads | batch | crop px | steps/s | train img/s | encoder fwd img/s | train / encoder |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
+        "limit a training step (forward + backward of the whole model, about 3 forward passes) stays below",
+        "- Where a step goes: `batch ms` prepares one batch (crops, rotation/flip, HoVer-Net targets: numpy, one "
+        "thread); `model fwd+bwd img/s` is the whole model's forward, loss and backward on a prepared batch (no "
+        "optimiser step)", "",
+        "| model | preset | threads | batch | crop px | steps/s | train img/s | encoder fwd img/s | train / encoder "
+        "| batch ms | model fwd+bwd img/s |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    for model, preset, n_threads, batch, crop, rate, images, limit in rows:
+    for model, preset, n_threads, batch, crop, rate, images, limit, prepare, passes in rows:
         lines.append(f"| {model} | {preset} | {n_threads} | {batch} | {crop} | {rate:.2f} | {images:.1f} | "
-                     f"{limit:.1f} | {images / limit:.2f} |")
+                     f"{limit:.1f} | {images / limit:.2f} | {prepare:.1f} | {passes:.1f} |")
+    share = max(prepare / 1000 * rate for *_, rate, _, _, prepare, _ in rows)
+    overhead = statistics.median(images / passes for *_, images, _, _, passes in rows)
+    lines += ["", f"Reading: the encoder alone forwards {min(r[7] / r[6] for r in rows):.1f}-"
+              f"{max(r[7] / r[6] for r in rows):.1f}x faster than a training step consumes images; the whole model's "
+              f"forward + backward accounts for the step (train img/s / model fwd+bwd img/s: median {overhead:.2f}), "
+              f"and preparing the batch takes at most {share:.0%} of a step."]
+    by_key = {(r[0], r[1], r[2]): r[6] for r in rows}
+    speedups = [by_key[(m, p, 2)] / by_key[(m, p, 1)] for m, p, t in by_key if t == 1 and (m, p, 2) in by_key]
+    if speedups:
+        lines.append(f"Two threads over one: x{min(speedups):.2f}-{max(speedups):.2f} train img/s at the machine load "
+                     "above (another job's threads contend for the same 2 cores).")
     text = "\n".join(lines) + "\n"
     print(text)
     if not args.no_write:
