@@ -28,8 +28,6 @@ UNet2DModel; only its restoration model is reproduced (not its FastFlow + SAM ar
 
 from __future__ import annotations
 
-import json
-import tempfile
 from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any, Iterable, Sequence
@@ -59,9 +57,8 @@ from histosynth.generators.base import (
     derive_seed,
     read_json_file,
     verify_checkpoint,
-    weights_hash,
 )
-from histosynth.generators.checkpoint import load_component, save_component, write_model_index
+from histosynth.generators.checkpoint import ComponentFolder, load_component
 from histosynth.generators.diffusion.presets import TrainConfig, replace_fields, to_dict, train_config_from_dict
 from histosynth.generators.diffusion.sampling import initial_noise
 from histosynth.generators.registry import GENERATOR_META
@@ -144,7 +141,7 @@ def _to_uint8(images: torch.Tensor) -> np.ndarray:
     return ((images.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
 
 
-class HarpInpaint(Generator):
+class HarpInpaint(ComponentFolder, Generator):
     """Palette-style conditional DDPM for completion (see the module docstring)."""
 
     meta = GENERATOR_META["harp-inpaint"]
@@ -346,37 +343,15 @@ class HarpInpaint(Generator):
 
     # ------------------------------------------------------------------ persistence
 
-    def _write_weights(self, folder: Path) -> None:
-        components = {"unet": self.unet, "scheduler": self.scheduler}
-        for name, component in components.items():
-            save_component(component, folder / name)
-        write_model_index(folder, self.meta.name, components)
+    def saved_components(self) -> dict[str, Any]:
+        return {"unet": self.unet, "scheduler": self.scheduler}
 
-    @property
-    def checkpoint_hash(self) -> str:
-        if self._hash is None:
-            with tempfile.TemporaryDirectory() as tmp:
-                self._write_weights(Path(tmp))
-                self._hash = weights_hash(tmp, NETWORKS)
-        return self._hash
+    def hashed_components(self) -> list[str]:
+        return list(NETWORKS)
 
-    def save(self, path: Path | str) -> Path:
-        """Write the model folder; config.json goes last, so a folder without it is incomplete."""
-        from histosynth.atomic import write_text_atomic
-        from histosynth.generators.model_card import render_model_card
-
-        folder = Path(path)
-        folder.mkdir(parents=True, exist_ok=True)
-        (folder / "config.json").unlink(missing_ok=True)
-        self._write_weights(folder)
-        self._hash = weights_hash(folder, NETWORKS)
-        config = {"generator": self.meta.name, "version": self.meta.version, "preset": self.preset.name,
-                  "components": NETWORKS, "checkpoint_hash": self._hash, "model": asdict(self.preset.model),
-                  "train": to_dict(self.preset.train), "sample": asdict(self.preset.sample),
-                  "training": self.train_report.to_json() if self.train_report is not None else None}
-        write_text_atomic(folder / "README.md", render_model_card(self, config))
-        write_text_atomic(folder / "config.json", json.dumps(config, indent=2, default=str) + "\n")
-        return folder
+    def saved_settings(self) -> dict[str, Any]:
+        return {"model": asdict(self.preset.model), "train": to_dict(self.preset.train),
+                "sample": asdict(self.preset.sample)}
 
     @classmethod
     def load(cls, path: Path | str, device: str | torch.device | None = None) -> "HarpInpaint":

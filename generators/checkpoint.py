@@ -151,3 +151,62 @@ def load_component(folder: Path, name: str, expected: type | None = None) -> Any
     if isinstance(loaded, nn.Module):
         load_adapters(loaded, part)
     return loaded
+
+
+class ComponentFolder:
+    """`save` and `checkpoint_hash` for a generator whose model folder is components + config.json + model card.
+
+    A generator lists what it writes (`saved_components`: networks and schedulers by folder name), which of
+    those the weights hash covers (`hashed_components`: the networks) and its own settings (`saved_settings`,
+    merged into config.json after the common keys). Mix it in before `Generator`.
+    """
+
+    _hash: str | None = None
+
+    def saved_components(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def hashed_components(self) -> list[str]:
+        raise NotImplementedError
+
+    def saved_settings(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def write_components(self, folder: Path) -> None:
+        """Every component folder (atomically each), then model_index.json."""
+        components = self.saved_components()
+        for name, component in components.items():
+            save_component(component, folder / name)
+        write_model_index(folder, self.meta.name, components)  # type: ignore[attr-defined]
+
+    @property
+    def checkpoint_hash(self) -> str:
+        """sha256 of the weights as saved (computed by saving to a temporary folder if not saved yet)."""
+        import tempfile
+
+        from histosynth.generators.base import weights_hash
+
+        if self._hash is None:
+            with tempfile.TemporaryDirectory() as tmp:
+                self.write_components(Path(tmp))
+                self._hash = weights_hash(tmp, self.hashed_components())
+        return self._hash
+
+    def save(self, path: Path | str) -> Path:
+        """Write the model folder; config.json goes last, so a folder without it is incomplete."""
+        from histosynth.atomic import write_text_atomic
+        from histosynth.generators.base import weights_hash
+        from histosynth.generators.model_card import render_model_card
+
+        folder = Path(path)
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "config.json").unlink(missing_ok=True)
+        self.write_components(folder)
+        self._hash = weights_hash(folder, self.hashed_components())
+        meta, report = self.meta, self.train_report  # type: ignore[attr-defined]
+        config = {"generator": meta.name, "version": meta.version, "preset": self.preset_name,  # type: ignore[attr-defined]
+                  "components": self.hashed_components(), "checkpoint_hash": self._hash, **self.saved_settings(),
+                  "training": report.to_json() if report is not None else None}
+        write_text_atomic(folder / "README.md", render_model_card(self, config))  # type: ignore[arg-type]
+        write_text_atomic(folder / "config.json", json.dumps(config, indent=2, default=str) + "\n")
+        return folder

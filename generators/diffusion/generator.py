@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import json
-import tempfile
 from pathlib import Path
 from typing import Any, Callable, ClassVar, Iterable, Mapping, Sequence
 
@@ -37,9 +35,8 @@ from histosynth.generators.base import (
     derive_seed,
     read_json_file,
     verify_checkpoint,
-    weights_hash,
 )
-from histosynth.generators.checkpoint import MODEL_INDEX, load_component, save_component, write_model_index
+from histosynth.generators.checkpoint import MODEL_INDEX, ComponentFolder, load_component
 from histosynth.generators.conditioning.base import Conditioner
 from histosynth.generators.conditioning.batch import ConditionBatch
 from histosynth.generators.diffusion.backbones import (
@@ -81,7 +78,7 @@ def _to_uint8(images: torch.Tensor) -> np.ndarray:
     return ((images.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
 
 
-class DiffusionGenerator(Generator):
+class DiffusionGenerator(ComponentFolder, Generator):
     """A conditioned (or unconditional) diffusion model; subclasses choose the conditioner and presets."""
 
     preset_table: ClassVar[Mapping[str, Callable[[], Preset]]]
@@ -359,45 +356,16 @@ class DiffusionGenerator(Generator):
             parts["autoencoder"] = self.codec.autoencoder
         return parts
 
-    def _network_names(self) -> list[str]:
+    def saved_components(self) -> dict[str, Any]:
+        return dict(self._components(), scheduler=self.scheduler)
+
+    def hashed_components(self) -> list[str]:
         return sorted(self._components())
 
-    def _write_weights(self, folder: Path) -> None:
-        components = dict(self._components(), scheduler=self.scheduler)
-        for name, component in components.items():
-            save_component(component, folder / name)
-        write_model_index(folder, self.meta.name, components)
-
-    @property
-    def checkpoint_hash(self) -> str:
-        """sha256 of the weights as saved (computed by saving to a temporary folder if not saved yet)."""
-        if self._hash is None:
-            with tempfile.TemporaryDirectory() as tmp:
-                self._write_weights(Path(tmp))
-                self._hash = weights_hash(tmp, self._network_names())
-        return self._hash
-
-    def save(self, path: Path | str) -> Path:
-        """Write the model folder; config.json goes last, so a folder without it is incomplete."""
-        from histosynth.atomic import write_text_atomic
-        from histosynth.generators.model_card import render_model_card
-
-        folder = Path(path)
-        folder.mkdir(parents=True, exist_ok=True)
-        (folder / "config.json").unlink(missing_ok=True)
-        self._write_weights(folder)
-        self._hash = weights_hash(folder, self._network_names())
-        config = {
-            "generator": self.meta.name, "version": self.meta.version, "preset": self.preset.name,
-            "components": self._network_names(), "checkpoint_hash": self._hash,
-            "model": to_dict(self.preset.model), "train": to_dict(self.preset.train),
-            "sample": to_dict(self.preset.sample),
-            "conditioner": self.conditioner.config() if self.conditioner is not None else None,
-            "training": self.train_report.to_json() if self.train_report is not None else None,
-        }
-        write_text_atomic(folder / "README.md", render_model_card(self, config))
-        write_text_atomic(folder / "config.json", json.dumps(config, indent=2, default=str) + "\n")
-        return folder
+    def saved_settings(self) -> dict[str, Any]:
+        return {"model": to_dict(self.preset.model), "train": to_dict(self.preset.train),
+                "sample": to_dict(self.preset.sample),
+                "conditioner": self.conditioner.config() if self.conditioner is not None else None}
 
     @classmethod
     def load(cls, path: Path | str, device: str | torch.device | None = None) -> "DiffusionGenerator":

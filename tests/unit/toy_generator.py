@@ -7,8 +7,6 @@ saves and loads through histosynth.generators.checkpoint like any generator. Reg
 
 from __future__ import annotations
 
-import json
-import tempfile
 import time
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
@@ -19,7 +17,6 @@ import torch
 from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.modeling_utils import ModelMixin
 
-from histosynth.atomic import write_text_atomic
 from histosynth.classes import get_schema
 from histosynth.errors import InputError
 from histosynth.generators.arrays import condition_batch, load_training_arrays
@@ -32,10 +29,8 @@ from histosynth.generators.base import (
     derive_seed,
     read_json_file,
     verify_checkpoint,
-    weights_hash,
 )
-from histosynth.generators.checkpoint import load_component, save_component, write_model_index
-from histosynth.generators.model_card import render_model_card
+from histosynth.generators.checkpoint import ComponentFolder, load_component
 from histosynth.schema import Provenance, Sample
 
 META = GeneratorMeta(name="toy", version="0.0.1", summary="Toy: paints each tissue class with its mean training colour",
@@ -70,7 +65,7 @@ class ClassColours(ModelMixin, ConfigMixin):
         return (self.sums / self.counts.clamp(min=1)[:, None]).numpy()
 
 
-class ToyPainter(Generator):
+class ToyPainter(ComponentFolder, Generator):
     meta = META
 
     def __init__(self, preset: ToyPreset, colours: ClassColours | None = None) -> None:
@@ -150,31 +145,16 @@ class ToyPainter(Generator):
             out.append(Sample(image=image, tissue=tissue.copy(), tissue_schema=batch.tissue_schema, provenance=prov))
         return out
 
-    def _write_weights(self, folder: Path) -> None:
+    def saved_components(self) -> dict[str, Any]:
         if self.colours is None:
             raise RuntimeError("toy: train first")
-        save_component(self.colours, folder / "colours")
-        write_model_index(folder, META.name, {"colours": self.colours})
+        return {"colours": self.colours}
 
-    @property
-    def checkpoint_hash(self) -> str:
-        if self._hash is None:
-            with tempfile.TemporaryDirectory() as tmp:
-                self._write_weights(Path(tmp))
-                self._hash = weights_hash(tmp, ["colours"])
-        return self._hash
+    def hashed_components(self) -> list[str]:
+        return ["colours"]
 
-    def save(self, path: Path | str) -> Path:
-        folder = Path(path)
-        folder.mkdir(parents=True, exist_ok=True)
-        self._write_weights(folder)
-        self._hash = weights_hash(folder, ["colours"])
-        config = {"generator": META.name, "version": META.version, "preset": self.preset.name,
-                  "components": ["colours"], "checkpoint_hash": self._hash, "settings": asdict(self.preset),
-                  "training": self.train_report.to_json() if self.train_report is not None else None}
-        write_text_atomic(folder / "README.md", render_model_card(self, config))
-        write_text_atomic(folder / "config.json", json.dumps(config, indent=2) + "\n")
-        return folder
+    def saved_settings(self) -> dict[str, Any]:
+        return {"settings": asdict(self.preset)}
 
     @classmethod
     def load(cls, path: Path | str, device: str | None = None) -> "ToyPainter":
