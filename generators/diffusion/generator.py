@@ -167,6 +167,13 @@ class DiffusionGenerator(ComponentFolder, Generator):
         """The parts of a condition Sample this model reads."""
         return tuple(self.meta.conditioning)
 
+    def update_condition(self, **changes: Any) -> None:
+        """Change ModelConfig fields the conditioner reads (e.g. crops=CropConfig(placement="none")) on a built or
+        loaded model, and rebuild the conditioner from them; the networks are unchanged."""
+        self.preset.model = override(self.preset.model, **changes)
+        if not self.unconditional and self.preset.model.num_classes:
+            self.conditioner = self.make_conditioner(self.num_classes)
+
     def _build_networks(self, num_classes: int, seed: int) -> None:
         """Fresh networks whose initial weights depend on `seed` only (the training seed), not on the global RNG."""
         model = self.preset.model

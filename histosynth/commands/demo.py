@@ -145,11 +145,10 @@ def generate_without_crops(checkpoint: Path, conditions: Path, n: int, out: Path
     from histosynth.disk import write_dataset
     from histosynth.generators import load_generator
     from histosynth.generators.base import derive_seed
-    from histosynth.generators.diffusion.presets import override
     from histosynth.generators.jobs import ConditionReader
 
     gen = load_generator(checkpoint)
-    gen.preset.model = override(gen.preset.model, crops=replace(gen.preset.model.crops, placement="none"))
+    gen.update_condition(crops=replace(gen.preset.model.crops, placement="none"))
     reader = ConditionReader(conditions)
     samples = gen.sample([reader[i % len(reader)] for i in range(n)], [derive_seed(seed, i) for i in range(n)],
                          sampler=sampler, steps=steps)

@@ -4,6 +4,7 @@ import inspect
 
 import numpy as np
 import pytest
+import torch
 from numerics import EPS32, EPS64
 
 from histosynth.generators.conditioning.crops import crop_boxes, crop_sizing, pack_crops
@@ -138,3 +139,24 @@ def test_placement_none_keeps_the_map_and_gives_no_real_pixels():
     assert np.array_equal(packed[:3], one_hot(tissue, 3)) and not packed[3:].any()
     with pytest.raises(ValueError, match="placement"):
         pack_crops(tissue, image, 3, np.random.default_rng(2), CropConfig(placement="elsewhere"))
+
+
+def test_a_loaded_model_switched_to_placement_none_gets_no_crop_pixels(tmp_path):
+    """The demo's htd-no-copy row: a trained HTD whose crop channels are switched off after loading must condition
+    on the map alone: its conditioner is rebuilt from the changed settings."""
+    import dataclasses
+
+    from histosynth.generators import build_generator, load_generator
+    from histosynth.sources import build_source
+
+    data = list(build_source("simulator", n=4, size=32, seed=0, mpp=4.0))
+    build_generator("htd", "tiny").train(data, {"steps": 1}, out=tmp_path / "model")
+    with_crops, no_copy = load_generator(tmp_path / "model"), load_generator(tmp_path / "model")
+    no_copy.update_condition(crops=dataclasses.replace(no_copy.preset.model.crops, placement="none"))
+    k = no_copy.num_classes
+    from histosynth.generators.arrays import condition_batch
+
+    batch = condition_batch(data, 32, no_copy.parts)
+    rngs = [np.random.default_rng(j) for j in range(len(data))]
+    assert not no_copy.conditioner(batch, rngs, torch.device("cpu"))["condition"][:, k:].any()
+    assert with_crops.conditioner(batch, rngs, torch.device("cpu"))["condition"][:, k:].any()
