@@ -84,25 +84,8 @@ class TrainedSegmenter:
         return np.concatenate(out) if out else np.zeros((0, *images.shape[1:3]), np.uint8)
 
 
-def train_segmenter(images: np.ndarray, maps: np.ndarray, num_classes: int, steps: int = 300, batch_size: int = 16,
-                    lr: float = 1e-3, seed: int = 0, pretrained: bool = True, weights: str | Path | None = None,
-                    augment: bool = True) -> TrainedSegmenter:
-    """Train a segmenter on (N, H, W, 3) uint8 images and (N, H, W) uint8 maps (ids < num_classes, 255 ignored).
-
-    AdamW with a cosine schedule, cross-entropy ignoring 255; batches drawn with replacement from `seed`, each
-    with a random rotation by 90 degrees and flip applied to image and map alike when `augment`.
-    """
-    if images.shape[:3] != maps.shape or images.ndim != 4:
-        raise ValueError(f"images {images.shape} and maps {maps.shape} do not pair up as (N, H, W, 3) and (N, H, W)")
-    labelled = maps[maps != IGNORE_ID]
-    if labelled.size == 0:
-        raise InputError("the maps have no labelled pixel to train on")
-    if labelled.max() >= num_classes:
-        raise ValueError(f"the maps hold class id {int(labelled.max())} but the segmenter has {num_classes} classes")
-    start = time.perf_counter()
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = build_segmenter(num_classes, pretrained, weights)
+def _train(model: nn.Module, images: np.ndarray, maps: np.ndarray, steps: int, batch_size: int, lr: float,
+           seed: int, augment: bool) -> list[float]:
     model.train()
     optimiser = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, max(steps, 1))
@@ -124,6 +107,29 @@ def train_segmenter(images: np.ndarray, maps: np.ndarray, num_classes: int, step
         optimiser.step()
         schedule.step()
         losses.append(loss.item())
+    return losses
+
+
+def train_segmenter(images: np.ndarray, maps: np.ndarray, num_classes: int, steps: int = 300, batch_size: int = 16,
+                    lr: float = 1e-3, seed: int = 0, pretrained: bool = True, weights: str | Path | None = None,
+                    augment: bool = True) -> TrainedSegmenter:
+    """Train a segmenter on (N, H, W, 3) uint8 images and (N, H, W) uint8 maps (ids < num_classes, 255 ignored).
+
+    AdamW with a cosine schedule, cross-entropy ignoring 255; batches drawn with replacement from `seed`, each
+    with a random rotation by 90 degrees and flip applied to image and map alike when `augment`.
+    """
+    if images.shape[:3] != maps.shape or images.ndim != 4:
+        raise ValueError(f"images {images.shape} and maps {maps.shape} do not pair up as (N, H, W, 3) and (N, H, W)")
+    labelled = maps[maps != IGNORE_ID]
+    if labelled.size == 0:
+        raise InputError("the maps have no labelled pixel to train on")
+    if labelled.max() >= num_classes:
+        raise ValueError(f"the maps hold class id {int(labelled.max())} but the segmenter has {num_classes} classes")
+    start = time.perf_counter()
+    with torch.random.fork_rng(devices=[]):  # the seed fixes the initial weights and every dropout mask
+        torch.manual_seed(seed)
+        model = build_segmenter(num_classes, pretrained, weights)
+        losses = _train(model, images, maps, steps, batch_size, lr, seed, augment)
     model.eval()
     return TrainedSegmenter(model, num_classes, losses, time.perf_counter() - start)
 
