@@ -192,6 +192,22 @@ def run_tstr(args: argparse.Namespace) -> int:
     return _run_downstream(args, trains, "real", "tstr")
 
 
+def _masked_lpips_options(parser: argparse.ArgumentParser) -> None:
+    """The masked-LPIPS options `bench lpips-masked` and `bench complete` share."""
+    parser.add_argument("--modes", default="spatial-mean,layer-masked,bbox-crop",
+                        help="comma-separated masked-LPIPS modes (default: all three)")
+    parser.add_argument("--net", default="alex", choices=["alex", "vgg"])
+    parser.add_argument("--backbone", type=Path, help="torchvision AlexNet/VGG16 weight file (default: the torch hub cache)")
+
+
+def _pair_options(parser: argparse.ArgumentParser) -> None:
+    """Options of the commands that score row-paired real and completed datasets."""
+    parser.add_argument("--split", default="train")
+    parser.add_argument("--limit", type=int, help="only the first N pairs")
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--device", default="cpu")
+
+
 def _downstream_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--test", required=True, help="held-out real dataset folder, FOLDER or FOLDER@SPLIT")
     parser.add_argument("--model", default="deeplabv3plus", choices=["deeplabv3plus", "hovernet"])
@@ -250,14 +266,9 @@ def register(verbs: argparse._SubParsersAction) -> None:
                           "(else real) dataset's completion_mask, in named modes: spatial-mean, layer-masked, bbox-crop.")
     lp.add_argument("--real", type=Path, required=True)
     lp.add_argument("--fake", type=Path, required=True)
-    lp.add_argument("--modes", default="spatial-mean,layer-masked,bbox-crop", help="comma-separated modes (default: all three)")
-    lp.add_argument("--net", default="alex", choices=["alex", "vgg"])
-    lp.add_argument("--backbone", type=Path, help="torchvision AlexNet/VGG16 weight file (default: the torch hub cache)")
+    _masked_lpips_options(lp)
     lp.add_argument("--out", type=Path, required=True)
-    lp.add_argument("--split", default="train")
-    lp.add_argument("--limit", type=int, help="only the first N pairs")
-    lp.add_argument("--batch-size", type=int, default=16)
-    lp.add_argument("--device", default="cpu")
+    _pair_options(lp)
     lp.set_defaults(handler=run_lpips)
 
     co = tasks.add_parser("complete", help="completion: masked LPIPS, PSNR and SSIM inside the masks, with CIs",
@@ -266,18 +277,12 @@ def register(verbs: argparse._SubParsersAction) -> None:
                           "modes, PSNR and SSIM inside the mask, each a mean with a bootstrap CI; records the mask set.")
     co.add_argument("--real", type=Path, required=True, help="the real patches that were completed")
     co.add_argument("--completed", type=Path, required=True, help="the completed dataset (generate --task complete)")
-    co.add_argument("--modes", default=",".join(("spatial-mean", "layer-masked", "bbox-crop")),
-                    help="comma-separated masked-LPIPS modes (default: all three)")
-    co.add_argument("--net", default="alex", choices=["alex", "vgg"])
-    co.add_argument("--backbone", type=Path, help="torchvision AlexNet/VGG16 weight file (default: the torch hub cache)")
+    _masked_lpips_options(co)
     co.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples of the pairs (0 = no CI; default 1000)")
     co.add_argument("--seed", type=int, default=0, help="bootstrap seed")
     co.add_argument("--mask-set", default="v1", help="held-out mask set version to recognise (default v1)")
     co.add_argument("--out", type=Path, required=True, help="results JSON to write")
-    co.add_argument("--split", default="train")
-    co.add_argument("--limit", type=int, help="only the first N pairs")
-    co.add_argument("--batch-size", type=int, default=16)
-    co.add_argument("--device", default="cpu")
+    _pair_options(co)
     co.set_defaults(handler=run_complete)
 
     seg = tasks.add_parser("seg", help="downstream utility: train a segmenter on one set, test on held-out real data",
