@@ -222,3 +222,39 @@ def test_paper_preset_builds_sd_class_with_rank_128_trains_a_step_and_completes(
     out = gen.sample(data[:1], seed=0, steps=2, batch_size=1, task="completion")[0]
     mask = heldout_mask(0, 512)
     assert out.image.shape == (512, 512, 3) and np.array_equal(out.image[~mask], data[0].image[~mask])
+
+
+class Stopped(Exception):
+    """Raised from on_step to stop a training run the way a kill does: after a step, before the next checkpoint."""
+
+
+def test_training_stopped_after_a_checkpoint_resumes_to_byte_identical_adapters(data, tmp_path, one_thread):
+    """Checkpoint at step 3 (synthesis has stepped twice, completion once), stopped after step 4, resumed: steps
+    3-5 are redone from the checkpoint's weights, three optimizers and their LR schedules (cosine with warmup, so a
+    schedule restored at the wrong position would change the weights), and every saved file is the uninterrupted
+    run's, byte for byte."""
+    from histosynth.generators.training import latest_checkpoint
+
+    config = {"steps": 6, "checkpoint_every": 3, "lr": 1e-2, "lr_schedule": "cosine", "warmup_steps": 2}
+    build_generator("dual-lora", "tiny").train(data, config, out=tmp_path / "straight")
+
+    def stop_after_4(step: int) -> None:
+        if step == 4:
+            raise Stopped
+
+    with pytest.raises(Stopped):
+        build_generator("dual-lora", "tiny").train(data, config, out=tmp_path / "split", on_step=stop_after_4)
+    assert latest_checkpoint(tmp_path / "split" / "training").name == "step-00000003"
+    assert not (tmp_path / "split" / "config.json").exists()
+    report = build_generator("dual-lora", "tiny").train(data, config, out=tmp_path / "split", resume=True)
+    assert report.resumed_from_step == 3 and len(report.losses) == 3
+    for part in ("unet", "controlnet"):
+        files = sorted(p.relative_to(tmp_path / "straight") for p in (tmp_path / "straight" / part).rglob("*.safetensors"))
+        assert len(files) == 3, files  # the base weights and the two adapters
+        for name in files:
+            assert (tmp_path / "split" / name).read_bytes() == (tmp_path / "straight" / name).read_bytes(), name
+    a, b = (latest_checkpoint(tmp_path / run / "training") for run in ("straight", "split"))
+    assert a.name == b.name == "step-00000006"
+    optimizers = sorted(p.name for p in a.glob("optimizer*.bin"))
+    assert len(optimizers) == 3  # base, synthesis, completion
+    assert all((a / o).read_bytes() == (b / o).read_bytes() for o in optimizers)
