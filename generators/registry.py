@@ -89,6 +89,22 @@ _BUILTIN = [
         tasks=("synthesis", "completion"),
         target="histosynth.generators.dual_lora.model:DualLoraGenerator",
     ),
+    GeneratorMeta(
+        name="real-heldout",
+        version="0.1.0",
+        summary="Reference: each condition's own real patch and map passed through (held-out conditions: the ceiling)",
+        paper="none (a reference row)", citation="none", licence=LICENCE,
+        conditioning=("tissue",), outputs=("image", "tissue"), label_policy="copied", family="reference",
+        target="histosynth.baselines.reference:RealHeldout",
+    ),
+    GeneratorMeta(
+        name="copy-nearest",
+        version="0.1.0",
+        summary="Copy baseline: the training patch whose tissue map best matches the condition's (memorisation check)",
+        paper="none (a reference row)", citation="none", licence=LICENCE,
+        conditioning=("tissue",), outputs=("image", "tissue"), label_policy="copied", family="reference",
+        target="histosynth.baselines.reference:CopyNearest",
+    ),
 ]
 
 GENERATORS: Registry[type[Generator]] = Registry("generator")

@@ -151,7 +151,10 @@ def test_sampling_is_seed_deterministic_redoable_and_resaves_the_same_weights(tr
     in_memory = gen.sample(conditions, seed=7, **task)
     assert all(a.equals(b) for a, b in zip(first, again, strict=True))
     assert all(a.equals(b) for a, b in zip(first, in_memory, strict=True))
-    assert not any(np.array_equal(a.image, b.image) for a, b in zip(first, other, strict=True))
+    if generator_meta(trained.name).family == "reference":  # real or copied patches: the seed picks nothing given a map
+        assert all(np.array_equal(a.image, b.image) for a, b in zip(first, other, strict=True))
+    else:
+        assert not any(np.array_equal(a.image, b.image) for a, b in zip(first, other, strict=True))
     assert len({s.provenance.seed for s in first}) == 3
 
     # Sample j redone alone from the seed in its provenance. A batch of 1 instead of 3 may change the float
