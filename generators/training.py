@@ -1,6 +1,6 @@
 """The training loop every generator uses, on accelerate: mixed precision on GPU, gradient accumulation, EMA,
-resumable checkpoints and a tqdm bar with the loss. What one step computes is a pluggable `TrainStep`: the
-diffusion loss (histosynth.generators.diffusion.training), a GAN's generator/discriminator updates, a two-adapter
+resumable checkpoints and a tqdm bar with every named loss (a GAN's G and D). What one step computes is a pluggable
+`TrainStep`: the diffusion loss (histosynth.generators.diffusion.training), a GAN's generator/discriminator updates, a two-adapter
 model switching adapters per step.
 
 Exact resume: everything random in a step (which samples, crops, noise, timesteps, condition dropout) is drawn
@@ -13,7 +13,6 @@ and renamed into place, so a crash while saving never leaves a half checkpoint t
 from __future__ import annotations
 
 import json
-import math
 import shutil
 import time
 from abc import ABC, abstractmethod
@@ -69,6 +68,7 @@ class OptimizerSpec:
     lr: float
     betas: tuple[float, float]
     weight_decay: float = 0.0
+    schedule: Callable[[int], float] | None = None  # LR factor by step (a closure, for LambdaLR); None: lr_schedule
 
 
 @dataclass
@@ -218,8 +218,9 @@ def run_training(step_fn: TrainStep, batch_fn: BatchFn, settings: LoopSettings, 
     specs = step_fn.optimizers(settings, world)
     optimizers = {name: torch.optim.AdamW(s.params, lr=s.lr, betas=tuple(s.betas), weight_decay=s.weight_decay)
                   for name, s in specs.items()}
-    schedulers = {name: get_scheduler(settings.lr_schedule, opt, num_warmup_steps=settings.warmup_steps,
-                                      num_training_steps=max(1, settings.steps)) for name, opt in optimizers.items()}
+    schedulers = {name: torch.optim.lr_scheduler.LambdaLR(opt, specs[name].schedule) if specs[name].schedule else
+                  get_scheduler(settings.lr_schedule, opt, num_warmup_steps=settings.warmup_steps,
+                                num_training_steps=max(1, settings.steps)) for name, opt in optimizers.items()}
     modules = step_fn.modules()
     for module in modules.values():
         module.to(accelerator.device)
@@ -244,7 +245,7 @@ def run_training(step_fn: TrainStep, batch_fn: BatchFn, settings: LoopSettings, 
 
     bar = tqdm(total=settings.steps, initial=result.start_step, desc="training", unit="step",
                disable=not (settings.progress and accelerator.is_main_process))
-    smoothed = math.nan
+    smoothed: dict[str, float] = {}  # every named loss, exponentially smoothed for the bar
     sums: dict[str, float] = {}
     counts: dict[str, int] = {}  # steps that reported each loss (a two-adapter step reports each on half of them)
     start = time.perf_counter()
@@ -270,9 +271,11 @@ def run_training(step_fn: TrainStep, batch_fn: BatchFn, settings: LoopSettings, 
         for name, value in step_losses.items():
             sums[name] = sums.get(name, 0.0) + value
             counts[name] = counts.get(name, 0) + 1
-        smoothed = main if math.isnan(smoothed) else 0.9 * smoothed + 0.1 * main
+        for name, value in step_losses.items():
+            smoothed[name] = value if name not in smoothed else 0.9 * smoothed[name] + 0.1 * value
         bar.update(1)
-        bar.set_postfix(loss=f"{smoothed:.4f}", lr=f"{next(iter(schedulers.values())).get_last_lr()[0]:.2e}")
+        bar.set_postfix({name: f"{value:.4f}" for name, value in smoothed.items()},
+                        lr=f"{next(iter(schedulers.values())).get_last_lr()[0]:.2e}")
         done = step + 1
         if folder is not None and settings.checkpoint_every and done % settings.checkpoint_every == 0 and done < settings.steps:
             result.checkpoint = _save_checkpoint(accelerator, folder, done, settings)
