@@ -1,0 +1,1 @@
+"""CoSyn-style joint image + nuclei-label synthesis (see model.py)."""
