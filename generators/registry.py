@@ -105,6 +105,24 @@ _BUILTIN = [
         conditioning=("tissue",), outputs=("image", "tissue"), label_policy="copied", family="reference",
         target="histosynth.baselines.reference:CopyNearest",
     ),
+    GeneratorMeta(
+        name="cosyn",
+        version="0.1.0",
+        summary="CoSyn-style joint diffusion: a new patch with its own nuclei instances and classes from a centroid "
+                "layout (+ tissue type)",
+        paper="Co-synthesis of Histopathology Nuclei Image-Label Pairs using a Context-Conditioned Joint Diffusion "
+              "Model (CoSyn, Min, Oh, Jeong, ECCV 2024, arXiv:2407.14434)",
+        citation="""@inproceedings{min2024cosyn,
+  title = {Co-synthesis of Histopathology Nuclei Image-Label Pairs using a Context-Conditioned Joint Diffusion Model},
+  author = {Min, Seonghui and Oh, Hyun-Jic and Jeong, Won-Ki},
+  booktitle = {ECCV},
+  year = {2024},
+  eprint = {2407.14434},
+  archivePrefix = {arXiv}
+}""", licence=LICENCE,
+        conditioning=("nuclei",), outputs=("image", "nuclei"), label_policy="generated", family="diffusion",
+        target="histosynth.generators.cosyn.model:CoSynGenerator",
+    ),
 ]
 
 GENERATORS: Registry[type[Generator]] = Registry("generator")
