@@ -192,6 +192,14 @@ _BUILTIN = [
         "Neutrophil 3, Macrophage 4 (other codebases, e.g. eva, order them differently)",
     ),
     _schema(
+        "cosyn-pannuke", "nuclei",
+        [("inflammatory", (0, 255, 0)), ("connective", (0, 0, 255)), ("dead", (255, 255, 0)),
+         ("epithelial", (255, 165, 0)), ("neoplastic", (255, 0, 0))],
+        "PanNuke nuclei types as CoSyn (hvcl/CoSyn-ContextCondNucAug) numbers them",
+        "CoSyn class ids 1 Inflammatory, 2 Connective, 3 Dead, 4 Epithelial, 5 Neoplastic -> same ids; "
+        "remap_ids(ids, 'cosyn-pannuke', 'pannuke') gives the masks.npy channel order",
+    ),
+    _schema(
         "simulator-tissue", "tissue",
         [("stroma", (0, 200, 200)), ("epithelium", (80, 120, 255)), ("tumor", (220, 30, 30)),
          ("necrosis", (140, 140, 140))],
@@ -205,6 +213,9 @@ for _s in _BUILTIN:
 # Id remaps between schemas (source id -> target id); background and ignore map to themselves.
 REMAPS: dict[tuple[str, str], dict[int, int]] = {
     ("consep", "consep-4"): {1: 1, 2: 2, 3: 3, 4: 3, 5: 4, 6: 4, 7: 4},
+    # CoSyn's PanNuke ids (REFERENCE.md section 4) <-> masks.npy channel order (channel c -> id c + 1)
+    ("cosyn-pannuke", "pannuke"): {1: 2, 2: 3, 3: 4, 4: 5, 5: 1},
+    ("pannuke", "cosyn-pannuke"): {2: 1, 3: 2, 4: 3, 5: 4, 1: 5},
 }
 
 
