@@ -32,8 +32,9 @@ from typing import Sequence
 import numpy as np
 
 from histosynth.benchmark.errors import MetricInputError
-from histosynth.benchmark.lpips_masked import MODES
+from histosynth.benchmark.lpips_masked import MODES, backbone_record
 from histosynth.benchmark.results import BenchmarkRun, DataRef, MetricResult
+from histosynth.benchmark.subjects import subject_of
 from histosynth.masks import HELDOUT_VERSION, heldout_mask, heldout_set
 
 PSNR_CAP_DB = 10 * math.log10(255.0**2 * 12)  # MSE of uniform rounding to integer levels is 1/12
@@ -154,11 +155,12 @@ def score_completion(real: Path | str, completed: Path | str, modes: Sequence[st
                                     n_real=n, n_fake=n, extra=extra, higher_is_better=higher))
     refs = {name: DataRef(path.name, str(path.resolve()), scan_rows(path, split).content_hash, n)
             for name, path in (("real", real), ("fake", completed))}
-    backbone_ref = str(metric.backbone_file) if metric.backbone_file else "random-init"
     settings = {"modes": list(modes), "net": net, "split": split, "limit": limit, "pairing": "row index",
                 "masks": mask_record(masks, mask_version), "rows_with_changed_known_pixels": changed,
                 "interval": f"percentile bootstrap of the mean over pairs, {bootstrap} resamples, seed {seed}",
                 "psnr": f"over masked RGB values, capped at {PSNR_CAP_DB:.4f} dB (MSE 1/12)",
                 "ssim": "mean of skimage's SSIM map (Gaussian sigma 1.5, population covariance) over masked pixels"}
-    return BenchmarkRun(task="completion", results=results, data=refs, encoders={f"lpips-{net}": {"backbone": backbone_ref}},
+    return BenchmarkRun(task="completion", results=results, data=refs,
+                        subjects={"fake": subject_of(completed, split, refs["fake"])},
+                        encoders={f"lpips-{net}": backbone_record(metric.backbone_file)},
                         settings=settings, wall_time_s=time.perf_counter() - start)

@@ -52,6 +52,13 @@ class LPIPSWeightsError(UserFacingError, RuntimeError):
     """The LPIPS backbone's ImageNet weights are missing; the message names the file and how to get it."""
 
 
+def backbone_record(path: Path | None) -> dict[str, str]:
+    """How a results file names the LPIPS backbone: its file name and weights fingerprint (never its local path)."""
+    from histosynth.benchmark.encoders.weights import weights_fingerprint
+
+    return {"backbone": Path(path).name if path else "random-init", "weights": weights_fingerprint(path)}
+
+
 def backbone_file(net: str, backbone: str | Path | None = None) -> Path:
     """The torchvision weight file for `net`: `backbone` if given, else the torch hub cache; never downloads."""
     name, url = BACKBONE_FILES[net]

@@ -1,12 +1,17 @@
 """Benchmark results as data: one JSON document per run, schema-checked, with everything needed to cite it.
 
-A run records what was measured (metric, encoder, value, confidence interval, N real/fake), with which
-versions (histosynth and its git commit, torch, encoder weights fingerprints, data content hashes and Hub
-revisions) and how long it took. The leaderboard stores these files as they are.
+A run records what was measured (metric, encoder, value, confidence interval, N real/fake), about what (the
+`subjects`: which generator checkpoint or dataset produced each scored set), with which versions (histosynth and
+its git commit, torch, encoder weights fingerprints, data content hashes and Hub revisions) and how long it took.
+Schema v2 adds the subjects, the task's version, metric directions from the metric registry, data referenced by
+content hash and location (a folder name or Hub repo, never an absolute local path) and a comparability key: two
+runs with the same key measured the same thing the same way and may share a table. v1 files are migrated on load.
+The leaderboard stores these files as they are.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import platform
@@ -14,14 +19,24 @@ import subprocess
 import time
 import uuid
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
+from pathlib import Path, PureWindowsPath
 from typing import Any
 
 import histosynth
 from histosynth.atomic import atomic_file, write_text_atomic
-from histosynth.errors import InputError
+from histosynth.benchmark.metric_registry import metric_spec
+from histosynth.errors import InputError, UnknownNameError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+TASK_VERSIONS = {"distribution": 1, "completion": 1, "masked-lpips": 1, "seg": 1, "tstr": 1}
+"""Every benchmark task and its version: bump a task's version whenever a change alters its numbers."""
+SUBJECT_KINDS = ("generator", "dataset", "real")
+COMPARABLE_SETTINGS = {"distribution": (), "completion": ("net", "masks"), "masked-lpips": ("net", "modes"),
+                       "seg": ("model", "preset", "train", "seeds", "schema"),
+                       "tstr": ("model", "preset", "train", "seeds", "schema")}
+"""The settings of each task that change its numbers (part of the comparability key)."""
+REFERENCE_ROLES = ("real", "test", "train")
+"""Data roles that are references (their content and size enter the key), unless the task scores them."""
 
 
 class ResultsFormatError(InputError):
@@ -44,18 +59,55 @@ class MetricResult:
     n_real: int | None = None
     n_fake: int | None = None
     extra: dict[str, Any] = field(default_factory=dict)
-    higher_is_better: bool | None = None  # the metric's direction (None: not recorded, as in older files)
+    higher_is_better: bool | None = None  # the metric's direction, filled from the metric registry
+    subject: str | None = None  # the data role this number scores ("fake", "train:htd"); None: the run's only one
+
+    def __post_init__(self) -> None:
+        direction = metric_spec(self.metric).higher_is_better  # unknown metric names raise here
+        if self.higher_is_better is None:
+            self.higher_is_better = direction
+        elif self.higher_is_better != direction:
+            raise ValueError(f"metric {self.metric!r}: higher_is_better={self.higher_is_better} contradicts the "
+                             f"metric registry ({direction})")
 
 
 @dataclass
 class DataRef:
-    """Which data a run saw: a local folder or Hub repo, its revision, and the content hash of its images."""
+    """Which data a run saw: the content hash of its images, their number, and where it came from.
+
+    `path` is the local folder, kept in memory for error messages and never written: a file records `location`
+    (the folder's name, or the Hub repo) and `revision` instead, so results mean the same on every machine.
+    """
 
     name: str
-    path: str
-    content_hash: str
-    n: int
+    path: str = field(default="", compare=False, repr=False)
+    content_hash: str = ""
+    n: int = 0
     revision: str | None = None
+    location: str = ""
+    repo: str | None = None
+
+    def __post_init__(self) -> None:
+        if not self.location:
+            self.location = Path(self.path).name if self.path else self.name
+
+
+@dataclass
+class Subject:
+    """What produced a scored set: a generator checkpoint, a dataset (possibly mixed or of unknown origin), or real
+    data. `content_hash` is the scored images' hash (DataRef.content_hash of its role)."""
+
+    kind: str
+    name: str
+    content_hash: str
+    version: str | None = None
+    checkpoint_hash: str | None = None
+    repo: str | None = None
+    revision: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.kind not in SUBJECT_KINDS:
+            raise ValueError(f"subject kind must be one of {SUBJECT_KINDS}, not {self.kind!r}")
 
 
 @dataclass
@@ -65,6 +117,7 @@ class BenchmarkRun:
     task: str
     results: list[MetricResult]
     data: dict[str, DataRef]
+    subjects: dict[str, Subject] = field(default_factory=dict)  # data role -> what produced it
     encoders: dict[str, dict[str, Any]] = field(default_factory=dict)  # name -> {weights fingerprint, source, licence}
     settings: dict[str, Any] = field(default_factory=dict)
     code: dict[str, Any] = field(default_factory=lambda: code_versions())
@@ -72,9 +125,42 @@ class BenchmarkRun:
     run_id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
     created: str = field(default_factory=lambda: time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
     schema_version: int = SCHEMA_VERSION
+    task_version: int | None = None  # None: the task's current version (TASK_VERSIONS)
+
+    def __post_init__(self) -> None:
+        if self.task not in TASK_VERSIONS:
+            raise ValueError(f"unknown benchmark task {self.task!r}; known: {', '.join(TASK_VERSIONS)}")
+        if self.task_version is None:
+            self.task_version = TASK_VERSIONS[self.task]
+
+    def comparability(self) -> dict[str, Any]:
+        """What must be equal for two runs' numbers to be comparable: the task and its version, the encoders'
+        weights and preprocessing, the reference data (content and N), the scored sets' N and the task's
+        number-changing settings (COMPARABLE_SETTINGS)."""
+        scored = {m.subject or "fake" for m in self.results} | set(self.subjects)
+        return {
+            "task": self.task, "task_version": self.task_version,
+            "encoders": {name: {k: e.get(k) for k in ("weights", "preprocess", "backbone") if k in e}
+                         for name, e in sorted(self.encoders.items())},
+            "reference": {role: {"content_hash": ref.content_hash, "n": ref.n} for role, ref in sorted(self.data.items())
+                          if role in REFERENCE_ROLES and role not in scored},
+            "n_scored": {role: ref.n for role, ref in sorted(self.data.items()) if role in scored},
+            "settings": {k: self.settings.get(k) for k in COMPARABLE_SETTINGS[self.task]},
+        }
+
+    @property
+    def comparability_key(self) -> str:
+        """A short hash of `comparability()`: runs with equal keys may share a leaderboard column."""
+        text = json.dumps(self.comparability(), sort_keys=True, separators=(",", ":"), default=str)
+        return "ck:" + hashlib.sha256(text.encode()).hexdigest()[:16]
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        data = asdict(self)
+        for ref in data["data"].values():
+            del ref["path"]
+        data["comparability"] = self.comparability()
+        data["comparability_key"] = self.comparability_key
+        return data
 
     def save(self, path: Path | str) -> Path:
         """Write atomically (`histosynth.atomic`) as indented JSON."""
@@ -83,8 +169,11 @@ class BenchmarkRun:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], where: str = "results") -> "BenchmarkRun":
-        """Parse and check a run document; raises ResultsFormatError naming the field."""
+        """Parse and check a run document (v1 documents are migrated first); raises ResultsFormatError naming the
+        field."""
         def need(obj: dict, key: str, types: tuple, ctx: str):
+            if not isinstance(obj, dict):
+                raise ResultsFormatError(f"{where}: {ctx.rstrip('.')}: expected an object")
             if key not in obj:
                 raise ResultsFormatError(f"{where}: {ctx}{key}: missing")
             if not isinstance(obj[key], types) or isinstance(obj[key], bool) and bool not in types:
@@ -94,8 +183,15 @@ class BenchmarkRun:
         if not isinstance(data, dict):
             raise ResultsFormatError(f"{where}: expected a JSON object")
         version = need(data, "schema_version", (int,), "")
-        if version != SCHEMA_VERSION:
-            raise ResultsFormatError(f"{where}: schema_version {version} is not supported (expected {SCHEMA_VERSION})")
+        if version == 1:
+            data = migrate_v1(data, where)
+        elif version != SCHEMA_VERSION:
+            raise ResultsFormatError(f"{where}: schema_version {version} is not supported (expected {SCHEMA_VERSION}, "
+                                     "or 1, which is migrated)")
+        task = need(data, "task", (str,), "")
+        if task not in TASK_VERSIONS:
+            raise ResultsFormatError(f"{where}: task: unknown task {task!r} (known: {', '.join(TASK_VERSIONS)})")
+        need(data, "task_version", (int,), "")
         results = []
         for i, item in enumerate(need(data, "results", (list,), "")):
             ctx = f"results[{i}]."
@@ -110,15 +206,34 @@ class BenchmarkRun:
                 raise ResultsFormatError(f"{where}: {ctx}value: not finite")
             if item.get("higher_is_better") is not None and not isinstance(item["higher_is_better"], bool):
                 raise ResultsFormatError(f"{where}: {ctx}higher_is_better: expected true, false or null")
-            results.append(MetricResult(**{k: item[k] for k in MetricResult.__dataclass_fields__ if k in item}))
+            try:
+                results.append(MetricResult(**{k: item[k] for k in MetricResult.__dataclass_fields__ if k in item}))
+            except UnknownNameError as err:
+                raise ResultsFormatError(f"{where}: {ctx}metric: {err}") from err
+            except ValueError as err:
+                raise ResultsFormatError(f"{where}: {ctx}higher_is_better: {err}") from err
         refs = {}
         for name, ref in need(data, "data", (dict,), "").items():
-            for key, types in (("path", (str,)), ("content_hash", (str,)), ("n", (int,))):
+            for key, types in (("content_hash", (str,)), ("n", (int,)), ("location", (str,))):
                 need(ref, key, types, f"data.{name}.")
-            refs[name] = DataRef(**{k: ref[k] for k in DataRef.__dataclass_fields__ if k in ref})
-        need(data, "task", (str,), "")
-        fields = {k: data[k] for k in cls.__dataclass_fields__ if k in data and k not in ("results", "data")}
-        return cls(results=results, data=refs, **fields)
+            if _is_absolute(ref["location"]):
+                raise ResultsFormatError(f"{where}: data.{name}.location: {ref['location']!r} is an absolute local "
+                                         "path; results name data by folder name or Hub repo")
+            refs[name] = DataRef(**{k: ref[k] for k in DataRef.__dataclass_fields__ if k in ref and k != "path"})
+        subjects = {}
+        for role, subject in need(data, "subjects", (dict,), "").items():
+            for key in ("kind", "name", "content_hash"):
+                need(subject, key, (str,), f"subjects.{role}.")
+            if subject["kind"] not in SUBJECT_KINDS:
+                raise ResultsFormatError(f"{where}: subjects.{role}.kind: {subject['kind']!r} is not one of {SUBJECT_KINDS}")
+            subjects[role] = Subject(**{k: subject[k] for k in Subject.__dataclass_fields__ if k in subject})
+        fields = {k: data[k] for k in cls.__dataclass_fields__ if k in data and k not in ("results", "data", "subjects")}
+        run = cls(results=results, data=refs, subjects=subjects, **fields)
+        stored = data.get("comparability_key")
+        if stored is not None and stored != run.comparability_key:
+            raise ResultsFormatError(f"{where}: comparability_key: {stored} does not match the run's contents "
+                                     f"({run.comparability_key}); the file was edited or is damaged")
+        return run
 
     @classmethod
     def load(cls, path: Path | str) -> "BenchmarkRun":
@@ -128,6 +243,38 @@ class BenchmarkRun:
         except json.JSONDecodeError as err:
             raise ResultsFormatError(f"{path}: not valid JSON ({err})") from err
         return cls.from_dict(data, str(path))
+
+
+def _is_absolute(location: str) -> bool:
+    return location.startswith(("/", "\\", "~")) or PureWindowsPath(location).is_absolute()
+
+
+def migrate_v1(data: dict[str, Any], where: str = "results") -> dict[str, Any]:
+    """A schema-v1 document as v2: absolute paths become folder names, the task gets version 1, each scored set
+    becomes a subject of kind "dataset" (v1 did not record who made it), directions come from the registry."""
+    out = json.loads(json.dumps(data))
+    task = out.get("task")
+    if task not in TASK_VERSIONS:
+        raise ResultsFormatError(f"{where}: task: v1 task {task!r} has no v2 equivalent; rerun the benchmark")
+    refs = out.get("data")
+    if not isinstance(refs, dict):
+        raise ResultsFormatError(f"{where}: data: missing or not an object")
+    for name, ref in refs.items():
+        if not isinstance(ref, dict) or not isinstance(ref.get("path"), str):
+            raise ResultsFormatError(f"{where}: data.{name}.path: missing (v1)")
+        ref["location"] = Path(ref.pop("path")).name
+    for encoder in (out.get("encoders") or {}).values():
+        if isinstance(encoder, dict) and isinstance(encoder.get("backbone"), str) and _is_absolute(encoder["backbone"]):
+            encoder["backbone"] = Path(encoder["backbone"]).name
+    scored = ["fake"] if "fake" in refs else [r for r in refs if r.startswith("train:")] or (["train"] if task == "seg" else [])
+    out["subjects"] = {role: {"kind": "dataset", "name": refs[role].get("name", role),
+                              "content_hash": refs[role].get("content_hash", "")} for role in scored if role in refs}
+    for item in out.get("results") or []:
+        if isinstance(item, dict) and task == "tstr" and isinstance(item.get("extra"), dict) and "train" in item["extra"]:
+            item.setdefault("subject", f"train:{item['extra']['train']}")
+    out.update(schema_version=SCHEMA_VERSION, task_version=TASK_VERSIONS[task])
+    out.setdefault("settings", {})["migrated_from_schema"] = 1
+    return out
 
 
 def git_commit() -> str | None:

@@ -17,6 +17,7 @@ import numpy as np
 
 from histosynth.benchmark.errors import DegenerateFeaturesWarning, MetricInputError
 from histosynth.benchmark.results import BenchmarkRun, DataRef, MetricResult
+from histosynth.benchmark.subjects import subject_of
 
 DISTRIBUTION_METRICS = ("fd", "fd-inf", "kid", "prdc")
 DEFAULT_METRICS = ("fd", "kid", "prdc")
@@ -90,7 +91,7 @@ def score_distribution(
     for name in real_run.encoders:
         r, f = real_run.encoders[name], fake_run.encoders[name]
         for run, label in ((real_run, "real"), (fake_run, "fake")):
-            _warn_if_constant(run.encoders[name], f"{label} set {run.data.path}")
+            _warn_if_constant(run.encoders[name], f"{label} set {run.data.path or run.data.name}")
         n_real, n_fake = r.stats.count, f.stats.count
         common = dict(encoder=name, n_real=n_real, n_fake=n_fake)
         sampled = r.features is not None and f.features is not None
@@ -128,6 +129,7 @@ def score_distribution(
         task="distribution",
         results=results,
         data={"real": real_run.data, "fake": fake_run.data} | ({"train": train_run.data} if train_run else {}),
+        subjects={"fake": subject_of(fake, split, fake_run.data)},
         encoders=provenance,
         settings={"metrics": list(metrics), "bootstrap": bootstrap, "confidence": confidence, "seed": seed, "split": split,
                   "batch_size": batch_size, "device": device},
@@ -169,7 +171,7 @@ def score_masked_lpips(
     batch_size: int = 16,
 ) -> BenchmarkRun:
     """Masked LPIPS of row-paired (real, completed) patches inside the completion masks, per named mode."""
-    from histosynth.benchmark.lpips_masked import MaskedLPIPS
+    from histosynth.benchmark.lpips_masked import MaskedLPIPS, backbone_record
 
     start = time.perf_counter()
     real_images, fake_images, masks, refs = _paired_images(Path(real), Path(fake), split, limit)
@@ -181,6 +183,6 @@ def score_masked_lpips(
         results.append(MetricResult(f"lpips-{mode}", float(values.mean()), ci_low=float(values.mean() - 1.96 * sem),
                                     ci_high=float(values.mean() + 1.96 * sem), ci_level=0.95, n_real=len(values), n_fake=len(values),
                                     extra={"net": net, "per_sample": values.round(6).tolist()}))
-    backbone_ref = str(metric.backbone_file) if metric.backbone_file else "random-init"
-    return BenchmarkRun(task="masked-lpips", results=results, data=refs, encoders={f"lpips-{net}": {"backbone": backbone_ref}},
+    return BenchmarkRun(task="masked-lpips", results=results, data=refs, subjects={"fake": subject_of(fake, split, refs["fake"])},
+                        encoders={f"lpips-{net}": backbone_record(metric.backbone_file)},
                         settings={"modes": list(modes), "net": net, "split": split, "limit": limit}, wall_time_s=time.perf_counter() - start)

@@ -55,6 +55,7 @@ from tqdm.auto import tqdm
 
 from histosynth.atomic import atomic_file
 from histosynth.benchmark.results import BenchmarkRun, DataRef, MetricResult
+from histosynth.benchmark.subjects import subject_of
 from histosynth.classes import IGNORE_ID, get_schema
 from histosynth.errors import InputError, UserFacingError
 
@@ -619,11 +620,17 @@ def run_downstream(trains: dict[str, tuple[Path, str]], test: tuple[Path, str], 
     scored = {name: score_training_set(kind, name, data, test_set, preset, config, seeds, checkpoints, weights, device,
                                        stop, group) for name, data in sets.items()}
     baseline = scored.get(real) if real else None
-    results = [r for s in scored.values() for r in metric_results(kind, s, test_set, baseline)]
-    data_refs = {f"train:{name}" if task == "tstr" else "train": s.ref for name, s in scored.items()}
+    role = {name: f"train:{name}" if task == "tstr" else "train" for name in scored}
+    results = []
+    for name, s in scored.items():
+        for result in metric_results(kind, s, test_set, baseline):
+            result.subject = role[name]
+            results.append(result)
+    data_refs = {role[name]: s.ref for name, s in scored.items()}
+    subjects = {role[name]: subject_of(trains[name][0], trains[name][1], s.ref) for name, s in scored.items()}
     data_refs["test"] = test_set.ref
     return BenchmarkRun(
-        task=task, results=results, data=data_refs,
+        task=task, results=results, data=data_refs, subjects=subjects,
         settings={"model": kind.model, "preset": preset, "train": asdict(config), "seeds": seeds,
                   "test_split": test[1], "train_splits": {n: s for n, (_, s) in trains.items()}, "schema": test_set.schema,
                   "mapping": mapping, "real": real, "device": device, "averaging": kind.averaging,

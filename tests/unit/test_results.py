@@ -7,18 +7,22 @@ from histosynth.benchmark.results import (
     DataRef,
     MetricResult,
     ResultsFormatError,
+    Subject,
     markdown_table,
     plot_metric_bars,
     results_table,
 )
 
 
-def make_run(name="htd", fd=12.5):
+def make_run(name="htd", fd=12.5, n_fake=90, weights="sha256:cc"):
     return BenchmarkRun(
-        task="fd",
-        results=[MetricResult("fd", fd, "effnet-lite0", fd - 1, fd + 1, 0.95, 100, 90), MetricResult("kid", 0.01, "effnet-lite0")],
-        data={"real": DataRef("real", "/r", "sha256:aa", 100), "fake": DataRef(name, "/f", "sha256:bb", 90, "v1.0.0")},
-        encoders={"effnet-lite0": {"weights": "sha256:cc"}},
+        task="distribution",
+        results=[MetricResult("fd", fd, "effnet-lite0", fd - 1, fd + 1, 0.95, 100, n_fake),
+                 MetricResult("kid", 0.01, "effnet-lite0")],
+        data={"real": DataRef("real", "/r", "sha256:aa", 100),
+              "fake": DataRef(name, f"/data/{name}", f"sha256:{name}", n_fake, "v1.0.0")},
+        subjects={"fake": Subject("generator", name, f"sha256:{name}", "0.1.0", "sha256:ee")},
+        encoders={"effnet-lite0": {"weights": weights, "preprocess": "resize-224"}},
         wall_time_s=3.0,
     )
 
@@ -37,6 +41,13 @@ def test_round_trip_and_provenance(tmp_path):
     (lambda d: d["results"][1].update(value="0.1"), r"results\[1\].value: expected int/float"),
     (lambda d: d["data"]["fake"].pop("content_hash"), "data.fake.content_hash: missing"),
     (lambda d: d.update(schema_version=99), "schema_version 99 is not supported"),
+    (lambda d: d["results"][0].update(metric="fid"), r"results\[0\].metric: unknown metric 'fid'"),
+    (lambda d: d["results"][0].update(higher_is_better=True), r"results\[0\].higher_is_better: .*contradicts"),
+    (lambda d: d["data"]["fake"].update(location="/home/me/htd"), "data.fake.location: .* absolute local path"),
+    (lambda d: d["subjects"]["fake"].update(kind="model"), "subjects.fake.kind: 'model' is not one of"),
+    (lambda d: d["subjects"]["fake"].pop("content_hash"), "subjects.fake.content_hash: missing"),
+    (lambda d: d.update(task="fd"), "task: unknown task 'fd'"),
+    (lambda d: d["data"]["real"].update(n=7), "comparability_key: .* does not match"),
 ])
 def test_schema_errors_name_the_field(tmp_path, mutate, message):
     data = make_run().to_dict()
@@ -75,3 +86,34 @@ def test_undefined_values_are_null_only_with_a_reason(tmp_path):
     data["results"][-1]["extra"] = {}
     with pytest.raises(ResultsFormatError, match=r"results\[2\].value: null without extra.undefined"):
         BenchmarkRun.from_dict(data, "run.json")
+
+
+def test_saved_file_has_no_local_path_and_directions_from_the_registry(tmp_path):
+    text = make_run().save(tmp_path / "run.json").read_text()
+    assert "/data/htd" not in text and '"location": "htd"' in text
+    back = BenchmarkRun.load(tmp_path / "run.json")
+    assert [r.higher_is_better for r in back.results] == [False, False]
+    assert back.subjects["fake"].checkpoint_hash == "sha256:ee" and back.task_version == 1
+
+
+def test_comparability_key_separates_what_cannot_share_a_table():
+    base = make_run("htd").comparability_key
+    assert make_run("other-generator", fd=40.0).comparability_key == base  # same task, encoder, reference, N
+    assert make_run("htd", n_fake=50).comparability_key != base  # FD is biased by N
+    assert make_run("htd", weights="sha256:dd").comparability_key != base  # other encoder weights
+
+
+def test_v1_files_migrate(tmp_path):
+    v1 = {"schema_version": 1, "task": "distribution", "results": [
+              {"metric": "fd", "value": 3.0, "encoder": "effnet-lite0", "higher_is_better": None}],
+          "data": {"real": {"name": "real", "path": "/abs/real", "content_hash": "sha256:aa", "n": 10},
+                   "fake": {"name": "syn", "path": "/abs/syn", "content_hash": "sha256:bb", "n": 10}},
+          "encoders": {"effnet-lite0": {"weights": "sha256:cc"}}}
+    (tmp_path / "v1.json").write_text(json.dumps(v1))
+    run = BenchmarkRun.load(tmp_path / "v1.json")
+    assert run.data["fake"].location == "syn" and run.subjects["fake"].kind == "dataset"
+    assert run.results[0].higher_is_better is False and run.settings["migrated_from_schema"] == 1
+    assert "/abs/" not in run.save(tmp_path / "v2.json").read_text()
+    v1["task"] = "fd"
+    with pytest.raises(ResultsFormatError, match="v1 task 'fd' has no v2 equivalent"):
+        BenchmarkRun.from_dict(v1, "old.json")

@@ -1,0 +1,92 @@
+"""Every metric a results file may hold: its direction, unit, range and where its formula comes from.
+
+The leaderboard ranks with `higher_is_better` from here, never from a file, so a run cannot flip a metric's
+direction; results files are validated against this table on load (an unknown metric name is an error).
+
+    from histosynth.benchmark.metric_registry import metric_spec
+    metric_spec("fd").higher_is_better          # False
+    metric_spec("lpips-layer-masked").unit      # "LPIPS distance"
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from histosynth.errors import UnknownNameError
+
+
+@dataclass(frozen=True)
+class MetricSpec:
+    """One metric: name, direction, unit, the range of valid values, and the formula's reference."""
+
+    name: str
+    higher_is_better: bool
+    unit: str
+    reference: str
+    low: float = -math.inf
+    high: float = math.inf
+
+    def to_dict(self) -> dict[str, object]:
+        """JSON-ready (infinite bounds become None)."""
+        return {"name": self.name, "higher_is_better": self.higher_is_better, "unit": self.unit,
+                "reference": self.reference, "low": None if math.isinf(self.low) else self.low,
+                "high": None if math.isinf(self.high) else self.high}
+
+
+FID_REF = "Heusel et al. 2017, arXiv:1706.08500 (Frechet distance of Gaussian fits to encoder features)"
+PRDC_REF = "Naeem et al. 2020, arXiv:2002.09797 (k = 5 nearest neighbours)"
+PQ_REF = "Kirillov et al. 2019, arXiv:1801.00868; HoVer-Net (Graham et al. 2019) matching at IoU > 0.5"
+LPIPS_REF = "Zhang et al. 2018, arXiv:1801.03924, masked as in docs/ARCHITECTURE.md (masked LPIPS modes)"
+SEG_REF = "IoU/Dice per class from one pooled confusion matrix, mean over foreground classes present"
+
+_FIXED = [
+    MetricSpec("fd", False, "squared feature distance", FID_REF, low=0.0),
+    MetricSpec("fd-inf", False, "squared feature distance", "Chong & Forsyth 2020, arXiv:1911.07023 (FD at N -> inf)"),
+    MetricSpec("kid", False, "squared MMD (cubic polynomial kernel)", "Binkowski et al. 2018, arXiv:1801.01401"),
+    MetricSpec("precision", True, "fraction", PRDC_REF, 0.0, 1.0),
+    MetricSpec("recall", True, "fraction", PRDC_REF, 0.0, 1.0),
+    MetricSpec("density", True, "ratio", PRDC_REF, low=0.0),
+    MetricSpec("coverage", True, "fraction", PRDC_REF, 0.0, 1.0),
+    MetricSpec("memorization", False, "fraction of generated samples flagged",
+               "nearest-neighbour distance ratio test against the training set (histosynth.benchmark.memorization)",
+               0.0, 1.0),
+    MetricSpec("psnr-masked", True, "dB", "PSNR over the masked RGB values, capped at MSE 1/12"),
+    MetricSpec("ssim-masked", True, "SSIM", "Wang et al. 2004, mean of the SSIM map over masked pixels", -1.0, 1.0),
+    MetricSpec("miou", True, "IoU", SEG_REF, 0.0, 1.0),
+    MetricSpec("mean_dice", True, "Dice", SEG_REF, 0.0, 1.0),
+    MetricSpec("image_miou", True, "IoU", SEG_REF + "; mean over images", 0.0, 1.0),
+    MetricSpec("label_consistency_miou", True, "IoU",
+               "segmenter trained on real patches, mIoU of its maps of generated images against their condition maps",
+               0.0, 1.0),
+    MetricSpec("pq", True, "PQ", PQ_REF, 0.0, 1.0),
+    MetricSpec("dq", True, "DQ", PQ_REF, 0.0, 1.0),
+    MetricSpec("sq", True, "SQ", PQ_REF, 0.0, 1.0),
+    MetricSpec("mpq_plus", True, "mPQ+", "CoNIC challenge 2022 (Graham et al., arXiv:2111.14485)", 0.0, 1.0),
+    MetricSpec("f1_detection", True, "F1", "HoVer-Net detection F1, matching within 6 px (Graham et al. 2019)", 0.0, 1.0),
+]
+METRICS: dict[str, MetricSpec] = {spec.name: spec for spec in _FIXED}
+LPIPS_MODES = ("spatial-mean", "layer-masked", "bbox-crop")
+"""Masked-LPIPS modes (histosynth.benchmark.lpips_masked.MODES, which a test checks against); each is `lpips-<mode>`."""
+for _mode in LPIPS_MODES:
+    METRICS[f"lpips-{_mode}"] = MetricSpec(f"lpips-{_mode}", False, "LPIPS distance", LPIPS_REF, low=0.0)
+RATIO_SUFFIX = "_ratio_to_real"
+PER_CLASS = {"iou": METRICS["miou"], "f1": METRICS["f1_detection"]}
+"""Per-class metrics `<family>/<class name>` (e.g. iou/stroma) take the direction of their family's mean."""
+
+
+def metric_spec(name: str) -> MetricSpec:
+    """The spec of metric `name`; `<metric>_ratio_to_real` is the synthetic/real ratio of a higher-is-better one."""
+    if name in METRICS:
+        return METRICS[name]
+    if name.endswith(RATIO_SUFFIX) and name[: -len(RATIO_SUFFIX)] in METRICS:
+        base = METRICS[name[: -len(RATIO_SUFFIX)]]
+        return MetricSpec(name, base.higher_is_better, "ratio (synthetic-trained / real-trained, paired by seed)",
+                          base.reference, low=0.0)
+    family, slash, class_name = name.partition("/")
+    if slash and class_name and family in PER_CLASS:
+        base = PER_CLASS[family]
+        return MetricSpec(name, base.higher_is_better, base.unit, f"{base.reference}; class {class_name!r} only",
+                          base.low, base.high)
+    raise UnknownNameError(f"unknown metric {name!r}; known: {', '.join(sorted(METRICS))}, "
+                           f"<metric>{RATIO_SUFFIX} and per-class {', '.join(f'{f}/<class>' for f in PER_CLASS)}")
