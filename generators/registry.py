@@ -123,6 +123,24 @@ _BUILTIN = [
         conditioning=("nuclei",), outputs=("image", "nuclei"), label_policy="generated", family="diffusion",
         target="histosynth.generators.cosyn.model:CoSynGenerator",
     ),
+    GeneratorMeta(
+        name="pix2pix",
+        version="0.1.0",
+        summary="pix2pix: conditional GAN, U-Net generator + 70x70 PatchGAN on the tissue map one-hot (GAN + 100 L1); "
+                "preset *-nuclei adds centroid maps",
+        paper="Image-to-Image Translation with Conditional Adversarial Networks (pix2pix, Isola, Zhu, Zhou, Efros, "
+              "CVPR 2017, arXiv:1611.07004)",
+        citation="""@inproceedings{isola2017pix2pix,
+  title = {Image-to-Image Translation with Conditional Adversarial Networks},
+  author = {Isola, Phillip and Zhu, Jun-Yan and Zhou, Tinghui and Efros, Alexei A.},
+  booktitle = {CVPR},
+  year = {2017},
+  eprint = {1611.07004},
+  archivePrefix = {arXiv}
+}""", licence=LICENCE,
+        conditioning=("tissue",), outputs=("image", "tissue"), label_policy="copied", family="gan",
+        target="histosynth.baselines.pix2pix:Pix2Pix",
+    ),
 ]
 
 GENERATORS: Registry[type[Generator]] = Registry("generator")
