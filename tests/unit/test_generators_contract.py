@@ -174,8 +174,10 @@ class TestDiffusionFolder:
         meta, folder = generator_meta(trained.name), trained.folder
         assert (folder / "unet" / "diffusion_pytorch_model.safetensors").is_file()
         assert (folder / "scheduler" / "scheduler_config.json").is_file()
-        # a completion-only model (Palette) reads its masked image through the UNet's input channels, not a ControlNet
-        controlled = bool(meta.conditioning) and "synthesis" in meta.tasks
+        # a model whose UNet takes more channels than it returns (Palette's masked image, CoSyn's centroid map) reads
+        # its condition through those input channels, not a ControlNet
+        unet = json.loads((folder / "unet" / "config.json").read_text())
+        controlled = bool(meta.conditioning) and unet["in_channels"] == unet["out_channels"]
         assert (folder / "controlnet").is_dir() == controlled
         assert ("controlnet" in trained.config["components"]) == controlled
 
