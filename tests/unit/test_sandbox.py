@@ -17,7 +17,10 @@ pytestmark = pytest.mark.skipif(not isolation_available(),
 SECRET = "hf_this_is_a_secret_token_0123456789"
 
 
-def run_script(tmp_path, body, limits=SandboxLimits(wall_seconds=60), hide=None):
+MINUTE = SandboxLimits(wall_seconds=60)
+
+
+def run_script(tmp_path, body, limits=MINUTE, hide=None):
     work = tmp_path / "work"
     work.mkdir(exist_ok=True)
     (work / "evil.py").write_text(textwrap.dedent(body))
