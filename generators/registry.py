@@ -141,6 +141,24 @@ _BUILTIN = [
         conditioning=("tissue",), outputs=("image", "tissue"), label_policy="copied", family="gan",
         target="histosynth.baselines.pix2pix:Pix2Pix",
     ),
+    GeneratorMeta(
+        name="spade",
+        version="0.1.0",
+        summary="SPADE/GauGAN: SPADE residual generator from the downsampled tissue map (+ noise), 2-scale PatchGAN, "
+                "hinge + feature matching, TTUR",
+        paper="Semantic Image Synthesis with Spatially-Adaptive Normalization (SPADE/GauGAN, Park, Liu, Wang, Zhu, "
+              "CVPR 2019, arXiv:1903.07291)",
+        citation="""@inproceedings{park2019spade,
+  title = {Semantic Image Synthesis with Spatially-Adaptive Normalization},
+  author = {Park, Taesung and Liu, Ming-Yu and Wang, Ting-Chun and Zhu, Jun-Yan},
+  booktitle = {CVPR},
+  year = {2019},
+  eprint = {1903.07291},
+  archivePrefix = {arXiv}
+}""", licence=LICENCE,
+        conditioning=("tissue",), outputs=("image", "tissue"), label_policy="copied", family="gan",
+        target="histosynth.baselines.spade:Spade",
+    ),
 ]
 
 GENERATORS: Registry[type[Generator]] = Registry("generator")
