@@ -1,0 +1,298 @@
+"""Leaderboard aggregation: a folder of results files -> one row per subject, one column per comparable group.
+
+A column is one (task, metric, encoder) measured under one comparability key (histosynth.benchmark.results): runs
+with different keys never share a column, and each column says which key it holds. A row is one subject: a generator
+checkpoint, a dataset, or real data (kind "real", the reference line: shown, never ranked).
+
+Ranking rules (the page and the paper tables both read them from here):
+
+- Per column, ranked rows are sorted best-first by the metric's direction from the metric registry (never from a
+  file). Competition ranking with CI ties: a row takes the competition rank (1 + rows with a strictly better value)
+  of the best row whose confidence interval overlaps its own; a row without a CI is the point [v, v]. So a row ties
+  with every better row that its CI cannot tell apart from it, as far up as such a row exists.
+- Per-class columns (metric `family/class`) are details: shown, not aggregated.
+- Aggregates weight each task equally: a row's task score is the mean over that task's aggregated columns of its
+  rank (mean rank) or of its Borda points (the number of ranked rows with a strictly worse rank in the column);
+  the row's Borda is the sum of its task scores, its mean rank the mean of them.
+- Partial coverage (a ranked row without a value in some aggregated column of the view) gets null aggregates, as in
+  MTEB, so a row cannot climb by skipping tasks.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Iterable
+
+from histosynth.benchmark.metric_registry import metric_spec
+from histosynth.benchmark.results import REFERENCE_ROLES, BenchmarkRun, MetricResult, Subject
+from histosynth.errors import InputError, MissingInputError
+
+RESULTS_GLOB = "*.json"
+NO_ENCODER = "-"  # the encoder of encoder-free metrics (LPIPS, mIoU, PQ) in column ids and filters
+
+
+@dataclass(frozen=True)
+class Row:
+    """One subject of the leaderboard: what produced the scored images."""
+
+    id: str
+    kind: str
+    name: str
+    content_hash: str
+    version: str | None = None
+    checkpoint_hash: str | None = None
+    repo: str | None = None
+    revision: str | None = None
+
+    @property
+    def ranked(self) -> bool:
+        """Real data is the reference line, never ranked."""
+        return self.kind != "real"
+
+    @property
+    def label(self) -> str:
+        """Display name: generators with version and a short checkpoint hash, datasets with repo@revision."""
+        if self.kind == "generator":
+            short = (self.checkpoint_hash or "").split(":")[-1][:8]
+            return f"{self.name} {self.version or ''}".strip() + (f" ({short})" if short else "")
+        if self.repo:
+            return f"{self.repo}@{self.revision}" if self.revision else self.repo
+        return self.name
+
+
+def row_of(subject: Subject) -> Row:
+    """The leaderboard row of a subject: generators by checkpoint, everything else by content."""
+    if subject.kind == "generator":
+        key = f"generator:{subject.name}@{subject.checkpoint_hash or subject.content_hash}"
+    elif subject.repo:
+        key = f"{subject.kind}:{subject.repo}@{subject.revision or subject.content_hash}"
+    else:
+        key = f"{subject.kind}:{subject.name}@{subject.content_hash}"
+    return Row(key, subject.kind, subject.name, subject.content_hash, subject.version, subject.checkpoint_hash,
+               subject.repo, subject.revision)
+
+
+@dataclass(frozen=True)
+class Column:
+    """One comparable group: a task's metric under one encoder and one comparability key."""
+
+    id: str
+    task: str
+    task_version: int
+    metric: str
+    encoder: str  # NO_ENCODER for encoder-free metrics
+    dataset: str  # the reference data it is measured against (names the filter)
+    comparability_key: str
+    comparability: dict[str, Any] = field(compare=False, hash=False)
+
+    @property
+    def higher_is_better(self) -> bool:
+        return metric_spec(self.metric).higher_is_better
+
+    @property
+    def detail(self) -> bool:
+        """Per-class breakdowns (iou/stroma) are shown but not aggregated."""
+        return "/" in self.metric
+
+    @property
+    def title(self) -> str:
+        return self.metric if self.encoder == NO_ENCODER else f"{self.metric} ({self.encoder})"
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One number on the board, with where it came from and its rank in its column (None: not ranked)."""
+
+    value: float | None
+    ci_low: float | None
+    ci_high: float | None
+    ci_level: float | None
+    n_fake: int | None
+    file: str
+    run_id: str
+    code: dict[str, Any] = field(compare=False, hash=False)
+    undefined: str | None = None
+    rank: int | None = None
+
+
+@dataclass(frozen=True)
+class Aggregate:
+    """A row's aggregates over one view (a set of columns); None where its coverage is partial or it is not ranked."""
+
+    borda: float | None
+    mean_rank: float | None
+    coverage: int  # aggregated columns of the view the row has a value in
+    columns: int  # aggregated columns in the view
+
+
+@dataclass
+class Leaderboard:
+    """Rows, columns and cells (row id -> column id -> Cell), ranks filled in."""
+
+    rows: list[Row]
+    columns: list[Column]
+    cells: dict[str, dict[str, Cell]]
+    files: list[str]
+
+    def cell(self, row: Row | str, column: Column | str) -> Cell | None:
+        row_id = row if isinstance(row, str) else row.id
+        column_id = column if isinstance(column, str) else column.id
+        return self.cells.get(row_id, {}).get(column_id)
+
+    @property
+    def tasks(self) -> list[str]:
+        return sorted({c.task for c in self.columns})
+
+    @property
+    def datasets(self) -> list[str]:
+        return sorted({c.dataset for c in self.columns})
+
+    @property
+    def encoders(self) -> list[str]:
+        return sorted({c.encoder for c in self.columns})
+
+    def select(self, tasks: Iterable[str] | None = None, datasets: Iterable[str] | None = None,
+               encoders: Iterable[str] | None = None, metrics: Iterable[str] | None = None) -> list[Column]:
+        """The columns matching every given filter (None: no filter); unknown names raise, listing the known ones."""
+        chosen = self.columns
+        for attr, wanted, known in (("task", tasks, self.tasks), ("dataset", datasets, self.datasets),
+                                    ("encoder", encoders, self.encoders),
+                                    ("metric", metrics, sorted({c.metric for c in self.columns}))):
+            if wanted is None:
+                continue
+            wanted = list(wanted)
+            unknown = [w for w in wanted if w not in known]
+            if unknown:
+                raise InputError(f"no results for {attr} {', '.join(map(repr, unknown))}; the results have: "
+                                 f"{', '.join(known) or 'none'}")
+            chosen = [c for c in chosen if getattr(c, attr) in wanted]
+        return chosen
+
+    def aggregate(self, columns: list[Column] | None = None) -> dict[str, Aggregate]:
+        """Borda and mean rank of every row over `columns` (default all), each task weighted equally."""
+        columns = [c for c in (self.columns if columns is None else columns) if not c.detail]
+        by_task: dict[str, list[Column]] = {}
+        for column in columns:
+            by_task.setdefault(column.task, []).append(column)
+        points = {c.id: borda_points([cell.rank for cell in self._column_cells(c) if cell.rank is not None])
+                  for c in columns}
+        out = {}
+        for row in self.rows:
+            cells = [self.cell(row, c) for c in columns]
+            coverage = sum(cell is not None and cell.value is not None for cell in cells)
+            if not row.ranked or not columns or coverage < len(columns):
+                out[row.id] = Aggregate(None, None, coverage, len(columns))
+                continue
+            task_borda, task_rank = [], []
+            for task_columns in by_task.values():
+                ranks = [self.cell(row, c).rank for c in task_columns]
+                task_rank.append(sum(ranks) / len(ranks))
+                task_borda.append(sum(points[c.id][r] for c, r in zip(task_columns, ranks, strict=True)) / len(ranks))
+            out[row.id] = Aggregate(sum(task_borda), sum(task_rank) / len(task_rank), coverage, len(columns))
+        return out
+
+    def _column_cells(self, column: Column) -> list[Cell]:
+        return [cells[column.id] for cells in self.cells.values() if column.id in cells]
+
+
+def borda_points(ranks: list[int]) -> dict[int, int]:
+    """Borda points of each rank in a column: the number of ranked rows with a strictly worse rank."""
+    return {r: sum(other > r for other in ranks) for r in set(ranks)}
+
+
+def ci_ranks(entries: list[tuple[float, float | None, float | None]], higher_is_better: bool) -> list[int]:
+    """Ranks (1 = best) of (value, ci_low, ci_high) entries with CI ties (the rule in the module docstring)."""
+    def better(a: float, b: float) -> bool:
+        return a > b if higher_is_better else a < b
+
+    bounds = [(lo if lo is not None else v, hi if hi is not None else v) for v, lo, hi in entries]
+    competition = [1 + sum(better(o[0], e[0]) for o in entries) for e in entries]
+    order = sorted(range(len(entries)), key=lambda i: competition[i])
+    ranks = []
+    for i, (lo, hi) in enumerate(bounds):
+        best = next(j for j in order if bounds[j][0] <= hi and lo <= bounds[j][1])  # i overlaps itself
+        ranks.append(competition[best])
+    return ranks
+
+
+def reference_dataset(run: BenchmarkRun) -> str:
+    """The name of the data a run measures against (its first reference role that it does not score)."""
+    scored = {m.subject or "fake" for m in run.results} | set(run.subjects)
+    for role in REFERENCE_ROLES:
+        if role in run.data and role not in scored:
+            ref = run.data[role]
+            return f"{ref.repo}@{ref.revision}" if ref.repo and ref.revision else ref.repo or ref.name
+    return "-"
+
+
+def load_results(folder: Path | str) -> list[tuple[str, BenchmarkRun]]:
+    """Every results file under `folder` (recursively, *.json, sorted), validated: (path relative to folder, run)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise MissingInputError(f"{folder}: results folder not found")
+    paths = sorted(p for p in folder.rglob(RESULTS_GLOB) if p.is_file())
+    if not paths:
+        raise InputError(f"{folder}: no results files ({RESULTS_GLOB}) in this folder")
+    return [(p.relative_to(folder).as_posix(), BenchmarkRun.load(p)) for p in paths]
+
+
+def _subject_of(run: BenchmarkRun, result: MetricResult, where: str) -> Subject:
+    role = result.subject or ("fake" if "fake" in run.subjects or len(run.subjects) != 1 else next(iter(run.subjects)))
+    if role not in run.subjects:
+        raise InputError(f"{where}: metric {result.metric!r} scores data role {role!r}, which has no entry in "
+                         f"subjects ({', '.join(run.subjects) or 'none'}); the leaderboard cannot say whose number it is")
+    return run.subjects[role]
+
+
+def build_leaderboard(runs: list[tuple[str, BenchmarkRun]]) -> Leaderboard:
+    """Group the runs' numbers into rows and columns and rank every column (see the module docstring)."""
+    rows: dict[str, Row] = {}
+    columns: dict[str, Column] = {}
+    cells: dict[str, dict[str, Cell]] = {}
+    for where, run in runs:
+        key = run.comparability_key
+        dataset = reference_dataset(run)
+        for result in run.results:
+            row = row_of(_subject_of(run, result, where))
+            encoder = result.encoder or NO_ENCODER
+            column_id = f"{run.task}/{result.metric}/{encoder}/{dataset}/{key}"
+            columns.setdefault(column_id, Column(column_id, run.task, run.task_version, result.metric, encoder,
+                                                 dataset, key, run.comparability()))
+            rows.setdefault(row.id, row)
+            previous = cells.setdefault(row.id, {}).get(column_id)
+            if previous is not None:
+                raise InputError(f"{where} and {previous.file} both score {row.label} on {columns[column_id].title} "
+                                 f"of {run.task} under {key}; keep one of the two files")
+            undefined = result.extra.get("undefined") if result.value is None else None
+            cells[row.id][column_id] = Cell(result.value, result.ci_low, result.ci_high, result.ci_level,
+                                            result.n_fake, where, run.run_id, dict(run.code), undefined)
+    for column in columns.values():
+        ranked = [(rid, c) for rid, by in cells.items() if (c := by.get(column.id)) is not None
+                  and c.value is not None and rows[rid].ranked]
+        ranks = ci_ranks([(c.value, c.ci_low, c.ci_high) for _, c in ranked], column.higher_is_better)
+        for (rid, c), rank in zip(ranked, ranks, strict=True):
+            cells[rid][column.id] = replace(c, rank=rank)
+    ordered_columns = sorted(columns.values(), key=lambda c: (c.task, c.dataset, c.metric, c.encoder, c.comparability_key))
+    ordered_rows = sorted(rows.values(), key=lambda r: (not r.ranked, r.kind, r.name, r.id))
+    return Leaderboard(ordered_rows, ordered_columns, cells, [w for w, _ in runs])
+
+
+def load_leaderboard(folder: Path | str) -> Leaderboard:
+    """`build_leaderboard(load_results(folder))`."""
+    return build_leaderboard(load_results(folder))
+
+
+def format_number(value: float | None, digits: int = 3) -> str:
+    """A number as the page, the CSV view and the tables print it: `digits` significant digits, no exponent for
+    ordinary magnitudes."""
+    if value is None or not math.isfinite(value):
+        return "n/a"
+    if value == 0:
+        return "0"
+    magnitude = math.floor(math.log10(abs(value)))
+    if -4 <= magnitude < 6:
+        decimals = max(digits - 1 - magnitude, 0)
+        return f"{value:.{decimals}f}"
+    return f"{value:.{digits - 1}e}"

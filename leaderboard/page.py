@@ -1,0 +1,317 @@
+"""The leaderboard as ONE self-contained HTML file: inline CSS and JS, no CDN, works from file:// offline.
+
+The table is rendered here (it reads without JS); the inline script only sorts, filters (task tabs, dataset and
+encoder selects) and swaps in the aggregates of the current view, which are all computed here in Python
+(histosynth.leaderboard.aggregate), so the page shows the same numbers as the paper tables and the CSV.
+"""
+
+from __future__ import annotations
+
+import csv
+import html
+import io
+import json
+import urllib.parse
+from itertools import product
+from pathlib import Path
+from typing import Any
+
+from histosynth.atomic import write_text_atomic
+from histosynth.benchmark.metric_registry import metric_spec
+from histosynth.leaderboard.aggregate import Aggregate, Cell, Column, Leaderboard, Row, format_number
+from histosynth.leaderboard.cards import citation, generator_meta, hub_card_url
+
+PAGE_NAME = "index.html"
+ALL = "*"
+CSV_FIELDS = ("subject", "kind", "name", "version", "checkpoint_hash", "content_hash", "repo", "revision", "task",
+              "task_version", "dataset", "metric", "encoder", "comparability_key", "value", "ci_low", "ci_high",
+              "ci_level", "rank", "n_fake", "file", "run_id", "histosynth", "git_commit")
+RULES = ("Ranks: competition ranking per column with CI ties (a row takes the rank of the best row whose CI overlaps "
+         "its own). Borda: per column, the number of ranked rows strictly worse; each task weighted equally (mean "
+         "over its columns), summed over tasks. Mean rank: the mean over tasks of the mean rank over the task's "
+         "columns. A row missing any column of the view gets no aggregate (partial coverage, as in MTEB). Real data "
+         "is the reference line: shown, never ranked. Per-class columns appear in their task's tab and are not "
+         "aggregated. Columns with different comparability keys are never merged.")
+
+CSS = """
+body{font:14px/1.4 system-ui,sans-serif;margin:1.5em;color:#222}
+h1{font-size:1.4em;margin:0 0 .3em}
+.meta,.rules{color:#555;font-size:.9em;max-width:75em}
+#tabs{margin:1em 0 .5em;display:flex;flex-wrap:wrap;gap:.3em}
+#tabs button{border:1px solid #aaa;background:#f4f4f4;padding:.3em .8em;cursor:pointer;border-radius:3px}
+#tabs button[aria-selected=true]{background:#334;color:#fff;border-color:#334}
+.controls{display:flex;gap:1.2em;align-items:center;margin:.5em 0 1em}
+table{border-collapse:collapse}
+th,td{border-bottom:1px solid #ddd;padding:.3em .6em;vertical-align:top}
+th{background:#f4f4f4;cursor:pointer;text-align:left;font-weight:600;position:sticky;top:0}
+th small{display:block;font-weight:normal;color:#666}
+th[aria-sort=ascending]::after{content:" \\25B2"}
+th[aria-sort=descending]::after{content:" \\25BC"}
+td.num{text-align:right;white-space:nowrap}
+.ci{display:block;color:#666;font-size:.85em}
+.rank{display:inline-block;min-width:1.6em;margin-left:.3em;color:#fff;background:#667;border-radius:3px;
+  font-size:.8em;text-align:center}
+.rank.r1{background:#2a7}
+tr.reference td{background:#fff8e0;font-style:italic}
+tr.reference .rank{background:#b90}
+.missing{color:#aaa}
+.card{border:1px solid #ddd;border-radius:4px;padding:.5em 1em;margin:.6em 0;max-width:75em}
+.card:target{outline:3px solid #2a7}
+.card pre,details pre{background:#f7f7f7;padding:.5em;overflow:auto;font-size:.85em}
+#empty{color:#a00}
+"""
+
+SCRIPT = """
+(function () {
+  "use strict";
+  var views = JSON.parse(document.getElementById("views").textContent);
+  var table = document.getElementById("board");
+  var heads = Array.prototype.slice.call(table.tHead.rows[0].cells);
+  var body = table.tBodies[0];
+  var state = {task: "*", dataset: "*", encoder: "*", sort: null, asc: null};
+
+  function visible(th) {
+    var d = th.dataset;
+    if (!d.task) return true;
+    if (state.task === "*" ? d.detail === "1" : d.task !== state.task) return false;
+    if (state.dataset !== "*" && d.dataset !== state.dataset) return false;
+    if (state.encoder !== "*" && d.encoder !== state.encoder) return false;
+    return true;
+  }
+
+  function sortRows() {
+    if (state.sort === null) return;
+    var i = state.sort, text = heads[i].dataset.hib === "text", asc = state.asc;
+    var rows = Array.prototype.slice.call(body.rows);
+    rows.sort(function (a, b) {
+      var x = a.cells[i].dataset.value, y = b.cells[i].dataset.value;
+      if (x === "" || y === "") return (x === "") - (y === "");
+      var c = text ? x.localeCompare(y) : parseFloat(x) - parseFloat(y);
+      return asc ? c : -c;
+    });
+    rows.forEach(function (r) { body.appendChild(r); });
+    heads.forEach(function (h, j) {
+      if (j === i) h.setAttribute("aria-sort", asc ? "ascending" : "descending");
+      else h.removeAttribute("aria-sort");
+    });
+  }
+
+  function apply() {
+    var shown = heads.map(visible);
+    heads.forEach(function (th, i) { th.hidden = !shown[i]; });
+    var view = views[[state.task, state.dataset, state.encoder].join("|")] || {};
+    var count = 0;
+    Array.prototype.forEach.call(body.rows, function (tr) {
+      var any = false;
+      Array.prototype.forEach.call(tr.cells, function (td, i) {
+        td.hidden = !shown[i];
+        if (shown[i] && heads[i].dataset.task && td.dataset.value !== "") any = true;
+      });
+      tr.hidden = !any;
+      if (any) count += 1;
+      var agg = view[tr.dataset.row] || [null, "n/a", null, "n/a", ""];
+      var borda = tr.querySelector("td.borda"), mean = tr.querySelector("td.mean-rank");
+      borda.dataset.value = agg[0] === null ? "" : agg[0];
+      borda.textContent = agg[1];
+      mean.dataset.value = agg[2] === null ? "" : agg[2];
+      mean.textContent = agg[3];
+      borda.title = mean.title = agg[4];
+    });
+    document.getElementById("empty").hidden = count > 0;
+    document.getElementById("shown").textContent = count;
+    sortRows();
+  }
+
+  heads.forEach(function (th, i) {
+    th.addEventListener("click", function () {
+      state.asc = state.sort === i ? !state.asc : th.dataset.hib !== "1";
+      state.sort = i;
+      sortRows();
+    });
+  });
+  Array.prototype.forEach.call(document.querySelectorAll("#tabs button"), function (button) {
+    button.addEventListener("click", function () {
+      state.task = button.dataset.task;
+      Array.prototype.forEach.call(document.querySelectorAll("#tabs button"), function (b) {
+        b.setAttribute("aria-selected", b === button ? "true" : "false");
+      });
+      apply();
+    });
+  });
+  ["dataset", "encoder"].forEach(function (name) {
+    document.getElementById("filter-" + name).addEventListener("change", function (event) {
+      state[name] = event.target.value;
+      apply();
+    });
+  });
+  state.sort = heads.findIndex(function (th) { return th.classList.contains("borda"); });
+  state.asc = false;
+  apply();
+})();
+"""
+
+
+def _e(value: Any) -> str:
+    return html.escape("" if value is None else str(value), quote=True)
+
+
+def _json_script(element_id: str, data: Any) -> str:
+    """JSON inside a <script> element, with `</` escaped so no value can end the element."""
+    text = json.dumps(data, sort_keys=True).replace("</", "<\\/")
+    return f'<script type="application/json" id="{element_id}">{text}</script>'
+
+
+def _code(cell: Cell) -> str:
+    return f"histosynth {cell.code.get('histosynth')} @ {(cell.code.get('git_commit') or 'no git')[:12]}"
+
+
+def _view_entry(agg: Aggregate) -> list:
+    note = f"covers {agg.coverage} of {agg.columns} aggregated columns in this view"
+    return [agg.borda, format_number(agg.borda), agg.mean_rank, format_number(agg.mean_rank), note]
+
+
+def views(board: Leaderboard) -> dict[str, dict[str, list]]:
+    """Aggregates for every filter combination the page offers ("task|dataset|encoder", * = all)."""
+    out = {}
+    for task, dataset, encoder in product([ALL, *board.tasks], [ALL, *board.datasets], [ALL, *board.encoders]):
+        columns = board.select(None if task == ALL else [task], None if dataset == ALL else [dataset],
+                               None if encoder == ALL else [encoder])
+        if columns:
+            out[f"{task}|{dataset}|{encoder}"] = {rid: _view_entry(a) for rid, a in board.aggregate(columns).items()}
+    return out
+
+
+def csv_text(board: Leaderboard) -> str:
+    """Every cell of the board in long form, at full precision (what the page's CSV download holds)."""
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, CSV_FIELDS, lineterminator="\n")
+    writer.writeheader()
+    for row in board.rows:
+        for column in board.columns:
+            cell = board.cell(row, column)
+            if cell is None:
+                continue
+            writer.writerow({
+                "subject": row.label, "kind": row.kind, "name": row.name, "version": row.version,
+                "checkpoint_hash": row.checkpoint_hash, "content_hash": row.content_hash, "repo": row.repo,
+                "revision": row.revision, "task": column.task, "task_version": column.task_version,
+                "dataset": column.dataset, "metric": column.metric, "encoder": column.encoder,
+                "comparability_key": column.comparability_key, "value": cell.value, "ci_low": cell.ci_low,
+                "ci_high": cell.ci_high, "ci_level": cell.ci_level, "rank": cell.rank, "n_fake": cell.n_fake,
+                "file": cell.file, "run_id": cell.run_id, "histosynth": cell.code.get("histosynth"),
+                "git_commit": cell.code.get("git_commit"),
+            })
+    return buffer.getvalue()
+
+
+def _header(column: Column, index: int) -> str:
+    spec = metric_spec(column.metric)
+    better = "higher is better" if spec.higher_is_better else "lower is better"
+    title = (f"{column.metric}: {spec.unit}, {better}. Formula: {spec.reference}. Task {column.task} "
+             f"v{column.task_version}; comparability key {column.comparability_key}")
+    return (f'<th data-col="{index}" data-task="{_e(column.task)}" data-dataset="{_e(column.dataset)}" '
+            f'data-encoder="{_e(column.encoder)}" data-detail="{int(column.detail)}" '
+            f'data-hib="{int(spec.higher_is_better)}" data-key="{_e(column.comparability_key)}" title="{_e(title)}">'
+            f'{_e(column.title)} {"&uarr;" if spec.higher_is_better else "&darr;"}'
+            f'<small>{_e(column.dataset)} &middot; {_e(column.task)} v{column.task_version}</small></th>')
+
+
+def _cell(cell: Cell | None, row: Row, index: int) -> str:
+    if cell is None or cell.value is None:
+        why = cell.undefined if cell is not None else "not measured"
+        return f'<td class="num missing" data-col="{index}" data-value="" title="{_e(why)}">&ndash;</td>'
+    ci = ""
+    if cell.ci_low is not None and cell.ci_high is not None:
+        level = f"{cell.ci_level:.0%} " if cell.ci_level else ""
+        ci = f'<span class="ci">{level}[{format_number(cell.ci_low)}, {format_number(cell.ci_high)}]</span>'
+    if row.ranked:
+        rank = f'<span class="rank{" r1" if cell.rank == 1 else ""}">{cell.rank}</span>'
+    else:
+        rank = '<span class="rank" title="reference line, not ranked">ref</span>'
+    title = f"{cell.file} (run {cell.run_id}); N fake {cell.n_fake}; histosynth {cell.code.get('histosynth')}"
+    return (f'<td class="num" data-col="{index}" data-value="{cell.value!r}" data-rank="{cell.rank or ""}" '
+            f'title="{_e(title)}">{format_number(cell.value)}{rank}{ci}</td>')
+
+
+def _card(board: Leaderboard, row: Row, anchor: str) -> str:
+    items = [("kind", row.kind), ("name", row.name), ("version", row.version),
+             ("checkpoint hash", row.checkpoint_hash), ("scored data content hash", row.content_hash),
+             ("Hub repo", f"{row.repo}@{row.revision}" if row.repo and row.revision else row.repo)]
+    parts = [f'<article class="card" id="{anchor}"><h3>{_e(row.label)}</h3><ul>']
+    parts += [f"<li>{_e(k)}: <code>{_e(v)}</code></li>" for k, v in items if v]
+    url = hub_card_url(row)
+    if url:
+        parts.append(f'<li>card on the Hub: <a class="hub-card" href="{_e(url)}">{_e(url)}</a></li>')
+    meta = generator_meta(row)
+    if meta is not None:
+        parts.append(f"<li>generator: {_e(meta.summary)}; family {_e(meta.family)}; licence {_e(meta.licence)}</li>")
+        parts.append(f"<li>paper: {_e(meta.paper)}</li>")
+    files = sorted({c.file for c in board.cells.get(row.id, {}).values()})
+    code = sorted({_code(c) for c in board.cells.get(row.id, {}).values()})
+    parts.append(f"<li>results files: {', '.join(f'<code>{_e(f)}</code>' for f in files)}</li>")
+    parts.append(f"<li>code: {_e('; '.join(code))}</li></ul>")
+    bib = citation(row)
+    if bib:
+        parts.append(f"<details><summary>BibTeX</summary><pre>{_e(bib)}</pre></details>")
+    parts.append("</article>")
+    return "".join(parts)
+
+
+def render_page(board: Leaderboard, title: str = "histosynth leaderboard") -> str:
+    """The whole page as one HTML string."""
+    anchors = {row.id: f"card-{i}" for i, row in enumerate(board.rows)}
+    fixed = ('<th data-hib="text">Subject</th><th data-hib="text">Kind</th>'
+             '<th class="borda" data-hib="1" title="Borda count over the tasks of this view">Borda</th>'
+             '<th class="mean-rank" data-hib="0" title="Mean rank over the tasks of this view">Mean rank</th>')
+    offset = 4
+    heads = "".join(_header(c, offset + i) for i, c in enumerate(board.columns))
+    body = []
+    for row in board.rows:
+        cells = "".join(_cell(board.cell(row, c), row, offset + i) for i, c in enumerate(board.columns))
+        kind = "real data (reference)" if not row.ranked else row.kind
+        body.append(f'<tr data-row="{_e(row.id)}" data-kind="{_e(row.kind)}"'
+                    f'{" class=reference" if not row.ranked else ""}>'
+                    f'<td data-value="{_e(row.label.lower())}"><a class="model-link" href="#{anchors[row.id]}">'
+                    f'{_e(row.label)}</a></td><td data-value="{_e(row.kind)}">{_e(kind)}</td>'
+                    f'<td class="num borda" data-value=""></td><td class="num mean-rank" data-value=""></td>{cells}</tr>')
+    tabs = "".join(f'<button type="button" data-task="{_e(t)}" aria-selected="{"true" if t == ALL else "false"}">'
+                   f'{"All tasks" if t == ALL else _e(t)}</button>' for t in [ALL, *board.tasks])
+
+    def select(name: str, values: list[str]) -> str:
+        options = "".join(f'<option value="{_e(v)}">{_e(v)}</option>' for v in values)
+        return (f'<label>{name} <select id="filter-{name}"><option value="{ALL}">all</option>{options}</select>'
+                "</label>")
+
+    code = sorted({_code(c) for cells in board.cells.values() for c in cells.values()})
+    columns_info = "".join(
+        f"<li><b>{_e(c.task)} v{c.task_version} / {_e(c.title)} / {_e(c.dataset)}</b>: key "
+        f"<code>{_e(c.comparability_key)}</code><pre>{_e(json.dumps(c.comparability, indent=1, sort_keys=True))}</pre></li>"
+        for c in board.columns)
+    csv_href = "data:text/csv;charset=utf-8," + urllib.parse.quote(csv_text(board))
+    cards = "".join(_card(board, row, anchors[row.id]) for row in board.rows)
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
+<title>{_e(title)}</title><link rel="icon" href="data:,"><style>{CSS}</style></head>
+<body><h1>{_e(title)}</h1>
+<p class="meta">{len(board.rows)} subjects, {len(board.columns)} columns from {len(board.files)} results files.
+Code: {_e('; '.join(code))}. <a id="csv" download="histosynth-leaderboard.csv" href="{csv_href}">Download CSV</a></p>
+<p class="rules">{_e(RULES)}</p>
+<nav id="tabs">{tabs}</nav>
+<div class="controls">{select("dataset", board.datasets)}{select("encoder", board.encoders)}
+<span><span id="shown"></span> rows shown</span></div>
+<p id="empty" hidden>No results match these filters.</p>
+<table id="board"><thead><tr>{fixed}{heads}</tr></thead><tbody>{"".join(body)}</tbody></table>
+<h2>Subjects</h2><section id="cards">{cards}</section>
+<h2>Columns: tasks, versions and comparability keys</h2><details><summary>{len(board.columns)} columns</summary>
+<ul>{columns_info}</ul></details>
+{_json_script("views", views(board))}
+<script>{SCRIPT}</script>
+</body></html>
+"""
+
+
+def build_page(board: Leaderboard, out: Path | str, title: str = "histosynth leaderboard") -> Path:
+    """Write `out/index.html` atomically (histosynth.atomic); returns its path."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    return write_text_atomic(out / PAGE_NAME, render_page(board, title))
