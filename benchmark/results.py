@@ -28,12 +28,13 @@ from histosynth.benchmark.metric_registry import metric_spec
 from histosynth.errors import InputError, UnknownNameError
 
 SCHEMA_VERSION = 2
-TASK_VERSIONS = {"distribution": 1, "completion": 1, "masked-lpips": 1, "seg": 1, "tstr": 1}
+TASK_VERSIONS = {"distribution": 1, "completion": 1, "masked-lpips": 1, "seg": 1, "tstr": 1, "label-consistency": 1}
 """Every benchmark task and its version: bump a task's version whenever a change alters its numbers."""
 SUBJECT_KINDS = ("generator", "dataset", "real")
 COMPARABLE_SETTINGS = {"distribution": (), "completion": ("net", "masks"), "masked-lpips": ("net", "modes"),
                        "seg": ("model", "preset", "train", "seeds", "schema"),
-                       "tstr": ("model", "preset", "train", "seeds", "schema")}
+                       "tstr": ("model", "preset", "train", "seeds", "schema"),
+                       "label-consistency": ("resolution", "steps", "seed", "schema", "segmenter")}
 """The settings of each task that change its numbers (part of the comparability key)."""
 REFERENCE_ROLES = ("real", "test", "train")
 """Data roles that are references (their content and size enter the key), unless the task scores them."""

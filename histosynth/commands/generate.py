@@ -16,8 +16,12 @@ TASKS = {"synthesize": "synthesis", "complete": "completion"}  # CLI verb -> Sam
 
 def run(args: argparse.Namespace) -> int:
     from histosynth.disk import count_samples
+    from histosynth.generators import generator_meta
     from histosynth.generators.jobs import generate_dataset
+    from histosynth.generators.plugins import load_plugins
 
+    load_plugins()
+    generator_meta(args.generator)  # unknown names fail here, with suggestions
     start = time.perf_counter()
     out = generate_dataset(args.checkpoint, args.conditions, args.n, args.out, seed=args.seed,
                            chunk_size=args.chunk_size, steps=args.steps, sampler=args.sampler,
@@ -43,7 +47,9 @@ def register(verbs: argparse._SubParsersAction) -> None:
                               "(--seed, i); labels follow the generator's label policy (e.g. HTD copies the conditioning tissue map). A killed "
                               "run finishes when the same "
                               "command is run again; the folder appears only when complete.")
-    parser.add_argument("generator", choices=list(GENERATORS), help="registered generator (must match the checkpoint)")
+    parser.add_argument("generator", metavar="GENERATOR",
+                        help=f"registered generator: {', '.join(GENERATORS)}, or one from an installed plugin "
+                        "(entry point group histosynth.generators; `histosynth ls generators`); must match the checkpoint")
     parser.add_argument("--checkpoint", required=True, type=Path, help="model folder written by `histosynth train`")
     parser.add_argument("--conditions", required=True, type=Path, help="dataset folder of condition patches, carrying what the generator reads (`histosynth ls generators`: tissue maps, nuclei, masks)")
     parser.add_argument("--n", required=True, type=int, help="number of samples to generate")

@@ -31,6 +31,10 @@ def _registry(kind: str):
 def list_kind(kind: str) -> list[str]:
     """Printable lines for one registry kind."""
     registry = _registry(kind)
+    if kind == "generators" and registry is not None:
+        from histosynth.generators.plugins import load_plugins
+
+        load_plugins()
     if registry is None or not len(registry):
         return [f"{kind}: none registered yet"]
     lines = [f"{kind}:"]

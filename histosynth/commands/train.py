@@ -56,7 +56,9 @@ def _removed_on_failure(out: Path) -> Iterator[None]:
 
 def run(args: argparse.Namespace) -> int:
     from histosynth.generators import GENERATORS, load_generator
+    from histosynth.generators.plugins import load_plugins
 
+    load_plugins()
     out: Path = args.out
     cls = GENERATORS.get(args.generator)
     if args.resume and (out / "config.json").is_file():
@@ -101,7 +103,9 @@ def register(verbs: argparse._SubParsersAction) -> None:
                               description="Train a registered generator (see `histosynth ls generators`) from a preset. "
                               "The model folder (diffusers style: config.json, safetensors, README.md) is written to --out, "
                               "with resumable checkpoints in --out/training; --resume continues the newest one.")
-    parser.add_argument("generator", choices=list(GENERATORS), help="registered generator")
+    parser.add_argument("generator", metavar="GENERATOR",
+                        help=f"registered generator: {', '.join(GENERATORS)}, or one from an installed plugin "
+                        "(entry point group histosynth.generators; `histosynth ls generators`)")
     parser.add_argument("--data", required=True, type=Path, help="dataset folder (histosynth data build ...) to train on")
     parser.add_argument("--out", required=True, type=Path, help="model folder to write (CKPT)")
     parser.add_argument("--preset", default="demo", help="the generator's preset: tiny, demo or paper for the built-in "
