@@ -1,0 +1,3 @@
+"""A broken plugin: its entry point names something that is not a GeneratorMeta."""
+
+NOT_META = {"name": "broken"}
