@@ -259,7 +259,23 @@ def publish(
     splits = ", ".join(f"{n:,} {s}" for s, n in checked.split_sizes.items())
     log(f"validated {checked.folder}: {splits} samples in {len(checked.files)} files ({_size(checked.total_bytes)})")
     validate_card((checked.folder / CARD).read_text(encoding="utf-8"), remote=True)
+    return publish_checked(checked, repo, version, f"{splits} samples", private, dry_run, log, api)
 
+
+def publish_checked(
+    checked: CheckedFolder,
+    repo: str,
+    version: Version,
+    summary: str,
+    private: bool = False,
+    dry_run: bool = False,
+    log: Log = print,
+    api: HfApi | None = None,
+) -> PublishResult:
+    """The commit-and-tag half of `publish`, for a folder the caller has already validated (a dataset folder, or
+    the leaderboard's results files): refuses an existing version, one commit, one tag, resumable. `summary` says
+    what the version holds, in the commit description and tag message."""
+    check_repo_id(repo)
     api = api or HfApi()
     try:
         refs = api.list_repo_refs(repo, repo_type=REPO_TYPE)
@@ -323,7 +339,7 @@ def publish(
         try:
             info = api.create_commit(
                 repo, operations, commit_message=f"Release {version}",
-                commit_description=f"histosynth publish {checked.folder.name}: {splits} samples",
+                commit_description=f"histosynth publish {checked.folder.name}: {summary}",
                 repo_type=REPO_TYPE, parent_commit=head,
             )
         except HfHubHTTPError as err:
@@ -335,7 +351,7 @@ def publish(
         log(f"committed {info.oid[:12]}")
     try:
         api.create_tag(repo, tag=str(version), revision=result.commit, repo_type=REPO_TYPE,
-                       tag_message=f"histosynth {version}: {splits} samples")
+                       tag_message=f"histosynth {version}: {summary}")
     except HfHubHTTPError as err:
         if err.response is not None and err.response.status_code == 409:
             raise PublishError(f"{version} was tagged in {repo} by someone else while publishing; check "

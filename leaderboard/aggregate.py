@@ -210,11 +210,8 @@ def ci_ranks(entries: list[tuple[float, float | None, float | None]], higher_is_
     bounds = [(lo if lo is not None else v, hi if hi is not None else v) for v, lo, hi in entries]
     competition = [1 + sum(better(o[0], e[0]) for o in entries) for e in entries]
     order = sorted(range(len(entries)), key=lambda i: competition[i])
-    ranks = []
-    for i, (lo, hi) in enumerate(bounds):
-        best = next(j for j in order if bounds[j][0] <= hi and lo <= bounds[j][1])  # i overlaps itself
-        ranks.append(competition[best])
-    return ranks
+    # the first overlapping row in best-first order; every row overlaps itself, so there is one
+    return [competition[next(j for j in order if bounds[j][0] <= hi and lo <= bounds[j][1])] for lo, hi in bounds]
 
 
 def reference_dataset(run: BenchmarkRun) -> str:

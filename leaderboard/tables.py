@@ -1,0 +1,146 @@
+"""Paper tables (LaTeX or Markdown) from the same leaderboard as the page: same ranks, same aggregates, same
+number formatting (histosynth.leaderboard.aggregate.format_number).
+
+Bold marks rank 1 in a column: the best value by the metric's direction (metric registry), and every row whose CI
+overlaps the best's (the aggregate module's tie rule). Real data is the reference line below the ranked rows, never
+bold. A citation block lists the BibTeX of every registered generator in the table.
+"""
+
+from __future__ import annotations
+
+from typing import Iterable
+
+from histosynth.benchmark.metric_registry import metric_spec
+from histosynth.errors import InputError
+from histosynth.leaderboard.aggregate import Cell, Column, Leaderboard, Row, format_number
+from histosynth.leaderboard.cards import citation, citation_key
+
+FORMATS = ("latex", "markdown")
+CI_STYLES = ("pm", "interval")
+_LATEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
+                  "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
+
+
+def latex_escape(text: str) -> str:
+    """`text` with LaTeX's special characters escaped, safe inside a tabular cell."""
+    return "".join(_LATEX_SPECIAL.get(ch, ch) for ch in text)
+
+
+def markdown_escape(text: str) -> str:
+    """`text` safe inside a Markdown table cell (pipes and emphasis markers escaped)."""
+    return "".join("\\" + ch if ch in "|*_`\\" else ch for ch in text)
+
+
+def cell_text(cell: Cell | None, ci: str = "pm", digits: int = 3) -> tuple[str, str]:
+    """(value, CI) as printed: the CI as `± half-width` ((hi - lo) / 2) or `[lo, hi]`; '' without a CI."""
+    if cell is None or cell.value is None:
+        return "n/a", ""
+    if cell.ci_low is None or cell.ci_high is None:
+        return format_number(cell.value, digits), ""
+    if ci == "pm":
+        return format_number(cell.value, digits), format_number((cell.ci_high - cell.ci_low) / 2, digits)
+    return format_number(cell.value, digits), f"[{format_number(cell.ci_low, digits)}, {format_number(cell.ci_high, digits)}]"
+
+
+def table_columns(board: Leaderboard, tasks: Iterable[str] | None = None, datasets: Iterable[str] | None = None,
+                  encoders: Iterable[str] | None = None, metrics: Iterable[str] | None = None) -> list[Column]:
+    """The columns a table shows: the filters' match, without per-class details unless `metrics` names them."""
+    columns = board.select(tasks, datasets, encoders, metrics)
+    if metrics is None:
+        columns = [c for c in columns if not c.detail]
+    if not columns:
+        raise InputError("no results columns match these --tasks/--datasets/--encoders/--metrics")
+    return columns
+
+
+def _table_rows(board: Leaderboard, columns: list[Column]) -> list[Row]:
+    """Ranked rows with a value in some column, then the reference rows (the board's order)."""
+    measured = [r for r in board.rows if any((c := board.cell(r, col)) is not None and c.value is not None
+                                             for col in columns)]
+    return [r for r in measured if r.ranked] + [r for r in measured if not r.ranked]
+
+
+def render_table(board: Leaderboard, columns: list[Column], fmt: str = "markdown", ci: str = "pm",
+                 digits: int = 3) -> str:
+    """The table of `columns` in `fmt` (latex or markdown), with Borda and mean rank over those columns."""
+    if fmt not in FORMATS:
+        raise InputError(f"table format must be one of {', '.join(FORMATS)}, not {fmt!r}")
+    if ci not in CI_STYLES:
+        raise InputError(f"CI style must be one of {', '.join(CI_STYLES)}, not {ci!r}")
+    if digits < 1:
+        raise InputError(f"digits must be at least 1, got {digits}")
+    rows = _table_rows(board, columns)
+    aggregates = board.aggregate(columns)
+    bibs = {r.id: bib for r in rows if (bib := citation(r))}
+    render = _latex if fmt == "latex" else _markdown
+    return render(board, columns, rows, aggregates, bibs, ci, digits)
+
+
+def _caption(columns: list[Column], ci: str) -> str:
+    tasks = sorted({f"{c.task} v{c.task_version}" for c in columns})
+    ci_text = "± CI half-width" if ci == "pm" else "[CI low, CI high]"
+    return (f"histosynth leaderboard: {', '.join(tasks)}. Value {ci_text}. Bold: rank 1 (the best by the metric's "
+            "direction, or CI-tied with it). Borda and mean rank weight each task equally; partial coverage: n/a. "
+            "Real data is the reference line, not ranked.")
+
+
+def _latex(board, columns, rows, aggregates, bibs, ci, digits) -> str:
+    def value(cell: Cell | None, bold: bool) -> str:
+        v, c = cell_text(cell, ci, digits)
+        text = v + (rf" $\pm$ {c}" if c and ci == "pm" else f" {c}" if c else "")
+        return rf"\textbf{{{text}}}" if bold else text
+
+    arrows = [r"$\uparrow$" if metric_spec(c.metric).higher_is_better else r"$\downarrow$" for c in columns]
+    lines = [f"% {_caption(columns, ci)}",
+             r"\begin{tabular}{l" + "r" * (len(columns) + 2) + "}", r"\toprule",
+             " & ".join(["Subject", r"Borda $\uparrow$", r"Mean rank $\downarrow$",
+                         *(f"{latex_escape(c.title)} {a}" for c, a in zip(columns, arrows, strict=True))]) + r" \\",
+             " & ".join(["", "", "", *(latex_escape(f"{c.dataset}, {c.task} v{c.task_version}") for c in columns)])
+             + r" \\", r"\midrule"]
+    reference_started = False
+    for row in rows:
+        if not row.ranked and not reference_started:
+            lines.append(r"\midrule")
+            reference_started = True
+        name = latex_escape(row.label) + (rf"~\cite{{{citation_key(bibs[row.id])}}}" if row.id in bibs else "")
+        if not row.ranked:
+            name = rf"\textit{{{name} (reference)}}"
+        agg = aggregates[row.id]
+        cells = [value(board.cell(row, c), row.ranked and _rank(board, row, c) == 1) for c in columns]
+        lines.append(" & ".join([name, format_number(agg.borda, digits), format_number(agg.mean_rank, digits), *cells])
+                     + r" \\")
+    lines += [r"\bottomrule", r"\end{tabular}"]
+    if bibs:
+        lines += ["", "% Citations of the generators above (BibTeX; copy into your .bib without the '% '):"]
+        for bib in dict.fromkeys(bibs.values()):
+            lines += [f"% {line}" for line in bib.splitlines()]
+    return "\n".join(lines) + "\n"
+
+
+def _markdown(board, columns, rows, aggregates, bibs, ci, digits) -> str:
+    def value(cell: Cell | None, bold: bool) -> str:
+        v, c = cell_text(cell, ci, digits)
+        text = v + (f" ± {c}" if c and ci == "pm" else f" {c}" if c else "")
+        return f"**{text}**" if bold else text
+
+    heads = [f"{markdown_escape(c.title)} {'↑' if metric_spec(c.metric).higher_is_better else '↓'}<br>"
+             f"{markdown_escape(f'{c.dataset}, {c.task} v{c.task_version}')}" for c in columns]
+    lines = [f"_{markdown_escape(_caption(columns, ci))}_", "",
+             "| " + " | ".join(["Subject", "Borda ↑", "Mean rank ↓", *heads]) + " |",
+             "|" + "---|" + "---:|" * (len(columns) + 2)]
+    for row in rows:
+        name = markdown_escape(row.label) + (f" [{citation_key(bibs[row.id])}]" if row.id in bibs else "")
+        if not row.ranked:
+            name = f"*{name} (reference)*"
+        agg = aggregates[row.id]
+        cells = [value(board.cell(row, c), row.ranked and _rank(board, row, c) == 1) for c in columns]
+        lines.append("| " + " | ".join([name, format_number(agg.borda, digits), format_number(agg.mean_rank, digits),
+                                        *cells]) + " |")
+    if bibs:
+        lines += ["", "References:", "", "```bibtex", *"\n\n".join(dict.fromkeys(bibs.values())).splitlines(), "```"]
+    return "\n".join(lines) + "\n"
+
+
+def _rank(board: Leaderboard, row: Row, column: Column) -> int | None:
+    cell = board.cell(row, column)
+    return cell.rank if cell is not None else None

@@ -1,0 +1,223 @@
+"""Leaderboard aggregation, paper tables and the static page, from real results files (tests/leaderboard_runs.py).
+
+Expected ranks and aggregates are worked out by hand from the fixture's values and CIs (see each test)."""
+
+from __future__ import annotations
+
+import json
+import re
+import urllib.parse
+from html.parser import HTMLParser
+
+import pytest
+from leaderboard_runs import CODE, DISTRIBUTION, ENCODER, REAL, generator, other_key_run, row_id, write_runs
+
+from histosynth.benchmark.results import BenchmarkRun, DataRef, MetricResult, ResultsFormatError
+from histosynth.cli import main
+from histosynth.errors import InputError
+from histosynth.leaderboard.aggregate import (
+    borda_points,
+    build_leaderboard,
+    ci_ranks,
+    format_number,
+    load_leaderboard,
+    load_results,
+)
+from histosynth.leaderboard.page import csv_text, render_page
+from histosynth.leaderboard.tables import latex_escape, render_table, table_columns
+
+HTD, NO_COPY, PIX = (row_id(n) for n in DISTRIBUTION)
+REAL_ROW = "real:histosynth/sim-heldout@v1.0.0"
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory):
+    return write_runs(tmp_path_factory.mktemp("results"))
+
+
+@pytest.fixture(scope="module")
+def board(results):
+    return load_leaderboard(results)
+
+
+def column(board, task, metric):
+    (found,) = [c for c in board.columns if c.task == task and c.metric == metric]
+    return found
+
+
+def test_ci_tie_rule():
+    # lower is better; A [0.9, 1.1] and B [1.0, 1.2] overlap: B ties A at 1. C overlaps nobody: competition rank 3.
+    # D has no CI (a point) and overlaps nobody: 4. E's wide CI reaches up to A: rank 1 although its value is last.
+    entries = [(1.0, 0.9, 1.1), (1.05, 1.0, 1.2), (2.0, 1.9, 2.1), (3.0, None, None), (4.0, 0.95, 5.0)]
+    assert ci_ranks(entries, higher_is_better=False) == [1, 1, 3, 4, 1]
+    # higher-is-better, without E: D (3.0) is best; C is 2nd; B 3rd; A overlaps B, so it ties B at 3
+    assert ci_ranks(entries[:4], higher_is_better=True) == [3, 3, 2, 1]
+    assert ci_ranks([(0.5, None, None), (0.5, None, None), (0.4, None, None)], True) == [1, 1, 3]  # exact ties
+    assert borda_points([1, 1, 3]) == {1: 1, 3: 0}
+
+
+def test_rows_columns_and_ranks(board):
+    assert [r.id for r in board.rows][-1] == REAL_ROW  # real data last: the reference line
+    assert {c.task for c in board.columns} == {"distribution", "tstr"}
+    fd, precision, miou = (column(board, "distribution", "fd"), column(board, "distribution", "precision"),
+                           column(board, "tstr", "miou"))
+    # fd, lower better: htd 10 [9, 11]; htd-no-copy 10.5 [10.2, 12] overlaps htd -> tied at 1; pix2pix 3
+    assert [board.cell(r, fd).rank for r in (HTD, NO_COPY, PIX)] == [1, 1, 3]
+    # precision, higher better from the metric registry, no CIs: 0.8 > 0.7 > 0.6
+    assert [board.cell(r, precision).rank for r in (NO_COPY, HTD, PIX)] == [1, 2, 3]
+    assert [board.cell(r, miou).rank for r in (HTD, NO_COPY)] == [1, 2] and board.cell(PIX, miou) is None
+    # real data is shown, better than every generator, and not ranked
+    assert board.cell(REAL_ROW, fd).value == 2.0 and board.cell(REAL_ROW, fd).rank is None
+    assert board.cell(REAL_ROW, miou).value == 0.60 and board.cell(REAL_ROW, miou).rank is None
+    assert fd.dataset == miou.dataset == REAL.name
+
+
+def test_borda_mean_rank_and_partial_coverage(board):
+    agg = board.aggregate()
+    # Borda points: fd {1: 1, 3: 0}, precision {1: 2, 2: 1, 3: 0}, miou {1: 1, 2: 0}; a task's score is the mean
+    # over its columns. htd: distribution (1 + 1) / 2 + tstr 1 = 2; mean rank ((1 + 2) / 2 + 1) / 2 = 1.25.
+    assert (agg[HTD].borda, agg[HTD].mean_rank) == (2.0, 1.25)
+    # htd-no-copy: (1 + 2) / 2 + 0 = 1.5; mean rank ((1 + 1) / 2 + 2) / 2 = 1.5
+    assert (agg[NO_COPY].borda, agg[NO_COPY].mean_rank) == (1.5, 1.5)
+    # pix2pix has no TSTR number: null aggregates, so it cannot outrank full coverage
+    assert (agg[PIX].borda, agg[PIX].mean_rank, agg[PIX].coverage, agg[PIX].columns) == (None, None, 2, 3)
+    assert (agg[REAL_ROW].borda, agg[REAL_ROW].mean_rank) == (None, None)  # the reference line is never ranked
+    # restricted to the distribution task, pix2pix is covered: Borda (0 + 0) / 2, mean rank (3 + 3) / 2
+    dist = board.aggregate(board.select(tasks=["distribution"]))
+    assert (dist[PIX].borda, dist[PIX].mean_rank) == (0.0, 3.0)
+
+
+def test_incomparable_runs_get_separate_columns(results, tmp_path):
+    other = other_key_run()
+    runs = load_results(results) + [("other.json", other)]
+    board = build_leaderboard(runs)
+    fds = [c for c in board.columns if c.metric == "fd"]
+    assert len(fds) == 2 and len({c.comparability_key for c in fds}) == 2
+    assert other.comparability_key in {c.comparability_key for c in fds}
+    alone = next(c for c in fds if c.comparability_key == other.comparability_key)
+    assert board.cell(HTD, alone).value == 12.0 and board.cell(HTD, alone).rank == 1
+    assert board.cell(NO_COPY, alone) is None
+    assert other.comparability()["n_scored"] == {"fake": 32}  # the key differs by the scored set's N only
+
+
+def test_bad_files_are_named(results, tmp_path):
+    bad = tmp_path / "bad"
+    write_runs(bad)
+    doc = json.loads((bad / "distribution-htd.json").read_text())
+    doc["results"][0]["higher_is_better"] = True  # a file cannot flip fd's direction
+    (bad / "distribution-htd.json").write_text(json.dumps(doc))
+    with pytest.raises(ResultsFormatError, match=r"distribution-htd\.json: results\[0\]\.higher_is_better"):
+        load_leaderboard(bad)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(InputError, match="empty: no results files"):
+        load_leaderboard(tmp_path / "empty")
+    # the same subject scored twice on the same column: refused, naming both files
+    dup = tmp_path / "dup"
+    write_runs(dup)
+    (dup / "copy.json").write_text((dup / "distribution-htd.json").read_text())
+    with pytest.raises(InputError, match=r"distribution-htd\.json and copy\.json both score htd"):
+        load_leaderboard(dup)
+
+
+def test_unattributed_number_is_refused():
+    run = BenchmarkRun("distribution", [MetricResult("fd", 1.0, "lite0", subject="train:x")],
+                       {"real": REAL, "fake": DataRef("f", content_hash="sha256:f", n=16)},
+                       {"fake": generator("htd")}, encoders=ENCODER, code=CODE)
+    with pytest.raises(InputError, match=r"x\.json: metric 'fd' scores data role 'train:x'"):
+        build_leaderboard([("x.json", run)])
+
+
+def test_markdown_table_bold_best_and_citations(board):
+    text = render_table(board, table_columns(board), "markdown")
+    rows = {line[2:].split(" ")[0]: line for line in text.splitlines() if line.startswith("| ")}
+    # fd: htd and htd-no-copy tie at rank 1 (CIs overlap): both bold; pix2pix not; ± half-width (11 - 9) / 2
+    assert "**10.0 ± 1.00**" in rows["htd"] and "**10.5 ± 0.900**" in rows["htd-no-copy"]
+    assert "20.0 ± 1.00" in rows["pix2pix"] and "**20.0" not in rows["pix2pix"]
+    # the reference line: real data, never bold although its fd (2.0) is the best number
+    (real,) = [line for line in rows.values() if "(reference)" in line]
+    assert "2.00 ± 0.500" in real and "**" not in real
+    # Borda / mean rank columns, pix2pix partial -> n/a
+    assert "| 2.00 | 1.25 |" in rows["htd"] and "| n/a | n/a |" in rows["pix2pix"]
+    assert rows["htd"].startswith("| htd 0.1.0 (") and "[htd2025]" in rows["htd"]
+    assert "htd2025" in text and "```bibtex" in text and "isola2017pix2pix" in text
+
+
+def test_latex_table_escapes_and_interval(tmp_path):
+    run = BenchmarkRun("distribution", [MetricResult("fd", 3.0, "enc_v2&co", 2.5, 3.5, 0.95)],
+                       {"real": DataRef("real_set%1", content_hash="sha256:r", n=8),
+                        "fake": DataRef("f", content_hash="sha256:f", n=8)},
+                       {"fake": generator("my_gen#1")}, encoders={"enc_v2&co": {"weights": "w"}}, code=CODE)
+    board = build_leaderboard([("a.json", run)])
+    text = render_table(board, table_columns(board), "latex", ci="interval")
+    assert r"my\_gen\#1 0.1.0" in text and r"fd (enc\_v2\&co) $\downarrow$" in text and r"real\_set\%1" in text
+    assert r"\textbf{3.00 [2.50, 3.50]}" in text
+    body = "\n".join(line for line in text.splitlines() if not line.startswith("%"))
+    assert "my_gen" not in body and "enc_v2&" not in body and "set%1" not in body
+    assert latex_escape("a_b&c%d$e#f{g}h~i^j\\") == (r"a\_b\&c\%d\$e\#f\{g\}h\textasciitilde{}i"
+                                                      r"\textasciicircum{}j\textbackslash{}")
+
+
+def test_table_and_page_show_the_same_numbers(board):
+    page = render_page(board)
+    table = render_table(board, table_columns(board), "markdown")
+    for row in board.rows:
+        for col in board.columns:
+            cell = board.cell(row, col)
+            if cell is not None and cell.value is not None:
+                assert format_number(cell.value) in table and f"{format_number(cell.value)}<span class=" in page
+
+
+class _Structure(HTMLParser):
+    """Collects scripts, styles, links and unbalanced tags of a page."""
+
+    VOID = {"meta", "link", "br", "img", "input", "hr", "wbr", "source"}
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stack, self.errors, self.resources, self.scripts, self.ids = [], [], [], [], []
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        if "id" in attrs:
+            self.ids.append(attrs["id"])
+        if tag == "script":
+            self.scripts.append(attrs)
+        if tag in ("script", "img", "iframe") and attrs.get("src"):
+            self.resources.append(attrs["src"])
+        if tag == "link":
+            self.resources.append(attrs.get("href", ""))
+        if tag not in self.VOID:
+            self.stack.append(tag)
+
+    def handle_endtag(self, tag):
+        if not self.stack or self.stack.pop() != tag:
+            self.errors.append(tag)
+
+
+def test_page_is_self_contained_and_well_formed(board, results, tmp_path):
+    assert main(["leaderboard", "build", "--results", str(results), "--out", str(tmp_path / "site")]) == 0
+    assert sorted(p.name for p in (tmp_path / "site").iterdir()) == ["index.html"]  # nothing half-written left
+    page = (tmp_path / "site" / "index.html").read_text(encoding="utf-8")
+    parser = _Structure()
+    parser.feed(page)
+    parser.close()
+    assert not parser.errors and not parser.stack
+    assert all(not re.match(r"(https?:)?//", r) for r in parser.resources), parser.resources  # no CDN, no network
+    assert all("src" not in s for s in parser.scripts) and "@import" not in page
+    assert len(parser.ids) == len(set(parser.ids))
+    views = json.loads(re.search(r'<script type="application/json" id="views">(.*?)</script>', page, re.S).group(1))
+    assert views["*|*|*"][HTD][:3] == [2.0, "2.00", 1.25] and views["*|*|*"][PIX][0] is None
+    href = re.search(r'id="csv" download="[^"]+" href="data:text/csv;charset=utf-8,([^"]+)"', page).group(1)
+    assert urllib.parse.unquote(href) == csv_text(board)
+    assert csv_text(board).count("\n") == 1 + 3 + 3 + 2 + 3  # header, htd, htd-no-copy, pix2pix, real data
+    assert 'href="https://huggingface.co/datasets/histosynth/sim-heldout/tree/v1.0.0"' in page
+
+
+def test_cli_table_and_errors(results, tmp_path, capsys):
+    assert main(["leaderboard", "table", "--results", str(results), "--format", "latex", "--tasks", "tstr"]) == 0
+    out = capsys.readouterr().out
+    assert r"\begin{tabular}{lrrr}" in out and "miou" in out and "fd" not in out.split("% Citations")[0]
+    assert main(["leaderboard", "table", "--results", str(results), "--tasks", "nope"]) == 2
+    assert "no results for task 'nope'" in capsys.readouterr().err
+    assert main(["leaderboard", "build", "--results", str(tmp_path / "missing"), "--out", str(tmp_path)]) == 2
+    assert "results folder not found" in capsys.readouterr().err
