@@ -16,7 +16,7 @@ PYTEST_ARGS ?=
 METRIC_TESTS := $(addprefix tests/unit/,test_frechet.py test_stats.py test_kid_prdc.py test_features.py \
 	test_fid_vs_torch_fidelity.py test_memorization.py test_lpips_masked.py test_encoders.py)
 
-.PHONY: demo test test-slow test-threads lint install clean
+.PHONY: demo test test-slow test-threads lint install clean browser-deps
 
 $(STAMP): pyproject.toml setup.py
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -47,6 +47,13 @@ lint: $(STAMP)
 	$(BIN)/ruff check . || status=1; \
 	$(BIN)/python tools/lint_imports.py || status=1; \
 	exit $$status
+
+# Debian's chromium for tests/browser (Playwright drives it; Playwright's own browser download cannot work offline).
+# Installed where apt-get is available and we are root (CI); elsewhere the browser tests skip, saying so.
+browser-deps:
+	@command -v chromium >/dev/null || { command -v apt-get >/dev/null && [ "$$(id -u)" -eq 0 ] && \
+		apt-get update -qq && apt-get install -y -qq chromium; } || \
+		echo "chromium not installed (needs apt-get as root): the browser tests will be skipped"
 
 test-slow: $(STAMP)
 	$(OFFLINE) $(BIN)/pytest tests --ignore=tests/hub -m slow $(PYTEST_ARGS)
