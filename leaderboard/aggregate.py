@@ -193,6 +193,14 @@ class Leaderboard:
             out[row.id] = Aggregate(sum(task_borda), sum(task_rank) / len(task_rank), coverage, len(columns))
         return out
 
+    def subtitle(self, column: Column) -> str:
+        """The header's second line: reference data and task version, plus the start of the comparability key
+        where another column has the same title and data (so the two can be told apart)."""
+        text = f"{column.dataset}, {column.task} v{column.task_version}"
+        twins = [c for c in self.columns if (c.task, c.metric, c.encoder, c.dataset) ==
+                 (column.task, column.metric, column.encoder, column.dataset)]
+        return text + (f", {column.comparability_key[:11]}" if len(twins) > 1 else "")
+
     def _column_cells(self, column: Column) -> list[Cell]:
         return [cells[column.id] for cells in self.cells.values() if column.id in cells]
 
@@ -259,9 +267,12 @@ def build_leaderboard(runs: list[tuple[str, BenchmarkRun]]) -> Leaderboard:
                                                  dataset, key, run.comparability()))
             rows.setdefault(row.id, row)
             previous = cells.setdefault(row.id, {}).get(column_id)
+            if previous is not None and (previous.value, previous.ci_low, previous.ci_high) == \
+                    (result.value, result.ci_low, result.ci_high):
+                continue  # the same measurement in two files (a rerun, a copy): one cell, the first file's
             if previous is not None:
                 raise InputError(f"{where} and {previous.file} both score {row.label} on {columns[column_id].title} "
-                                 f"of {run.task} under {key}; keep one of the two files")
+                                 f"of {run.task} under {key} with different numbers; keep one of the two files")
             undefined = result.extra.get("undefined") if result.value is None else None
             cells[row.id][column_id] = Cell(result.value, result.ci_low, result.ci_high, result.ci_level,
                                             result.n_fake, where, run.run_id, dict(run.code), undefined)

@@ -204,7 +204,7 @@ def csv_text(board: Leaderboard) -> str:
     return buffer.getvalue()
 
 
-def _header(column: Column, index: int) -> str:
+def _header(column: Column, index: int, subtitle: str) -> str:
     spec = metric_spec(column.metric)
     better = "higher is better" if spec.higher_is_better else "lower is better"
     title = (f"{column.metric}: {spec.unit}, {better}. Formula: {spec.reference}. Task {column.task} "
@@ -213,7 +213,7 @@ def _header(column: Column, index: int) -> str:
             f'data-encoder="{_e(column.encoder)}" data-detail="{int(column.detail)}" '
             f'data-hib="{int(spec.higher_is_better)}" data-key="{_e(column.comparability_key)}" title="{_e(title)}">'
             f'{_e(column.title)} {"&uarr;" if spec.higher_is_better else "&darr;"}'
-            f'<small>{_e(column.dataset)} &middot; {_e(column.task)} v{column.task_version}</small></th>')
+            f'<small>{_e(subtitle)}</small></th>')
 
 
 def _cell(cell: Cell | None, row: Row, index: int) -> str:
@@ -264,7 +264,7 @@ def render_page(board: Leaderboard, title: str = "histosynth leaderboard") -> st
              '<th class="borda" data-hib="1" title="Borda count over the tasks of this view">Borda</th>'
              '<th class="mean-rank" data-hib="0" title="Mean rank over the tasks of this view">Mean rank</th>')
     offset = 4
-    heads = "".join(_header(c, offset + i) for i, c in enumerate(board.columns))
+    heads = "".join(_header(c, offset + i, board.subtitle(c)) for i, c in enumerate(board.columns))
     body = []
     for row in board.rows:
         cells = "".join(_cell(board.cell(row, c), row, offset + i) for i, c in enumerate(board.columns))

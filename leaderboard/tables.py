@@ -95,7 +95,7 @@ def _latex(board, columns, rows, aggregates, bibs, ci, digits) -> str:
              r"\begin{tabular}{l" + "r" * (len(columns) + 2) + "}", r"\toprule",
              " & ".join(["Subject", r"Borda $\uparrow$", r"Mean rank $\downarrow$",
                          *(f"{latex_escape(c.title)} {a}" for c, a in zip(columns, arrows, strict=True))]) + r" \\",
-             " & ".join(["", "", "", *(latex_escape(f"{c.dataset}, {c.task} v{c.task_version}") for c in columns)])
+             " & ".join(["", "", "", *(latex_escape(board.subtitle(c)) for c in columns)])
              + r" \\", r"\midrule"]
     reference_started = False
     for row in rows:
@@ -124,7 +124,7 @@ def _markdown(board, columns, rows, aggregates, bibs, ci, digits) -> str:
         return f"**{text}**" if bold else text
 
     heads = [f"{markdown_escape(c.title)} {'↑' if metric_spec(c.metric).higher_is_better else '↓'}<br>"
-             f"{markdown_escape(f'{c.dataset}, {c.task} v{c.task_version}')}" for c in columns]
+             f"{markdown_escape(board.subtitle(c))}" for c in columns]
     lines = [f"_{markdown_escape(_caption(columns, ci))}_", "",
              "| " + " | ".join(["Subject", "Borda ↑", "Mean rank ↓", *heads]) + " |",
              "|" + "---|" + "---:|" * (len(columns) + 2)]

@@ -97,6 +97,8 @@ def test_incomparable_runs_get_separate_columns(results, tmp_path):
     alone = next(c for c in fds if c.comparability_key == other.comparability_key)
     assert board.cell(HTD, alone).value == 12.0 and board.cell(HTD, alone).rank == 1
     assert board.cell(NO_COPY, alone) is None
+    assert {board.subtitle(c) for c in fds} == {f"sim-test, distribution v1, {c.comparability_key[:11]}" for c in fds}
+    assert board.subtitle(column(board, "tstr", "miou")) == "sim-test, tstr v1"  # unambiguous: no key shown
     assert other.comparability()["n_scored"] == {"fake": 32}  # the key differs by the scored set's N only
 
 
@@ -111,11 +113,17 @@ def test_bad_files_are_named(results, tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(InputError, match="empty: no results files"):
         load_leaderboard(tmp_path / "empty")
-    # the same subject scored twice on the same column: refused, naming both files
+    # the same measurement in two files (a rerun) is one cell; the same subject and column with another number is
+    # refused, naming both files
     dup = tmp_path / "dup"
     write_runs(dup)
     (dup / "copy.json").write_text((dup / "distribution-htd.json").read_text())
-    with pytest.raises(InputError, match=r"distribution-htd\.json and copy\.json both score htd"):
+    board = load_leaderboard(dup)
+    assert board.cell(HTD, column(board, "distribution", "fd")).file == "copy.json" and len(board.rows) == 4
+    doc = json.loads((dup / "copy.json").read_text())
+    doc["results"][0]["value"] = 10.25
+    (dup / "copy.json").write_text(json.dumps(doc))
+    with pytest.raises(InputError, match=r"distribution-htd\.json and copy\.json both score htd .* different numbers"):
         load_leaderboard(dup)
 
 
