@@ -110,7 +110,8 @@ def test_bad_files_are_named(results, tmp_path):
     (bad / "distribution-htd.json").write_text(json.dumps(doc))
     with pytest.raises(ResultsFormatError, match=r"distribution-htd\.json: results\[0\]\.higher_is_better"):
         load_leaderboard(bad)
-    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / ".subject.partial-123" / ".incomplete").mkdir(parents=True)  # a writer's partial folder
+    (tmp_path / "empty" / ".subject.partial-123" / ".incomplete" / "half.json").write_text("{")
     with pytest.raises(InputError, match="empty: no results files"):
         load_leaderboard(tmp_path / "empty")
     # the same measurement in two files (a rerun) is one cell; the same subject and column with another number is
