@@ -1,0 +1,224 @@
+"""pix2pix (histosynth.baselines.pix2pix) on the shared GAN base (histosynth.baselines.gan).
+
+The generic contract runs in test_generators_contract.py (-k pix2pix). Here: the reference architecture (U-Net
+depth and widths, dropout blocks, the 70 x 70 PatchGAN measured by its gradient), the LR schedule, learning and
+following the map on held-out simulator maps, the nuclei variant, exact resume after a SIGKILL of
+`histosynth train`, the G and D losses on the progress bar, and clear errors for bad input.
+"""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+
+import numpy as np
+import pytest
+import torch
+
+import histosynth.cli as cli
+from histosynth.baselines.gan.presets import GANTrainConfig
+from histosynth.baselines.pix2pix import PatchGAN, UNetGenerator
+from histosynth.commands.data import build_dataset
+from histosynth.data_cards.card import CardInfo
+from histosynth.disk import write_dataset
+from histosynth.errors import InputError, UserFacingError
+from histosynth.generators import build_generator, load_generator, weights_hash
+from histosynth.generators.training import STATE_FILE, latest_checkpoint
+from histosynth.schema import Sample
+from histosynth.sources import build_source
+
+NO_RULE = {"heterogeneity": None, "progress": False}
+
+
+@pytest.fixture(scope="module")
+def tiny_data():
+    return list(build_source("simulator", n=6, size=32, seed=0, mpp=4.0))
+
+
+def convs(module: torch.nn.Module) -> list[torch.nn.Module]:
+    return [m for m in module.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.ConvTranspose2d))]
+
+
+def test_the_paper_generator_is_unet_256_with_dropout_next_to_the_bottleneck():
+    g = UNetGenerator(in_channels=5)  # the reference unet_256 defaults
+    down = [c for c in convs(g) if isinstance(c, torch.nn.Conv2d)]
+    assert [c.out_channels for c in down] == [64, 128, 256, 512, 512, 512, 512, 512]
+    assert all(c.stride == (2, 2) and c.kernel_size == (4, 4) for c in down)
+    assert [d.p for d in g.drop] == [0.0, 0.0, 0.0, 0.0, 0.5, 0.5, 0.5, 0.0]  # levels 5-7 of 8, as the reference
+    x = torch.zeros(1, 5, 256, 256)
+    x[:, 2] = 1.0
+    with torch.no_grad():
+        out = g.eval()(x)
+    assert out.shape == (1, 3, 256, 256) and out.abs().max() <= 1.0  # tanh
+    weights = torch.cat([c.weight.detach().flatten() for c in convs(g)])
+    # N(0, 0.02) init: over n = 54M draws the sample mean and sd have standard errors 0.02 / sqrt(n) and
+    # 0.02 / sqrt(2n), both below 3e-6; the bounds are 37 and 70 of them
+    assert abs(float(weights.std()) - 0.02) < 2e-4 and abs(float(weights.mean())) < 1e-4
+
+
+def test_the_patchgan_sees_70_by_70_pixels():
+    d = PatchGAN(in_channels=8).eval()  # eval: batch statistics would spread every output over the whole image
+    assert [c.out_channels for c in convs(d)] == [64, 128, 256, 512, 1]
+    assert [c.stride[0] for c in convs(d)] == [2, 2, 2, 1, 1]
+    x = torch.randn(1, 8, 256, 256, requires_grad=True)
+    logits = d(x)
+    assert logits.shape == (1, 1, 30, 30)
+    logits[0, 0, 15, 15].backward()
+    rows, cols = torch.nonzero(x.grad[0].abs().sum(0)).T
+    assert (int(rows.max() - rows.min()) + 1, int(cols.max() - cols.min()) + 1) == (70, 70)
+
+
+def test_lr_is_constant_for_half_the_steps_then_falls_linearly_towards_zero():
+    factor = GANTrainConfig(steps=10, decay_start=0.5).lr_factor()
+    values = np.array([factor(s) for s in range(10)])
+    assert (values[:5] == 1.0).all()
+    steps = np.diff(values[4:])
+    assert np.allclose(steps, -1 / 6) and values[-1] == pytest.approx(1 / 6)  # the reference's 1 / (n_decay + 1)
+    assert GANTrainConfig(steps=10, lr_schedule="constant").lr_factor()(9) == 1.0
+    with pytest.raises(InputError, match="lr_schedule"):
+        GANTrainConfig(lr_schedule="cosine")
+
+
+def test_pix2pix_learns_and_follows_held_out_maps(one_thread):
+    train = list(build_source("simulator", n=24, size=32, seed=0, mpp=4.0))
+    held = list(build_source("simulator", n=12, size=32, seed=1, mpp=4.0))  # maps never trained on
+    gen = build_generator("pix2pix", "tiny", num_classes=5)
+
+    def paired_l1() -> float:
+        return float(np.mean([np.abs(o.image.astype(float) - h.image.astype(float)).mean()
+                              for o, h in zip(gen.sample(held, seed=0), held, strict=True)]))
+
+    untrained = paired_l1()
+    gen.train(train, {"steps": 200, **NO_RULE})
+    assert paired_l1() < 0.6 * untrained  # measured 69 -> 30 levels
+
+    ids = np.concatenate([h.tissue.reshape(-1) for h in held])
+    green_real = np.concatenate([h.image[..., 1].reshape(-1) for h in held]).astype(float)
+    green_fake = np.concatenate([o.image[..., 1].reshape(-1) for o in gen.sample(held, seed=0)]).astype(float)
+    classes = np.unique(ids)
+    real = {c: green_real[ids == c].mean() for c in classes}
+    fake = {c: green_fake[ids == c].mean() for c in classes}
+    # Every pair of classes the simulator paints clearly apart (> 10 levels of green, the channel H&E classes
+    # differ most in; stroma and epithelium are 1 level apart and are not compared) comes out in the same order.
+    pairs = [(a, b) for a in classes for b in classes if real[a] > real[b] + 10]
+    assert len(pairs) >= 6
+    assert all(fake[a] > fake[b] for a, b in pairs), (real, fake)
+
+
+def test_the_nuclei_variant_reads_centroid_maps_and_copies_the_nuclei_and_the_bar_shows_g_and_d(tiny_data, tmp_path,
+                                                                                                   capsys):
+    gen = build_generator("pix2pix", "tiny-nuclei")
+    gen.train(tiny_data, {"steps": 2, "heterogeneity": None, "progress": True}, out=tmp_path / "model")
+    bar = capsys.readouterr().err
+    assert all(f" {name}=" in bar for name in ("g", "d", "g_gan", "g_l1", "d_fake", "d_real")), bar[-500:]
+    assert gen.conditioner.channels == 5 + 6  # simulator-tissue one-hot + pannuke centroid maps
+    assert gen.generator_net.config.in_channels == 11 and gen.discriminator_net.config.in_channels == 14
+    out = gen.sample(tiny_data[:2], seed=3)
+    for o, c in zip(out, tiny_data[:2], strict=True):
+        assert np.array_equal(o.nuclei.centroids, c.nuclei.centroids) and o.nuclei.schema == c.nuclei.schema
+        assert np.array_equal(o.tissue, c.tissue)
+    again = load_generator(tmp_path / "model").sample(tiny_data[:2], seed=3)
+    assert all(a.equals(b) for a, b in zip(out, again, strict=True))
+    with pytest.raises(UserFacingError, match="no nuclei"):
+        gen.sample([Sample(image=c.image, tissue=c.tissue, tissue_schema=c.tissue_schema, provenance=c.provenance)
+                    for c in tiny_data[:1]], seed=0)
+
+
+def test_bad_conditions_and_training_data_are_clear_errors(tiny_data, tmp_path, capsys):
+    gen = build_generator("pix2pix", "tiny")
+    with pytest.raises(RuntimeError, match="train first, or build with num_classes"):
+        gen.sample(tiny_data[:1], seed=0)
+    gen.train(tiny_data, {"steps": 1, **NO_RULE})
+    no_map = Sample(image=tiny_data[0].image, provenance=tiny_data[0].provenance)
+    with pytest.raises(UserFacingError, match="no tissue map"):
+        gen.sample([no_map], seed=0)
+    wrong = Sample(image=tiny_data[0].image, tissue=tiny_data[0].tissue, tissue_schema="pseudo-tissue-k5",
+                   provenance=tiny_data[0].provenance)
+    with pytest.raises(InputError, match="'pseudo-tissue-k5'.*trained on 'simulator-tissue'"):
+        gen.sample([wrong], seed=0)
+
+    data, out = tmp_path / "unlabelled", tmp_path / "model"
+    write_dataset([Sample(image=s.image, provenance=s.provenance) for s in tiny_data], data,
+                  CardInfo("unlabelled", "simulator images without maps"))
+    capsys.readouterr()  # the writer's progress bar
+    assert cli.main(["train", "pix2pix", "--data", str(data), "--preset", "tiny", "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and "has no tissue map" in err[0]
+    assert not out.exists()
+
+
+KILLED = textwrap.dedent("""
+    import signal, sys
+    import histosynth.baselines.gan.base as base
+    import histosynth.cli as cli
+
+    run_training = base.run_training
+
+    def with_stop(*args, on_step=None, **kwargs):
+        def stop(step):
+            if step == 3:  # steps 1..3 done, the checkpoint of step 2 on disk, step 3 not saved
+                print("after step 3", flush=True)  # the test reads this line and kills us while we wait here
+                signal.pause()
+        return run_training(*args, on_step=stop, **kwargs)
+
+    base.run_training = with_stop
+    sys.exit(cli.main(sys.argv[1:]))
+""")
+
+
+def test_a_sigkilled_training_resumes_to_the_uninterrupted_bytes(tmp_path, one_thread, capsys):
+    """G, D, both optimisers, both LR schedules and the step counter come back from the checkpoint: the resumed run
+    ends byte-identical to one that never stopped (one thread: the thread count changes float sums)."""
+    build_dataset("simulator", tmp_path / "data", {"n": 5, "size": 32, "seed": 0, "mpp": 4.0})
+
+    def args(out, *extra):
+        return [str(a) for a in ["train", "pix2pix", "--data", tmp_path / "data", "--preset", "tiny", "--steps", 6,
+                                 "--checkpoint-every", 2, "--seed", 3, "--no-heterogeneity", "--out", out, *extra]]
+
+    killed = tmp_path / "killed"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+    proc = subprocess.Popen([sys.executable, "-c", KILLED, *args(killed)], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    guard = threading.Timer(300, proc.kill)  # a hung run fails the test instead of blocking it forever
+    guard.start()
+    try:
+        where = proc.stdout.readline().strip()
+        assert where == "after step 3", f"never reached the stop: {proc.stderr.read()[-3000:]}"
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=60)
+    finally:
+        guard.cancel()
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == -signal.SIGKILL
+    assert latest_checkpoint(killed / "training").name == "step-00000002" and not (killed / "config.json").exists()
+
+    assert cli.main(args(killed, "--resume")) == 0
+    assert "to step 6 (from step 2)" in capsys.readouterr().out
+    assert cli.main(args(tmp_path / "straight")) == 0
+    for component in ("generator", "discriminator"):
+        assert weights_hash(killed, [component]) == weights_hash(tmp_path / "straight", [component])
+    a, b = latest_checkpoint(killed / "training"), latest_checkpoint(tmp_path / "straight" / "training")
+    assert a.name == b.name == "step-00000006" and json.loads((a / STATE_FILE).read_text())["step"] == 6
+    files = sorted(p.name for p in a.iterdir())
+    # G and D, their optimizers, their LR schedules (accelerate's custom checkpoints) and the RNG states
+    assert {"model.safetensors", "model_1.safetensors", "optimizer.bin", "optimizer_1.bin", "custom_checkpoint_0.pkl",
+            "custom_checkpoint_1.pkl", "random_states_0.pkl"} <= set(files)
+    assert files == sorted(p.name for p in b.iterdir())
+    assert [f for f in files if (a / f).read_bytes() != (b / f).read_bytes()] == []
+
+
+@pytest.mark.slow
+def test_the_paper_preset_builds_and_trains_a_step_at_256_px():
+    data = list(build_source("simulator", n=2, size=256, seed=0, mpp=0.5))
+    gen = build_generator("pix2pix", "paper", num_classes=5)
+    g, d = gen.generator_net, gen.discriminator_net
+    assert g.config.num_downs == 8 and g.config.base_channels == 64 and d.config.channels == 64
+    assert sum(p.numel() for p in g.parameters()) > 50e6  # unet_256 with 5 input channels: 54.4M
+    report = gen.train(data, {"steps": 1, "batch_size": 1, **NO_RULE})
+    assert np.isfinite(report.losses).all()
+    out = gen.sample(data[:1], seed=0)
+    assert out[0].image.shape == (256, 256, 3) and np.array_equal(out[0].tissue, data[0].tissue)
