@@ -14,6 +14,7 @@ from leaderboard_runs import CODE, DISTRIBUTION, ENCODER, REAL, generator, other
 
 from histosynth.benchmark.results import BenchmarkRun, DataRef, MetricResult, ResultsFormatError
 from histosynth.cli import main
+from histosynth.data_cards.model import Version
 from histosynth.errors import InputError
 from histosynth.leaderboard.aggregate import (
     borda_points,
@@ -24,6 +25,7 @@ from histosynth.leaderboard.aggregate import (
     load_results,
 )
 from histosynth.leaderboard.page import csv_text, render_page
+from histosynth.leaderboard.publish import check_suite_version
 from histosynth.leaderboard.tables import latex_escape, render_table, table_columns
 
 HTD, NO_COPY, PIX = (row_id(n) for n in DISTRIBUTION)
@@ -230,3 +232,16 @@ def test_cli_table_and_errors(results, tmp_path, capsys):
     assert "no results for task 'nope'" in capsys.readouterr().err
     assert main(["leaderboard", "build", "--results", str(tmp_path / "missing"), "--out", str(tmp_path)]) == 2
     assert "results folder not found" in capsys.readouterr().err
+
+
+def test_release_tag_follows_the_suite_version(results):
+    runs = load_results(results)
+    assert check_suite_version(runs, Version.parse("v7.0.0")) is None  # plain bench runs: no suite, no constraint
+    for _, run in runs:
+        run.settings.update(suite="histosynth-bench", suite_version="1")
+    assert check_suite_version(runs, Version.parse("v1.2.0")) == "histosynth-bench v1"
+    with pytest.raises(InputError, match="v2.0.0 does not match the results' suite version histosynth-bench v1"):
+        check_suite_version(runs, Version.parse("v2.0.0"))
+    runs[0][1].settings["suite_version"] = "2"
+    with pytest.raises(InputError, match=r"mix suite versions: histosynth-bench v1 \(.*\), histosynth-bench v2"):
+        check_suite_version(runs, Version.parse("v1.0.0"))
