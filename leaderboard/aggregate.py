@@ -10,7 +10,8 @@ Ranking rules (the page and the paper tables both read them from here):
   file). Competition ranking with CI ties: a row takes the competition rank (1 + rows with a strictly better value)
   of the best row whose confidence interval overlaps its own; a row without a CI is the point [v, v]. So a row ties
   with every better row that its CI cannot tell apart from it, as far up as such a row exists.
-- Per-class columns (metric `family/class`) are details: shown, not aggregated.
+- Per-class columns (metric `family/class`) are details: shown, not aggregated; so is a column that ranks nobody
+  (only the reference line has a number there).
 - Aggregates weight each task equally: a row's task score is the mean over that task's aggregated columns of its
   rank (mean rank) or of its Borda points (the number of ranked rows with a strictly worse rank in the column);
   the row's Borda is the sum of its task scores, its mean rank the mean of them.
@@ -172,7 +173,8 @@ class Leaderboard:
 
     def aggregate(self, columns: list[Column] | None = None) -> dict[str, Aggregate]:
         """Borda and mean rank of every row over `columns` (default all), each task weighted equally."""
-        columns = [c for c in (self.columns if columns is None else columns) if not c.detail]
+        columns = [c for c in (self.columns if columns is None else columns)
+                   if not c.detail and any(cell.rank is not None for cell in self._column_cells(c))]
         by_task: dict[str, list[Column]] = {}
         for column in columns:
             by_task.setdefault(column.task, []).append(column)

@@ -10,7 +10,19 @@ import urllib.parse
 from html.parser import HTMLParser
 
 import pytest
-from leaderboard_runs import CODE, DISTRIBUTION, ENCODER, REAL, generator, other_key_run, row_id, write_runs
+from leaderboard_runs import (
+    CODE,
+    DISTRIBUTION,
+    ENCODER,
+    REAL,
+    REAL_FD,
+    REAL_SUBJECT,
+    distribution_run,
+    generator,
+    other_key_run,
+    row_id,
+    write_runs,
+)
 
 from histosynth.benchmark.results import BenchmarkRun, DataRef, MetricResult, ResultsFormatError
 from histosynth.cli import main
@@ -87,6 +99,15 @@ def test_borda_mean_rank_and_partial_coverage(board):
     # restricted to the distribution task, pix2pix is covered: Borda (0 + 0) / 2, mean rank (3 + 3) / 2
     dist = board.aggregate(board.select(tasks=["distribution"]))
     assert (dist[PIX].borda, dist[PIX].mean_rank) == (0.0, 3.0)
+
+
+
+def test_a_column_of_only_real_data_is_not_aggregated(results):
+    real_only = distribution_run(REAL_SUBJECT, *REAL_FD, n_fake=64)  # another key: a column only real data is in
+    board = build_leaderboard(load_results(results) + [("real-64.json", real_only)])
+    assert len(board.columns) == 5
+    agg = board.aggregate()
+    assert (agg[HTD].borda, agg[HTD].mean_rank, agg[HTD].columns) == (2.0, 1.25, 3)
 
 
 def test_incomparable_runs_get_separate_columns(results, tmp_path):
