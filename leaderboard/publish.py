@@ -11,6 +11,8 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
+from huggingface_hub import HfApi
+
 from histosynth.benchmark.results import BenchmarkRun
 from histosynth.data_cards.model import Version
 from histosynth.hub import CheckedFolder, LocalFile, Log, PublishError, PublishResult, file_hashes, publish_checked
@@ -68,7 +70,7 @@ histosynth leaderboard build --results results-{version}/{RESULTS_DIR} --out sit
 
 
 def publish_results(results: Path | str, repo: str, version: str | Version, private: bool = False,
-                    dry_run: bool = False, log: Log = print, api=None) -> PublishResult:
+                    dry_run: bool = False, log: Log = print, api: HfApi | None = None) -> PublishResult:
     """Validate every results file under `results`, then publish them (under results/) and a README.md card to the
     dataset repo `repo` as version `version` (vX.Y.Z), in one commit and one tag."""
     version = version if isinstance(version, Version) else Version.parse(version)

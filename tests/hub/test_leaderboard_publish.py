@@ -35,6 +35,10 @@ def test_results_publish_and_pull_back_identical(hub_server, tmp_path: Path) -> 
     api = HfApi()
     results = write_runs(tmp_path / "results")
     repo = f"{hub_server.user}/bench-results-{uuid.uuid4().hex[:8]}"
+    code, out = run_cli("leaderboard", "publish", "--results", str(results), "--repo", repo, "--version", "v1.0.0",
+                        "--dry-run")
+    assert code == 0 and "would create the dataset repo" in out and "results/sub/tstr.json" in out, out
+    assert not api.repo_exists(repo, repo_type="dataset")  # a dry run writes nothing
     code, out = run_cli("leaderboard", "publish", "--results", str(results), "--repo", repo, "--version", "v1.0.0")
     assert code == 0, out
     assert "validated 5 results files" in out and "tagged v1.0.0" in out
