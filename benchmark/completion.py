@@ -120,8 +120,9 @@ def score_completion(real: Path | str, completed: Path | str, modes: Sequence[st
     from histosynth.benchmark.lpips_masked import MaskedLPIPS
 
     unknown = [m for m in modes if m not in MODES]
-    if unknown or not modes:
-        raise MetricInputError(f"masked-LPIPS modes {list(modes)}: choose from {', '.join(MODES)}")
+    if unknown:
+        raise MetricInputError(f"masked-LPIPS modes {list(modes)}: choose from {', '.join(MODES)} (none: PSNR and "
+                               "SSIM only, e.g. where the LPIPS backbone weights are unavailable)")
     if bootstrap < 0 or bootstrap == 1:
         raise MetricInputError(f"bootstrap must be 0 (no interval) or at least 2 resamples, got {bootstrap}")
     start = time.perf_counter()
@@ -129,7 +130,7 @@ def score_completion(real: Path | str, completed: Path | str, modes: Sequence[st
     real_images, done_images, masks, changed = _pairs(real, completed, split, limit)
     n = len(masks)
     per_sample: dict[str, tuple[np.ndarray, bool]] = {}
-    metric = MaskedLPIPS(net=net, backbone=backbone, pnet_rand=pnet_rand).to(device)
+    metric = MaskedLPIPS(net=net, backbone=backbone, pnet_rand=pnet_rand).to(device) if modes else None
     by_size: dict[tuple[int, ...], list[int]] = {}
     for j, image in enumerate(real_images):
         by_size.setdefault(image.shape, []).append(j)
@@ -162,5 +163,5 @@ def score_completion(real: Path | str, completed: Path | str, modes: Sequence[st
                 "ssim": "mean of skimage's SSIM map (Gaussian sigma 1.5, population covariance) over masked pixels"}
     return BenchmarkRun(task="completion", results=results, data=refs,
                         subjects={"fake": subject_of(completed, split, refs["fake"])},
-                        encoders={f"lpips-{net}": backbone_record(metric.backbone_file)},
+                        encoders={f"lpips-{net}": backbone_record(metric.backbone_file)} if metric else {},
                         settings=settings, wall_time_s=time.perf_counter() - start)

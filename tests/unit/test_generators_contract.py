@@ -5,7 +5,7 @@ generator works: build from one of its presets, train 2 steps into a TrainReport
 (config.json, model_index.json, README.md model card, weights hash), load, sample validated Samples whose labels
 follow the label policy, with complete provenance, seed-deterministic and redoable one sample at a time.
 Diffusion-only checks (UNet weights, ControlNet iff conditioned) are in TestDiffusionFolder. The toy painter
-(toy_generator.py beside this file) is registered only while this module runs; it also trains and generates
+(tests/plugins/toy_dist/toy_generator.py, also the test plugin) is registered only while this module runs; it also trains and generates
 through the CLI and is shown to learn its class colours.
 """
 
@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import pytest
 import yaml
-from toy_generator import META as TOY_META
+from plugin_paths import load_toy_module
 
 import histosynth.cli as cli
 from histosynth.commands.ls import list_kind
@@ -32,6 +32,7 @@ from histosynth.resize import resize_map
 from histosynth.schema import Sample
 from histosynth.sources import build_source
 
+TOY_META = load_toy_module().META
 TOY = TOY_META.name
 BUILTIN = list(GENERATORS)
 NAMES = [*BUILTIN, TOY]

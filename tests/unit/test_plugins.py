@@ -6,9 +6,8 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
-PLUGINS = Path(__file__).resolve().parents[1] / "plugins"
+from plugin_paths import PLUGINS
 
 
 def run_child(args, plugin_dir, **kwargs):

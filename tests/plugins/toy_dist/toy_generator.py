@@ -2,7 +2,12 @@
 
 Training fits the mean RGB of each tissue class over the training patches (running sums, one batch per step); sampling
 paints each pixel with its class's mean colour plus seeded Gaussian noise, and copies the map as the label. It
-saves and loads through histosynth.generators.checkpoint like any generator. Registered by the tests only.
+saves and loads through histosynth.generators.checkpoint like any generator.
+
+It is also the test plugin: this folder, with its .dist-info declaring the `histosynth.generators` entry point
+`toy = toy_generator:META`, is a generator package from outside the repository once the folder is on a process's
+PYTHONPATH (tests/unit/test_plugins.py, the leaderboard submission tests). The contract tests load this file by
+path and register it for their module only.
 """
 
 from __future__ import annotations

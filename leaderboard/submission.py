@@ -1,0 +1,108 @@
+"""A leaderboard submission: a generator (registered name, checkpoint, optional plugin folder) or a dataset.
+
+    # submission.yaml (paths are relative to this file)
+    kind: generator            # or: dataset
+    generator: my-gan          # its registered name: built in, or a plugin's entry point in histosynth.generators
+    checkpoint: model/         # the folder `histosynth train` wrote
+    plugin: plugin/            # optional: a folder holding the plugin package and its .dist-info
+    title: My GAN (2026)       # optional display name
+    licence: apache-2.0
+    contact: me@example.org
+
+    kind: dataset
+    dataset: synthetic-set/    # a histosynth dataset folder
+
+Hub references (`hub:owner/name@revision`) are refused here with a message: pull them first
+(`histosynth hub pull`), so the scorer only ever reads local, content-hashed folders.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from histosynth.errors import InputError
+
+KINDS = ("generator", "dataset")
+FIELDS = {"generator": {"kind", "generator", "checkpoint", "plugin", "title", "licence", "contact"},
+          "dataset": {"kind", "dataset", "title", "licence", "contact"}}
+NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
+
+
+class SubmissionError(InputError):
+    """A submission file is invalid; the message names the file and the field."""
+
+
+@dataclass(frozen=True)
+class Submission:
+    """A validated submission; paths are absolute."""
+
+    kind: str
+    source: Path  # the submission file
+    generator: str | None = None
+    checkpoint: Path | None = None
+    plugin: Path | None = None
+    dataset: Path | None = None
+    title: str | None = None
+    licence: str | None = None
+    contact: str | None = None
+
+    @property
+    def label(self) -> str:
+        """A short name for reports."""
+        return self.title or self.generator or (self.dataset.name if self.dataset else self.source.stem)
+
+
+def _folder(data: dict[str, Any], key: str, base: Path, where: str, required: bool) -> Path | None:
+    value = data.get(key)
+    if value is None:
+        if required:
+            raise SubmissionError(f"{where}: {key}: missing")
+        return None
+    if not isinstance(value, str) or not value.strip():
+        raise SubmissionError(f"{where}: {key}: expected a folder path, got {value!r}")
+    if value.startswith("hub:"):
+        raise SubmissionError(f"{where}: {key}: Hub references are not scored directly; pull {value[4:]} first "
+                              "(`histosynth hub pull`) and name the local folder")
+    path = (base / value).resolve()
+    if not path.is_dir():
+        raise SubmissionError(f"{where}: {key}: {path} is not a folder")
+    return path
+
+
+def load_submission(path: Path | str) -> Submission:
+    """Read and check a submission file (see the module docstring); errors name the file and the field."""
+    path = Path(path).resolve()
+    where = str(path)
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as err:
+        raise SubmissionError(f"{where}: no such submission file") from err
+    except (yaml.YAMLError, UnicodeDecodeError) as err:
+        raise SubmissionError(f"{where}: not valid YAML ({' '.join(str(err).split())})") from err
+    if not isinstance(data, dict):
+        raise SubmissionError(f"{where}: expected a mapping of fields, got {type(data).__name__}")
+    kind = data.get("kind")
+    if kind not in KINDS:
+        raise SubmissionError(f"{where}: kind: must be one of {', '.join(KINDS)}, not {kind!r}")
+    unknown = sorted(set(data) - FIELDS[kind])
+    if unknown:
+        raise SubmissionError(f"{where}: unknown field(s) {unknown} for a {kind} submission; allowed: "
+                              f"{', '.join(sorted(FIELDS[kind]))}")
+    for key in ("title", "licence", "contact"):
+        if key in data and not isinstance(data[key], str):
+            raise SubmissionError(f"{where}: {key}: expected text")
+    base = path.parent
+    extra = {k: data.get(k) for k in ("title", "licence", "contact")}
+    if kind == "dataset":
+        return Submission("dataset", path, dataset=_folder(data, "dataset", base, where, True), **extra)
+    name = data.get("generator")
+    if not isinstance(name, str) or not NAME.match(name):
+        raise SubmissionError(f"{where}: generator: expected a registered generator name (lower case, digits, "
+                              f"'-', '_', '.'), got {name!r}")
+    return Submission("generator", path, generator=name, checkpoint=_folder(data, "checkpoint", base, where, True),
+                      plugin=_folder(data, "plugin", base, where, False), **extra)
