@@ -16,7 +16,7 @@ histosynth.baselines.spade_nets; the presets in histosynth.baselines.spade_prese
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
@@ -32,6 +32,7 @@ from histosynth.baselines.spade_nets import (
     hinge_g,
 )
 from histosynth.baselines.spade_presets import PRESETS, SpadeModelConfig
+from histosynth.generators.base import TrainReport
 from histosynth.generators.registry import GENERATOR_META
 from histosynth.generators.training import Batch
 
@@ -93,6 +94,12 @@ class Spade(GANGenerator):
         if vgg is not None:
             losses["g_vgg"] = m.lambda_vgg * vgg(fake.float(), batch["image"].float())
         return {"g": sum(losses.values()), **losses}  # type: ignore[dict-item]
+
+    def train(self, data: Any, config: Any = None, out: Any = None, resume: bool = False, on_step: Any = None) -> TrainReport:
+        """The base's training, after loading the VGG weights (when asked for), so a bad path fails before any
+        file is written."""
+        self._perceptual(self.device)
+        return super().train(data, config, out, resume=resume, on_step=on_step)
 
     def _perceptual(self, device: torch.device) -> VGGPerceptual | None:
         """The VGG loss network when `vgg_weights` is set (loaded once, frozen, never saved with the model)."""

@@ -1,0 +1,256 @@
+"""SPADE/GauGAN (histosynth.baselines.spade) on the shared GAN base (histosynth.baselines.gan).
+
+The generic contract runs in test_generators_contract.py (-k spade). Here: SPADE modulates by the map where the map
+is (and nowhere else), the reference layout (GauGAN "normal" at 256 px, 2-scale 4-layer discriminator), the hinge and
+feature-matching losses on known answers, the VGG loss only from a named weights file, learning and following
+held-out simulator maps, exact resume after a SIGKILL of `histosynth train`, the G and D losses on the progress bar,
+and clear errors for bad input.
+"""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+import torchvision
+from test_gan_pix2pix import KILLED  # the stop-after-step-3 wrapper around `histosynth train`
+
+import histosynth.cli as cli
+from histosynth.baselines.spade_nets import (
+    SpadeDiscriminatorNet,
+    SpadeGeneratorNet,
+    feature_matching,
+    hinge_d,
+    hinge_g,
+)
+from histosynth.commands.data import build_dataset
+from histosynth.data_cards.card import CardInfo
+from histosynth.disk import write_dataset
+from histosynth.errors import InputError, UserFacingError
+from histosynth.generators import build_generator, load_generator, weights_hash
+from histosynth.generators.training import STATE_FILE, latest_checkpoint
+from histosynth.schema import Sample
+from histosynth.sources import build_source
+
+NO_RULE = {"heterogeneity": None, "progress": False}
+
+
+@pytest.fixture(scope="module")
+def tiny_data():
+    return list(build_source("simulator", n=6, size=32, seed=0, mpp=4.0))
+
+
+def test_spade_modulates_the_normalised_features_only_where_the_map_changed():
+    torch.manual_seed(0)
+    spade = SpadeGeneratorNet(5, 32, 16, 3, 32, 0).head_0.norm_0  # 3x3 shared conv, then 3x3 gamma / beta convs
+    for conv in spade.modules():  # default-scale weights, so the modulation is far above float noise
+        if isinstance(conv, torch.nn.Conv2d):
+            torch.nn.init.normal_(conv.weight, std=0.3)
+    x = torch.randn(1, 64, 16, 16)
+    a = torch.zeros(1, 5, 16, 16)
+    a[:, 1] = 1.0
+    b = a.clone()
+    b[:, :, 6:10, 6:10] = 0.0
+    b[:, 3, 6:10, 6:10] = 1.0  # a 4 x 4 square of class 3 instead of 1
+    with torch.no_grad():
+        changed = (spade(x, a) - spade(x, b)).abs().amax(dim=(0, 1))
+    inside = torch.zeros(16, 16, dtype=torch.bool)
+    inside[4:12, 4:12] = True  # the square grown by 2 px: two stacked 3x3 convs see 2 px around a pixel
+    assert torch.equal(changed[~inside], torch.zeros_like(changed[~inside]))
+    assert (changed[6:10, 6:10] > 0.1).all()
+    with torch.no_grad():  # and it does modulate: the output is not the plain instance-normalised input
+        assert (spade(x, a) - F.instance_norm(x)).abs().mean() > 0.1
+
+
+def test_the_paper_generator_is_gaugan_normal_from_an_8_by_8_map():
+    g = build_generator("spade", "paper", num_classes=5).generator_net
+    assert g.start == 8 and g.config.ngf == 64 and g.config.spade_hidden == 128
+    blocks = [g.head_0, g.middle_0, g.middle_1, *g.ups]
+    assert [(b.in_channels, b.out_channels) for b in blocks] == [
+        (1024, 1024), (1024, 1024), (1024, 1024), (1024, 512), (512, 256), (256, 128), (128, 64)]  # head, G_middle, up_0..3
+    assert all(b.norm_0.shared[0].out_channels == 128 for b in blocks)
+    assert all(hasattr(b.conv_0, "parametrizations") and hasattr(b.conv_1, "parametrizations") for b in blocks)
+    assert hasattr(g.ups[0].conv_s, "parametrizations") and not hasattr(g.head_0, "conv_s")  # shortcut iff widths change
+
+
+def test_the_discriminator_has_two_scales_of_four_layers_the_second_on_the_pooled_pair():
+    d = SpadeDiscriminatorNet(in_channels=8, ndf=64).eval()
+    x = torch.randn(1, 8, 64, 64)
+    with torch.no_grad():
+        out = d(x)
+        second = d.scales[1](F.avg_pool2d(x, 3, 2, 1, count_include_pad=False))
+    assert len(out) == 2 and all(len(scale) == 5 for scale in out)  # 4 hidden layers + the patch logits
+    assert [t.shape[1] for t in out[0]] == [64, 128, 256, 512, 1]
+    assert torch.equal(out[1][-1], second[-1])
+    strides = [m.stride[0] for m in d.scales[0].modules() if isinstance(m, torch.nn.Conv2d)]
+    assert strides == [2, 2, 2, 1, 1]
+
+
+def test_hinge_and_feature_matching_give_the_reference_values():
+    zeros = [[torch.zeros(2, 3, 4, 4), torch.zeros(2, 1, 5, 5)] for _ in range(2)]
+    assert hinge_d(zeros, real=True) == 1.0 and hinge_d(zeros, real=False) == 1.0  # relu(1 -+ 0)
+    confident = [[torch.zeros(1), torch.full((2, 1, 5, 5), 2.0)], [torch.zeros(1), torch.full((2, 1, 3, 3), 2.0)]]
+    assert hinge_d(confident, real=True) == 0.0 and hinge_d(confident, real=False) == 3.0
+    assert hinge_g(confident) == -2.0
+    ones = [[torch.ones(2, 3, 4, 4), torch.ones(2, 1, 5, 5)] for _ in range(2)]
+    # one hidden layer per scale, L1 = 1 each: 2 scales x 1 x 10 / 2
+    assert feature_matching(zeros, ones) == pytest.approx(10.0)
+    assert feature_matching(zeros, zeros) == 0.0
+
+
+def test_the_vgg_loss_is_off_by_default_and_loads_only_a_named_file(tiny_data, tmp_path):
+    gen = build_generator("spade", "tiny")
+    assert gen.model.vgg_weights is None
+    gen.train(tiny_data, {"steps": 1, **NO_RULE})
+    assert "g_vgg" not in gen.train_report.extra["loss_means"]
+    assert any("VGG perceptual loss off" in line for line in gen.card_details())
+
+    missing = build_generator("spade", "tiny", vgg_weights=str(tmp_path / "nowhere"))
+    with pytest.raises(InputError, match="nowhere.*VGG19 weights file not found"):
+        missing.train(tiny_data, {"steps": 1, **NO_RULE}, out=tmp_path / "model")
+    assert not (tmp_path / "model").exists()
+
+    torch.manual_seed(0)  # a VGG19 with random weights stands in for the ImageNet file (same layout)
+    features = torchvision.models.vgg.make_layers(torchvision.models.vgg.cfgs["E"])
+    torch.save({f"features.{k}": v for k, v in features.state_dict().items()}, tmp_path / "vgg19-dcbb9e9d.pth")
+    gen = build_generator("spade", "tiny", vgg_weights=str(tmp_path))
+    gen.train(tiny_data, {"steps": 1, **NO_RULE})
+    assert gen.train_report.extra["loss_means"]["g_vgg"] > 0
+    assert any("VGG perceptual loss on" in line for line in gen.card_details())
+
+
+def test_spade_learns_and_follows_held_out_maps(one_thread):
+    train = list(build_source("simulator", n=24, size=32, seed=0, mpp=4.0))
+    held = list(build_source("simulator", n=12, size=32, seed=1, mpp=4.0))  # maps never trained on
+    gen = build_generator("spade", "tiny", num_classes=5)
+
+    def paired_l1() -> float:
+        return float(np.mean([np.abs(o.image.astype(float) - h.image.astype(float)).mean()
+                              for o, h in zip(gen.sample(held, seed=0), held, strict=True)]))
+
+    untrained = paired_l1()
+    # At the presets' TTUR rates (G 1e-4, D 4e-4) SPADE's modulation convs, initialised at xavier gain 0.02 as the
+    # reference's, need a few hundred steps to follow the map; this short run takes both rates x10 (same ratio).
+    gen.train(train, {"steps": 100, "lr": 1e-3, "lr_d": 4e-3, **NO_RULE})
+    assert paired_l1() < 0.7 * untrained  # measured 71 -> 33 levels (36 with training seed 1)
+
+    ids = np.concatenate([h.tissue.reshape(-1) for h in held])
+    green_real = np.concatenate([h.image[..., 1].reshape(-1) for h in held]).astype(float)
+    green_fake = np.concatenate([o.image[..., 1].reshape(-1) for o in gen.sample(held, seed=0)]).astype(float)
+    classes = np.unique(ids)
+    real = {c: green_real[ids == c].mean() for c in classes}
+    fake = {c: green_fake[ids == c].mean() for c in classes}
+    # Every pair of classes the simulator paints clearly apart (> 10 levels of green) comes out in the same order.
+    pairs = [(a, b) for a in classes for b in classes if real[a] > real[b] + 10]
+    assert len(pairs) >= 6
+    assert all(fake[a] > fake[b] for a, b in pairs), (real, fake)
+    # The noise vector matters: two seeds give two images for one map.
+    a, b = gen.sample(held[:1], seed=[1]), gen.sample(held[:1], seed=[2])
+    assert np.abs(a[0].image.astype(int) - b[0].image.astype(int)).mean() > 0.5
+
+
+def test_the_progress_bar_shows_the_g_and_d_losses(tiny_data, capsys):
+    build_generator("spade", "tiny").train(tiny_data, {"steps": 2, "heterogeneity": None, "progress": True})
+    bar = capsys.readouterr().err
+    assert all(f" {name}=" in bar for name in ("g", "d", "g_gan", "g_feat", "d_fake", "d_real")), bar[-500:]
+
+
+def test_bad_conditions_settings_and_training_data_are_clear_errors(tiny_data, tmp_path, capsys):
+    with pytest.raises(InputError, match="power of two"):
+        build_generator("spade", "tiny", resolution=48)
+    with pytest.raises(InputError, match="discriminator needs patches larger than 16 px"):
+        build_generator("spade", "tiny", resolution=16)
+    gen = build_generator("spade", "tiny")
+    with pytest.raises(RuntimeError, match="train first, or build with num_classes"):
+        gen.sample(tiny_data[:1], seed=0)
+    gen.train(tiny_data, {"steps": 1, **NO_RULE})
+    no_map = Sample(image=tiny_data[0].image, provenance=tiny_data[0].provenance)
+    with pytest.raises(UserFacingError, match="no tissue map"):
+        gen.sample([no_map], seed=0)
+    wrong = Sample(image=tiny_data[0].image, tissue=tiny_data[0].tissue, tissue_schema="pseudo-tissue-k5",
+                   provenance=tiny_data[0].provenance)
+    with pytest.raises(InputError, match="'pseudo-tissue-k5'.*trained on 'simulator-tissue'"):
+        gen.sample([wrong], seed=0)
+
+    data, out = tmp_path / "unlabelled", tmp_path / "model"
+    write_dataset([Sample(image=s.image, provenance=s.provenance) for s in tiny_data], data,
+                  CardInfo("unlabelled", "simulator images without maps"))
+    capsys.readouterr()  # the writer's progress bar
+    assert cli.main(["train", "spade", "--data", str(data), "--preset", "tiny", "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and "has no tissue map" in err[0]
+    assert not out.exists()
+
+
+def test_a_loaded_model_gives_the_bits_of_the_saved_one(tiny_data, tmp_path):
+    """Spectral norm's matrix-vector product depends on memory alignment; loading realigns every tensor."""
+    gen = build_generator("spade", "tiny")
+    gen.train(tiny_data, {"steps": 2, **NO_RULE}, out=tmp_path / "model")
+    loaded = load_generator(tmp_path / "model")
+    assert all(p.data_ptr() % 64 == 0 for p in loaded.generator_net.parameters())
+    seg = torch.zeros(4, 5, 32, 32)
+    seg[:, 2] = 1.0
+    z = torch.randn(4, gen.model.z_dim)
+    with torch.no_grad():
+        assert torch.equal(gen.generator_net(seg, z), loaded.generator_net(seg, z))
+
+
+def test_a_sigkilled_training_resumes_to_the_uninterrupted_bytes(tmp_path, one_thread, capsys):
+    """G, D (spectral-norm vectors included), both optimisers, both LR schedules and the step counter come back from
+    the checkpoint: the resumed run ends byte-identical to one that never stopped."""
+    build_dataset("simulator", tmp_path / "data", {"n": 5, "size": 32, "seed": 0, "mpp": 4.0})
+
+    def args(out, *extra):
+        return [str(a) for a in ["train", "spade", "--data", tmp_path / "data", "--preset", "tiny", "--steps", 6,
+                                 "--checkpoint-every", 2, "--seed", 3, "--no-heterogeneity", "--out", out, *extra]]
+
+    killed = tmp_path / "killed"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+    proc = subprocess.Popen([sys.executable, "-c", KILLED, *args(killed)], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    guard = threading.Timer(300, proc.kill)  # a hung run fails the test instead of blocking it forever
+    guard.start()
+    try:
+        where = proc.stdout.readline().strip()
+        assert where == "after step 3", f"never reached the stop: {proc.stderr.read()[-3000:]}"
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=60)
+    finally:
+        guard.cancel()
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == -signal.SIGKILL
+    assert latest_checkpoint(killed / "training").name == "step-00000002" and not (killed / "config.json").exists()
+
+    assert cli.main(args(killed, "--resume")) == 0
+    assert "to step 6 (from step 2)" in capsys.readouterr().out
+    assert cli.main(args(tmp_path / "straight")) == 0
+    for component in ("generator", "discriminator"):
+        assert weights_hash(killed, [component]) == weights_hash(tmp_path / "straight", [component])
+    a, b = latest_checkpoint(killed / "training"), latest_checkpoint(tmp_path / "straight" / "training")
+    assert a.name == b.name == "step-00000006" and json.loads((a / STATE_FILE).read_text())["step"] == 6
+    files = sorted(p.name for p in a.iterdir())
+    # G and D, their Adam states, and their two LR schedules (accelerate's custom checkpoints 0 and 1)
+    saved = {"model.safetensors", "model_1.safetensors", "optimizer.bin", "optimizer_1.bin", "custom_checkpoint_0.pkl",
+             "custom_checkpoint_1.pkl"}
+    assert saved <= set(files) and files == sorted(p.name for p in b.iterdir())
+    assert all((a / f).read_bytes() == (b / f).read_bytes() for f in saved)
+
+
+@pytest.mark.slow
+def test_the_paper_preset_builds_and_trains_a_step_at_256_px():
+    data = list(build_source("simulator", n=2, size=256, seed=0, mpp=0.5))
+    gen = build_generator("spade", "paper", num_classes=5)
+    g, d = gen.generator_net, gen.discriminator_net
+    assert g.config.upsamplings == 5 and g.start == 8 and d.config.num_d == 2 and d.config.layers == 4
+    assert 85e6 < sum(p.numel() for p in g.parameters()) < 100e6  # GauGAN "normal" G: 92.7M with 5 classes
+    report = gen.train(data, {"steps": 1, "batch_size": 1, **NO_RULE})
+    assert np.isfinite(report.losses).all() and set(report.extra["loss_means"]) >= {"g_gan", "g_feat", "d_fake"}
+    out = gen.sample(data[:1], seed=0)
+    assert out[0].image.shape == (256, 256, 3) and np.array_equal(out[0].tissue, data[0].tissue)
