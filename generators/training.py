@@ -1,7 +1,7 @@
 """The training loop every generator uses, on accelerate: mixed precision on GPU, gradient accumulation, EMA,
 resumable checkpoints and a tqdm bar with every named loss (a GAN's G and D). What one step computes is a pluggable
-`TrainStep`: the diffusion loss (histosynth.generators.diffusion.training), a GAN's generator/discriminator updates, a two-adapter
-model switching adapters per step.
+`TrainStep`: the diffusion loss (histosynth.generators.diffusion.training), a GAN's generator/discriminator updates,
+a two-adapter model switching adapters per step.
 
 Exact resume: everything random in a step (which samples, crops, noise, timesteps, condition dropout) is drawn
 from RNGs seeded by (seed, step, micro-step, rank), never from a global RNG; a checkpoint (accelerate

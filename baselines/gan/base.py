@@ -34,6 +34,8 @@ How to subclass it (histosynth.baselines.pix2pix is the worked example):
   num_classes=K), their initial weights from the training seed only; sampling before that raises.
 - The weights hash (sample provenance) covers the generator only: it alone makes the images. The discriminator is
   saved beside it, so a loaded model trains on from both.
+- Tested on one process (CPU). Under torchrun, DDP would see D run twice before one backward and frozen during
+  G's update; that needs DDP settings (static graph / unused parameters) that have not been tried here.
 """
 
 from __future__ import annotations
@@ -446,9 +448,11 @@ class GANGenerator(ComponentFolder, Generator):
         betas_d = t.adam_betas if t.adam_betas_d is None else t.adam_betas_d
         schedule = ("constant" if t.lr_schedule == "constant" else
                     f"constant for {t.decay_start:.0%} of the steps, then linear decay to 0")
+        condition = "not built" if self.conditioner is None else (
+            " + ".join(c.name for c in getattr(self.conditioner, "conditioners", [self.conditioner]))
+            + f", {self.conditioner.channels} channels")
         return [
-            f"- Conditional GAN at {model.resolution} px; condition: "
-            f"{self.conditioner.config() if self.conditioner is not None else 'not built'}.",
+            f"- Conditional GAN at {model.resolution} px; condition: {condition}.",
             f"- Optimizers: Adam, G lr {t.lr:g} betas {tuple(t.adam_betas)}, D lr {lr_d:g} betas {tuple(betas_d)}; "
             f"LR {schedule}; batch {t.batch_size}. Sampling: one generator pass per batch; a sample's randomness "
             "comes from its own seed only.",
