@@ -33,7 +33,7 @@ import numpy as np
 
 from histosynth.atomic import atomic_directory
 from histosynth.classes import get_schema
-from histosynth.errors import UserFacingError
+from histosynth.errors import InputError
 from histosynth.generators.conditioning.batch import CONDITION_PARTS, ConditionBatch, NucleiLayout
 from histosynth.labels.heterogeneity import is_heterogeneous
 from histosynth.resize import resize_image, resize_map
@@ -46,7 +46,7 @@ _FILES = {"images": "images.u8", "tissue": "tissue.u8", "mpp": "mpp.f64", "centr
           "class_ids": "nuclei_class.u8", "offsets": "nuclei_offsets.i64"}
 
 
-class TrainingDataError(UserFacingError, ValueError):
+class TrainingDataError(InputError):
     """Training or condition Samples lack a part the generator reads, or mix class schemas."""
 
 

@@ -24,7 +24,7 @@ from histosynth.baselines.pix2pix import PatchGAN, UNetGenerator
 from histosynth.commands.data import build_dataset
 from histosynth.data_cards.card import CardInfo
 from histosynth.disk import write_dataset
-from histosynth.errors import InputError, UserFacingError
+from histosynth.errors import InputError
 from histosynth.generators import build_generator, load_generator, weights_hash
 from histosynth.generators.training import STATE_FILE, latest_checkpoint
 from histosynth.schema import Sample
@@ -122,7 +122,7 @@ def test_the_nuclei_variant_reads_centroid_maps_and_copies_the_nuclei_and_the_ba
         assert np.array_equal(o.tissue, c.tissue)
     again = load_generator(tmp_path / "model").sample(tiny_data[:2], seed=3)
     assert all(a.equals(b) for a, b in zip(out, again, strict=True))
-    with pytest.raises(UserFacingError, match="no nuclei"):
+    with pytest.raises(InputError, match="no nuclei"):
         gen.sample([Sample(image=c.image, tissue=c.tissue, tissue_schema=c.tissue_schema, provenance=c.provenance)
                     for c in tiny_data[:1]], seed=0)
 
@@ -133,7 +133,7 @@ def test_bad_conditions_and_training_data_are_clear_errors(tiny_data, tmp_path, 
         gen.sample(tiny_data[:1], seed=0)
     gen.train(tiny_data, {"steps": 1, **NO_RULE})
     no_map = Sample(image=tiny_data[0].image, provenance=tiny_data[0].provenance)
-    with pytest.raises(UserFacingError, match="no tissue map"):
+    with pytest.raises(InputError, match="no tissue map"):
         gen.sample([no_map], seed=0)
     wrong = Sample(image=tiny_data[0].image, tissue=tiny_data[0].tissue, tissue_schema="pseudo-tissue-k5",
                    provenance=tiny_data[0].provenance)
