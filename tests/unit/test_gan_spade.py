@@ -31,7 +31,7 @@ from histosynth.baselines.spade_nets import (
 )
 from histosynth.commands.data import build_dataset
 from histosynth.data_cards.card import CardInfo
-from histosynth.disk import write_dataset
+from histosynth.disk import iter_samples, write_dataset
 from histosynth.errors import InputError, UserFacingError
 from histosynth.generators import build_generator, load_generator, weights_hash
 from histosynth.generators.training import STATE_FILE, latest_checkpoint
@@ -242,15 +242,26 @@ def test_a_sigkilled_training_resumes_to_the_uninterrupted_bytes(tmp_path, one_t
     assert saved <= set(files) and files == sorted(p.name for p in b.iterdir())
     assert all((a / f).read_bytes() == (b / f).read_bytes() for f in saved)
 
+    # and the resumed model generates through the CLI: new images, the conditions' maps copied
+    out = tmp_path / "generated"
+    assert cli.main(["generate", "spade", "--checkpoint", str(killed), "--conditions", str(tmp_path / "data"),
+                     "--n", "3", "--out", str(out)]) == 0
+    samples, conditions = list(iter_samples(out)), list(iter_samples(tmp_path / "data"))
+    assert len(samples) == 3 and all(s.provenance.generator == "spade" for s in samples)
+    assert all(np.array_equal(s.tissue, c.tissue) and not np.array_equal(s.image, c.image)
+               for s, c in zip(samples, conditions, strict=False))
+
 
 @pytest.mark.slow
-def test_the_paper_preset_builds_and_trains_a_step_at_256_px():
-    data = list(build_source("simulator", n=2, size=256, seed=0, mpp=0.5))
-    gen = build_generator("spade", "paper", num_classes=5)
+@pytest.mark.parametrize(("preset", "size", "upsamplings", "params"), [("demo", 64, 4, (5e6, 15e6)),
+                                                                      ("paper", 256, 5, (85e6, 100e6))])
+def test_the_demo_and_paper_presets_build_and_train_a_step(preset, size, upsamplings, params):
+    data = list(build_source("simulator", n=2, size=size, seed=0, mpp=0.5))
+    gen = build_generator("spade", preset, num_classes=5)
     g, d = gen.generator_net, gen.discriminator_net
-    assert g.config.upsamplings == 5 and g.start == 8 and d.config.num_d == 2 and d.config.layers == 4
-    assert 85e6 < sum(p.numel() for p in g.parameters()) < 100e6  # GauGAN "normal" G: 92.7M with 5 classes
+    assert g.config.upsamplings == upsamplings and d.config.num_d == 2 and d.config.layers == 4
+    assert params[0] < sum(p.numel() for p in g.parameters()) < params[1]  # paper: GauGAN "normal" G, 92.7M
     report = gen.train(data, {"steps": 1, "batch_size": 1, **NO_RULE})
     assert np.isfinite(report.losses).all() and set(report.extra["loss_means"]) >= {"g_gan", "g_feat", "d_fake"}
     out = gen.sample(data[:1], seed=0)
-    assert out[0].image.shape == (256, 256, 3) and np.array_equal(out[0].tissue, data[0].tissue)
+    assert out[0].image.shape == (size, size, 3) and np.array_equal(out[0].tissue, data[0].tissue)
