@@ -42,7 +42,7 @@ def convs(module: torch.nn.Module) -> list[torch.nn.Module]:
     return [m for m in module.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.ConvTranspose2d))]
 
 
-def test_the_paper_generator_is_unet_256_with_dropout_next_to_the_bottleneck():
+def test_the_paper_generator_is_unet_256_with_dropout_next_to_the_bottleneck(one_thread):
     g = UNetGenerator(in_channels=5)  # the reference unet_256 defaults
     down = [c for c in convs(g) if isinstance(c, torch.nn.Conv2d)]
     assert [c.out_channels for c in down] == [64, 128, 256, 512, 512, 512, 512, 512]
@@ -59,7 +59,7 @@ def test_the_paper_generator_is_unet_256_with_dropout_next_to_the_bottleneck():
     assert abs(float(weights.std()) - 0.02) < 2e-4 and abs(float(weights.mean())) < 1e-4
 
 
-def test_the_patchgan_sees_70_by_70_pixels():
+def test_the_patchgan_sees_70_by_70_pixels(one_thread):
     d = PatchGAN(in_channels=8).eval()  # eval: batch statistics would spread every output over the whole image
     assert [c.out_channels for c in convs(d)] == [64, 128, 256, 512, 1]
     assert [c.stride[0] for c in convs(d)] == [2, 2, 2, 1, 1]
@@ -109,7 +109,7 @@ def test_pix2pix_learns_and_follows_held_out_maps(one_thread):
 
 
 def test_the_nuclei_variant_reads_centroid_maps_and_copies_the_nuclei_and_the_bar_shows_g_and_d(tiny_data, tmp_path,
-                                                                                                   capsys):
+                                                                                                   capsys, one_thread):
     gen = build_generator("pix2pix", "tiny-nuclei")
     gen.train(tiny_data, {"steps": 2, "heterogeneity": None, "progress": True}, out=tmp_path / "model")
     bar = capsys.readouterr().err
@@ -127,7 +127,7 @@ def test_the_nuclei_variant_reads_centroid_maps_and_copies_the_nuclei_and_the_ba
                     for c in tiny_data[:1]], seed=0)
 
 
-def test_bad_conditions_and_training_data_are_clear_errors(tiny_data, tmp_path, capsys):
+def test_bad_conditions_and_training_data_are_clear_errors(tiny_data, tmp_path, capsys, one_thread):
     gen = build_generator("pix2pix", "tiny")
     with pytest.raises(RuntimeError, match="train first, or build with num_classes"):
         gen.sample(tiny_data[:1], seed=0)
@@ -212,7 +212,7 @@ def test_a_sigkilled_training_resumes_to_the_uninterrupted_bytes(tmp_path, one_t
 
 
 @pytest.mark.slow
-def test_the_paper_preset_builds_and_trains_a_step_at_256_px():
+def test_the_paper_preset_builds_and_trains_a_step_at_256_px(one_thread):
     data = list(build_source("simulator", n=2, size=256, seed=0, mpp=0.5))
     gen = build_generator("pix2pix", "paper", num_classes=5)
     g, d = gen.generator_net, gen.discriminator_net
