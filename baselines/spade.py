@@ -118,14 +118,14 @@ class Spade(GANGenerator):
                     "local torchvision vgg19 file to turn it on)")
         return [
             f"- SPADE/GauGAN (Park et al. 2019), generator from the downsampled tissue map (no VAE encoder): "
-            f"{start} x {start} start grid, {top} channels, {n} upsamplings to {m.ngf}, SPADE residual blocks (MONAI "
-            f"SPADE, {m.spade_hidden} hidden channels, instance norm), spectral norm {'on' if m.spectral else 'off'}, "
+            f"{start} x {start} start grid, {top} channels, {n} upsamplings to {m.ngf}, SPADE residual blocks "
+            f"({m.spade_hidden} hidden channels, instance norm), spectral norm {'on' if m.spectral else 'off'}, "
             f"tanh out; a {m.z_dim}-d noise vector per sample joins the map at the start grid.",
             f"- Discriminator: {m.num_d}-scale PatchGAN (MONAI PatchDiscriminator per scale, {m.d_layers} layers, "
             f"{m.ndf} channels, instance + spectral norm) on map ⊕ image. Losses: hinge (D and G) + feature matching "
             f"(lambda {m.lambda_feat:g} / {m.num_d}); VGG perceptual loss {vgg}.",
-            "- Differences from NVlabs/SPADE: instance instead of synchronised batch norm in G, per-sample noise, "
-            "MONAI's LeakyReLU in SPADE's shared conv, no don't-care channel (see histosynth.baselines.spade_nets).",
+            "- Differences from NVlabs/SPADE: instance instead of synchronised batch norm in G, a per-sample noise "
+            "vector, no don't-care channel, D's last conv padded 1 (see histosynth.baselines.spade_nets).",
             *super().card_details(),
         ]
 
