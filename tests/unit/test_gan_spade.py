@@ -33,7 +33,7 @@ from histosynth.baselines.spade_nets import (
 from histosynth.commands.data import build_dataset
 from histosynth.data_cards.card import CardInfo
 from histosynth.disk import iter_samples, write_dataset
-from histosynth.errors import InputError, UserFacingError
+from histosynth.errors import InputError
 from histosynth.generators import build_generator, load_generator, weights_hash
 from histosynth.generators.training import STATE_FILE, latest_checkpoint
 from histosynth.schema import Sample
@@ -174,7 +174,7 @@ def test_bad_conditions_settings_and_training_data_are_clear_errors(tiny_data, t
         gen.sample(tiny_data[:1], seed=0)
     gen.train(tiny_data, {"steps": 1, **NO_RULE})
     no_map = Sample(image=tiny_data[0].image, provenance=tiny_data[0].provenance)
-    with pytest.raises(UserFacingError, match="no tissue map"):
+    with pytest.raises(InputError, match="no tissue map"):
         gen.sample([no_map], seed=0)
     wrong = Sample(image=tiny_data[0].image, tissue=tiny_data[0].tissue, tissue_schema="pseudo-tissue-k5",
                    provenance=tiny_data[0].provenance)
