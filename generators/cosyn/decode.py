@@ -77,8 +77,8 @@ class Consistency:
 
 
 def consistency(condition: Nuclei, generated: Nuclei, height: int, width: int, tolerance_px: float) -> Consistency:
-    """Check one output: its `generated` nuclei (with instances) against the condition's centroids mapped onto the
-    output's height x width grid (`condition` may be of another size: pass its own size via scale first)."""
+    """Check one output's `generated` nuclei (with instances) against `condition`'s centroids, both on the output's
+    height x width grid (`consistency_of` maps a condition of another size onto it first)."""
     assert generated.instances is not None
     keep = condition.class_ids != IGNORE_ID
     xy = np.floor(np.asarray(condition.centroids, np.float64)[keep] + 0.5).astype(np.int64).reshape(-1, 2)

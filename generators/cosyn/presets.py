@@ -2,7 +2,9 @@
 
 - `tiny`: a random 32 px joint UNet that builds in well under a second (tests).
 - `demo`: an attention-free 64 px joint UNet, x0-prediction (as HTD's demo: at a few thousand patches an epsilon
-  model still leaves noise in its samples, which the label decoding turns into spurious nuclei).
+  model still leaves noise in its samples, which the label decoding turns into spurious nuclei). Give it patches
+  at <= 0.5 um/px at 64 px (e.g. `histosynth data build --source simulator --size 64 --mpp 0.5`): the decoding
+  watershed's fixed 5x5 marker opening erases most nuclei at 1 um/px and coarser.
 - `paper`: hvcl/CoSyn-ContextCondNucAug, scripts/pannuke/train_base_*.sh and test.py (REFERENCE.md section 1c):
   256 px, 6 classes including background, batch 7, 300k iterations, 1000 training timesteps, epsilon
   ("pred_objectives=noise"), cosine schedule for the image and a shifted cosine for the labels, context dropout
