@@ -26,7 +26,6 @@ import sys
 from pathlib import Path
 
 import numpy as np
-
 from tstr_simulator import build_slides  # perf/ is the script's folder, so its sibling imports directly
 
 SIZE, MPP = 64, 0.5

@@ -52,7 +52,13 @@ from histosynth.generators.cosyn.context import NULL_CONTEXT, context_ids
 from histosynth.generators.cosyn.data import JointArrays, augment_pairs, joint_labels, layout_of, load_joint_arrays
 from histosynth.generators.cosyn.decode import Consistency, consistency_of, decode_nuclei
 from histosynth.generators.cosyn.presets import PRESETS, CoSynModelConfig, CoSynPreset
-from histosynth.generators.cosyn.schedules import GroupedScheduler, add_noise, image_scheduler, label_scheduler, velocity
+from histosynth.generators.cosyn.schedules import (
+    GroupedScheduler,
+    add_noise,
+    image_scheduler,
+    label_scheduler,
+    velocity,
+)
 from histosynth.generators.diffusion.generator import CROP_STREAM, _to_uint8, default_device
 from histosynth.generators.diffusion.presets import (
     TrainConfig,
