@@ -118,24 +118,7 @@ class SPADEResBlock(nn.Module):
         return shortcut + dx
 
 
-class AlignedLoad:
-    """`from_pretrained` that moves every loaded tensor into a fresh allocation.
-
-    diffusers loads safetensors into tensors at unaligned addresses of one buffer; BLAS matrix-vector products
-    (spectral norm's sigma) then sum in another order and differ by ulps, so a loaded model would not give the
-    bits of the one that was saved.
-    """
-
-    @classmethod
-    def from_pretrained(cls, *args, **kwargs):  # type: ignore[no-untyped-def]
-        model = super().from_pretrained(*args, **kwargs)  # type: ignore[misc]
-        with torch.no_grad():
-            for tensor in [*model.parameters(), *model.buffers()]:
-                tensor.data = tensor.data.clone()
-        return model
-
-
-class SpadeGeneratorNet(AlignedLoad, ModelMixin, ConfigMixin):
+class SpadeGeneratorNet(ModelMixin, ConfigMixin):
     """GauGAN's generator from a downsampled map (+ noise); see the module docstring."""
 
     @register_to_config
@@ -178,7 +161,7 @@ class SpadeGeneratorNet(AlignedLoad, ModelMixin, ConfigMixin):
         return torch.tanh(self.conv_img(F.leaky_relu(x, LEAK)))
 
 
-class SpadeDiscriminatorNet(AlignedLoad, ModelMixin, ConfigMixin):
+class SpadeDiscriminatorNet(ModelMixin, ConfigMixin):
     """Multiscale PatchGAN on concat(one-hot map, image); see the module docstring."""
 
     @register_to_config

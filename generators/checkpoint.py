@@ -149,8 +149,21 @@ def load_component(folder: Path, name: str, expected: type | None = None) -> Any
         reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise CheckpointError(f"{part}: cannot load the {name} component ({reason})") from err
     if isinstance(loaded, nn.Module):
+        _own_allocations(loaded)
         load_adapters(loaded, part)
     return loaded
+
+
+def _own_allocations(module: nn.Module) -> None:
+    """Give every loaded tensor its own allocation.
+
+    diffusers loads safetensors into tensors at unaligned offsets of one buffer; BLAS kernels then take other code
+    paths (e.g. a matrix-vector product summing in another order) and a loaded model would differ from the one that
+    was saved by a few ulps (seen with SPADE's spectral norm).
+    """
+    with torch.no_grad():
+        for tensor in [*module.parameters(), *module.buffers()]:
+            tensor.data = tensor.data.clone()
 
 
 class ComponentFolder:
