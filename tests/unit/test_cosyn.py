@@ -212,9 +212,9 @@ def _shuffled(samples: list[Sample], seed: int) -> list[Sample]:
     return out
 
 
+@pytest.mark.slow  # 150 steps of 8 patches: ~170 s of CPU time on the 2-core machine (pytest --durations)
 def test_short_training_learns_to_place_nuclei_at_the_conditioning_centroids(data, held_out):
-    untrained = build_generator("cosyn", "tiny", block_out_channels=(16, 32), num_classes=6)
-    untrained.preset.model.nuclei_schema = "pannuke"
+    untrained = build_generator("cosyn", "tiny", block_out_channels=(16, 32), num_classes=6, nuclei_schema="pannuke")
     before = untrained.sample(held_out, seed=0, steps=10)
     gen = build_generator("cosyn", "tiny", block_out_channels=(16, 32))
     gen.train(data, {"steps": 150, "batch_size": 8, "lr": 2e-3, "ema_decay": None})
