@@ -21,8 +21,13 @@ Per dataset (a folder under --out):
   encoder, as the demo scores them (histosynth.commands.demo.score_with_kid_ci). FD is biased upward at small N;
   KID is unbiased and the statistic to read here.
 
-Run (about 45 min at one thread on the loaded 2-core machine):
-    OMP_NUM_THREADS=1 .venv/bin/python perf/dual_lora_compare.py --out dual_lora_output --figure docs/dual_lora_compare.png
+Run (defaults: 48 steps at batch 16, 48 held-out patches, DDIM 10 steps; measured 58 min of one-thread process time
+on the shared 2-core machine at load 3-9, so the two datasets ran as two processes, 31 min wall, then one call that
+reads their finished stages and writes the joint report and picture):
+    export OMP_NUM_THREADS=1
+    .venv/bin/python perf/dual_lora_compare.py --out dual_lora_output --datasets simulator &
+    .venv/bin/python perf/dual_lora_compare.py --out dual_lora_output --datasets embedded; wait
+    .venv/bin/python perf/dual_lora_compare.py --out dual_lora_output --figure docs/dual_lora_compare.png
 `--quick` runs every stage with tiny settings (a smoke test; numbers meaningless). Rerunning resumes: finished
 datasets, models (and training checkpoints), generated sets and scores are reused; every file is written atomically.
 """
@@ -384,7 +389,7 @@ def run_dataset(dataset: str, args: argparse.Namespace, s: dict[str, Any], stage
                                                    out / "real-train-n", n, args.seed),
     }
     synthesis = {}
-    for k, (name, path) in enumerate(synthetic.items()):
+    for name, path in synthetic.items():
         run = stage(f"{dataset}: FD and KID of {name} vs held-out (effnet-lite0)", score_synthesis_set, heldout, path,
                     out / f"scores-synth-{path.name}.json", s["fd_bootstrap"], args.seed, out / "cache")
         synthesis[name] = {"fd": result(run, "fd"), "kid": result(run, "kid")}
@@ -421,12 +426,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path("dual_lora_output"), help="work and results folder")
     parser.add_argument("--figure", type=Path, help="also copy the example picture here (e.g. docs/dual_lora_compare.png)")
     parser.add_argument("--datasets", default=",".join(DATASETS), help="comma-separated: simulator, embedded (default both)")
-    parser.add_argument("--steps", type=int, help="training steps of every model (default 64)")
+    parser.add_argument("--steps", type=int, help="training steps of every model (default 48)")
     parser.add_argument("--batch", type=int, default=16, help="training batch of every model (default 16)")
     parser.add_argument("--train-slides", type=int, default=4, help="simulator training slides (default 4)")
     parser.add_argument("--test-slides", type=int, default=2, help="held-out simulator slides (default 2)")
     parser.add_argument("--per-slide", type=int, help="simulator training patches per slide (default 64)")
-    parser.add_argument("--n-test", type=int, help="held-out patches completed and N of every synthetic set (default 64)")
+    parser.add_argument("--n-test", type=int, help="held-out patches completed and N of every synthetic set (default 48)")
     parser.add_argument("--sampler", default="ddim", help="sampler of every model (default ddim)")
     parser.add_argument("--sample-steps", type=int, help="sampler steps of every model (default 10)")
     parser.add_argument("--bootstrap", type=int, help="bootstrap resamples of the completion CIs (default 1000)")
@@ -438,7 +443,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="tiny settings end to end (smoke test)")
     args = parser.parse_args(argv)
     quick = QUICK if args.quick else {}
-    s = {"steps": args.steps or quick.get("steps", 64), "n_test": args.n_test or quick.get("n_test", 64),
+    s = {"steps": args.steps or quick.get("steps", 48), "n_test": args.n_test or quick.get("n_test", 48),
          "sample_steps": args.sample_steps or quick.get("sample_steps", 10),
          "per_slide": args.per_slide or quick.get("per_slide", 64),
          "bootstrap": args.bootstrap or quick.get("bootstrap", 1000), "fd_bootstrap": args.fd_bootstrap or quick.get("bootstrap", 200)}
