@@ -11,9 +11,9 @@ Per dataset (a folder under --out):
 - completion: dual-lora's completion adapter and harp-inpaint fill the same held-out masks (standard set v1, mask j
   for held-out patch j) of the held-out real patches; a mean-fill row (the hole painted with the known pixels' mean
   colour) is the floor. `histosynth bench complete`'s scorer gives PSNR and SSIM inside the mask with percentile
-  bootstrap 95 % CIs, and the paired difference dual-lora minus harp-inpaint has its own bootstrap CI. Masked LPIPS
-  needs the torchvision AlexNet/VGG backbone weights, which do not exist offline: given `--lpips-backbone PATH` it
-  runs in the three modes, otherwise the table says "not run (weights)";
+  bootstrap 95 % CIs; the paired differences dual-lora minus harp-inpaint and each minus mean-fill have their own
+  bootstrap CIs. Masked LPIPS needs the torchvision AlexNet/VGG backbone weights, which do not exist offline: given
+  `--lpips-backbone PATH` it runs in the three modes, otherwise the table says "not run (weights)";
 - synthesis: dual-lora's synthesis adapter on the held-out nuclei layouts, HTD on the held-out tissue maps with its
   crop channels zeroed (the crops would paste held-out pixels) and HTD on the training maps with crops (as `histosynth
   demo` runs it), and real training patches (the reference), each N = --n-test, against the held-out real patches:
@@ -48,6 +48,7 @@ import numpy as np
 
 DATASETS = ("simulator", "embedded")
 COMPLETERS = ("dual-lora", "harp-inpaint")
+PAIRS = (("dual-lora", "harp-inpaint"), ("dual-lora", "mean-fill"), ("harp-inpaint", "mean-fill"))  # paired a - b
 TRAIN_SLIDE_SEED, TEST_SLIDE_SEED = 0, 100
 SIM_MPP = 2.0  # 64 px = 128 um, as perf/tstr_simulator.py
 EMBEDDED_MPP, EMBEDDED_REGION = 0.5, 512  # 64 px tiles of 32 um; regions of 512 level-0 px = 8 x 8 tiles
@@ -371,8 +372,8 @@ def run_dataset(dataset: str, args: argparse.Namespace, s: dict[str, Any], stage
         changed = run.settings["rows_with_changed_known_pixels"]
         if changed:
             print(f"  warning: {name} changed known pixels in {changed} rows", flush=True)
-    difference = {m: paired_difference(runs, m, "dual-lora", "harp-inpaint", s["bootstrap"], args.seed)
-                  for m in ("psnr-masked", "ssim-masked", *lpips_metrics)}
+    difference = {f"{a} - {b}": {m: paired_difference(runs, m, a, b, s["bootstrap"], args.seed)
+                                 for m in ("psnr-masked", "ssim-masked", *lpips_metrics)} for a, b in PAIRS}
 
     synthetic = {
         "dual-lora synthesis (held-out nuclei layouts)": stage(
@@ -397,7 +398,7 @@ def run_dataset(dataset: str, args: argparse.Namespace, s: dict[str, Any], stage
                     "dual-lora": completed["dual-lora"], "synth-dual-lora": out / "synth-dual-lora",
                     "synth-htd": out / "synth-htd"}
     return {"n_train": n_train, "n_heldout": n, "models": models, "sampling": sampling, "completion": completion,
-            "difference_dual_minus_harp": difference, "synthesis": synthesis, "figure_paths": figure_paths,
+            "paired_differences": difference, "synthesis": synthesis, "figure_paths": figure_paths,
             "masks": runs["dual-lora"].settings["masks"], "lpips": bool(lpips_metrics)}
 
 
@@ -411,13 +412,12 @@ def dataset_report(dataset: str, r: dict[str, Any], args: argparse.Namespace) ->
                             f"final loss {v['final_loss']}"
                             + (f" (resumed from step {v['resumed_from_step']}: time of the resumed part)" if v['resumed_from_step'] else "") + (f", per-task loss means {v['loss_means']}" if name == "dual-lora" else "")
                             for name, v in m.items())
-    diff = r["difference_dual_minus_harp"]
-    diff_lines = "\n".join(f"- {metric}: {cell(d, 4)}" + (f" ({d['relative'] * 100:+.1f} % of harp-inpaint's mean)"
-                                                          if d and d.get("relative") is not None else "")
-                           for metric, d in diff.items())
+    diff_lines = "\n".join(f"- {pair}, {metric}: {cell(d, 4)}" + (f" ({d['relative'] * 100:+.1f} % of {pair.split(' - ')[1]}'s mean)"
+                                                                  if d and d.get("relative") is not None else "")
+                           for pair, by_metric in r["paired_differences"].items() for metric, d in by_metric.items())
     return (f"### {dataset} ({split})\n\n{r['n_train']} training patches, {r['n_heldout']} held-out patches.\n\n"
             f"Training (1 torch thread):\n{train_lines}\n\n" + completion_table(r["completion"], r["lpips"])
-            + f"\nPaired difference dual-lora minus harp-inpaint (mean over the {r['n_heldout']} held-out patches, "
+            + f"\nPaired differences (mean over the {r['n_heldout']} held-out patches, "
             f"bootstrap 95% CI):\n{diff_lines}\n\n" + synthesis_table(r["synthesis"]) + "\n")
 
 
