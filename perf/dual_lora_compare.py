@@ -22,7 +22,7 @@ Per dataset (a folder under --out):
   KID is unbiased and the statistic to read here.
 
 Run (defaults: 48 steps at batch 16, 48 held-out patches, DDIM 10 steps; measured 58 min of one-thread process time
-on the shared 2-core machine at load 3-9, so the two datasets ran as two processes, 31 min wall, then one call that
+on the shared 2-core machine at load 3-9, so the two datasets ran as two processes, 30 min wall, then one call that
 reads their finished stages and writes the joint report and picture):
     export OMP_NUM_THREADS=1
     .venv/bin/python perf/dual_lora_compare.py --out dual_lora_output --datasets simulator &
