@@ -248,7 +248,7 @@ def test_cli_trains_and_generates_rows_that_round_trip_through_load_dataset(data
         assert row.equals(same)  # the dataset holds exactly what the model makes for that seed
 
 
-@pytest.mark.slow
+@pytest.mark.slow  # ~160 s of CPU time on the 2-core machine (a 256 px UNet of widths 128-512, one step + 2 sampler steps)
 def test_paper_preset_builds_at_cosyn_sizes_trains_a_step_and_samples_at_batch_one():
     patches = list(build_source("simulator", n=2, size=256, seed=0, mpp=MPP))
     gen = build_generator("cosyn", "paper")
