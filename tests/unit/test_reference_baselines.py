@@ -16,7 +16,7 @@ from histosynth.benchmark.memorization import memorization_ratios
 from histosynth.benchmark.results import BenchmarkRun
 from histosynth.data_cards.card import CardInfo
 from histosynth.disk import iter_samples, write_dataset
-from histosynth.generators import build_generator, load_generator
+from histosynth.generators import load_generator
 from histosynth.schema import Sample
 from histosynth.sources import build_source
 
