@@ -145,6 +145,7 @@ def render_card(
         total=total,
         tables=tables,
         measured_scores=[s for s in info.benchmark if s.measured],
+        reported_scores=[s for s in info.benchmark if not s.measured],
         histosynth_version=histosynth_version(),
         default_intended_use=INTENDED_USE[info.synthetic],
         default_limitations=LIMITATIONS[info.synthetic],

@@ -21,7 +21,7 @@ from histosynth.registry import Registry
 CARDS_DIR = Path(__file__).parent / "cards"
 STATUSES = ("planned", "released")
 _CARD_FIELDS = {f.name for f in fields(CardInfo)} - {"version", "repo"}
-_SPEC_FIELDS = {"name", "repo", "summary", "tissue_schema", "nuclei_schema", "versions", "card"}
+_SPEC_FIELDS = {"name", "repo", "summary", "tissue_schema", "nuclei_schema", "versions", "card", "recipe"}
 
 
 class SpecError(InputError):
@@ -145,7 +145,10 @@ def load_spec(path: Path | str) -> DatasetSpec:
     problems = info.licence_problems()
     if problems:
         raise _fail(path, problems[0])
-    if f"--repo {spec.repo}" not in info.command or "histosynth publish" not in info.command:
+    if raw.get("recipe"):  # the release is the recipe (histosynth recipe run THIS_FILE ...), which names the repo
+        if "histosynth recipe run" not in info.command:
+            raise _fail(path, "card.command must show the `histosynth recipe run` that releases it")
+    elif f"--repo {spec.repo}" not in info.command or "histosynth publish" not in info.command:
         raise _fail(path, f"card.command must end with the `histosynth publish ... --repo {spec.repo}` that releases it")
     return spec
 

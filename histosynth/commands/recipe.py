@@ -1,0 +1,123 @@
+"""`histosynth recipe plan|run|status RECIPE`: a release or a paper table as one cached, resumable command.
+
+The recipe machinery lives in histosynth.leaderboard.recipes; the source and pseudolabel steps call the functions
+of `histosynth data build` / `data pseudolabel`, which live here in the CLI layer, so this module supplies them.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from histosynth.errors import InputError
+
+if TYPE_CHECKING:
+    from histosynth.leaderboard.recipes.spec import Step, StepContext
+
+DEFAULT_RUNS = Path("runs")
+
+
+def run_source(step: "Step", ctx: "StepContext") -> dict[str, Any]:
+    """Read a registered source (reader + options) into a dataset folder, as `histosynth data build` does."""
+    from histosynth.commands.data import SOURCE_OPTIONS, build_dataset
+
+    options = dict(step.fields.get("options") or {})
+    unknown = sorted(set(options) - set(SOURCE_OPTIONS))
+    if unknown:
+        raise InputError(f"step {step.name!r} (source) field 'options': unknown option {unknown[0]!r} "
+                         f"(options: {', '.join(SOURCE_OPTIONS)})")
+    built = build_dataset(step.fields["reader"], ctx.run / step.fields["out"], options, pseudolabel=False)
+    return {"samples": {s: int(n) for s, n in built.summary.split_sizes.items()}}
+
+
+def run_pseudolabel(step: "Step", ctx: "StepContext") -> dict[str, Any]:
+    """Pseudo-label a dataset folder, as `histosynth data pseudolabel` does; options are PseudolabelConfig fields."""
+    from histosynth.commands.data import pseudolabel_encoder
+    from histosynth.labels.pipeline import PseudolabelConfig, pseudolabel_dataset
+
+    options = dict(step.fields.get("options") or {})
+    if "ks" in options:
+        options["ks"] = tuple(options["ks"])
+    try:
+        config = PseudolabelConfig(**options)
+    except TypeError as err:
+        raise InputError(f"step {step.name!r} (pseudolabel) field 'options': {err}") from None
+    _, summary, _ = pseudolabel_dataset(ctx.run / step.fields["data"], ctx.run / step.fields["out"], config,
+                                        ctx.run / ".recipe" / "embeddings", encoder=pseudolabel_encoder(config.encoder),
+                                        progress=False)
+    return {"samples": {s: int(n) for s, n in summary.split_sizes.items()}}
+
+
+def handlers() -> dict[str, Any]:
+    """Step kind -> function: the CLI-layer ones here plus histosynth.leaderboard.recipes.steps."""
+    from histosynth.leaderboard.recipes import steps
+
+    return {"source": run_source, "pseudolabel": run_pseudolabel, "sample": steps.run_sample, "split": steps.run_split,
+            "train": steps.run_train, "generate": steps.run_generate, "score": steps.run_score, "card": steps.run_card,
+            "publish": steps.run_publish}
+
+
+def _load(args: argparse.Namespace, require_inputs: bool):
+    from histosynth.leaderboard.recipes.spec import load_recipe, parse_inputs
+
+    recipe = load_recipe(args.recipe, args.scale, parse_inputs(args.input), require_inputs=require_inputs)
+    run_dir = args.run_dir or DEFAULT_RUNS / f"{recipe.name}-{recipe.scale}"
+    return recipe, run_dir
+
+
+def run_plan(args: argparse.Namespace) -> int:
+    from histosynth.leaderboard.recipes.runner import plan
+
+    recipe, run_dir = _load(args, require_inputs=False)
+    print(f"recipe {recipe.name} ({recipe.path}), scale {recipe.scale}, sha256 {recipe.text_hash[:12]}; run folder {run_dir}")
+    for index, item in enumerate(plan(recipe, run_dir, hash_inputs=False), start=1):
+        outputs = ", ".join(item.step.writes()) or "-"
+        print(f"  {index}. {item.step.name} ({item.step.kind}) -> {outputs}: {item.action}")
+    return 0
+
+
+def run_status(args: argparse.Namespace) -> int:
+    from histosynth.leaderboard.recipes.runner import load_state, plan
+
+    recipe, run_dir = _load(args, require_inputs=False)
+    state = load_state(run_dir)["steps"]
+    words = {"cached": "done", "resume": "interrupted (a run resumes it)", "rerun": "stale (options, inputs or code "
+             "changed upstream)", "run": "not run"}
+    print(f"recipe {recipe.name}, scale {recipe.scale}, run folder {run_dir}")
+    hashed = all(p.exists() for p in recipe.inputs.values())
+    for item in plan(recipe, run_dir, hash_inputs=hashed):
+        seconds = (state.get(item.step.name) or {}).get("seconds")
+        print(f"  {item.step.name}: {words[item.action]}" + (f" ({seconds} s)" if seconds is not None and item.action == "cached" else ""))
+    return 0
+
+
+def run_run(args: argparse.Namespace) -> int:
+    from histosynth.leaderboard.recipes.runner import run_recipe
+
+    recipe, run_dir = _load(args, require_inputs=True)
+    run_recipe(recipe, run_dir, handlers(), until=args.until, log=lambda line: print(line, flush=True))
+    print(f"report: {run_dir / 'report.md'}")
+    return 0
+
+
+def register(verbs: argparse._SubParsersAction) -> None:
+    recipe = verbs.add_parser("recipe", help="plan, run or check a release / paper-table recipe",
+                              description="Run a recipe (recipes/*.yaml, or a card of data_cards/cards that points to one): "
+                              "source, pseudolabel, sample, split, train, generate, score, card and publish steps, each "
+                              "cached by a content key in the run folder, so a rerun skips finished steps and a crash "
+                              "resumes at the step that died.")
+    actions = recipe.add_subparsers(dest="action", metavar="<action>", required=True)
+    for name, handler, text in (("plan", run_plan, "list the steps and what a run would do with each"),
+                                ("run", run_run, "run the steps that are not done; write report.md and report.json"),
+                                ("status", run_status, "show which steps are done, stale, interrupted or not run")):
+        parser = actions.add_parser(name, help=text, description=text)
+        parser.add_argument("recipe", type=Path, metavar="RECIPE", help="recipe YAML (or a dataset card with `recipe:`)")
+        parser.add_argument("--scale", choices=("tiny", "demo", "full"), default="tiny",
+                            help="sizes and presets: tiny (tests, seconds on a CPU), demo (minutes), full (a GPU release)")
+        parser.add_argument("--input", action="append", default=[], metavar="NAME=PATH",
+                            help="bind a named input of the recipe (repeat for each)")
+        parser.add_argument("--run-dir", type=Path, help="run folder (default runs/<recipe>-<scale>)")
+        if name == "run":
+            parser.add_argument("--until", metavar="STEP", help="stop after this step")
+        parser.set_defaults(handler=handler)

@@ -1,0 +1,188 @@
+"""Plan, run and report a recipe in a run folder, skipping every step whose content key is unchanged.
+
+A step's key hashes its kind and resolved fields (bound inputs replaced by their names), the content hashes of the
+inputs it reads, the keys of the steps that wrote what it reads, and the code version; so a change anywhere
+upstream reruns everything downstream. The run folder's `.recipe/state.json` records each step as `started`
+(with its key) before it runs and `done` (with its summary) after: a rerun skips done steps, and a step that
+died restarts, or resumes inside itself (train continues its newest checkpoint, generate its finished chunks)
+when its key is the same. The final report (report.json, report.md) lists every step's summary.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import time
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Callable
+
+from histosynth.atomic import write_text_atomic
+from histosynth.leaderboard.recipes.spec import Recipe, RecipeError, Step, StepContext, canonical
+
+Handler = Callable[[Step, StepContext], dict[str, Any]]
+STATE = Path(".recipe") / "state.json"
+INPUT_HASHES = Path(".recipe") / "inputs.json"
+_CHUNK = 8 * 2**20
+
+
+@dataclass
+class Planned:
+    """A step with its content key and what a run would do with it: cached, run, resume or rerun."""
+
+    step: Step
+    key: str
+    action: str
+    summary: dict[str, Any] | None = None
+
+
+def code_version() -> str:
+    """The installed histosynth version (part of every step key)."""
+    try:
+        return metadata.version("histosynth")
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def _file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def input_hash(path: Path, run_dir: Path | None = None) -> str:
+    """Content hash of an input file or folder (relative path + sha256 of each file); each file's hash is kept in
+    the run folder by (size, mtime) so a rerun does not read large slides again."""
+    memo_path = run_dir / INPUT_HASHES if run_dir is not None else None
+    memo = json.loads(memo_path.read_text()) if memo_path is not None and memo_path.is_file() else {}
+    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+    digest = hashlib.sha256()
+    for file in files:
+        stat = file.stat()
+        entry = memo.get(str(file))
+        if not entry or entry["size"] != stat.st_size or entry["mtime_ns"] != stat.st_mtime_ns:
+            entry = {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "sha256": _file_sha256(file)}
+            memo[str(file)] = entry
+        name = file.name if file == path else str(file.relative_to(path))
+        digest.update(f"{name}\0{entry['sha256']}\n".encode())
+    if memo_path is not None:
+        memo_path.parent.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(memo_path, json.dumps(memo, indent=1))
+    return digest.hexdigest()
+
+
+def load_state(run_dir: Path) -> dict[str, Any]:
+    """The run folder's step records ({} when nothing ran yet)."""
+    path = run_dir / STATE
+    return json.loads(path.read_text()) if path.is_file() else {"steps": {}}
+
+
+def _save_state(run_dir: Path, state: dict[str, Any]) -> None:
+    (run_dir / STATE).parent.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(run_dir / STATE, json.dumps(state, indent=1, sort_keys=True))
+
+
+def step_keys(recipe: Recipe, run_dir: Path | None = None, hash_inputs: bool = True) -> dict[str, str]:
+    """Each step's content key (see the module docstring). Without `hash_inputs`, inputs count by name only."""
+    writer: dict[str, str] = {}
+    keys: dict[str, str] = {}
+    hashes: dict[str, str] = {}
+    for step in recipe.steps:
+        text = canonical(step.fields)
+        used = {}
+        for name, path in recipe.inputs.items():
+            if str(path) in text:
+                text = text.replace(str(path), f"<input:{name}>")
+                if name not in hashes:
+                    hashes[name] = input_hash(path, run_dir) if hash_inputs and path.exists() else f"<{name}>"
+                used[name] = hashes[name]
+        upstream = {p: keys[writer[p]] for p in step.reads()}
+        payload = canonical({"kind": step.kind, "fields": text, "inputs": used, "upstream": upstream,
+                             "code": code_version()})
+        keys[step.name] = hashlib.sha256(payload.encode()).hexdigest()
+        for path in step.writes():
+            writer[path] = step.name
+    return keys
+
+
+def plan(recipe: Recipe, run_dir: Path, hash_inputs: bool = True) -> list[Planned]:
+    """What `run` would do with each step in `run_dir` now."""
+    state = load_state(run_dir)["steps"]
+    planned = []
+    for step, (name, key) in zip(recipe.steps, step_keys(recipe, run_dir, hash_inputs).items(), strict=True):
+        record = state.get(name)
+        outputs_there = all((run_dir / p).exists() for p in step.writes())
+        if record and record["key"] == key and record["status"] == "done" and outputs_there:
+            action = "cached"
+        elif record and record["key"] == key and record["status"] == "started":
+            action = "resume"
+        elif record:
+            action = "rerun"
+        else:
+            action = "run"
+        planned.append(Planned(step, key, action, record.get("summary") if record else None))
+    return planned
+
+
+def run_recipe(recipe: Recipe, run_dir: Path, handlers: dict[str, Handler], until: str | None = None,
+               log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Run the recipe's steps in `run_dir` (up to and including `until`), skipping cached ones; returns the report."""
+    if until is not None:
+        recipe.step(until)  # unknown names fail before anything runs
+    run_dir.mkdir(parents=True, exist_ok=True)
+    state = load_state(run_dir)
+    state.update({"recipe": recipe.name, "recipe_hash": recipe.text_hash, "scale": recipe.scale})
+    planned = plan(recipe, run_dir)
+    total = len(planned)
+    for index, item in enumerate(planned, start=1):
+        step = item.step
+        where = f"[{index}/{total}] {step.name} ({step.kind})"
+        if item.action == "cached":
+            log(f"{where}: cached ({item.key[:12]})")
+        else:
+            if item.action == "rerun":
+                for path in step.writes():
+                    shutil.rmtree(run_dir / path, ignore_errors=True)
+            log(f"{where}: {'resuming' if item.action == 'resume' else 'running'} ({item.key[:12]})")
+            state["steps"][step.name] = {"key": item.key, "status": "started"}
+            _save_state(run_dir, state)
+            start = time.perf_counter()
+            handler = handlers.get(step.kind)
+            if handler is None:
+                raise RecipeError(f"{recipe.path}: no handler for step kind {step.kind!r}")
+            summary = handler(step, StepContext(run_dir, recipe, log, resume=item.action == "resume"))
+            seconds = round(time.perf_counter() - start, 2)
+            state["steps"][step.name] = {"key": item.key, "status": "done", "summary": summary, "seconds": seconds}
+            _save_state(run_dir, state)
+            log(f"{where}: done in {seconds:.1f} s: {_short(summary)}")
+        if step.name == until:
+            break
+    return write_report(recipe, run_dir, state)
+
+
+def _short(summary: dict[str, Any]) -> str:
+    return ", ".join(f"{k} {v}" for k, v in summary.items() if not isinstance(v, list))[:200]
+
+
+def write_report(recipe: Recipe, run_dir: Path, state: dict[str, Any]) -> dict[str, Any]:
+    """report.json and report.md of the run so far: the recipe hash, scale and every finished step's summary."""
+    steps = {s.name: state["steps"].get(s.name) for s in recipe.steps}
+    report = {"recipe": recipe.name, "path": str(recipe.path), "recipe_hash": recipe.text_hash, "scale": recipe.scale,
+              "code_version": code_version(), "steps": steps}
+    lines = [f"# Recipe {recipe.name} (scale {recipe.scale})", "", f"recipe sha256 `{recipe.text_hash}`, histosynth "
+             f"{code_version()}", "", "| step | kind | status | seconds | summary |", "|---|---|---|---|---|"]
+    for step in recipe.steps:
+        record = steps[step.name] or {}
+        lines.append(f"| {step.name} | {step.kind} | {record.get('status', 'not run')} | {record.get('seconds', '')} | "
+                     f"{_short(record.get('summary') or {})} |")
+    for step in recipe.steps:
+        record = steps[step.name] or {}
+        if step.kind == "card" and record.get("status") == "done":
+            lines += ["", f"Release card: `{run_dir / step.fields['out'] / 'README.md'}`"]
+    write_text_atomic(run_dir / "report.json", json.dumps(report, indent=1, default=str))
+    write_text_atomic(run_dir / "report.md", "\n".join(lines) + "\n")
+    return report

@@ -1,0 +1,273 @@
+"""Recipe files: structured YAML, validated on load, with `${var}` values resolved for one scale.
+
+A recipe names its inputs (bound at run time with `--input NAME=PATH`), per-scale variables (`tiny`, `demo`,
+`full`) and an ordered list of steps. Each step is a mapping with `step: KIND` (source, pseudolabel, sample,
+split, train, generate, score, card, publish), an optional unique `name` (default: the kind) and that kind's
+fields. Values may use `${var}` (a scale variable) and `${input:NAME}` (a bound input); path fields are relative
+to the run folder. A card file of data_cards/cards may point to its recipe with `recipe: PATH`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import yaml
+
+from histosynth.errors import InputError
+
+FORMAT = 1
+SCALES = ("tiny", "demo", "full")
+_REF = re.compile(r"\$\{([^}]*)\}")
+_TOP_FIELDS = {"recipe", "format", "description", "card", "inputs", "scales", "steps"}
+
+
+@dataclass(frozen=True)
+class Kind:
+    """What one step kind takes: required and optional fields, and which fields are run-folder paths it reads
+    (`reads`, each the output of an earlier step) or writes (`writes`)."""
+
+    required: tuple[str, ...]
+    optional: tuple[str, ...] = ()
+    reads: tuple[str, ...] = ()
+    writes: tuple[str, ...] = ("out",)
+
+
+KINDS: dict[str, Kind] = {
+    "source": Kind(("reader", "out"), ("options",)),
+    "pseudolabel": Kind(("data", "out"), ("options",), reads=("data",)),
+    "sample": Kind(("data", "out"), ("min_frac", "max_frac", "min_tissue", "by_entropy", "seed"), reads=("data",)),
+    "split": Kind(("data", "train", "test"), ("by", "test_fraction", "seed", "region_size"), reads=("data",),
+                  writes=("train", "test")),
+    "train": Kind(("generator", "preset", "data", "out"), ("overrides", "weights"), reads=("data",)),
+    "generate": Kind(("checkpoint", "conditions", "n", "out"), ("seed", "sampler", "steps", "chunk_size", "batch_size"),
+                     reads=("checkpoint", "conditions")),
+    "score": Kind(("data", "train", "test", "out"), ("variant", "conditions"), reads=("data", "train", "test", "conditions")),
+    "card": Kind(("data", "scores", "checkpoint", "out"), ("version",), reads=("data", "scores", "checkpoint")),
+    "publish": Kind(("data", "scores", "repo", "version"), (), reads=("data", "scores"), writes=()),
+}
+
+
+class RecipeError(InputError):
+    """A recipe is malformed or cannot be bound; the message names the file, the step and the field."""
+
+
+@dataclass
+class Step:
+    """One resolved step: its name, kind and fields (with `${...}` substituted)."""
+
+    name: str
+    kind: str
+    fields: dict[str, Any]
+
+    def reads(self) -> list[str]:
+        """Run-folder paths this step reads."""
+        return [self.fields[f] for f in KINDS[self.kind].reads if self.fields.get(f) is not None]
+
+    def writes(self) -> list[str]:
+        """Run-folder paths this step writes."""
+        return [self.fields[f] for f in KINDS[self.kind].writes]
+
+
+@dataclass
+class Recipe:
+    """A recipe resolved for one scale and one set of inputs."""
+
+    name: str
+    path: Path
+    scale: str
+    card: str | None
+    steps: list[Step]
+    inputs: dict[str, Path]
+    text_hash: str  # sha256 of the recipe file (and of the card file that points to it)
+    description: str = ""
+    variables: dict[str, Any] = field(default_factory=dict)
+
+    def step(self, name: str) -> Step:
+        """The step called `name`; unknown names list the known ones."""
+        for step in self.steps:
+            if step.name == name:
+                return step
+        raise RecipeError(f"{self.path}: no step {name!r} (steps: {', '.join(s.name for s in self.steps)})")
+
+
+@dataclass
+class StepContext:
+    """What a step function gets besides its step: the run folder, the recipe, a log, and whether to resume
+    (the same step started before with the same content key and did not finish)."""
+
+    run: Path
+    recipe: Recipe
+    log: Callable[[str], None] = print
+    resume: bool = False
+
+
+def _fail(path: Path, where: str, problem: str) -> RecipeError:
+    return RecipeError(f"{path}: {where}: {problem}")
+
+
+def _read_yaml(path: Path) -> dict:
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as err:
+        raise RecipeError(f"{path}: cannot read the recipe ({err.strerror})") from None
+    except yaml.YAMLError as err:
+        raise RecipeError(f"{path}: invalid YAML ({str(err).splitlines()[0]})") from None
+    if not isinstance(raw, dict):
+        raise RecipeError(f"{path}: a recipe must be a YAML mapping")
+    return raw
+
+
+def _substitute(value: Any, variables: dict[str, Any], inputs: dict[str, Path], where: str, path: Path) -> Any:
+    """`value` with every `${var}` / `${input:NAME}` replaced; a whole-string reference keeps the variable's type."""
+    if isinstance(value, dict):
+        return {k: _substitute(v, variables, inputs, f"{where}.{k}", path) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_substitute(v, variables, inputs, f"{where}[{i}]", path) for i, v in enumerate(value)]
+    if not isinstance(value, str):
+        return value
+
+    def lookup(ref: str) -> Any:
+        if ref.startswith("input:"):
+            name = ref[len("input:"):]
+            if name not in inputs:
+                raise _fail(path, where, f"input {name!r} is not bound: pass --input {name}=PATH")
+            return str(inputs[name])
+        if ref not in variables:
+            raise _fail(path, where, f"unknown variable ${{{ref}}} (this scale defines: {', '.join(sorted(variables))})")
+        return variables[ref]
+
+    whole = _REF.fullmatch(value)
+    if whole:  # a scale variable may itself hold `${input:NAME}` (e.g. weights only the full scale needs)
+        found = lookup(whole.group(1))
+        return found if whole.group(1).startswith("input:") else _substitute(found, {}, inputs, where, path)
+    return _REF.sub(lambda m: str(lookup(m.group(1))), value)
+
+
+def recipe_file(path: Path | str) -> tuple[Path, Path | None]:
+    """(recipe file, card file or None): a card of data_cards/cards that says `recipe: PATH` points to its recipe."""
+    path = Path(path)
+    raw = _read_yaml(path)
+    if "steps" not in raw and isinstance(raw.get("recipe"), str) and "card" in raw:
+        target = (path.parent / raw["recipe"]).resolve()
+        if not target.is_file():
+            raise RecipeError(f"{path}: `recipe: {raw['recipe']}` does not name a file (looked for {target})")
+        return target, path
+    return path, None
+
+
+def parse_inputs(pairs: list[str]) -> dict[str, Path]:
+    """`["camelyon16=/data/c16", ...]` -> {name: path}; a malformed pair is a one-line error."""
+    bound: dict[str, Path] = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep or not name or not value:
+            raise RecipeError(f"--input {pair!r}: expected NAME=PATH")
+        bound[name.strip()] = Path(value).expanduser().resolve()
+    return bound
+
+
+def load_recipe(path: Path | str, scale: str = "tiny", inputs: dict[str, Path] | None = None,
+                require_inputs: bool = True) -> Recipe:
+    """Read, validate and resolve a recipe (or a card pointing to one) for `scale` with `inputs` bound.
+
+    With `require_inputs=False` (plan, status) unbound inputs resolve to a `<NAME>` placeholder."""
+    recipe_path, card_path = recipe_file(path)
+    raw = _read_yaml(recipe_path)
+    digest = hashlib.sha256(recipe_path.read_bytes())
+    if card_path is not None:
+        digest.update(card_path.read_bytes())
+    extra = sorted(set(raw) - _TOP_FIELDS)
+    if extra:
+        raise _fail(recipe_path, "top level", f"unknown fields {extra} (known: {sorted(_TOP_FIELDS)})")
+    if raw.get("format") != FORMAT:
+        raise _fail(recipe_path, "format", f"must be {FORMAT}, got {raw.get('format')!r}")
+    name = raw.get("recipe")
+    if not isinstance(name, str) or not name:
+        raise _fail(recipe_path, "recipe", "must name the recipe")
+    if scale not in SCALES:
+        raise RecipeError(f"--scale {scale!r}: choose from {', '.join(SCALES)}")
+    scales = raw.get("scales") or {}
+    if not isinstance(scales, dict) or sorted(scales) != sorted(SCALES):
+        raise _fail(recipe_path, "scales", f"must define exactly {', '.join(SCALES)}, got {sorted(scales) if isinstance(scales, dict) else scales!r}")
+    variables = scales[scale] or {}
+    if not isinstance(variables, dict):
+        raise _fail(recipe_path, f"scales.{scale}", "must map variable names to values")
+    declared = raw.get("inputs") or {}
+    if not isinstance(declared, dict):
+        raise _fail(recipe_path, "inputs", "must map input names to {help, scales}")
+    inputs = dict(inputs or {})
+    unknown = sorted(set(inputs) - set(declared))
+    if unknown:
+        raise RecipeError(f"{recipe_path}: --input {unknown[0]}: the recipe has no input {unknown[0]!r} "
+                          f"(inputs: {', '.join(declared) or 'none'})")
+    for input_name, spec in declared.items():
+        needed = (spec or {}).get("scales", list(SCALES)) if isinstance(spec, dict) else list(SCALES)
+        if input_name not in inputs:
+            if require_inputs and scale in needed:
+                help_text = (spec or {}).get("help", "") if isinstance(spec, dict) else ""
+                raise RecipeError(f"{recipe_path}: input {input_name!r} is needed at scale {scale}: pass "
+                                  f"--input {input_name}=PATH" + (f" ({help_text})" if help_text else ""))
+            inputs[input_name] = Path(f"<{input_name}>")
+        elif not inputs[input_name].exists():
+            raise RecipeError(f"{recipe_path}: --input {input_name}={inputs[input_name]}: no such file or folder")
+    steps_raw = raw.get("steps")
+    if not isinstance(steps_raw, list) or not steps_raw:
+        raise _fail(recipe_path, "steps", "must be a non-empty list of steps")
+    steps: list[Step] = []
+    written: dict[str, str] = {}
+    for index, entry in enumerate(steps_raw):
+        steps.append(_step(recipe_path, index, entry, variables, inputs, written, {s.name for s in steps}))
+    card = raw.get("card")
+    if card_path is not None:
+        card = card_path.stem
+    return Recipe(name, recipe_path, scale, card, steps, inputs, digest.hexdigest(), raw.get("description", ""),
+                  dict(variables))
+
+
+def _step(path: Path, index: int, entry: Any, variables: dict, inputs: dict, written: dict[str, str],
+          names: set[str]) -> Step:
+    if not isinstance(entry, dict):
+        raise _fail(path, f"steps[{index}]", "must be a mapping with `step: KIND`")
+    kind = entry.get("step")
+    step_name = entry.get("name", kind)
+    where = f"step {step_name!r}" if step_name else f"steps[{index}]"
+    if kind not in KINDS:
+        raise _fail(path, f"{where} field 'step'", f"unknown kind {kind!r} (kinds: {', '.join(KINDS)})")
+    if step_name in names:
+        raise _fail(path, where, "a step of this name comes earlier; give one a distinct `name`")
+    spec = KINDS[kind]
+    given = {k: v for k, v in entry.items() if k not in ("step", "name")}
+    for key in spec.required:
+        if given.get(key) is None:
+            raise _fail(path, f"{where} ({kind}) field {key!r}", "is required")
+    extra = sorted(set(given) - set(spec.required) - set(spec.optional))
+    if extra:
+        raise _fail(path, f"{where} ({kind}) field {extra[0]!r}",
+                    f"unknown field (a {kind} step takes {', '.join(spec.required + spec.optional)})")
+    fields = {k: _substitute(v, variables, inputs, f"{where} ({kind}) field {k!r}", path) for k, v in given.items()}
+    for key in spec.reads + spec.writes:
+        value = fields.get(key)
+        if value is None:
+            continue
+        if not isinstance(value, str) or Path(value).is_absolute() or ".." in Path(value).parts:
+            raise _fail(path, f"{where} ({kind}) field {key!r}", f"must be a path inside the run folder, got {value!r}")
+    for key in spec.reads:
+        value = fields.get(key)
+        if value is not None and value not in written:
+            raise _fail(path, f"{where} ({kind}) field {key!r}",
+                        f"{value!r} is not written by an earlier step (written: {', '.join(written) or 'nothing yet'})")
+    for key in spec.writes:
+        if fields[key] in written:
+            raise _fail(path, f"{where} ({kind}) field {key!r}", f"{fields[key]!r} is already written by step {written[fields[key]]!r}")
+        written[fields[key]] = step_name
+    return Step(step_name, kind, fields)
+
+
+def canonical(value: Any) -> str:
+    """A stable JSON text of options (sorted keys) for content keys."""
+    return json.dumps(value, sort_keys=True, default=str, separators=(",", ":"))

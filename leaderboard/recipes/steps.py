@@ -1,0 +1,137 @@
+"""One function per recipe step kind. Each reads and writes folders under the run folder and calls the functions
+the CLI verbs call (data sample, train, generate, the suite, the card renderer, hub.publish). The source and
+pseudolabel steps call `data build` / `data pseudolabel`'s functions, which live in the CLI layer: the CLI passes
+them in (histosynth.commands.recipe.STEPS), since this layer may not import it.
+Each returns a small JSON-able summary that the runner stores and the final report shows."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any
+
+from histosynth.errors import InputError
+from histosynth.leaderboard.recipes.release import check_release_scores, release_card
+from histosynth.leaderboard.recipes.spec import Step, StepContext
+
+
+def _counts(summary: Any) -> dict[str, int]:
+    return {split: int(n) for split, n in summary.split_sizes.items()}
+
+
+def run_sample(step: Step, ctx: StepContext) -> dict[str, Any]:
+    """Keep the heterogeneous patches (`histosynth data sample`)."""
+    from histosynth.labels.sampling import sample_dataset
+
+    keys = ("min_frac", "max_frac", "min_tissue", "by_entropy", "seed")
+    result = sample_dataset(ctx.run / step.fields["data"], ctx.run / step.fields["out"], progress=False,
+                            **{k: step.fields[k] for k in keys if k in step.fields})
+    if not sum(result.summary.split_sizes.values()):
+        raise InputError(f"step {step.name!r} (sample): no patch of {step.fields['data']} passes the rule")
+    return {"samples": _counts(result.summary)}
+
+
+def run_split(step: Step, ctx: StepContext) -> dict[str, Any]:
+    """Split by slide (or region) into two dataset folders, `train` and `test`, each with one `train` split (what
+    training, generation and the suite read); no slide is in both."""
+    from histosynth.disk import iter_samples, read_metadata, write_dataset
+    from histosynth.labels.pipeline import derived_card
+    from histosynth.splits import DEFAULT_REGION_SIZE, SplitSpec, choose_test_groups, group_keys
+
+    spec = SplitSpec(step.fields.get("by", "slide"), float(step.fields.get("test_fraction", 0.25)),
+                     int(step.fields.get("seed", 0)), int(step.fields.get("region_size", DEFAULT_REGION_SIZE)))
+    spec.check()
+    data = ctx.run / step.fields["data"]
+    keys = group_keys(data, spec)
+    test = choose_test_groups(keys, spec)
+    if not test or len(test) == len(set(keys)):
+        raise InputError(f"step {step.name!r} (split): {data} has {len(set(keys))} {spec.by}(s); a split needs at least "
+                         "one in train and one in test")
+    meta = read_metadata(data)["histosynth"]
+    counts = {}
+    for part, want in (("train", False), ("test", True)):
+        card = derived_card(data, f"The {part} part of `{data.name}` ({spec.describe()}).", f"recipe step {step.name}", [])
+        rows = (s for s, k in zip(iter_samples(data), keys, strict=True) if (k in test) == want)
+        summary = write_dataset({"train": rows}, ctx.run / step.fields[part], card, meta.get("tissue_schema"),
+                                meta.get("nuclei_schema"))
+        counts[part] = int(sum(summary.split_sizes.values()))
+    return {"samples": counts, "groups": {"train": len(set(keys)) - len(test), "test": len(test)}}
+
+
+def run_train(step: Step, ctx: StepContext) -> dict[str, Any]:
+    """Train a generator from a preset (`histosynth train`); `resume` continues the newest checkpoint in out."""
+    from histosynth.generators import GENERATORS, load_generator
+
+    out = ctx.run / step.fields["out"]
+    cls = GENERATORS.get(step.fields["generator"])
+    if ctx.resume and (out / "config.json").is_file():
+        generator = load_generator(out)
+    else:
+        if step.fields["preset"] not in cls.presets():
+            raise InputError(f"step {step.name!r} (train) field 'preset': {step.fields['generator']} has no preset "
+                             f"{step.fields['preset']!r} (presets: {', '.join(cls.presets())})")
+        weights = {k: v for k, v in (step.fields.get("weights") or {}).items() if v is not None}
+        generator = cls.build(step.fields["preset"], **weights)
+    report = generator.train(ctx.run / step.fields["data"], dict(step.fields.get("overrides") or {}), out=out, resume=ctx.resume)
+    return {"steps": report.steps, "resumed_from_step": report.resumed_from_step, "patches": report.data.patches,
+            "final_loss": report.final_loss, "checkpoint_hash": generator.checkpoint_hash}
+
+
+def run_generate(step: Step, ctx: StepContext) -> dict[str, Any]:
+    """Generate n samples (`histosynth generate`); a rerun after a crash reuses the finished chunks."""
+    from histosynth.disk import count_samples
+    from histosynth.generators.jobs import generate_dataset
+
+    keys = ("seed", "sampler", "steps", "chunk_size", "batch_size")
+    out = generate_dataset(ctx.run / step.fields["checkpoint"], ctx.run / step.fields["conditions"], int(step.fields["n"]),
+                           ctx.run / step.fields["out"], progress=False, **{k: step.fields[k] for k in keys if k in step.fields})
+    return {"samples": {"train": count_samples(out)}, "dataset_hash": dataset_hash(out)}
+
+
+def run_score(step: Step, ctx: StepContext) -> dict[str, Any]:
+    """Run the benchmark suite (leaderboard/suite.py) on the generated set; one results file per task in out."""
+    from histosynth.disk import read_metadata
+    from histosynth.leaderboard.suite import Outputs, References, run_suite, variant
+
+    data = ctx.run / step.fields["data"]
+    meta = read_metadata(data)["histosynth"]
+    conditions = ctx.run / step.fields.get("conditions", step.fields["train"])
+    outputs = Outputs(data, tissue=bool(meta.get("tissue_schema")), nuclei=bool(meta.get("nuclei_schema")))
+    refs = References(ctx.run / step.fields["train"], ctx.run / step.fields["test"], conditions)
+    out = ctx.run / step.fields["out"]
+    staging = out.parent / f".{out.name}-partial"
+    shutil.rmtree(staging, ignore_errors=True)
+    files = run_suite(outputs, refs, variant(step.fields.get("variant", "tiny")), staging, log=ctx.log)
+    shutil.rmtree(out, ignore_errors=True)
+    staging.rename(out)
+    return {"results": sorted(p.name for p in files)}
+
+
+def run_card(step: Step, ctx: StepContext) -> dict[str, Any]:
+    """Copy the generated set to out with its release card: measured counts, the benchmark block generated from
+    this run's results files, the authors' figures in their own block, checkpoint and recipe hashes."""
+    return release_card(ctx.recipe, step, ctx.run)
+
+
+def run_publish(step: Step, ctx: StepContext) -> dict[str, Any]:
+    """Publish the release folder as a version on the Hub, after checking every measured score on its card comes
+    from this run's results files for exactly this data."""
+    from histosynth.hub import publish
+
+    data = ctx.run / step.fields["data"]
+    check_release_scores(data, ctx.run / step.fields["scores"])
+    result = publish(data, step.fields["repo"], step.fields["version"], log=ctx.log)
+    return {"repo": step.fields["repo"], "version": step.fields["version"], "commit": getattr(result, "commit", None)}
+
+
+def dataset_hash(folder: Path) -> str:
+    """sha256 over the data files of a dataset folder (relative path + content hash of each, sorted)."""
+    import hashlib
+
+    from histosynth.hub import file_hashes
+
+    digest = hashlib.sha256()
+    for path in sorted((folder / "data").rglob("*")):
+        if path.is_file():
+            digest.update(f"{path.relative_to(folder)}\0{file_hashes(path)[0]}\n".encode())
+    return digest.hexdigest()
