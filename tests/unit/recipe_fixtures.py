@@ -21,3 +21,22 @@ def write_camelyon16(root: Path, slides: tuple[str, ...] = ("tumor_001", "tumor_
         write_pyramid(root / "tumor" / f"{stem}.tif", image, mpp=0.25, factors=(1, 2, 4))
         asap_xml(root / "lesion_annotations" / f"{stem}.xml", [("_0", TUMOUR), ("_2", EXCLUSION)])
     return root
+
+
+PANDA_SLIDE = 192  # level-0 px at 0.5 um/px: 6 x 6 tiles of 32 px
+
+
+def write_panda_folder(root: Path, provider: str = "karolinska", n: int = 3) -> Path:
+    """A PANDA Kaggle folder (train_images/, train_label_masks/ with labels in the red channel, train.csv) of `n`
+    small slides of `provider`: benign tissue (1) with a cancerous upper-left triangle (2); returns it."""
+    import numpy as np
+
+    from format_writers import write_panda
+
+    rng = np.random.default_rng(0)
+    y, x = np.mgrid[:PANDA_SLIDE, :PANDA_SLIDE]
+    labels = np.where(x + y < PANDA_SLIDE, 2, 1).astype(np.uint8)
+    for index in range(n):
+        image = tissue_slide(PANDA_SLIDE, PANDA_SLIDE, (0, 0, PANDA_SLIDE, PANDA_SLIDE), seed=index)
+        write_panda(root, f"{provider[0]}{index:03d}", image, labels, provider, rng)
+    return root

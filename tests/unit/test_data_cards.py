@@ -147,8 +147,7 @@ def test_registry_lists_the_planned_htd_sets() -> None:
     for spec in (camelyon, panda):
         info = spec.card_info()
         assert info.generator == "htd" and info.version == "v1.0.0" and info.repo == spec.repo
-        assert f"histosynth publish synth/{spec.name} --repo {spec.repo} --version v1.0.0" in info.command
-        assert "histosynth train htd" in info.command and "histosynth generate htd" in info.command
+        assert f"histosynth recipe run data_cards/cards/{spec.name}.yaml --scale full" in info.command
     with pytest.raises(KeyError, match="no version v2.0.0"):
         camelyon.version("v2.0.0")
     with pytest.raises(KeyError, match="did you mean 'htd-camelyon16'"):

@@ -1,0 +1,164 @@
+"""Recipes (histosynth.leaderboard.recipes): validation errors that name the step and field, plan/status/run with
+content-key caching (a changed option reruns only what depends on it), --until, and resuming an interrupted step.
+The source steps read real-format files: Camelyon16 pyramidal TIFFs with ASAP XML (recipe_fixtures.py)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from recipe_fixtures import write_camelyon16
+
+from histosynth.cli import main
+from histosynth.commands.recipe import handlers
+from histosynth.errors import UserFacingError
+from histosynth.leaderboard.recipes.runner import load_state, plan, run_recipe
+from histosynth.leaderboard.recipes.spec import RecipeError, load_recipe
+
+REPO = Path(__file__).resolve().parents[2]
+CARDS = REPO / "data_cards" / "cards"
+
+BASE = """
+recipe: small
+format: 1
+inputs:
+  slides: {help: "Camelyon16 training folder"}
+scales:
+  tiny: {size: 32, min_frac: 0.2}
+  demo: {size: 64, min_frac: 0.2}
+  full: {size: 256, min_frac: 0.2}
+steps:
+  - step: source
+    reader: camelyon16
+    options: {path: "${input:slides}", annotations: "${input:slides}/lesion_annotations", size: "${size}", mpp: 0.5}
+    out: data/all
+  - step: split
+    data: data/all
+    train: data/train-all
+    test: data/test
+  - step: sample
+    data: data/train-all
+    min_frac: "${min_frac}"
+    out: data/train
+"""
+
+
+@pytest.fixture(scope="module")
+def slides(tmp_path_factory) -> Path:
+    return write_camelyon16(tmp_path_factory.mktemp("c16") / "training")
+
+
+def write(tmp_path: Path, text: str, name: str = "small.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+@pytest.mark.parametrize("edit, match", [
+    (("reader: camelyon16", "reader: camelyon16\n    colour: red"), r"step 'source' \(source\) field 'colour': unknown field"),
+    (("    min_frac: \"${min_frac}\"\n", "    min_frac: \"${nope}\"\n"), r"step 'sample' \(sample\) field 'min_frac': unknown variable \$\{nope\}"),
+    (("  - step: split\n    data: data/all", "  - step: split\n    data: data/elsewhere"), r"step 'split' \(split\) field 'data': 'data/elsewhere' is not written by an earlier step"),
+    (("  - step: sample", "  - step: smaple"), r"field 'step': unknown kind 'smaple'"),
+    (("    train: data/train-all\n", ""), r"step 'split' \(split\) field 'train': is required"),
+    (("    out: data/train\n", "    out: /abs/train\n"), r"step 'sample' \(sample\) field 'out': must be a path inside the run folder"),
+    (("  full: {size: 256, min_frac: 0.2}\n", ""), r"scales: must define exactly tiny, demo, full"),
+    (("format: 1", "format: 2"), r"format: must be 1"),
+])
+def test_validation_errors_name_the_step_and_field(tmp_path, slides, edit, match):
+    path = write(tmp_path, BASE.replace(*edit))
+    with pytest.raises(RecipeError, match=match) as info:
+        load_recipe(path, "tiny", {"slides": slides})
+    assert str(path) in str(info.value) and isinstance(info.value, UserFacingError)
+
+
+def test_inputs_are_checked_when_bound(tmp_path, slides):
+    path = write(tmp_path, BASE)
+    with pytest.raises(RecipeError, match="input 'slides' is needed at scale tiny: pass --input slides=PATH"):
+        load_recipe(path, "tiny", {})
+    with pytest.raises(RecipeError, match="the recipe has no input 'slide'"):
+        load_recipe(path, "tiny", {"slide": slides})
+    with pytest.raises(RecipeError, match="no such file or folder"):
+        load_recipe(path, "tiny", {"slides": tmp_path / "missing"})
+    recipe = load_recipe(path, "demo", {"slides": slides})
+    assert recipe.step("source").fields["options"]["size"] == 64  # the scale's value, with its type
+    assert recipe.step("source").fields["options"]["annotations"] == f"{slides}/lesion_annotations"
+
+
+def test_cli_errors_are_one_line(tmp_path, slides, capsys):
+    path = write(tmp_path, BASE.replace("reader: camelyon16", "reader: camelyon16\n    colour: red"))
+    assert main(["recipe", "plan", str(path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and err.count("\n") == 0 and "field 'colour'" in err
+    assert main(["recipe", "run", str(write(tmp_path, BASE, "ok.yaml")), "--input", "slides"]) == 2
+    assert "expected NAME=PATH" in capsys.readouterr().err
+
+
+def test_run_caches_by_content_key_and_reruns_what_changed(tmp_path, slides, capsys):
+    path = write(tmp_path, BASE)
+    run_dir = tmp_path / "run"
+    recipe = load_recipe(path, "tiny", {"slides": slides})
+    assert [p.action for p in plan(recipe, run_dir)] == ["run", "run", "run"]
+    run_recipe(recipe, run_dir, handlers(), until="split", log=lambda line: None)
+    assert [p.action for p in plan(recipe, run_dir)] == ["cached", "cached", "run"]
+    report = run_recipe(recipe, run_dir, handlers(), log=lambda line: None)
+    assert report["steps"]["split"]["summary"]["groups"] == {"train": 2, "test": 1}
+    first = load_state(run_dir)["steps"]
+    assert main(["recipe", "status", str(path), "--run-dir", str(run_dir), "--input", f"slides={slides}"]) == 0
+    assert capsys.readouterr().out.count(": done") == 3
+    # a changed option reruns its step and what depends on it, not what comes before
+    changed = load_recipe(write(tmp_path, BASE.replace("min_frac: 0.2}\n  demo", "min_frac: 0.3}\n  demo")), "tiny",
+                          {"slides": slides})
+    assert [p.action for p in plan(changed, run_dir)] == ["cached", "cached", "rerun"]
+    # so does a changed input file (content, not name)
+    xml = slides / "lesion_annotations" / "tumor_003.xml"
+    original = xml.read_bytes()
+    try:
+        xml.write_bytes(original.replace(b'X="384"', b'X="380"'))
+        assert [p.action for p in plan(recipe, run_dir)] == ["rerun", "rerun", "rerun"]
+    finally:
+        xml.write_bytes(original)
+    assert [p.action for p in plan(recipe, run_dir)] == ["cached", "cached", "cached"]
+    assert load_state(run_dir)["steps"] == first  # planning wrote nothing
+
+
+def test_a_step_that_died_is_resumed_and_the_rest_skipped(tmp_path, slides):
+    path = write(tmp_path, BASE)
+    run_dir = tmp_path / "run"
+    recipe = load_recipe(path, "tiny", {"slides": slides})
+    steps = handlers()
+    seen = []
+
+    def dies(step, ctx):
+        seen.append(ctx.resume)
+        raise KeyboardInterrupt  # a crash in the middle of the step
+
+    with pytest.raises(KeyboardInterrupt):
+        run_recipe(recipe, run_dir, {**steps, "split": dies}, log=lambda line: None)
+    assert load_state(run_dir)["steps"]["split"]["status"] == "started"
+    assert [p.action for p in plan(recipe, run_dir)] == ["cached", "resume", "run"]
+
+    def records(step, ctx):
+        seen.append(ctx.resume)
+        return steps["split"](step, ctx)
+
+    run_recipe(recipe, run_dir, {**steps, "split": records}, log=lambda line: None)
+    assert seen == [False, True]
+    assert [p.action for p in plan(recipe, run_dir)] == ["cached", "cached", "cached"]
+
+
+def test_cards_point_to_recipes_that_validate():
+    for card in sorted(CARDS.glob("*.yaml")):
+        recipe = load_recipe(card, "full", require_inputs=False)
+        assert recipe.card == card.stem
+        assert [s.kind for s in recipe.steps][-2:] == ["card", "publish"]
+        assert recipe.step("train").fields["preset"] == "paper"
+        assert recipe.step("train").fields["weights"] == {"autoencoder_weights": "<vq-f4>"}
+        assert recipe.step("generate").fields["n"] == 10000
+        tiny = load_recipe(card, "tiny", require_inputs=False)
+        assert tiny.step("train").fields["preset"] == "tiny" and tiny.text_hash == recipe.text_hash
