@@ -25,7 +25,7 @@ import hashlib
 import json
 import math
 from abc import ABC, abstractmethod
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Iterable, Sequence
 
@@ -99,12 +99,12 @@ class SampleOptions:
     guidance: float | None = None
     eta: float | None = None
     batch_size: int | None = None
-    task: str = "synthesis"
+    task: str | None = None  # None: the generator's first task (meta.tasks[0]; "completion" for a completion-only one)
     mask: np.ndarray | None = field(default=None, compare=False)
     progress: bool = False
 
     def __post_init__(self) -> None:
-        if self.task not in TASKS:
+        if self.task is not None and self.task not in TASKS:
             raise InputError(f"task must be one of {', '.join(TASKS)}, not {self.task!r}")
         for name in ("steps", "batch_size"):
             value = getattr(self, name)
@@ -306,7 +306,8 @@ class Generator(ABC):
         """`options` (or SampleOptions(**fields)) with None fields taken from the model's defaults."""
         if options is not None and fields:
             raise TypeError("give SampleOptions or option fields, not both")
-        return (options or SampleOptions(**fields)).filled(self.default_options())
+        resolved = (options or SampleOptions(**fields)).filled(self.default_options())
+        return resolved if resolved.task is not None else replace(resolved, task=self.meta.tasks[0])
 
     @abstractmethod
     def save(self, path: Path | str) -> Path:

@@ -119,7 +119,7 @@ def test_a_loaded_model_samples_valid_samples_labelled_by_its_policy(trained, ti
     loaded = load_generator(trained.folder)
     assert type(loaded) is type(gen) and loaded.checkpoint_hash == gen.checkpoint_hash
     assert loaded.train_report is not None and loaded.train_report.steps == 2
-    assert all(v is not None for v in loaded.default_options().job_fields().values())
+    assert all(v is not None for v in loaded.resolve_options().job_fields().values())
     conditions = conditions_for(name, tiny_data[:3])
     outputs = loaded.sample(conditions, seed=7, **task_of(name))
     assert len(outputs) == 3

@@ -3,6 +3,7 @@ sampling) is checked for it by test_generators_contract.py; here: what makes it 
 the condition's, the loss sees only the hole, training lowers it, RePaint jumps run and keep the known pixels."""
 
 from dataclasses import replace
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -50,8 +51,11 @@ def test_known_pixels_are_the_conditions_exactly_at_any_patch_size(model, data):
     given[8:20, 4:28] = True
     out = model.sample(data[:2], seed=0, task="completion", mask=given)
     assert all(np.array_equal(o.completion_mask, given) for o in out)
+    default = model.sample(data[:1], seed=0)  # a completion-only model completes without being told
+    assert default[0].completion_mask is not None and np.array_equal(default[0].image, model.sample(
+        data[:1], seed=0, task="completion")[0].image)
     with pytest.raises(InputError, match="does only completion"):
-        model.sample(data[:1], seed=0)
+        model.sample(data[:1], seed=0, task="synthesis")
     with pytest.raises(InputError, match="mask 0 is empty"):
         model.sample(data[:1], seed=0, task="completion", mask=np.zeros((32, 32), bool))
 
@@ -132,3 +136,23 @@ def test_trains_and_completes_through_the_cli(data, tmp_path, capsys):
     for j, (row, cond) in enumerate(zip(rows, data, strict=False)):
         assert np.array_equal(row.completion_mask, heldout_mask(j, 32))
         assert np.array_equal(row.image[~row.completion_mask], cond.image[~row.completion_mask])
+
+
+@pytest.mark.parametrize("sampler", ["ddim", "ddpm"])
+def test_with_an_oracle_noise_predictor_the_sampler_returns_the_true_hole(data, sampler):
+    """The reverse process is exact: given the true noise at every step (x0 is known), DDIM and DDPM end at x0, so
+    the completed hole equals the real pixels up to uint8 rounding (1 level)."""
+    gen = build_generator("harp-inpaint", "tiny")
+    x0 = torch.from_numpy(np.stack([s.image for s in data[:4]])).permute(0, 3, 1, 2).float() / 127.5 - 1
+    alphas = gen.scheduler.alphas_cumprod
+
+    class Oracle(torch.nn.Module):
+        def forward(self, inputs, t):
+            x_t, a = inputs[:, 3:], alphas[int(t)]
+            return SimpleNamespace(sample=(x_t - a.sqrt() * x0) / (1 - a).sqrt())
+
+    gen.unet, gen._hash = Oracle(), "sha256:oracle"
+    out = gen.sample(data[:4], seed=0, sampler=sampler, steps=10)
+    for j, (o, real) in enumerate(zip(out, data[:4], strict=True)):
+        hole = heldout_mask(j, real.image.shape[:2])
+        assert np.abs(o.image.astype(int) - real.image.astype(int))[hole].max() <= 1
