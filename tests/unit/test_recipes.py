@@ -162,3 +162,56 @@ def test_cards_point_to_recipes_that_validate():
         assert recipe.step("generate").fields["n"] == 10000
         tiny = load_recipe(card, "tiny", require_inputs=False)
         assert tiny.step("train").fields["preset"] == "tiny" and tiny.text_hash == recipe.text_hash
+
+
+KILLED = BASE.replace("  tiny: {size: 32, min_frac: 0.2}", "  tiny: {size: 32, min_frac: 0.2, train: {steps: 12, checkpoint_every: 2}}") + """
+  - step: train
+    generator: htd
+    preset: tiny
+    overrides: "${train}"
+    data: data/train
+    out: model
+  - step: generate
+    checkpoint: model
+    conditions: data/train
+    n: 64
+    chunk_size: 4
+    steps: 2
+    out: synth
+"""
+
+
+def _kill_when(argv: list[str], ready, timeout: float = 300.0) -> bool:
+    """Run `histosynth <argv>` in a fresh process and SIGKILL it as soon as `ready()`; False if it ended first."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+    process = subprocess.Popen([sys.executable, "-m", "histosynth.cli", *argv], env=env, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + timeout
+    while process.poll() is None and time.monotonic() < deadline:
+        if ready():
+            process.send_signal(signal.SIGKILL)
+            process.wait()
+            return True
+        time.sleep(0.01)
+    process.kill()
+    process.wait()
+    return False
+
+
+@pytest.mark.slow  # three processes that import torch, two tiny HTD trainings: ~1 min on 2 shared cores
+def test_kill_in_train_and_in_generate_gives_the_same_dataset(tmp_path, slides):
+    path = write(tmp_path, KILLED)
+    recipe = load_recipe(path, "tiny", {"slides": slides})
+    reference = run_recipe(recipe, tmp_path / "reference", handlers(), log=lambda line: None)
+    run_dir = tmp_path / "killed"
+    argv = ["recipe", "run", str(path), "--input", f"slides={slides}", "--run-dir", str(run_dir)]
+    in_train = _kill_when(argv, lambda: any((run_dir / "model" / "training").glob("step-*/trainer_state.json")))
+    in_generate = _kill_when(argv, lambda: any(run_dir.glob(".synth.work-*/*/*.parquet")))
+    state = load_state(run_dir)["steps"]
+    assert in_train and in_generate and state["generate"]["status"] == "started"
+    assert state["train"]["summary"]["resumed_from_step"] > 0  # the second process resumed the killed training
+    assert [p.action for p in plan(recipe, run_dir)][-1] == "resume"
+    report = run_recipe(recipe, run_dir, handlers(), log=lambda line: None)
+    assert report["steps"]["generate"]["summary"]["dataset_hash"] == reference["steps"]["generate"]["summary"]["dataset_hash"]
+    assert report["steps"]["train"]["summary"]["checkpoint_hash"] == reference["steps"]["train"]["summary"]["checkpoint_hash"]
+    assert json.loads((run_dir / "report.json").read_text())["recipe_hash"] == recipe.text_hash
