@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from format_writers import asap_xml, tissue_slide, write_pyramid
+import numpy as np
+from format_writers import asap_xml, tissue_slide, write_panda, write_pyramid
 
 SLIDE = 384  # level-0 px at 0.25 um/px: 6 x 6 tiles of 32 px at 0.5 um/px
 # Tumour is the upper-left triangle, so tiles along the diagonal hold 20-80% tumour (heterogeneous) and the others
@@ -29,10 +30,6 @@ PANDA_SLIDE = 192  # level-0 px at 0.5 um/px: 6 x 6 tiles of 32 px
 def write_panda_folder(root: Path, provider: str = "karolinska", n: int = 3) -> Path:
     """A PANDA Kaggle folder (train_images/, train_label_masks/ with labels in the red channel, train.csv) of `n`
     small slides of `provider`: benign tissue (1) with a cancerous upper-left triangle (2); returns it."""
-    import numpy as np
-
-    from format_writers import write_panda
-
     rng = np.random.default_rng(0)
     y, x = np.mgrid[:PANDA_SLIDE, :PANDA_SLIDE]
     labels = np.where(x + y < PANDA_SLIDE, 2, 1).astype(np.uint8)
