@@ -13,6 +13,7 @@ and renamed into place, so a crash while saving never leaves a half checkpoint t
 from __future__ import annotations
 
 import json
+import math
 import shutil
 import time
 from abc import ABC, abstractmethod
@@ -69,6 +70,7 @@ class OptimizerSpec:
     betas: tuple[float, float]
     weight_decay: float = 0.0
     schedule: Callable[[int], float] | None = None  # LR factor by step (a closure, for LambdaLR); None: lr_schedule
+    share: float = 1.0  # share of the run's steps that use this optimizer (its lr_schedule spans only those)
 
 
 @dataclass
@@ -218,9 +220,13 @@ def run_training(step_fn: TrainStep, batch_fn: BatchFn, settings: LoopSettings, 
     specs = step_fn.optimizers(settings, world)
     optimizers = {name: torch.optim.AdamW(s.params, lr=s.lr, betas=tuple(s.betas), weight_decay=s.weight_decay)
                   for name, s in specs.items()}
+    # A scheduler steps only when its optimizer was used (see the loop), so an optimizer used on a share of the
+    # steps (an adapter trained on alternate steps) gets a schedule as long as its own steps.
     schedulers = {name: torch.optim.lr_scheduler.LambdaLR(opt, specs[name].schedule) if specs[name].schedule else
-                  get_scheduler(settings.lr_schedule, opt, num_warmup_steps=settings.warmup_steps,
-                                num_training_steps=max(1, settings.steps)) for name, opt in optimizers.items()}
+                  get_scheduler(settings.lr_schedule, opt,
+                                num_warmup_steps=math.ceil(settings.warmup_steps * specs[name].share),
+                                num_training_steps=max(1, math.ceil(settings.steps * specs[name].share)))
+                  for name, opt in optimizers.items()}
     modules = step_fn.modules()
     for module in modules.values():
         module.to(accelerator.device)

@@ -141,7 +141,8 @@ class DualLoraStep(TrainStep):
     def optimizers(self, settings: LoopSettings, world: int) -> dict[str, OptimizerSpec]:
         lr = settings.lr * (settings.batch_size * settings.grad_accum * world if settings.scale_lr else 1)
         groups = {"base": self.base, **self.adapters}
-        return {name: OptimizerSpec(params, lr, tuple(settings.adam_betas), settings.weight_decay)
+        share = {"base": 1.0} | {name: 1.0 / len(ADAPTERS) for name in self.adapters}  # adapters alternate steps
+        return {name: OptimizerSpec(params, lr, tuple(settings.adam_betas), settings.weight_decay, share=share[name])
                 for name, params in groups.items() if params}
 
     def ema_optimizer(self) -> str | None:

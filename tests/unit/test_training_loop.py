@@ -180,3 +180,30 @@ def test_per_step_adapter_switching_trains_only_the_active_adapter():
     # each adapter's own loss is averaged over the steps that trained it, not over all steps
     assert result.loss_means["loss_synthesis"] == pytest.approx(result.losses[0], rel=1e-6)
     assert result.loss_means["loss_completion"] == pytest.approx(result.losses[1], rel=1e-6)
+
+
+class SharedScheduleStep(SwitchingStep):
+    """SwitchingStep whose adapters declare they train on half of the steps; records each step's learning rate."""
+
+    def __init__(self, model: nn.Module, share: float) -> None:
+        super().__init__(model)
+        self.share, self.lrs = share, {a: [] for a in ADAPTERS}
+
+    def optimizers(self, settings: LoopSettings, world: int) -> dict[str, OptimizerSpec]:
+        specs = super().optimizers(settings, world)
+        return {name: OptimizerSpec(s.params, s.lr, s.betas, share=self.share) for name, s in specs.items()}
+
+    def __call__(self, ctx: StepContext, batch: Batch, generator: torch.Generator, step: int) -> dict[str, torch.Tensor]:
+        adapter = ADAPTERS[step % 2]
+        self.lrs[adapter].append(ctx.optimizers[adapter].param_groups[0]["lr"])
+        return super().__call__(ctx, batch, generator, step)
+
+
+@pytest.mark.filterwarnings("ignore:Already found a `peft_config`")
+@pytest.mark.parametrize("share,expected", [(0.5, [1.0, 0.75, 0.5, 0.25]), (1.0, [1.0, 0.875, 0.75, 0.625])])
+def test_an_optimizer_used_on_alternate_steps_runs_its_schedule_over_its_own_steps(share, expected):
+    step = SharedScheduleStep(adapter_model(), share)
+    run_training(step, regression_batch, Settings(steps=8, lr=1e-2, lr_schedule="linear", ema_decay=None,
+                                                  checkpoint_every=0))
+    for adapter in ADAPTERS:  # 4 uses each: a linear decay over 4 steps ends near 0, over 8 it stops half way
+        assert step.lrs[adapter] == pytest.approx([1e-2 * f for f in expected])
