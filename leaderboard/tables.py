@@ -34,7 +34,8 @@ def markdown_escape(text: str) -> str:
 def cell_text(cell: Cell | None, ci: str = "pm", digits: int = 3) -> tuple[str, str]:
     """(value, CI) as printed: the CI as `± half-width` ((hi - lo) / 2) or `[lo, hi]`; '' without a CI."""
     if cell is None or cell.value is None:
-        return "n/a", ""
+        weights = cell is not None and (cell.undefined or "").startswith("not run (weights)")
+        return ("not run (weights)" if weights else "n/a"), ""
     if cell.ci_low is None or cell.ci_high is None:
         return format_number(cell.value, digits), ""
     if ci == "pm":

@@ -55,7 +55,7 @@ def handlers() -> dict[str, Any]:
 
     return {"source": run_source, "pseudolabel": run_pseudolabel, "sample": steps.run_sample, "split": steps.run_split,
             "train": steps.run_train, "generate": steps.run_generate, "score": steps.run_score, "card": steps.run_card,
-            "publish": steps.run_publish}
+            "publish": steps.run_publish, "table": steps.run_table}
 
 
 def _load(args: argparse.Namespace, require_inputs: bool):

@@ -2,7 +2,7 @@
 
 A recipe names its inputs (bound at run time with `--input NAME=PATH`), per-scale variables (`tiny`, `demo`,
 `full`) and an ordered list of steps. Each step is a mapping with `step: KIND` (source, pseudolabel, sample,
-split, train, generate, score, card, publish), an optional unique `name` (default: the kind) and that kind's
+split, train, generate, score, card, publish, table), an optional unique `name` (default: the kind) and that kind's
 fields. Values may use `${var}` (a scale variable) and `${input:NAME}` (a bound input); path fields are relative
 to the run folder. A card file of data_cards/cards may point to its recipe with `recipe: PATH`.
 """
@@ -46,7 +46,9 @@ KINDS: dict[str, Kind] = {
     "train": Kind(("generator", "preset", "data", "out"), ("overrides", "weights"), reads=("data",)),
     "generate": Kind(("checkpoint", "conditions", "n", "out"), ("seed", "sampler", "steps", "chunk_size", "batch_size"),
                      reads=("checkpoint", "conditions")),
-    "score": Kind(("data", "train", "test", "out"), ("variant", "conditions"), reads=("data", "train", "test", "conditions")),
+    "score": Kind(("data", "train", "test", "out"), ("variant", "conditions", "encoders", "tasks"),
+                  reads=("data", "train", "test", "conditions")),
+    "table": Kind(("results", "out"), ("tasks", "metrics", "encoders", "reported", "caption"), reads=("results",)),
     "card": Kind(("data", "scores", "checkpoint", "out"), ("version",), reads=("data", "scores", "checkpoint")),
     "publish": Kind(("data", "scores", "repo", "version"), (), reads=("data", "scores"), writes=()),
 }
@@ -66,7 +68,11 @@ class Step:
 
     def reads(self) -> list[str]:
         """Run-folder paths this step reads."""
-        return [self.fields[f] for f in KINDS[self.kind].reads if self.fields.get(f) is not None]
+        paths: list[str] = []
+        for key in KINDS[self.kind].reads:
+            value = self.fields.get(key)
+            paths += value if isinstance(value, list) else [] if value is None else [value]
+        return paths
 
     def writes(self) -> list[str]:
         """Run-folder paths this step writes."""
@@ -252,15 +258,13 @@ def _step(path: Path, index: int, entry: Any, variables: dict, inputs: dict, wri
     fields = {k: _substitute(v, variables, inputs, f"{where} ({kind}) field {k!r}", path) for k, v in given.items()}
     for key in spec.reads + spec.writes:
         value = fields.get(key)
-        if value is None:
-            continue
-        if not isinstance(value, str) or Path(value).is_absolute() or ".." in Path(value).parts:
-            raise _fail(path, f"{where} ({kind}) field {key!r}", f"must be a path inside the run folder, got {value!r}")
-    for key in spec.reads:
-        value = fields.get(key)
-        if value is not None and value not in written:
-            raise _fail(path, f"{where} ({kind}) field {key!r}",
-                        f"{value!r} is not written by an earlier step (written: {', '.join(written) or 'nothing yet'})")
+        values = value if isinstance(value, list) and key in spec.reads else [] if value is None else [value]
+        for item in values:
+            if not isinstance(item, str) or Path(item).is_absolute() or ".." in Path(item).parts:
+                raise _fail(path, f"{where} ({kind}) field {key!r}", f"must be a path inside the run folder, got {item!r}")
+            if key in spec.reads and item not in written:
+                raise _fail(path, f"{where} ({kind}) field {key!r}",
+                            f"{item!r} is not written by an earlier step (written: {', '.join(written) or 'nothing yet'})")
     for key in spec.writes:
         if fields[key] in written:
             raise _fail(path, f"{where} ({kind}) field {key!r}", f"{fields[key]!r} is already written by step {written[fields[key]]!r}")

@@ -7,6 +7,7 @@ Each returns a small JSON-able summary that the runner stores and the final repo
 from __future__ import annotations
 
 import shutil
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -91,17 +92,26 @@ def run_generate(step: Step, ctx: StepContext) -> dict[str, Any]:
 def run_score(step: Step, ctx: StepContext) -> dict[str, Any]:
     """Run the benchmark suite (leaderboard/suite.py) on the generated set; one results file per task in out."""
     from histosynth.disk import read_metadata
-    from histosynth.leaderboard.suite import Outputs, References, run_suite, variant
+    from histosynth.leaderboard.suite import TASKS, Outputs, References, run_suite, variant
 
     data = ctx.run / step.fields["data"]
     meta = read_metadata(data)["histosynth"]
     conditions = ctx.run / step.fields.get("conditions", step.fields["train"])
-    outputs = Outputs(data, tissue=bool(meta.get("tissue_schema")), nuclei=bool(meta.get("nuclei_schema")))
+    tasks = set(step.fields.get("tasks") or TASKS)
+    unknown = sorted(tasks - set(TASKS))
+    if unknown or "distribution" not in tasks:
+        raise InputError(f"step {step.name!r} (score) field 'tasks': {unknown or tasks} (tasks: {', '.join(TASKS)}; "
+                         "distribution always runs)")
+    tissue = bool(meta.get("tissue_schema")) and bool(tasks & {"label-consistency", "tstr-seg"})
+    outputs = Outputs(data, tissue=tissue, nuclei=bool(meta.get("nuclei_schema")) and "tstr-nuclei" in tasks)
+    chosen = variant(step.fields.get("variant", "tiny"))
+    if step.fields.get("encoders"):
+        chosen = replace(chosen, encoders=tuple(step.fields["encoders"]))
     refs = References(ctx.run / step.fields["train"], ctx.run / step.fields["test"], conditions)
     out = ctx.run / step.fields["out"]
     staging = out.parent / f".{out.name}-partial"
     shutil.rmtree(staging, ignore_errors=True)
-    files = run_suite(outputs, refs, variant(step.fields.get("variant", "tiny")), staging, log=ctx.log)
+    files = run_suite(outputs, refs, chosen, staging, log=ctx.log)
     shutil.rmtree(out, ignore_errors=True)
     staging.rename(out)
     return {"results": sorted(p.name for p in files)}
@@ -135,3 +145,52 @@ def dataset_hash(folder: Path) -> str:
         if path.is_file():
             digest.update(f"{path.relative_to(folder)}\0{file_hashes(path)[0]}\n".encode())
     return digest.hexdigest()
+
+
+def run_table(step: Step, ctx: StepContext) -> dict[str, Any]:
+    """A paper table (table.md, table.tex) from the results folders of this run through the leaderboard's table
+    export, with a column per encoder (those whose weights were absent say "not run (weights)"), and the
+    authors' numbers (`reported`: rows of {generator, encoder, metric, value, reference}) in their own block."""
+    from histosynth.atomic import atomic_directory
+    from histosynth.leaderboard.aggregate import build_leaderboard, load_results
+    from histosynth.leaderboard.tables import render_table, table_columns
+
+    runs = [(f"{folder}/{where}", run) for folder in step.fields["results"]
+            for where, run in load_results(ctx.run / folder)]
+    board = build_leaderboard(runs)
+    columns = table_columns(board, step.fields.get("tasks"), None, step.fields.get("encoders"), step.fields.get("metrics"))
+    reported = step.fields.get("reported") or []
+    for index, row in enumerate(reported):
+        missing = {"generator", "metric", "value", "reference"} - set(row)
+        if missing:
+            raise InputError(f"step {step.name!r} (table) field 'reported'[{index}]: missing {', '.join(sorted(missing))}")
+    caption = step.fields.get("caption", "")
+    texts = {}
+    for fmt, suffix in (("markdown", "md"), ("latex", "tex")):
+        ours = render_table(board, columns, fmt)
+        texts[suffix] = (caption + "\n\n" if caption and fmt == "markdown" else "") + ours + _reported_block(reported, fmt)
+    with atomic_directory(ctx.run / step.fields["out"]) as staging:
+        for suffix, text in texts.items():
+            (staging / f"table.{suffix}").write_text(text, encoding="utf-8")
+    not_run = sorted({c.encoder for c in columns if all(
+        (cell := board.cell(r, c)) is None or cell.value is None for r in board.rows)})
+    return {"rows": len(board.rows), "columns": len(columns), "not_run": not_run, "reported": len(reported)}
+
+
+def _reported_block(rows: list[dict[str, Any]], fmt: str) -> str:
+    """The authors' own figures, labelled, in the table's format (empty when there are none)."""
+    if not rows:
+        return ""
+    if fmt == "markdown":
+        lines = ["", "", "Reported by the authors (their model and protocol; not measured here):", "",
+                 "| generator | metric | encoder | value | reference |", "|---|---|---|---|---|"]
+        lines += [f"| {r['generator']} | {r['metric']} | {r.get('encoder', '-')} | {r['value']} | {r['reference']} |"
+                  for r in rows]
+        return "\n".join(lines) + "\n"
+    from histosynth.leaderboard.tables import latex_escape
+
+    lines = ["", "% Reported by the authors (their model and protocol; not measured here)", "\\begin{tabular}{lllrl}",
+             "\\toprule", "generator & metric & encoder & value & reference \\\\", "\\midrule"]
+    lines += [" & ".join(latex_escape(str(r.get(k, "-"))) for k in ("generator", "metric", "encoder", "value", "reference"))
+              + " \\\\" for r in rows]
+    return "\n".join(lines + ["\\bottomrule", "\\end{tabular}"]) + "\n"
