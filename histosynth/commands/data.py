@@ -123,7 +123,7 @@ def build_dataset(source_name: str, out: Path, options: dict, overwrite: bool = 
         split.check()
         if pseudolabel:
             raise InputError("--split-by with --pseudolabel would fit the pseudo labels on the test patches too; build "
-                             "the split first, then `data pseudolabel` the train split")
+                             "the split first, then `data pseudolabel` the folder (it fits on the train split only)")
         command += f" --split-by {split.by} --test-fraction {split.test_fraction} --split-seed {split.seed}" + (
             f" --region-size {split.region_size}" if split.by == "region" else "")
         card.command = command

@@ -22,7 +22,7 @@ import os
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -286,19 +286,25 @@ def write_pseudolabelled(
     make_splits: Callable[[], Mapping[str, Iterable[Sample]]], out: Path | str, card: "CardInfo",
     config: PseudolabelConfig = PseudolabelConfig(), cache: ArrayCache | Path | str | None = None, *,
     encoder: FeatureEncoder, total: int | None = None, progress: bool = True, overwrite: bool = True,
+    fit_splits: Sequence[str] | None = None, fit_total: int | None = None,
 ) -> tuple[PseudoLabeller, "DatasetSummary", dict[int, CompositionStats]]:
-    """Fit on all splits of `make_splits()`, then write them labelled to `out` with the sidecar, atomically.
+    """Fit on the splits `fit_splits` of `make_splits()` (default: all), then write every split labelled to `out`
+    with the sidecar, atomically.
 
-    `make_splits` is called twice (one call per pass) and must give the same samples in the same order.
+    `make_splits` is called twice (one call per pass) and must give the same samples in the same order. Fitting on
+    the training split only keeps the held-out patches out of the clusters their labels come from.
     """
     from histosynth.atomic import atomic_directory
     from histosynth.disk import write_dataset
 
     def chained() -> Iterator[Sample]:
-        for iterable in make_splits().values():
-            yield from iterable
+        for name, iterable in make_splits().items():
+            if fit_splits is None or name in fit_splits:
+                yield from iterable
 
-    labeller = fit_pseudolabeller(chained(), config, cache, encoder=encoder, total=total, progress=progress)
+    labeller = fit_pseudolabeller(chained(), config, cache, encoder=encoder,
+                                  total=total if fit_splits is None else fit_total, progress=progress)
+    labeller.report["fitted_on_splits"] = sorted(make_splits()) if fit_splits is None else sorted(fit_splits)
     stats: dict[int, CompositionStats] = {}
     splits = {name: labeller.label_all(it, stats) for name, it in make_splits().items()}
     start = time.perf_counter()
@@ -375,10 +381,15 @@ def pseudolabel_dataset(
     cache: ArrayCache | Path | str | None = None, *, encoder: FeatureEncoder, command: str = "",
     progress: bool = True, overwrite: bool = True,
 ) -> tuple[PseudoLabeller, "DatasetSummary", dict[int, CompositionStats]]:
-    """Pseudo-label every split of the dataset folder `source` into a new dataset folder `out`."""
+    """Pseudo-label every split of the dataset folder `source` into a new dataset folder `out`.
+
+    The labeller is fitted on the "train" split only when the folder also holds other splits (a `data build
+    --split-by` folder), so held-out patches never shape the clusters; a single-split folder is fitted on itself.
+    """
     from histosynth.disk import iter_samples
 
     counts = dataset_splits(source)
+    fit = ["train"] if "train" in counts and len(counts) > 1 else None
     levels = ", ".join(str(k) for k in sorted(set(config.ks)))
     description = (
         f"The patches of `{Path(source).name}` with self-supervised pseudo labels: tissue phenotypes from "
@@ -393,4 +404,4 @@ def pseudolabel_dataset(
                         "fixed biological meaning, and nuclei touching in clumps can be merged or split.")
     return write_pseudolabelled(lambda: {name: iter_samples(source, name) for name in counts}, out, card, config,
                                 cache, encoder=encoder, total=sum(counts.values()), progress=progress,
-                                overwrite=overwrite)
+                                overwrite=overwrite, fit_splits=fit, fit_total=counts.get("train"))

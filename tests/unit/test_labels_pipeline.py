@@ -159,3 +159,22 @@ def test_cli_sample_refuses_a_dataset_without_tissue_maps(tmp_path, capsys):
     main(["data", "build", "--source", "embedded", "--out", str(tmp_path / "e"), "--size", "64", "--n", "2", "--no-pseudolabel"])
     assert main(["data", "sample", str(tmp_path / "e"), "--out", str(tmp_path / "s")]) == 2
     assert "has no tissue maps" in capsys.readouterr().err
+
+
+def test_a_split_folder_is_fitted_on_its_train_split_only(encoder, tmp_path):
+    """Held-out patches never shape the clusters their labels come from: fitting on train only gives the same
+    labeller as fitting on the train split alone, and the test split is still labelled."""
+    from histosynth.disk import write_dataset
+    from histosynth.labels.pipeline import pseudolabel_dataset
+
+    data = samples(8)
+    write_dataset({"train": data[:5], "test": data[5:]}, tmp_path / "split", card())
+    config = PseudolabelConfig(**FAST)
+    labeller, summary, _ = pseudolabel_dataset(tmp_path / "split", tmp_path / "out", config, tmp_path / "cache",
+                                               encoder=encoder, progress=False)
+    alone, _, _ = write_pseudolabelled(lambda: {"train": iter(data[:5])}, tmp_path / "alone", card(), config,
+                                       tmp_path / "cache", encoder=encoder, progress=False)
+    assert labeller.report["fitted_on_splits"] == ["train"]
+    assert load_sidecar(tmp_path / "out")["tissue"] == load_sidecar(tmp_path / "alone")["tissue"]
+    assert len(list(iter_samples(tmp_path / "out", "test"))) == 3
+    assert all(s.tissue is not None for s in iter_samples(tmp_path / "out", "test"))
