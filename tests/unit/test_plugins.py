@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 
+import pytest
 from plugin_paths import PLUGINS
 
 
@@ -23,6 +24,7 @@ def test_an_installed_plugin_is_listed_and_described():
     assert listing.returncode == 0 and "toy" in listing.stdout.split() and "htd" in listing.stdout.split()
 
 
+@pytest.mark.slow  # three child processes that import torch: ~40 s on a loaded machine
 def test_a_plugin_trains_and_generates_through_the_cli(tmp_path):
     data = run_child(["-m", "histosynth.cli", "data", "build", "--source", "simulator", "--n", "6", "--size", "32", "--out",
                       str(tmp_path / "data")], "toy_dist")
