@@ -215,3 +215,40 @@ def test_kill_in_train_and_in_generate_gives_the_same_dataset(tmp_path, slides):
     assert report["steps"]["generate"]["summary"]["dataset_hash"] == reference["steps"]["generate"]["summary"]["dataset_hash"]
     assert report["steps"]["train"]["summary"]["checkpoint_hash"] == reference["steps"]["train"]["summary"]["checkpoint_hash"]
     assert json.loads((run_dir / "report.json").read_text())["recipe_hash"] == recipe.text_hash
+
+
+def _table_run(tmp_path: Path, slides: Path, name: str) -> Path:
+    recipe = load_recipe(REPO / "recipes" / f"{name}.yaml", "tiny", {"camelyon16": slides})
+    run_dir = tmp_path / name
+    run_recipe(recipe, run_dir, handlers(), log=lambda line: None)
+    return run_dir
+
+
+def test_fd_table_recipe_writes_both_formats_with_authors_numbers_and_not_run_columns(tmp_path, slides):
+    from histosynth.benchmark.results import BenchmarkRun
+    from histosynth.leaderboard.aggregate import format_number
+
+    run_dir = _table_run(tmp_path, slides, "htd-fd-table")
+    markdown = (run_dir / "tables" / "table.md").read_text()
+    latex = (run_dir / "tables" / "table.tex").read_text()
+    assert r"\begin{tabular}" in latex and "| Subject |" in markdown
+    for generator in ("htd ", "htd-embedding", "htd-unconditional"):
+        assert generator in markdown and generator in latex
+    # uni2-h's weights are gated and absent here: its column says so in both formats
+    assert "fd (uni2-h)" in markdown and markdown.count("not run (weights)") == 3 and latex.count("not run (weights)") == 3
+    # ours are the results files' numbers, the authors' sit in their own labelled block
+    fd = BenchmarkRun.load(run_dir / "results" / "htd" / "distribution-effnet-lite0.json")
+    value = next(r.value for r in fd.results if r.metric == "fd")
+    row = next(line for line in markdown.splitlines() if line.startswith("| htd 0"))
+    assert format_number(value) in row
+    assert "Reported by the authors" in markdown and "| htd | FD | UNI2-h | 85.2 |" in markdown
+    assert "Reported by the authors" in latex and "481.4" in latex
+
+
+@pytest.mark.slow  # a tiny DeepLabv3+ trained twice (real, synthetic); keeps the default run under its time budget
+def test_tstr_table_recipe_has_real_and_synthetic_rows(tmp_path, slides):
+    run_dir = _table_run(tmp_path, slides, "htd-tstr-table")
+    markdown = (run_dir / "tables" / "table.md").read_text()
+    assert "miou" in markdown and "(reference)" in markdown and "| htd 0" in markdown
+    assert "| real | DeepLabv3+ IoU | - | 0.72 |" in markdown
+    assert (run_dir / "tables" / "table.tex").is_file()
