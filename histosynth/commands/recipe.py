@@ -71,7 +71,8 @@ def run_plan(args: argparse.Namespace) -> int:
 
     recipe, run_dir = _load(args, require_inputs=False)
     print(f"recipe {recipe.name} ({recipe.path}), scale {recipe.scale}, sha256 {recipe.text_hash[:12]}; run folder {run_dir}")
-    for index, item in enumerate(plan(recipe, run_dir, hash_inputs=False), start=1):
+    hashed = all(p.exists() for p in recipe.inputs.values())  # unbound inputs count by name: every step "run"
+    for index, item in enumerate(plan(recipe, run_dir, hash_inputs=hashed), start=1):
         outputs = ", ".join(item.step.writes()) or "-"
         print(f"  {index}. {item.step.name} ({item.step.kind}) -> {outputs}: {item.action}")
     return 0

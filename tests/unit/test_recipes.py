@@ -111,6 +111,10 @@ def test_run_caches_by_content_key_and_reruns_what_changed(tmp_path, slides, cap
     first = load_state(run_dir)["steps"]
     assert main(["recipe", "status", str(path), "--run-dir", str(run_dir), "--input", f"slides={slides}"]) == 0
     assert capsys.readouterr().out.count(": done") == 3
+    assert main(["recipe", "plan", str(path), "--run-dir", str(run_dir), "--input", f"slides={slides}"]) == 0
+    assert capsys.readouterr().out.count(": cached") == 3
+    assert main(["recipe", "run", str(path), "--run-dir", str(run_dir), "--input", f"slides={slides}", "--until", "nope"]) == 2
+    assert "no step 'nope'" in capsys.readouterr().err
     # a changed option reruns its step and what depends on it, not what comes before
     changed = load_recipe(write(tmp_path, BASE.replace("min_frac: 0.2}\n  demo", "min_frac: 0.3}\n  demo")), "tiny",
                           {"slides": slides})
