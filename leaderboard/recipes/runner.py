@@ -1,8 +1,10 @@
 """Plan, run and report a recipe in a run folder, skipping every step whose content key is unchanged.
 
 A step's key hashes its kind and resolved fields (bound inputs replaced by their names), the content hashes of the
-inputs it reads, the keys of the steps that wrote what it reads, and the code version; so a change anywhere
-upstream reruns everything downstream. The run folder's `.recipe/state.json` records each step as `started`
+inputs it reads, the keys of the steps that wrote what it reads, and the code version (the installed histosynth version: code
+edited without a version bump does not invalidate a run folder); so a change anywhere upstream reruns everything
+downstream. Input files are hashed once and remembered by (size, mtime) in `.recipe/inputs.json` (the first
+full-scale run reads every slide once for this). The run folder's `.recipe/state.json` records each step as `started`
 (with its key) before it runs and `done` (with its summary) after: a rerun skips done steps, and a step that
 died restarts, or resumes inside itself (train continues its newest checkpoint, generate its finished chunks)
 when its key is the same. The final report (report.json, report.md) lists every step's summary.
