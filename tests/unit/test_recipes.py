@@ -256,3 +256,12 @@ def test_tstr_table_recipe_has_real_and_synthetic_rows(tmp_path, slides):
     assert "miou" in markdown and "(reference)" in markdown and "| htd 0" in markdown
     assert "| real | DeepLabv3+ IoU | - | 0.72 |" in markdown
     assert (run_dir / "tables" / "table.tex").is_file()
+
+
+@pytest.mark.parametrize("path", sorted((REPO / "recipes").glob("*.yaml")), ids=lambda p: p.stem)
+@pytest.mark.parametrize("scale", ["tiny", "demo", "full"])
+def test_every_shipped_recipe_validates_at_every_scale(path, scale):
+    recipe = load_recipe(path, scale, require_inputs=False)
+    assert recipe.name == path.stem and recipe.steps
+    kinds = handlers()
+    assert all(step.kind in kinds for step in recipe.steps)
