@@ -158,6 +158,8 @@ def recipe_file(path: Path | str) -> tuple[Path, Path | None]:
     """(recipe file, card file or None): a card of data_cards/cards that says `recipe: PATH` points to its recipe."""
     path = Path(path)
     raw = _read_yaml(path)
+    if "versions" in raw and not raw.get("recipe"):
+        raise RecipeError(f"{path}: this dataset card names no recipe (add `recipe: PATH` to it)")
     if "steps" not in raw and isinstance(raw.get("recipe"), str) and "card" in raw:
         target = (path.parent / raw["recipe"]).resolve()
         if not target.is_file():

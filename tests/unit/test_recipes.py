@@ -90,6 +90,12 @@ def test_inputs_are_checked_when_bound(tmp_path, slides):
     assert recipe.step("source").fields["options"]["annotations"] == f"{slides}/lesion_annotations"
 
 
+def test_a_card_without_a_recipe_says_so(tmp_path):
+    card = (CARDS / "htd-camelyon16.yaml").read_text().replace("recipe: ../../recipes/htd-camelyon16.yaml\n", "")
+    with pytest.raises(RecipeError, match="names no recipe"):
+        load_recipe(write(tmp_path, card, "htd-camelyon16.yaml"))
+
+
 def test_cli_errors_are_one_line(tmp_path, slides, capsys):
     path = write(tmp_path, BASE.replace("reader: camelyon16", "reader: camelyon16\n    colour: red"))
     assert main(["recipe", "plan", str(path)]) == 2
