@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 from histosynth.benchmark.results import BenchmarkRun, DataRef, MetricResult
 from histosynth.errors import InputError
@@ -109,8 +109,8 @@ def not_run(task: str, metrics: tuple[str, ...], reason: str, data: dict[str, Da
 
 
 def run_suite(outputs: Outputs, refs: References, chosen: Variant, out: Path,
-              log: Callable[[str], None] = print) -> list[Path]:
-    """Run every applicable task of the suite on `outputs`; one results file per run under `out`; returns them."""
+              log: Callable[[str], None] = print, tasks: Sequence[str] = TASKS) -> list[Path]:
+    """Run the applicable ones of `tasks` on `outputs`; one results file per run under `out`; returns them."""
     from histosynth.benchmark.completion import score_completion
     from histosynth.benchmark.downstream.task import run_downstream
     from histosynth.benchmark.features import scan_rows
@@ -130,7 +130,7 @@ def run_suite(outputs: Outputs, refs: References, chosen: Variant, out: Path,
         log(f"  {name}: {'not run' if run.settings.get('not_run') else 'done'}")
 
     fake_ref = DataRef(fake.name, str(fake), scan_rows(fake, split).content_hash, scan_rows(fake, split).total)
-    for encoder in chosen.encoders:
+    for encoder in chosen.encoders if "distribution" in tasks else ():
         reason = encoder_available(encoder)
         if reason:
             run = not_run("distribution", ("fd", "kid"), reason, {"fake": fake_ref}, encoder=encoder)
@@ -141,7 +141,10 @@ def run_suite(outputs: Outputs, refs: References, chosen: Variant, out: Path,
                                  bootstrap=chosen.bootstrap, seed=chosen.seed, split=split, train=refs.train,
                                  progress=False)
         save(run, f"distribution-{encoder}")
-    reasons = applicable_tasks(outputs)
+    unknown = sorted(set(tasks) - set(TASKS))
+    if unknown:
+        raise InputError(f"unknown suite task(s) {unknown}; the suite has {', '.join(TASKS)}")
+    reasons = {task: reason if task in tasks else "not selected" for task, reason in applicable_tasks(outputs).items()}
     if reasons["label-consistency"] is None:
         save(score_label_consistency(refs.train, fake, real_test=refs.test, resolution=chosen.resolution,
                                      steps=chosen.segmenter_steps, seed=chosen.seed, bootstrap=chosen.bootstrap,

@@ -102,8 +102,7 @@ def run_score(step: Step, ctx: StepContext) -> dict[str, Any]:
     if unknown or "distribution" not in tasks:
         raise InputError(f"step {step.name!r} (score) field 'tasks': {unknown or tasks} (tasks: {', '.join(TASKS)}; "
                          "distribution always runs)")
-    tissue = bool(meta.get("tissue_schema")) and bool(tasks & {"label-consistency", "tstr-seg"})
-    outputs = Outputs(data, tissue=tissue, nuclei=bool(meta.get("nuclei_schema")) and "tstr-nuclei" in tasks)
+    outputs = Outputs(data, tissue=bool(meta.get("tissue_schema")), nuclei=bool(meta.get("nuclei_schema")))
     chosen = variant(step.fields.get("variant", "tiny"))
     if step.fields.get("encoders"):
         chosen = replace(chosen, encoders=tuple(step.fields["encoders"]))
@@ -111,7 +110,7 @@ def run_score(step: Step, ctx: StepContext) -> dict[str, Any]:
     out = ctx.run / step.fields["out"]
     staging = out.parent / f".{out.name}-partial"
     shutil.rmtree(staging, ignore_errors=True)
-    files = run_suite(outputs, refs, chosen, staging, log=ctx.log)
+    files = run_suite(outputs, refs, chosen, staging, log=ctx.log, tasks=sorted(tasks))
     shutil.rmtree(out, ignore_errors=True)
     staging.rename(out)
     return {"results": sorted(p.name for p in files)}
