@@ -119,6 +119,9 @@ def run_suite(outputs: Outputs, refs: References, chosen: Variant, out: Path,
     from histosynth.benchmark.runner import score_distribution
     from histosynth.benchmark.subjects import subject_of
 
+    unknown = sorted(set(tasks) - set(TASKS))
+    if unknown:
+        raise InputError(f"unknown suite task(s) {unknown}; the suite has {', '.join(TASKS)}")
     out.mkdir(parents=True, exist_ok=True)
     fake, split = outputs.synthesized, "train"
     settings = {"suite": SUITE_NAME, "suite_version": SUITE_VERSION, "variant": asdict(chosen)}
@@ -129,10 +132,11 @@ def run_suite(outputs: Outputs, refs: References, chosen: Variant, out: Path,
         written.append(run.save(out / f"{name}.json"))
         log(f"  {name}: {'not run' if run.settings.get('not_run') else 'done'}")
 
-    fake_ref = DataRef(fake.name, str(fake), scan_rows(fake, split).content_hash, scan_rows(fake, split).total)
     for encoder in chosen.encoders if "distribution" in tasks else ():
         reason = encoder_available(encoder)
         if reason:
+            rows = scan_rows(fake, split)
+            fake_ref = DataRef(fake.name, str(fake), rows.content_hash, rows.total)
             run = not_run("distribution", ("fd", "kid"), reason, {"fake": fake_ref}, encoder=encoder)
             run.subjects["fake"] = subject_of(fake, split, fake_ref)
             save(run, f"distribution-{encoder}")
@@ -141,9 +145,6 @@ def run_suite(outputs: Outputs, refs: References, chosen: Variant, out: Path,
                                  bootstrap=chosen.bootstrap, seed=chosen.seed, split=split, train=refs.train,
                                  progress=False)
         save(run, f"distribution-{encoder}")
-    unknown = sorted(set(tasks) - set(TASKS))
-    if unknown:
-        raise InputError(f"unknown suite task(s) {unknown}; the suite has {', '.join(TASKS)}")
     reasons = {task: reason if task in tasks else "not selected" for task, reason in applicable_tasks(outputs).items()}
     if reasons["label-consistency"] is None:
         save(score_label_consistency(refs.train, fake, real_test=refs.test, resolution=chosen.resolution,
