@@ -39,10 +39,10 @@ from PIL import Image
 from torch import nn
 
 from histosynth.baselines.harp_presets import (
+    PRESETS,
     SAMPLERS,
     HarpModelConfig,
     HarpPreset,
-    get_preset,
     model_from_dict,
     sample_from_dict,
 )
@@ -51,6 +51,7 @@ from histosynth.generators.arrays import augment, condition_batch, load_training
 from histosynth.generators.base import (
     CheckpointError,
     Generator,
+    PresetTable,
     SampleOptions,
     TrainingData,
     TrainReport,
@@ -141,10 +142,11 @@ def _to_uint8(images: torch.Tensor) -> np.ndarray:
     return ((images.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
 
 
-class HarpInpaint(ComponentFolder, Generator):
+class HarpInpaint(ComponentFolder, PresetTable, Generator):
     """Palette-style conditional DDPM for completion (see the module docstring)."""
 
     meta = GENERATOR_META["harp-inpaint"]
+    preset_table = PRESETS
 
     def __init__(self, preset: HarpPreset, device: str | torch.device | None = None, unet: UNet2DModel | None = None) -> None:
         from histosynth.generators.diffusion.generator import default_device
@@ -169,24 +171,11 @@ class HarpInpaint(ComponentFolder, Generator):
     # ------------------------------------------------------------------ contract basics
 
     @classmethod
-    def presets(cls) -> tuple[str, ...]:
-        from histosynth.baselines.harp_presets import PRESETS
-
-        return tuple(PRESETS)
-
-    @classmethod
     def build(cls, preset: str = "tiny", device: str | None = None, **overrides: Any) -> "HarpInpaint":
         """An untrained model; `overrides` change HarpModelConfig fields (e.g. resolution=64)."""
-        chosen = get_preset(preset)
+        chosen = cls.get_preset(preset)
         chosen.model = replace_fields(chosen.model, overrides)
         return cls(chosen, device=device)
-
-    @property
-    def preset_name(self) -> str:
-        return self.preset.name
-
-    def training_steps(self) -> int:
-        return int(self.preset.train.steps)
 
     def default_options(self) -> SampleOptions:
         s = self.preset.sample

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from histosynth.errors import UnknownNameError
 from histosynth.generators.diffusion.presets import TrainConfig, replace_fields
 
 SAMPLERS = ("ddpm", "ddim", "repaint")
@@ -90,13 +89,6 @@ def paper() -> HarpPreset:
 
 
 PRESETS = {"tiny": tiny, "demo": demo, "paper": paper}
-
-
-def get_preset(name: str) -> HarpPreset:
-    """A fresh copy of preset `name`."""
-    if name not in PRESETS:
-        raise UnknownNameError(f"harp-inpaint: unknown preset {name!r}; choose from {', '.join(PRESETS)}")
-    return PRESETS[name]()
 
 
 def model_from_dict(data: dict) -> HarpModelConfig:

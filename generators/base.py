@@ -27,7 +27,7 @@ import math
 from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -326,3 +326,34 @@ class Generator(ABC):
     def card_details(self) -> list[str]:
         """Markdown bullet lines describing the model for its card (architecture, sizes); override to add detail."""
         return []
+
+
+class PresetTable:
+    """`presets`, `get_preset`, `preset_name` and `training_steps` for a generator whose presets live in the class
+    attribute `preset_table` (name -> a function returning a fresh preset with `.name` and `.train.steps`) and
+    which keeps its preset as `self.preset`. Mix it in before `Generator`."""
+
+    preset_table: ClassVar[Mapping[str, Callable[[], Any]]]
+    preset: Any
+
+    @classmethod
+    def presets(cls) -> tuple[str, ...]:
+        return tuple(cls.preset_table)
+
+    @classmethod
+    def get_preset(cls, name: str) -> Any:
+        """A fresh copy of preset `name` (unknown names list the known ones)."""
+        from histosynth.errors import UnknownNameError
+
+        if name not in cls.preset_table:
+            raise UnknownNameError(f"{cls.meta.name}: unknown preset {name!r}; "  # type: ignore[attr-defined]
+                                   f"choose from {', '.join(cls.preset_table)}")
+        return cls.preset_table[name]()
+
+    @property
+    def preset_name(self) -> str:
+        return self.preset.name
+
+    def training_steps(self) -> int:
+        return int(self.preset.train.steps)
+

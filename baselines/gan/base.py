@@ -65,6 +65,7 @@ from histosynth.generators.arrays import TrainingArrays, augment, condition_batc
 from histosynth.generators.base import (
     CheckpointError,
     Generator,
+    PresetTable,
     SampleOptions,
     TrainingData,
     TrainReport,
@@ -146,7 +147,7 @@ class GANStep(TrainStep):
         return int(batch["image"].shape[0])
 
 
-class GANGenerator(ComponentFolder, Generator):
+class GANGenerator(ComponentFolder, PresetTable, Generator):
     """A conditional GAN: conditioner -> generator network, trained against a discriminator (see the module doc)."""
 
     preset_table: ClassVar[Mapping[str, Callable[[], GANPreset]]]
@@ -205,32 +206,12 @@ class GANGenerator(ComponentFolder, Generator):
     # ------------------------------------------------------------------ construction
 
     @classmethod
-    def presets(cls) -> tuple[str, ...]:
-        return tuple(cls.preset_table)
-
-    @classmethod
-    def get_preset(cls, name: str) -> GANPreset:
-        """A fresh copy of preset `name`."""
-        from histosynth.errors import UnknownNameError
-
-        if name not in cls.preset_table:
-            raise UnknownNameError(f"{cls.meta.name}: unknown preset {name!r}; choose from {', '.join(cls.preset_table)}")
-        return cls.preset_table[name]()
-
-    @classmethod
     def build(cls, preset: str | GANPreset = "tiny", device: str | torch.device | None = None,
               **overrides: Any) -> "GANGenerator":
         """An untrained generator; `overrides` change the model config's fields (e.g. num_classes=5, resolution=64)."""
         chosen = cls.get_preset(preset) if isinstance(preset, str) else copy.deepcopy(preset)
         chosen.model = replace_fields(chosen.model, overrides)
         return cls(chosen, device=device)
-
-    @property
-    def preset_name(self) -> str:
-        return self.preset.name
-
-    def training_steps(self) -> int:
-        return int(self.preset.train.steps)
 
     def default_options(self) -> SampleOptions:
         return SampleOptions(steps=1, sampler="forward", guidance=1.0, eta=0.0, batch_size=self.preset.sample.batch_size)

@@ -29,6 +29,7 @@ from histosynth.generators.arrays import TrainingArrays, augment, condition_batc
 from histosynth.generators.base import (
     CheckpointError,
     Generator,
+    PresetTable,
     SampleOptions,
     TrainingData,
     TrainReport,
@@ -78,7 +79,7 @@ def _to_uint8(images: torch.Tensor) -> np.ndarray:
     return ((images.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
 
 
-class DiffusionGenerator(ComponentFolder, Generator):
+class DiffusionGenerator(ComponentFolder, PresetTable, Generator):
     """A conditioned (or unconditional) diffusion model; subclasses choose the conditioner and presets."""
 
     preset_table: ClassVar[Mapping[str, Callable[[], Preset]]]
@@ -122,19 +123,6 @@ class DiffusionGenerator(ComponentFolder, Generator):
     # ------------------------------------------------------------------ construction
 
     @classmethod
-    def presets(cls) -> tuple[str, ...]:
-        return tuple(cls.preset_table)
-
-    @classmethod
-    def get_preset(cls, name: str) -> Preset:
-        """A fresh copy of this generator's preset `name`."""
-        from histosynth.errors import UnknownNameError
-
-        if name not in cls.preset_table:
-            raise UnknownNameError(f"{cls.meta.name}: unknown preset {name!r}; choose from {', '.join(cls.preset_table)}")
-        return cls.preset_table[name]()
-
-    @classmethod
     def build(cls, preset: str | Preset = "tiny", device: str | torch.device | None = None,
               autoencoder_weights: str | None = None, autoencoder_subfolder: str | None = None,
               **overrides: Any) -> "DiffusionGenerator":
@@ -149,13 +137,6 @@ class DiffusionGenerator(ComponentFolder, Generator):
             chosen.model.autoencoder = override(chosen.model.autoencoder, weights=autoencoder_weights,
                                                 subfolder=autoencoder_subfolder)
         return cls(chosen, device=device)
-
-    @property
-    def preset_name(self) -> str:
-        return self.preset.name
-
-    def training_steps(self) -> int:
-        return int(self.preset.train.steps)
 
     @property
     def num_classes(self) -> int:
