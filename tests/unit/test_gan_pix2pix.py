@@ -6,27 +6,19 @@ following the map on held-out simulator maps, the nuclei variant, exact resume a
 `histosynth train`, the G and D losses on the progress bar, and clear errors for bad input.
 """
 
-import json
-import os
-import signal
-import subprocess
-import sys
-import textwrap
-import threading
 
 import numpy as np
 import pytest
 import torch
+from gan_resume import check_sigkill_resume
 
 import histosynth.cli as cli
 from histosynth.baselines.gan.presets import GANTrainConfig
 from histosynth.baselines.pix2pix import PatchGAN, UNetGenerator
-from histosynth.commands.data import build_dataset
 from histosynth.data_cards.card import CardInfo
 from histosynth.disk import write_dataset
 from histosynth.errors import InputError
-from histosynth.generators import build_generator, load_generator, weights_hash
-from histosynth.generators.training import STATE_FILE, latest_checkpoint
+from histosynth.generators import build_generator, load_generator
 from histosynth.schema import Sample
 from histosynth.sources import build_source
 
@@ -150,65 +142,11 @@ def test_bad_conditions_and_training_data_are_clear_errors(tiny_data, tmp_path, 
     assert not out.exists()
 
 
-KILLED = textwrap.dedent("""
-    import signal, sys
-    import histosynth.baselines.gan.base as base
-    import histosynth.cli as cli
-
-    run_training = base.run_training
-
-    def with_stop(*args, on_step=None, **kwargs):
-        def stop(step):
-            if step == 3:  # steps 1..3 done, the checkpoint of step 2 on disk, step 3 not saved
-                print("after step 3", flush=True)  # the test reads this line and kills us while we wait here
-                signal.pause()
-        return run_training(*args, on_step=stop, **kwargs)
-
-    base.run_training = with_stop
-    sys.exit(cli.main(sys.argv[1:]))
-""")
 
 
 def test_a_sigkilled_training_resumes_to_the_uninterrupted_bytes(tmp_path, one_thread, capsys):
-    """G, D, both optimisers, both LR schedules and the step counter come back from the checkpoint: the resumed run
-    ends byte-identical to one that never stopped (one thread: the thread count changes float sums)."""
-    build_dataset("simulator", tmp_path / "data", {"n": 5, "size": 32, "seed": 0, "mpp": 4.0})
-
-    def args(out, *extra):
-        return [str(a) for a in ["train", "pix2pix", "--data", tmp_path / "data", "--preset", "tiny", "--steps", 6,
-                                 "--checkpoint-every", 2, "--seed", 3, "--no-heterogeneity", "--out", out, *extra]]
-
-    killed = tmp_path / "killed"
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
-    proc = subprocess.Popen([sys.executable, "-c", KILLED, *args(killed)], env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, start_new_session=True)
-    guard = threading.Timer(300, proc.kill)  # a hung run fails the test instead of blocking it forever
-    guard.start()
-    try:
-        where = proc.stdout.readline().strip()
-        assert where == "after step 3", f"never reached the stop: {proc.stderr.read()[-3000:]}"
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(timeout=60)
-    finally:
-        guard.cancel()
-        if proc.poll() is None:
-            proc.kill()
-    assert proc.returncode == -signal.SIGKILL
-    assert latest_checkpoint(killed / "training").name == "step-00000002" and not (killed / "config.json").exists()
-
-    assert cli.main(args(killed, "--resume")) == 0
-    assert "to step 6 (from step 2)" in capsys.readouterr().out
-    assert cli.main(args(tmp_path / "straight")) == 0
-    for component in ("generator", "discriminator"):
-        assert weights_hash(killed, [component]) == weights_hash(tmp_path / "straight", [component])
-    a, b = latest_checkpoint(killed / "training"), latest_checkpoint(tmp_path / "straight" / "training")
-    assert a.name == b.name == "step-00000006" and json.loads((a / STATE_FILE).read_text())["step"] == 6
-    files = sorted(p.name for p in a.iterdir())
-    # G and D, their optimizers, their LR schedules (accelerate's custom checkpoints) and the RNG states
-    assert {"model.safetensors", "model_1.safetensors", "optimizer.bin", "optimizer_1.bin", "custom_checkpoint_0.pkl",
-            "custom_checkpoint_1.pkl", "random_states_0.pkl"} <= set(files)
-    assert files == sorted(p.name for p in b.iterdir())
-    assert [f for f in files if (a / f).read_bytes() != (b / f).read_bytes()] == []
+    """See gan_resume.check_sigkill_resume (one thread: the thread count changes float sums)."""
+    check_sigkill_resume("pix2pix", tmp_path, capsys)
 
 
 @pytest.mark.slow

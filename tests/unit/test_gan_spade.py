@@ -7,19 +7,13 @@ held-out simulator maps, exact resume after a SIGKILL of `histosynth train`, the
 and clear errors for bad input.
 """
 
-import json
-import os
-import signal
-import subprocess
-import sys
-import threading
 
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 import torchvision
-from test_gan_pix2pix import KILLED  # the stop-after-step-3 wrapper around `histosynth train`
+from gan_resume import check_sigkill_resume
 
 import histosynth.cli as cli
 from histosynth.baselines.spade import Spade
@@ -30,12 +24,10 @@ from histosynth.baselines.spade_nets import (
     hinge_d,
     hinge_g,
 )
-from histosynth.commands.data import build_dataset
 from histosynth.data_cards.card import CardInfo
 from histosynth.disk import iter_samples, write_dataset
 from histosynth.errors import InputError
-from histosynth.generators import build_generator, load_generator, weights_hash
-from histosynth.generators.training import STATE_FILE, latest_checkpoint
+from histosynth.generators import build_generator, load_generator
 from histosynth.schema import Sample
 from histosynth.sources import build_source
 
@@ -205,45 +197,8 @@ def test_a_loaded_model_gives_the_bits_of_the_saved_one(tiny_data, tmp_path):
 
 
 def test_a_sigkilled_training_resumes_to_the_uninterrupted_bytes(tmp_path, one_thread, capsys):
-    """G, D (spectral-norm vectors included), both optimisers, both LR schedules and the step counter come back from
-    the checkpoint: the resumed run ends byte-identical to one that never stopped."""
-    build_dataset("simulator", tmp_path / "data", {"n": 5, "size": 32, "seed": 0, "mpp": 4.0})
-
-    def args(out, *extra):
-        return [str(a) for a in ["train", "spade", "--data", tmp_path / "data", "--preset", "tiny", "--steps", 6,
-                                 "--checkpoint-every", 2, "--seed", 3, "--no-heterogeneity", "--out", out, *extra]]
-
-    killed = tmp_path / "killed"
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
-    proc = subprocess.Popen([sys.executable, "-c", KILLED, *args(killed)], env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, start_new_session=True)
-    guard = threading.Timer(300, proc.kill)  # a hung run fails the test instead of blocking it forever
-    guard.start()
-    try:
-        where = proc.stdout.readline().strip()
-        assert where == "after step 3", f"never reached the stop: {proc.stderr.read()[-3000:]}"
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(timeout=60)
-    finally:
-        guard.cancel()
-        if proc.poll() is None:
-            proc.kill()
-    assert proc.returncode == -signal.SIGKILL
-    assert latest_checkpoint(killed / "training").name == "step-00000002" and not (killed / "config.json").exists()
-
-    assert cli.main(args(killed, "--resume")) == 0
-    assert "to step 6 (from step 2)" in capsys.readouterr().out
-    assert cli.main(args(tmp_path / "straight")) == 0
-    for component in ("generator", "discriminator"):
-        assert weights_hash(killed, [component]) == weights_hash(tmp_path / "straight", [component])
-    a, b = latest_checkpoint(killed / "training"), latest_checkpoint(tmp_path / "straight" / "training")
-    assert a.name == b.name == "step-00000006" and json.loads((a / STATE_FILE).read_text())["step"] == 6
-    files = sorted(p.name for p in a.iterdir())
-    # G and D, their Adam states, and their two LR schedules (accelerate's custom checkpoints 0 and 1)
-    saved = {"model.safetensors", "model_1.safetensors", "optimizer.bin", "optimizer_1.bin", "custom_checkpoint_0.pkl",
-             "custom_checkpoint_1.pkl"}
-    assert saved <= set(files) and files == sorted(p.name for p in b.iterdir())
-    assert all((a / f).read_bytes() == (b / f).read_bytes() for f in saved)
+    """See gan_resume.check_sigkill_resume; spectral-norm vectors are part of D's saved state."""
+    killed = check_sigkill_resume("spade", tmp_path, capsys)
 
     # and the resumed model generates through the CLI: new images, the conditions' maps copied
     out = tmp_path / "generated"
