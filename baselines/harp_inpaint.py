@@ -53,7 +53,6 @@ from histosynth.generators.base import (
     Generator,
     PresetTable,
     SampleOptions,
-    TrainingData,
     TrainReport,
     derive_seed,
     read_json_file,
@@ -63,7 +62,15 @@ from histosynth.generators.checkpoint import ComponentFolder, load_component
 from histosynth.generators.diffusion.presets import TrainConfig, replace_fields, to_dict, train_config_from_dict
 from histosynth.generators.diffusion.sampling import initial_noise
 from histosynth.generators.registry import GENERATOR_META
-from histosynth.generators.training import TRAINING_DIR, Batch, StepContext, TrainStep, run_training, step_rng
+from histosynth.generators.training import (
+    TRAINING_DIR,
+    Batch,
+    StepContext,
+    TrainStep,
+    finish_training,
+    run_training,
+    step_rng,
+)
 from histosynth.masks import heldout_mask, hybrid_mask
 from histosynth.schema import Provenance, Sample
 
@@ -219,18 +226,7 @@ class HarpInpaint(ComponentFolder, PresetTable, Generator):
         self.unet.eval()
         self._hash = None
         self.preset.train = cfg
-        self.train_report = TrainReport(
-            generator=self.meta.name, steps=cfg.steps, resumed_from_step=result.start_step, losses=result.losses,
-            seconds=result.seconds, images_per_second=result.images_per_second,
-            data=TrainingData(description=arrays.description, licence=arrays.licence, patches=len(arrays),
-                              source_datasets=list(arrays.source_datasets), dropped=arrays.dropped))
-        if out is not None:
-            from accelerate import PartialState
-
-            if PartialState().is_main_process:
-                self.save(out)
-            PartialState().wait_for_everyone()
-        return self.train_report
+        return finish_training(self, cfg.steps, result, arrays.training_data(), out)
 
     # ------------------------------------------------------------------ sampling
 

@@ -34,6 +34,7 @@ import numpy as np
 from histosynth.atomic import atomic_directory
 from histosynth.classes import get_schema
 from histosynth.errors import InputError
+from histosynth.generators.base import TrainingData
 from histosynth.generators.conditioning.batch import CONDITION_PARTS, ConditionBatch, NucleiLayout
 from histosynth.labels.heterogeneity import is_heterogeneous
 from histosynth.resize import resize_image, resize_map
@@ -69,6 +70,12 @@ class TrainingArrays:
 
     def __len__(self) -> int:
         return len(self.images)
+
+    def training_data(self) -> TrainingData:
+        """What these arrays are, for a TrainReport and the model card."""
+        return TrainingData(description=self.description, licence=self.licence, source_datasets=list(self.source_datasets),
+                            patches=len(self), dropped=self.dropped, tissue_schema=self.tissue_schema,
+                            nuclei_schema=self.nuclei_schema)
 
     @property
     def resolution(self) -> int:

@@ -29,7 +29,14 @@ from diffusers.training_utils import EMAModel
 from torch import nn
 from tqdm.auto import tqdm
 
-from histosynth.generators.base import CheckpointError, check_safetensors, read_json_file
+from histosynth.generators.base import (
+    CheckpointError,
+    Generator,
+    TrainingData,
+    TrainReport,
+    check_safetensors,
+    read_json_file,
+)
 
 CHECKPOINT_PREFIX = "step-"
 STATE_FILE = "trainer_state.json"
@@ -298,3 +305,21 @@ def run_training(step_fn: TrainStep, batch_fn: BatchFn, settings: LoopSettings, 
         ema.copy_to(specs[ema_name].params)
     accelerator.wait_for_everyone()
     return result
+
+
+def finish_training(generator: Generator, steps: int, result: TrainResult, data: TrainingData,
+                    out: Path | str | None) -> TrainReport:
+    """Record a finished `run_training` as the generator's TrainReport (with every named loss's mean) and, with
+    `out`, save the model folder from the main process while the others wait."""
+    generator.train_report = TrainReport(
+        generator=generator.meta.name, steps=steps, resumed_from_step=result.start_step, losses=result.losses,
+        seconds=result.seconds, images_per_second=result.images_per_second, data=data,
+        extra={"loss_means": {k: round(v, 6) for k, v in result.loss_means.items()}})
+    if out is not None:
+        from accelerate import PartialState
+
+        if PartialState().is_main_process:
+            generator.save(out)
+        PartialState().wait_for_everyone()
+    return generator.train_report
+

@@ -67,7 +67,6 @@ from histosynth.generators.base import (
     Generator,
     PresetTable,
     SampleOptions,
-    TrainingData,
     TrainReport,
     derive_seed,
     read_json_file,
@@ -84,6 +83,7 @@ from histosynth.generators.training import (
     OptimizerSpec,
     StepContext,
     TrainStep,
+    finish_training,
     run_training,
     step_rng,
 )
@@ -284,20 +284,7 @@ class GANGenerator(ComponentFolder, PresetTable, Generator):
         d.eval()
         self._hash = None
         self.preset.train = cfg
-        self.train_report = TrainReport(
-            generator=self.meta.name, steps=cfg.steps, resumed_from_step=result.start_step, losses=result.losses,
-            seconds=result.seconds, images_per_second=result.images_per_second,
-            data=TrainingData(description=arrays.description, licence=arrays.licence,
-                              source_datasets=list(arrays.source_datasets), patches=len(arrays), dropped=arrays.dropped,
-                              tissue_schema=arrays.tissue_schema, nuclei_schema=arrays.nuclei_schema),
-            extra={"loss_means": {k: round(v, 6) for k, v in result.loss_means.items()}})
-        if out is not None:
-            from accelerate import PartialState
-
-            if PartialState().is_main_process:
-                self.save(out)
-            PartialState().wait_for_everyone()
-        return self.train_report
+        return finish_training(self, cfg.steps, result, arrays.training_data(), out)  # loss means of G and D
 
     def _batch_fn(self, arrays: TrainingArrays, cfg: GANTrainConfig):
         """batch_fn(step, micro, rank, world, device): an epoch-shuffled batch, augmented, as tensors."""

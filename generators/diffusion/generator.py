@@ -31,7 +31,6 @@ from histosynth.generators.base import (
     Generator,
     PresetTable,
     SampleOptions,
-    TrainingData,
     TrainReport,
     derive_seed,
     read_json_file,
@@ -61,7 +60,7 @@ from histosynth.generators.diffusion.presets import (
 )
 from histosynth.generators.diffusion.sampling import denoise, guided, initial_noise, make_sampler
 from histosynth.generators.diffusion.training import DiffusionStep
-from histosynth.generators.training import TRAINING_DIR, TrainStep, run_training, step_rng
+from histosynth.generators.training import TRAINING_DIR, TrainStep, finish_training, run_training, step_rng
 from histosynth.schema import Nuclei, Provenance, Sample
 
 CROP_STREAM = 1  # SeedSequence([sample seed, CROP_STREAM]) draws a sample's condition randomness; its noise uses the seed
@@ -208,20 +207,7 @@ class DiffusionGenerator(ComponentFolder, PresetTable, Generator):
         result = run_training(self._train_step(denoiser, cfg), batch_fn, cfg, folder, resume=resume, on_step=on_step)
         self._hash = None
         self.preset.train = cfg
-        self.train_report = TrainReport(
-            generator=self.meta.name, steps=cfg.steps, resumed_from_step=result.start_step, losses=result.losses,
-            seconds=result.seconds, images_per_second=result.images_per_second,
-            data=TrainingData(description=arrays.description, licence=arrays.licence,
-                              source_datasets=list(arrays.source_datasets), patches=len(arrays), dropped=arrays.dropped,
-                              tissue_schema=arrays.tissue_schema, nuclei_schema=arrays.nuclei_schema),
-            extra={"loss_means": {k: round(v, 6) for k, v in result.loss_means.items()}})  # per task for dual-lora
-        if out is not None:
-            from accelerate import PartialState
-
-            if PartialState().is_main_process:
-                self.save(out)
-            PartialState().wait_for_everyone()
-        return self.train_report
+        return finish_training(self, cfg.steps, result, arrays.training_data(), out)  # loss means per task (dual-lora)
 
     def _batch_fn(self, arrays: TrainingArrays, cfg: TrainConfig, curriculum: Curriculum | None):
         n = len(arrays)
