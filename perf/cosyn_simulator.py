@@ -30,7 +30,7 @@ from tstr_simulator import build_slides  # perf/ is the script's folder, so its 
 
 SIZE, MPP = 64, 0.5
 TRAIN_SLIDE_SEED, TEST_SLIDE_SEED = 0, 100
-QUICK = {"per_slide": 4, "cosyn_steps": 2, "sample_steps": 2, "seg_steps": 3, "seeds": 2}
+QUICK = {"per_slide": 4, "cosyn_steps": 2, "sample_steps": 2, "seg_steps": 3, "seeds": 2, "seg_batch_size": None}
 
 
 def bootstrap_share(honoured: np.ndarray, totals: np.ndarray, reps: int = 1000, seed: int = 0) -> tuple[float, float]:
@@ -41,13 +41,11 @@ def bootstrap_share(honoured: np.ndarray, totals: np.ndarray, reps: int = 1000, 
     return float(np.percentile(shares, 2.5)), float(np.percentile(shares, 97.5))
 
 
-def consistency_table(conditions: Path, generated: Path, tolerance: float) -> dict:
-    """The consistency share (and class share, spurious share) of the generated pairs, per patch and pooled."""
-    from histosynth.disk import iter_samples
+def consistency_table(conds: list, outs: list, tolerance: float) -> dict:
+    """The consistency share (and class share, spurious share) of outputs[i] against conditions[i mod M], pooled
+    over patches, with bootstrap CIs over patches."""
     from histosynth.generators.cosyn.decode import consistency_of
 
-    conds = list(iter_samples(conditions))
-    outs = list(iter_samples(generated))
     per = [consistency_of([conds[i % len(conds)]], [o], tolerance) for i, o in enumerate(outs)]
     honoured = np.array([c.honoured for c in per]); same = np.array([c.same_class for c in per])
     totals = np.array([c.centroids for c in per]); spurious = np.array([c.spurious for c in per])
@@ -72,7 +70,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cosyn-steps", type=int, help="CoSyn training steps (default: the demo preset's)")
     parser.add_argument("--sample-steps", type=int, default=25)
     parser.add_argument("--seg-preset", default="tiny")
-    parser.add_argument("--seg-steps", type=int)
+    parser.add_argument("--seg-steps", type=int, help="HoVer-Net training steps (default: the preset's)")
+    parser.add_argument("--seg-batch-size", type=int, help="HoVer-Net batch size (default: the preset's)")
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--quick", action="store_true")
     args = parser.parse_args(argv)
@@ -98,17 +97,36 @@ def main(argv: list[str] | None = None) -> int:
     if not (generated / "README.md").is_file():
         run([*cli, "generate", "cosyn", "--checkpoint", str(model), "--conditions", str(real), "--n", str(n),
              "--steps", str(args.sample_steps), "--out", str(generated)])
-    tolerance = json.loads((model / "config.json").read_text())["model"]["consistency_tolerance_px"]
-    table = consistency_table(real, generated, tolerance)
-    (out / "consistency.json").write_text(json.dumps(table, indent=2))
-    print(f"   consistency share {table['share']:.3f} {table['share_ci']}, class {table['class_share']:.3f}, "
-          f"spurious {table['spurious_share']:.3f} over {table['centroids']} centroids", flush=True)
+    from dataclasses import replace
+
+    from histosynth.disk import iter_samples
+    from histosynth.generators import load_generator
+    from histosynth.schema import Nuclei
+
+    gen = load_generator(model)
+    tolerance = gen.preset.model.consistency_tolerance_px
+    held_out = list(iter_samples(test, "test"))
+    held_out_outputs = gen.sample(held_out, seed=0, steps=args.sample_steps)  # layouts the model never saw
+    rng = np.random.default_rng(0)
+    random_places = [replace(c, nuclei=Nuclei(c.nuclei.schema, rng.uniform(0, c.width - 1, c.nuclei.centroids.shape)
+                                              .astype(np.float32), c.nuclei.class_ids)) for c in held_out]
+    tables = {"training layouts (the generated set)": consistency_table(list(iter_samples(real)),
+                                                                         list(iter_samples(generated)), tolerance),
+              "held-out layouts": consistency_table(held_out, held_out_outputs, tolerance),
+              "held-out outputs vs random centroids (control)": consistency_table(random_places, held_out_outputs,
+                                                                                   tolerance)}
+    (out / "consistency.json").write_text(json.dumps(tables, indent=2))
+    for name, table in tables.items():
+        print(f"   {name}: share {table['share']:.3f} {table['share_ci']}, class {table['class_share']:.3f} "
+              f"{table['class_share_ci']}, spurious {table['spurious_share']:.3f}, {table['centroids']} centroids",
+              flush=True)
     print("4. HoVer-Net TSTR (real vs CoSyn pairs), held-out slides", flush=True)
     tstr = out / "tstr_hovernet.json"
     if not tstr.is_file():
         run([*cli, "bench", "tstr", "--model", "hovernet", "--preset", args.seg_preset, "--train", f"cosyn={generated}",
              "--real-train", str(real), "--test", str(test), "--seeds", str(args.seeds), "--out", str(tstr),
-             *(["--steps", str(args.seg_steps)] if args.seg_steps else [])])
+             *(["--steps", str(args.seg_steps)] if args.seg_steps else []),
+             *(["--batch-size", str(args.seg_batch_size)] if args.seg_batch_size else [])])
     print(f"results: {out / 'consistency.json'}, {tstr}")
     return 0
 
