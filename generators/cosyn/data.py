@@ -20,6 +20,7 @@ import numpy as np
 from histosynth.benchmark.downstream.hover_targets import hover_targets
 from histosynth.classes import IGNORE_ID
 from histosynth.generators.arrays import TrainingDataError, model_mpp
+from histosynth.generators.base import TrainingData
 from histosynth.generators.conditioning.batch import NucleiLayout
 from histosynth.generators.cosyn.context import context_ids
 from histosynth.labels.heterogeneity import is_heterogeneous
@@ -44,6 +45,11 @@ class JointArrays:
 
     def __len__(self) -> int:
         return len(self.images)
+
+    def training_data(self) -> TrainingData:
+        """What these arrays are, for a TrainReport and the model card."""
+        return TrainingData(description=self.description, licence=self.licence, source_datasets=list(self.source_datasets),
+                            patches=len(self), dropped=self.dropped, nuclei_schema=self.schema)
 
 
 def resized_nuclei(nuclei: Nuclei, resolution: int) -> Nuclei:

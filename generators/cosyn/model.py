@@ -33,13 +33,13 @@ from diffusers import DDPMScheduler, UNet2DModel
 from torch import nn
 
 from histosynth.classes import get_schema
-from histosynth.errors import InputError, UnknownNameError
+from histosynth.errors import InputError
 from histosynth.generators.arrays import condition_batch
 from histosynth.generators.base import (
     CheckpointError,
     Generator,
+    PresetTable,
     SampleOptions,
-    TrainingData,
     TrainReport,
     derive_seed,
     read_json_file,
@@ -70,7 +70,15 @@ from histosynth.generators.diffusion.presets import (
 )
 from histosynth.generators.diffusion.sampling import denoise, guided, initial_noise
 from histosynth.generators.registry import GENERATOR_META
-from histosynth.generators.training import TRAINING_DIR, Batch, StepContext, TrainStep, run_training, step_rng
+from histosynth.generators.training import (
+    TRAINING_DIR,
+    Batch,
+    StepContext,
+    TrainStep,
+    finish_training,
+    run_training,
+    step_rng,
+)
 from histosynth.schema import Provenance, Sample
 
 IMAGE_CHANNELS = 3
@@ -142,7 +150,7 @@ class JointStep(TrainStep):
         return int(batch["x0"].shape[0])
 
 
-class CoSynGenerator(ComponentFolder, Generator):
+class CoSynGenerator(ComponentFolder, PresetTable, Generator):
     """Centroid layout (+ tissue type) -> a new patch with its own nuclei instances, classes and centroids."""
 
     meta = GENERATOR_META["cosyn"]
@@ -167,28 +175,12 @@ class CoSynGenerator(ComponentFolder, Generator):
     # ------------------------------------------------------------------ construction
 
     @classmethod
-    def presets(cls) -> tuple[str, ...]:
-        return tuple(cls.preset_table)
-
-    @classmethod
     def build(cls, preset: str | CoSynPreset = "tiny", device: str | torch.device | None = None,
               **overrides: Any) -> "CoSynGenerator":
         """An untrained generator; `overrides` change CoSynModelConfig fields (e.g. num_classes=6, resolution=32)."""
-        if isinstance(preset, str):
-            if preset not in cls.preset_table:
-                raise UnknownNameError(f"cosyn: unknown preset {preset!r}; choose from {', '.join(cls.preset_table)}")
-            chosen = cls.preset_table[preset]()
-        else:
-            chosen = copy.deepcopy(preset)
+        chosen = cls.get_preset(preset) if isinstance(preset, str) else copy.deepcopy(preset)
         chosen.model = override(chosen.model, **overrides)
         return cls(chosen, device=device)
-
-    @property
-    def preset_name(self) -> str:
-        return self.preset.name
-
-    def training_steps(self) -> int:
-        return int(self.preset.train.steps)
 
     @property
     def num_classes(self) -> int:
@@ -248,20 +240,7 @@ class CoSynGenerator(ComponentFolder, Generator):
         result = run_training(step, self._batch_fn(arrays, cfg), cfg, folder, resume=resume, on_step=on_step)
         self._hash = None
         self.preset.train = cfg
-        self.train_report = TrainReport(
-            generator=self.meta.name, steps=cfg.steps, resumed_from_step=result.start_step, losses=result.losses,
-            seconds=result.seconds, images_per_second=result.images_per_second,
-            data=TrainingData(description=arrays.description, licence=arrays.licence,
-                              source_datasets=list(arrays.source_datasets), patches=len(arrays), dropped=arrays.dropped,
-                              nuclei_schema=arrays.schema),
-            extra={"loss_means": {k: round(v, 6) for k, v in result.loss_means.items()}})
-        if out is not None:
-            from accelerate import PartialState
-
-            if PartialState().is_main_process:
-                self.save(out)
-            PartialState().wait_for_everyone()
-        return self.train_report
+        return finish_training(self, cfg.steps, result, arrays.training_data(), out)
 
     def _batch_fn(self, arrays: JointArrays, cfg: TrainConfig):
         n = len(arrays)

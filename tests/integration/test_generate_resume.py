@@ -94,7 +94,7 @@ def test_generate_writes_a_labelled_dataset(setup, tmp_path, capsys, one_thread)
         assert np.array_equal(sample.tissue, resize_map(conditions[i % 5].tissue, 32))
         assert sample.provenance.generator == "htd" and sample.provenance.checkpoint_hash.startswith("sha256:")
     assert len({s.provenance.seed for s in samples}) == 7
-    rows = datasets.load_dataset(str(out), split="train")
+    rows = datasets.load_dataset(str(out), split="train", cache_dir=str(tmp_path / "hf-datasets"))
     assert rows.num_rows == 7 and rows.features["tissue"].mode == "L"
     assert not list(tmp_path.glob(".synthetic.work-*"))  # the work folder is gone once published
 
@@ -117,7 +117,7 @@ def test_killed_generation_resumes_to_the_same_bytes(setup, tmp_path, one_thread
                                                                             "train-00001-of-00004.parquet"]
     assert (work / JOB_FILE).is_file()
     with pytest.raises(datasets.data_files.EmptyDatasetError):
-        datasets.load_dataset(str(work))  # finished chunks are not taken for a (partial) dataset
+        datasets.load_dataset(str(work), cache_dir=str(tmp_path / "hf-datasets"))  # finished chunks are not taken for a (partial) dataset
     (work / CHUNKS_DIR / ".train-00002-of-00004.parquet.staged").write_bytes(b"torn write")  # a half-written shard is ignored
 
     generate_dataset(*args, n=7, out=tmp_path / "resumed", seed=5, chunk_size=2, progress=False)

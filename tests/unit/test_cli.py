@@ -40,7 +40,7 @@ def test_data_build_embedded_round_trips_through_load_dataset(tmp_path, capsys):
     assert main(["data", "build", "--source", "embedded", "--out", str(out), "--size", "128", "--n", "6", "--no-pseudolabel"]) == 0
     printed = capsys.readouterr().out
     assert "train: 6 samples" in printed and "tissue: not labelled" in printed
-    rows = datasets.load_dataset(str(out), split="train")
+    rows = datasets.load_dataset(str(out), split="train", cache_dir=str(tmp_path / "hf-datasets"))
     expected = list(build_source("embedded", size=128, n=6))
     assert len(rows) == 6
     assert all(row_to_sample(r).equals(s) for r, s in zip(rows, expected, strict=False))
@@ -86,7 +86,7 @@ def test_data_build_passes_reader_options(tmp_path, capsys):
     out = tmp_path / "d"
     assert main(["data", "build", "--source", "pannuke", "--path", str(tmp_path / "fold1"), "--out", str(out)]) == 0
     assert "nuclei (pannuke): 6" in capsys.readouterr().out
-    first = row_to_sample(datasets.load_dataset(str(out), split="train")[0])
+    first = row_to_sample(datasets.load_dataset(str(out), split="train", cache_dir=str(tmp_path / "hf-datasets"))[0])
     assert sorted(first.nuclei.class_ids.tolist()) == [1, 2] and np.array_equal(first.image, images[0].astype(np.uint8))
     assert main(["data", "build", "--source", "pannuke", "--path", str(tmp_path / "fold1"), "--out", str(out), "--seed", "3"]) == 2
     assert "does not take --seed" in capsys.readouterr().err
@@ -95,7 +95,7 @@ def test_data_build_passes_reader_options(tmp_path, capsys):
 def test_data_build_simulator_round_trips_through_load_dataset(tmp_path):
     out = tmp_path / "sim"
     assert main(["data", "build", "--source", "simulator", "--out", str(out), "--n", "5", "--size", "64", "--seed", "4"]) == 0
-    rows = datasets.load_dataset(str(out), split="train")
+    rows = datasets.load_dataset(str(out), split="train", cache_dir=str(tmp_path / "hf-datasets"))
     expected = list(build_source("simulator", n=5, size=64, seed=4))
     assert [row_to_sample(r).equals(s) for r, s in zip(rows, expected, strict=False)] == [True] * 5
     assert expected[0].tissue is not None and len(expected[0].nuclei) > 0
@@ -106,7 +106,7 @@ def test_data_build_embedded_carries_pseudo_labels_by_default(tmp_path, capsys):
     assert main(["data", "build", "--source", "embedded", "--out", str(out), "--size", "128", "--n", "6"]) == 0
     printed = capsys.readouterr().out
     assert "tissue (pseudo-tissue-k" in printed and "nuclei (pseudo-nuclei-k4)" in printed and "% of patches in 20-80%" in printed
-    samples = [row_to_sample(r) for r in datasets.load_dataset(str(out), split="train")]
+    samples = [row_to_sample(r) for r in datasets.load_dataset(str(out), split="train", cache_dir=str(tmp_path / "hf-datasets"))]
     assert len(samples) == 6 and all(s.tissue is not None and s.nuclei is not None for s in samples)
     assert (out / "pseudolabels.json").is_file()
     from histosynth.hub import validate_folder
