@@ -103,7 +103,9 @@ def encoder_available(name: str) -> str | None:
 
 def not_run(task: str, metrics: tuple[str, ...], reason: str, data: dict[str, DataRef], encoder: str | None = None,
             settings: dict[str, Any] | None = None) -> BenchmarkRun:
-    """A results file saying a task was not run and why (null values with the reason), so coverage is explicit."""
+    """A results file saying a task was not run and why (null values with the reason), so coverage is explicit.
+    `data` holds the refs the task would have used, its reference data included, so that its leaderboard column
+    sits with the measured columns of the same data."""
     results = [MetricResult(m, None, encoder=encoder, extra={"undefined": reason, "not_run": True}) for m in metrics]
     return BenchmarkRun(task=task, results=results, data=data, settings={"not_run": reason, **(settings or {})})
 
@@ -132,13 +134,19 @@ def run_suite(outputs: Outputs, refs: References, chosen: Variant, out: Path,
         written.append(run.save(out / f"{name}.json"))
         log(f"  {name}: {'not run' if run.settings.get('not_run') else 'done'}")
 
+    def data_ref(folder: Path) -> DataRef:
+        rows = scan_rows(folder, split)
+        return DataRef(folder.name, str(folder.resolve()), rows.content_hash, rows.total)
+
+    not_run_data: dict[str, DataRef] = {}  # scanned once, and only when a not-run file needs it
     for encoder in chosen.encoders if "distribution" in tasks else ():
         reason = encoder_available(encoder)
         if reason:
-            rows = scan_rows(fake, split)
-            fake_ref = DataRef(fake.name, str(fake), rows.content_hash, rows.total)
-            run = not_run("distribution", ("fd", "kid"), reason, {"fake": fake_ref}, encoder=encoder)
-            run.subjects["fake"] = subject_of(fake, split, fake_ref)
+            # the roles score_distribution records, so the not-run column groups with the measured ones
+            not_run_data = not_run_data or {"real": data_ref(refs.test), "fake": data_ref(fake),
+                                            "train": data_ref(refs.train)}
+            run = not_run("distribution", ("fd", "kid"), reason, dict(not_run_data), encoder=encoder)
+            run.subjects["fake"] = subject_of(fake, split, not_run_data["fake"])
             save(run, f"distribution-{encoder}")
             continue
         run = score_distribution(refs.test, fake, encoders=[encoder], metrics=chosen.distribution_metrics,
