@@ -101,6 +101,13 @@ class Column:
     def title(self) -> str:
         return self.metric if self.encoder == NO_ENCODER else f"{self.metric} ({self.encoder})"
 
+    @property
+    def task_label(self) -> str:
+        """The task as headers name it: with the model it trains where it trains one (a results file's task is
+        "tstr" for both DeepLabv3+ and HoVer-Net; settings.model says which)."""
+        model = self.comparability.get("settings", {}).get("model")
+        return f"{self.task} ({model})" if model else self.task
+
 
 @dataclass(frozen=True)
 class Cell:
@@ -196,9 +203,9 @@ class Leaderboard:
         return out
 
     def subtitle(self, column: Column) -> str:
-        """The header's second line: reference data and task version, plus the start of the comparability key
-        where another column has the same title and data (so the two can be told apart)."""
-        text = f"{column.dataset}, {column.task} v{column.task_version}"
+        """The header's second line: reference data, task (with its model) and version, plus the start of the
+        comparability key where another column has the same title and data (so the two can be told apart)."""
+        text = f"{column.dataset}, {column.task_label} v{column.task_version}"
         twins = [c for c in self.columns if (c.task, c.metric, c.encoder, c.dataset) ==
                  (column.task, column.metric, column.encoder, column.dataset)]
         return text + (f", {column.comparability_key[:11]}" if len(twins) > 1 else "")

@@ -62,8 +62,9 @@ def _table_rows(board: Leaderboard, columns: list[Column]) -> list[Row]:
 
 
 def render_table(board: Leaderboard, columns: list[Column], fmt: str = "markdown", ci: str = "pm",
-                 digits: int = 3) -> str:
-    """The table of `columns` in `fmt` (latex or markdown), with Borda and mean rank over those columns."""
+                 digits: int = 3, citations: bool = True) -> str:
+    """The table of `columns` in `fmt` (latex or markdown), with Borda and mean rank over those columns; without
+    the citation block when `citations` is false (a document of several tables cites once)."""
     if fmt not in FORMATS:
         raise InputError(f"table format must be one of {', '.join(FORMATS)}, not {fmt!r}")
     if ci not in CI_STYLES:
@@ -74,18 +75,37 @@ def render_table(board: Leaderboard, columns: list[Column], fmt: str = "markdown
     aggregates = board.aggregate(columns)
     bibs = {r.id: bib for r in rows if (bib := citation(r))}
     render = _latex if fmt == "latex" else _markdown
-    return render(board, columns, rows, aggregates, bibs, ci, digits)
+    return render(board, columns, rows, aggregates, bibs, ci, digits, citations)
+
+
+def render_citations(board: Leaderboard, columns: list[Column], fmt: str = "markdown") -> str:
+    """The citation block of the generators with a value in `columns` (what render_table appends), for a document
+    of several tables rendered with `citations=False`, to append after them; empty when none has a citation."""
+    bibs = {r.id: bib for r in _table_rows(board, columns) if (bib := citation(r))}
+    lines = _citation_lines(bibs, fmt)
+    return "\n".join(lines) + "\n" if lines else ""
+
+
+def _citation_lines(bibs: dict[str, str], fmt: str) -> list[str]:
+    """The BibTeX of `bibs` (row id -> entry), each entry once: commented out in LaTeX, a code block in Markdown."""
+    if not bibs:
+        return []
+    entries = list(dict.fromkeys(bibs.values()))
+    if fmt == "latex":
+        lines = ["", "% Citations of the generators above (BibTeX; copy into your .bib without the '% '):"]
+        return lines + [f"% {line}" for bib in entries for line in bib.splitlines()]
+    return ["", "References:", "", "```bibtex", *"\n\n".join(entries).splitlines(), "```"]
 
 
 def _caption(columns: list[Column], ci: str) -> str:
-    tasks = sorted({f"{c.task} v{c.task_version}" for c in columns})
+    tasks = sorted({f"{c.task_label} v{c.task_version}" for c in columns})
     ci_text = "± CI half-width" if ci == "pm" else "[CI low, CI high]"
     return (f"histosynth leaderboard: {', '.join(tasks)}. Value {ci_text}. Bold: rank 1 (the best by the metric's "
             "direction, or CI-tied with it). Borda and mean rank weight each task equally; partial coverage: n/a. "
             "Real data is the reference line, not ranked.")
 
 
-def _latex(board, columns, rows, aggregates, bibs, ci, digits) -> str:
+def _latex(board, columns, rows, aggregates, bibs, ci, digits, citations) -> str:
     def value(cell: Cell | None, bold: bool) -> str:
         v, c = cell_text(cell, ci, digits)
         text = v + (rf" $\pm$ {c}" if c and ci == "pm" else f" {c}" if c else "")
@@ -111,14 +131,10 @@ def _latex(board, columns, rows, aggregates, bibs, ci, digits) -> str:
         lines.append(" & ".join([name, format_number(agg.borda, digits), format_number(agg.mean_rank, digits), *cells])
                      + r" \\")
     lines += [r"\bottomrule", r"\end{tabular}"]
-    if bibs:
-        lines += ["", "% Citations of the generators above (BibTeX; copy into your .bib without the '% '):"]
-        for bib in dict.fromkeys(bibs.values()):
-            lines += [f"% {line}" for line in bib.splitlines()]
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines + (_citation_lines(bibs, "latex") if citations else [])) + "\n"
 
 
-def _markdown(board, columns, rows, aggregates, bibs, ci, digits) -> str:
+def _markdown(board, columns, rows, aggregates, bibs, ci, digits, citations) -> str:
     def value(cell: Cell | None, bold: bool) -> str:
         v, c = cell_text(cell, ci, digits)
         text = v + (f" ± {c}" if c and ci == "pm" else f" {c}" if c else "")
@@ -137,9 +153,7 @@ def _markdown(board, columns, rows, aggregates, bibs, ci, digits) -> str:
         cells = [value(board.cell(row, c), row.ranked and _rank(board, row, c) == 1) for c in columns]
         lines.append("| " + " | ".join([name, format_number(agg.borda, digits), format_number(agg.mean_rank, digits),
                                         *cells]) + " |")
-    if bibs:
-        lines += ["", "References:", "", "```bibtex", *"\n\n".join(dict.fromkeys(bibs.values())).splitlines(), "```"]
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines + (_citation_lines(bibs, "markdown") if citations else [])) + "\n"
 
 
 def _rank(board: Leaderboard, row: Row, column: Column) -> int | None:

@@ -121,7 +121,7 @@ def test_incomparable_runs_get_separate_columns(results, tmp_path):
     assert board.cell(HTD, alone).value == 12.0 and board.cell(HTD, alone).rank == 1
     assert board.cell(NO_COPY, alone) is None
     assert {board.subtitle(c) for c in fds} == {f"sim-test, distribution v1, {c.comparability_key[:11]}" for c in fds}
-    assert board.subtitle(column(board, "tstr", "miou")) == "sim-test, tstr v1"  # unambiguous: no key shown
+    assert board.subtitle(column(board, "tstr", "miou")) == "sim-test, tstr (deeplabv3plus) v1"  # no key: unambiguous
     assert other.comparability()["n_scored"] == {"fake": 32}  # the key differs by the scored set's N only
 
 
