@@ -1,19 +1,22 @@
 """Recipes (histosynth.leaderboard.recipes): validation errors that name the step and field, plan/status/run with
 content-key caching (a changed option reruns only what depends on it), --until, and resuming an interrupted step.
-The source steps read real-format files: Camelyon16 pyramidal TIFFs with ASAP XML (recipe_fixtures.py)."""
+The source steps read real-format files: Camelyon16 pyramidal TIFFs with ASAP XML and PANDA slides with red-channel
+label masks and train.csv (recipe_fixtures.py)."""
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from recipe_fixtures import write_camelyon16
+from recipe_fixtures import write_camelyon16, write_panda_folder
 
 from histosynth.cli import main
 from histosynth.commands.recipe import handlers
@@ -52,6 +55,11 @@ steps:
 @pytest.fixture(scope="module")
 def slides(tmp_path_factory) -> Path:
     return write_camelyon16(tmp_path_factory.mktemp("c16") / "training")
+
+
+@pytest.fixture(scope="module")
+def panda(tmp_path_factory) -> Path:
+    return write_panda_folder(tmp_path_factory.mktemp("panda") / "panda", "karolinska")
 
 
 def write(tmp_path: Path, text: str, name: str = "small.yaml") -> Path:
@@ -227,39 +235,122 @@ def test_kill_in_train_and_in_generate_gives_the_same_dataset(tmp_path, slides):
     assert json.loads((run_dir / "report.json").read_text())["recipe_hash"] == recipe.text_hash
 
 
-def _table_run(tmp_path: Path, slides: Path, name: str) -> Path:
-    recipe = load_recipe(REPO / "recipes" / f"{name}.yaml", "tiny", {"camelyon16": slides})
+def _table_run(tmp_path: Path, name: str, inputs: dict[str, Path]) -> Path:
+    recipe = load_recipe(REPO / "recipes" / f"{name}.yaml", "tiny", inputs)
     run_dir = tmp_path / name
     run_recipe(recipe, run_dir, handlers(), log=lambda line: None)
     return run_dir
 
 
-def test_fd_table_recipe_writes_both_formats_with_authors_numbers_and_not_run_columns(tmp_path, slides):
+FD_DATASETS = ("camelyon16", "panda")  # htd-fd-table's inputs; each one's held-out patches are data/NAME-test
+
+
+def _card_fd(card: str) -> dict[str, float]:
+    """encoder -> the authors' FD that a dataset card quotes."""
+    import yaml
+
+    rows = yaml.safe_load((CARDS / f"{card}.yaml").read_text())["card"]["benchmark"]
+    return {r["encoder"]: r["value"] for r in rows if r["metric"] == "FD"}
+
+
+def test_fd_table_recipe_plans_both_datasets_and_quotes_the_cards(slides, panda, tmp_path):
+    recipe = load_recipe(REPO / "recipes" / "htd-fd-table.yaml", "tiny", {"camelyon16": slides, "panda": panda})
+    assert all(p.action == "run" for p in plan(recipe, tmp_path / "run"))
+    for dataset in FD_DATASETS:
+        scores = [s for s in recipe.steps if s.kind == "score" and s.name.startswith(f"score-{dataset}-")]
+        assert len(scores) == 3 and {s.fields["test"] for s in scores} == {f"data/{dataset}-test"}
+        assert {s.fields["out"] for s in scores} <= set(recipe.step("table").fields["results"])
+        trained = {s.fields["generator"] for s in recipe.steps
+                   if s.kind == "train" and s.name.startswith(f"train-{dataset}-")}
+        assert trained == {"htd-unconditional", "htd-embedding", "htd"}
+    assert recipe.step("source-panda").fields["options"]["provider"] == "karolinska"
+    reported = recipe.step("table").fields["reported"]
+    for dataset, card in (("Camelyon16", "htd-camelyon16"), ("PANDA Karolinska", "htd-panda-karolinska")):
+        assert {r["encoder"]: r["value"] for r in reported if r["dataset"] == dataset} == _card_fd(card)
+
+
+def test_fd_table_recipe_writes_both_formats_with_authors_numbers_and_not_run_columns(tmp_path, slides, panda):
     from histosynth.benchmark.results import BenchmarkRun
     from histosynth.leaderboard.aggregate import format_number
 
-    run_dir = _table_run(tmp_path, slides, "htd-fd-table")
+    run_dir = _table_run(tmp_path, "htd-fd-table", {"camelyon16": slides, "panda": panda})
     markdown = (run_dir / "tables" / "table.md").read_text()
     latex = (run_dir / "tables" / "table.tex").read_text()
     assert r"\begin{tabular}" in latex and "| Subject |" in markdown
-    for generator in ("htd ", "htd-embedding", "htd-unconditional"):
-        assert generator in markdown and generator in latex
-    # uni2-h's weights are gated and absent here: its column says so in both formats
-    assert "fd (uni2-h)" in markdown and markdown.count("not run (weights)") == 3 and latex.count("not run (weights)") == 3
-    # ours are the results files' numbers, the authors' sit in their own labelled block
-    fd = BenchmarkRun.load(run_dir / "results" / "htd" / "distribution-effnet-lite0.json")
-    value = next(r.value for r in fd.results if r.metric == "fd")
-    row = next(line for line in markdown.splitlines() if line.startswith("| htd 0"))
-    assert format_number(value) in row
-    assert "Reported by the authors" in markdown and "| htd | FD | UNI2-h | 85.2 |" in markdown
-    assert "Reported by the authors" in latex and "481.4" in latex
+    state = load_state(run_dir)["steps"]
+    # one block per dataset, in the recipe's order; each lists that dataset's three models and no other
+    blocks = markdown.split("**Reference data: ")[1:]
+    assert [b.split("**")[0] for b in blocks] == [f"{d}-test" for d in FD_DATASETS]
+    assert latex.index("% Reference data: camelyon16-test") < latex.index("% Reference data: panda-test")
+    for dataset, block in zip(FD_DATASETS, blocks, strict=True):
+        models = {state[f"train-{dataset}-{m}"]["summary"]["checkpoint_hash"].split(":")[1][:8]
+                  for m in ("unconditional", "embedding", "htd")}
+        rows = [line for line in block.split("References:")[0].splitlines() if line.startswith("| htd")]
+        assert {re.search(r"\(([0-9a-f]{8})\)", row).group(1) for row in rows} == models and len(rows) == 3
+        # uni2-h's weights are gated and absent here: its column says so, and groups with the measured one (its
+        # results file records the same reference data), so both columns are subtitled with this dataset
+        assert f"fd (uni2-h) ↓<br>{dataset}-test, distribution v1" in block
+        assert f"fd (effnet-lite0) ↓<br>{dataset}-test, distribution v1" in block
+        assert block.split("References:")[0].count("not run (weights)") == 3
+        # ours are the results files' numbers, the authors' sit in their own labelled block
+        fd = BenchmarkRun.load(run_dir / "results" / dataset / "htd" / "distribution-effnet-lite0.json")
+        short = state[f"train-{dataset}-htd"]["summary"]["checkpoint_hash"].split(":")[1][:8]
+        row = next(line for line in block.splitlines() if line.startswith("| htd 0") and short in line)
+        assert format_number(next(r.value for r in fd.results if r.metric == "fd")) in row
+    assert markdown.count("not run (weights)") == 6 and latex.count("not run (weights)") == 6
+    assert markdown.count("References:") == 1 and latex.count("% Citations") == 1  # cited once, after both blocks
+    assert "Reported by the authors" in markdown and "| Camelyon16 | htd | FD | UNI2-h | 85.2 |" in markdown
+    assert "| PANDA Karolinska | htd | FD | UNI2-h | 52.4 |" in markdown
+    assert "Reported by the authors" in latex and "481.4" in latex and "299.9" in latex
+
+
+def test_not_run_files_record_the_reference_data(tmp_path, slides):
+    """An encoder without weights writes a results file with the same reference data as a measured one, so the
+    table puts its column with the measured columns of that data (not under "-")."""
+    from histosynth.benchmark.results import BenchmarkRun
+    from histosynth.leaderboard.aggregate import load_leaderboard, reference_dataset
+    from histosynth.leaderboard.suite import VARIANTS, Outputs, References, run_suite
+
+    run_dir = tmp_path / "run"
+    run_recipe(load_recipe(write(tmp_path, BASE), "tiny", {"slides": slides}), run_dir, handlers(),
+               log=lambda line: None)
+    refs = References(run_dir / "data" / "train", run_dir / "data" / "test", run_dir / "data" / "train")
+    chosen = replace(VARIANTS["tiny"], encoders=("effnet-lite0", "uni2-h"), bootstrap=2)
+    run_suite(Outputs(run_dir / "data" / "train-all"), refs, chosen, tmp_path / "results", log=lambda line: None,
+              tasks=["distribution"])
+    measured = BenchmarkRun.load(tmp_path / "results" / "distribution-effnet-lite0.json")
+    absent = BenchmarkRun.load(tmp_path / "results" / "distribution-uni2-h.json")
+    assert absent.settings["not_run"].startswith("not run (weights)") and all(r.value is None for r in absent.results)
+    assert absent.data == measured.data  # real (held-out), train and the scored set: names, hashes and sizes
+    assert absent.comparability()["reference"] == measured.comparability()["reference"] != {}
+    assert reference_dataset(absent) == "test"
+    assert {c.dataset for c in load_leaderboard(tmp_path / "results").columns} == {"test"}
+
+
+def test_tstr_columns_name_the_model_they_train(tmp_path):
+    """A TSTR results file's task is "tstr" for DeepLabv3+ and HoVer-Net alike; headers and captions say which."""
+    from leaderboard_runs import tstr_run
+
+    from histosynth.leaderboard.aggregate import build_leaderboard
+    from histosynth.leaderboard.tables import render_table
+
+    deeplab = tstr_run()
+    hovernet = tstr_run()
+    hovernet.settings["model"] = "hovernet"
+    board = build_leaderboard([("deeplab.json", deeplab), ("hovernet.json", hovernet)])
+    assert sorted(c.task_label for c in board.columns) == ["tstr (deeplabv3plus)", "tstr (hovernet)"]
+    for fmt in ("markdown", "latex"):
+        text = render_table(board, board.columns, fmt)
+        assert "sim-test, tstr (deeplabv3plus) v1" in text and "sim-test, tstr (hovernet) v1" in text
+        assert "histosynth leaderboard: tstr (deeplabv3plus) v1, tstr (hovernet) v1." in text
 
 
 @pytest.mark.slow  # a tiny DeepLabv3+ trained twice (real, synthetic); keeps the default run under its time budget
 def test_tstr_table_recipe_has_real_and_synthetic_rows(tmp_path, slides):
-    run_dir = _table_run(tmp_path, slides, "htd-tstr-table")
+    run_dir = _table_run(tmp_path, "htd-tstr-table", {"camelyon16": slides})
     markdown = (run_dir / "tables" / "table.md").read_text()
     assert "miou" in markdown and "(reference)" in markdown and "| htd 0" in markdown
+    assert "tstr (deeplabv3plus) v1" in markdown  # the task as the table names it: the model it trains
     assert "| real | DeepLabv3+ IoU | - | 0.72 |" in markdown
     assert (run_dir / "tables" / "table.tex").is_file()
 
