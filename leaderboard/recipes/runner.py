@@ -71,7 +71,7 @@ def input_hash(path: Path, run_dir: Path | None = None) -> str:
             memo[str(file)] = entry
         name = file.name if file == path else str(file.relative_to(path))
         digest.update(f"{name}\0{entry['sha256']}\n".encode())
-    if memo_path is not None:
+    if memo_path is not None and run_dir.is_dir():  # `plan` on a run that never started creates nothing
         memo_path.parent.mkdir(parents=True, exist_ok=True)
         write_text_atomic(memo_path, json.dumps(memo, indent=1))
     return digest.hexdigest()

@@ -362,3 +362,15 @@ def test_every_shipped_recipe_validates_at_every_scale(path, scale):
     assert recipe.name == path.stem and recipe.steps
     kinds = handlers()
     assert all(step.kind in kinds for step in recipe.steps)
+
+
+def test_plan_of_a_run_that_never_started_writes_nothing(tmp_path):
+    from histosynth.cli import main
+
+    fixture = tmp_path / "inputs"
+    fixture.mkdir()
+    (fixture / "slide.tif").write_bytes(b"not read by plan beyond hashing")
+    run_dir = tmp_path / "run"
+    assert main(["recipe", "plan", str(REPO / "recipes" / "htd-fd-table.yaml"), "--scale", "tiny", "--input", f"camelyon16={fixture}",
+                 "--input", f"panda={fixture}", "--run-dir", str(run_dir)]) == 0
+    assert not run_dir.exists()
