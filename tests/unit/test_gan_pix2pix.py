@@ -10,13 +10,10 @@ following the map on held-out simulator maps, the nuclei variant, exact resume a
 import numpy as np
 import pytest
 import torch
-from gan_resume import check_sigkill_resume
+from gan_checks import check_bad_inputs, check_sigkill_resume
 
-import histosynth.cli as cli
 from histosynth.baselines.gan.presets import GANTrainConfig
 from histosynth.baselines.pix2pix import PatchGAN, UNetGenerator
-from histosynth.data_cards.card import CardInfo
-from histosynth.disk import write_dataset
 from histosynth.errors import InputError
 from histosynth.generators import build_generator, load_generator
 from histosynth.schema import Sample
@@ -120,32 +117,13 @@ def test_the_nuclei_variant_reads_centroid_maps_and_copies_the_nuclei_and_the_ba
 
 
 def test_bad_conditions_and_training_data_are_clear_errors(tiny_data, tmp_path, capsys, one_thread):
-    gen = build_generator("pix2pix", "tiny")
-    with pytest.raises(RuntimeError, match="train first, or build with num_classes"):
-        gen.sample(tiny_data[:1], seed=0)
-    gen.train(tiny_data, {"steps": 1, **NO_RULE})
-    no_map = Sample(image=tiny_data[0].image, provenance=tiny_data[0].provenance)
-    with pytest.raises(InputError, match="no tissue map"):
-        gen.sample([no_map], seed=0)
-    wrong = Sample(image=tiny_data[0].image, tissue=tiny_data[0].tissue, tissue_schema="pseudo-tissue-k5",
-                   provenance=tiny_data[0].provenance)
-    with pytest.raises(InputError, match="'pseudo-tissue-k5'.*trained on 'simulator-tissue'"):
-        gen.sample([wrong], seed=0)
-
-    data, out = tmp_path / "unlabelled", tmp_path / "model"
-    write_dataset([Sample(image=s.image, provenance=s.provenance) for s in tiny_data], data,
-                  CardInfo("unlabelled", "simulator images without maps"))
-    capsys.readouterr()  # the writer's progress bar
-    assert cli.main(["train", "pix2pix", "--data", str(data), "--preset", "tiny", "--out", str(out)]) == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("error: ") and "has no tissue map" in err[0]
-    assert not out.exists()
+    check_bad_inputs("pix2pix", tiny_data, tmp_path, capsys)
 
 
 
 
 def test_a_sigkilled_training_resumes_to_the_uninterrupted_bytes(tmp_path, one_thread, capsys):
-    """See gan_resume.check_sigkill_resume (one thread: the thread count changes float sums)."""
+    """See gan_checks.check_sigkill_resume (one thread: the thread count changes float sums)."""
     check_sigkill_resume("pix2pix", tmp_path, capsys)
 
 

@@ -13,7 +13,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 import torchvision
-from gan_resume import check_sigkill_resume
+from gan_checks import check_bad_inputs, check_sigkill_resume
 
 import histosynth.cli as cli
 from histosynth.baselines.spade import Spade
@@ -24,11 +24,9 @@ from histosynth.baselines.spade_nets import (
     hinge_d,
     hinge_g,
 )
-from histosynth.data_cards.card import CardInfo
-from histosynth.disk import iter_samples, write_dataset
+from histosynth.disk import iter_samples
 from histosynth.errors import InputError
 from histosynth.generators import build_generator, load_generator
-from histosynth.schema import Sample
 from histosynth.sources import build_source
 
 NO_RULE = {"heterogeneity": None, "progress": False}
@@ -161,26 +159,7 @@ def test_bad_conditions_settings_and_training_data_are_clear_errors(tiny_data, t
         build_generator("spade", "tiny", resolution=48)
     with pytest.raises(InputError, match="discriminator needs patches larger than 16 px"):
         build_generator("spade", "tiny", resolution=16)
-    gen = build_generator("spade", "tiny")
-    with pytest.raises(RuntimeError, match="train first, or build with num_classes"):
-        gen.sample(tiny_data[:1], seed=0)
-    gen.train(tiny_data, {"steps": 1, **NO_RULE})
-    no_map = Sample(image=tiny_data[0].image, provenance=tiny_data[0].provenance)
-    with pytest.raises(InputError, match="no tissue map"):
-        gen.sample([no_map], seed=0)
-    wrong = Sample(image=tiny_data[0].image, tissue=tiny_data[0].tissue, tissue_schema="pseudo-tissue-k5",
-                   provenance=tiny_data[0].provenance)
-    with pytest.raises(InputError, match="'pseudo-tissue-k5'.*trained on 'simulator-tissue'"):
-        gen.sample([wrong], seed=0)
-
-    data, out = tmp_path / "unlabelled", tmp_path / "model"
-    write_dataset([Sample(image=s.image, provenance=s.provenance) for s in tiny_data], data,
-                  CardInfo("unlabelled", "simulator images without maps"))
-    capsys.readouterr()  # the writer's progress bar
-    assert cli.main(["train", "spade", "--data", str(data), "--preset", "tiny", "--out", str(out)]) == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("error: ") and "has no tissue map" in err[0]
-    assert not out.exists()
+    check_bad_inputs("spade", tiny_data, tmp_path, capsys)
 
 
 def test_a_loaded_model_gives_the_bits_of_the_saved_one(tiny_data, tmp_path):
@@ -197,7 +176,7 @@ def test_a_loaded_model_gives_the_bits_of_the_saved_one(tiny_data, tmp_path):
 
 
 def test_a_sigkilled_training_resumes_to_the_uninterrupted_bytes(tmp_path, one_thread, capsys):
-    """See gan_resume.check_sigkill_resume; spectral-norm vectors are part of D's saved state."""
+    """See gan_checks.check_sigkill_resume; spectral-norm vectors are part of D's saved state."""
     killed = check_sigkill_resume("spade", tmp_path, capsys)
 
     # and the resumed model generates through the CLI: new images, the conditions' maps copied

@@ -1,5 +1,5 @@
-"""The GAN baselines' SIGKILL resume check, shared by test_gan_pix2pix.py and test_gan_spade.py: `histosynth train`
-killed after step 3 (the checkpoint of step 2 on disk) and resumed must end byte-identical to a run that never
+"""Checks shared by test_gan_pix2pix.py and test_gan_spade.py: bad inputs, and SIGKILL resume. For the latter,
+`histosynth train` killed after step 3 (the checkpoint of step 2 on disk) and resumed must end byte-identical to a run that never
 stopped: G and D, both optimisers, both LR schedules and the step counter come back from the checkpoint."""
 
 from __future__ import annotations
@@ -78,3 +78,35 @@ def check_sigkill_resume(name: str, tmp_path: Path, capsys) -> Path:
     assert SAVED | {"random_states_0.pkl"} <= set(files) and files == sorted(p.name for p in b.iterdir())
     assert all((a / f).read_bytes() == (b / f).read_bytes() for f in SAVED)
     return killed
+
+
+def check_bad_inputs(name: str, tiny_data: list, tmp_path: Path, capsys) -> None:
+    """A GAN baseline refuses, with one clear message each: sampling before training, a condition without a map,
+    a map in another schema, and (through the CLI, leaving nothing behind) training data without maps."""
+    import pytest
+
+    from histosynth.data_cards.card import CardInfo
+    from histosynth.disk import write_dataset
+    from histosynth.errors import InputError
+    from histosynth.generators import build_generator
+    from histosynth.schema import Sample
+
+    gen = build_generator(name, "tiny")
+    with pytest.raises(RuntimeError, match="train first, or build with num_classes"):
+        gen.sample(tiny_data[:1], seed=0)
+    gen.train(tiny_data, {"steps": 1, "heterogeneity": None, "progress": False})
+    no_map = Sample(image=tiny_data[0].image, provenance=tiny_data[0].provenance)
+    with pytest.raises(InputError, match="no tissue map"):
+        gen.sample([no_map], seed=0)
+    wrong = Sample(image=tiny_data[0].image, tissue=tiny_data[0].tissue, tissue_schema="pseudo-tissue-k5",
+                   provenance=tiny_data[0].provenance)
+    with pytest.raises(InputError, match="'pseudo-tissue-k5'.*trained on 'simulator-tissue'"):
+        gen.sample([wrong], seed=0)
+    data, out = tmp_path / "unlabelled", tmp_path / "model"
+    write_dataset([Sample(image=s.image, provenance=s.provenance) for s in tiny_data], data,
+                  CardInfo("unlabelled", "simulator images without maps"))
+    capsys.readouterr()  # the writer's progress bar
+    assert cli.main(["train", name, "--data", str(data), "--preset", "tiny", "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and "has no tissue map" in err[0]
+    assert not out.exists()
