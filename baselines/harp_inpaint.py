@@ -55,10 +55,9 @@ from histosynth.generators.base import (
     SampleOptions,
     TrainReport,
     derive_seed,
-    read_json_file,
     verify_checkpoint,
 )
-from histosynth.generators.checkpoint import ComponentFolder, load_component
+from histosynth.generators.checkpoint import ComponentFolder, load_component, read_saved_config
 from histosynth.generators.diffusion.presets import TrainConfig, replace_fields, to_dict, train_config_from_dict
 from histosynth.generators.diffusion.sampling import initial_noise
 from histosynth.generators.registry import GENERATOR_META
@@ -342,9 +341,7 @@ class HarpInpaint(ComponentFolder, PresetTable, Generator):
     def load(cls, path: Path | str, device: str | torch.device | None = None) -> "HarpInpaint":
         folder = Path(path)
         config_file = folder / "config.json"
-        config = read_json_file(config_file)
-        if config.get("generator") != cls.meta.name:
-            raise CheckpointError(f"{folder} holds generator {config.get('generator')!r}, not {cls.meta.name!r}")
+        config = read_saved_config(folder, cls.meta.name)
         recorded = verify_checkpoint(folder, NETWORKS, config.get("checkpoint_hash"))
         try:
             preset = HarpPreset(config.get("preset", "custom"), model_from_dict(config["model"]),

@@ -122,6 +122,14 @@ def write_model_index(folder: Path, generator: str, components: dict[str, Any]) 
     write_text_atomic(folder / MODEL_INDEX, json.dumps(index, indent=2) + "\n")
 
 
+def read_saved_config(folder: Path, generator: str) -> dict[str, Any]:
+    """config.json of a saved model folder, refused (naming the folder) unless generator `generator` wrote it."""
+    config = read_json_file(folder / "config.json")
+    if config.get("generator") != generator:
+        raise CheckpointError(f"{folder} holds generator {config.get('generator')!r}, not {generator!r}")
+    return config
+
+
 def load_component(folder: Path, name: str, expected: type | None = None) -> Any:
     """Load component `name` from a model folder by the class model_index.json records, then its adapters.
 

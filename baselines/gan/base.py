@@ -72,7 +72,7 @@ from histosynth.generators.base import (
     read_json_file,
     verify_checkpoint,
 )
-from histosynth.generators.checkpoint import MODEL_INDEX, ComponentFolder, load_component
+from histosynth.generators.checkpoint import MODEL_INDEX, ComponentFolder, load_component, read_saved_config
 from histosynth.generators.conditioning.base import Conditioner
 from histosynth.generators.conditioning.batch import ConditionBatch
 from histosynth.generators.conditioning.tissue import TissueOneHot
@@ -389,9 +389,7 @@ class GANGenerator(ComponentFolder, PresetTable, Generator):
         """Read a folder written by `save` (the generator's weights checked against the recorded hash first)."""
         folder = Path(path)
         config_file = folder / "config.json"
-        config = read_json_file(config_file)
-        if config.get("generator") != cls.meta.name:
-            raise CheckpointError(f"{folder} holds generator {config.get('generator')!r}, not {cls.meta.name!r}")
+        config = read_saved_config(folder, cls.meta.name)
         recorded = verify_checkpoint(folder, [GENERATOR], config.get("checkpoint_hash"))
         try:
             preset = GANPreset(config.get("preset", "custom"), config_from_dict(cls.model_config, config["model"]),

@@ -42,10 +42,9 @@ from histosynth.generators.base import (
     SampleOptions,
     TrainReport,
     derive_seed,
-    read_json_file,
     verify_checkpoint,
 )
-from histosynth.generators.checkpoint import MODEL_INDEX, ComponentFolder, load_component
+from histosynth.generators.checkpoint import MODEL_INDEX, ComponentFolder, load_component, read_saved_config
 from histosynth.generators.conditioning.batch import ConditionBatch
 from histosynth.generators.conditioning.centroids import CentroidMaps
 from histosynth.generators.cosyn.context import NULL_CONTEXT, context_ids
@@ -353,9 +352,7 @@ class CoSynGenerator(ComponentFolder, PresetTable, Generator):
         """Read a folder written by `save` (weights exactly as saved)."""
         folder = Path(path)
         config_file = folder / "config.json"
-        config = read_json_file(config_file)
-        if config.get("generator") != cls.meta.name:
-            raise CheckpointError(f"{folder} holds generator {config.get('generator')!r}, not {cls.meta.name!r}")
+        config = read_saved_config(folder, cls.meta.name)
         if not (folder / MODEL_INDEX).is_file():
             raise CheckpointError(f"{folder / MODEL_INDEX}: missing; the folder is incomplete")
         checkpoint_hash = verify_checkpoint(folder, ["unet"], config.get("checkpoint_hash"))

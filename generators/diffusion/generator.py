@@ -33,10 +33,9 @@ from histosynth.generators.base import (
     SampleOptions,
     TrainReport,
     derive_seed,
-    read_json_file,
     verify_checkpoint,
 )
-from histosynth.generators.checkpoint import MODEL_INDEX, ComponentFolder, load_component
+from histosynth.generators.checkpoint import MODEL_INDEX, ComponentFolder, load_component, read_saved_config
 from histosynth.generators.conditioning.base import Conditioner
 from histosynth.generators.conditioning.batch import ConditionBatch
 from histosynth.generators.diffusion.backbones import (
@@ -348,9 +347,7 @@ class DiffusionGenerator(ComponentFolder, PresetTable, Generator):
         config_file = folder / "config.json"
         if not config_file.is_file():
             raise CheckpointError(f"{config_file}: missing; {folder} is not a (complete) saved generator folder")
-        config = read_json_file(config_file)
-        if config.get("generator") != cls.meta.name:
-            raise CheckpointError(f"{folder} holds generator {config.get('generator')!r}, not {cls.meta.name!r}")
+        config = read_saved_config(folder, cls.meta.name)
         if not (folder / MODEL_INDEX).is_file():
             raise CheckpointError(f"{folder / MODEL_INDEX}: missing; the folder is incomplete or was written by a "
                                   "histosynth before 0.2 (retrain it)")
