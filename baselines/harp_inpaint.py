@@ -64,6 +64,7 @@ from histosynth.generators.registry import GENERATOR_META
 from histosynth.generators.training import (
     TRAINING_DIR,
     Batch,
+    SampleStream,
     StepContext,
     TrainStep,
     finish_training,
@@ -203,18 +204,11 @@ class HarpInpaint(ComponentFolder, PresetTable, Generator):
             self.unet = self._fresh_unet(cfg.seed).to(self.device)
         self._init_seed = None
         n, mask_seed = len(arrays), derive_seed(cfg.seed, MASK_STREAM)
-        orders: dict[int, np.ndarray] = {}
+        stream = SampleStream(n, cfg.seed, cfg.batch_size, cfg.grad_accum)
 
         def batch_fn(step: int, micro: int, rank: int, world: int, device: torch.device) -> Batch:
-            start = ((step * cfg.grad_accum + micro) * world + rank) * cfg.batch_size
-            positions = range(start, start + cfg.batch_size)
-            index = []
-            for p in positions:
-                if p // n not in orders:
-                    orders.clear()
-                    orders[p // n] = step_rng(cfg.seed, 0, p // n).permutation(n)
-                index.append(orders[p // n][p % n])
-            batch = arrays.batch(np.array(index))
+            positions = stream.positions(step, micro, rank, world)
+            batch = arrays.batch(stream.indices(step, micro, rank, world))
             if cfg.augment:
                 batch = augment(batch, step_rng(cfg.seed, 1, step, micro, rank))
             masks = np.stack([hybrid_mask(mask_seed, p, res) for p in positions])

@@ -307,6 +307,35 @@ def run_training(step_fn: TrainStep, batch_fn: BatchFn, settings: LoopSettings, 
     return result
 
 
+class SampleStream:
+    """Which training samples micro-batch (step, micro) of rank `rank` among `world` reads.
+
+    The run reads one stream: epochs of a seeded permutation of the `n` samples (step_rng(seed, 0, epoch)), cut
+    into consecutive batches. A micro-batch's place in the stream depends only on its coordinates, so the data do
+    not depend on how the steps were split across processes or resumed runs.
+    """
+
+    def __init__(self, n: int, seed: int, batch_size: int, grad_accum: int) -> None:
+        self.n, self.seed, self.batch_size, self.grad_accum = n, seed, batch_size, grad_accum
+        self._orders: dict[int, np.ndarray] = {}  # the current epoch's permutation only
+
+    def positions(self, step: int, micro: int, rank: int, world: int) -> range:
+        """The micro-batch's positions in the stream (e.g. to seed per-sample draws such as training masks)."""
+        start = ((step * self.grad_accum + micro) * world + rank) * self.batch_size
+        return range(start, start + self.batch_size)
+
+    def indices(self, step: int, micro: int, rank: int, world: int) -> np.ndarray:
+        """The sample indices of the micro-batch."""
+        out = []
+        for p in self.positions(step, micro, rank, world):
+            epoch = p // self.n
+            if epoch not in self._orders:
+                self._orders.clear()
+                self._orders[epoch] = step_rng(self.seed, 0, epoch).permutation(self.n)
+            out.append(self._orders[epoch][p % self.n])
+        return np.array(out)
+
+
 def finish_training(generator: Generator, steps: int, result: TrainResult, data: TrainingData,
                     out: Path | str | None) -> TrainReport:
     """Record a finished `run_training` as the generator's TrainReport (with every named loss's mean) and, with

@@ -81,6 +81,7 @@ from histosynth.generators.training import (
     Batch,
     LoopSettings,
     OptimizerSpec,
+    SampleStream,
     StepContext,
     TrainStep,
     finish_training,
@@ -289,17 +290,10 @@ class GANGenerator(ComponentFolder, PresetTable, Generator):
     def _batch_fn(self, arrays: TrainingArrays, cfg: GANTrainConfig):
         """batch_fn(step, micro, rank, world, device): an epoch-shuffled batch, augmented, as tensors."""
         n = len(arrays)
-        orders: dict[int, np.ndarray] = {}
-
-        def order(epoch: int) -> np.ndarray:
-            if epoch not in orders:
-                orders.clear()
-                orders[epoch] = step_rng(cfg.seed, 0, epoch).permutation(n)
-            return orders[epoch]
+        stream = SampleStream(n, cfg.seed, cfg.batch_size, cfg.grad_accum)
 
         def batch_fn(step: int, micro: int, rank: int, world: int, device: torch.device) -> Batch:
-            start = ((step * cfg.grad_accum + micro) * world + rank) * cfg.batch_size
-            index = np.array([order(p // n)[p % n] for p in range(start, start + cfg.batch_size)])
+            index = stream.indices(step, micro, rank, world)
             rng = step_rng(cfg.seed, 1, step, micro, rank)
             batch = arrays.batch(index)
             if cfg.augment:  # the same flip / rotation for a patch and all its labels

@@ -72,6 +72,7 @@ from histosynth.generators.registry import GENERATOR_META
 from histosynth.generators.training import (
     TRAINING_DIR,
     Batch,
+    SampleStream,
     StepContext,
     TrainStep,
     finish_training,
@@ -243,18 +244,11 @@ class CoSynGenerator(ComponentFolder, PresetTable, Generator):
 
     def _batch_fn(self, arrays: JointArrays, cfg: TrainConfig):
         n = len(arrays)
-        orders: dict[int, np.ndarray] = {}
+        stream = SampleStream(n, cfg.seed, cfg.batch_size, cfg.grad_accum)
         conditioner = self.conditioner
 
-        def order(epoch: int) -> np.ndarray:
-            if epoch not in orders:
-                orders.clear()
-                orders[epoch] = step_rng(cfg.seed, 0, epoch).permutation(n)
-            return orders[epoch]
-
         def batch_fn(step: int, micro: int, rank: int, world: int, device: torch.device) -> dict[str, torch.Tensor]:
-            start = ((step * cfg.grad_accum + micro) * world + rank) * cfg.batch_size
-            index = np.array([order(p // n)[p % n] for p in range(start, start + cfg.batch_size)])
+            index = stream.indices(step, micro, rank, world)
             rng = step_rng(cfg.seed, 1, step, micro, rank)
             images, instances = arrays.images[index], arrays.instances[index]
             if cfg.augment:

@@ -59,7 +59,14 @@ from histosynth.generators.diffusion.presets import (
 )
 from histosynth.generators.diffusion.sampling import denoise, guided, initial_noise, make_sampler
 from histosynth.generators.diffusion.training import DiffusionStep
-from histosynth.generators.training import TRAINING_DIR, TrainStep, finish_training, run_training, step_rng
+from histosynth.generators.training import (
+    TRAINING_DIR,
+    SampleStream,
+    TrainStep,
+    finish_training,
+    run_training,
+    step_rng,
+)
 from histosynth.schema import Nuclei, Provenance, Sample
 
 CROP_STREAM = 1  # SeedSequence([sample seed, CROP_STREAM]) draws a sample's condition randomness; its noise uses the seed
@@ -210,17 +217,10 @@ class DiffusionGenerator(ComponentFolder, PresetTable, Generator):
 
     def _batch_fn(self, arrays: TrainingArrays, cfg: TrainConfig, curriculum: Curriculum | None):
         n = len(arrays)
-        orders: dict[int, np.ndarray] = {}
-
-        def order(epoch: int) -> np.ndarray:
-            if epoch not in orders:
-                orders.clear()
-                orders[epoch] = step_rng(cfg.seed, 0, epoch).permutation(n)
-            return orders[epoch]
+        stream = SampleStream(n, cfg.seed, cfg.batch_size, cfg.grad_accum)
 
         def batch_fn(step: int, micro: int, rank: int, world: int, device: torch.device) -> dict[str, torch.Tensor]:
-            start = ((step * cfg.grad_accum + micro) * world + rank) * cfg.batch_size
-            index = np.array([order(p // n)[p % n] for p in range(start, start + cfg.batch_size)])
+            index = stream.indices(step, micro, rank, world)
             rng = step_rng(cfg.seed, 1, step, micro, rank)
             batch = arrays.batch(index)
             if cfg.augment:  # the same flip / rotation for a patch and all its labels
