@@ -143,12 +143,11 @@ def run_sandboxed(command: Sequence[str], work: Path | str, limits: SandboxLimit
     spec = {"work": str(work), "hide": hidden, "env": env, "memory_bytes": limits.memory_bytes,
             "cpu_seconds": limits.cpu_seconds, "file_bytes": limits.file_bytes}
     argv = [*UNSHARE, sys.executable, "-m", "histosynth.leaderboard.sandbox_launch", json.dumps(spec), "--", *command]
-    launcher_env = {k: v for k, v in env.items() if k != "HOME"} | {"HOME": str(work / "home")}
     start = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="histosynth-sandbox-logs-") as logs:
         out_path, err_path = Path(logs) / "stdout", Path(logs) / "stderr"
         with open(out_path, "wb") as out, open(err_path, "wb") as err:
-            process = subprocess.Popen(argv, stdout=out, stderr=err, stdin=subprocess.DEVNULL, env=launcher_env,
+            process = subprocess.Popen(argv, stdout=out, stderr=err, stdin=subprocess.DEVNULL, env=env,
                                        cwd=work, start_new_session=True)
             timed_out = False
             try:
