@@ -2,8 +2,9 @@
 
 For a generator submission, every step that runs submitted code runs in the sandbox (leaderboard/sandbox.py):
 1. describe: `python -m histosynth.generators.plugins NAME` prints its metadata (the scorer never imports it);
-2. generate: `histosynth generate NAME --checkpoint ... --conditions ... --n N` into the sandbox's own folder, and
-   `--task complete` too when the generator completes;
+2. generate: `histosynth generate NAME --checkpoint ... --conditions ... --n N` into the sandbox's own folder from
+   the synthesis conditions (never the test set), and `--task complete` on the held-out test patches too when the
+   generator completes;
 Then, in this process, the folder is validated row by row as Samples (histosynth.hub.validate_folder), the row
 count and every row's generator are checked, and only then the suite runs on it. A dataset submission skips the
 sandbox steps. Results land in `<results>/<subject>/` in one atomic move, so a failed or malicious submission
@@ -24,7 +25,7 @@ from histosynth.atomic import atomic_directory, write_text_atomic
 from histosynth.errors import UserFacingError
 from histosynth.leaderboard.sandbox import SandboxLimits, SandboxResult, run_sandboxed
 from histosynth.leaderboard.submission import Submission
-from histosynth.leaderboard.suite import Outputs, References, Variant, run_suite
+from histosynth.leaderboard.suite import Outputs, References, Variant, outputs_of, run_suite
 
 REPORT = "report.json"
 
@@ -82,7 +83,6 @@ def _check_rows(report: ScoreReport, folder: Path, n: int | None, generator: str
     from histosynth.benchmark.features import scan_rows
     from histosynth.benchmark.results import DataRef
     from histosynth.benchmark.subjects import subject_of
-    from histosynth.disk import read_metadata
     from histosynth.hub import validate_folder
 
     start = time.perf_counter()
@@ -102,11 +102,10 @@ def _check_rows(report: ScoreReport, folder: Path, n: int | None, generator: str
     except UserFacingError as err:
         report.steps.append(Step("validate rows", False, str(err), round(time.perf_counter() - start, 1)))
         raise ScoringFailed(f"validate rows: {err}") from err
-    meta = read_metadata(folder)["histosynth"]
     report.steps.append(Step("validate rows", True, f"{rows} valid Samples in {folder.name}",
                              round(time.perf_counter() - start, 1)))
     report.subject = f"{subject.name}-{(subject.checkpoint_hash or subject.content_hash).split(':')[-1][:12]}"
-    return Outputs(folder, tissue=bool(meta.get("tissue_schema")), nuclei=bool(meta.get("nuclei_schema")))
+    return outputs_of(folder)
 
 
 def score_submission(submission: Submission, refs: References, chosen: Variant, results: Path, work: Path,
@@ -152,16 +151,24 @@ def _generate(report: ScoreReport, submission: Submission, refs: References, cho
     except (ValueError, IndexError) as err:
         report.steps[-1] = Step("describe", False, f"no metadata JSON on stdout ({err})")
         raise ScoringFailed("describe: no metadata") from err
-    generate = [python, "-m", "histosynth.cli", "generate", name, "--checkpoint", str(submission.checkpoint),
-                "--conditions", str(refs.conditions), "--n", str(chosen.n), "--seed", str(chosen.seed),
-                "--device", "cpu"]
-    log(f"generate {chosen.n} samples (sandboxed)")
-    _sandboxed(report, "generate", [*generate, "--out", "synthesized"], sandbox, limits, submission.plugin)
-    outputs = _check_rows(report, sandbox / "synthesized", chosen.n, name)
-    if "completion" in meta.get("tasks", []):
-        log("complete held-out masks (sandboxed)")
-        _sandboxed(report, "complete", [*generate, "--task", "complete", "--out", "completed"], sandbox, limits,
+    def generate(conditions: Path) -> list[str]:
+        return [python, "-m", "histosynth.cli", "generate", name, "--checkpoint", str(submission.checkpoint),
+                "--conditions", str(conditions), "--n", str(chosen.n), "--seed", str(chosen.seed), "--device", "cpu"]
+
+    tasks = meta.get("tasks", [])
+    outputs = Outputs(None)
+    if "synthesis" in tasks:
+        log(f"generate {chosen.n} samples (sandboxed)")
+        _sandboxed(report, "generate", [*generate(refs.conditions), "--out", "synthesized"], sandbox, limits,
                    submission.plugin)
+        outputs = _check_rows(report, sandbox / "synthesized", chosen.n, name)
+    if "completion" in tasks:
+        log("complete held-out masks (sandboxed)")
+        _sandboxed(report, "complete", [*generate(refs.test), "--task", "complete", "--out", "completed"], sandbox,
+                   limits, submission.plugin)
         _check_rows(report, sandbox / "completed", chosen.n, name)
         outputs = Outputs(outputs.synthesized, sandbox / "completed", outputs.tissue, outputs.nuclei)
+    if outputs.synthesized is None and outputs.completed is None:
+        report.steps.append(Step("describe", False, f"{name} declares neither synthesis nor completion (tasks: {tasks})"))
+        raise ScoringFailed("describe: no task the suite scores")
     return outputs

@@ -10,12 +10,17 @@ Tasks (each writes one results file per run, benchmark/results.py schema v2):
   inside the published held-out masks (histosynth.masks v1).
 - tstr-seg / tstr-nuclei: DeepLabv3+ (tissue maps) or HoVer-Net (nuclei) trained on the generated set and on the
   real training set, both tested on the real held-out set.
-`tiny` runs on a CPU in CI and in `histosynth submit --check`; `full` is what a GPU run publishes.
+`tiny` runs on a CPU in CI and in `histosynth submit --check`; `demo` is what a CPU can score properly in minutes per
+generator (the committed leaderboard, recipes/leaderboard-fill.yaml); `full` is what a GPU run publishes.
+
+Generated sets are made from conditions that are not the held-out test set (the training set, or a held-out set of
+its own): a segmenter trained on images synthesized from the test maps would be trained on the test labels. Only
+completion reads the test patches, as the held-out masks' originals.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -43,11 +48,17 @@ class Variant:
     tstr_preset: str
     tstr_seeds: int
     seed: int = 0
+    tstr_steps: int | None = None  # None: the downstream preset's own schedule
 
 
 VARIANTS = {
     "tiny": Variant("tiny", n=16, encoders=("effnet-lite0",), distribution_metrics=("fd", "kid", "prdc"), bootstrap=20,
                     resolution=32, segmenter_steps=20, tstr_preset="tiny", tstr_seeds=1),
+    # n = 64 puts KID's subsets on firm ground; FD at n << d (1280) is biased upward, so the page reads KID first
+    # TSTR: the tiny downstream models (Lite0, 64 px crops, batch 4) trained 200 steps, not the 400-step demo preset
+    # at 128 px: minutes, not half an hour, per subject on a CPU
+    "demo": Variant("demo", n=64, encoders=("effnet-lite0",), distribution_metrics=("fd", "kid", "prdc"), bootstrap=100,
+                    resolution=64, segmenter_steps=150, tstr_preset="tiny", tstr_seeds=2, tstr_steps=200),
     "full": Variant("full", n=2048, encoders=FULL_ENCODERS, distribution_metrics=("fd", "fd-inf", "kid", "prdc"),
                     bootstrap=200, resolution=128, segmenter_steps=1000, tstr_preset="demo", tstr_seeds=3),
 }
@@ -55,22 +66,45 @@ VARIANTS = {
 
 @dataclass(frozen=True)
 class References:
-    """The real data a suite run compares with: dataset folders (split "train" of each). `conditions` feed the
-    generator (usually the held-out patches themselves); `test` is held out from `train` by slide or region."""
+    """The real data a suite run compares with: dataset folders (split "train" of each). `test` is held out from
+    `train` by slide or region; `conditions` feed the generator's synthesis (never `test`: see the module doc);
+    completion fills the held-out masks of `test`."""
 
     train: Path
     test: Path
     conditions: Path
 
+    def __post_init__(self) -> None:
+        if Path(self.conditions).resolve() == Path(self.test).resolve():
+            raise InputError(f"conditions {self.conditions} are the held-out test set: a generated set made from the "
+                             "test maps would leak them into TSTR training; condition on the training set (or another "
+                             "held-out set)")
+
 
 @dataclass(frozen=True)
 class Outputs:
-    """What a generator made for the suite: the synthesized set, and the completed set if it completes."""
+    """What a generator made for the suite: the synthesized set if it synthesizes, the completed set if it
+    completes (at least one)."""
 
-    synthesized: Path
+    synthesized: Path | None
     completed: Path | None = None
     tissue: bool = False  # rows carry the tissue map they were conditioned on
     nuclei: bool = False  # rows carry nuclei instances
+
+
+def outputs_of(synthesized: Path | None, completed: Path | None = None) -> Outputs:
+    """The Outputs of generated dataset folders: whether their rows carry a tissue map and nuclei instance maps is
+    read from the first row (a nuclei schema alone can mean classed centroids without instances)."""
+    from histosynth.disk import iter_samples
+
+    folder = synthesized or completed
+    if folder is None:
+        raise InputError("nothing to score: neither a synthesized nor a completed set")
+    first = next(iter_samples(folder), None)
+    if first is None:
+        raise InputError(f"{folder}: holds no rows to score")
+    return Outputs(synthesized, completed, tissue=first.tissue is not None,
+                   nuclei=first.nuclei is not None and first.nuclei.instances is not None)
 
 
 def variant(name: str) -> Variant:
@@ -82,6 +116,13 @@ def variant(name: str) -> Variant:
 
 def applicable_tasks(outputs: Outputs) -> dict[str, str | None]:
     """Task -> None when it applies to these outputs, else the reason it does not."""
+    if outputs.synthesized is None:
+        # a completion-only generator: the completed patches are mostly the real test pixels, so scoring them as a
+        # synthesized set would rank pass-through first
+        only = "the generator does not synthesize (completion only)"
+        return {"distribution": only, "label-consistency": only,
+                "completion": None if outputs.completed is not None else "the generator does not complete",
+                "tstr-seg": only, "tstr-nuclei": only}
     return {"distribution": None,
             "label-consistency": None if outputs.tissue else "outputs carry no conditioning tissue map",
             "completion": None if outputs.completed is not None else "the generator does not complete",
@@ -114,16 +155,19 @@ def run_suite(outputs: Outputs, refs: References, chosen: Variant, out: Path,
               log: Callable[[str], None] = print, tasks: Sequence[str] = TASKS) -> list[Path]:
     """Run the applicable ones of `tasks` on `outputs`; one results file per run under `out`; returns them."""
     from histosynth.benchmark.completion import score_completion
-    from histosynth.benchmark.downstream.task import run_downstream
+    from histosynth.benchmark.downstream.task import run_downstream, train_config
     from histosynth.benchmark.features import scan_rows
     from histosynth.benchmark.label_consistency_task import score_label_consistency
     from histosynth.benchmark.lpips_masked import LPIPSWeightsError, backbone_file
     from histosynth.benchmark.runner import score_distribution
     from histosynth.benchmark.subjects import subject_of
+    from histosynth.disk import iter_samples
 
     unknown = sorted(set(tasks) - set(TASKS))
     if unknown:
         raise InputError(f"unknown suite task(s) {unknown}; the suite has {', '.join(TASKS)}")
+    if outputs.synthesized is None and outputs.completed is None:
+        raise InputError("nothing to score: the outputs hold neither a synthesized nor a completed set")
     out.mkdir(parents=True, exist_ok=True)
     fake, split = outputs.synthesized, "train"
     settings = {"suite": SUITE_NAME, "suite_version": SUITE_VERSION, "variant": asdict(chosen)}
@@ -139,7 +183,8 @@ def run_suite(outputs: Outputs, refs: References, chosen: Variant, out: Path,
         return DataRef(folder.name, str(folder.resolve()), rows.content_hash, rows.total)
 
     not_run_data: dict[str, DataRef] = {}  # scanned once, and only when a not-run file needs it
-    for encoder in chosen.encoders if "distribution" in tasks else ():
+    reasons = {task: reason if task in tasks else "not selected" for task, reason in applicable_tasks(outputs).items()}
+    for encoder in chosen.encoders if reasons["distribution"] is None else ():
         reason = encoder_available(encoder)
         if reason:
             # the roles score_distribution records, so the not-run column groups with the measured ones
@@ -153,7 +198,6 @@ def run_suite(outputs: Outputs, refs: References, chosen: Variant, out: Path,
                                  bootstrap=chosen.bootstrap, seed=chosen.seed, split=split, train=refs.train,
                                  progress=False)
         save(run, f"distribution-{encoder}")
-    reasons = {task: reason if task in tasks else "not selected" for task, reason in applicable_tasks(outputs).items()}
     if reasons["label-consistency"] is None:
         save(score_label_consistency(refs.train, fake, real_test=refs.test, resolution=chosen.resolution,
                                      steps=chosen.segmenter_steps, seed=chosen.seed, bootstrap=chosen.bootstrap,
@@ -164,17 +208,28 @@ def run_suite(outputs: Outputs, refs: References, chosen: Variant, out: Path,
             modes: tuple[str, ...] = ("layer-masked",)
         except LPIPSWeightsError:
             modes = ()  # PSNR and SSIM still run; the file records that LPIPS did not
-        run = score_completion(refs.conditions, outputs.completed, modes=modes, bootstrap=chosen.bootstrap,
+        run = score_completion(refs.test, outputs.completed, modes=modes, bootstrap=chosen.bootstrap,
                                seed=chosen.seed, limit=chosen.n)
         if not modes:
             run.results.append(MetricResult("lpips-layer-masked", None, extra={
                 "undefined": "not run (weights): torchvision AlexNet ImageNet weights are not in the torch hub cache",
                 "not_run": True}))
         save(run, "completion")
+    if reasons["tstr-nuclei"] is None and not any(s.nuclei is not None and len(s.nuclei.class_ids)
+                                                  for s in iter_samples(fake)):
+        reasons["tstr-nuclei"] = "the synthetic set holds no nuclei: nothing to train a nuclei model on"
+        empty = not_run("tstr", ("pq", "pq_ratio_to_real"), reasons["tstr-nuclei"],
+                        {"train:synthetic": data_ref(fake), "test": data_ref(refs.test)})
+        empty.subjects["train:synthetic"] = subject_of(fake, split, empty.data["train:synthetic"])
+        save(empty, "tstr-nuclei")
     for task, model in (("tstr-seg", "deeplabv3plus"), ("tstr-nuclei", "hovernet")):
         if reasons[task] is None:
+            config = train_config(chosen.tstr_preset, model, steps=chosen.tstr_steps)
+            side = min(next(iter_samples(fake)).image.shape[:2])
+            if config.crop > side:  # patches smaller than the preset's crop (tiny sets): train on whole patches
+                config = replace(config, crop=side - side % 32)
             run = run_downstream({"real": (refs.train, split), "synthetic": (fake, split)}, (refs.test, split), model=model,
-                                 preset=chosen.tstr_preset, seeds=list(range(chosen.tstr_seeds)), real="real",
-                                 task="tstr")
+                                 preset=chosen.tstr_preset, config=config, seeds=list(range(chosen.tstr_seeds)),
+                                 real="real", task="tstr")
             save(run, task)
     return written

@@ -14,8 +14,8 @@ if TYPE_CHECKING:
 
 
 def mock_references(root: Path) -> References:
-    """Simulator references for `--check`: a training set, a held-out set (another virtual slide) as test and
-    conditions, 32 px with tissue maps and nuclei, like the tiny presets expect."""
+    """Simulator references for `--check`: a training set (also the conditions), a held-out set (another virtual
+    slide) as test, 32 px with tissue maps and nuclei, like the tiny presets expect."""
     from histosynth.data_cards.card import CardInfo
     from histosynth.disk import write_dataset
     from histosynth.leaderboard.suite import References
@@ -24,7 +24,7 @@ def mock_references(root: Path) -> References:
     for name, seed, n in (("train", 1, 32), ("test", 2, 16)):
         write_dataset(build_source("simulator", n=n, size=32, seed=seed, mpp=4.0), root / name,
                       CardInfo(f"mock {name}", "simulator patches for histosynth submit --check"))
-    return References(train=root / "train", test=root / "test", conditions=root / "test")
+    return References(train=root / "train", test=root / "test", conditions=root / "train")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -49,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
                if value is None]
     if missing:
         raise InputError(f"scoring needs {', '.join(missing)} (or use --check for a mock run)")
-    refs = References(train=args.train, test=args.test, conditions=args.conditions or args.test)
+    refs = References(train=args.train, test=args.test, conditions=args.conditions or args.train)
     work = args.work or Path(tempfile.mkdtemp(prefix="histosynth-submit-"))
     report = score_submission(submission, refs, variant(args.variant), args.results, work, limits)
     print(report.summary())
@@ -69,9 +69,11 @@ def register(verbs: argparse._SubParsersAction) -> None:
     parser.add_argument("--check", action="store_true", help="mock run: tiny suite on simulator data, report what fails")
     parser.add_argument("--train", type=Path, help="real training set folder (memorisation, segmenter, TSTR real row)")
     parser.add_argument("--test", type=Path, help="real held-out set folder (split by slide or region from --train)")
-    parser.add_argument("--conditions", type=Path, help="conditions for the generator (default: --test)")
+    parser.add_argument("--conditions", type=Path, help="synthesis conditions: the training set (default) or another held-out set, never --test (a set "
+                        "made from the test maps leaks them into TSTR); completion always fills --test's held-out masks")
     parser.add_argument("--results", type=Path, help="leaderboard results folder to add to")
-    parser.add_argument("--variant", default="tiny", choices=("tiny", "full"), help="suite variant (default tiny)")
+    parser.add_argument("--variant", default="tiny", choices=("tiny", "demo", "full"),
+                        help="suite variant: tiny (CI), demo (CPU, the committed leaderboard), full (GPU); default tiny")
     parser.add_argument("--work", type=Path, help="scratch folder (default: a new temporary folder)")
     parser.add_argument("--timeout", type=float, default=3600.0, help="wall-clock limit per sandboxed step, seconds")
     parser.add_argument("--memory-gb", type=float, default=16.0, help="address-space limit of submitted code, GiB")
