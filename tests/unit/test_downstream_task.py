@@ -19,6 +19,7 @@ from histosynth.benchmark.results import BenchmarkRun
 from histosynth.cli import main
 from histosynth.data_cards.card import CardInfo
 from histosynth.disk import write_dataset
+from histosynth.errors import InputError
 from histosynth.sources import build_source
 
 # Small enough for the default run: 64 px patches, 32 px crops, two images a batch, a few steps.
@@ -150,8 +151,34 @@ def test_training_on_the_test_set_is_refused(sets, tmp_path, capsys):
     write_dataset({"test": build_source("simulator", n=2, size=64, seed=11)}, tmp_path / "same-slide", CardInfo("x", "x"))
     assert main(["bench", "seg", "--train", str(sets / "real"), "--test", str(tmp_path / "same-slide"), *FAST,
                  "--out", str(tmp_path / "x.json")]) == 2
-    assert "share slide(s) simulator:sim-11" in capsys.readouterr().err
+    assert "overlapping (or unplaced) patches of slide(s) simulator:sim-11" in capsys.readouterr().err
     assert not (tmp_path / "x.json").exists()
+
+
+def test_a_split_by_region_may_share_a_slide_but_not_a_patch(sets, tmp_path):
+    from histosynth.benchmark.downstream.task import _check_disjoint, load_set
+    from histosynth.sources.simulator import SimulatorSource
+
+    train = load_set(sets / "real", "train", "tissue")  # sim-11 patches 0..3: x = 0, 64, 128, 192
+    slide = SimulatorSource(n=8, size=64, seed=11)
+
+    def held_out(name, indices):
+        write_dataset({"test": [slide.sample(i) for i in indices]}, tmp_path / name, CardInfo(name, name))
+        return load_set(tmp_path / name, "test", "tissue")
+
+    _check_disjoint(train, held_out("next-region", [4, 5, 7]), "real")  # the slide's other tiles: allowed
+    with pytest.raises(InputError, match="overlapping"):
+        _check_disjoint(train, held_out("one-shared", [3, 6]), "real")
+    shifted = [dataclasses.replace(s, provenance=dataclasses.replace(s.provenance, x=s.provenance.x - 32))
+               for s in (slide.sample(4), slide.sample(6))]  # x = 224 overlaps the tile at 192
+    write_dataset({"test": shifted}, tmp_path / "shifted", CardInfo("shifted", "half a tile over"))
+    with pytest.raises(InputError, match="overlapping"):
+        _check_disjoint(train, load_set(tmp_path / "shifted", "test", "tissue"), "real")
+    unplaced = [dataclasses.replace(s, provenance=dataclasses.replace(s.provenance, x=None, y=None))
+                for s in (slide.sample(5),)]
+    write_dataset({"test": unplaced}, tmp_path / "unplaced", CardInfo("unplaced", "no position"))
+    with pytest.raises(InputError, match="unplaced"):
+        _check_disjoint(train, load_set(tmp_path / "unplaced", "test", "tissue"), "real")
 
 
 def test_bench_seg_with_hovernet_scores_nuclei_end_to_end(sets, tmp_path, capsys):
