@@ -81,10 +81,11 @@ def _pairs(real: Path, completed: Path, split: str, limit: int | None):
     from histosynth.disk import iter_samples
 
     real_rows = list(islice(iter_samples(real, split), limit))
-    done_rows = list(islice(iter_samples(completed, split), limit))
+    # row i completes condition i mod len(real) (generators cycle their conditions), so rows past len(real) repeat
+    done_rows = list(islice(iter_samples(completed, split), len(real_rows)))
     if len(real_rows) != len(done_rows):
-        raise MetricInputError(f"{completed}: {len(done_rows)} rows, but {real} has {len(real_rows)}; the completion "
-                               "benchmark pairs rows by index")
+        raise MetricInputError(f"{completed}: {len(done_rows)} rows, but {real} has {len(real_rows)} to score; the "
+                               "completion benchmark pairs rows by index")
     if not done_rows:
         raise MetricInputError(f"{completed}: split {split!r} has no rows")
     masks, changed = [], 0

@@ -133,6 +133,16 @@ def test_rows_without_masks_or_counts_that_differ_are_refused(real, folders, tmp
         score_completion(folders / "real", tmp_path / "short", pnet_rand=True)
 
 
+def test_a_completed_set_that_cycles_its_conditions_is_scored_on_one_round(real, folders, tmp_path):
+    # generate_dataset completes condition i mod M, so n > M rows repeat; only the first M pair with the real rows
+    cycled = _noisy_fill(real)
+    write_dataset(cycled + cycled[:5], tmp_path / "cycled", CardInfo("cycled", "13 rows of 8 conditions"))
+    once = score_completion(folders / "real", folders / "noisy", modes=(), bootstrap=50)
+    again = score_completion(folders / "real", tmp_path / "cycled", modes=(), bootstrap=50)
+    assert {r.metric for r in once.results} == {"psnr-masked", "ssim-masked"}
+    assert [(r.metric, r.value, r.n_fake) for r in again.results] == [(r.metric, r.value, r.n_fake) for r in once.results]
+
+
 def test_cli_bench_complete_writes_a_valid_run(folders, tmp_path, capsys):
     import torchvision
 
