@@ -19,7 +19,8 @@ DEFAULT_RUNS = Path("runs")
 
 
 def run_source(step: "Step", ctx: "StepContext") -> dict[str, Any]:
-    """Read a registered source (reader + options) into a dataset folder, as `histosynth data build` does."""
+    """Read a registered source (reader + options) into a dataset folder, as `histosynth data build` does; with
+    `split` ({by, test_fraction, seed, region_size}) the folder holds train and test splits, as `--split-by` gives."""
     from histosynth.commands.data import SOURCE_OPTIONS, build_dataset
 
     options = dict(step.fields.get("options") or {})
@@ -27,7 +28,19 @@ def run_source(step: "Step", ctx: "StepContext") -> dict[str, Any]:
     if unknown:
         raise InputError(f"step {step.name!r} (source) field 'options': unknown option {unknown[0]!r} "
                          f"(options: {', '.join(SOURCE_OPTIONS)})")
-    built = build_dataset(step.fields["reader"], ctx.run / step.fields["out"], options, pseudolabel=False)
+    split = None
+    if step.fields.get("split") is not None:
+        from histosynth.splits import DEFAULT_REGION_SIZE, SplitSpec
+
+        given = step.fields["split"]
+        unknown = sorted(set(given) - {"by", "test_fraction", "seed", "region_size"}) if isinstance(given, dict) else None
+        if unknown is None or unknown:
+            raise InputError(f"step {step.name!r} (source) field 'split': expected a mapping of by, test_fraction, seed, "
+                             f"region_size, got {given!r}")
+        split = SplitSpec(given.get("by", "slide"), float(given.get("test_fraction", 0.25)), int(given.get("seed", 0)),
+                          int(given.get("region_size", DEFAULT_REGION_SIZE)))
+        split.check()
+    built = build_dataset(step.fields["reader"], ctx.run / step.fields["out"], options, pseudolabel=False, split=split)
     return {"samples": {s: int(n) for s, n in built.summary.split_sizes.items()}}
 
 

@@ -38,16 +38,17 @@ class Kind:
 
 
 KINDS: dict[str, Kind] = {
-    "source": Kind(("reader", "out"), ("options",)),
+    "source": Kind(("reader", "out"), ("options", "split")),
     "pseudolabel": Kind(("data", "out"), ("options",), reads=("data",)),
     "sample": Kind(("data", "out"), ("min_frac", "max_frac", "min_tissue", "by_entropy", "seed"), reads=("data",)),
     "split": Kind(("data", "train", "test"), ("by", "test_fraction", "seed", "region_size"), reads=("data",),
                   writes=("train", "test")),
     "train": Kind(("generator", "preset", "data", "out"), ("overrides", "weights"), reads=("data",)),
-    "generate": Kind(("checkpoint", "conditions", "n", "out"), ("seed", "sampler", "steps", "chunk_size", "batch_size"),
+    "generate": Kind(("checkpoint", "conditions", "n", "out"),
+                     ("seed", "sampler", "steps", "chunk_size", "batch_size", "task"),
                      reads=("checkpoint", "conditions")),
-    "score": Kind(("data", "train", "test", "out"), ("variant", "conditions", "encoders", "tasks"),
-                  reads=("data", "train", "test", "conditions")),
+    "score": Kind(("train", "test", "out"), ("data", "variant", "conditions", "completed", "encoders", "tasks"),
+                  reads=("data", "train", "test", "conditions", "completed")),
     "table": Kind(("results", "out"), ("tasks", "metrics", "encoders", "reported", "caption"), reads=("results",)),
     "card": Kind(("data", "scores", "checkpoint", "out"), ("version",), reads=("data", "scores", "checkpoint")),
     "publish": Kind(("data", "scores", "repo", "version"), (), reads=("data", "scores"), writes=()),

@@ -34,29 +34,42 @@ def run_sample(step: Step, ctx: StepContext) -> dict[str, Any]:
 
 def run_split(step: Step, ctx: StepContext) -> dict[str, Any]:
     """Split by slide (or region) into two dataset folders, `train` and `test`, each with one `train` split (what
-    training, generation and the suite read); no slide is in both."""
+    training, generation and the suite read); no slide is in both. `by: existing` takes a folder's own `train` and
+    `test` splits apart (a source step's split, after a pseudolabel step fitted on its train split only)."""
     from histosynth.disk import iter_samples, read_metadata, write_dataset
-    from histosynth.labels.pipeline import derived_card
+    from histosynth.labels.pipeline import dataset_splits, derived_card
     from histosynth.splits import DEFAULT_REGION_SIZE, SplitSpec, choose_test_groups, group_keys
 
-    spec = SplitSpec(step.fields.get("by", "slide"), float(step.fields.get("test_fraction", 0.25)),
-                     int(step.fields.get("seed", 0)), int(step.fields.get("region_size", DEFAULT_REGION_SIZE)))
-    spec.check()
     data = ctx.run / step.fields["data"]
-    keys = group_keys(data, spec)
-    test = choose_test_groups(keys, spec)
-    if not test or len(test) == len(set(keys)):
-        raise InputError(f"step {step.name!r} (split): {data} has {len(set(keys))} {spec.by}(s); a split needs at least "
-                         "one in train and one in test")
     meta = read_metadata(data)["histosynth"]
+    if step.fields.get("by") == "existing":
+        found = dataset_splits(data)
+        if set(found) != {"train", "test"}:
+            raise InputError(f"step {step.name!r} (split) field 'by': 'existing' needs a folder with exactly the splits "
+                             f"train and test; {data} has {', '.join(sorted(found)) or 'none'}")
+        parts = {"train": iter_samples(data, "train"), "test": iter_samples(data, "test")}
+        how, groups = "its own train and test splits", None
+    else:
+        spec = SplitSpec(step.fields.get("by", "slide"), float(step.fields.get("test_fraction", 0.25)),
+                         int(step.fields.get("seed", 0)), int(step.fields.get("region_size", DEFAULT_REGION_SIZE)))
+        spec.check()
+        keys = group_keys(data, spec)
+        test = choose_test_groups(keys, spec)
+        if not test or len(test) == len(set(keys)):
+            raise InputError(f"step {step.name!r} (split): {data} has {len(set(keys))} {spec.by}(s); a split needs at "
+                             "least one in train and one in test")
+        def rows(held_out: bool):
+            return (s for s, k in zip(iter_samples(data), keys, strict=True) if (k in test) == held_out)
+
+        parts = {"train": rows(False), "test": rows(True)}
+        how, groups = spec.describe(), {"train": len(set(keys)) - len(test), "test": len(test)}
     counts = {}
-    for part, want in (("train", False), ("test", True)):
-        card = derived_card(data, f"The {part} part of `{data.name}` ({spec.describe()}).", f"recipe step {step.name}", [])
-        rows = (s for s, k in zip(iter_samples(data), keys, strict=True) if (k in test) == want)
+    for part, rows in parts.items():
+        card = derived_card(data, f"The {part} part of `{data.name}` ({how}).", f"recipe step {step.name}", [])
         summary = write_dataset({"train": rows}, ctx.run / step.fields[part], card, meta.get("tissue_schema"),
                                 meta.get("nuclei_schema"))
         counts[part] = int(sum(summary.split_sizes.values()))
-    return {"samples": counts, "groups": {"train": len(set(keys)) - len(test), "test": len(test)}}
+    return {"samples": counts, **({"groups": groups} if groups else {})}
 
 
 def run_train(step: Step, ctx: StepContext) -> dict[str, Any]:
@@ -79,30 +92,36 @@ def run_train(step: Step, ctx: StepContext) -> dict[str, Any]:
 
 
 def run_generate(step: Step, ctx: StepContext) -> dict[str, Any]:
-    """Generate n samples (`histosynth generate`); a rerun after a crash reuses the finished chunks."""
+    """Generate n samples (`histosynth generate`; `task: completion` fills the conditions' held-out masks); a rerun
+    after a crash reuses the finished chunks."""
     from histosynth.disk import count_samples
     from histosynth.generators.jobs import generate_dataset
 
-    keys = ("seed", "sampler", "steps", "chunk_size", "batch_size")
+    keys = ("seed", "sampler", "steps", "chunk_size", "batch_size", "task")
+    if step.fields.get("task", "synthesis") not in ("synthesis", "completion"):
+        raise InputError(f"step {step.name!r} (generate) field 'task': synthesis or completion, not {step.fields['task']!r}")
     out = generate_dataset(ctx.run / step.fields["checkpoint"], ctx.run / step.fields["conditions"], int(step.fields["n"]),
                            ctx.run / step.fields["out"], progress=False, **{k: step.fields[k] for k in keys if k in step.fields})
     return {"samples": {"train": count_samples(out)}, "dataset_hash": dataset_hash(out)}
 
 
 def run_score(step: Step, ctx: StepContext) -> dict[str, Any]:
-    """Run the benchmark suite (leaderboard/suite.py) on the generated set; one results file per task in out."""
-    from histosynth.disk import read_metadata
-    from histosynth.leaderboard.suite import TASKS, Outputs, References, run_suite, variant
+    """Run the benchmark suite (leaderboard/suite.py) on the generated set (and on `completed`, a completion of the
+    test patches' held-out masks, when given); one results file per task in out."""
+    from histosynth.leaderboard.suite import TASKS, References, outputs_of, run_suite, variant
 
-    data = ctx.run / step.fields["data"]
-    meta = read_metadata(data)["histosynth"]
+    data = ctx.run / step.fields["data"] if step.fields.get("data") else None
+    completed = ctx.run / step.fields["completed"] if step.fields.get("completed") else None
+    if data is None and completed is None:
+        raise InputError(f"step {step.name!r} (score): give 'data' (a synthesized set), 'completed' (a completion of "
+                         "the test patches' held-out masks) or both")
     conditions = ctx.run / step.fields.get("conditions", step.fields["train"])
     tasks = set(step.fields.get("tasks") or TASKS)
     unknown = sorted(tasks - set(TASKS))
-    if unknown or "distribution" not in tasks:
+    if unknown or (data is not None and "distribution" not in tasks):
         raise InputError(f"step {step.name!r} (score) field 'tasks': {unknown or tasks} (tasks: {', '.join(TASKS)}; "
-                         "distribution always runs)")
-    outputs = Outputs(data, tissue=bool(meta.get("tissue_schema")), nuclei=bool(meta.get("nuclei_schema")))
+                         "distribution always runs on a synthesized set)")
+    outputs = outputs_of(data, completed)
     chosen = variant(step.fields.get("variant", "tiny"))
     if step.fields.get("encoders"):
         chosen = replace(chosen, encoders=tuple(step.fields["encoders"]))

@@ -375,3 +375,42 @@ def test_plan_of_a_run_that_never_started_writes_nothing(tmp_path):
     assert main(["recipe", "plan", str(REPO / "recipes" / "htd-fd-table.yaml"), "--scale", "tiny", "--input", f"camelyon16={fixture}",
                  "--input", f"panda={fixture}", "--run-dir", str(run_dir)]) == 0
     assert not run_dir.exists()
+
+
+REGIONS = """
+recipe: regions
+format: 1
+scales:
+  tiny: {size: 32}
+  demo: {size: 32}
+  full: {size: 32}
+steps:
+  - {step: source, name: source, reader: simulator, options: {n: 16, size: "${size}", mpp: 2.0, seed: 5},
+     split: {by: region, test_fraction: 0.5, seed: 0, region_size: 64}, out: data/all}
+  - {step: split, name: apart, data: data/all, by: existing, train: data/train, test: data/heldout}
+  - {step: split, name: again, data: data/heldout, by: region, test_fraction: 0.5, seed: 1, region_size: 64,
+     train: data/conditions, test: data/test}
+"""
+
+
+def test_split_steps_keep_regions_apart_and_take_existing_splits_as_they_are(tmp_path):
+    from histosynth.disk import iter_samples
+
+    run_dir = tmp_path / "run"
+    report = run_recipe(load_recipe(write(tmp_path, REGIONS), "tiny"), run_dir, handlers(), log=lambda line: None)
+
+    def xs(folder, split="train"):
+        return [s.provenance.x for s in iter_samples(run_dir / "data" / folder, split)]
+
+    # a source step with a split writes both splits; `by: existing` takes them apart unchanged
+    assert xs("train") == xs("all", "train") and xs("heldout") == xs("all", "test")
+    assert sorted(xs("train") + xs("heldout")) == [32 * i for i in range(16)]
+    # a split by region (64 level-0 px = 2 tiles of 32) puts each block wholly on one side, and both sides get rows
+    conditions, test = xs("conditions"), xs("test")
+    assert conditions and test and sorted(conditions + test) == sorted(xs("heldout"))
+    assert not {x // 64 for x in conditions} & {x // 64 for x in test}
+    assert report["steps"]["again"]["summary"]["groups"] == {"train": len({x // 64 for x in conditions}),
+                                                             "test": len({x // 64 for x in test})}
+    bad = write(tmp_path, REGIONS.replace("data: data/heldout, by: region", "data: data/heldout, by: existing"), "bad.yaml")
+    with pytest.raises(UserFacingError, match="'existing' needs a folder with exactly the splits train and test"):
+        run_recipe(load_recipe(bad, "tiny"), tmp_path / "bad", handlers(), log=lambda line: None)
