@@ -171,6 +171,11 @@ def register_generator(meta: GeneratorMeta) -> None:
     GENERATOR_META[meta.name] = meta
 
 
+def builtin_generators() -> list[str]:
+    """Names of the generators histosynth itself ships (plugins excluded), sorted."""
+    return sorted(name for name, meta in GENERATOR_META.items() if meta.target.startswith("histosynth."))
+
+
 def generator_meta(name: str) -> GeneratorMeta:
     """The metadata of registered generator `name` (unknown names suggest the closest)."""
     if name not in GENERATOR_META:
