@@ -16,7 +16,7 @@ PYTEST_ARGS ?=
 METRIC_TESTS := $(addprefix tests/unit/,test_frechet.py test_stats.py test_kid_prdc.py test_features.py \
 	test_fid_vs_torch_fidelity.py test_memorization.py test_lpips_masked.py test_encoders.py)
 
-.PHONY: demo test test-slow test-threads lint install clean browser-deps
+.PHONY: demo test test-slow test-threads lint install clean browser-deps leaderboard
 
 $(STAMP): pyproject.toml setup.py
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -60,6 +60,25 @@ test-slow: $(STAMP)
 
 test-threads: $(STAMP)
 	OPENBLAS_NUM_THREADS=1 OMP_NUM_THREADS=1 $(OFFLINE) $(BIN)/pytest $(METRIC_TESTS) -m "not slow" $(PYTEST_ARGS)
+
+# The committed leaderboard (results/, docs/leaderboard/index.html): both fill recipes at demo scale, one thread
+# each side by side (~45 min on 2 cores; a rerun reuses every finished step), then results/ and the page rebuilt.
+LEADERBOARD_TITLE := histosynth-bench v1 (demo variant, 2-core CPU)
+leaderboard: $(STAMP)
+	@mkdir -p runs; status=0; \
+	for d in simulator embedded; do \
+		OMP_NUM_THREADS=1 $(OFFLINE) $(BIN)/histosynth recipe run recipes/leaderboard-$$d.yaml --scale demo \
+			> runs/leaderboard-$$d-demo.log 2>&1 & pids="$$pids $$!"; \
+	done; \
+	for pid in $$pids; do wait $$pid || status=1; done; \
+	if [ $$status -ne 0 ]; then echo "a leaderboard recipe failed: see runs/leaderboard-*-demo.log"; exit 1; fi
+	rm -rf results.partial && mkdir results.partial
+	for d in simulator embedded; do \
+		mkdir results.partial/$$d && cp -r runs/leaderboard-$$d-demo/results/. results.partial/$$d/ && \
+		cp runs/leaderboard-$$d-demo/report.md results.partial/$$d/recipe-report.md; \
+	done
+	rm -rf results && mv results.partial results
+	$(OFFLINE) $(BIN)/histosynth leaderboard build --results results --out docs/leaderboard --title "$(LEADERBOARD_TITLE)"
 
 clean:
 	rm -rf $(VENV) build *.egg-info demo_output

@@ -1,7 +1,8 @@
 """The leaderboard page in a real browser, opened from file:// with the network blocked: sorting, task tabs,
 dataset/encoder filters, a model-card link, no console errors, and the screenshot the README shows.
 
-Set HISTOSYNTH_SCREENSHOT=docs/leaderboard.png to (re)write the README's screenshot from this run."""
+The committed page (docs/leaderboard/index.html, built from results/) opens and filters too; set
+HISTOSYNTH_SCREENSHOT=docs/leaderboard.png to (re)write the README's screenshot from it."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from leaderboard_runs import DISTRIBUTION, write_runs
 from histosynth.cli import main
 
 REAL_LABEL = "histosynth/sim-heldout@v1.0.0"  # the real-data row: its Hub repo@revision
+COMMITTED = Path(__file__).resolve().parents[2] / "docs" / "leaderboard" / "index.html"  # from results/
 
 pytestmark = pytest.mark.browser
 
@@ -29,6 +31,15 @@ def site(tmp_path_factory) -> Path:
 
 @pytest.fixture
 def page(browser, site):
+    yield from open_page(browser, site)
+
+
+@pytest.fixture
+def committed(browser):
+    yield from open_page(browser, COMMITTED)
+
+
+def open_page(browser, site: Path):
     """A fresh page on the site; any request that is not file:// or data: fails the test; console errors are kept."""
     context = browser.new_context(viewport={"width": 1280, "height": 900})
     page = context.new_page()
@@ -115,7 +126,23 @@ def test_csv_download_and_screenshot(page, tmp_path):
     download.value.save_as(saved)
     lines = saved.read_text().splitlines()
     assert lines[0].startswith("subject,kind,name") and len(lines) == 12
-    target = Path(os.environ.get("HISTOSYNTH_SCREENSHOT") or tmp_path / "leaderboard.png")
+    assert_screenshot(page, tmp_path / "leaderboard.png")
+
+
+def assert_screenshot(page, target: Path) -> None:
     page.screenshot(path=str(target), full_page=False)
     width, height = struct.unpack(">II", target.read_bytes()[16:24])  # PNG IHDR
     assert target.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and (width, height) == (1280, 900)
+
+
+def test_the_committed_leaderboard_opens_filters_and_is_the_readme_screenshot(committed, tmp_path):
+    from histosynth.generators.registry import builtin_generators
+
+    committed.click("#tabs button[data-task='distribution']")
+    committed.select_option("#filter-dataset", "sim-test")
+    shown = set(visible_rows(committed))
+    assert set(builtin_generators()) - {"harp-inpaint"} <= shown  # harp-inpaint only completes: no distribution
+    committed.click("#board thead th:not([hidden]):has-text('kid (effnet-lite0)')")  # lower is better: ascending
+    kid = [v for v in column_values(committed, "kid (effnet-lite0)") if v is not None]
+    assert kid == sorted(kid) and len(kid) >= 9
+    assert_screenshot(committed, Path(os.environ.get("HISTOSYNTH_SCREENSHOT") or tmp_path / "committed.png"))
