@@ -586,12 +586,15 @@ def metric_results(kind: Kind, scores: SeedScores, test: LabelledSet, baseline: 
     return results
 
 
-def _tile_stride(points: np.ndarray) -> int | None:
+def _tile_stride(points: np.ndarray) -> float | None:
     """The smallest Chebyshev distance between two distinct positions (None with fewer than two)."""
+    from scipy.spatial import cKDTree
+
     points = np.unique(points, axis=0)
     if len(points) < 2:
         return None
-    return min(int(np.abs(points[i + 1:] - points[i]).max(axis=1).min()) for i in range(len(points) - 1))
+    distances, _ = cKDTree(points).query(points, k=2, p=np.inf)
+    return float(distances[:, 1].min())
 
 
 def _overlapping(train: list[tuple[int, int] | None], test: list[tuple[int, int] | None]) -> bool:
@@ -600,14 +603,16 @@ def _overlapping(train: list[tuple[int, int] | None], test: list[tuple[int, int]
     (the smaller of the two sets' strides). A split by region (histosynth.splits) leaves every test tile at least one
     stride from every training tile. Patches without a position, or sets too small to show a stride, could be
     anywhere."""
+    from scipy.spatial import cKDTree
+
     if any(p is None for p in train) or any(p is None for p in test):
         return True
     a, b = np.asarray(train, dtype=np.int64), np.asarray(test, dtype=np.int64)
     strides = [s for s in (_tile_stride(a), _tile_stride(b)) if s is not None]
     if not strides:
         return True
-    stride = min(strides)
-    return any(int(np.abs(a - point).max(axis=1).min()) < stride for point in b)
+    nearest, _ = cKDTree(a).query(b, k=1, p=np.inf)
+    return bool(nearest.min() < min(strides))
 
 
 def _check_disjoint(train: LabelledSet, test: LabelledSet, where: str) -> None:
