@@ -50,4 +50,6 @@ def test_the_copy_baseline_is_flagged_and_the_real_ceiling_is_not(board):
 
 def test_the_committed_page_is_built_from_the_committed_results(tmp_path):
     assert main(["leaderboard", "build", "--results", str(RESULTS), "--out", str(tmp_path), "--title", TITLE]) == 0
-    assert (tmp_path / "index.html").read_bytes() == PAGE.read_bytes()
+    assert (tmp_path / "index.html").read_bytes() == PAGE.read_bytes(), (
+        "docs/leaderboard/index.html is stale: rebuild it with `histosynth leaderboard build --results results --out "
+        f"docs/leaderboard --title '{TITLE}'` (or `make leaderboard`, whose title this is)")
