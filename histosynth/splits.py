@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Mapping
 
 import numpy as np
 
@@ -31,6 +32,18 @@ class SplitSpec:
     test_fraction: float
     seed: int = 0
     region_size: int = DEFAULT_REGION_SIZE
+
+    @classmethod
+    def from_fields(cls, fields: Mapping[str, Any], where: str) -> "SplitSpec":
+        """A checked spec from a recipe's fields (by, test_fraction, seed, region_size; others are ignored), with
+        the defaults `data build --split-by` uses; `where` names the fields in errors."""
+        try:
+            spec = cls(fields.get("by", "slide"), float(fields.get("test_fraction", 0.25)), int(fields.get("seed", 0)),
+                       int(fields.get("region_size", DEFAULT_REGION_SIZE)))
+        except (TypeError, ValueError) as err:
+            raise InputError(f"{where}: {err}") from None
+        spec.check()
+        return spec
 
     def check(self) -> None:
         if self.by not in SPLIT_BY:

@@ -11,7 +11,7 @@ Tasks (each writes one results file per run, benchmark/results.py schema v2):
 - tstr-seg / tstr-nuclei: DeepLabv3+ (tissue maps) or HoVer-Net (nuclei) trained on the generated set and on the
   real training set, both tested on the real held-out set.
 `tiny` runs on a CPU in CI and in `histosynth submit --check`; `demo` is what a CPU can score properly in minutes per
-generator (the committed leaderboard, recipes/leaderboard-fill.yaml); `full` is what a GPU run publishes.
+generator (the committed leaderboard: recipes/leaderboard-{simulator,embedded}.yaml); `full` is what a GPU run publishes.
 
 Generated sets are made from conditions that are not the held-out test set (the training set, or a held-out set of
 its own): a segmenter trained on images synthesized from the test maps would be trained on the test labels. Only
@@ -155,6 +155,7 @@ def run_suite(outputs: Outputs, refs: References, chosen: Variant, out: Path,
               log: Callable[[str], None] = print, tasks: Sequence[str] = TASKS) -> list[Path]:
     """Run the applicable ones of `tasks` on `outputs`; one results file per run under `out`; returns them."""
     from histosynth.benchmark.completion import score_completion
+    from histosynth.benchmark.downstream.nuclei_task import UNET_MULTIPLE
     from histosynth.benchmark.downstream.task import run_downstream, train_config
     from histosynth.benchmark.features import scan_rows
     from histosynth.benchmark.label_consistency_task import score_label_consistency
@@ -222,14 +223,15 @@ def run_suite(outputs: Outputs, refs: References, chosen: Variant, out: Path,
                         {"train:synthetic": data_ref(fake), "test": data_ref(refs.test)})
         empty.subjects["train:synthetic"] = subject_of(fake, split, empty.data["train:synthetic"])
         save(empty, "tstr-nuclei")
-    for task, model in (("tstr-seg", "deeplabv3plus"), ("tstr-nuclei", "hovernet")):
-        if reasons[task] is None:
-            config = train_config(chosen.tstr_preset, model, steps=chosen.tstr_steps)
-            side = min(next(iter_samples(fake)).image.shape[:2])
-            if config.crop > side:  # patches smaller than the preset's crop (tiny sets): train on whole patches
-                config = replace(config, crop=side - side % 32)
-            run = run_downstream({"real": (refs.train, split), "synthetic": (fake, split)}, (refs.test, split), model=model,
-                                 preset=chosen.tstr_preset, config=config, seeds=list(range(chosen.tstr_seeds)),
-                                 real="real", task="tstr")
-            save(run, task)
+    tstr = [(task, model) for task, model in (("tstr-seg", "deeplabv3plus"), ("tstr-nuclei", "hovernet"))
+            if reasons[task] is None]
+    side = min(next(iter_samples(fake)).image.shape[:2]) if tstr else 0
+    for task, model in tstr:
+        config = train_config(chosen.tstr_preset, model, steps=chosen.tstr_steps)
+        if config.crop > side:  # patches smaller than the preset's crop (tiny sets): train on whole patches
+            config = replace(config, crop=side - side % UNET_MULTIPLE)  # a multiple of both models' strides
+        run = run_downstream({"real": (refs.train, split), "synthetic": (fake, split)}, (refs.test, split), model=model,
+                             preset=chosen.tstr_preset, config=config, seeds=list(range(chosen.tstr_seeds)),
+                             real="real", task="tstr")
+        save(run, task)
     return written

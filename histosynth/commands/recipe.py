@@ -30,16 +30,13 @@ def run_source(step: "Step", ctx: "StepContext") -> dict[str, Any]:
                          f"(options: {', '.join(SOURCE_OPTIONS)})")
     split = None
     if step.fields.get("split") is not None:
-        from histosynth.splits import DEFAULT_REGION_SIZE, SplitSpec
+        from histosynth.splits import SplitSpec
 
-        given = step.fields["split"]
+        given, where = step.fields["split"], f"step {step.name!r} (source) field 'split'"
         unknown = sorted(set(given) - {"by", "test_fraction", "seed", "region_size"}) if isinstance(given, dict) else None
         if unknown is None or unknown:
-            raise InputError(f"step {step.name!r} (source) field 'split': expected a mapping of by, test_fraction, seed, "
-                             f"region_size, got {given!r}")
-        split = SplitSpec(given.get("by", "slide"), float(given.get("test_fraction", 0.25)), int(given.get("seed", 0)),
-                          int(given.get("region_size", DEFAULT_REGION_SIZE)))
-        split.check()
+            raise InputError(f"{where}: expected a mapping of by, test_fraction, seed, region_size, got {given!r}")
+        split = SplitSpec.from_fields(given, where)
     built = build_dataset(step.fields["reader"], ctx.run / step.fields["out"], options, pseudolabel=False, split=split)
     return {"samples": {s: int(n) for s, n in built.summary.split_sizes.items()}}
 

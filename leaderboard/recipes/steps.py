@@ -38,7 +38,7 @@ def run_split(step: Step, ctx: StepContext) -> dict[str, Any]:
     `test` splits apart (a source step's split, after a pseudolabel step fitted on its train split only)."""
     from histosynth.disk import iter_samples, read_metadata, write_dataset
     from histosynth.labels.pipeline import dataset_splits, derived_card
-    from histosynth.splits import DEFAULT_REGION_SIZE, SplitSpec, choose_test_groups, group_keys
+    from histosynth.splits import SplitSpec, choose_test_groups, group_keys
 
     data = ctx.run / step.fields["data"]
     meta = read_metadata(data)["histosynth"]
@@ -50,14 +50,13 @@ def run_split(step: Step, ctx: StepContext) -> dict[str, Any]:
         parts = {"train": iter_samples(data, "train"), "test": iter_samples(data, "test")}
         how, groups = "its own train and test splits", None
     else:
-        spec = SplitSpec(step.fields.get("by", "slide"), float(step.fields.get("test_fraction", 0.25)),
-                         int(step.fields.get("seed", 0)), int(step.fields.get("region_size", DEFAULT_REGION_SIZE)))
-        spec.check()
+        spec = SplitSpec.from_fields(step.fields, f"step {step.name!r} (split)")
         keys = group_keys(data, spec)
         test = choose_test_groups(keys, spec)
         if not test or len(test) == len(set(keys)):
             raise InputError(f"step {step.name!r} (split): {data} has {len(set(keys))} {spec.by}(s); a split needs at "
                              "least one in train and one in test")
+
         def rows(held_out: bool):
             return (s for s, k in zip(iter_samples(data), keys, strict=True) if (k in test) == held_out)
 
