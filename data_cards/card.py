@@ -37,6 +37,7 @@ if TYPE_CHECKING:
 __all__ = ["BenchmarkScore", "CardInfo", "CardValidationError", "render_card", "render_set_card", "validate_card"]
 
 FORMAT_VERSION = 1
+CONTENT_PREFIX = "content "  # the default config's description: "content sha256:<hex>" (config_description)
 TEMPLATE = Path(__file__).parent / "templates" / "dataset_card.md"
 REQUIRED_METADATA = ("license", "task_categories", "size_categories", "source_datasets", "configs", "tags",
                      "dataset_info", "histosynth")
@@ -79,6 +80,32 @@ def size_category(n: int) -> str:
     return "1M<n<10M"
 
 
+def config_description(fingerprint: str) -> str:
+    """The default config's `description`: the content fingerprint of the data files it names.
+
+    Why it is there: for a local folder whose card has `configs`, `datasets` (5.2, load.py
+    `LocalDatasetModuleFactory.get_module`) keys the cache on the folder's last path component, the config name and
+    `Hasher.hash({"dataset_infos", "builder_configs"})`, where the builder configs hold the card's data_files
+    patterns as written (`data/train-*`), never the files they match. Two folders with the same name, features and
+    split sizes (`a/g` and `b/g`) therefore share one cache entry and the second load silently returns the first
+    one's rows. `description` is a `BuilderConfig` field, so YAML puts it into the config and the hash: every
+    distinct content gets its own entry, and the same content (by relative or absolute path) reuses it.
+    """
+    return f"{CONTENT_PREFIX}{fingerprint}"
+
+
+def card_fingerprint(text: str) -> str | None:
+    """The content fingerprint a card's default config declares (`config_description`), or None if it has none."""
+    try:
+        config = MetadataConfigs.from_dataset_card_data(DatasetCard(text).data).get("default") or {}
+    except (ValueError, yaml.YAMLError):
+        return None
+    description = config.get("description")
+    if isinstance(description, str) and description.startswith(CONTENT_PREFIX):
+        return description[len(CONTENT_PREFIX):]
+    return None
+
+
 def _class_table(schema_name: str, counts: dict[int, int] | None, unit: str) -> dict:
     schema = get_schema(schema_name)
     classes = list(schema.classes)
@@ -104,10 +131,13 @@ def render_card(
     nuclei_schema: str | None,
     tissue_pixels: dict[int, int] | None = None,
     nuclei_counts: dict[int, int] | None = None,
+    fingerprint: str | None = None,
 ) -> str:
     """The README.md text of a dataset: Hub YAML front matter and the prose sections; validated before returning.
 
-    Counts of None (not gathered) render as "not counted yet", e.g. for the card of a planned set.
+    Counts of None (not gathered) render as "not counted yet", e.g. for the card of a planned set. `fingerprint`
+    (`histosynth.disk.content_fingerprint` of the folder's shards) goes into the default config, so that
+    `datasets.load_dataset(folder)` caches each distinct content apart (see `config_description`).
     """
     if info.version:
         Version.parse(info.version)
@@ -128,7 +158,10 @@ def render_card(
         tags=list(dict.fromkeys(["histopathology", "histosynth", *(["synthetic"] if info.synthetic else []), *info.tags])),
         histosynth=block,
     )
-    MetadataConfigs({"default": {"data_files": [{"split": s, "path": f"data/{s}-*"} for s in split_sizes]}}).to_dataset_card_data(card_data)
+    config: dict = {"data_files": [{"split": s, "path": f"data/{s}-*"} for s in split_sizes]}
+    if fingerprint:
+        config["description"] = config_description(fingerprint)
+    MetadataConfigs({"default": config}).to_dataset_card_data(card_data)
     dataset_info = DatasetInfo(features=features, splits=datasets.SplitDict({s: datasets.SplitInfo(s, num_examples=n) for s, n in split_sizes.items()}))
     DatasetInfosDict({"default": dataset_info}).to_dataset_card_data(card_data)
 

@@ -4,12 +4,14 @@
     DIR/data/<split>-NNNNN-of-NNNNN.parquet         rows of `histosynth.rows`
     DIR/pseudolabels.json                           optional: how pseudo labels were made (histosynth.labels)
 
-`datasets.load_dataset(DIR)` loads it with its features; `iter_samples(DIR)` streams `Sample`s from the
-shards without copying them into the datasets cache.
+`datasets.load_dataset(DIR)` loads it with its features (the card's default config carries the shards' content
+fingerprint, so each distinct content has its own datasets cache entry); `iter_samples(DIR)` streams `Sample`s
+from the shards without copying them into the datasets cache.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 from collections import Counter
@@ -34,6 +36,7 @@ PSEUDOLABELS_SIDECAR = "pseudolabels.json"  # pseudo-label hierarchy and setting
 SIDECAR_FILES = (PSEUDOLABELS_SIDECAR,)  # files a dataset folder may hold besides README.md and data/
 MAX_SHARD_BYTES = 256 * 2**20  # Hub-friendly shard size
 ROW_GROUP_ROWS = 64  # small row groups: image rows are large and streaming reads whole groups
+_HASH_CHUNK = 8 * 2**20
 
 
 class DatasetFormatError(UserFacingError, ValueError):
@@ -63,6 +66,34 @@ class DatasetSummary:
 def shard_name(split: str, index: int, count: int) -> str:
     """Hub naming: train-00000-of-00003.parquet."""
     return f"{split}-{index:05d}-of-{count:05d}.parquet"
+
+
+def fingerprint_of(digests: Mapping[str, str]) -> str:
+    """The content fingerprint of a dataset from the sha256 digests of its data files ({"data/<name>": hex}).
+
+    sha256 over "path NUL digest LF" lines in path order (the recipes' `dataset_hash` is the same sum). Shard names
+    carry the split and the order, so moving rows between splits or shards changes it too.
+    """
+    lines = "".join(f"{name}\0{digests[name]}\n" for name in sorted(digests))
+    return "sha256:" + hashlib.sha256(lines.encode("utf-8")).hexdigest()
+
+
+def content_fingerprint(path: Path | str) -> str:
+    """The content fingerprint (`fingerprint_of`) of the files under `path`/data, read once.
+
+    Written into the card's default config (histosynth.data_cards.card.config_description) so that
+    `datasets.load_dataset(folder)` caches each distinct content apart, whatever the folder's name.
+    """
+    folder = Path(path)
+    digests = {}
+    for file in sorted((folder / DATA_DIR).rglob("*")):
+        if file.is_file():
+            digest = hashlib.sha256()
+            with open(file, "rb") as fh:
+                while chunk := fh.read(_HASH_CHUNK):
+                    digest.update(chunk)
+            digests[file.relative_to(folder).as_posix()] = digest.hexdigest()
+    return fingerprint_of(digests)
 
 
 class _SplitWriter:
@@ -149,7 +180,8 @@ def write_dataset(
             summary.split_sizes[split] = count
         assert features is not None
         readme = render_card(card, features, summary.split_sizes, summary.tissue_schema, summary.nuclei_schema,
-                             dict(summary.tissue_pixels) or None, dict(summary.nuclei_counts) or None)
+                             dict(summary.tissue_pixels) or None, dict(summary.nuclei_counts) or None,
+                             fingerprint=content_fingerprint(folder))
         (folder / "README.md").write_text(readme, encoding="utf-8")
     return summary
 
@@ -273,6 +305,7 @@ def publish_shards(shards: Mapping[str, list[Path]], out: Path | str, card: Card
                     shutil.copyfile(source, target)
         features = features_for(summary.tissue_schema, summary.nuclei_schema)
         readme = render_card(card, features, summary.split_sizes, summary.tissue_schema, summary.nuclei_schema,
-                             dict(summary.tissue_pixels) or None, dict(summary.nuclei_counts) or None)
+                             dict(summary.tissue_pixels) or None, dict(summary.nuclei_counts) or None,
+                             fingerprint=content_fingerprint(folder))
         (folder / "README.md").write_text(readme, encoding="utf-8")
     return Path(out)

@@ -5,10 +5,21 @@ import pyarrow.parquet as pq
 import pytest
 from helpers import labelled_sample
 
-from histosynth.data_cards.card import CardInfo
-from histosynth.disk import DatasetFormatError, count_samples, iter_samples, read_metadata, shard_paths, write_dataset
+from histosynth.data_cards.card import CardInfo, card_fingerprint
+from histosynth.disk import (
+    DatasetFormatError,
+    content_fingerprint,
+    count_samples,
+    iter_samples,
+    publish_shards,
+    read_metadata,
+    shard_paths,
+    write_dataset,
+    write_shard,
+)
 from histosynth.rows import features_for, row_to_sample, sample_to_row
 from histosynth.schema import Nuclei, Provenance, Sample, SampleValidationError
+from histosynth.sources import build_source
 
 CARD = CardInfo("test set", "hand-made samples", license="cc0-1.0")
 
@@ -126,3 +137,38 @@ def test_a_truncated_shard_is_named_when_counting(tmp_path):
     shard.write_bytes(shard.read_bytes()[:-100])
     with pytest.raises(DatasetFormatError, match=f"^{shard}: unreadable parquet shard"):
         count_samples(tmp_path / "ds")
+
+
+def _write_simulated(folder, seed, how):
+    """Four simulator samples written to `folder` the way `data build` (write_dataset) or `generate`
+    (write_shard + publish_shards) writes them; returns the samples."""
+    samples = list(build_source("simulator", n=4, size=32, seed=seed))
+    if how == "write_dataset":
+        write_dataset(samples, folder, CARD)
+    else:
+        shard = folder.parent / f".chunk-{seed}.parquet"
+        summary = write_shard(samples, shard)
+        publish_shards({"train": [shard]}, folder, CARD, summary)
+        shard.unlink()
+    return samples
+
+
+@pytest.mark.parametrize("how", ["write_dataset", "publish_shards"])
+def test_same_named_folders_load_as_themselves_through_one_datasets_cache(tmp_path, monkeypatch, how):
+    """Folders with the same name, features and split sizes but other rows must not share a datasets cache
+    entry, by relative or absolute path, nor a folder rewritten in place with other rows."""
+    cache = str(tmp_path / "hf-cache")  # one cache for every load, as the default cache is
+    monkeypatch.chdir(tmp_path)
+    expected = {"a/g": _write_simulated(tmp_path / "a" / "g", 1, how),
+                "b/g": _write_simulated(tmp_path / "b" / "g", 2, how)}
+    assert card_fingerprint((tmp_path / "a/g/README.md").read_text()) == content_fingerprint(tmp_path / "a/g")
+
+    def loads_as(path, samples):
+        rows = datasets.load_dataset(path, split="train", cache_dir=cache)
+        return [row_to_sample(r).equals(s) for r, s in zip(rows, samples, strict=True)] == [True] * len(samples)
+
+    for name in ("a/g", "b/g"):
+        assert loads_as(name, expected[name]), f"{name} by relative path"
+        assert loads_as(str(tmp_path / name), expected[name]), f"{name} by absolute path"
+    expected["a/g"] = _write_simulated(tmp_path / "a" / "g", 3, how)  # rewritten in place
+    assert loads_as("a/g", expected["a/g"]) and loads_as(str(tmp_path / "b/g"), expected["b/g"])
