@@ -1,56 +1,53 @@
-"""Nuclei instance metrics: PQ/DQ/SQ, CoNIC mPQ+, PanNuke mPQ/bPQ and HoVer-Net detection / type F1.
+"""Nuclei instance metrics as the released evaluation code computes them: PQ/DQ/SQ, AJI/AJI+, CoNIC mPQ+ and
+PanNuke mPQ/bPQ. Detection and type F1 are in nuclei_detection.py.
 
-Formulas are ported from the papers (Kirillov et al. 2019 panoptic quality; Graham et al. 2019 HoVer-Net; Gamper
-et al. 2020 PanNuke; Graham et al. 2021 CoNIC), not from the published scripts, which divide by zero on empty
-images and score empty classes 0. Conventions, stated once:
+Each default reproduces a released script, so a number can sit next to a published table: vqdang/hover_net
+`metrics/stats_utils.py` and `compute_stats.py` (HoVer-Net), TissueImageAnalytics/CoNIC `metrics/stats_utils.py`
+and `compute_stats.py`, TissueImageAnalytics/PanNuke-metrics `run.py`. This is an independent implementation of
+their formulas. Where histosynth prefers another choice it is a named alternative, never the default.
 
 Inputs
 - An instance map is a 2-D non-negative integer array; 0 is background, every other id is one nucleus (ids need
   not be contiguous). Types are an (n,) integer array with `types[k - 1]` the class of instance k (the
   histosynth.schema.Nuclei layout); ids 0..num_classes-1 where `num_classes` counts background, as
-  ClassSchema.num_classes does. Type 0 marks an unclassified nucleus: it counts for the binary PQ and for
+  ClassSchema.num_classes does. Type 0 marks an unclassified nucleus: it counts for the binary PQ, AJI and
   detection, and belongs to no class.
-- Centroids are (n, 2) float arrays (x, y) in pixels, as in Nuclei.centroids.
 
-PQ (one image, `panoptic_quality`)
-- A true and a predicted instance pair when IoU > match_iou (strictly). For match_iou >= 0.5 such pairs are
-  unique (two disjoint instances cannot both overlap one instance by more than half its union); below 0.5 the
-  pairs are a maximum-IoU assignment (scipy's linear_sum_assignment), kept when IoU > match_iou.
-- DQ = TP / (TP + FP/2 + FN/2), SQ = sum IoU / TP, PQ = DQ SQ = sum IoU / (TP + FP/2 + FN/2); no smoothing term.
-- Nothing on either side (TP + FP + FN = 0) is perfect agreement: DQ = SQ = PQ = 1 by definition. With errors
-  but no pair (TP = 0), DQ = SQ = PQ = 0.
-- Dataset PQ (`mean_pq`, HoVer-Net and PanNuke) is the mean over images of the per-image DQ, SQ and PQ
-  (so mean PQ is not mean DQ times mean SQ).
+Matching (`panoptic_quality`)
+- A true and a predicted instance pair when IoU > match_iou. At match_iou >= 0.5 such pairs are unique. Below
+  0.5 the released code (get_fast_pq, CoNIC get_pq) first takes the one-to-one assignment of largest total IoU
+  over all overlapping pairs (Hungarian), then drops the assigned pairs at or below the threshold, so a pair above
+  the threshold can be lost to a weaker assignment: `assignment="all-overlaps"`, the default. histosynth's
+  alternative `assignment="above-threshold"` assigns among the pairs above the threshold only.
+- Per image: DQ = TP / (TP + FP/2 + FN/2), SQ = sum IoU / TP, PQ = DQ SQ. With no pair SQ = 0; with nothing on
+  either side DQ = SQ = PQ = 0, as CoNIC's get_pq (HoVer-Net's get_fast_pq divides by zero there). The released
+  code adds 1e-6 to these denominators; the exact ratios here differ from theirs by a relative 2e-6 at most.
+
+Dataset PQ (`DatasetPQ`)
+- Headline `pq`/`dq`/`sq`: TP, FP, FN and IoU sums pooled over all images, then the ratios (the aggregation CoNIC's
+  compute_stats uses for each class of mPQ+). An image with nothing on either side adds nothing, and a model that
+  predicts nothing scores 0.
+- `pq_image_mean` (and dq/sq): the mean of per-image values (HoVer-Net run_nuclei_inst_stat, the per-image
+  tables), leaving out images with no nucleus on either side (HoVer-Net's code cannot score them). The other rules
+  are named alternatives: "zero" (CoNIC compute_stats' binary pq) and "one" (histosynth before: it pays a model
+  for predicting nothing on empty images, so it is never a default).
+
+AJI and AJI+ (`aji`, HoVer-Net get_fast_aji / get_fast_aji_plus)
+- AJI: each true instance takes its largest-IoU prediction (a prediction may serve several); AJI+ takes the
+  one-to-one assignment of largest total IoU. Pairs with IoU 0 are unpaired. AJI = sum of the pairs' intersections
+  / (sum of their unions + areas of unpaired true and predicted instances). Nothing on either side: NaN (0/0 in the
+  released code), left out of the dataset mean over images.
 
 CoNIC mPQ+ (`mpq_plus`)
-- Per class c, the TP, FP, FN and IoU sums of the instances of type c (true and predicted restricted to c) are
-  summed over all patches; PQ_c comes from the sums; mPQ+ is the mean of PQ_c over classes 1..num_classes-1.
-- A class absent from the ground truth but predicted scores PQ_c = 0 (all its predictions are false positives)
-  and is in the mean. A class absent from both the ground truth and the predictions of every patch carries no
-  information: PQ_c is NaN and it is left out of the mean (the CoNIC script scores it 0, which punishes a model
-  for correctly predicting nothing). If every class is left out, mPQ+ = 1 (the empty-agreement rule above).
+- Per class c, TP/FP/FN/IoU sums of the instances of type c over all patches, PQ_c from the sums, mPQ+ the mean
+  over classes 1..num_classes-1. A class absent from every true and predicted map scores 0 and is in the mean,
+  as in CoNIC's compute_stats. `mpq_plus_present` (histosynth's alternative) leaves such classes out.
 
-PanNuke mPQ / bPQ (`pannuke_mpq_bpq`)
-- Per image: bPQ_i is the PQ of all nuclei with classes merged (1 when both maps are empty, as above); mPQ_i is
-  the mean of the per-image PQ_c over the classes present in that image's ground truth or prediction (a class
-  only predicted scores 0; the PanNuke script skips classes absent from the ground truth and so never counts
-  their false positives); an image with no class on either side has mPQ_i = 1.
-- Then the mean over the images of each tissue type, then the mean over tissue types.
-
-Detection and type F1 (`detection_f1`, HoVer-Net)
-- Per image, true and predicted centroids are paired one-to-one within `radius_px` (distance <= radius) by the
-  Hungarian algorithm: the assignment with the most pairs within the radius, and among those the least total
-  distance. (The HoVer-Net script minimises the total distance over all pairs first and then drops the far ones,
-  which can lose a pair.) 12 px at 40x (0.25 um/px) is the HoVer-Net radius: `pairing_radius_px(mpp)` scales it.
-- Counts are pooled over all images. F1_d = 2 TP / (2 TP + FP + FN); 1 when there are no nuclei at all.
-  Type accuracy = correctly typed pairs / pairs (NaN with no pair).
-- Per class c (classes 1..num_classes-1), among the pairs: TP_c (true c, predicted c), TN_c (neither c),
-  FP_c (true not c, predicted c), FN_c (true c, predicted not c); among the unpaired: FP_d,c (predicted c),
-  FN_d,c (true c). F1_c = 2 (TP_c + TN_c) / (2 (TP_c + TN_c) + w0 FP_c + w1 FN_c + w2 FP_d,c + w3 FN_d,c) with
-  w = [2, 2, 1, 1] (the HoVer-Net paper's formula) in `per_class_f1`. The released HoVer-Net code keeps only the
-  pairs where c is the true or the predicted type before counting, so its TN_c is always 0 and the per-class
-  scores it publishes are `per_class_f1_without_tn`, reported alongside for comparison with the literature.
-  A class in neither the true nor the predicted types has F1_c = NaN.
+PanNuke mPQ / bPQ (`pannuke_mpq_bpq`, PanNuke-metrics run.py)
+- Per image, PQ_c only for classes present in the ground truth (a class only predicted is skipped, so its false
+  positives never count); mPQ_i = the mean of those. bPQ_i = PQ of the nuclei of classes 1..num_classes-1 with
+  classes merged (run.py's `binarize` sees only the class channels, so type-0 nuclei are invisible to it),
+  skipped when the ground truth has none. Then the mean per tissue type over the images scored, then over tissues.
 """
 
 from __future__ import annotations
@@ -58,7 +55,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from scipy.optimize import linear_sum_assignment
@@ -66,31 +63,30 @@ from scipy.optimize import linear_sum_assignment
 from histosynth.errors import InputError
 
 MPP_40X = 0.25
-"""Microns per pixel at 40x, the magnification of HoVer-Net's 12 px pairing radius."""
-PAIRING_RADIUS_40X_PX = 12.0
-HOVERNET_F1_WEIGHTS = (2.0, 2.0, 1.0, 1.0)
-"""Weights of FP_c, FN_c, FP_d,c, FN_d,c in the HoVer-Net per-class F1."""
+"""Microns per pixel at 40x, the magnification HoVer-Net's pixel constants refer to."""
 
 InstancePair = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
 """(true_instances, true_types, pred_instances, pred_types) of one image."""
+Assignment = Literal["all-overlaps", "above-threshold"]
+EmptyRule = Literal["skip", "zero", "one"]
+ASSIGNMENTS: tuple[str, ...] = ("all-overlaps", "above-threshold")
+EMPTY_RULES: tuple[str, ...] = ("skip", "zero", "one")
 
 
-def pairing_radius_px(mpp: float) -> float:
-    """HoVer-Net's detection pairing radius (12 px at 40x) in pixels at `mpp` microns per pixel."""
-    if not mpp > 0:
-        raise InputError(f"pairing radius: mpp must be > 0, got {mpp}")
-    return PAIRING_RADIUS_40X_PX * MPP_40X / mpp
-
-
-def _none_if_nan(value: float) -> float | None:
+def none_if_nan(value: float) -> float | None:
+    """`value`, or None for NaN (results files are strict JSON)."""
     return None if math.isnan(value) else value
+
+
+def _ratio(a: float, b: float) -> float:
+    return a / b if b else 0.0
 
 
 @dataclass(frozen=True)
 class PQCounts:
     """Matched (tp), unmatched predicted (fp) and unmatched true (fn) instances and the IoU sum of the pairs.
 
-    Counts add (`a + b`) so that datasets pool them; dq, sq and pq follow the module's conventions.
+    Counts add (`a + b`), so datasets pool them; dq, sq and pq are 0 where their denominator is (CoNIC get_pq).
     """
 
     tp: int = 0
@@ -108,20 +104,18 @@ class PQCounts:
 
     @property
     def dq(self) -> float:
-        """Detection quality TP / (TP + FP/2 + FN/2); 1 when empty."""
-        return 1.0 if self.empty else self.tp / (self.tp + 0.5 * self.fp + 0.5 * self.fn)
+        """Detection quality TP / (TP + FP/2 + FN/2); 0 when empty."""
+        return _ratio(self.tp, self.tp + 0.5 * self.fp + 0.5 * self.fn)
 
     @property
     def sq(self) -> float:
-        """Segmentation quality, the mean IoU of the pairs; 1 when empty, 0 with no pair."""
-        if self.empty:
-            return 1.0
-        return self.iou_sum / self.tp if self.tp else 0.0
+        """Segmentation quality, the mean IoU of the pairs; 0 with no pair."""
+        return _ratio(self.iou_sum, self.tp)
 
     @property
     def pq(self) -> float:
-        """Panoptic quality sum IoU / (TP + FP/2 + FN/2) = DQ SQ; 1 when empty."""
-        return 1.0 if self.empty else self.iou_sum / (self.tp + 0.5 * self.fp + 0.5 * self.fn)
+        """Panoptic quality sum IoU / (TP + FP/2 + FN/2) = DQ SQ; 0 when empty."""
+        return _ratio(self.iou_sum, self.tp + 0.5 * self.fp + 0.5 * self.fn)
 
     def to_dict(self) -> dict[str, Any]:
         return {"tp": self.tp, "fp": self.fp, "fn": self.fn, "iou_sum": self.iou_sum,
@@ -147,13 +141,20 @@ def _dense_ids(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 @dataclass(frozen=True)
 class _Overlaps:
-    """Instances of one image pair and the IoU of every overlapping (true, pred) pair, by dense index."""
+    """Instances of one image pair, their areas, and every overlapping (true, pred) pair by dense index."""
 
     true_ids: np.ndarray
     pred_ids: np.ndarray
+    true_area: np.ndarray
+    pred_area: np.ndarray
     rows: np.ndarray  # index into true_ids
     cols: np.ndarray  # index into pred_ids
-    iou: np.ndarray
+    inter: np.ndarray
+    union: np.ndarray
+
+    @property
+    def iou(self) -> np.ndarray:
+        return self.inter / self.union
 
 
 def _overlaps(true_inst: np.ndarray, pred_inst: np.ndarray, where: str) -> _Overlaps:
@@ -169,65 +170,140 @@ def _overlaps(true_inst: np.ndarray, pred_inst: np.ndarray, where: str) -> _Over
     both = (t > 0) & (p > 0)
     codes, inter = np.unique((t[both] - 1).astype(np.int64) * max(m, 1) + (p[both] - 1), return_counts=True)
     rows, cols = np.divmod(codes, max(m, 1))
-    iou = inter / (true_area[rows] + pred_area[cols] - inter)
-    return _Overlaps(true_ids, pred_ids, rows, cols, iou.astype(np.float64))
+    union = true_area[rows] + pred_area[cols] - inter
+    return _Overlaps(true_ids, pred_ids, true_area, pred_area, rows, cols, inter.astype(np.float64),
+                     union.astype(np.float64))
 
 
-def _match(overlaps: _Overlaps, true_keep: np.ndarray, pred_keep: np.ndarray, match_iou: float) -> PQCounts:
+def _max_iou_assignment(rows: np.ndarray, cols: np.ndarray, weight: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Indices into `rows`/`cols`/`weight` of the one-to-one assignment of largest total weight (Hungarian).
+
+    Solved on the instances that overlap something: instances without any overlap could only take weight 0.
+    Between two assignments of exactly equal total the choice may differ from the released code's.
+    """
+    r_idx, r = np.unique(rows, return_inverse=True)
+    c_idx, c = np.unique(cols, return_inverse=True)
+    matrix = np.zeros((len(r_idx), len(c_idx)))
+    entry = np.full((len(r_idx), len(c_idx)), -1, np.int64)
+    matrix[r, c] = weight
+    entry[r, c] = np.arange(len(weight))
+    chosen_r, chosen_c = linear_sum_assignment(matrix, maximize=True)
+    picked = entry[chosen_r, chosen_c]
+    return picked[picked >= 0]
+
+
+def _match(ov: _Overlaps, true_keep: np.ndarray, pred_keep: np.ndarray, match_iou: float,
+           assignment: Assignment = "all-overlaps") -> PQCounts:
     """PQ counts of the true and predicted instances selected by the boolean masks `true_keep`, `pred_keep`."""
     n_true, n_pred = int(true_keep.sum()), int(pred_keep.sum())
-    sel = true_keep[overlaps.rows] & pred_keep[overlaps.cols] & (overlaps.iou > match_iou)
-    iou = overlaps.iou[sel]
-    if match_iou < 0.5 and iou.size:
-        rows, cols = overlaps.rows[sel], overlaps.cols[sel]
-        r_idx, r = np.unique(rows, return_inverse=True)
-        c_idx, c = np.unique(cols, return_inverse=True)
-        matrix = np.zeros((len(r_idx), len(c_idx)))
-        matrix[r, c] = iou
-        chosen_r, chosen_c = linear_sum_assignment(matrix, maximize=True)
-        iou = matrix[chosen_r, chosen_c]
-        iou = iou[iou > match_iou]
-    tp = int(iou.size)
-    return PQCounts(tp, n_pred - tp, n_true - tp, float(iou.sum()))
+    iou = ov.iou
+    sel = true_keep[ov.rows] & pred_keep[ov.cols]
+    if assignment == "above-threshold" or match_iou >= 0.5:  # at >= 0.5 the pairs above it are unique
+        sel &= iou > match_iou
+    idx = np.flatnonzero(sel)
+    if match_iou < 0.5 and idx.size:
+        idx = idx[_max_iou_assignment(ov.rows[idx], ov.cols[idx], iou[idx])]
+        idx = idx[iou[idx] > match_iou]
+    tp = int(idx.size)
+    return PQCounts(tp, n_pred - tp, n_true - tp, float(iou[idx].sum()))
 
 
-def _check_match_iou(match_iou: float) -> None:
+def _check_match_iou(match_iou: float, assignment: str = "all-overlaps") -> None:
     if not 0.0 <= match_iou < 1.0:
         raise InputError(f"match_iou must be in [0, 1), got {match_iou}")
+    if assignment not in ASSIGNMENTS:
+        raise InputError(f"assignment must be one of {ASSIGNMENTS}, got {assignment!r}")
 
 
-def panoptic_quality(true_inst: np.ndarray, pred_inst: np.ndarray, match_iou: float = 0.5) -> PQCounts:
+def panoptic_quality(true_inst: np.ndarray, pred_inst: np.ndarray, match_iou: float = 0.5,
+                     assignment: Assignment = "all-overlaps") -> PQCounts:
     """PQ counts of one image's predicted instance map against its true one (classes ignored)."""
-    _check_match_iou(match_iou)
+    _check_match_iou(match_iou, assignment)
     ov = _overlaps(true_inst, pred_inst, "panoptic quality")
-    return _match(ov, np.ones(len(ov.true_ids), bool), np.ones(len(ov.pred_ids), bool), match_iou)
+    return _match(ov, np.ones(len(ov.true_ids), bool), np.ones(len(ov.pred_ids), bool), match_iou, assignment)
+
+
+def _aji_of(ov: _Overlaps, plus: bool) -> float:
+    """AJI (each true instance to its best prediction) or AJI+ (one-to-one) of one image; NaN when empty."""
+    iou = ov.iou
+    if plus:
+        idx = _max_iou_assignment(ov.rows, ov.cols, iou) if iou.size else np.zeros(0, np.int64)
+    else:
+        # per true instance: largest IoU, then the larger union (the released code's IoU / (union + 1e-6) breaks
+        # exact ties that way), then the lowest prediction id (np.argmax's first maximum)
+        order = np.lexsort((ov.cols, -ov.union, -iou, ov.rows))
+        first = np.ones(order.size, bool)
+        first[1:] = ov.rows[order][1:] != ov.rows[order][:-1]
+        idx = order[first]
+    idx = idx[iou[idx] > 0]
+    union = ov.union[idx].sum()
+    union += ov.true_area.sum() - ov.true_area[np.unique(ov.rows[idx])].sum()
+    union += ov.pred_area.sum() - ov.pred_area[np.unique(ov.cols[idx])].sum()
+    return float(ov.inter[idx].sum() / union) if union else math.nan
+
+
+def aji(true_inst: np.ndarray, pred_inst: np.ndarray, plus: bool = False) -> float:
+    """Aggregated Jaccard Index of one image (AJI+ with `plus`); NaN with no nucleus on either side."""
+    return _aji_of(_overlaps(true_inst, pred_inst, "AJI+" if plus else "AJI"), plus)
+
+
+def _mean_finite(values: Sequence[float]) -> float:
+    finite = [v for v in values if not math.isnan(v)]
+    return float(np.mean(finite)) if finite else math.nan
 
 
 @dataclass(frozen=True)
-class MeanPQ:
-    """Dataset DQ, SQ and PQ as means of the per-image values, and the per-image counts."""
+class DatasetPQ:
+    """Binary PQ of a dataset: pooled counts (the headline) and means of the per-image values."""
 
-    dq: float
-    sq: float
-    pq: float
     per_image: tuple[PQCounts, ...]
 
+    @property
+    def pooled(self) -> PQCounts:
+        """TP, FP, FN and IoU sums over all images."""
+        return sum(self.per_image, PQCounts())
+
+    @property
+    def pq(self) -> float:
+        return self.pooled.pq
+
+    @property
+    def dq(self) -> float:
+        return self.pooled.dq
+
+    @property
+    def sq(self) -> float:
+        return self.pooled.sq
+
+    def image_mean(self, empty: EmptyRule = "skip") -> tuple[float, float, float]:
+        """(DQ, SQ, PQ) as means of the per-image values; an image with no nucleus on either side is left out
+        ("skip", NaN when every image is empty), scores 0 ("zero", CoNIC) or 1 ("one", not a published rule)."""
+        if empty not in EMPTY_RULES:
+            raise InputError(f"empty must be one of {EMPTY_RULES}, got {empty!r}")
+        if empty == "skip":
+            rows = [(c.dq, c.sq, c.pq) for c in self.per_image if not c.empty]
+        else:
+            fill = (1.0, 1.0, 1.0) if empty == "one" else (0.0, 0.0, 0.0)
+            rows = [fill if c.empty else (c.dq, c.sq, c.pq) for c in self.per_image]
+        if not rows:
+            return math.nan, math.nan, math.nan
+        dq, sq, pq = np.mean(np.array(rows), axis=0)
+        return float(dq), float(sq), float(pq)
+
     def to_dict(self) -> dict[str, Any]:
-        return {"dq": self.dq, "sq": self.sq, "pq": self.pq, "n_images": len(self.per_image),
-                "averaging": "mean over images of the per-image value; an image with no nuclei on either side "
-                             "scores 1"}
+        dq, sq, pq = self.image_mean()
+        return {"pooled": self.pooled.to_dict(), "pq_image_mean": none_if_nan(pq), "dq_image_mean": none_if_nan(dq),
+                "sq_image_mean": none_if_nan(sq), "n_images": len(self.per_image),
+                "n_empty_images": sum(c.empty for c in self.per_image)}
 
 
-def _mean_of(counts: Sequence[PQCounts], what: str) -> MeanPQ:
+def dataset_pq(pairs: Iterable[tuple[np.ndarray, np.ndarray]], match_iou: float = 0.5,
+               assignment: Assignment = "all-overlaps") -> DatasetPQ:
+    """Binary PQ over a dataset of (true_instances, pred_instances) pairs."""
+    counts = tuple(panoptic_quality(t, p, match_iou, assignment) for t, p in pairs)
     if not counts:
-        raise InputError(f"{what}: no images to score")
-    return MeanPQ(float(np.mean([c.dq for c in counts])), float(np.mean([c.sq for c in counts])),
-                  float(np.mean([c.pq for c in counts])), tuple(counts))
-
-
-def mean_pq(pairs: Iterable[tuple[np.ndarray, np.ndarray]], match_iou: float = 0.5) -> MeanPQ:
-    """Binary PQ over a dataset of (true_instances, pred_instances) pairs: the mean of the per-image DQ/SQ/PQ."""
-    return _mean_of([panoptic_quality(t, p, match_iou) for t, p in pairs], "mean PQ")
+        raise InputError("dataset PQ: no images to score")
+    return DatasetPQ(counts)
 
 
 def _types(types: np.ndarray, ids: np.ndarray, num_classes: int, what: str) -> np.ndarray:
@@ -249,9 +325,21 @@ def _check_num_classes(num_classes: int) -> None:
         raise InputError(f"num_classes counts background and must be >= 2, got {num_classes}")
 
 
-def _image_counts(pair: InstancePair, num_classes: int, match_iou: float,
-                  where: str) -> tuple[PQCounts, list[PQCounts]]:
-    """(binary PQ counts, PQ counts of classes 1..num_classes-1) of one image."""
+@dataclass(frozen=True)
+class ImageScores:
+    """Everything one image contributes: binary and per-class PQ counts, the class-only binary counts PanNuke's
+    bPQ uses, and AJI / AJI+ (NaN when the image is empty)."""
+
+    binary: PQCounts
+    per_class: tuple[PQCounts, ...]  # classes 1..num_classes-1
+    classed_binary: PQCounts  # nuclei of classes 1..num_classes-1, classes merged
+    true_classes: frozenset[int]  # classes with a true instance
+    aji: float
+    aji_plus: float
+
+
+def image_scores(pair: InstancePair, num_classes: int, match_iou: float = 0.5, where: str = "image") -> ImageScores:
+    """All instance scores of one (true_instances, true_types, pred_instances, pred_types) image."""
     if len(pair) != 4:
         raise InputError(f"{where}: expected (true_instances, true_types, pred_instances, pred_types), "
                          f"got {len(pair)} items")
@@ -260,213 +348,110 @@ def _image_counts(pair: InstancePair, num_classes: int, match_iou: float,
     t_cls = _types(true_types, ov.true_ids, num_classes, f"{where} true")
     p_cls = _types(pred_types, ov.pred_ids, num_classes, f"{where} prediction")
     binary = _match(ov, np.ones(len(t_cls), bool), np.ones(len(p_cls), bool), match_iou)
-    per_class = [_match(ov, t_cls == c, p_cls == c, match_iou) for c in range(1, num_classes)]
-    return binary, per_class
+    per_class = tuple(_match(ov, t_cls == c, p_cls == c, match_iou) for c in range(1, num_classes))
+    classed = _match(ov, t_cls > 0, p_cls > 0, match_iou)
+    return ImageScores(binary, per_class, classed, frozenset(int(c) for c in t_cls if c > 0),
+                       _aji_of(ov, plus=False), _aji_of(ov, plus=True))
+
+
+def _score_images(pairs: Iterable[InstancePair], num_classes: int, match_iou: float, what: str) -> list[ImageScores]:
+    _check_num_classes(num_classes)
+    _check_match_iou(match_iou)
+    images = [image_scores(pair, num_classes, match_iou, f"{what} image {i}") for i, pair in enumerate(pairs)]
+    if not images:
+        raise InputError(f"{what}: no images to score")
+    return images
 
 
 @dataclass(frozen=True)
 class MPQPlus:
-    """CoNIC mPQ+: the mean of PQ_c over classes, each from counts summed over all patches."""
+    """CoNIC mPQ+: the mean of PQ_c over all classes, each from counts summed over all patches."""
 
     mpq_plus: float
-    per_class: dict[int, float]  # NaN: class absent from every true and predicted map (left out of the mean)
+    per_class: dict[int, float]  # a class absent from every map scores 0 (CoNIC)
     counts: dict[int, PQCounts]
 
+    @property
+    def mpq_plus_present(self) -> float:
+        """histosynth's alternative: the mean over the classes present in some true or predicted map (NaN if none)."""
+        return _mean_finite([math.nan if self.counts[c].empty else v for c, v in self.per_class.items()])
+
     def to_dict(self) -> dict[str, Any]:
-        return {"mpq_plus": self.mpq_plus,
-                "per_class_pq": {str(c): _none_if_nan(v) for c, v in self.per_class.items()},
-                "counts": {str(c): k.to_dict() for c, k in self.counts.items()},
-                "averaging": "per class, TP/FP/FN/IoU summed over all patches; mean of PQ_c over the classes "
-                             "present in the ground truth or the predictions"}
+        return {"mpq_plus": self.mpq_plus, "mpq_plus_present": none_if_nan(self.mpq_plus_present),
+                "per_class_pq": {str(c): v for c, v in self.per_class.items()},
+                "counts": {str(c): k.to_dict() for c, k in self.counts.items()}}
 
 
-def _mean_present(values: Sequence[float]) -> float:
-    present = [v for v in values if not math.isnan(v)]
-    return float(np.mean(present)) if present else 1.0
+def _mpq_plus_of(images: Sequence[ImageScores]) -> MPQPlus:
+    totals = [sum(column, PQCounts()) for column in zip(*(s.per_class for s in images), strict=True)]
+    counts = dict(enumerate(totals, start=1))
+    per = {c: k.pq for c, k in counts.items()}
+    return MPQPlus(float(np.mean(list(per.values()))), per, counts)
 
 
 def mpq_plus(pairs: Iterable[InstancePair], num_classes: int, match_iou: float = 0.5) -> MPQPlus:
     """CoNIC multi-class PQ+ of (true_instances, true_types, pred_instances, pred_types) patches."""
-    _check_num_classes(num_classes)
-    _check_match_iou(match_iou)
-    totals = [PQCounts() for _ in range(1, num_classes)]
-    n = 0
-    for n, pair in enumerate(pairs, start=1):
-        _, per_class = _image_counts(pair, num_classes, match_iou, f"mPQ+ image {n - 1}")
-        totals = [a + b for a, b in zip(totals, per_class, strict=True)]
-    if n == 0:
-        raise InputError("mPQ+: no images to score")
-    per = {c: (math.nan if k.empty else k.pq) for c, k in enumerate(totals, start=1)}
-    return MPQPlus(_mean_present(list(per.values())), per, dict(enumerate(totals, start=1)))
+    return _mpq_plus_of(_score_images(pairs, num_classes, match_iou, "mPQ+"))
 
 
 @dataclass(frozen=True)
 class PanNukeScores:
-    """PanNuke mPQ and bPQ: per image, then the mean per tissue type, then the mean over tissue types."""
+    """PanNuke mPQ and bPQ: per image, then the mean per tissue type, then over tissue types (NaN: nothing scored)."""
 
     mpq: float
     bpq: float
     per_tissue: dict[str, tuple[float, float]]  # tissue -> (mPQ, bPQ)
-    per_image_mpq: np.ndarray = field(repr=False)
-    per_image_bpq: np.ndarray = field(repr=False)
+    per_image_mpq: np.ndarray = field(repr=False)  # NaN: no class in the image's ground truth
+    per_image_bpq: np.ndarray = field(repr=False)  # NaN: no classed nucleus in the image's ground truth
 
     def to_dict(self) -> dict[str, Any]:
-        return {"mpq": self.mpq, "bpq": self.bpq,
-                "per_tissue": {t: {"mpq": m, "bpq": b} for t, (m, b) in self.per_tissue.items()},
-                "n_images": len(self.per_image_mpq),
-                "averaging": "per image (mPQ over the classes present in its ground truth or prediction), then "
-                             "the mean per tissue type, then the mean over tissue types"}
+        return {"mpq": none_if_nan(self.mpq), "bpq": none_if_nan(self.bpq),
+                "per_tissue": {t: {"mpq": none_if_nan(m), "bpq": none_if_nan(b)} for t, (m, b) in self.per_tissue.items()},
+                "n_images": len(self.per_image_mpq)}
+
+
+def _pannuke_of(images: Sequence[ImageScores], tissue_types: Sequence[str]) -> PanNukeScores:
+    tissues = list(tissue_types)
+    if len(tissues) != len(images):
+        raise InputError(f"PanNuke mPQ/bPQ: {len(tissues)} tissue types for {len(images)} images")
+    mpq_i = np.array([_mean_finite([k.pq for c, k in enumerate(s.per_class, start=1) if c in s.true_classes])
+                      for s in images])
+    bpq_i = np.array([s.classed_binary.pq if s.true_classes else math.nan for s in images])
+    tissue_a = np.array(tissues, dtype=object)
+    per_tissue = {t: (_mean_finite(mpq_i[tissue_a == t].tolist()), _mean_finite(bpq_i[tissue_a == t].tolist()))
+                  for t in sorted(set(tissues))}
+    return PanNukeScores(_mean_finite([m for m, _ in per_tissue.values()]),
+                         _mean_finite([b for _, b in per_tissue.values()]), per_tissue, mpq_i, bpq_i)
 
 
 def pannuke_mpq_bpq(pairs: Iterable[InstancePair], tissue_types: Sequence[str], num_classes: int,
                     match_iou: float = 0.5) -> PanNukeScores:
     """PanNuke mPQ/bPQ of (true_instances, true_types, pred_instances, pred_types) images with one tissue each."""
-    _check_num_classes(num_classes)
-    _check_match_iou(match_iou)
-    tissues = list(tissue_types)
-    mpq_i: list[float] = []
-    bpq_i: list[float] = []
-    for i, pair in enumerate(pairs):
-        binary, per_class = _image_counts(pair, num_classes, match_iou, f"PanNuke image {i}")
-        bpq_i.append(binary.pq)
-        mpq_i.append(_mean_present([math.nan if k.empty else k.pq for k in per_class]))
-    if not mpq_i:
-        raise InputError("PanNuke mPQ/bPQ: no images to score")
-    if len(tissues) != len(mpq_i):
-        raise InputError(f"PanNuke mPQ/bPQ: {len(tissues)} tissue types for {len(mpq_i)} images")
-    mpq_a, bpq_a, tissue_a = np.array(mpq_i), np.array(bpq_i), np.array(tissues, dtype=object)
-    per_tissue = {t: (float(mpq_a[tissue_a == t].mean()), float(bpq_a[tissue_a == t].mean()))
-                  for t in sorted(set(tissues))}
-    return PanNukeScores(float(np.mean([m for m, _ in per_tissue.values()])),
-                         float(np.mean([b for _, b in per_tissue.values()])), per_tissue, mpq_a, bpq_a)
-
-
-def pair_centroids(true_xy: np.ndarray, pred_xy: np.ndarray, radius_px: float) -> np.ndarray:
-    """(k, 2) index pairs (true, pred): most pairs within `radius_px`, then least total distance (Hungarian)."""
-    if len(true_xy) == 0 or len(pred_xy) == 0:
-        return np.zeros((0, 2), np.int64)
-    dist = np.linalg.norm(true_xy[:, None, :].astype(np.float64) - pred_xy[None, :, :], axis=-1)
-    inside = dist <= radius_px
-    # A pair beyond the radius costs more than any set of in-radius pairs, so a larger pair count always wins.
-    too_far = radius_px * (min(dist.shape) + 1) + 1.0
-    rows, cols = linear_sum_assignment(np.where(inside, dist, too_far))
-    keep = inside[rows, cols]
-    return np.stack([rows[keep], cols[keep]], axis=1).astype(np.int64)
+    return _pannuke_of(_score_images(pairs, num_classes, match_iou, "PanNuke mPQ/bPQ"), tissue_types)
 
 
 @dataclass(frozen=True)
-class ClassF1Counts:
-    """HoVer-Net's per-class counts: among pairs tp/tn/fp/fn of the type, among unpaired fp_d/fn_d of the type."""
+class InstanceScores:
+    """Every instance metric of one test set, from one pass over its images."""
 
-    tp: int
-    tn: int
-    fp: int
-    fn: int
-    fp_d: int
-    fn_d: int
-
-    def f1(self, weights: Sequence[float], with_tn: bool = True) -> float:
-        correct = self.tp + (self.tn if with_tn else 0)
-        w0, w1, w2, w3 = weights
-        denominator = 2 * correct + w0 * self.fp + w1 * self.fn + w2 * self.fp_d + w3 * self.fn_d
-        return 2 * correct / denominator if denominator else math.nan
+    pq: DatasetPQ
+    aji: float  # mean over the images with a nucleus on some side (HoVer-Net compute_stats)
+    aji_plus: float
+    mpq: MPQPlus
+    pannuke: PanNukeScores
 
 
-@dataclass(frozen=True)
-class DetectionScores:
-    """Detection F1, type accuracy and per-class F1 with counts pooled over all images."""
-
-    tp: int
-    fp: int
-    fn: int
-    f1: float
-    precision: float
-    recall: float
-    type_accuracy: float
-    per_class_f1: dict[int, float]
-    per_class_f1_without_tn: dict[int, float]
-    per_class_counts: dict[int, ClassF1Counts]
-    radius_px: float
-    weights: tuple[float, ...]
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"tp": self.tp, "fp": self.fp, "fn": self.fn, "f1_d": self.f1, "precision": _none_if_nan(self.precision),
-                "recall": _none_if_nan(self.recall), "type_accuracy": _none_if_nan(self.type_accuracy),
-                "per_class_f1": {str(c): _none_if_nan(v) for c, v in self.per_class_f1.items()},
-                "per_class_f1_without_tn": {str(c): _none_if_nan(v) for c, v in self.per_class_f1_without_tn.items()},
-                "per_class_counts": {str(c): vars(k) for c, k in self.per_class_counts.items()},
-                "radius_px": self.radius_px, "weights": list(self.weights)}
+def score_instances(pairs: Iterable[InstancePair], num_classes: int, tissue_types: Sequence[str] | None = None,
+                    match_iou: float = 0.5) -> InstanceScores:
+    """Binary PQ, AJI/AJI+, mPQ+ and PanNuke mPQ/bPQ of (true_instances, true_types, pred_instances, pred_types)
+    images; without `tissue_types` all images are one tissue."""
+    images = _score_images(pairs, num_classes, match_iou, "instance scores")
+    tissues = list(tissue_types) if tissue_types is not None else ["all"] * len(images)
+    return InstanceScores(DatasetPQ(tuple(s.binary for s in images)), _mean_finite([s.aji for s in images]),
+                          _mean_finite([s.aji_plus for s in images]), _mpq_plus_of(images),
+                          _pannuke_of(images, tissues))
 
 
-def _per_image(values: np.ndarray | Sequence[np.ndarray]) -> list[np.ndarray]:
-    """One image's array, or a sequence of per-image arrays, as a list."""
-    if isinstance(values, np.ndarray):
-        return [values]
-    return [np.asarray(v) for v in values]
-
-
-def _centroids(xy: np.ndarray, what: str) -> np.ndarray:
-    array = np.asarray(xy, dtype=np.float64)
-    if array.size == 0:
-        return array.reshape(0, 2)
-    if array.ndim != 2 or array.shape[1] != 2 or not np.isfinite(array).all():
-        raise InputError(f"{what}: centroids must be a finite (n, 2) array of (x, y), got shape {array.shape}")
-    return array
-
-
-def _classes(ids: np.ndarray, n: int, num_classes: int, what: str) -> np.ndarray:
-    array = np.asarray(ids).reshape(-1)
-    if array.size != n:
-        raise InputError(f"{what}: {array.size} classes for {n} centroids")
-    if n and (not np.issubdtype(array.dtype, np.integer) or array.min() < 0 or array.max() >= num_classes):
-        raise InputError(f"{what}: class ids must be integers 0..{num_classes - 1}, got {array.dtype} "
-                         f"{array.min()}..{array.max()}")
-    return array.astype(np.int64)
-
-
-def detection_f1(true_centroids: np.ndarray | Sequence[np.ndarray], true_classes: np.ndarray | Sequence[np.ndarray],
-                 pred_centroids: np.ndarray | Sequence[np.ndarray], pred_classes: np.ndarray | Sequence[np.ndarray],
-                 radius_px: float, num_classes: int,
-                 weights: Sequence[float] = HOVERNET_F1_WEIGHTS) -> DetectionScores:
-    """HoVer-Net detection F1 and per-class F1 of one image's arrays, or of sequences with one array per image.
-
-    Centroids pair only within their own image; the counts are then pooled over images.
-    """
-    _check_num_classes(num_classes)
-    if not radius_px > 0:
-        raise InputError(f"detection F1: radius_px must be > 0, got {radius_px}")
-    if len(weights) != 4:
-        raise InputError(f"detection F1: 4 weights (FP_c, FN_c, FP_d, FN_d) expected, got {len(weights)}")
-    images = [_per_image(v) for v in (true_centroids, true_classes, pred_centroids, pred_classes)]
-    if len({len(v) for v in images}) != 1:
-        raise InputError(f"detection F1: image counts differ: {[len(v) for v in images]} "
-                         "(true centroids, true classes, pred centroids, pred classes)")
-    paired_true, paired_pred, lone_true, lone_pred = [], [], [], []
-    for i, (t_xy, t_c, p_xy, p_c) in enumerate(zip(*images, strict=True)):
-        t_xy = _centroids(t_xy, f"detection F1 image {i} true")
-        p_xy = _centroids(p_xy, f"detection F1 image {i} prediction")
-        t_c = _classes(t_c, len(t_xy), num_classes, f"detection F1 image {i} true")
-        p_c = _classes(p_c, len(p_xy), num_classes, f"detection F1 image {i} prediction")
-        pairs = pair_centroids(t_xy, p_xy, radius_px)
-        paired_true.append(t_c[pairs[:, 0]])
-        paired_pred.append(p_c[pairs[:, 1]])
-        lone_true.append(np.delete(t_c, pairs[:, 0]))
-        lone_pred.append(np.delete(p_c, pairs[:, 1]))
-    pt, pp, ut, up = (np.concatenate(v) if v else np.zeros(0, np.int64)
-                      for v in (paired_true, paired_pred, lone_true, lone_pred))
-    tp, fp, fn = len(pt), len(up), len(ut)
-    f1 = 1.0 if tp + fp + fn == 0 else 2 * tp / (2 * tp + fp + fn)
-    counts = {c: ClassF1Counts(tp=int(((pt == c) & (pp == c)).sum()), tn=int(((pt != c) & (pp != c)).sum()),
-                               fp=int(((pt != c) & (pp == c)).sum()), fn=int(((pt == c) & (pp != c)).sum()),
-                               fp_d=int((up == c).sum()), fn_d=int((ut == c).sum()))
-              for c in range(1, num_classes)}
-    present = set(np.concatenate([pt, pp, ut, up]).tolist())
-    w = tuple(float(x) for x in weights)
-    return DetectionScores(
-        tp, fp, fn, f1,
-        precision=tp / (tp + fp) if tp + fp else math.nan, recall=tp / (tp + fn) if tp + fn else math.nan,
-        type_accuracy=float((pt == pp).mean()) if tp else math.nan,
-        per_class_f1={c: k.f1(w) if c in present else math.nan for c, k in counts.items()},
-        per_class_f1_without_tn={c: k.f1(w, with_tn=False) if c in present else math.nan
-                                 for c, k in counts.items()},
-        per_class_counts=counts, radius_px=float(radius_px), weights=w)
+__all__ = ["ASSIGNMENTS", "EMPTY_RULES", "MPP_40X", "DatasetPQ", "ImageScores", "InstancePair", "InstanceScores",
+           "MPQPlus", "PQCounts", "PanNukeScores", "aji", "dataset_pq", "image_scores", "mpq_plus", "none_if_nan",
+           "panoptic_quality", "pannuke_mpq_bpq", "score_instances"]

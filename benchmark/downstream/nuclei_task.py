@@ -1,4 +1,4 @@
-"""The nuclei kind of the downstream task: HoVer-Net trained on instance maps, scored by PQ, mPQ+ and detection F1.
+"""The nuclei kind of the downstream task: HoVer-Net trained on instance maps, scored by PQ, AJI, mPQ+ and F1.
 
 Batches are random crops rotated by k x 90 degrees and flipped like the tissue task's; the HoVer-Net targets are
 computed on each augmented crop (as the official loader does: augment the instance map, then derive NP/HV/NC),
@@ -6,15 +6,23 @@ so nuclei cut by the crop border get their own centre of mass. Predictions run o
 presets on the image padded to a multiple of 32, the paper preset (256 px in, 164 px out) tile by tile with the
 image reflect-padded by the 46 px margin. Post-processing is hover_post.hover_postprocess at the test set's mpp.
 
-Scores per seed (benchmark/downstream/nuclei_metrics.py): `pq`, `dq`, `sq` as the mean over images (HoVer-Net,
-PanNuke); `mpq_plus` (CoNIC: per-class counts summed over patches, then the mean of class PQs); `f1_detection`
-and `f1/<class>` (HoVer-Net: Hungarian pairing of centroids within 12 px at 40x, scaled to the mpp; weights
-[2, 2, 1, 1]).
+Scores per seed (nuclei_metrics.py and nuclei_detection.py; each name says its convention, the metric registry
+says which published table it matches):
+- `pq`, `dq`, `sq`: HoVer-Net/CoNIC matching at IoU > 0.5, TP/FP/FN/IoU summed over the test images (a model that
+  predicts nothing scores 0); `pq_image_mean`, `dq_image_mean`, `sq_image_mean`: the mean of per-image values
+  (HoVer-Net compute_stats), images with no nucleus on either side left out.
+- `aji`, `aji_plus`: HoVer-Net get_fast_aji / get_fast_aji_plus, the mean over the same images.
+- `mpq_plus`: CoNIC (per-class counts summed over patches, mean over all classes, an absent class scoring 0).
+- `pannuke_mpq`, `pannuke_bpq`: PanNuke-metrics run.py, with the test set as one tissue type.
+- `f1_detection`, `f1/<class>`: HoVer-Net compute_stats (pair_coordinates pairing within 12 px at 40x scaled to the
+  mpp; per-class F1 with TN = 0, weights [2, 2, 1, 1]); `f1_detection_max_pairs` pairs for the most pairs
+  within the radius instead; `f1_with_tn/<class>` is the HoVer-Net paper's formula with its TN term.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -39,10 +47,14 @@ UNET_MULTIPLE = 32  # the Unet presets' total stride
 
 class _Nuclei(Kind):
     label, model, headline = "nuclei", "hovernet", "pq"
-    averaging = ("pq/dq/sq: mean over images of the per-image value (IoU > 0.5 pairs; an image with no nuclei on "
-                 "either side scores 1); mpq_plus: CoNIC, per-class TP/FP/FN/IoU summed over patches, mean of class "
-                 "PQs; f1_detection, f1/<class>: HoVer-Net, Hungarian centroid pairing within 12 px at 40x scaled by "
-                 "mpp, weights [2, 2, 1, 1], counts pooled over images (benchmark/downstream/nuclei_metrics.py)")
+    averaging = ("pq/dq/sq: TP/FP/FN/IoU summed over test images (IoU > 0.5 pairs), a model predicting nothing "
+                 "scores 0; *_image_mean, aji, aji_plus: mean over the images with a nucleus on either side "
+                 "(HoVer-Net compute_stats); mpq_plus: CoNIC, per-class counts summed over patches, mean over all "
+                 "classes; pannuke_mpq/bpq: PanNuke run.py, the test set as one tissue; f1_detection, f1/<class>: "
+                 "HoVer-Net compute_stats, Hungarian pairing of least total distance then the 12 px (40x, scaled by "
+                 "mpp) cut, TN = 0, weights [2, 2, 1, 1], counts pooled over images; f1_detection_max_pairs: most "
+                 "pairs within the radius; f1_with_tn/<class>: the paper's TN term "
+                 "(benchmark/downstream/nuclei_metrics.py, nuclei_detection.py)")
 
     def config(self, preset: str, **overrides) -> TrainConfig:
         from histosynth.benchmark.downstream.hovernet import HOVER_PRESETS
@@ -100,23 +112,37 @@ class _Nuclei(Kind):
         return hover_loss(model(x), {k: torch.from_numpy(v).to(device) for k, v in targets.items()})["loss"]
 
     def scores(self, model: nn.Module, test: LabelledSet, preset: str, device: str) -> dict[str, float]:
-        from histosynth.benchmark.downstream.nuclei_metrics import detection_f1, mean_pq, mpq_plus, pairing_radius_px
-
         schema = get_schema(test.schema)
         preds = predict_nuclei(model, test.images, preset, test.mpp, device)
         truth = [Nuclei.from_instance_map(test.schema, inst.astype(np.int64), np.concatenate([[0], t]).astype(np.int64))
                  for inst, t in zip(test.maps, test.types, strict=True)]
-        pq = mean_pq([(t.instances, p.instances) for t, p in zip(truth, preds, strict=True)])
-        mpq = mpq_plus([(t.instances, t.class_ids, p.instances, p.types) for t, p in zip(truth, preds, strict=True)],
-                       schema.num_classes)
-        f1 = detection_f1([t.centroids for t in truth], [t.class_ids for t in truth], [p.centroids for p in preds],
-                          [p.types for p in preds], pairing_radius_px(test.mpp), schema.num_classes)
-        out = {"pq": pq.pq, "dq": pq.dq, "sq": pq.sq, "mpq_plus": mpq.mpq_plus, "f1_detection": f1.f1}
-        for c, value in f1.per_class_f1.items():
-            if not math.isnan(value):
-                out[f"f1/{schema.names[c]}"] = value
-        return out
+        return nuclei_scores(truth, preds, schema.names, test.mpp)
 
+
+def nuclei_scores(truth: list, preds: list, class_names: Sequence[str], mpp: float) -> dict[str, float]:
+    """The task's metrics of predictions (hover_post.NucleiPrediction) against true Nuclei, image by image; NaN
+    where a metric is undefined (metric_results records it as such)."""
+    from histosynth.benchmark.downstream.nuclei_detection import detection_f1, pairing_radius_px
+    from histosynth.benchmark.downstream.nuclei_metrics import score_instances
+
+    num_classes = len(class_names)
+    inst = score_instances([(t.instances, t.class_ids, p.instances, p.types) for t, p in zip(truth, preds, strict=True)],
+                           num_classes)
+    dq_i, sq_i, pq_i = inst.pq.image_mean()
+    out = {"pq": inst.pq.pq, "dq": inst.pq.dq, "sq": inst.pq.sq, "pq_image_mean": pq_i, "dq_image_mean": dq_i,
+           "sq_image_mean": sq_i, "aji": inst.aji, "aji_plus": inst.aji_plus, "mpq_plus": inst.mpq.mpq_plus,
+           "pannuke_mpq": inst.pannuke.mpq, "pannuke_bpq": inst.pannuke.bpq}
+    centroids = ([t.centroids for t in truth], [t.class_ids for t in truth], [p.centroids for p in preds],
+                 [p.types for p in preds])
+    radius = pairing_radius_px(mpp)
+    f1 = detection_f1(*centroids, radius, num_classes)
+    out["f1_detection"] = f1.f1
+    out["f1_detection_max_pairs"] = detection_f1(*centroids, radius, num_classes, pairing="max-pairs").f1
+    for family, values in (("f1", f1.per_class_f1), ("f1_with_tn", f1.per_class_f1_with_tn)):
+        for c, value in values.items():
+            if not math.isnan(value):
+                out[f"{family}/{class_names[c]}"] = value
+    return out
 
 NUCLEI = _Nuclei()
 
@@ -159,4 +185,4 @@ def _dense_outputs(model: nn.Module, image: np.ndarray, window_in: int, window_o
     return {k: v[:, :h, :w] for k, v in full.items()}
 
 
-__all__ = ["NUCLEI", "predict_nuclei"]
+__all__ = ["NUCLEI", "nuclei_scores", "predict_nuclei"]
