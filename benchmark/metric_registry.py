@@ -36,7 +36,23 @@ class MetricSpec:
 
 FID_REF = "Heusel et al. 2017, arXiv:1706.08500 (Frechet distance of Gaussian fits to encoder features)"
 PRDC_REF = "Naeem et al. 2020, arXiv:2002.09797 (k = 5 nearest neighbours)"
-PQ_REF = "Kirillov et al. 2019, arXiv:1801.00868; HoVer-Net (Graham et al. 2019) matching at IoU > 0.5"
+HOVER = "vqdang/hover_net compute_stats.py"
+PQ_MATCH = ("Kirillov et al. 2019, arXiv:1801.00868, with HoVer-Net/CoNIC matching (get_fast_pq, CoNIC get_pq: "
+            "IoU > 0.5 pairs)")
+PQ_REF = (PQ_MATCH + "; TP/FP/FN/IoU summed over all test images before the ratio (CoNIC compute_stats' "
+          "aggregation), so an image with no nucleus on either side adds nothing. No published table pools binary "
+          "PQ this way: compare per-image tables with pq_image_mean. In nuclei task v1 files "
+          "the value is the mean over images with an empty image scoring 1 (superseded)")
+PQ_IMAGE_REF = (PQ_MATCH + f"; mean of the per-image values as {HOVER} run_nuclei_inst_stat (the HoVer-Net "
+                "paper's segmentation table: CoNSeP, Kumar, CPM-17), images with no nucleus on either side left out")
+AJI_REF = (f"Kumar et al. 2017 (MoNuSeg); {HOVER} run_nuclei_inst_stat, mean over images with a nucleus on either "
+           "side (the HoVer-Net paper's segmentation table)")
+PANNUKE_REF = ("TissueImageAnalytics/PanNuke-metrics run.py (Gamper et al. 2020, arXiv:2003.10778, mPQ/bPQ "
+               "tables): per image over the classes in its ground truth, then per tissue type, then over tissues; "
+               "the nuclei task scores its test set as one tissue")
+F1D_REF = (f"HoVer-Net detection F1_d ({HOVER} run_nuclei_type_stat; the HoVer-Net paper's classification "
+           "tables): pair_coordinates, one Hungarian assignment of least total distance, pairs beyond 12 px at 40x "
+           "(scaled to the mpp) dropped. In nuclei task v1 files: the f1_detection_max_pairs pairing (superseded)")
 LPIPS_REF = "Zhang et al. 2018, arXiv:1801.03924, masked as in docs/ARCHITECTURE.md (masked LPIPS modes)"
 SEG_REF = "IoU/Dice per class from one pooled confusion matrix, mean over foreground classes present"
 
@@ -60,10 +76,25 @@ _FIXED = [
                "segmenter trained on real patches, mIoU of its maps of generated images against their condition maps",
                0.0, 1.0),
     MetricSpec("pq", True, "PQ", PQ_REF, 0.0, 1.0),
-    MetricSpec("dq", True, "DQ", PQ_REF, 0.0, 1.0),
-    MetricSpec("sq", True, "SQ", PQ_REF, 0.0, 1.0),
-    MetricSpec("mpq_plus", True, "mPQ+", "CoNIC challenge 2022 (Graham et al., arXiv:2111.14485)", 0.0, 1.0),
-    MetricSpec("f1_detection", True, "F1", "HoVer-Net detection F1, matching within 6 px (Graham et al. 2019)", 0.0, 1.0),
+    MetricSpec("dq", True, "DQ", PQ_REF.replace("binary PQ", "binary DQ"), 0.0, 1.0),
+    MetricSpec("sq", True, "SQ", PQ_REF.replace("binary PQ", "binary SQ"), 0.0, 1.0),
+    MetricSpec("pq_image_mean", True, "PQ", PQ_IMAGE_REF, 0.0, 1.0),
+    MetricSpec("dq_image_mean", True, "DQ", PQ_IMAGE_REF, 0.0, 1.0),
+    MetricSpec("sq_image_mean", True, "SQ", PQ_IMAGE_REF, 0.0, 1.0),
+    MetricSpec("aji", True, "AJI", AJI_REF + "; each true nucleus paired with its largest-IoU prediction "
+               "(get_fast_aji)", 0.0, 1.0),
+    MetricSpec("aji_plus", True, "AJI+", AJI_REF + "; one-to-one pairing of largest total IoU (get_fast_aji_plus)",
+               0.0, 1.0),
+    MetricSpec("mpq_plus", True, "mPQ+", "CoNIC challenge 2022 (Graham et al., arXiv:2111.14485; "
+               "TissueImageAnalytics/CoNIC compute_stats.py): per-class counts summed over patches, mean over all "
+               "classes, a class absent everywhere scoring 0 (the CoNIC leaderboard's mPQ+). In nuclei task v1 files such "
+               "a class was left out of the mean (superseded)", 0.0, 1.0),
+    MetricSpec("pannuke_mpq", True, "mPQ", PANNUKE_REF, 0.0, 1.0),
+    MetricSpec("pannuke_bpq", True, "bPQ", PANNUKE_REF + "; classes merged, type-0 nuclei not counted", 0.0, 1.0),
+    MetricSpec("f1_detection", True, "F1", F1D_REF, 0.0, 1.0),
+    MetricSpec("f1_detection_max_pairs", True, "F1",
+               "histosynth's alternative to f1_detection: the pairing with the most pairs within the radius, then "
+               "the least total distance; matches no published table", 0.0, 1.0),
 ]
 METRICS: dict[str, MetricSpec] = {spec.name: spec for spec in _FIXED}
 LPIPS_MODES = ("spatial-mean", "layer-masked", "bbox-crop")
@@ -71,7 +102,12 @@ LPIPS_MODES = ("spatial-mean", "layer-masked", "bbox-crop")
 for _mode in LPIPS_MODES:
     METRICS[f"lpips-{_mode}"] = MetricSpec(f"lpips-{_mode}", False, "LPIPS distance", LPIPS_REF, low=0.0)
 RATIO_SUFFIX = "_ratio_to_real"
-PER_CLASS = {"iou": METRICS["miou"], "f1": METRICS["f1_detection"]}
+F1_TYPE = MetricSpec("f1", True, "F1", f"HoVer-Net per-class F1_c ({HOVER} run_nuclei_type_stat; the HoVer-Net "
+                     "paper's classification tables, F_c columns): weights [2, 2, 1, 1], TN = 0 as the released code "
+                     "counts it. In nuclei task v1 files: the paper's formula with TN (now f1_with_tn)", 0.0, 1.0)
+F1_TYPE_WITH_TN = MetricSpec("f1_with_tn", True, "F1", "HoVer-Net per-class F1_c with the paper's TN term (Graham "
+                             "et al. 2019, the F_c formula); no released code outputs it", 0.0, 1.0)
+PER_CLASS = {"iou": METRICS["miou"], "f1": F1_TYPE, "f1_with_tn": F1_TYPE_WITH_TN}
 """Per-class metrics `<family>/<class name>` (e.g. iou/stroma) take the direction of their family's mean."""
 
 

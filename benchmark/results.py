@@ -30,6 +30,10 @@ from histosynth.errors import InputError, UnknownNameError
 SCHEMA_VERSION = 2
 TASK_VERSIONS = {"distribution": 1, "completion": 1, "masked-lpips": 1, "seg": 1, "tstr": 1, "label-consistency": 1}
 """Every benchmark task and its version: bump a task's version whenever a change alters its numbers."""
+MODEL_TASK_VERSIONS = {"hovernet": 2}
+"""Versions of the downstream tasks (seg, tstr) for a model whose scores changed on their own: a run whose
+settings.model is here has this version instead of its task's. hovernet (the nuclei task) v2: PQ, mPQ+ and F1 follow
+the released HoVer-Net/CoNIC/PanNuke code, PQ pooled over images."""
 SUBJECT_KINDS = ("generator", "dataset", "real")
 COMPARABLE_SETTINGS = {"distribution": (), "completion": ("net", "masks"), "masked-lpips": ("net", "modes"),
                        "seg": ("model", "preset", "train", "seeds", "schema"),
@@ -38,6 +42,14 @@ COMPARABLE_SETTINGS = {"distribution": (), "completion": ("net", "masks"), "mask
 """The settings of each task that change its numbers (part of the comparability key)."""
 REFERENCE_ROLES = ("real", "test", "train")
 """Data roles that are references (their content and size enter the key), unless the task scores them."""
+
+
+def current_task_version(task: str, settings: dict[str, Any] | None = None) -> int:
+    """The current version of `task` as run with `settings` (MODEL_TASK_VERSIONS for the downstream tasks)."""
+    model = (settings or {}).get("model")
+    if task in ("seg", "tstr") and isinstance(model, str) and model in MODEL_TASK_VERSIONS:
+        return MODEL_TASK_VERSIONS[model]
+    return TASK_VERSIONS[task]
 
 
 class ResultsFormatError(InputError):
@@ -126,13 +138,13 @@ class BenchmarkRun:
     run_id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
     created: str = field(default_factory=lambda: time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
     schema_version: int = SCHEMA_VERSION
-    task_version: int | None = None  # None: the task's current version (TASK_VERSIONS)
+    task_version: int | None = None  # None: current_task_version(task, settings)
 
     def __post_init__(self) -> None:
         if self.task not in TASK_VERSIONS:
             raise ValueError(f"unknown benchmark task {self.task!r}; known: {', '.join(TASK_VERSIONS)}")
         if self.task_version is None:
-            self.task_version = TASK_VERSIONS[self.task]
+            self.task_version = current_task_version(self.task, self.settings)
 
     def comparability(self) -> dict[str, Any]:
         """What must be equal for two runs' numbers to be comparable: the task and its version, the encoders'

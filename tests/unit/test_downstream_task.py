@@ -189,11 +189,38 @@ def test_bench_seg_with_hovernet_scores_nuclei_end_to_end(sets, tmp_path, capsys
     run = BenchmarkRun.load(out)
     assert run.settings["model"] == "hovernet" and run.settings["mpp"] == 0.5 and run.settings["schema"] == "pannuke"
     by_metric = {r.metric: r for r in run.results}
-    assert {"pq", "dq", "sq", "mpq_plus", "f1_detection"} <= set(by_metric)
+    assert run.task_version == 2  # the nuclei task's version (results.MODEL_TASK_VERSIONS)
+    assert {"pq", "dq", "sq", "pq_image_mean", "dq_image_mean", "sq_image_mean", "aji", "aji_plus", "mpq_plus",
+            "pannuke_mpq", "pannuke_bpq", "f1_detection", "f1_detection_max_pairs"} <= set(by_metric)
     for r in run.results:
         assert r.higher_is_better is True and len(r.extra["per_seed"]) == 2
         if r.value is not None:
             assert 0.0 <= r.ci_low <= r.value <= r.ci_high <= 1.0
-    # PQ = DQ x SQ per image, so the seed's mean PQ can not exceed its mean DQ (each factor is at most 1).
+    # Pooled PQ = sum IoU / (TP + FP/2 + FN/2) and each IoU is at most 1, so a seed's PQ can not exceed its DQ.
     for pq, dq in zip(by_metric["pq"].extra["per_seed"], by_metric["dq"].extra["per_seed"], strict=True):
         assert pq <= dq + 1e-12
+
+
+def test_nuclei_scores_name_each_convention_and_predicting_nothing_scores_zero():
+    from types import SimpleNamespace
+
+    from histosynth.benchmark.downstream.nuclei_task import nuclei_scores
+
+    def nuclei(instances, types):
+        ids = np.unique(instances)[1:]
+        xy = np.array([np.argwhere(instances == i).mean(0)[::-1] for i in ids]).reshape(-1, 2)
+        return SimpleNamespace(instances=instances, class_ids=np.asarray(types), types=np.asarray(types), centroids=xy)
+
+    one = np.zeros((16, 16), np.int64)
+    one[2:6, 2:6] = 1
+    truth = [nuclei(one, [1]), nuclei(one, [1]), nuclei(np.zeros_like(one), [])]  # a third of the patches empty
+    names = ["background", "neoplastic", "inflammatory"]
+    nothing = nuclei_scores(truth, [nuclei(np.zeros_like(one), [])] * 3, names, mpp=0.25)
+    assert nothing["pq"] == 0.0 and nothing["pq_image_mean"] == 0.0  # before: the empty share, 1/3
+    assert nothing["aji"] == 0.0 and nothing["mpq_plus"] == 0.0 and nothing["f1_detection"] == 0.0
+    assert nothing["f1/neoplastic"] == 0.0 and "f1/inflammatory" not in nothing  # a class on neither side
+    perfect = nuclei_scores(truth, truth, names, mpp=0.25)
+    assert perfect["pq"] == perfect["pq_image_mean"] == perfect["aji_plus"] == perfect["pannuke_bpq"] == 1.0
+    assert perfect["mpq_plus"] == 0.5  # CoNIC: inflammatory is absent everywhere and scores 0
+    assert perfect["f1/neoplastic"] == 1.0 and perfect["f1_with_tn/neoplastic"] == 1.0
+    assert perfect["f1_detection"] == perfect["f1_detection_max_pairs"] == 1.0

@@ -117,3 +117,40 @@ def test_v1_files_migrate(tmp_path):
     v1["task"] = "fd"
     with pytest.raises(ResultsFormatError, match="v1 task 'fd' has no v2 equivalent"):
         BenchmarkRun.from_dict(v1, "old.json")
+
+
+def _nuclei_run(task_version=None, pq=0.3, model="hovernet"):
+    """A TSTR run as the nuclei task writes it (settings.model says which downstream model it trains)."""
+    data = {"train:real": DataRef("real", "/r", "sha256:rr", 20), "test": DataRef("test", "/t", "sha256:tt", 10)}
+    subjects = {"train:real": Subject("real", "real", "sha256:rr")}
+    return BenchmarkRun("tstr", [MetricResult("pq", pq, subject="train:real")], data, subjects,
+                        settings={"model": model, "preset": "tiny", "train": {"steps": 2}, "seeds": [0],
+                                  "schema": "pannuke"}, task_version=task_version)
+
+
+def test_the_nuclei_task_has_its_own_version_and_old_files_stay_apart(tmp_path):
+    from histosynth.benchmark.results import MODEL_TASK_VERSIONS, TASK_VERSIONS, current_task_version
+    from histosynth.leaderboard.aggregate import build_leaderboard
+
+    new = _nuclei_run()
+    assert new.task_version == MODEL_TASK_VERSIONS["hovernet"] == 2
+    assert _nuclei_run(model="deeplabv3plus").task_version == TASK_VERSIONS["tstr"] == 1  # the tissue task: unchanged
+    assert current_task_version("seg", {"model": "hovernet"}) == 2 and current_task_version("distribution") == 1
+    old = BenchmarkRun.load(_nuclei_run(task_version=1, pq=0.06).save(tmp_path / "old.json"))  # a v1 file
+    assert old.task_version == 1 and old.comparability()["task_version"] == 1
+    assert old.comparability_key != new.comparability_key  # otherwise identical: only the version differs
+    board = build_leaderboard([("old.json", old), ("new.json", new)])
+    pq_columns = sorted((c.task_version, c.comparability_key) for c in board.columns if c.metric == "pq")
+    assert [v for v, _ in pq_columns] == [1, 2]  # two columns, never one merged column
+
+
+def test_committed_nuclei_results_of_version_one_still_load():
+    from pathlib import Path
+
+    from histosynth.benchmark.results import current_task_version
+
+    files = sorted((Path(__file__).resolve().parents[2] / "results").glob("*/*/tstr-nuclei.json"))
+    assert files
+    for path in files:
+        run = BenchmarkRun.load(path)  # the stored comparability key still matches
+        assert run.task_version in (1, current_task_version("tstr", run.settings)) and run.settings["model"] == "hovernet"
