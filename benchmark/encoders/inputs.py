@@ -1,8 +1,11 @@
 """uint8 RGB batches -> encoder inputs, once per distinct `PreprocessSpec`.
 
-Resizing happens on float pixel values in [0, 255] and is then rounded and clipped to the uint8 grid, as a PIL
-resize of a uint8 image would be (bicubic overshoot never leaves [0, 255]); images that already have the target
-size are not resized at all. Non-square images are resized to size x size (no crop): patches here are square.
+As timm's eval transform: resize to floor(size / crop_pct), then take the centre size x size (torchvision's
+CenterCrop offsets); crop_pct 1 is a plain resize. Resizing happens on float pixel values in [0, 255] and is then
+rounded and clipped to the uint8 grid, as a PIL resize of a uint8 image would be (bicubic overshoot never leaves
+[0, 255]). The filter is torch's, not PIL's: PIL rounds and clips to uint8 between its horizontal and vertical
+passes, so the two can differ, most on pixel noise. Images that already have the resize side are not resized at
+all. Non-square images are squashed to a square (patches here are square), where timm would keep the aspect ratio.
 """
 
 from __future__ import annotations
@@ -61,7 +64,9 @@ def preprocess(
         return x.contiguous()
     if spec.size is None or spec.resize is None or spec.mean is None or spec.std is None:
         raise ValueError(f"float preprocessing needs size, resize, mean and std: {spec}")
-    y = resize_uint8_grid(x.float(), spec.size, spec.resize, spec.antialias)
+    y = resize_uint8_grid(x.float(), spec.resize_to, spec.resize, spec.antialias)
+    top = int(round((spec.resize_to - spec.size) / 2.0))
+    y = y[..., top : top + spec.size, top : top + spec.size]
     mean = torch.tensor(spec.mean, dtype=torch.float32, device=y.device).view(1, 3, 1, 1) * 255.0
     std = torch.tensor(spec.std, dtype=torch.float32, device=y.device).view(1, 3, 1, 1) * 255.0
     return ((y - mean) / std).contiguous()

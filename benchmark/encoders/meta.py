@@ -6,6 +6,7 @@ An `EncoderMeta` says what an encoder is (architecture, feature size), how its i
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
@@ -27,7 +28,8 @@ _WEIGHTS_KINDS = ("hf", "url", "package")
 class PreprocessSpec:
     """How a uint8 RGB batch becomes an encoder's input; encoders with equal specs share one preprocessed batch.
 
-    kind "float": resize to size x size with `resize`/`antialias`, scale to [0, 1], then (x - mean) / std.
+    kind "float": resize to floor(size / crop_pct) with `resize`/`antialias` and take the centre size x size (timm's
+    eval transform; crop_pct 1 is a plain resize), scale to [0, 1], then (x - mean) / std.
     kind "uint8": the batch is passed on unchanged (uint8 NCHW at native size); the model resizes/normalises itself.
     """
 
@@ -37,6 +39,7 @@ class PreprocessSpec:
     antialias: bool = False
     mean: RGB | None = None
     std: RGB | None = None
+    crop_pct: float = 1.0
 
     @property
     def key(self) -> str:
@@ -44,7 +47,15 @@ class PreprocessSpec:
         if self.kind == "uint8":
             return "uint8-native"
         aa = "-aa" if self.antialias else ""
-        return f"{self.size}px-{self.resize}{aa}-mean{list(self.mean or ())}-std{list(self.std or ())}"
+        crop = f"-crop{self.crop_pct:g}" if self.crop_pct != 1.0 else ""
+        return f"{self.size}px-{self.resize}{aa}{crop}-mean{list(self.mean or ())}-std{list(self.std or ())}"
+
+    @property
+    def resize_to(self) -> int:
+        """The side images are resized to before the centre crop: floor(size / crop_pct), as timm computes it."""
+        if self.size is None:
+            raise ValueError(f"{self.kind} preprocessing has no input size")
+        return math.floor(self.size / self.crop_pct)
 
 
 @dataclass(frozen=True)
@@ -71,6 +82,9 @@ class EncoderMeta:
     weights_aliases: tuple[str, ...] = ()  # other spellings of the HF repo id (the HF cache folder is case-sensitive)
     weights_label: str = ""  # what the catalogue's weights are, in words (results describe a user's file instead)
     input_kind: InputKind = "float"
+    crop_pct: float = 1.0  # resize to input_size / crop_pct, then centre-crop input_size (timm's eval transform)
+    pretrained_cfg: str = ""  # the timm pretrained config the resize filter, crop, mean and std are taken from
+    preprocess_source: str = ""  # where the resize filter and crop come from when not a timm config, and how sure
     heavy: bool = False  # >= ~300 M parameters: tens of seconds to build on CPU (tests mark these slow)
     notes: str = ""
 
@@ -93,6 +107,8 @@ class EncoderMeta:
                 problems.append("float inputs need 3-channel mean and std")
             elif min(self.std) <= 0:
                 problems.append("std must be positive")
+        if not 0.0 < self.crop_pct <= 1.0:
+            problems.append(f"crop_pct must be in (0, 1], got {self.crop_pct}")
         if ":" not in self.loader:
             problems.append(f"loader {self.loader!r} must look like 'package.module:attr'")
         if self.weights_kind == "hf" and not self.weights_files:
@@ -112,6 +128,7 @@ class EncoderMeta:
             antialias=self.antialias,
             mean=tuple(self.mean),  # type: ignore[arg-type]
             std=tuple(self.std),  # type: ignore[arg-type]
+            crop_pct=self.crop_pct,
         )
 
     @property

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import subprocess
 import sys
@@ -12,6 +13,7 @@ from functools import cache
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from numerics import EPS32, float32_rounding
 
 from histosynth.benchmark.encoders import (
@@ -147,8 +149,8 @@ def test_preprocess_layouts_sizes_and_normalisation():
     assert nhwc.shape == (3, 3, 224, 224) and nhwc.dtype == torch.float32
     assert torch.equal(nhwc, nchw)
     assert float(nhwc.min()) >= -1.0 and float(nhwc.max()) <= 1.0  # bicubic overshoot clipped to the uint8 range
-    at_size = images(1, 224)
-    expected = torch.from_numpy(at_size).permute(0, 3, 1, 2).float() / 127.5 - 1.0  # mean = std = 0.5, no resize
+    at_size = images(1, 256)  # already at the resize side 224 / 0.875: only the centre crop [16, 240)
+    expected = torch.from_numpy(at_size[:, 16:240, 16:240]).permute(0, 3, 1, 2).float() / 127.5 - 1.0
     # two routes of <= 3 float32 roundings each, of values <= 1 in magnitude: EPS32/2 per rounding
     assert torch.allclose(preprocess(at_size, spec), expected, atol=3 * EPS32, rtol=0)
     raw = preprocess(batch, PreprocessSpec(kind="uint8"))
@@ -157,6 +159,69 @@ def test_preprocess_layouts_sizes_and_normalisation():
         as_nchw_uint8(batch.astype(np.float32))
     with pytest.raises(ValueError, match="channel axis"):
         as_nchw_uint8(np.zeros((2, 3, 8, 3), np.uint8))
+
+
+def _config_of(meta: EncoderMeta) -> dict:
+    """The preprocessing config an encoder declares it follows: timm's pretrained_cfg where it names one (read from
+    the installed timm, which needs no download), else the catalogue's own record of its model card."""
+    if meta.pretrained_cfg:
+        from timm.models import get_pretrained_cfg
+
+        cfg = get_pretrained_cfg(meta.pretrained_cfg)
+        assert cfg is not None, meta.pretrained_cfg
+        assert cfg.crop_mode == "center"
+        return {"interpolation": cfg.interpolation, "crop_pct": cfg.crop_pct, "mean": cfg.mean, "std": cfg.std}
+    assert meta.preprocess_source, f"{meta.name}: no pretrained_cfg and no preprocess_source"
+    return {"interpolation": meta.resize, "crop_pct": meta.crop_pct, "mean": meta.mean, "std": meta.std}
+
+
+@pytest.mark.parametrize("name", [e.name for e in ENCODERS.entries()])
+def test_preprocess_does_what_the_encoders_own_config_says(name):
+    meta = ENCODERS.get(name)
+    batch = images(2, 96, seed=3)
+    if meta.input_kind == "uint8":
+        assert torch.equal(preprocess(batch, meta.preprocess), as_nchw_uint8(batch))
+        return
+    cfg = _config_of(meta)
+    assert (meta.resize, meta.crop_pct, tuple(meta.mean), tuple(meta.std)) == (
+        cfg["interpolation"], cfg["crop_pct"], tuple(cfg["mean"]), tuple(cfg["std"]))
+    # timm's eval transform: resize the short side to floor(size / crop_pct) with the config's filter, then
+    # torchvision's CenterCrop (offset round((side - size) / 2)), ToTensor and Normalize
+    side = math.floor(meta.input_size / cfg["crop_pct"])
+    x = torch.from_numpy(batch).permute(0, 3, 1, 2).float()
+    x = F.interpolate(x, size=(side, side), mode=cfg["interpolation"], antialias=True, align_corners=False)
+    top = int(round((side - meta.input_size) / 2.0))
+    x = x.round().clamp(0, 255)[..., top : top + meta.input_size, top : top + meta.input_size]
+    mean, std = (torch.tensor(cfg[k], dtype=torch.float32).view(1, 3, 1, 1) for k in ("mean", "std"))
+    expected = (x / 255.0 - mean) / std
+    # the same uint8-grid values, normalised in another order: <= 3 float32 roundings of values <= |expected|
+    atol = 3 * EPS32 * float(expected.abs().max())
+    assert torch.allclose(preprocess(batch, meta.preprocess), expected, atol=atol, rtol=0)
+
+
+@pytest.mark.parametrize("name", [e.name for e in ENCODERS.entries() if e.target.pretrained_cfg])  # type: ignore[union-attr]
+def test_preprocess_crops_as_timms_own_transform(name):
+    """At the resize side neither resizes, so the crop and normalisation must equal timm's create_transform."""
+    from PIL import Image
+    from timm.data import create_transform, resolve_data_config
+    from timm.models import get_pretrained_cfg
+
+    meta = ENCODERS.get(name)
+    cfg = get_pretrained_cfg(meta.pretrained_cfg).to_dict()
+    cfg["input_size"] = (3, meta.input_size, meta.input_size)  # DINOv2's config is for 518 px; built here at 224
+    transform = create_transform(**resolve_data_config({}, pretrained_cfg=cfg))
+    batch = images(2, meta.preprocess.resize_to, seed=5)
+    expected = torch.stack([transform(Image.fromarray(image)) for image in batch])
+    atol = 3 * EPS32 * float(expected.abs().max())  # ToTensor + Normalize vs one fused step: float32 roundings
+    assert torch.allclose(preprocess(batch, meta.preprocess), expected, atol=atol, rtol=0)
+
+
+def test_crop_pct_enters_the_preprocess_key_only_when_it_crops():
+    assert "crop0.875" in ENCODERS.get("effnet-lite0").preprocess.key
+    assert "crop" not in ENCODERS.get("uni").preprocess.key  # unchanged keys: cached features stay valid
+    assert ENCODERS.get("effnet-lite0").preprocess.resize_to == 256
+    with pytest.raises(ValueError, match="crop_pct"):
+        EncoderMeta(**{**ENCODERS.get("uni").to_dict(), "name": "bad", "crop_pct": 0.0})
 
 
 # ---- every encoder builds at random ------------------------------------------------------------------------------
@@ -197,6 +262,21 @@ def test_encode_at_another_input_size_is_the_resized_spec(zoo):
         assert torch.equal(encoder(preprocess(batch, spec)), encoder.encode(batch, size=64))
     with pytest.raises(ValueError, match="resizes its input itself"):
         zoo.encoder("inception").input_spec(64)
+
+
+def test_encode_without_the_crop_resizes_the_whole_tile(zoo):
+    """`crop=False` (tiles of a larger field) keeps the filter, mean and std and resizes the whole image."""
+    from dataclasses import replace
+
+    encoder = zoo.encoder("effnet-lite0")
+    whole = encoder.input_spec(crop=False)
+    assert whole == replace(encoder.meta.preprocess, crop_pct=1.0) and whole.resize_to == 224
+    assert encoder.input_spec(64, crop=False) == replace(whole, size=64)
+    vits = zoo.encoder("dinov2-vits14")
+    assert vits.input_spec(crop=False) == vits.meta.preprocess  # crop_pct 1: nothing to drop
+    batch = images(2, 48)
+    with torch.no_grad():
+        assert torch.equal(encoder(preprocess(batch, whole)), encoder.encode(batch, crop=False))
 
 
 def test_random_builds_are_seeded_and_leave_the_global_rng_alone():
