@@ -127,9 +127,10 @@ class InputSpec(Protocol):
 class FeatureEncoder(Protocol):
     """What the labels layer needs from a feature encoder; the caller loads one and passes it in.
 
-    `histosynth.benchmark.encoders.Encoder` is one. `input_spec(size)` is the preparation that `encode(...,
-    size=size)` applies (None: the encoder's own; an int overrides the side and raises ValueError when the encoder
-    resizes its input itself). `encode` returns (N, meta.feature_dim) float32 features on the CPU.
+    `histosynth.benchmark.encoders.Encoder` is one. `input_spec(size, crop)` is the preparation that `encode(...,
+    size=size, crop=crop)` applies (None: the encoder's own; an int overrides the side and raises ValueError when
+    the encoder resizes its input itself; crop=False resizes the whole cell instead of centre-cropping it, since a
+    cell's border is tissue the phenotype must see). `encode` returns (N, meta.feature_dim) float32 features.
     """
 
     @property
@@ -142,10 +143,10 @@ class FeatureEncoder(Protocol):
 
     def provenance(self) -> dict[str, str]: ...
 
-    def input_spec(self, size: int | None = None) -> InputSpec: ...
+    def input_spec(self, size: int | None = None, crop: bool = True) -> InputSpec: ...
 
     def encode(self, images: np.ndarray, batch_size: int = ..., layout: Literal["auto", "nhwc", "nchw"] = ...,
-               size: int | None = None) -> "torch.Tensor": ...
+               size: int | None = None, crop: bool = True) -> "torch.Tensor": ...
 
 
 @dataclass
@@ -175,7 +176,7 @@ class CellEmbedder:
         self.input_size = input_size
         self.batch_size = batch_size
         self.encoded_patches = 0
-        self.spec = encoder.input_spec(input_size)
+        self.spec = encoder.input_spec(input_size, crop=False)
         self._weights: str | None = None
 
     @property
@@ -215,7 +216,7 @@ class CellEmbedder:
         features = np.zeros((0, self.encoder.meta.feature_dim), dtype=np.float32)
         if len(cells):
             try:
-                features = self.encoder.encode(cells, self.batch_size, "nhwc", self.input_size).numpy()
+                features = self.encoder.encode(cells, self.batch_size, "nhwc", self.input_size, crop=False).numpy()
             except RuntimeError as err:
                 if self.input_size is None:
                     raise

@@ -124,10 +124,10 @@ class MeanColour:
     def provenance(self):
         return {"encoder": "mean-rgb"}
 
-    def input_spec(self, size=None):
+    def input_spec(self, size=None, crop=True):
         return SimpleNamespace(key=f"native-{size}")
 
-    def encode(self, images, batch_size=32, layout="auto", size=None):
+    def encode(self, images, batch_size=32, layout="auto", size=None, crop=True):
         import torch
 
         assert layout == "nhwc" and images.ndim == 4
