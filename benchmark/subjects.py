@@ -17,7 +17,7 @@ from histosynth.disk import DatasetFormatError, shard_paths
 PROVENANCE_COLUMNS = ("source", "generator", "generator_version", "checkpoint_hash")
 
 
-def _distinct(path: Path, split: str) -> set[tuple]:
+def row_makers(path: Path, split: str) -> set[tuple]:
     """The distinct (source, generator, version, checkpoint) tuples of a split's rows."""
     seen: set[tuple] = set()
     for shard in shard_paths(path, split):
@@ -31,7 +31,7 @@ def _distinct(path: Path, split: str) -> set[tuple]:
 
 def subject_of(path: Path | str, split: str, ref: DataRef) -> Subject:
     """The Subject of the set `ref` read from folder `path` (split `split`)."""
-    rows = _distinct(Path(path), split)
+    rows = row_makers(Path(path), split)
     generators = {(g, v, c) for _, g, v, c in rows}
     if len(generators) == 1 and None not in next(iter(generators)):
         name, version, checkpoint = next(iter(generators))

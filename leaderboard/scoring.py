@@ -1,14 +1,21 @@
-"""Score a submission in isolation and add its results to a leaderboard folder, or report why not.
+"""Score a submission in the sandbox and add its results to a leaderboard folder, or report why not.
 
-For a generator submission, every step that runs submitted code runs in the sandbox (leaderboard/sandbox.py):
-1. describe: `python -m histosynth.generators.plugins NAME` prints its metadata (the scorer never imports it);
-2. generate: `histosynth generate NAME --checkpoint ... --conditions ... --n N` into the sandbox's own folder from
-   the synthesis conditions (never the test set), and `--task complete` on the held-out test patches too when the
-   generator completes;
-Then, in this process, the folder is validated row by row as Samples (histosynth.hub.validate_folder), the row
-count and every row's generator are checked, and only then the suite runs on it. A dataset submission skips the
-sandbox steps. Results land in `<results>/<subject>/` in one atomic move, so a failed or malicious submission
-leaves the leaderboard exactly as it was; the report says which step failed and why.
+The steps, each a line of the report:
+1. identify (host): the submitted folders are walked with lstat only (regular files, within caps) and hashed; the
+   subject is the submission's name plus that hash (histosynth.leaderboard.identity), never what rows claim. A
+   subject already on the board is refused before anything runs.
+2. describe, generate, complete (sandbox, the plugin importable): the generator's metadata, then its samples from the
+   synthesis conditions (never the test set) and its completions of the held-out test masks.
+3. output files (host): the output folders walked with lstat only: no FIFO, link or device, within caps.
+4. validate rows (sandbox, no plugin): shard footers against row and decompressed-size caps, every row as a
+   Sample, the row count, and what the rows claim; a claim of another generator, or of a checkpoint already on the
+   board, is refused.
+5. suite (sandbox, no plugin): the histosynth-bench suite; results files come out.
+6. add (host): each results file read within caps, its subject set to the scorer's identity, all of them moved
+   into `<results>/<name>-<hash12>/` at once; with `check=True` nothing is added.
+Every step that runs or parses submitted bytes is sandboxed (histosynth.leaderboard.sandbox); the host only walks
+folders and reads the suite's small JSON files. The work folder's step folders are removed afterwards, success or
+failure; report.json stays.
 """
 
 from __future__ import annotations
@@ -17,17 +24,29 @@ import json
 import shutil
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 from histosynth.atomic import atomic_directory, write_text_atomic
 from histosynth.errors import UserFacingError
-from histosynth.leaderboard.sandbox import SandboxLimits, SandboxResult, run_sandboxed
+from histosynth.leaderboard.identity import Identity, identify
+from histosynth.leaderboard.sandbox import (
+    SANDBOX_WORK,
+    SandboxLimits,
+    SandboxResult,
+    run_sandboxed,
+    sandbox_input,
+)
 from histosynth.leaderboard.submission import Submission
-from histosynth.leaderboard.suite import Outputs, References, Variant, outputs_of, run_suite
+from histosynth.leaderboard.suite import SCORED_ROLES, TASKS, References, Variant
+from histosynth.leaderboard.untrusted import TreeCaps, check_tree
 
 REPORT = "report.json"
+STEP_FOLDERS = ("submission", "validate", "suite")
+RESULTS_CAPS = TreeCaps(files=64, bytes=16 << 20, file_bytes=4 << 20)
+OUTPUT_CAPS = TreeCaps(files=10_000, bytes=32 << 30, file_bytes=8 << 30)
+MAX_DATASET_ROWS = 1_000_000
 
 
 @dataclass
@@ -43,10 +62,12 @@ class Step:
 
 @dataclass
 class ScoreReport:
-    """What happened to a submission; `results` lists the files added to the leaderboard (empty if it failed)."""
+    """What happened to a submission; `results` lists the files added to the leaderboard (empty if it failed or was
+    a check)."""
 
     submission: str
     variant: str
+    check: bool = False
     steps: list[Step] = field(default_factory=list)
     results: list[str] = field(default_factory=list)
     subject: str | None = None
@@ -60,115 +81,230 @@ class ScoreReport:
         return next((s for s in self.steps if not s.ok), None)
 
     def summary(self) -> str:
-        """Human-readable lines, one per step."""
+        """Human-readable lines, one per step, then what happened to the leaderboard."""
         lines = [f"{'PASS' if s.ok else 'FAIL'} {s.name}: {s.detail}" for s in self.steps]
-        return "\n".join(lines + ([f"added {len(self.results)} results files under {self.subject}/"] if self.ok else []))
+        if self.ok and self.check:
+            lines.append(f"check: nothing added (it would be {self.subject}/)")
+        elif self.ok:
+            lines.append(f"added {len(self.results)} results files under {self.subject}/")
+        return "\n".join(lines)
 
 
 class ScoringFailed(UserFacingError, RuntimeError):
     """A step failed; the report has been filled in."""
 
 
-def _sandboxed(report: ScoreReport, name: str, command: list[str], work: Path, limits: SandboxLimits,
-               plugin: Path | None) -> SandboxResult:
-    env = {"PYTHONPATH": str(plugin)} if plugin else {}
-    result = run_sandboxed(command, work, limits, extra_env=env)
-    report.steps.append(Step(name, result.ok, result.describe(), round(result.seconds, 1), result.isolation))
-    if not result.ok:
-        raise ScoringFailed(f"{name}: {result.describe()}")
-    return result
+@dataclass(frozen=True)
+class ScoringLimits:
+    """Limits of the submission's own steps, and of the scorer's sandboxed reading and suite."""
+
+    submission: SandboxLimits = SandboxLimits()
+    scorer: SandboxLimits = SandboxLimits(wall_seconds=4 * 3600.0)
 
 
-def _check_rows(report: ScoreReport, folder: Path, n: int | None, generator: str | None) -> Outputs:
-    from histosynth.benchmark.features import scan_rows
-    from histosynth.benchmark.results import DataRef
-    from histosynth.benchmark.subjects import subject_of
-    from histosynth.hub import validate_folder
+class _Run:
+    """The state of one scoring: its report, work folder and limits."""
 
-    start = time.perf_counter()
-    try:
-        if folder.is_symlink() or not folder.is_dir() or any(p.is_symlink() for p in folder.rglob("*")):
-            raise ScoringFailed(f"{folder.name}: missing, or holds symbolic links (refused: they could point "
-                                "outside the submission's folder)")
-        checked = validate_folder(folder, progress=False)
-        rows = checked.split_sizes.get("train", 0)
-        if n is not None and rows != n:
-            raise ScoringFailed(f"{folder.name}: {rows} rows, {n} were asked for")
-        scan = scan_rows(folder, "train")
-        subject = subject_of(folder, "train", DataRef(folder.name, str(folder), scan.content_hash, scan.total))
-        if generator is not None and (subject.kind != "generator" or subject.name != generator):
-            raise ScoringFailed(f"{folder.name}: rows name generator {subject.name!r} ({subject.kind}), not the "
-                                f"submitted {generator!r}")
-    except UserFacingError as err:
-        report.steps.append(Step("validate rows", False, str(err), round(time.perf_counter() - start, 1)))
-        raise ScoringFailed(f"validate rows: {err}") from err
-    report.steps.append(Step("validate rows", True, f"{rows} valid Samples in {folder.name}",
-                             round(time.perf_counter() - start, 1)))
-    report.subject = f"{subject.name}-{(subject.checkpoint_hash or subject.content_hash).split(':')[-1][:12]}"
-    return outputs_of(folder)
+    def __init__(self, report: ScoreReport, work: Path, limits: ScoringLimits, log: Callable[[str], None]) -> None:
+        self.report, self.work, self.limits, self.log = report, work, limits, log
+
+    def host_step(self, name: str, action: Callable[[], Any], detail: Callable[[Any], str]) -> Any:
+        start = time.perf_counter()
+        try:
+            value = action()
+        except UserFacingError as err:
+            self.report.steps.append(Step(name, False, str(err), round(time.perf_counter() - start, 1)))
+            raise ScoringFailed(f"{name}: {err}") from err
+        self.report.steps.append(Step(name, True, detail(value), round(time.perf_counter() - start, 1)))
+        return value
+
+    def sandboxed(self, name: str, folder: str, command: list[str], inputs: dict[str, Path], scorer: bool,
+                  answer: bool = False) -> tuple[SandboxResult, Any]:
+        self.log(f"{name} (sandboxed)")
+        limits = self.limits.scorer if scorer else self.limits.submission
+        result = run_sandboxed(command, self.work / folder, limits, inputs=inputs)
+        reply = None
+        if result.ok and answer:
+            try:
+                reply = json.loads(_read_small(self.work / folder / "answer.json"))
+            except (OSError, ValueError) as err:
+                result = replace(result, returncode=1, stderr=f"no answer from the step ({err})")
+        self.report.steps.append(Step(name, result.ok, result.describe(), round(result.seconds, 1), result.isolation))
+        if not result.ok:
+            raise ScoringFailed(f"{name}: {result.describe()}")
+        return result, reply
+
+
+def _read_small(path: Path, limit: int = 1 << 20) -> str:
+    """A small regular file's text: refuses a link, FIFO or device (checked with lstat, before opening) and anything
+    over `limit` bytes."""
+    import os
+    import stat
+
+    mode = os.lstat(path)
+    if not stat.S_ISREG(mode.st_mode) or mode.st_size > limit:
+        raise OSError(f"{path.name}: not a regular file of at most {limit} bytes")
+    with open(path, "rb") as handle:
+        return handle.read(limit + 1).decode("utf-8")
+
+
+def _python(*module_args: str) -> list[str]:
+    """`python -I -B -m ...`: isolated mode (no PYTHON* variables, no user site, no cwd on the path), no bytecode."""
+    return [sys.executable, "-I", "-B", "-m", *module_args]
 
 
 def score_submission(submission: Submission, refs: References, chosen: Variant, results: Path, work: Path,
-                     limits: SandboxLimits | None = None, log: Callable[[str], None] = print) -> ScoreReport:
-    """Score `submission` with suite variant `chosen` against `refs`; on success its results files are added
-    under `results/<subject>/` (an existing subject folder is never overwritten). The report is also written to
-    `work/report.json`."""
-    report = ScoreReport(submission.label, chosen.name)
-    limits = limits or SandboxLimits()
-    work.mkdir(parents=True, exist_ok=True)
+                     limits: SandboxLimits | ScoringLimits | None = None, log: Callable[[str], None] = print,
+                     check: bool = False, keep_work: bool = False, tasks: Sequence[str] = TASKS) -> ScoreReport:
+    """Score `submission` with suite variant `chosen` against `refs` (see the module docstring). On success its
+    results files land in `results/<subject>/` (never over an existing subject), unless `check`. The report is
+    also written to `work/report.json`; the step folders are removed unless `keep_work` (for debugging a
+    submission: they hold what it wrote). `tasks` narrows the suite (all of it by default)."""
+    if isinstance(limits, SandboxLimits):
+        limits = ScoringLimits(submission=limits, scorer=replace(limits, wall_seconds=max(limits.wall_seconds, 3600.0)))
+    run = _Run(ScoreReport(submission.label, chosen.name, check), Path(work), limits or ScoringLimits(), log)
+    run.work.mkdir(parents=True, exist_ok=True)
+    _clean(run.work)
     try:
-        if submission.kind == "generator":
-            outputs = _generate(report, submission, refs, chosen, work / "sandbox", limits, log)
-        else:
-            outputs = _check_rows(report, submission.dataset, None, None)
-        target = results / str(report.subject)
-        if target.exists():
-            raise ScoringFailed(f"{target} already holds results for this subject; published results are never "
-                                "overwritten (remove it by hand to rescore)")
-        start = time.perf_counter()
-        with atomic_directory(target) as partial:
-            written = run_suite(outputs, refs, chosen, partial, log)
-        report.steps.append(Step("suite", True, f"{len(written)} results files", round(time.perf_counter() - start, 1)))
-        report.results = sorted(str(Path(report.subject) / p.name) for p in written)
+        _score(run, submission, refs, chosen, Path(results), tasks)
     except ScoringFailed as err:
-        if not report.failed():
-            report.steps.append(Step("leaderboard", False, str(err)))
-    write_text_atomic(work / REPORT, json.dumps(asdict(report), indent=1, default=str) + "\n")
-    return report
+        if not run.report.failed():
+            run.report.steps.append(Step("leaderboard", False, str(err)))
+    finally:
+        if not keep_work:
+            _clean(run.work)
+    write_text_atomic(run.work / REPORT, json.dumps(asdict(run.report), indent=1, default=str) + "\n")
+    return run.report
 
 
-def _generate(report: ScoreReport, submission: Submission, refs: References, chosen: Variant, sandbox: Path,
-              limits: SandboxLimits, log: Callable[[str], None]) -> Outputs:
-    if sandbox.exists():
-        shutil.rmtree(sandbox)  # a previous attempt's leftovers are never trusted
-    sandbox.mkdir(parents=True)
-    python, name = sys.executable, str(submission.generator)
-    log(f"describe {name} (sandboxed)")
-    described = _sandboxed(report, "describe", [python, "-m", "histosynth.generators.plugins", name], sandbox, limits,
-                           submission.plugin)
+def _clean(work: Path) -> None:
+    for name in STEP_FOLDERS:
+        shutil.rmtree(work / name, ignore_errors=True)
+
+
+def _score(run: _Run, submission: Submission, refs: References, chosen: Variant, results: Path,
+           tasks: Sequence[str]) -> None:
+    from histosynth.leaderboard.board import board_subjects
+
+    identity = run.host_step("identify", lambda: _identify(submission),
+                             lambda i: f"{i.kind} {i.name}, sha256 {i.sha256[:12]} over the submitted files")
+    run.report.subject = identity.folder
+    board = board_subjects(results) if results.is_dir() else None
+    if board is not None:
+        run.host_step("new subject", lambda: board.refuse_known(identity), lambda _: "not on the board yet")
+    if submission.kind == "generator":
+        folders = _generate(run, submission, refs, chosen)
+    else:
+        folders = {"synthesized": submission.dataset}
+    run.host_step("output files", lambda: [check_tree(f, OUTPUT_CAPS, what=f"{r} set") for r, f in folders.items()],
+                  lambda trees: ", ".join(f"{r}: {len(t.files)} files" for r, t in zip(folders, trees, strict=True)))
+    inputs = {role: path for role, path in folders.items()}
+    inside = {role: str(sandbox_input(role)) for role in folders}
+    spec = {"folders": inside, "n": chosen.n if submission.kind == "generator" else None,
+            "generator": submission.generator, "max_rows": MAX_DATASET_ROWS,
+            "answer": str(SANDBOX_WORK / "answer.json")}
+    _, answer = run.sandboxed("validate rows", "validate", _step_command(run, "validate", spec), inputs, True, True)
+    if submission.kind == "generator" and board is not None:
+        run.host_step("claims", lambda: board.refuse_claims(identity, answer["claims"]),
+                      lambda _: "the rows claim no other subject's checkpoint")
+    ref_inputs = {f"{role}/{Path(path).name}": Path(path) for role, path in asdict(refs).items()}
+    suite_spec = {"folders": inside, "tissue": bool(answer["tissue"]), "nuclei": bool(answer["nuclei"]),
+                  "refs": {role: str(sandbox_input(key)) for key, role in ((k, k.split("/")[0]) for k in ref_inputs)},
+                  "variant": asdict(chosen), "tasks": list(tasks), "out": str(SANDBOX_WORK / "scored"),
+                  "answer": str(SANDBOX_WORK / "answer.json")}
+    run.sandboxed("suite", "suite", _step_command(run, "suite", suite_spec), {**inputs, **ref_inputs}, True, True)
+    added = run.host_step("results files", lambda: _collect(run.work / "suite" / "scored", identity, answer),
+                          lambda runs: f"{len(runs)} results files")
+    if run.report.check:
+        return
+    target = results / identity.folder
+    if target.exists():
+        raise ScoringFailed(f"{target} already holds results; published results are never overwritten")
+    with atomic_directory(target) as partial:
+        for name, scored in added.items():
+            scored.save(partial / name)
+    run.report.results = sorted(f"{identity.folder}/{name}" for name in added)
+
+
+def _identify(submission: Submission) -> Identity:
+    if submission.kind == "generator":
+        folders = [submission.checkpoint] + ([submission.plugin] if submission.plugin else [])
+        return identify("generator", str(submission.generator), [Path(f) for f in folders])
+    return identify("dataset", submission.name, [Path(submission.dataset)])
+
+
+def _step_command(run: _Run, verb: str, spec: dict[str, Any]) -> list[str]:
+    folder = run.work / verb
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "spec.json").write_text(json.dumps(spec), encoding="utf-8")
+    return _python("histosynth.leaderboard.score_step", verb, str(SANDBOX_WORK / "spec.json"))
+
+
+def _generate(run: _Run, submission: Submission, refs: References, chosen: Variant) -> dict[str, Path]:
+    plugin = "-" if submission.plugin is None else str(sandbox_input("plugin"))
+    inputs = {"model": Path(submission.checkpoint)} | ({"plugin": Path(submission.plugin)} if submission.plugin else {})
+    name = str(submission.generator)
+    describe, _ = run.sandboxed("describe", "submission",
+                                _python("histosynth.leaderboard.plugin_step", plugin, "histosynth.generators.plugins",
+                                        name), inputs, False)
     try:
-        meta = json.loads(described.stdout.strip().splitlines()[-1])
-    except (ValueError, IndexError) as err:
-        report.steps[-1] = Step("describe", False, f"no metadata JSON on stdout ({err})")
+        tasks = json.loads(describe.stdout.strip().splitlines()[-1]).get("tasks", [])
+    except (ValueError, IndexError, AttributeError) as err:
+        run.report.steps[-1] = Step("describe", False, f"no metadata JSON on stdout ({err})")
         raise ScoringFailed("describe: no metadata") from err
-    def generate(conditions: Path) -> list[str]:
-        return [python, "-m", "histosynth.cli", "generate", name, "--checkpoint", str(submission.checkpoint),
-                "--conditions", str(conditions), "--n", str(chosen.n), "--seed", str(chosen.seed), "--device", "cpu"]
 
-    tasks = meta.get("tasks", [])
-    outputs = Outputs(None)
+    def generate(conditions: str, out: str, *extra: str) -> list[str]:
+        return _python("histosynth.leaderboard.plugin_step", plugin, "histosynth.cli", "generate", name,
+                       "--checkpoint", str(sandbox_input("model")), "--conditions", conditions, "--n", str(chosen.n),
+                       "--seed", str(chosen.seed), "--device", "cpu", "--out", str(SANDBOX_WORK / out), *extra)
+
+    folders: dict[str, Path] = {}
     if "synthesis" in tasks:
-        log(f"generate {chosen.n} samples (sandboxed)")
-        _sandboxed(report, "generate", [*generate(refs.conditions), "--out", "synthesized"], sandbox, limits,
-                   submission.plugin)
-        outputs = _check_rows(report, sandbox / "synthesized", chosen.n, name)
+        conditions = {"conditions": Path(refs.conditions)}
+        run.sandboxed("generate", "submission", generate(str(sandbox_input("conditions")), "synthesized"),
+                      inputs | conditions, False)
+        folders["synthesized"] = run.work / "submission" / "synthesized"
     if "completion" in tasks:
-        log("complete held-out masks (sandboxed)")
-        _sandboxed(report, "complete", [*generate(refs.test), "--task", "complete", "--out", "completed"], sandbox,
-                   limits, submission.plugin)
-        _check_rows(report, sandbox / "completed", chosen.n, name)
-        outputs = Outputs(outputs.synthesized, sandbox / "completed", outputs.tissue, outputs.nuclei)
-    if outputs.synthesized is None and outputs.completed is None:
-        report.steps.append(Step("describe", False, f"{name} declares neither synthesis nor completion (tasks: {tasks})"))
+        run.sandboxed("complete", "submission",
+                      generate(str(sandbox_input("test")), "completed", "--task", "complete"),
+                      inputs | {"test": Path(refs.test)}, False)
+        folders["completed"] = run.work / "submission" / "completed"
+    if not folders:
+        run.report.steps.append(Step("describe", False, f"{name} declares neither synthesis nor completion (tasks: {tasks})"))
         raise ScoringFailed("describe: no task the suite scores")
-    return outputs
+    return folders
+
+
+def _collect(folder: Path, identity: Identity, answer: dict[str, Any]) -> dict[str, Any]:
+    """The suite's results files, each read within caps and its scored subjects set to the scorer's identity."""
+    from histosynth.benchmark.results import BenchmarkRun, ResultsFormatError, Subject
+
+    tree = check_tree(folder, RESULTS_CAPS, what="results")
+    runs: dict[str, BenchmarkRun] = {}
+    for name in tree.files:
+        if "/" in name or not name.endswith(".json"):
+            raise ScoringFailed(f"{name}: not a results file name")
+        try:
+            scored = BenchmarkRun.load(folder / name)
+        except (ResultsFormatError, ValueError, OSError) as err:
+            raise ScoringFailed(f"{name}: {err}") from err
+        claims = answer["claims"]
+        version = next(iter(claims.values())).get("version")
+        for role, subject in list(scored.subjects.items()):
+            if role not in SCORED_ROLES:
+                if subject.kind != "real":
+                    raise ScoringFailed(f"{name}: role {role!r} holds a {subject.kind}; only the scored roles "
+                                        f"{SCORED_ROLES} may")
+                continue
+            content = scored.data[role].content_hash if role in scored.data else subject.content_hash
+            if identity.kind == "generator":
+                scored.subjects[role] = Subject("generator", identity.name, content, version=version,
+                                                checkpoint_hash=identity.checkpoint_hash)
+            else:
+                scored.subjects[role] = Subject("dataset", identity.name, content)
+        scored.settings["submission"] = {"name": identity.name, "kind": identity.kind, "sha256": identity.sha256,
+                                         "claims": claims}
+        runs[name] = scored
+    if not runs:
+        raise ScoringFailed("the suite wrote no results files")
+    return runs

@@ -10,6 +10,7 @@
     contact: me@example.org
 
     kind: dataset
+    name: my-synthetic-set     # the subject's name on the board (default: the folder's name)
     dataset: synthetic-set/    # a histosynth dataset folder
 
 Hub references (`hub:owner/name@revision`) are refused here with a message: pull them first
@@ -18,7 +19,6 @@ Hub references (`hub:owner/name@revision`) are refused here with a message: pull
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,11 +26,12 @@ from typing import Any
 import yaml
 
 from histosynth.errors import InputError
+from histosynth.leaderboard.identity import check_name
 
 KINDS = ("generator", "dataset")
+MAX_FILE_BYTES = 64 << 10
 FIELDS = {"generator": {"kind", "generator", "checkpoint", "plugin", "title", "licence", "contact"},
-          "dataset": {"kind", "dataset", "title", "licence", "contact"}}
-NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
+          "dataset": {"kind", "name", "dataset", "title", "licence", "contact"}}
 
 
 class SubmissionError(InputError):
@@ -47,6 +48,7 @@ class Submission:
     checkpoint: Path | None = None
     plugin: Path | None = None
     dataset: Path | None = None
+    name: str = ""  # the subject's name: the generator's, or a dataset's `name` (default: its folder's name)
     title: str | None = None
     licence: str | None = None
     contact: str | None = None
@@ -54,7 +56,7 @@ class Submission:
     @property
     def label(self) -> str:
         """A short name for reports."""
-        return self.title or self.generator or (self.dataset.name if self.dataset else self.source.stem)
+        return self.title or self.name
 
 
 def _folder(data: dict[str, Any], key: str, base: Path, where: str, required: bool) -> Path | None:
@@ -68,6 +70,8 @@ def _folder(data: dict[str, Any], key: str, base: Path, where: str, required: bo
     if value.startswith("hub:"):
         raise SubmissionError(f"{where}: {key}: Hub references are not scored directly; pull {value[4:]} first "
                               "(`histosynth hub pull`) and name the local folder")
+    if "\0" in value:
+        raise SubmissionError(f"{where}: {key}: the path holds a NUL character")
     path = (base / value).resolve()
     if not path.is_dir():
         raise SubmissionError(f"{where}: {key}: {path} is not a folder")
@@ -78,11 +82,17 @@ def load_submission(path: Path | str) -> Submission:
     """Read and check a submission file (see the module docstring); errors name the file and the field."""
     path = Path(path).resolve()
     where = str(path)
+    if path.exists() and not path.is_file():
+        raise SubmissionError(f"{where}: not a regular file (a submission file is a YAML file)")
+    if path.is_file() and path.stat().st_size > MAX_FILE_BYTES:
+        raise SubmissionError(f"{where}: {path.stat().st_size} bytes; a submission file is at most {MAX_FILE_BYTES}")
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except FileNotFoundError as err:
         raise SubmissionError(f"{where}: no such submission file") from err
-    except (yaml.YAMLError, UnicodeDecodeError) as err:
+    except OSError as err:
+        raise SubmissionError(f"{where}: cannot read it ({err.strerror or err})") from err
+    except (yaml.YAMLError, UnicodeDecodeError, RecursionError) as err:
         raise SubmissionError(f"{where}: not valid YAML ({' '.join(str(err).split())})") from err
     if not isinstance(data, dict):
         raise SubmissionError(f"{where}: expected a mapping of fields, got {type(data).__name__}")
@@ -99,10 +109,17 @@ def load_submission(path: Path | str) -> Submission:
     base = path.parent
     extra = {k: data.get(k) for k in ("title", "licence", "contact")}
     if kind == "dataset":
-        return Submission("dataset", path, dataset=_folder(data, "dataset", base, where, True), **extra)
+        dataset = _folder(data, "dataset", base, where, True)
+        name = data.get("name", dataset.name if dataset else None)
+        try:
+            check_name(name, f"{where}: name")
+        except InputError as err:
+            raise SubmissionError(f"{err}{'' if 'name' in data else ' (set `name:`; the folder name is not one)'}") from None
+        return Submission("dataset", path, dataset=dataset, name=name, **extra)
     name = data.get("generator")
-    if not isinstance(name, str) or not NAME.match(name):
-        raise SubmissionError(f"{where}: generator: expected a registered generator name (lower case, digits, "
-                              f"'-', '_', '.'), got {name!r}")
+    try:
+        check_name(name, f"{where}: generator")
+    except InputError as err:
+        raise SubmissionError(f"{err}: the generator's registered name") from None
     return Submission("generator", path, generator=name, checkpoint=_folder(data, "checkpoint", base, where, True),
-                      plugin=_folder(data, "plugin", base, where, False), **extra)
+                      plugin=_folder(data, "plugin", base, where, False), name=name, **extra)

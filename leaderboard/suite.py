@@ -29,6 +29,8 @@ from histosynth.errors import InputError
 
 SUITE_NAME = "histosynth-bench"
 SUITE_VERSION = "1"
+# the data roles of a results file that hold the scored set (every other role is reference data)
+SCORED_ROLES = ("fake", "train:synthetic")
 TASKS = ("distribution", "label-consistency", "completion", "tstr-seg", "tstr-nuclei")
 FULL_ENCODERS = ("inception", "effnet-lite0", "dinov2-vitb14", "dinov2-vitl14", "phikon", "lunit-dino-vits16",
                  "lunit-bt-rn50", "uni", "uni2-h", "virchow2", "h-optimus-0")

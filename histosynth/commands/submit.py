@@ -28,30 +28,37 @@ def mock_references(root: Path) -> References:
 
 
 def run(args: argparse.Namespace) -> int:
-    from histosynth.leaderboard.sandbox import SandboxLimits
-    from histosynth.leaderboard.scoring import score_submission
+    from histosynth.leaderboard.sandbox import limits_from_options, require_sandbox
+    from histosynth.leaderboard.scoring import ScoringLimits, score_submission
     from histosynth.leaderboard.submission import load_submission
     from histosynth.leaderboard.suite import References, variant
 
     submission = load_submission(args.submission)
-    limits = SandboxLimits(wall_seconds=args.timeout, memory_bytes=int(args.memory_gb * (1 << 30)))
+    limits = ScoringLimits(submission=limits_from_options(args.timeout, args.memory_gb),
+                           scorer=limits_from_options(args.scoring_timeout, args.memory_gb))
+    require_sandbox()
+    if args.work is not None and args.work.exists() and not args.work.is_dir():
+        raise InputError(f"--work {args.work}: exists and is not a folder")
     if args.check:
         if args.results or args.train or args.test:
             raise InputError("--check scores on mock data and adds nothing: drop --results/--train/--test")
-        with tempfile.TemporaryDirectory(prefix="histosynth-submit-check-") as tmp:
+        with tempfile.TemporaryDirectory(prefix="histosynth-submit-") as tmp:
             refs = mock_references(Path(tmp) / "refs")
             report = score_submission(submission, refs, variant("tiny"), Path(tmp) / "results", Path(tmp) / "work",
-                                      limits)
+                                      limits, check=True)
         print(report.summary())
-        print("check passed: the submission can be scored" if report.ok else "check FAILED: fix the step above")
+        print("check passed: the submission ran and was scored in the sandbox (advisory: the real run is what is "
+              "judged)" if report.ok else "check FAILED: fix the step above")
         return 0 if report.ok else 1
     missing = [flag for flag, value in (("--train", args.train), ("--test", args.test), ("--results", args.results))
                if value is None]
     if missing:
         raise InputError(f"scoring needs {', '.join(missing)} (or use --check for a mock run)")
-    refs = References(train=args.train, test=args.test, conditions=args.conditions or args.train)
+    refs = References(train=args.train.resolve(), test=args.test.resolve(),
+                      conditions=(args.conditions or args.train).resolve())
     work = args.work or Path(tempfile.mkdtemp(prefix="histosynth-submit-"))
-    report = score_submission(submission, refs, variant(args.variant), args.results, work, limits)
+    report = score_submission(submission, refs, variant(args.variant), args.results, work, limits,
+                              keep_work=args.keep_work)
     print(report.summary())
     print(f"report: {work / 'report.json'}")
     return 0 if report.ok else 1
@@ -61,10 +68,13 @@ def register(verbs: argparse._SubParsersAction) -> None:
     parser = verbs.add_parser(
         "submit", help="check or score a leaderboard submission (a generator or a dataset)",
         description="Score a submission (submission.yaml: kind generator|dataset; see leaderboard/submission.py) "
-                    "with the histosynth-bench suite. Submitted code runs only in a sandboxed child process (own "
-                    "folder, no secrets, no network, time and memory limits); its output is validated row by row "
-                    "before any score. --check runs the tiny suite on mock simulator data and adds nothing; "
-                    "otherwise the results land in --results/<subject>/ (never overwritten).")
+                    "with the histosynth-bench suite. Submitted code runs only under bubblewrap (no capabilities, "
+                    "seccomp, fresh namespaces, read-only binds of what it needs, one writable folder, whole-sandbox "
+                    "time, memory and process limits; docs/sandbox.md); its output is read within caps and validated "
+                    "row by row, in the sandbox too, before any score. The subject is the submission's name plus the "
+                    "scorer's hash of the submitted files, never what the rows claim. --check runs the same path on "
+                    "mock simulator data with the tiny suite and adds nothing (advisory: the real run is what is "
+                    "judged); otherwise the results land in --results/<name>-<hash>/ (never overwritten).")
     parser.add_argument("submission", type=Path, help="the submission.yaml")
     parser.add_argument("--check", action="store_true", help="mock run: tiny suite on simulator data, report what fails")
     parser.add_argument("--train", type=Path, help="real training set folder (memorisation, segmenter, TSTR real row)")
@@ -75,6 +85,12 @@ def register(verbs: argparse._SubParsersAction) -> None:
     parser.add_argument("--variant", default="tiny", choices=("tiny", "demo", "full"),
                         help="suite variant: tiny (CI), demo (CPU, the committed leaderboard), full (GPU); default tiny")
     parser.add_argument("--work", type=Path, help="scratch folder (default: a new temporary folder)")
-    parser.add_argument("--timeout", type=float, default=3600.0, help="wall-clock limit per sandboxed step, seconds")
-    parser.add_argument("--memory-gb", type=float, default=16.0, help="address-space limit of submitted code, GiB")
+    parser.add_argument("--keep-work", action="store_true",
+                        help="keep what the submission wrote in --work (removed by default, success or failure)")
+    parser.add_argument("--timeout", type=float, default=3600.0,
+                        help="wall-clock limit of each step that runs submitted code, seconds (default 3600)")
+    parser.add_argument("--scoring-timeout", type=float, default=4 * 3600.0,
+                        help="wall-clock limit of the scorer's own sandboxed steps (validation, suite), seconds")
+    parser.add_argument("--memory-gb", type=float, default=16.0,
+                        help="memory limit of each sandbox, all its processes together, GiB (default 16; at least 1)")
     parser.set_defaults(handler=run)
