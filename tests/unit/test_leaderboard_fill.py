@@ -11,11 +11,11 @@ import sys
 from pathlib import Path
 
 import pytest
+from sandbox_required import sandbox  # noqa: F401 (fixture)
 
 from histosynth.cli import main
 from histosynth.generators.registry import builtin_generators
 from histosynth.leaderboard.aggregate import load_leaderboard
-from histosynth.leaderboard.sandbox import isolation_available
 
 REPO = Path(__file__).resolve().parents[2]
 DATASETS = {"simulator": "sim", "embedded": "embedded"}
@@ -61,7 +61,7 @@ def test_every_registered_generator_is_scored_on_both_datasets(runs, tmp_path):
     assert all(name in html for name in names)
 
 
-@pytest.mark.skipif(not isolation_available(), reason="unshare cannot create user/net/mount namespaces here")
+@pytest.mark.usefixtures("sandbox")
 def test_a_completion_only_submission_is_scored_on_completion(runs, tmp_path):
     import subprocess
 
