@@ -60,7 +60,7 @@ def release_card(recipe: Any, step: Any, run: Path) -> dict[str, Any]:
     from histosynth.atomic import atomic_directory
     from histosynth.data_cards.card import render_card
     from histosynth.data_cards.sets import get_set
-    from histosynth.disk import iter_samples, read_metadata
+    from histosynth.disk import content_fingerprint, iter_samples, read_metadata
     from histosynth.rows import features_for
 
     if not recipe.card:
@@ -92,7 +92,8 @@ def release_card(recipe: Any, step: Any, run: Path) -> dict[str, Any]:
     text = render_card(info, features_for(meta.get("tissue_schema"), meta.get("nuclei_schema")), splits,
                        meta.get("tissue_schema"), meta.get("nuclei_schema"),
                        dict(tissue) if meta.get("tissue_schema") else None,
-                       dict(nuclei) if meta.get("nuclei_schema") else None)
+                       dict(nuclei) if meta.get("nuclei_schema") else None,
+                       fingerprint=content_fingerprint(data))  # the copied data files are these, byte for byte
     with atomic_directory(run / step.fields["out"]) as staging:
         shutil.copytree(data / "data", staging / "data")
         (staging / "README.md").write_text(text, encoding="utf-8")

@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 
 from histosynth.cli import main
+from histosynth.data_cards.card import card_fingerprint
+from histosynth.disk import content_fingerprint
 from histosynth.hub import PublishError, file_hashes, list_versions, pull
 from histosynth.leaderboard.recipes.release import ReleaseError, check_release_scores
 
@@ -43,6 +45,7 @@ def test_recipe_publishes_v1_and_the_pull_is_identical(hub_server, tmp_path, cap
     assert "### Measured on this set" in text
     assert ("### Reported by the authors" in text) == (card != "htd-panda-radboud")  # the paper has no Radboud scores
     assert "sha256:" in text and "histosynth recipe run" in text
+    assert card_fingerprint(text) == content_fingerprint(release)  # datasets.load_dataset caches it as itself
     pulled = pull(repo, "v1.0.0", tmp_path / "pulled")
     assert folder_hashes(pulled.path) == folder_hashes(release)
     # a rerun skips every step (publish included: the version exists and is recorded done)
