@@ -79,7 +79,7 @@ def escape(tmp_path_factory):
     work.mkdir()
     shutil.copy(ATTACKS, work / "evil_attacks.py")
     (work / "targets.json").write_text(json.dumps(targets))
-    watched = [results, site_packages, source, leaderboard_source]
+    watched = [results, Path(sys.prefix), source, leaderboard_source]  # the whole venv, site-packages included
     before = snapshot(*watched)
     saved = constants.HF_TOKEN_PATH
     constants.HF_TOKEN_PATH = str(token)  # the scorer hides the token file wherever a bind would show it
