@@ -65,7 +65,8 @@ def _train(**fields) -> TrainConfig:
 
 def tiny() -> HarpPreset:
     """32 px, two levels, no attention: trains in seconds on a CPU (tests)."""
-    return HarpPreset("tiny", HarpModelConfig(), _train(steps=200, batch_size=8, lr=2e-4, ema_decay=0.99),
+    return HarpPreset("tiny", HarpModelConfig(), _train(steps=200, batch_size=8, lr=2e-4, ema_decay=0.99,
+                                                                  mixed_precision="no"),
                       HarpSampleConfig(sampler="ddim", steps=10, batch_size=16))
 
 

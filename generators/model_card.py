@@ -44,6 +44,10 @@ def render_model_card(generator: Generator, config: dict[str, Any]) -> str:
             f"licence {licence}.",
             f"- {report.steps} optimizer steps; final loss {report.final_loss:.6g}; {report.images_per_second:.2f} images/s.",
         ]
+        speed = report.extra.get("speed")
+        if speed:
+            lines.append(f"- Trained in {speed.get('precision')} with {speed.get('threads')} threads on "
+                         f"{speed.get('device')} (histosynth.speed decides the precision per machine).")
     else:
         lines.append("- Not trained (random weights).")
     lines += [

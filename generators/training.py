@@ -41,6 +41,7 @@ from histosynth.generators.base import (
 CHECKPOINT_PREFIX = "step-"
 STATE_FILE = "trainer_state.json"
 TRAINING_DIR = "training"  # a model folder's resumable training state; not part of the model or its hash
+WARMUP_STEPS = 2  # steps left out of the steady images/s (kernel selection, first allocations)
 
 Batch = dict[str, torch.Tensor]
 BatchFn = Callable[[int, int, int, int, torch.device], Batch]
@@ -91,10 +92,20 @@ class TrainResult:
     seconds: float = 0.0
     images: int = 0
     checkpoint: Path | None = None
+    precision: str = "no"  # what accelerate trained in ("no" = fp32)
+    step_seconds: list[float] = field(default_factory=list)  # wall time of each optimizer step of this run
+    step_images: list[int] = field(default_factory=list)
 
     @property
     def images_per_second(self) -> float:
         return self.images / self.seconds if self.seconds > 0 else float("nan")
+
+    @property
+    def steady_images_per_second(self) -> float:
+        """images/s after the first WARMUP_STEPS steps (which pay for kernel selection and allocation)."""
+        skip = min(WARMUP_STEPS, max(0, len(self.step_seconds) - 1))
+        seconds = sum(self.step_seconds[skip:])
+        return sum(self.step_images[skip:]) / seconds if seconds > 0 else float("nan")
 
 
 class StepContext:
@@ -158,11 +169,17 @@ def step_rng(seed: int, *keys: int) -> np.random.Generator:
     return np.random.default_rng(np.random.SeedSequence([int(seed), *map(int, keys)]))
 
 
-def resolve_mixed_precision(setting: str) -> str:
-    """"auto" -> bf16 on a CUDA device that supports it, else "no"."""
-    if setting != "auto":
-        return setting
-    return "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "no"
+def resolve_mixed_precision(setting: str, checkpoint: Path | None = None) -> str:
+    """The precision a run trains in: a resumed "auto" run keeps the one its checkpoint recorded (a run never
+    changes precision half-way); otherwise histosynth.speed decides ("auto": bf16 where this machine runs it
+    faster, else "no")."""
+    from histosynth.speed import resolve_precision
+
+    if setting == "auto" and checkpoint is not None:
+        recorded = read_json_file(checkpoint / STATE_FILE).get("precision")
+        if recorded in ("no", "bf16", "fp16"):
+            return recorded
+    return resolve_precision(setting)
 
 
 def latest_checkpoint(folder: Path | str) -> Path | None:
@@ -186,7 +203,7 @@ def _save_checkpoint(accelerator: Accelerator, folder: Path, step: int, settings
     accelerator.save_state(str(partial))
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
-        state = {"step": step, "seed": settings.seed, "steps": settings.steps}
+        state = {"step": step, "seed": settings.seed, "steps": settings.steps, "precision": accelerator.mixed_precision}
         (partial / STATE_FILE).write_text(json.dumps(state), encoding="utf-8")
         shutil.rmtree(final, ignore_errors=True)
         partial.rename(final)
@@ -221,7 +238,14 @@ def run_training(step_fn: TrainStep, batch_fn: BatchFn, settings: LoopSettings, 
     step (a missing checkpoint starts from scratch). EMA weights, when enabled, are copied into the modules at
     the end. `on_step(step)` is called after each optimizer step (tests use it to stop a run).
     """
-    accelerator = Accelerator(cpu=not torch.cuda.is_available(), mixed_precision=resolve_mixed_precision(settings.mixed_precision),
+    folder = Path(checkpoint_dir) if checkpoint_dir is not None else None
+    last = latest_checkpoint(folder) if resume and folder is not None else None
+    precision = resolve_mixed_precision(settings.mixed_precision, last)
+    cpu = not torch.cuda.is_available()
+    # accelerate fixes one precision per process (AcceleratorState is a singleton), but one process may train models
+    # in different precisions (tests, recipes): on the CPU the loop applies bf16 autocast itself
+    own_autocast = cpu and precision == "bf16"
+    accelerator = Accelerator(cpu=cpu, mixed_precision="no" if own_autocast else precision,
                               gradient_accumulation_steps=settings.grad_accum, step_scheduler_with_optimizer=False)
     world, rank = accelerator.num_processes, accelerator.process_index
     specs = step_fn.optimizers(settings, world)
@@ -250,9 +274,8 @@ def run_training(step_fn: TrainStep, batch_fn: BatchFn, settings: LoopSettings, 
     ctx = StepContext(accelerator, prepared_modules, prepared_optimizers, {n: s.params for n, s in specs.items()},
                       settings.max_grad_norm)
 
-    result = TrainResult(start_step=0, steps=settings.steps)
-    folder = Path(checkpoint_dir) if checkpoint_dir is not None else None
-    if resume and folder is not None and (last := latest_checkpoint(folder)) is not None:
+    result = TrainResult(start_step=0, steps=settings.steps, precision=precision)
+    if last is not None:
         result.start_step = _load_checkpoint(accelerator, last)
         result.checkpoint = last
 
@@ -264,7 +287,9 @@ def run_training(step_fn: TrainStep, batch_fn: BatchFn, settings: LoopSettings, 
     start = time.perf_counter()
     for module in prepared_modules.values():
         module.train()
+    plain_forwards = {name: _cpu_bf16_forward(module) for name, module in prepared_modules.items()} if own_autocast else {}
     for step in range(result.start_step, settings.steps):
+        step_start, images_before = time.perf_counter(), result.images
         step_losses: dict[str, float] = {}
         ctx.applied.clear()
         for micro in range(settings.grad_accum):
@@ -279,6 +304,8 @@ def run_training(step_fn: TrainStep, batch_fn: BatchFn, settings: LoopSettings, 
             schedulers[name].step()
         if ema is not None:
             ema.step(specs[ema_name].params)
+        result.step_seconds.append(time.perf_counter() - step_start)
+        result.step_images.append(result.images - images_before)
         main = step_losses["loss"]
         result.losses.append(main)
         for name, value in step_losses.items():
@@ -295,6 +322,8 @@ def run_training(step_fn: TrainStep, batch_fn: BatchFn, settings: LoopSettings, 
         if on_step is not None:
             on_step(done)
     bar.close()
+    for restore in plain_forwards.values():
+        restore()
     result.seconds = time.perf_counter() - start
     result.loss_means = {name: total / counts[name] for name, total in sums.items()}
     if folder is not None and settings.steps > result.start_step:
@@ -305,6 +334,29 @@ def run_training(step_fn: TrainStep, batch_fn: BatchFn, settings: LoopSettings, 
         ema.copy_to(specs[ema_name].params)
     accelerator.wait_for_everyone()
     return result
+
+
+def _cpu_bf16_forward(module: nn.Module) -> Callable[[], None]:
+    """Run `module`'s forward under CPU bf16 autocast with float32 outputs (what accelerate's mixed precision does to
+    a prepared model); returns the function that puts the plain forward back after training."""
+    from accelerate.utils import convert_outputs_to_fp32
+
+    own = module.__dict__.get("forward")  # an instance-level forward someone set before, if any
+    plain = module.forward
+
+    def forward(*args, **kwargs):
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            return plain(*args, **kwargs)
+
+    module.forward = convert_outputs_to_fp32(forward)
+
+    def restore() -> None:
+        if own is None:
+            del module.forward
+        else:
+            module.forward = own
+
+    return restore
 
 
 class SampleStream:
@@ -340,10 +392,14 @@ def finish_training(generator: Generator, steps: int, result: TrainResult, data:
                     out: Path | str | None) -> TrainReport:
     """Record a finished `run_training` as the generator's TrainReport (with every named loss's mean) and, with
     `out`, save the model folder from the main process while the others wait."""
+    from histosynth.speed import speed_record
+
     generator.train_report = TrainReport(
         generator=generator.meta.name, steps=steps, resumed_from_step=result.start_step, losses=result.losses,
         seconds=result.seconds, images_per_second=result.images_per_second, data=data,
-        extra={"loss_means": {k: round(v, 6) for k, v in result.loss_means.items()}})
+        extra={"loss_means": {k: round(v, 6) for k, v in result.loss_means.items()},
+               "speed": {**speed_record(result.precision),
+                         "steady_images_per_second": round(result.steady_images_per_second, 3)}})
     if out is not None:
         from accelerate import PartialState
 

@@ -65,7 +65,8 @@ def _tiny() -> CoSynPreset:
         "tiny",
         CoSynModelConfig(resolution=32, block_out_channels=(8, 16), layers_per_block=1, norm_num_groups=4,
                          centroid_mode="gaussian", prediction_type="sample"),
-        TrainConfig(steps=2, batch_size=2, lr=1e-3, ema_decay=0.9, heterogeneity=None, progress=False, cfg_dropout=0.1),
+        TrainConfig(steps=2, batch_size=2, lr=1e-3, ema_decay=0.9, heterogeneity=None, progress=False, cfg_dropout=0.1,
+                    mixed_precision="no"),
         SampleConfig(steps=2, batch_size=4, guidance=2.0),
     )
 

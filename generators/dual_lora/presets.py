@@ -33,7 +33,8 @@ def _tiny() -> Preset:
         "tiny",
         ModelConfig(resolution=32, block_out_channels=(8, 16), layers_per_block=1, norm_num_groups=4,
                     cross_attention_dim=4, conditioning_widths=(8, 16), num_classes=_classes()),
-        TrainConfig(steps=2, batch_size=2, lr=1e-3, ema_decay=None, heterogeneity=None, progress=False),
+        TrainConfig(steps=2, batch_size=2, lr=1e-3, ema_decay=None, heterogeneity=None, progress=False,
+                    mixed_precision="no"),
         SampleConfig(steps=2, batch_size=4),
     )
 

@@ -30,7 +30,8 @@ def _tiny() -> Preset:
         ModelConfig(resolution=32, block_out_channels=(8, 16), layers_per_block=1, norm_num_groups=4,
                     cross_attention_dim=4, conditioning_widths=(8, 16),
                     embedding=EmbeddingConfig(pretrained=False, dim=4)),
-        TrainConfig(steps=2, batch_size=2, lr=1e-3, ema_decay=0.9, heterogeneity=None, progress=False),
+        TrainConfig(steps=2, batch_size=2, lr=1e-3, ema_decay=0.9, heterogeneity=None, progress=False,
+                    mixed_precision="no"),
         SampleConfig(steps=2, batch_size=4),
     )
 

@@ -1,0 +1,113 @@
+"""Training speed settings decided per machine at run time, and recorded with what they produced.
+
+"auto" precision is bf16 autocast where this machine runs it faster, else fp32: on a CUDA device that supports bf16;
+on a CPU only if it has native bf16 instructions (AVX512_BF16 or AMX-BF16 in /proc/cpuinfo) and a measured
+forward+backward of a small convolution block is at least MIN_SPEEDUP faster in bf16 than in fp32. The block is
+timed on one thread, fp32 and bf16 interleaved, fastest of several rounds: what the core's instructions give, which
+the machine's load cannot swing the way it swings multi-threaded timings (on a busy 2-core machine two threads ran
+the same block ten times slower than one). The measurement (about a second) is cached per CPU model and torch
+version under the cache root, so a machine decides once. fp32 ("no") stays the reference of every determinism test.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import platform
+import time
+from pathlib import Path
+
+from histosynth.cache_dirs import cache_dir
+
+MIN_SPEEDUP = 1.2  # below this, bf16's rounding is not worth it
+PRECISIONS = ("auto", "no", "bf16", "fp16")
+
+
+def cpu_model() -> str:
+    """The CPU's model name (from /proc/cpuinfo where there is one)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def cpu_has_native_bf16() -> bool:
+    """Whether the CPU advertises bf16 arithmetic (AVX512_BF16 or AMX-BF16)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    flags = next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), [])
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def _probe_times(rounds: int = 6) -> tuple[float, float]:
+    """Fastest fp32 and fastest bf16 forward+backward of a small UNet-like convolution block on the CPU, the two
+    interleaved round by round (the minimum is what load cannot inflate)."""
+    import torch
+
+    generator = torch.Generator().manual_seed(0)
+    layers = torch.nn.Sequential(torch.nn.Conv2d(32, 64, 3, padding=1), torch.nn.GroupNorm(8, 64), torch.nn.SiLU(),
+                                 torch.nn.Conv2d(64, 64, 3, padding=1), torch.nn.SiLU(), torch.nn.Conv2d(64, 32, 3, padding=1))
+    x = torch.randn(4, 32, 48, 48, generator=generator)
+    best = {False: float("inf"), True: float("inf")}
+    for index in range(rounds + 1):
+        for bf16 in (False, True):
+            start = time.perf_counter()
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                loss = layers(x).float().square().mean()
+            loss.backward()
+            if index:  # the first round pays for kernel selection
+                best[bf16] = min(best[bf16], time.perf_counter() - start)
+    return best[False], best[True]
+
+
+def cpu_bf16_speedup() -> float:
+    """fp32 time / bf16 time of the probe block on one thread (cached per machine; 0 without native bf16)."""
+    import torch
+
+    if not cpu_has_native_bf16():
+        return 0.0
+    key = f"{cpu_model()}|torch {torch.__version__}"
+    path = cache_dir("speed") / f"bf16-{hashlib.sha256(key.encode()).hexdigest()[:16]}.json"
+    try:
+        return float(json.loads(path.read_text())["speedup"])
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        fp32, bf16 = _probe_times()
+    finally:
+        torch.set_num_threads(threads)
+    speedup = fp32 / bf16
+    from histosynth.atomic import write_text_atomic
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(path, json.dumps({"key": key, "fp32_s": fp32, "bf16_s": bf16, "speedup": speedup}) + "\n")
+    return speedup
+
+
+def resolve_precision(setting: str) -> str:
+    """A mixed-precision setting for accelerate: "auto" decided as the module docstring says; others as given."""
+    import torch
+
+    if setting not in PRECISIONS:
+        raise ValueError(f"unknown precision {setting!r}; choose from {', '.join(PRECISIONS)}")
+    if setting != "auto":
+        return setting
+    if torch.cuda.is_available():
+        return "bf16" if torch.cuda.is_bf16_supported() else "no"
+    return "bf16" if cpu_bf16_speedup() >= MIN_SPEEDUP else "no"
+
+
+def speed_record(precision: str) -> dict[str, object]:
+    """What a trained model or a result records of how it was computed: precision, threads, device, CPU model."""
+    import torch
+
+    device = torch.cuda.get_device_name() if torch.cuda.is_available() else cpu_model()
+    return {"precision": "fp32" if precision == "no" else precision, "threads": torch.get_num_threads(),
+            "device": device}
