@@ -69,6 +69,7 @@ from histosynth.generators.training import (
     TrainStep,
     finish_training,
     run_training,
+    snapshot_saver,
     step_rng,
 )
 from histosynth.masks import heldout_mask, hybrid_mask
@@ -215,7 +216,8 @@ class HarpInpaint(ComponentFolder, PresetTable, Generator):
             return {"image": _to_tensor(batch.images, device),
                     "mask": torch.from_numpy(masks[:, None].astype(np.float32)).to(device)}
 
-        result = run_training(PaletteStep(self.unet, self.scheduler), batch_fn, cfg, folder, resume=resume, on_step=on_step)
+        result = run_training(PaletteStep(self.unet, self.scheduler), batch_fn, cfg, folder, resume=resume, on_step=on_step,
+                              on_snapshot=snapshot_saver(self, out, arrays.training_data()))
         self.unet.eval()
         self._hash = None
         self.preset.train = cfg

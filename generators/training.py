@@ -41,6 +41,7 @@ from histosynth.generators.base import (
 CHECKPOINT_PREFIX = "step-"
 STATE_FILE = "trainer_state.json"
 TRAINING_DIR = "training"  # a model folder's resumable training state; not part of the model or its hash
+SNAPSHOT_DIR = "snapshots"  # a model folder's saved models at settings.snapshot_steps (learning curves)
 WARMUP_STEPS = 2  # steps left out of the steady images/s (kernel selection, first allocations)
 
 Batch = dict[str, torch.Tensor]
@@ -65,6 +66,7 @@ class LoopSettings(Protocol):
     ema_decay: float | None
     checkpoint_every: int
     keep_checkpoints: int
+    snapshot_steps: tuple[int, ...]
     seed: int
     progress: bool
 
@@ -231,12 +233,16 @@ def _load_checkpoint(accelerator: Accelerator, checkpoint: Path) -> int:
 
 
 def run_training(step_fn: TrainStep, batch_fn: BatchFn, settings: LoopSettings, checkpoint_dir: Path | str | None = None,
-                 resume: bool = False, on_step: Callable[[int], None] | None = None) -> TrainResult:
+                 resume: bool = False, on_step: Callable[[int], None] | None = None,
+                 on_snapshot: Callable[[int, TrainResult], None] | None = None) -> TrainResult:
     """Train `step_fn`'s modules for `settings.steps` optimizer steps in total; returns a TrainResult.
 
     With `resume`, the newest checkpoint under `checkpoint_dir` is loaded first and training continues from its
     step (a missing checkpoint starts from scratch). EMA weights, when enabled, are copied into the modules at
-    the end. `on_step(step)` is called after each optimizer step (tests use it to stop a run).
+    the end. `on_step(step)` is called after each optimizer step (tests use it to stop a run). After each step of
+    `settings.snapshot_steps`, `on_snapshot(step, result so far)` is called on the main process with the EMA weights
+    (when there are any) in the modules, to save the model as it stands: the checkpoints of one run make a learning
+    curve (a run planned for fewer steps would have another LR schedule).
     """
     folder = Path(checkpoint_dir) if checkpoint_dir is not None else None
     last = latest_checkpoint(folder) if resume and folder is not None else None
@@ -319,6 +325,10 @@ def run_training(step_fn: TrainStep, batch_fn: BatchFn, settings: LoopSettings, 
         done = step + 1
         if folder is not None and settings.checkpoint_every and done % settings.checkpoint_every == 0 and done < settings.steps:
             result.checkpoint = _save_checkpoint(accelerator, folder, done, settings)
+        if on_snapshot is not None and done in set(getattr(settings, "snapshot_steps", ()) or ()):
+            result.seconds = time.perf_counter() - start
+            result.loss_means = {name: total / counts[name] for name, total in sums.items()}
+            _snapshot(accelerator, ema, specs[ema_name].params if ema is not None else [], on_snapshot, done, result)
         if on_step is not None:
             on_step(done)
     bar.close()
@@ -334,6 +344,41 @@ def run_training(step_fn: TrainStep, batch_fn: BatchFn, settings: LoopSettings, 
         ema.copy_to(specs[ema_name].params)
     accelerator.wait_for_everyone()
     return result
+
+
+def _snapshot(accelerator: Accelerator, ema: EMAModel | None, params: list[nn.Parameter],
+              on_snapshot: Callable[[int, TrainResult], None], step: int, result: TrainResult) -> None:
+    """Call `on_snapshot` on the main process with the EMA weights swapped in (and swapped back out after)."""
+    if ema is not None:
+        ema.store(params)
+        ema.copy_to(params)
+    try:
+        if accelerator.is_main_process:
+            on_snapshot(step, result)
+    finally:
+        if ema is not None:
+            ema.restore(params)
+    accelerator.wait_for_everyone()
+
+
+def snapshot_saver(generator: Generator, out: Path | str | None, data: TrainingData) -> Callable[[int, TrainResult], None] | None:
+    """The `on_snapshot` that saves `generator` as trained so far to out/snapshots/step-NNNNNNNN (atomically; a
+    model folder of its own, with a train report of the steps so far), or None without `out`."""
+    if out is None:
+        return None
+
+    def save(step: int, result: TrainResult) -> None:
+        from histosynth.atomic import atomic_directory
+
+        final = generator.train_report
+        finish_training(generator, step, result, data, None)
+        try:
+            with atomic_directory(Path(out) / SNAPSHOT_DIR / f"{CHECKPOINT_PREFIX}{step:08d}") as partial:
+                generator.save(partial)
+        finally:
+            generator.train_report = final
+
+    return save
 
 
 def _cpu_bf16_forward(module: nn.Module) -> Callable[[], None]:

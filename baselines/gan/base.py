@@ -86,6 +86,7 @@ from histosynth.generators.training import (
     TrainStep,
     finish_training,
     run_training,
+    snapshot_saver,
     step_rng,
 )
 from histosynth.schema import Nuclei, Provenance, Sample
@@ -280,7 +281,7 @@ class GANGenerator(ComponentFolder, PresetTable, Generator):
         g, d = self._networks()
         self._init_seed = None  # the weights change from here on: a later train() continues from them
         result = run_training(GANStep(self, g, d, cfg), self._batch_fn(arrays, cfg), cfg, folder, resume=resume,
-                              on_step=on_step)
+                              on_step=on_step, on_snapshot=snapshot_saver(self, out, arrays.training_data()))
         g.eval()
         d.eval()
         self._hash = None

@@ -62,6 +62,7 @@ class GANTrainConfig:
     ema_decay: float | None = None  # an EMA of the generator's weights when set
     checkpoint_every: int = 0
     keep_checkpoints: int = 2
+    snapshot_steps: tuple[int, ...] = ()  # optimizer steps after which the model is saved to out/snapshots/ (learning curves)
     seed: int = 0
     heterogeneity: tuple[float, float] | None = (0.2, 0.8)  # HTD's patch rule, so baselines train on HTD's patches
     augment: bool = True  # random flips and quarter turns of image and labels together

@@ -77,6 +77,7 @@ from histosynth.generators.training import (
     TrainStep,
     finish_training,
     run_training,
+    snapshot_saver,
     step_rng,
 )
 from histosynth.schema import Provenance, Sample
@@ -237,7 +238,8 @@ class CoSynGenerator(ComponentFolder, PresetTable, Generator):
         self._init_seed = None
         folder = Path(out) / TRAINING_DIR if out is not None else None
         step = JointStep(unet, [self.scheduler, self.label_scheduler], self.groups, cfg.cfg_dropout)
-        result = run_training(step, self._batch_fn(arrays, cfg), cfg, folder, resume=resume, on_step=on_step)
+        result = run_training(step, self._batch_fn(arrays, cfg), cfg, folder, resume=resume, on_step=on_step,
+                              on_snapshot=snapshot_saver(self, out, arrays.training_data()))
         self._hash = None
         self.preset.train = cfg
         return finish_training(self, cfg.steps, result, arrays.training_data(), out)

@@ -65,6 +65,7 @@ from histosynth.generators.training import (
     TrainStep,
     finish_training,
     run_training,
+    snapshot_saver,
     step_rng,
 )
 from histosynth.schema import Nuclei, Provenance, Sample
@@ -210,7 +211,8 @@ class DiffusionGenerator(ComponentFolder, PresetTable, Generator):
         denoiser = self._require_networks()
         batch_fn = self._batch_fn(arrays, cfg, curriculum)
         self._init_seed = None  # the weights change from here on: a later train() continues from them
-        result = run_training(self._train_step(denoiser, cfg), batch_fn, cfg, folder, resume=resume, on_step=on_step)
+        result = run_training(self._train_step(denoiser, cfg), batch_fn, cfg, folder, resume=resume, on_step=on_step,
+                              on_snapshot=snapshot_saver(self, out, arrays.training_data()))
         self._hash = None
         self.preset.train = cfg
         return finish_training(self, cfg.steps, result, arrays.training_data(), out)  # loss means per task (dual-lora)

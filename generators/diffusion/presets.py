@@ -145,6 +145,7 @@ class TrainConfig:
     cfg_dropout: float = 0.1  # probability of training a sample with its condition zeroed (classifier-free guidance)
     checkpoint_every: int = 0  # optimizer steps between resumable checkpoints; 0 = only at the end
     keep_checkpoints: int = 2
+    snapshot_steps: tuple[int, ...] = ()  # optimizer steps after which the model is saved to out/snapshots/ (learning curves)
     seed: int = 0
     heterogeneity: tuple[float, float] | None = (0.2, 0.8)  # (lo, hi) of labels.heterogeneity.is_heterogeneous: 2+ classes, main <= hi, 2nd >= lo of tissue
     augment: bool = True  # random flips and 90-degree rotations of image and map together

@@ -52,6 +52,28 @@ def test_resumed_training_equals_uninterrupted_training(tiny_data, tmp_path):
     assert not np.array_equal(saved["conv_in.weight"], raw_b["unet.conv_in.weight"])
 
 
+def test_snapshots_of_one_run_make_a_learning_curve(tiny_data, tmp_path):
+    """Snapshots are the run's model (EMA weights) at those steps, saving them leaves training unchanged, and a run
+    stopped and resumed writes the same snapshots."""
+    config = {"steps": 4, "checkpoint_every": 1, "keep_checkpoints": 5}
+    build_generator("htd", "tiny").train(tiny_data, config, out=tmp_path / "plain")
+    build_generator("htd", "tiny").train(tiny_data, dict(config, snapshot_steps=(2, 4)), out=tmp_path / "curve")
+    snapshots = tmp_path / "curve" / "snapshots"
+    assert sorted(p.name for p in snapshots.iterdir()) == ["step-00000002", "step-00000004"]
+    final = weights_hash(tmp_path / "plain", COMPONENTS)
+    assert weights_hash(tmp_path / "curve", COMPONENTS) == final == weights_hash(snapshots / "step-00000004", COMPONENTS)
+    assert weights_hash(snapshots / "step-00000002", COMPONENTS) != final
+    early = load_generator(snapshots / "step-00000002")
+    assert early.train_report.steps == 2 and len(early.train_report.losses) == 0  # a saved folder keeps the summary
+    # tiny's LR is constant, so a 3-step run is the first 3 steps of the 4-step one: a run stopped after step 3
+    build_generator("htd", "tiny").train(tiny_data, dict(config, steps=3, snapshot_steps=(2, 4)), out=tmp_path / "split")
+    build_generator("htd", "tiny").train(tiny_data, dict(config, snapshot_steps=(2, 4)), out=tmp_path / "split",
+                                         resume=True)
+    for name in ("step-00000002", "step-00000004"):
+        assert weights_hash(tmp_path / "split" / "snapshots" / name, COMPONENTS) == \
+            weights_hash(snapshots / name, COMPONENTS)
+
+
 def _weights(gen) -> dict:
     return {k: v.detach().clone() for k, v in gen.denoiser.state_dict().items()}
 
