@@ -35,9 +35,10 @@ def _schema(folder: Path) -> str:
 def score_label_consistency(real_train: Path | str, fake: Path | str, real_test: Path | str | None = None,
                             resolution: int = 64, steps: int = 300, seed: int = 0, bootstrap: int = 200,
                             split: str = "train", weights: str | Path | None = None,
-                            pretrained: bool = True) -> BenchmarkRun:
+                            pretrained: bool = True, cache: Path | None = None) -> BenchmarkRun:
     """Label-consistency mIoU of `fake` (images + the maps they were conditioned on), with the segmenter trained
-    on `real_train`; with `real_test`, the segmenter's own mIoU on real held-out patches as the ceiling row."""
+    on `real_train`; with `real_test`, the segmenter's own mIoU on real held-out patches as the ceiling row. With
+    `cache`, the segmenter trained on these patches with these settings is trained once (train_segmenter)."""
     from histosynth.benchmark.segmenter import train_segmenter
 
     start = time.perf_counter()
@@ -48,7 +49,7 @@ def score_label_consistency(real_train: Path | str, fake: Path | str, real_test:
     num_classes = get_schema(schema).num_classes
     images, maps = dataset_arrays(real_train, resolution, split=split)
     segmenter = train_segmenter(images, maps, num_classes, steps=steps, seed=seed, weights=weights,
-                                pretrained=pretrained)
+                                pretrained=pretrained, cache=cache)
     scored = {"fake": fake} | ({"real-test": Path(real_test)} if real_test is not None else {})
     results, refs = [], {"real": _ref(real_train, split, len(images))}
     for role, folder in scored.items():

@@ -12,6 +12,8 @@ checks them on two ImageNet photographs).
 
 from __future__ import annotations
 
+import hashlib
+import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -112,11 +114,13 @@ def _train(model: nn.Module, images: np.ndarray, maps: np.ndarray, steps: int, b
 
 def train_segmenter(images: np.ndarray, maps: np.ndarray, num_classes: int, steps: int = 300, batch_size: int = 16,
                     lr: float = 1e-3, seed: int = 0, pretrained: bool = True, weights: str | Path | None = None,
-                    augment: bool = True) -> TrainedSegmenter:
+                    augment: bool = True, cache: Path | None = None) -> TrainedSegmenter:
     """Train a segmenter on (N, H, W, 3) uint8 images and (N, H, W) uint8 maps (ids < num_classes, 255 ignored).
 
     AdamW with a cosine schedule, cross-entropy ignoring 255; batches drawn with replacement from `seed`, each
-    with a random rotation by 90 degrees and flip applied to image and map alike when `augment`.
+    with a random rotation by 90 degrees and flip applied to image and map alike when `augment`. With `cache`, a
+    segmenter trained before on the same arrays with the same settings, torch version and thread count is loaded
+    from there (safetensors) instead of trained again.
     """
     if images.shape[:3] != maps.shape or images.ndim != 4:
         raise ValueError(f"images {images.shape} and maps {maps.shape} do not pair up as (N, H, W, 3) and (N, H, W)")
@@ -125,13 +129,55 @@ def train_segmenter(images: np.ndarray, maps: np.ndarray, num_classes: int, step
         raise InputError("the maps have no labelled pixel to train on")
     if labelled.max() >= num_classes:
         raise ValueError(f"the maps hold class id {int(labelled.max())} but the segmenter has {num_classes} classes")
+    settings = {"num_classes": num_classes, "steps": steps, "batch_size": batch_size, "lr": lr, "seed": seed,
+                "pretrained": pretrained, "weights": str(weights) if weights else None, "augment": augment}
+    folder = Path(cache) / _cache_key(images, maps, settings) if cache is not None else None
+    if folder is not None and (loaded := _load_cached(folder, num_classes)) is not None:
+        return loaded
     start = time.perf_counter()
     with torch.random.fork_rng(devices=[]):  # the seed fixes the initial weights and every dropout mask
         torch.manual_seed(seed)
         model = build_segmenter(num_classes, pretrained, weights)
         losses = _train(model, images, maps, steps, batch_size, lr, seed, augment)
     model.eval()
-    return TrainedSegmenter(model, num_classes, losses, time.perf_counter() - start)
+    trained = TrainedSegmenter(model, num_classes, losses, time.perf_counter() - start)
+    if folder is not None:
+        _store_cached(folder, trained)
+    return trained
+
+
+def _cache_key(images: np.ndarray, maps: np.ndarray, settings: dict) -> str:
+    digest = hashlib.sha256()
+    for array in (images, maps):
+        digest.update(str((array.shape, array.dtype.str)).encode())
+        digest.update(np.ascontiguousarray(array).tobytes())
+    digest.update(json.dumps({**settings, "torch": torch.__version__, "threads": torch.get_num_threads()},
+                             sort_keys=True).encode())
+    return digest.hexdigest()[:24]
+
+
+def _load_cached(folder: Path, num_classes: int) -> TrainedSegmenter | None:
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    try:
+        record = json.loads((folder / "training.json").read_text(encoding="utf-8"))
+        model = build_segmenter(num_classes, pretrained=False)
+        model.load_state_dict(load_file(folder / "model.safetensors"))
+    except (OSError, ValueError, KeyError, RuntimeError, SafetensorError):
+        return None  # missing or damaged: trained again (and rewritten)
+    model.eval()
+    return TrainedSegmenter(model, num_classes, [float(x) for x in record["losses"]], float(record["seconds"]))
+
+
+def _store_cached(folder: Path, trained: TrainedSegmenter) -> None:
+    from safetensors.torch import save_file
+
+    from histosynth.atomic import atomic_directory
+
+    with atomic_directory(folder) as partial:
+        save_file({k: v.contiguous() for k, v in trained.model.state_dict().items()}, partial / "model.safetensors")
+        (partial / "training.json").write_text(json.dumps({"losses": trained.losses, "seconds": trained.seconds}))
 
 
 __all__ = ["TrainedSegmenter", "build_segmenter", "load_encoder_weights", "to_input", "train_segmenter"]

@@ -154,8 +154,13 @@ def not_run(task: str, metrics: tuple[str, ...], reason: str, data: dict[str, Da
 
 
 def run_suite(outputs: Outputs, refs: References, chosen: Variant, out: Path,
-              log: Callable[[str], None] = print, tasks: Sequence[str] = TASKS) -> list[Path]:
-    """Run the applicable ones of `tasks` on `outputs`; one results file per run under `out`; returns them."""
+              log: Callable[[str], None] = print, tasks: Sequence[str] = TASKS,
+              cache: Path | None = None) -> list[Path]:
+    """Run the applicable ones of `tasks` on `outputs`; one results file per run under `out`; returns them.
+
+    What depends only on the real data (the label-consistency segmenter, the real rows of TSTR) is kept under
+    `cache` (default: `references/` under histosynth's cache root), keyed by the data's contents, the settings,
+    the torch version and the thread count, so scoring many subjects against one reference trains it once."""
     from histosynth.benchmark.completion import score_completion
     from histosynth.benchmark.downstream.nuclei_task import UNET_MULTIPLE
     from histosynth.benchmark.downstream.task import run_downstream, train_config
@@ -164,8 +169,10 @@ def run_suite(outputs: Outputs, refs: References, chosen: Variant, out: Path,
     from histosynth.benchmark.lpips_masked import LPIPSWeightsError, backbone_file
     from histosynth.benchmark.runner import score_distribution
     from histosynth.benchmark.subjects import subject_of
+    from histosynth.cache_dirs import cache_dir
     from histosynth.disk import iter_samples
 
+    cache = Path(cache) if cache is not None else cache_dir("references")
     unknown = sorted(set(tasks) - set(TASKS))
     if unknown:
         raise InputError(f"unknown suite task(s) {unknown}; the suite has {', '.join(TASKS)}")
@@ -204,7 +211,7 @@ def run_suite(outputs: Outputs, refs: References, chosen: Variant, out: Path,
     if reasons["label-consistency"] is None:
         save(score_label_consistency(refs.train, fake, real_test=refs.test, resolution=chosen.resolution,
                                      steps=chosen.segmenter_steps, seed=chosen.seed, bootstrap=chosen.bootstrap,
-                                     split=split), "label-consistency")
+                                     split=split, cache=cache / "label-consistency"), "label-consistency")
     if reasons["completion"] is None:
         try:
             backbone_file("alex")
@@ -234,6 +241,6 @@ def run_suite(outputs: Outputs, refs: References, chosen: Variant, out: Path,
             config = replace(config, crop=side - side % UNET_MULTIPLE)  # a multiple of both models' strides
         run = run_downstream({"real": (refs.train, split), "synthetic": (fake, split)}, (refs.test, split), model=model,
                              preset=chosen.tstr_preset, config=config, seeds=list(range(chosen.tstr_seeds)),
-                             real="real", task="tstr")
+                             real="real", task="tstr", reference_cache=cache / "tstr")
         save(run, task)
     return written

@@ -54,13 +54,14 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from histosynth.atomic import atomic_file
-from histosynth.benchmark.results import BenchmarkRun, DataRef, MetricResult
+from histosynth.benchmark.results import BenchmarkRun, DataRef, MetricResult, current_task_version
 from histosynth.benchmark.subjects import subject_of
 from histosynth.classes import IGNORE_ID, get_schema
 from histosynth.errors import InputError, UserFacingError
 
 CONFIDENCE = 0.95
 STRIDE = 16  # DeepLabv3+ output stride: inputs are padded to a multiple of it
+SCORES_VERSION = 1  # of the cached per-seed scores' format (score_training_set); the task version is keyed too
 
 
 @dataclass(frozen=True)
@@ -544,20 +545,63 @@ class SeedScores:
 
 def score_training_set(kind: Kind, name: str, train: LabelledSet, test: LabelledSet, preset: str, config: TrainConfig,
                        seeds: list[int], checkpoints: Path | None, weights: str | Path | None, device: str,
-                       stop: Callable[[int, float], bool] | None = None, group: Group = ONE_PROCESS) -> SeedScores:
+                       stop: Callable[[int, float], bool] | None = None, group: Group = ONE_PROCESS,
+                       score_cache: Path | None = None) -> SeedScores:
     """Train one model per seed on `train` (already in the test schema) and score each on `test` (rank 0 scores,
-    the other ranks of a group receive its scores)."""
+    the other ranks of a group receive its scores). With `score_cache`, a seed whose scores were computed before
+    (same model, data contents, settings, seed, torch version and thread count) is read back instead of trained
+    again: the real-data rows every submission is compared with are computed once."""
     num_classes = get_schema(test.schema).num_classes
     values: dict[str, list[float]] = {}
     seconds = []
     for seed in seeds:
-        trained = train_model(kind, train, num_classes, preset, config, seed, checkpoints, weights, device, stop,
-                              desc=f"{name} seed {seed}", group=group)
-        seconds.append(trained.seconds)
-        scores = kind.scores(trained.model, test, preset, device) if group.main else None
-        for metric, value in group.broadcast(scores).items():
+        cached = _cached_scores(score_cache, kind, train, test, preset, config, num_classes, seed, weights, group)
+        if cached is not None:
+            scores, spent = cached
+        else:
+            trained = train_model(kind, train, num_classes, preset, config, seed, checkpoints, weights, device, stop,
+                                  desc=f"{name} seed {seed}", group=group)
+            spent = trained.seconds
+            scores = group.broadcast(kind.scores(trained.model, test, preset, device) if group.main else None)
+            _store_scores(score_cache, kind, train, test, preset, config, num_classes, seed, weights, group, scores,
+                          spent)
+        seconds.append(spent)
+        for metric, value in scores.items():
             values.setdefault(metric, []).append(float(value))
     return SeedScores(name, list(seeds), values, train.ref, seconds)
+
+
+def _score_key(kind: Kind, train: LabelledSet, test: LabelledSet, preset: str, config: TrainConfig, num_classes: int,
+               seed: int, weights: str | Path | None, group: Group) -> str:
+    key = {"train": _fingerprint(kind, train, preset, config, num_classes, seed, str(weights) if weights else None,
+                                 group.world),
+           "test": test.ref.content_hash, "test_schema": test.schema, "torch": torch.__version__,
+           "threads": torch.get_num_threads(), "scores_version": SCORES_VERSION,
+           "task_version": current_task_version("tstr", {"model": kind.model})}
+    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:24]
+
+
+def _cached_scores(cache: Path | None, *key_parts) -> tuple[dict[str, float], float] | None:
+    if cache is None:
+        return None
+    path = Path(cache) / f"{_score_key(*key_parts)}.json"
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+        return {str(k): float(v) for k, v in record["scores"].items()}, float(record["seconds"])
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None  # missing or damaged: computed again (and rewritten)
+
+
+def _store_scores(cache: Path | None, kind: Kind, train: LabelledSet, test: LabelledSet, preset: str,
+                  config: TrainConfig, num_classes: int, seed: int, weights: str | Path | None, group: Group,
+                  scores: dict[str, float], seconds: float) -> None:
+    if cache is None or not group.main:
+        return
+    from histosynth.atomic import write_text_atomic
+
+    key = _score_key(kind, train, test, preset, config, num_classes, seed, weights, group)
+    Path(cache).mkdir(parents=True, exist_ok=True)
+    write_text_atomic(Path(cache) / f"{key}.json", json.dumps({"scores": scores, "seconds": seconds}) + "\n")
 
 
 def metric_results(kind: Kind, scores: SeedScores, test: LabelledSet, baseline: SeedScores | None = None
@@ -630,11 +674,12 @@ def run_downstream(trains: dict[str, tuple[Path, str]], test: tuple[Path, str], 
                    preset: str = "tiny", config: TrainConfig | None = None, seeds: list[int] | None = None,
                    mapping: dict[str, str] | None = None, real: str | None = None, checkpoints: Path | None = None,
                    weights: str | Path | None = None, device: str = "cpu", task: str = "seg",
-                   stop: Callable[[int, float], bool] | None = None) -> BenchmarkRun:
+                   stop: Callable[[int, float], bool] | None = None, reference_cache: Path | None = None) -> BenchmarkRun:
     """Train `model` on each of `trains` ({name: (folder, split)}), test on `test` (folder, split); one BenchmarkRun.
 
     `real` names the real-trained entry of `trains`: the others get a ratio-to-real row. Labels of a training set
-    in another schema go through tissue.class_remap with `mapping`.
+    in another schema go through tissue.class_remap with `mapping`. With `reference_cache`, the `real` entry's
+    per-seed scores are cached there (score_training_set), so repeated runs against one real set train it once.
     """
     start = time.perf_counter()
     group = process_group(device)
@@ -655,7 +700,8 @@ def run_downstream(trains: dict[str, tuple[Path, str]], test: tuple[Path, str], 
         _check_disjoint(data, test_set, f"training set {name!r} ({path})")
         sets[name] = data
     scored = {name: score_training_set(kind, name, data, test_set, preset, config, seeds, checkpoints, weights, device,
-                                       stop, group) for name, data in sets.items()}
+                                       stop, group, reference_cache if name == real else None)
+              for name, data in sets.items()}
     baseline = scored.get(real) if real else None
     role = {name: f"train:{name}" if task == "tstr" else "train" for name in scored}
     results = []

@@ -98,6 +98,22 @@ def test_bench_tstr_scores_training_sets_side_by_side_with_a_real_row(sets, tmp_
     assert json.loads(out.read_text())["results"][0]["higher_is_better"] is True
 
 
+def test_the_real_rows_are_scored_once_per_reference_and_read_back_after(sets, tmp_path):
+    from histosynth.benchmark.downstream.task import run_downstream, train_config
+
+    config = train_config("tiny", steps=2)
+    trains = {"real": (sets / "real", "train"), "synth": (sets / "synth", "train")}
+    options = dict(preset="tiny", config=config, seeds=[0, 1], real="real", task="tstr",
+                   reference_cache=tmp_path / "refs")
+    first = run_downstream(trains, (sets / "test", "test"), **options)
+    assert len(list((tmp_path / "refs").glob("*.json"))) == 2  # one per seed of the real row, none for synth
+    second = run_downstream(trains, (sets / "test", "test"), **options)
+    assert second.settings["train_seconds"]["real"] == first.settings["train_seconds"]["real"]  # read back
+    assert second.settings["train_seconds"]["synth"] != first.settings["train_seconds"]["synth"]  # trained again
+    values = [[(r.metric, r.subject, r.value, r.extra.get("per_seed")) for r in run.results] for run in (first, second)]
+    assert values[0] == values[1]
+
+
 def test_schemas_that_differ_are_remapped_and_an_unmappable_class_is_a_clear_error(sets, tmp_path, capsys):
     base = ["bench", "seg", "--train", str(sets / "camelyon"), "--test", str(sets / "test"), *FAST[:-2], "--seeds", "1",
             "--steps", "1", "--out", str(tmp_path / "remap.json")]

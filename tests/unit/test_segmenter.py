@@ -112,3 +112,19 @@ def test_training_is_fixed_by_its_seed():
     states = [m.model.state_dict() for m in (first, again, other)]
     assert all(torch.equal(states[0][k], states[1][k]) for k in states[0])
     assert first.losses != other.losses
+
+
+def test_a_cached_segmenter_is_the_one_trained_and_a_damaged_cache_is_retrained(tmp_path):
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (12, 32, 32, 3), dtype=np.uint8)
+    maps = rng.integers(0, 3, (12, 32, 32)).astype(np.uint8)
+    trained = train_segmenter(images, maps, 3, steps=3, batch_size=4, pretrained=False, cache=tmp_path)
+    (entry,) = tmp_path.iterdir()
+    cached = train_segmenter(images, maps, 3, steps=3, batch_size=4, pretrained=False, cache=tmp_path)
+    assert cached.losses == trained.losses and cached.seconds == trained.seconds  # read back, not trained again
+    assert np.array_equal(cached.predict(images), trained.predict(images))
+    other = train_segmenter(images, maps, 3, steps=3, batch_size=4, pretrained=False, seed=1, cache=tmp_path)
+    assert len(list(tmp_path.iterdir())) == 2 and other.losses != trained.losses  # the seed is in the key
+    (entry / "model.safetensors").write_bytes(b"damaged")
+    again = train_segmenter(images, maps, 3, steps=3, batch_size=4, pretrained=False, cache=tmp_path)
+    assert again.losses == trained.losses and np.array_equal(again.predict(images), trained.predict(images))
