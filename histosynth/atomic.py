@@ -17,6 +17,13 @@ flushed to disk and renamed over the target (POSIX rename replaces a file atomic
 file do not exclude each other: each publishes a whole file and the last rename wins, which is what
 content-addressed caches want. Each writer holds a `flock` on its own partial file, so the next write to the same
 target removes exactly the partials whose writer died (the kernel drops a dead process's flocks).
+
+Output-path policy (`check_output`, used by every verb up front and by the writers here again): a name component
+over the file system's limit, an existing file where a folder is expected (or a folder where a file is), an ancestor
+that is a file, a read-only or unwritable folder and a full disk are refused with one message naming the path and
+the cause. Missing parent folders are created; when a write fails anyway (a disk that fills mid-write), the partial
+output and the parent folders this write created are removed and the failure is raised as an OutputPathError naming
+the path.
 """
 
 from __future__ import annotations
@@ -24,6 +31,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import ctypes.util
+import errno
 import fcntl
 import os
 import shutil
@@ -44,6 +52,135 @@ flushed, not yet renamed). Tests set it to stop a writer at an exact point; None
 
 class TargetBusyError(UserFacingError, FileExistsError):
     """Another process is writing the same output folder."""
+
+
+class OutputPathError(UserFacingError, OSError):
+    """An output path cannot be written (wrong kind, read-only, no space, name too long); the message names it."""
+
+    def __str__(self) -> str:  # OSError would format (errno, strerror) pairs
+        return str(self.args[0]) if self.args else ""
+
+
+NAME_MAX = 255  # bytes of one path component on Linux file systems (os.pathconf PC_NAME_MAX where it answers)
+# errors of a write that are about where it writes, whatever file the caller was writing when they came
+_DISK_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS}
+# errors that are about the output path when they name a file in the output's folder
+_PATH_ERRNOS = {errno.EACCES, errno.EPERM, errno.ENAMETOOLONG, errno.ENOTDIR, errno.EISDIR, errno.EEXIST, errno.ELOOP}
+
+
+def _nearest_existing(path: Path) -> Path:
+    """`path` or its closest ancestor that exists (as a link too)."""
+    while not os.path.lexists(path) and path != path.parent:
+        path = path.parent
+    return path
+
+
+def _name_max(folder: Path) -> int:
+    try:
+        return int(os.pathconf(folder, "PC_NAME_MAX"))
+    except (OSError, ValueError):
+        return NAME_MAX
+
+
+def _check_names(path: Path, label: str) -> None:
+    limit = _name_max(_nearest_existing(path.parent))
+    for part in path.parts:
+        size = len(os.fsencode(part))
+        if size > limit:
+            raise OutputPathError(f"{label}: the name {part[:24]!r}... is {size} bytes; a file or folder name is at "
+                                  f"most {limit} bytes here")
+
+
+def _check_folder_writable(folder: Path, label: str) -> None:
+    """`folder` (an existing ancestor of the output) must be a writable folder on a file system with free space."""
+    if not folder.is_dir():
+        what = "a dangling link" if folder.is_symlink() and not folder.exists() else "a file"
+        raise OutputPathError(f"{label}: {folder} is {what}, not a folder, so nothing can be written under it")
+    stats = os.statvfs(folder)
+    if stats.f_flag & os.ST_RDONLY:
+        raise OutputPathError(f"{label}: {folder} is on a read-only file system")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise OutputPathError(f"{label}: no permission to write in {folder}")
+    if stats.f_bavail == 0:
+        raise OutputPathError(f"{label}: no space left on the device that holds {folder}")
+
+
+def check_output(path: Path | str, folder: bool, what: str = "") -> Path:
+    """Refuse, before any work, an output path that cannot be written: a name component that is too long, an
+    existing file where a folder is expected (`folder`) or a folder where a file is, an ancestor that is not a
+    folder, a read-only or unwritable folder, a full disk. `what` (an option name) starts the message.
+    Returns the path."""
+    path = Path(path)
+    label = f"{what} {path}".strip()
+    if path == Path("."):
+        raise OutputPathError(f"{label}: the current folder (or an empty path) is no new {'folder' if folder else 'file'}"
+                              "; give the output a name")
+    _check_names(path, label)
+    if os.path.lexists(path):
+        if path.is_symlink() and not path.exists():
+            raise OutputPathError(f"{label}: is a dangling or looping link; remove it or choose another path")
+        if folder and not path.is_dir():
+            raise OutputPathError(f"{label}: exists and is a file, not a folder; remove it or choose another path")
+        if not folder and path.is_dir():
+            raise OutputPathError(f"{label}: is a folder; a file is expected here")
+    _check_folder_writable(_nearest_existing(path.absolute().parent), label)
+    return path
+
+
+def _output_error(err: OSError, target: Path) -> OutputPathError | None:
+    """The user-facing form of an OSError raised while writing `target`, or None when it is not about the output
+    (an input that could not be read, say)."""
+    if isinstance(err, UserFacingError):
+        return None
+    named = err.filename if isinstance(err.filename, (str, bytes)) else None
+    where = os.fsdecode(named) if named is not None else str(target)
+    path = Path(where).absolute()
+    about_output = named is not None and (path == target or path in target.parents or target.parent in path.parents)
+    if err.errno in _DISK_ERRNOS or (err.errno in _PATH_ERRNOS and (about_output or named is None)):
+        cause = os.strerror(err.errno).lower() if err.errno else str(err)
+        shown = str(target) if about_output or named is None else f"{target} ({where})"
+        return OutputPathError(f"{shown}: cannot write it: {cause}; nothing was written")
+    return None
+
+
+def _make_parents(folder: Path, created: list[Path]) -> None:
+    """Create `folder` and its missing ancestors, appending each folder this call created to `created`."""
+    missing = []
+    while not os.path.lexists(folder) and folder != folder.parent:
+        missing.append(folder)
+        folder = folder.parent
+    for path in reversed(missing):
+        try:
+            os.mkdir(path)
+        except FileExistsError:
+            if not path.is_dir():
+                raise
+            continue  # another writer made it meanwhile: not ours to remove
+        created.append(path)
+
+
+def _remove_empty(folders: list[Path]) -> None:
+    for path in reversed(folders):
+        with contextlib.suppress(OSError):
+            os.rmdir(path)
+
+
+@contextlib.contextmanager
+def _output_errors(target: Path) -> Iterator[list[Path]]:
+    """Run a write of `target`: yields the list to record created parent folders in; on failure removes them
+    (when empty) and turns an OSError about the output into an OutputPathError naming `target`."""
+    created: list[Path] = []
+    try:
+        yield created
+    except OSError as err:
+        _remove_empty(created)
+        converted = _output_error(err, target)
+        if converted is None:
+            raise
+        raise converted from err
+    except BaseException:
+        _remove_empty(created)
+        raise
 
 
 def _exchange(a: Path, b: Path) -> bool:
@@ -158,28 +295,32 @@ def atomic_directory(target: Path | str, overwrite: bool = True) -> Iterator[Pat
     raises TargetBusyError while the first one runs.
     """
     target = Path(target).absolute()
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with target_lock(target):
-        recover(target, locked=True)
-        if target.exists() and not overwrite:
-            raise OutputExistsError(f"{target} already exists; refusing to overwrite it")
-        wrapper = target.parent / f".{target.name}.partial-{os.getpid()}"
-        partial = wrapper / CONTENT_DIR
-        partial.mkdir(parents=True)
-        try:
-            yield partial
-            fsync_tree(partial)
-            _stage("filled")
-            if not target.exists():
-                os.rename(partial, target)
-            elif not _exchange(partial, target):
-                old = target.parent / f".{target.name}.old-{os.getpid()}"
-                os.rename(target, old)
-                _stage("displaced")
-                os.rename(partial, target)
-                shutil.rmtree(old)
-        finally:
-            shutil.rmtree(wrapper, ignore_errors=True)  # after an exchange it holds the old content
+    with _output_errors(target) as created:
+        _check_names(target, str(target))
+        _make_parents(target.parent, created)
+        with target_lock(target):
+            recover(target, locked=True)
+            if os.path.lexists(target) and not target.is_dir():
+                raise OutputPathError(f"{target}: exists and is not a folder; remove it or choose another path")
+            if target.exists() and not overwrite:
+                raise OutputExistsError(f"{target} already exists; refusing to overwrite it")
+            wrapper = target.parent / f".{target.name}.partial-{os.getpid()}"
+            partial = wrapper / CONTENT_DIR
+            try:
+                partial.mkdir(parents=True)
+                yield partial
+                fsync_tree(partial)
+                _stage("filled")
+                if not target.exists():
+                    os.rename(partial, target)
+                elif not _exchange(partial, target):
+                    old = target.parent / f".{target.name}.old-{os.getpid()}"
+                    os.rename(target, old)
+                    _stage("displaced")
+                    os.rename(partial, target)
+                    shutil.rmtree(old)
+            finally:
+                shutil.rmtree(wrapper, ignore_errors=True)  # after an exchange it holds the old content
 
 
 def _drop_dead_partials(target: Path) -> None:
@@ -212,25 +353,29 @@ def atomic_file(target: Path | str) -> Iterator[Path]:
     `target` is untouched; a crash leaves the old `target` (or none) plus a partial the next write removes.
     """
     target = Path(target).absolute()
-    target.parent.mkdir(parents=True, exist_ok=True)
-    _drop_dead_partials(target)
-    token = f"{os.getpid()}-{os.urandom(4).hex()}"
-    fresh = target.parent / f".{target.name}.new-{token}"  # not a partial's name until it is locked
-    partial = target.parent / f".{target.name}.partial-{token}{target.suffix}"
-    fd = os.open(fresh, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o666)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)  # held until published: the partial is a live writer's
-        os.rename(fresh, partial)
-        yield partial
-        with open(partial, "rb") as fh:
-            os.fsync(fh.fileno())
-        _stage("file filled")
-        os.replace(partial, target)
-    finally:
-        for leftover in (fresh, partial):
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(leftover)
-        os.close(fd)
+    with _output_errors(target) as created:
+        _check_names(target, str(target))
+        _make_parents(target.parent, created)
+        if target.is_dir():
+            raise OutputPathError(f"{target}: is a folder; a file is expected here")
+        _drop_dead_partials(target)
+        token = f"{os.getpid()}-{os.urandom(4).hex()}"
+        fresh = target.parent / f".{target.name}.new-{token}"  # not a partial's name until it is locked
+        partial = target.parent / f".{target.name}.partial-{token}{target.suffix}"
+        fd = os.open(fresh, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o666)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)  # held until published: the partial is a live writer's
+            os.rename(fresh, partial)
+            yield partial
+            with open(partial, "rb") as fh:
+                os.fsync(fh.fileno())
+            _stage("file filled")
+            os.replace(partial, target)
+        finally:
+            for leftover in (fresh, partial):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(leftover)
+            os.close(fd)
 
 
 def write_bytes_atomic(target: Path | str, data: bytes) -> Path:

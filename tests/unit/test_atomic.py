@@ -269,3 +269,57 @@ def test_atomic_files_get_the_umask_permissions(tmp_path):
     finally:
         os.umask(mask)
     assert path.read_text() == "{}\n" and path.stat().st_mode & 0o777 == 0o644  # not a private 0600 temp file
+
+
+def test_an_existing_file_is_never_replaced_by_a_folder(tmp_path):
+    from histosynth.atomic import OutputPathError
+
+    target = tmp_path / "out"
+    target.write_text("a file the user keeps")
+    with pytest.raises(OutputPathError, match="exists and is not a folder"):
+        with atomic_directory(target) as folder:
+            (folder / "x").write_text("x")
+    assert target.read_text() == "a file the user keeps"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+    with pytest.raises(OutputPathError, match="is a folder; a file is expected"):
+        write_text_atomic(tmp_path, "x")
+
+
+def test_a_write_that_fails_on_a_full_disk_names_the_target_and_leaves_nothing(tmp_path):
+    """ENOSPC from the writer's own file (raised here as a real disk would) becomes one user-facing error naming
+    the target; the partial output and the parent folders this write created are gone."""
+    import errno
+
+    from histosynth.atomic import OutputPathError
+
+    target = tmp_path / "a" / "b" / "out"
+    with pytest.raises(OutputPathError) as caught:
+        with atomic_directory(target) as folder:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(folder / "shard.parquet"))
+    assert str(target) in str(caught.value) and "no space left on device" in str(caught.value)
+    assert os.listdir(tmp_path) == []
+    with pytest.raises(OutputPathError, match="no space left"):
+        with atomic_file(tmp_path / "c" / "x.json") as partial:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(partial))
+    assert os.listdir(tmp_path) == []
+
+
+def test_an_error_about_an_input_is_not_blamed_on_the_output(tmp_path):
+    with pytest.raises(FileNotFoundError):
+        with atomic_directory(tmp_path / "out"):
+            open(tmp_path / "missing-input")
+    assert os.listdir(tmp_path) == []
+
+
+def test_check_output_names_the_path_and_the_cause(tmp_path):
+    from histosynth.atomic import OutputPathError, check_output
+
+    (tmp_path / "f").write_text("x")
+    for path, folder, cause in ((tmp_path / "f", True, "exists and is a file"), (tmp_path, False, "is a folder"),
+                                (tmp_path / "f" / "x", True, "is a file, not a folder"),
+                                (tmp_path / ("n" * 256), True, "256 bytes"), (".", True, "current folder")):
+        with pytest.raises(OutputPathError, match=cause) as caught:
+            check_output(path, folder, what="--out")
+        assert str(caught.value).startswith(f"--out {path}")
+    assert check_output(tmp_path / "new" / "deeper", True) == tmp_path / "new" / "deeper"
+    assert not (tmp_path / "new").exists()  # checking creates nothing
