@@ -111,7 +111,7 @@ def distinct_colours(n: int) -> list[RGB]:
     return colours
 
 
-_PSEUDO = re.compile(r"^pseudo-(tissue|nuclei)-k([1-9][0-9]{0,2})$")
+_PSEUDO = re.compile(r"\Apseudo-(tissue|nuclei)-k([1-9][0-9]{0,2})\Z")  # \Z: `$` would accept a trailing newline
 MAX_PSEUDO_CLASSES = 254  # ids 1..254; 255 is ignore
 
 

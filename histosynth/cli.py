@@ -24,9 +24,22 @@ class CommandError(UserFacingError):
     """A user-facing failure of a verb itself (not of one input): printed as `error: ...`, exit code 2."""
 
 
+class UsageError(SystemExit):
+    """A command line argparse refused (a bad option value, a missing or unknown option); already printed."""
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with the CLI's one error style: a bad command line is one `error: ...` line and exit code 2, like
+    every other user error (sub-parsers are made of this class too)."""
+
+    def error(self, message: str):  # type: ignore[override]
+        print(f"error: {self.prog}: {' '.join(message.split())} (see `{self.prog} --help`)", file=sys.stderr)
+        raise UsageError(2)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The full argument parser, one sub-parser per verb."""
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="histosynth",
         description="Synthetic histopathology dataset factory and benchmark suite. "
         "Run `histosynth <verb> --help` for each verb.",
@@ -44,7 +57,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     A UserFacingError becomes one `error: ...` line and exit 2; any other exception is a bug and propagates
     with its traceback (exit 1)."""
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except UsageError as err:
+        return int(err.code)
     try:
         return int(args.handler(args) or 0)
     except BrokenPipeError:  # output piped into `head` and closed early

@@ -22,6 +22,8 @@ from histosynth.errors import InputError
 
 SPLIT_BY = ("slide", "region")
 DEFAULT_REGION_SIZE = 2048  # level-0 pixels: 8 x 8 tiles of 256 px
+TEST_FRACTION_RANGE = (0.01, 0.99)
+"""The test share a split may take: below 1% or above 99% one side is left with almost nothing."""
 
 
 @dataclass(frozen=True)
@@ -48,8 +50,10 @@ class SplitSpec:
     def check(self) -> None:
         if self.by not in SPLIT_BY:
             raise InputError(f"--split-by must be one of {', '.join(SPLIT_BY)}, got {self.by!r}")
-        if not 0 < self.test_fraction < 1:
-            raise InputError(f"--test-fraction must be between 0 and 1 (exclusive), got {self.test_fraction}")
+        low, high = TEST_FRACTION_RANGE
+        if not low <= self.test_fraction <= high:  # also refuses NaN
+            raise InputError(f"--test-fraction must be in [{low}, {high}] (each split needs a real share of the "
+                             f"groups), got {self.test_fraction}")
         if self.region_size < 1:
             raise InputError(f"--region-size must be >= 1 level-0 pixels, got {self.region_size}")
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from histosynth.commands import options as opt
 from histosynth.errors import InputError
 
 
@@ -38,21 +39,24 @@ def _enough(path: Path, split: str, option: str, minimum: int, why: str) -> None
 def _check_options(args: argparse.Namespace, names: dict[str, list[str]], minimum: int = 1,
                    why: str = "at least one is needed") -> None:
     """One-line errors for options that would otherwise fail deep inside a run (or not at all)."""
-    import torch
 
     for option, values in names.items():
         if not values:
             raise InputError(f"--{option}: name at least one (comma-separated)")
-    if getattr(args, "bootstrap", 0) < 0 or getattr(args, "bootstrap", 0) == 1:
-        raise InputError(f"--bootstrap must be 0 (no interval) or at least 2 replicates, got {args.bootstrap}")
-    if args.batch_size < 1:
-        raise InputError(f"--batch-size must be >= 1, got {args.batch_size}")
-    try:
-        torch.device(args.device)
-    except RuntimeError as err:
-        raise InputError(f"--device {args.device!r}: {err}") from None
+    _chart_path(args.out)
     _enough(args.real, args.split, "--real", minimum, why)
     _enough(args.fake, args.split, "--fake", minimum, why)
+
+
+def _chart_path(out: Path) -> Path:
+    """The bar chart's path beside the results file, checked as an output before any work."""
+    from histosynth.atomic import check_output
+
+    chart = out.with_suffix(".png")
+    if chart == out:
+        raise InputError(f"--out {out}: the results file cannot end in .png (the chart is written beside it as "
+                         f"{chart.name})")
+    return check_output(chart, folder=False, what="chart")
 
 
 def _report(run, out: Path, metric: str) -> None:
@@ -113,8 +117,7 @@ def run_complete(args: argparse.Namespace) -> int:
     unknown = [m for m in modes if m not in MODES]
     if unknown or not modes:
         raise InputError(f"--modes: {', '.join(unknown) or 'none given'}; choose from {', '.join(MODES)}")
-    if args.bootstrap < 0 or args.bootstrap == 1:
-        raise InputError(f"--bootstrap must be 0 (no interval) or at least 2 resamples, got {args.bootstrap}")
+    _chart_path(args.out)
     _enough(args.real, args.split, "--real", 1, "at least one is needed")
     _enough(args.completed, args.split, "--completed", 1, "at least one is needed")
     run = score_completion(args.real, args.completed, modes, net=args.net, backbone=args.backbone, split=args.split,
@@ -145,20 +148,17 @@ def _run_downstream(args: argparse.Namespace, trains: dict[str, tuple[Path, str]
     from histosynth.benchmark.downstream.task import close_group, process_group, run_downstream, train_config
     from histosynth.benchmark.results import markdown_table
 
-    if args.seeds < 1:
-        raise InputError(f"--seeds must be >= 1, got {args.seeds}")
-    try:
-        torch.device(args.device)
-    except RuntimeError as err:
-        raise InputError(f"--device {args.device!r}: {err}") from None
+    test = _dataset(args.test, args.test_split, "--test")
+    for option, (folder, split) in [("--test", test), *(("--train", set_) for set_ in trains.values())]:
+        _enough(folder, split, option, 1, "a segmenter needs at least one patch to train or test on")
+    if args.crop is not None:
+        _check_crop(args.crop, trains)
     if args.threads is not None:
-        if args.threads < 1:
-            raise InputError(f"--threads must be >= 1, got {args.threads}")
         torch.set_num_threads(args.threads)
     config = train_config(args.preset, args.model, steps=args.steps, batch_size=args.batch_size, crop=args.crop, lr=args.lr,
                           checkpoint_every=args.checkpoint_every)
     checkpoints = args.checkpoints or args.out.parent / f".{args.out.stem}-checkpoints"
-    run = run_downstream(trains, _dataset(args.test, args.test_split, "--test"), args.model, args.preset, config,
+    run = run_downstream(trains, test, args.model, args.preset, config,
                          list(range(args.seed, args.seed + args.seeds)), _mapping(args.map), real, checkpoints,
                          args.weights, args.device, task)
     if not process_group(args.device).main:  # under torchrun rank 0 writes and prints
@@ -176,6 +176,19 @@ def _run_downstream(args: argparse.Namespace, trains: dict[str, tuple[Path, str]
     print(f"results: {args.out}\nwall time: {run.wall_time_s:.1f} s")
     close_group()
     return 0
+
+
+def _check_crop(crop: int, trains: dict[str, tuple[Path, str]]) -> None:
+    """Refuse a training crop larger than the patches of a training set (it would silently train on whole
+    patches); reads one row of each set."""
+    from histosynth.disk import iter_samples
+
+    for folder, split in trains.values():
+        first = next(iter_samples(folder, split), None)
+        side = min(first.image.shape[:2]) if first is not None else None
+        if side is not None and crop > side:
+            raise InputError(f"--crop {crop}: larger than the {side} px patches of {folder} (split {split}); "
+                             f"use at most {side}")
 
 
 def run_seg(args: argparse.Namespace) -> int:
@@ -197,15 +210,15 @@ def _masked_lpips_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--modes", default="spatial-mean,layer-masked,bbox-crop",
                         help="comma-separated masked-LPIPS modes (default: all three)")
     parser.add_argument("--net", default="alex", choices=["alex", "vgg"])
-    parser.add_argument("--backbone", type=Path, help="torchvision AlexNet/VGG16 weight file (default: the torch hub cache)")
+    parser.add_argument("--backbone", type=opt.existing_file, help="torchvision AlexNet/VGG16 weight file (default: the torch hub cache)")
 
 
 def _pair_options(parser: argparse.ArgumentParser) -> None:
     """Options of the commands that score row-paired real and completed datasets."""
     parser.add_argument("--split", default="train")
-    parser.add_argument("--limit", type=int, help="only the first N pairs")
-    parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--limit", type=opt.count, help="only the first N pairs (at least 1)")
+    parser.add_argument("--batch-size", type=opt.batch_size, default=16)
+    parser.add_argument("--device", type=opt.device, default="cpu")
 
 
 def _downstream_options(parser: argparse.ArgumentParser) -> None:
@@ -213,26 +226,27 @@ def _downstream_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default="deeplabv3plus", choices=["deeplabv3plus", "hovernet"])
     parser.add_argument("--preset", default="tiny", choices=["tiny", "demo", "paper"],
                         help="model and training budget (benchmark/downstream/tissue.py SEG_PRESETS; default tiny)")
-    parser.add_argument("--seeds", type=int, default=3, help="training seeds, one model each (default 3)")
-    parser.add_argument("--seed", type=int, default=0, help="first seed (default 0)")
+    parser.add_argument("--seeds", type=opt.seeds, default=3, help="training seeds, one model each (default 3)")
+    parser.add_argument("--seed", type=opt.seed, default=0, help="first seed (default 0)")
     parser.add_argument("--train-split", default="train", help="split of the training sets without @SPLIT (default train)")
     parser.add_argument("--test-split", default="test", help="split of --test without @SPLIT (default test)")
     parser.add_argument("--map", action="append", default=[], metavar="SRC=DST",
                         help="class remap from a training schema's class to the test schema's (repeatable; same names "
                         "pair up by default, 'ignore' drops a class)")
-    parser.add_argument("--steps", type=int, help="training steps (default: the preset's)")
-    parser.add_argument("--batch-size", type=int, help="batch size per process (under torchrun the global batch is "
+    parser.add_argument("--steps", type=opt.steps, help="training steps (default: the preset's)")
+    parser.add_argument("--batch-size", type=opt.batch_size, help="batch size per process (under torchrun the global batch is "
                         "this x processes; default: the preset's)")
-    parser.add_argument("--crop", type=int, help="training crop in pixels, a multiple of 16 (default: the preset's)")
-    parser.add_argument("--lr", type=float, help="learning rate (default: the preset's)")
-    parser.add_argument("--checkpoint-every", type=int, help="steps between checkpoints (default: a tenth of the steps)")
-    parser.add_argument("--checkpoints", type=Path, help="checkpoint folder (default .OUT-checkpoints beside --out); a "
+    parser.add_argument("--crop", type=opt.patch_side, help="training crop in pixels, a multiple of 16, at most the "
+                        "training patches' side (default: the preset's)")
+    parser.add_argument("--lr", type=opt.positive, help="learning rate (default: the preset's)")
+    parser.add_argument("--checkpoint-every", type=opt.steps, help="steps between checkpoints (default: a tenth of the steps)")
+    parser.add_argument("--checkpoints", type=opt.output_folder, help="checkpoint folder (default .OUT-checkpoints beside --out); a "
                         "rerun resumes from it and skips finished seeds")
-    parser.add_argument("--weights", type=Path, help="encoder ImageNet weights (default: the offline Lite0 package; "
+    parser.add_argument("--weights", type=opt.existing_file, help="encoder ImageNet weights (default: the offline Lite0 package; "
                         "paper preset: a torchvision resnet50 state dict)")
-    parser.add_argument("--out", type=Path, required=True, help="results JSON to write")
-    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
-    parser.add_argument("--threads", type=int, help="torch CPU threads (on a busy machine 1 can be many times faster "
+    parser.add_argument("--out", type=opt.output_file, required=True, help="results JSON to write")
+    parser.add_argument("--device", type=opt.device, default="cpu", help="cpu, cuda, cuda:1, ...")
+    parser.add_argument("--threads", type=opt.threads, help="torch CPU threads (on a busy machine 1 can be many times faster "
                         "than contended threads)")
 
 
@@ -245,29 +259,29 @@ def register(verbs: argparse._SubParsersAction) -> None:
     fd = tasks.add_parser("fd", help="Frechet distance (+CI), KID, PRDC under several encoders",
                           description="Featurise both datasets once under each encoder (statistics cached by image "
                           "content) and compute FD with a bootstrap CI, KID and precision/recall/density/coverage.")
-    fd.add_argument("--real", type=Path, required=True, help="real dataset folder (histosynth/Hub layout)")
-    fd.add_argument("--fake", type=Path, required=True, help="synthetic dataset folder")
-    fd.add_argument("--train", type=Path, help="the generator's training set: adds memorisation (share of synthetic copies)")
+    fd.add_argument("--real", type=opt.existing_folder, required=True, help="real dataset folder (histosynth/Hub layout)")
+    fd.add_argument("--fake", type=opt.existing_folder, required=True, help="synthetic dataset folder")
+    fd.add_argument("--train", type=opt.existing_folder, help="the generator's training set: adds memorisation (share of synthetic copies)")
     fd.add_argument("--encoders", default="effnet-lite0", help="comma-separated encoders (see `histosynth ls encoders`); default effnet-lite0")
     fd.add_argument("--metrics", default="fd,kid,prdc", help="comma-separated subset of fd,fd-inf,kid,prdc (default fd,kid,prdc)")
-    fd.add_argument("--bootstrap", type=int, default=100, help="bootstrap replicates for the FD CI: the percentile interval of the "
+    fd.add_argument("--bootstrap", type=opt.bootstrap, default=100, help="bootstrap replicates for the FD CI: the percentile interval of the "
                     "replicates centred on the estimate, which it always contains (0 = none; default 100)")
     fd.add_argument("--weights", action="append", default=[], metavar="NAME=PATH", help="local weights for an encoder (repeatable)")
-    fd.add_argument("--out", type=Path, required=True, help="results JSON to write")
+    fd.add_argument("--out", type=opt.output_file, required=True, help="results JSON to write")
     fd.add_argument("--split", default="train")
-    fd.add_argument("--batch-size", type=int, default=32)
-    fd.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
-    fd.add_argument("--seed", type=int, default=0, help="seed of bootstrap and KID subsets")
+    fd.add_argument("--batch-size", type=opt.batch_size, default=32)
+    fd.add_argument("--device", type=opt.device, default="cpu", help="cpu, cuda, cuda:1, ...")
+    fd.add_argument("--seed", type=opt.seed, default=0, help="seed of bootstrap and KID subsets")
     fd.add_argument("--no-cache", action="store_true", help="recompute features even if cached")
     fd.set_defaults(handler=run_fd)
 
     lp = tasks.add_parser("lpips-masked", help="LPIPS inside completion masks (paired rows)",
                           description="Masked LPIPS between row-paired real and completed patches, inside the synthetic "
                           "(else real) dataset's completion_mask, in named modes: spatial-mean, layer-masked, bbox-crop.")
-    lp.add_argument("--real", type=Path, required=True)
-    lp.add_argument("--fake", type=Path, required=True)
+    lp.add_argument("--real", type=opt.existing_folder, required=True)
+    lp.add_argument("--fake", type=opt.existing_folder, required=True)
     _masked_lpips_options(lp)
-    lp.add_argument("--out", type=Path, required=True)
+    lp.add_argument("--out", type=opt.output_file, required=True)
     _pair_options(lp)
     lp.set_defaults(handler=run_lpips)
 
@@ -275,13 +289,13 @@ def register(verbs: argparse._SubParsersAction) -> None:
                           description="Score completed patches against the real patches they were made from (rows "
                           "paired by index; each completed row carries its completion_mask): masked LPIPS in the named "
                           "modes, PSNR and SSIM inside the mask, each a mean with a bootstrap CI; records the mask set.")
-    co.add_argument("--real", type=Path, required=True, help="the real patches that were completed")
-    co.add_argument("--completed", type=Path, required=True, help="the completed dataset (generate --task complete)")
+    co.add_argument("--real", type=opt.existing_folder, required=True, help="the real patches that were completed")
+    co.add_argument("--completed", type=opt.existing_folder, required=True, help="the completed dataset (generate --task complete)")
     _masked_lpips_options(co)
-    co.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples of the pairs (0 = no CI; default 1000)")
-    co.add_argument("--seed", type=int, default=0, help="bootstrap seed")
+    co.add_argument("--bootstrap", type=opt.bootstrap, default=1000, help="bootstrap resamples of the pairs (0 = no CI; default 1000)")
+    co.add_argument("--seed", type=opt.seed, default=0, help="bootstrap seed")
     co.add_argument("--mask-set", default="v1", help="held-out mask set version to recognise (default v1)")
-    co.add_argument("--out", type=Path, required=True, help="results JSON to write")
+    co.add_argument("--out", type=opt.output_file, required=True, help="results JSON to write")
     _pair_options(co)
     co.set_defaults(handler=run_complete)
 

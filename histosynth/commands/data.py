@@ -11,6 +11,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from histosynth.commands import options as opt
 from histosynth.errors import InputError
 
 if TYPE_CHECKING:
@@ -71,6 +72,7 @@ class Built:
     composition: dict | None = None
 
 
+MAX_CLASSES = 254  # classes of a pseudo schema (ids 1..254; 0 background, 255 ignore)
 PSEUDOLABEL_KS = (5, 10, 20)  # granularities `data build` pseudo-labels at (use `data pseudolabel` for others)
 
 
@@ -228,12 +230,14 @@ def run_show(args: argparse.Namespace) -> int:
 
 def parse_ks(text: str) -> tuple[int, ...]:
     """'5,10,20' -> (5, 10, 20)."""
+    level = opt.integer(1, MAX_CLASSES, "a granularity")
     try:
-        ks = tuple(int(part) for part in text.split(",") if part.strip())
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers such as 5,10,20, got {text!r}") from None
-    if not ks or min(ks) < 1:
-        raise argparse.ArgumentTypeError(f"granularities must be positive integers, got {text!r}")
+        ks = tuple(level(part) for part in text.split(",") if part.strip())
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated granularities in [1, {MAX_CLASSES}] such as "
+                                         f"5,10,20, got {text[:80]!r}") from None
+    if not ks:
+        raise argparse.ArgumentTypeError(f"expected comma-separated granularities such as 5,10,20, got {text[:80]!r}")
     return ks
 
 
@@ -284,6 +288,7 @@ def run_pseudolabel(args: argparse.Namespace) -> int:
 
 
 def run_sample(args: argparse.Namespace) -> int:
+    from histosynth.atomic import check_output
     from histosynth.labels.heterogeneity import save_composition_plot
     from histosynth.labels.sampling import sample_dataset
 
@@ -294,6 +299,7 @@ def run_sample(args: argparse.Namespace) -> int:
     result = sample_dataset(args.path, args.out, args.min_frac, args.max_frac, args.min_tissue, args.by_entropy,
                             args.seed, args.power, command=command, overwrite=args.overwrite)
     plot = args.plot or args.out.parent / f"{args.out.name}-composition.png"
+    check_output(plot, folder=False, what="--plot")
     save_composition_plot({"input": result.input_stats, "sampled": result.selected_stats}, plot,
                           title=f"composition of {args.path.name} and of the sample")
     print("\n".join(result.input_stats.lines("input patches")))
@@ -312,8 +318,6 @@ def run_masks(args: argparse.Namespace) -> int:
 
     held = heldout_set(args.version or HELDOUT_VERSION)  # an unknown version fails before anything is written
     licence = "cc0-1.0"  # masks alone: generated here from a seed
-    if args.n is not None and args.n < 1:
-        raise InputError(f"data masks: --n {args.n}: need at least one mask")
     if args.dataset is None:
         if args.n is None or args.size is None:
             raise InputError("data masks: give --n and --size (or --dataset to mask a dataset's patches)")
@@ -346,7 +350,7 @@ def run_masks(args: argparse.Namespace) -> int:
 
 def register(verbs: argparse._SubParsersAction) -> None:
     from histosynth.sources import SOURCES
-    from histosynth.splits import DEFAULT_REGION_SIZE
+    from histosynth.splits import DEFAULT_REGION_SIZE, TEST_FRACTION_RANGE
 
     data = verbs.add_parser("data", help="build datasets from sources, draw, pseudo-label and sample them",
                             description="Build on-disk datasets (Hugging Face Hub layout) from registered sources, draw "
@@ -358,42 +362,45 @@ def register(verbs: argparse._SubParsersAction) -> None:
                                "(README.md card + data/<split>-NNNNN-of-NNNNN.parquet) that "
                                "datasets.load_dataset(folder) loads. The folder appears complete or not at all.")
     build.add_argument("--source", required=True, choices=list(SOURCES), help="registered source (see `histosynth ls sources`)")
-    build.add_argument("--out", required=True, type=Path, help="dataset folder to write")
+    build.add_argument("--out", required=True, type=opt.output_folder, help="dataset folder to write")
     build.add_argument("--path", type=Path, help="the source's data: a PanNuke fold, a Lizard/CoNSeP/MoNuSAC folder, slides, images")
     build.add_argument("--annotations", type=Path, help="Camelyon16: folder of ASAP XML annotations")
     build.add_argument("--masks", type=Path, help="folder source: masks with the same file stems (uint8 class ids)")
     build.add_argument("--schema", help="folder source: class schema of the masks (see `histosynth ls schemas`)")
     build.add_argument("--classes", help="CoNSeP: consep (7 classes) or consep-4 (merged)")
     build.add_argument("--provider", help="PANDA: radboud or karolinska")
-    build.add_argument("--stride", type=int, help="tiling stride in pixels (default: the patch size)")
+    build.add_argument("--stride", type=opt.integer(1, opt.MAX_SIDE, "a stride in pixels"),
+                       help="tiling stride in pixels (default: the patch size)")
     build.add_argument("--pseudolabel", action=argparse.BooleanOptionalAction, default=None,
                        help="give unlabelled patches pseudo tissue phenotypes (k=5,10,20) and pseudo nuclei "
                        "(default: on for `embedded`, off otherwise)")
-    build.add_argument("--cache", type=Path, help="embedding cache for --pseudolabel (default: a hidden folder beside --out)")
-    build.add_argument("--n", type=int, help="number of patches (simulator) or at most this many (real sources)")
-    build.add_argument("--size", type=int, help="patch size in pixels (default 256)")
-    build.add_argument("--mpp", type=float, help="microns per pixel to tile at (default 0.5, about 20x)")
-    build.add_argument("--seed", type=int, help="random seed (simulator)")
-    build.add_argument("--min-tissue", type=float, help="minimum tissue fraction of a kept tile (real slides, default 0.5)")
+    build.add_argument("--cache", type=opt.output_folder, help="embedding cache for --pseudolabel (default: a hidden folder beside --out)")
+    build.add_argument("--n", type=opt.integer(0, opt.MAX_COUNT, "a count"),
+                       help="number of patches (simulator) or at most this many (real sources)")
+    build.add_argument("--size", type=opt.patch_side, help="patch size in pixels (default 256)")
+    build.add_argument("--mpp", type=opt.number(0.01, 100.0), help="microns per pixel to tile at (default 0.5, about 20x)")
+    build.add_argument("--seed", type=opt.seed, help="random seed (simulator)")
+    build.add_argument("--min-tissue", type=opt.fraction, help="minimum tissue fraction of a kept tile (real slides, default 0.5)")
     build.add_argument("--label-components", action="store_true", default=None,
                        help="PanNuke: masks whose ids mark classes, not nuclei (binary per-class channels): make each "
                        "connected blob one nucleus (touching nuclei of a class stay merged)")
     build.add_argument("--split-by", choices=["slide", "region"], help="write train and test splits with no slide "
                        "(or region: a square block of a slide, --region-size level-0 px) in both")
-    build.add_argument("--test-fraction", type=float, help="share of samples in the test split with --split-by (default 0.25)")
-    build.add_argument("--split-seed", type=int, default=0, help="seed of the shuffle of slides/regions (default 0)")
-    build.add_argument("--region-size", type=int, default=DEFAULT_REGION_SIZE,
+    build.add_argument("--test-fraction", type=opt.number(*TEST_FRACTION_RANGE),
+                       help="share of samples in the test split with --split-by, in [%g, %g] (default 0.25)" % TEST_FRACTION_RANGE)
+    build.add_argument("--split-seed", type=opt.seed, default=0, help="seed of the shuffle of slides/regions (default 0)")
+    build.add_argument("--region-size", type=opt.integer(1, 10**7, "a side in level-0 pixels"), default=DEFAULT_REGION_SIZE,
                        help=f"side of a region in level-0 pixels (default {DEFAULT_REGION_SIZE})")
     build.add_argument("--no-overwrite", dest="overwrite", action="store_false", help="refuse to replace an existing folder")
     build.set_defaults(handler=run_build)
 
     show = actions.add_parser("show", help="draw a dataset's patches with label overlays",
                               description="Draw the first patches of a dataset with tissue-map and nuclei overlays and a class legend.")
-    show.add_argument("path", type=Path, help="dataset folder")
-    show.add_argument("--out", type=Path, required=True, help="PNG file to write")
-    show.add_argument("--n", type=int, default=8, help="number of samples (default 8)")
+    show.add_argument("path", type=opt.existing_folder, help="dataset folder")
+    show.add_argument("--out", type=opt.output_file, required=True, help="PNG file to write")
+    show.add_argument("--n", type=opt.integer(1, 1000, "a count"), default=8, help="number of samples (default 8)")
     show.add_argument("--split", default="train", help="split to draw (default train)")
-    show.add_argument("--columns", type=int, default=4, help="samples per row (default 4)")
+    show.add_argument("--columns", type=opt.integer(1, 100, "a count"), default=4, help="samples per row (default 4)")
     show.set_defaults(handler=run_show)
 
     pseudo = actions.add_parser(
@@ -403,25 +410,25 @@ def register(verbs: argparse._SubParsersAction) -> None:
         "is stored and the coarser ones are recoverable through pseudolabels.json) and pseudo nuclei (colour "
         "deconvolution + watershed, clustered classes). Embeddings and segmentations are cached by content hash, "
         "so an interrupted run resumes where it stopped.")
-    pseudo.add_argument("path", type=Path, help="dataset folder to label")
-    pseudo.add_argument("--out", type=Path, required=True, help="dataset folder to write")
+    pseudo.add_argument("path", type=opt.existing_folder, help="dataset folder to label")
+    pseudo.add_argument("--out", type=opt.output_folder, required=True, help="dataset folder to write")
     pseudo.add_argument("--encoder", default="effnet-lite0", help="registered encoder (default effnet-lite0)")
     pseudo.add_argument("--k", type=parse_ks, default=(5, 10, 20, 50, 100),
                         help="granularities, comma-separated (default 5,10,20,50,100; those the data cannot "
                         "support are skipped and reported)")
-    pseudo.add_argument("--cell", type=int, default=32, help="cell size in pixels (default 32)")
-    pseudo.add_argument("--input-size", type=int, help="feed cells at this size instead of the encoder's own "
+    pseudo.add_argument("--cell", type=opt.patch_side, default=32, help="cell size in pixels (default 32)")
+    pseudo.add_argument("--input-size", type=opt.patch_side, help="feed cells at this size instead of the encoder's own "
                         "(convolutional encoders; faster, coarser phenotypes)")
-    pseudo.add_argument("--per-slide", type=int, default=1000, help="cells kept per slide by diversity sampling (default 1000)")
-    pseudo.add_argument("--min-cells-per-cluster", type=int, default=1,
+    pseudo.add_argument("--per-slide", type=opt.count, default=1000, help="cells kept per slide by diversity sampling (default 1000)")
+    pseudo.add_argument("--min-cells-per-cluster", type=opt.count, default=1,
                         help="skip k above distinct sampled cells / this (default 1)")
     pseudo.add_argument("--nuclei", action=argparse.BooleanOptionalAction, default=True,
                         help="also detect and classify nuclei (default: yes)")
-    pseudo.add_argument("--nuclei-k", type=int, default=4, help="number of pseudo nuclear classes (default 4)")
-    pseudo.add_argument("--cache", type=Path, help="embedding cache folder (default labels/ under "
+    pseudo.add_argument("--nuclei-k", type=opt.integer(1, MAX_CLASSES, "a number of classes"), default=4, help="number of pseudo nuclear classes (default 4)")
+    pseudo.add_argument("--cache", type=opt.output_folder, help="embedding cache folder (default labels/ under "
                         "$HISTOSYNTH_CACHE, else $XDG_CACHE_HOME/histosynth, else ~/.cache/histosynth)")
-    pseudo.add_argument("--seed", type=int, default=0, help="k-means seed (default 0)")
-    pseudo.add_argument("--threads", type=int, help="torch CPU threads for the encoder (on a busy machine 1 can be "
+    pseudo.add_argument("--seed", type=opt.seed, default=0, help="k-means seed (default 0)")
+    pseudo.add_argument("--threads", type=opt.threads, help="torch CPU threads for the encoder (on a busy machine 1 can be "
                         "several times faster than contended threads)")
     pseudo.add_argument("--no-overwrite", dest="overwrite", action="store_false", help="refuse to replace an existing folder")
     pseudo.set_defaults(handler=run_pseudolabel)
@@ -432,15 +439,15 @@ def register(verbs: argparse._SubParsersAction) -> None:
         "two classes, the largest at most --max-frac and the second at least --min-frac of the tissue, and at least "
         "--min-tissue tissue; with --by-entropy N, N patches drawn with probability proportional to the "
         "tissue-diversity entropy H. Prints the composition statistics and draws their histogram.")
-    sample.add_argument("path", type=Path, help="dataset folder with tissue maps")
-    sample.add_argument("--out", type=Path, required=True, help="dataset folder to write")
-    sample.add_argument("--min-frac", type=float, default=0.2, help="second-largest class at least this (default 0.2)")
-    sample.add_argument("--max-frac", type=float, default=0.8, help="largest class at most this (default 0.8)")
-    sample.add_argument("--min-tissue", type=float, default=0.5, help="tissue fraction of the patch at least this (default 0.5)")
-    sample.add_argument("--by-entropy", type=int, metavar="N", help="draw N patches weighted by entropy instead")
-    sample.add_argument("--power", type=float, default=1.0, help="entropy weights are H^power (default 1)")
-    sample.add_argument("--seed", type=int, default=0, help="seed of the entropy draw (default 0)")
-    sample.add_argument("--plot", type=Path, help="composition histogram PNG (default OUT-composition.png beside OUT)")
+    sample.add_argument("path", type=opt.existing_folder, help="dataset folder with tissue maps")
+    sample.add_argument("--out", type=opt.output_folder, required=True, help="dataset folder to write")
+    sample.add_argument("--min-frac", type=opt.fraction, default=0.2, help="second-largest class at least this (default 0.2)")
+    sample.add_argument("--max-frac", type=opt.fraction, default=0.8, help="largest class at most this (default 0.8)")
+    sample.add_argument("--min-tissue", type=opt.fraction, default=0.5, help="tissue fraction of the patch at least this (default 0.5)")
+    sample.add_argument("--by-entropy", type=opt.count, metavar="N", help="draw N patches weighted by entropy instead")
+    sample.add_argument("--power", type=opt.number(0.0, 100.0), default=1.0, help="entropy weights are H^power (default 1)")
+    sample.add_argument("--seed", type=opt.seed, default=0, help="seed of the entropy draw (default 0)")
+    sample.add_argument("--plot", type=opt.output_file, help="composition histogram PNG (default OUT-composition.png beside OUT)")
     sample.add_argument("--no-overwrite", dest="overwrite", action="store_false", help="refuse to replace an existing folder")
     sample.set_defaults(handler=run_sample)
 
@@ -449,10 +456,11 @@ def register(verbs: argparse._SubParsersAction) -> None:
         description="Write the held-out completion masks (Palette's hybrid box + brush masks scaled to the patch; "
         "histosynth.masks) as a dataset folder whose row j carries mask j as completion_mask: alone (the image is "
         "the mask, white on black) with --n and --size, or on the patches of --dataset.")
-    masks.add_argument("--out", type=Path, required=True, help="dataset folder to write")
-    masks.add_argument("--n", type=int, help="number of masks (with --dataset: first N patches; default all)")
-    masks.add_argument("--size", type=int, help="patch side in pixels (without --dataset)")
-    masks.add_argument("--dataset", type=Path, help="dataset folder whose patches get the masks")
+    masks.add_argument("--out", type=opt.output_folder, required=True, help="dataset folder to write")
+    masks.add_argument("--n", type=opt.count, help=f"number of masks, at most {opt.MAX_COUNT} (with --dataset: first N "
+                       "patches; default all)")
+    masks.add_argument("--size", type=opt.patch_side, help="patch side in pixels (without --dataset)")
+    masks.add_argument("--dataset", type=opt.existing_folder, help="dataset folder whose patches get the masks")
     masks.add_argument("--split", default="train", help="split of --dataset to read and of OUT to write (default train)")
     masks.add_argument("--version", help="held-out mask set version (default: the current one, v1)")
     masks.add_argument("--no-overwrite", dest="overwrite", action="store_false", help="refuse to replace an existing folder")

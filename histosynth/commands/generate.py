@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import argparse
 import time
-from pathlib import Path
+
+from histosynth.commands import options as opt
 
 TASKS = {"synthesize": "synthesis", "complete": "completion"}  # CLI verb -> SampleOptions.task
 
@@ -50,22 +51,22 @@ def register(verbs: argparse._SubParsersAction) -> None:
     parser.add_argument("generator", metavar="GENERATOR",
                         help=f"registered generator: {', '.join(GENERATORS)}, or one from an installed plugin "
                         "(entry point group histosynth.generators; `histosynth ls generators`); must match the checkpoint")
-    parser.add_argument("--checkpoint", required=True, type=Path, help="model folder written by `histosynth train`")
-    parser.add_argument("--conditions", required=True, type=Path, help="dataset folder of condition patches, carrying what the generator reads (`histosynth ls generators`: tissue maps, nuclei, masks)")
-    parser.add_argument("--n", required=True, type=int, help="number of samples to generate")
-    parser.add_argument("--out", required=True, type=Path, help="dataset folder to write")
-    parser.add_argument("--seed", type=int, default=0, help="base seed (default 0)")
-    parser.add_argument("--steps", type=int, help="sampler steps (default: the model's, e.g. 50 demo / 200 paper)")
+    parser.add_argument("--checkpoint", required=True, type=opt.existing_folder, help="model folder written by `histosynth train`")
+    parser.add_argument("--conditions", required=True, type=opt.existing_folder, help="dataset folder of condition patches, carrying what the generator reads (`histosynth ls generators`: tissue maps, nuclei, masks)")
+    parser.add_argument("--n", required=True, type=opt.count, help="number of samples to generate")
+    parser.add_argument("--out", required=True, type=opt.output_folder, help="dataset folder to write")
+    parser.add_argument("--seed", type=opt.seed, default=0, help="base seed (default 0)")
+    parser.add_argument("--steps", type=opt.steps, help="sampler steps (default: the model's, e.g. 50 demo / 200 paper)")
     parser.add_argument("--sampler", help="ddim, dpm++, dpm++-karras, dpm++-sde, unipc, euler, euler-a, ddpm (default: the model's)")
-    parser.add_argument("--guidance", type=float, help="classifier-free guidance scale (1 = none; default: the model's)")
-    parser.add_argument("--eta", type=float, help="DDIM eta (0 = deterministic)")
-    parser.add_argument("--batch-size", type=int, help="samples per forward pass")
-    parser.add_argument("--chunk-size", type=int, default=64, help="samples per shard / unit of resumption (default 64)")
-    parser.add_argument("--device", help="torch device (default: the process's GPU, else CPU)")
+    parser.add_argument("--guidance", type=opt.number(0.0, 1000.0), help="classifier-free guidance scale (1 = none; default: the model's)")
+    parser.add_argument("--eta", type=opt.number(0.0, 10.0), help="DDIM eta (0 = deterministic)")
+    parser.add_argument("--batch-size", type=opt.batch_size, help="samples per forward pass")
+    parser.add_argument("--chunk-size", type=opt.count, default=64, help="samples per shard / unit of resumption (default 64)")
+    parser.add_argument("--device", type=opt.device, help="torch device (default: the process's GPU, else CPU)")
     parser.add_argument("--task", choices=list(TASKS), default="synthesize",
                         help="synthesize whole patches (default) or complete masked regions of the conditions (known "
                         "pixels kept exactly; each row stores its completion mask); only generators that do it")
-    parser.add_argument("--masks", type=Path, help="with --task complete: dataset folder whose rows carry completion "
+    parser.add_argument("--masks", type=opt.existing_folder, help="with --task complete: dataset folder whose rows carry completion "
                         "masks (condition c gets row c, cycled; e.g. `histosynth data masks`); default: each condition's own "
                         "completion_mask, else held-out mask c of the standard set")
     parser.set_defaults(handler=run)

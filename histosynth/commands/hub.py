@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import argparse
 import functools
-from pathlib import Path
 from typing import Callable
 
 from histosynth.cli import CommandError
+from histosynth.commands import options as opt
 
 AUTH_HINT = "log in with `hf auth login` or set HF_TOKEN (the token itself is never printed)"
 
@@ -65,7 +65,7 @@ def register(verbs: argparse._SubParsersAction) -> None:
         "before anything is uploaded. A rerun after an interruption finishes the same version. Authentication: "
         f"{AUTH_HINT}; HF_ENDPOINT selects another Hub.",
     )
-    publish.add_argument("path", type=Path, metavar="DIR", help="dataset folder (README.md + data/*.parquet)")
+    publish.add_argument("path", type=opt.existing_folder, metavar="DIR", help="dataset folder (README.md + data/*.parquet)")
     publish.add_argument("--repo", required=True, metavar="ORG/NAME", help="dataset repo to publish to (created if missing)")
     publish.add_argument("--version", required=True, metavar="vX.Y.Z", help="version tag, semver with a leading v")
     publish.add_argument("--private", action="store_true", help="create the repo private (an existing repo keeps its visibility)")
@@ -79,6 +79,6 @@ def register(verbs: argparse._SubParsersAction) -> None:
         "datasets.load_dataset('ORG/NAME', revision='vX.Y.Z') or histosynth.hub.load_samples(...).",
     )
     pull.add_argument("target", metavar="ORG/NAME@vX.Y.Z", help="dataset repo and version")
-    pull.add_argument("--out", required=True, type=Path, help="folder to write")
+    pull.add_argument("--out", required=True, type=opt.output_folder, help="folder to write")
     pull.add_argument("--overwrite", action="store_true", help="replace an existing --out folder")
     pull.set_defaults(handler=run_pull)

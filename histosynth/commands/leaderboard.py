@@ -7,6 +7,7 @@ import functools
 import sys
 from pathlib import Path
 
+from histosynth.commands import options as opt
 from histosynth.commands.hub import AUTH_HINT, _hub_errors
 
 RULES_HELP = ("One row per subject (a generator checkpoint, a dataset, or real data: the reference line, shown but "
@@ -18,6 +19,12 @@ RULES_HELP = ("One row per subject (a generator checkpoint, a dataset, or real d
 
 def _names(text: str | None) -> list[str] | None:
     return None if text is None else [t.strip() for t in text.split(",") if t.strip()]
+
+
+def _page_folder(value: str) -> Path:
+    """A folder to write index.html into (the current one too): the page's path is checked as an output file."""
+    opt.output_file(str(Path(value) / "index.html"))
+    return Path(value)
 
 
 def run_build(args: argparse.Namespace) -> int:
@@ -70,9 +77,9 @@ def register(verbs: argparse._SubParsersAction) -> None:
         "sortable columns, task tabs, dataset and encoder filters, CIs, subject cards with links, code, task and "
         "data versions, and a CSV download. " + RULES_HELP,
     )
-    build.add_argument("--results", required=True, type=Path, metavar="DIR", help="folder of results files (*.json, searched recursively)")
-    build.add_argument("--out", required=True, type=Path, metavar="DIR", help="folder to write index.html into (created if missing)")
-    build.add_argument("--title", default="histosynth leaderboard", help="page title")
+    build.add_argument("--results", required=True, type=opt.existing_folder, metavar="DIR", help="folder of results files (*.json, searched recursively)")
+    build.add_argument("--out", required=True, type=_page_folder, metavar="DIR", help="folder to write index.html into (created if missing)")
+    build.add_argument("--title", type=opt.text, default="histosynth leaderboard", help="page title")
     build.set_defaults(handler=run_build)
 
     table = actions.add_parser(
@@ -81,7 +88,7 @@ def register(verbs: argparse._SubParsersAction) -> None:
         "by the metric's direction, or CI-tied with it), Borda and mean rank over the chosen columns, real data as "
         "the reference line, and a citation block with the BibTeX of the registered generators in it.",
     )
-    table.add_argument("--results", required=True, type=Path, metavar="DIR", help="folder of results files")
+    table.add_argument("--results", required=True, type=opt.existing_folder, metavar="DIR", help="folder of results files")
     table.add_argument("--format", choices=("latex", "markdown"), default="markdown", help="output format (default markdown)")
     table.add_argument("--tasks", metavar="T1,T2", help="tasks to include (default: all), e.g. distribution,tstr")
     table.add_argument("--datasets", metavar="D1,D2", help="reference datasets to include (default: all)")
@@ -89,8 +96,8 @@ def register(verbs: argparse._SubParsersAction) -> None:
     table.add_argument("--metrics", metavar="M1,M2", help="metrics to include (default: all but per-class details)")
     table.add_argument("--ci", choices=("pm", "interval"), default="pm",
                        help="CI as '± half-width' ((hi - lo) / 2) or '[lo, hi]' (default pm)")
-    table.add_argument("--digits", type=int, default=3, help="significant digits (default 3)")
-    table.add_argument("--out", type=Path, help="write to this file instead of stdout")
+    table.add_argument("--digits", type=opt.digits, default=3, help=f"significant digits, 1 to {opt.MAX_DIGITS} (default 3)")
+    table.add_argument("--out", type=opt.output_file, help="write to this file instead of stdout")
     table.set_defaults(handler=run_table)
 
     publish = actions.add_parser(
@@ -99,7 +106,7 @@ def register(verbs: argparse._SubParsersAction) -> None:
         "card to the dataset repo ORG/NAME in one commit tagged VERSION (the suite version, vX.Y.Z). An existing "
         f"VERSION is refused before anything is uploaded. Authentication: {AUTH_HINT}; HF_ENDPOINT selects another Hub.",
     )
-    publish.add_argument("--results", required=True, type=Path, metavar="DIR", help="folder of results files")
+    publish.add_argument("--results", required=True, type=opt.existing_folder, metavar="DIR", help="folder of results files")
     publish.add_argument("--repo", required=True, metavar="ORG/NAME", help="dataset repo (created if missing)")
     publish.add_argument("--version", required=True, metavar="vX.Y.Z", help="version tag: the suite version")
     publish.add_argument("--private", action="store_true", help="create the repo private")

@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 from typing import Iterator
 
+from histosynth.commands import options as opt
 from histosynth.errors import InputError, MissingInputError
 
 
@@ -106,24 +107,25 @@ def register(verbs: argparse._SubParsersAction) -> None:
     parser.add_argument("generator", metavar="GENERATOR",
                         help=f"registered generator: {', '.join(GENERATORS)}, or one from an installed plugin "
                         "(entry point group histosynth.generators; `histosynth ls generators`)")
-    parser.add_argument("--data", required=True, type=Path, help="dataset folder (histosynth data build ...) to train on")
-    parser.add_argument("--out", required=True, type=Path, help="model folder to write (CKPT)")
+    parser.add_argument("--data", required=True, type=opt.existing_folder, help="dataset folder (histosynth data build ...) to train on")
+    parser.add_argument("--out", required=True, type=opt.output_folder, help="model folder to write (CKPT)")
     parser.add_argument("--preset", default="demo", help="the generator's preset: tiny, demo or paper for the built-in "
                         "generators (`histosynth ls generators`; default demo)")
-    parser.add_argument("--steps", type=int, help="total optimizer steps (default: the preset's)")
-    parser.add_argument("--batch-size", type=int, help="batch size per process (default: the preset's)")
-    parser.add_argument("--grad-accum", type=int, help="gradient accumulation micro-batches per step")
-    parser.add_argument("--lr", type=float, help="learning rate (default: the preset's)")
+    parser.add_argument("--steps", type=opt.steps, help="total optimizer steps (default: the preset's)")
+    parser.add_argument("--batch-size", type=opt.batch_size, help="batch size per process (default: the preset's)")
+    parser.add_argument("--grad-accum", type=opt.integer(1, 4096, "a number of micro-batches"),
+                        help="gradient accumulation micro-batches per step")
+    parser.add_argument("--lr", type=opt.positive, help="learning rate (default: the preset's)")
     parser.add_argument("--mixed-precision", choices=("auto", "no", "fp16", "bf16"), help="default auto: bf16 on CUDA")
-    parser.add_argument("--checkpoint-every", type=int, help="steps between resumable checkpoints")
-    parser.add_argument("--seed", type=int, help="training seed (initial weights, data order, crops, noise)")
+    parser.add_argument("--checkpoint-every", type=opt.steps, help="steps between resumable checkpoints")
+    parser.add_argument("--seed", type=opt.seed, help="training seed (initial weights, data order, crops, noise)")
     parser.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out/training")
     parser.add_argument("--autoencoder", help="paper preset: local diffusers folder (or cached repo id) of the VQ-f4 / KL autoencoder")
     parser.add_argument("--autoencoder-subfolder", help="subfolder of --autoencoder holding the autoencoder")
     parser.add_argument("--curriculum", type=Path, help="coarse-to-fine granularity curriculum for pseudo-labelled data: the "
                         "pseudo-labelled dataset folder (its pseudolabels.json hierarchy; usually the same as --data) or a JSON "
                         'file {"ks": [5, ...], "warmup_steps": N, "luts": {"5": [...]}}')
-    parser.add_argument("--curriculum-warmup", type=int, help="steps over which k grows from the coarsest to the finest (default: half the steps)")
+    parser.add_argument("--curriculum-warmup", type=opt.steps, help="steps over which k grows from the coarsest to the finest (default: half the steps)")
     parser.add_argument("--no-heterogeneity", action="store_true", help="train on all patches, not only 20-80%% heterogeneous ones")
-    parser.add_argument("--device", help="torch device (default: the process's GPU, else CPU)")
+    parser.add_argument("--device", type=opt.device, help="torch device (default: the process's GPU, else CPU)")
     parser.set_defaults(handler=run)

@@ -116,7 +116,7 @@ PANNUKE |= {
     "pannuke-two-image-files": pannuke_case(lambda d, p: np.save(d / "images" / "images.npy", np.zeros((1, 4, 4, 3)))
                                             if (d / "images").mkdir() is None else None, named="images.npy"),
     "pannuke-mpp-other-than-native": pannuke_case(None, None, "mpp", "--mpp", "0.5"),
-    "pannuke-n-negative": pannuke_case(None, None, "n must be", "--n", "-1"),
+    "pannuke-n-negative": pannuke_case(None, None, "--n", "--n", "-1"),
 }
 
 
@@ -310,7 +310,7 @@ CAMELYON: dict[str, Callable] = {
                                      named="tumor_001.tif"),
     "c16-all-glass": camelyon_case(slide_change=lambda s: write_pyramid(s, tissue_slide(256, 256, (0, 0, 0, 0)), factors=(1, 2, 4)),
                                    named="--path"),
-    "c16-min-tissue-above-1": camelyon_case(named="min_tissue", options=("--min-tissue", "2")),
+    "c16-min-tissue-above-1": camelyon_case(named="--min-tissue", options=("--min-tissue", "2")),
     "c16-mpp-zero": camelyon_case(named="mpp", options=("--mpp", "0")),
 }
 

@@ -46,6 +46,9 @@ def test_identical_sets_score_zero(datasets_pair, tmp_path):
 def test_bad_inputs_are_clear_cli_errors(datasets_pair, tmp_path, capsys):
     base = ["bench", "fd", "--real", str(datasets_pair / "real"), "--out", str(tmp_path / "x.json")]
     assert main([*base, "--fake", str(tmp_path / "missing")]) == 2
+    assert "argument --fake: " + str(tmp_path / "missing") + ": no such folder" in capsys.readouterr().err
+    (tmp_path / "not-a-dataset").mkdir()
+    assert main([*base, "--fake", str(tmp_path / "not-a-dataset")]) == 2
     assert "README.md: missing" in capsys.readouterr().err
     assert main([*base, "--fake", str(datasets_pair / "fake"), "--encoders", "incepton"]) == 2
     assert "did you mean 'inception'" in capsys.readouterr().err

@@ -38,5 +38,5 @@ def test_recipe_lines_parse_with_the_real_cli(spec, capsys):
 def test_a_drifted_recipe_is_caught(capsys):
     parser = build_parser()
     with pytest.raises(SystemExit):
-        parser.parse_args(shlex.split("histosynth train htd --data d --out o --weights /w")[1:])
+        parser.parse_args(shlex.split("histosynth train htd --data . --out o --weights /w")[1:])
     assert "--weights" in capsys.readouterr().err

@@ -252,7 +252,7 @@ def test_cli_table_and_errors(results, tmp_path, capsys):
     assert main(["leaderboard", "table", "--results", str(results), "--tasks", "nope"]) == 2
     assert "no results for task 'nope'" in capsys.readouterr().err
     assert main(["leaderboard", "build", "--results", str(tmp_path / "missing"), "--out", str(tmp_path)]) == 2
-    assert "results folder not found" in capsys.readouterr().err
+    assert "argument --results: " + str(tmp_path / "missing") + ": no such folder" in capsys.readouterr().err
 
 
 def test_release_tag_follows_the_suite_version(results):

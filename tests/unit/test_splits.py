@@ -62,7 +62,7 @@ def test_simulator_has_one_slide_so_a_slide_split_is_refused_and_a_region_split_
 def test_bad_split_options_are_one_line_errors(tmp_path, capsys):
     base = ["data", "build", "--source", "simulator", "--n", "4", "--size", "32", "--out", str(tmp_path / "x")]
     assert main([*base, "--split-by", "region", "--test-fraction", "1.5"]) == 2
-    assert "--test-fraction must be between 0 and 1" in capsys.readouterr().err
+    assert "argument --test-fraction: must be a finite number in [0.01, 0.99], got '1.5'" in capsys.readouterr().err
     assert main([*base, "--test-fraction", "0.2"]) == 2
     assert "--test-fraction needs --split-by" in capsys.readouterr().err
     write_dataset([Sample(image=labelled_sample(0).image, provenance=Provenance("test"))], tmp_path / "noslide",
