@@ -53,11 +53,13 @@ PANNUKE_REF = ("TissueImageAnalytics/PanNuke-metrics run.py (Gamper et al. 2020,
 F1D_REF = (f"HoVer-Net detection F1_d ({HOVER} run_nuclei_type_stat; the HoVer-Net paper's classification "
            "tables): pair_coordinates, one Hungarian assignment of least total distance, pairs beyond 12 px at 40x "
            "(scaled to the mpp) dropped. In nuclei task v1 files: the f1_detection_max_pairs pairing (superseded)")
+PSNR_CAP_DB = 10 * math.log10(255.0**2 * 12)  # uint8 images: MSE >= 1/12 level² after rounding; MSE <= 255²
 LPIPS_REF = "Zhang et al. 2018, arXiv:1801.03924, masked as in docs/ARCHITECTURE.md (masked LPIPS modes)"
 SEG_REF = "IoU/Dice per class from one pooled confusion matrix, mean over foreground classes present"
 
 _FIXED = [
     MetricSpec("fd", False, "squared feature distance", FID_REF, low=0.0),
+    # unbounded below on purpose: the N -> inf extrapolation and the unbiased MMD² estimate can be slightly negative
     MetricSpec("fd-inf", False, "squared feature distance", "Chong & Forsyth 2020, arXiv:1911.07023 (FD at N -> inf)"),
     MetricSpec("kid", False, "squared MMD (cubic polynomial kernel)", "Binkowski et al. 2018, arXiv:1801.01401"),
     MetricSpec("precision", True, "fraction", PRDC_REF, 0.0, 1.0),
@@ -67,7 +69,7 @@ _FIXED = [
     MetricSpec("memorization", False, "fraction of generated samples flagged",
                "nearest-neighbour distance ratio test against the training set (histosynth.benchmark.memorization)",
                0.0, 1.0),
-    MetricSpec("psnr-masked", True, "dB", "PSNR over the masked RGB values, capped at MSE 1/12"),
+    MetricSpec("psnr-masked", True, "dB", "PSNR over the masked RGB values, capped at MSE 1/12", 0.0, PSNR_CAP_DB),
     MetricSpec("ssim-masked", True, "SSIM", "Wang et al. 2004, mean of the SSIM map over masked pixels", -1.0, 1.0),
     MetricSpec("miou", True, "IoU", SEG_REF, 0.0, 1.0),
     MetricSpec("mean_dice", True, "Dice", SEG_REF, 0.0, 1.0),

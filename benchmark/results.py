@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import platform
 import subprocess
 import time
@@ -25,6 +24,14 @@ from typing import Any
 import histosynth
 from histosynth.atomic import atomic_file, write_text_atomic
 from histosynth.benchmark.metric_registry import metric_spec
+from histosynth.benchmark.results_check import (
+    ResultsFormatError,
+    check_count,
+    check_numbers,
+    check_run_fields,
+    check_text,
+    read_results_json,
+)
 from histosynth.errors import InputError, UnknownNameError
 
 SCHEMA_VERSION = 2
@@ -50,10 +57,6 @@ def current_task_version(task: str, settings: dict[str, Any] | None = None) -> i
     if task in ("seg", "tstr") and isinstance(model, str) and model in MODEL_TASK_VERSIONS:
         return MODEL_TASK_VERSIONS[model]
     return TASK_VERSIONS[task]
-
-
-class ResultsFormatError(InputError):
-    """A results file does not follow the schema; the message names the file and the field."""
 
 
 @dataclass
@@ -203,40 +206,35 @@ class BenchmarkRun:
                                      "or 1, which is migrated)")
         task = need(data, "task", (str,), "")
         if task not in TASK_VERSIONS:
-            raise ResultsFormatError(f"{where}: task: unknown task {task!r} (known: {', '.join(TASK_VERSIONS)})")
-        need(data, "task_version", (int,), "")
-        results = []
-        for i, item in enumerate(need(data, "results", (list,), "")):
-            ctx = f"results[{i}]."
-            need(item, "metric", (str,), ctx)
-            if item.get("value", 0) is None:
-                if not isinstance(item.get("extra"), dict) or not isinstance(item["extra"].get("undefined"), str):
-                    raise ResultsFormatError(f"{where}: {ctx}value: null without extra.undefined saying why")
-                value = None
-            else:
-                value = need(item, "value", (int, float), ctx)
-            if value is not None and not math.isfinite(value):
-                raise ResultsFormatError(f"{where}: {ctx}value: not finite")
-            if item.get("higher_is_better") is not None and not isinstance(item["higher_is_better"], bool):
-                raise ResultsFormatError(f"{where}: {ctx}higher_is_better: expected true, false or null")
-            try:
-                results.append(MetricResult(**{k: item[k] for k in MetricResult.__dataclass_fields__ if k in item}))
-            except UnknownNameError as err:
-                raise ResultsFormatError(f"{where}: {ctx}metric: {err}") from err
-            except ValueError as err:
-                raise ResultsFormatError(f"{where}: {ctx}higher_is_better: {err}") from err
+            raise ResultsFormatError(f"{where}: task: unknown task {check_text(task, f'{where}: task')!r} (known: "
+                                     f"{', '.join(TASK_VERSIONS)})")
+        check_run_fields(data, where)
+        task_version = need(data, "task_version", (int,), "")
+        newest = current_task_version(task, data.get("settings"))
+        if not 1 <= task_version <= newest:
+            raise ResultsFormatError(f"{where}: task_version: {task} has versions 1 to {newest}, not {task_version}")
+        items = need(data, "results", (list,), "")
+        if not items:
+            raise ResultsFormatError(f"{where}: results: empty; a results file holds at least one number")
+        results = [_result(item, where, f"results[{i}].", need) for i, item in enumerate(items)]
         refs = {}
         for name, ref in need(data, "data", (dict,), "").items():
+            check_text(name, f"{where}: data key")
             for key, types in (("content_hash", (str,)), ("n", (int,)), ("location", (str,))):
                 need(ref, key, types, f"data.{name}.")
+            _check_texts(ref, ("name", "content_hash", "location", "repo", "revision"), f"{where}: data.{name}.")
+            check_count(ref["n"], f"{where}: data.{name}.n", optional=False)
             if _is_absolute(ref["location"]):
                 raise ResultsFormatError(f"{where}: data.{name}.location: {ref['location']!r} is an absolute local "
                                          "path; results name data by folder name or Hub repo")
             refs[name] = DataRef(**{k: ref[k] for k in DataRef.__dataclass_fields__ if k in ref and k != "path"})
         subjects = {}
         for role, subject in need(data, "subjects", (dict,), "").items():
+            check_text(role, f"{where}: subjects key")
             for key in ("kind", "name", "content_hash"):
                 need(subject, key, (str,), f"subjects.{role}.")
+            _check_texts(subject, ("name", "content_hash", "version", "checkpoint_hash", "repo", "revision"),
+                         f"{where}: subjects.{role}.")
             if subject["kind"] not in SUBJECT_KINDS:
                 raise ResultsFormatError(f"{where}: subjects.{role}.kind: {subject['kind']!r} is not one of {SUBJECT_KINDS}")
             subjects[role] = Subject(**{k: subject[k] for k in Subject.__dataclass_fields__ if k in subject})
@@ -250,12 +248,35 @@ class BenchmarkRun:
 
     @classmethod
     def load(cls, path: Path | str) -> "BenchmarkRun":
+        """Read and check a results file (results_check.read_results_json's caps, then `from_dict`)."""
         path = Path(path)
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as err:
-            raise ResultsFormatError(f"{path}: not valid JSON ({err})") from err
-        return cls.from_dict(data, str(path))
+        return cls.from_dict(read_results_json(path), str(path))
+
+
+def _result(item: Any, where: str, ctx: str, need) -> MetricResult:
+    """One entry of `results`, checked against the metric registry."""
+    check_text(need(item, "metric", (str,), ctx), f"{where}: {ctx}metric")
+    if item.get("value", 0) is None:
+        if not isinstance(item.get("extra"), dict) or not isinstance(item["extra"].get("undefined"), str):
+            raise ResultsFormatError(f"{where}: {ctx}value: null without extra.undefined saying why")
+    else:
+        need(item, "value", (int, float), ctx)
+    if item.get("higher_is_better") is not None and not isinstance(item["higher_is_better"], bool):
+        raise ResultsFormatError(f"{where}: {ctx}higher_is_better: expected true, false or null")
+    try:
+        spec = metric_spec(item["metric"])
+    except UnknownNameError as err:
+        raise ResultsFormatError(f"{where}: {ctx}metric: {err}") from err
+    check_numbers(item, spec, f"{where}: {ctx}")
+    try:
+        return MetricResult(**{k: item[k] for k in MetricResult.__dataclass_fields__ if k in item})
+    except ValueError as err:
+        raise ResultsFormatError(f"{where}: {ctx}higher_is_better: {err}") from err
+
+
+def _check_texts(obj: dict, keys: tuple[str, ...], where: str) -> None:
+    for key in keys:
+        check_text(obj.get(key), f"{where}{key}", optional=True)
 
 
 def _is_absolute(location: str) -> bool:

@@ -245,12 +245,13 @@ def load_results(folder: Path | str) -> list[tuple[str, BenchmarkRun]]:
     """Every results file under `folder` (recursively, *.json, sorted), validated: (path relative to folder, run).
 
     Hidden files and folders are skipped: histosynth.atomic writes into hidden partial folders, so a folder being
-    scored into never shows half a subject."""
+    scored into never shows half a subject. Any other *.json entry must be a readable results file: a folder, a
+    dangling or looping link of that name is an error naming it, never skipped (a subject would vanish unseen)."""
     folder = Path(folder)
     if not folder.is_dir():
         raise MissingInputError(f"{folder}: results folder not found")
-    paths = sorted(p for p in folder.rglob(RESULTS_GLOB) if p.is_file()
-                   and not any(part.startswith(".") for part in p.relative_to(folder).parts))
+    paths = sorted(p for p in folder.rglob(RESULTS_GLOB)
+                   if not any(part.startswith(".") for part in p.relative_to(folder).parts))
     if not paths:
         raise InputError(f"{folder}: no results files ({RESULTS_GLOB}) in this folder")
     return [(p.relative_to(folder).as_posix(), BenchmarkRun.load(p)) for p in paths]

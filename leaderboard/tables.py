@@ -8,6 +8,7 @@ bold. A citation block lists the BibTeX of every registered generator in the tab
 
 from __future__ import annotations
 
+import unicodedata
 from typing import Iterable
 
 from histosynth.benchmark.metric_registry import metric_spec
@@ -16,19 +17,25 @@ from histosynth.leaderboard.aggregate import Cell, Column, Leaderboard, Row, for
 from histosynth.leaderboard.cards import citation, citation_key
 
 FORMATS = ("latex", "markdown")
+MAX_DIGITS = 17  # a float64 holds 17 significant digits
 CI_STYLES = ("pm", "interval")
 _LATEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
                   "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
 
 
+def _one_line(text: str) -> str:
+    """`text` with line breaks and other control characters as spaces (a cell is one line)."""
+    return "".join(" " if unicodedata.category(ch) in ("Cc", "Cf", "Zl", "Zp") else ch for ch in text)
+
+
 def latex_escape(text: str) -> str:
     """`text` with LaTeX's special characters escaped, safe inside a tabular cell."""
-    return "".join(_LATEX_SPECIAL.get(ch, ch) for ch in text)
+    return "".join(_LATEX_SPECIAL.get(ch, ch) for ch in _one_line(text))
 
 
 def markdown_escape(text: str) -> str:
-    """`text` safe inside a Markdown table cell (pipes and emphasis markers escaped)."""
-    return "".join("\\" + ch if ch in "|*_`\\" else ch for ch in text)
+    """`text` safe inside a Markdown table cell (one line; pipes and emphasis markers escaped)."""
+    return "".join("\\" + ch if ch in "|*_`\\" else ch for ch in _one_line(text))
 
 
 def cell_text(cell: Cell | None, ci: str = "pm", digits: int = 3) -> tuple[str, str]:
@@ -69,8 +76,8 @@ def render_table(board: Leaderboard, columns: list[Column], fmt: str = "markdown
         raise InputError(f"table format must be one of {', '.join(FORMATS)}, not {fmt!r}")
     if ci not in CI_STYLES:
         raise InputError(f"CI style must be one of {', '.join(CI_STYLES)}, not {ci!r}")
-    if digits < 1:
-        raise InputError(f"digits must be at least 1, got {digits}")
+    if not 1 <= digits <= MAX_DIGITS:
+        raise InputError(f"digits must be in [1, {MAX_DIGITS}], got {digits}")
     rows = _table_rows(board, columns)
     aggregates = board.aggregate(columns)
     bibs = {r.id: bib for r in rows if (bib := citation(r))}

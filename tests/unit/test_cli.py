@@ -226,7 +226,7 @@ def test_every_package_error_class_is_in_the_user_facing_family():
     # the walk must reach every root folder, or this test would pass on nothing
     for expected in ("histosynth.schema.SampleValidationError", "histosynth.hub.PublishError",
                      "histosynth.sources.folder.FormatError", "histosynth.benchmark.errors.MetricInputError",
-                     "histosynth.benchmark.results.ResultsFormatError", "histosynth.data_cards.sets.SpecError",
+                     "histosynth.benchmark.results_check.ResultsFormatError", "histosynth.data_cards.sets.SpecError",
                      "histosynth.data_cards.card.CardValidationError", "histosynth.registry.RegistryError",
                      "histosynth.generators.base.CheckpointError"):
         assert expected in classes
