@@ -80,8 +80,11 @@ def _folder(data: dict[str, Any], key: str, base: Path, where: str, required: bo
 
 def load_submission(path: Path | str) -> Submission:
     """Read and check a submission file (see the module docstring); errors name the file and the field."""
-    path = Path(path).resolve()
-    where = str(path)
+    where = str(Path(path).absolute())  # the name given: a link's target is not what the user typed
+    try:
+        path = Path(path).resolve()
+    except (RuntimeError, OSError) as err:  # a symlink loop
+        raise SubmissionError(f"{where}: cannot follow the link ({err})") from None
     if path.exists() and not path.is_file():
         raise SubmissionError(f"{where}: not a regular file (a submission file is a YAML file)")
     if path.is_file() and path.stat().st_size > MAX_FILE_BYTES:

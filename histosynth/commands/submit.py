@@ -7,6 +7,7 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from histosynth.commands import options as opt
 from histosynth.errors import InputError
 
 if TYPE_CHECKING:
@@ -64,6 +65,23 @@ def run(args: argparse.Namespace) -> int:
     return 0 if report.ok else 1
 
 
+def _seconds(text: str) -> float:
+    from histosynth.leaderboard.sandbox.limits import MAX_WALL_SECONDS
+
+    return opt.number(1.0, MAX_WALL_SECONDS)(text)
+
+
+def _gib(text: str) -> float:
+    from histosynth.leaderboard.sandbox.limits import MIN_MEMORY_BYTES, GiB
+
+    low, high = MIN_MEMORY_BYTES / GiB, opt.memory_bytes() / GiB
+    try:
+        return opt.number(low, high)(text)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(f"must be a number of GiB in [{low:g}, {high:.1f}] (at most this machine's "
+                                         f"memory), got {text[:40]!r}") from None
+
+
 def register(verbs: argparse._SubParsersAction) -> None:
     parser = verbs.add_parser(
         "submit", help="check or score a leaderboard submission (a generator or a dataset)",
@@ -77,20 +95,20 @@ def register(verbs: argparse._SubParsersAction) -> None:
                     "judged); otherwise the results land in --results/<name>-<hash>/ (never overwritten).")
     parser.add_argument("submission", type=Path, help="the submission.yaml")
     parser.add_argument("--check", action="store_true", help="mock run: tiny suite on simulator data, report what fails")
-    parser.add_argument("--train", type=Path, help="real training set folder (memorisation, segmenter, TSTR real row)")
-    parser.add_argument("--test", type=Path, help="real held-out set folder (split by slide or region from --train)")
-    parser.add_argument("--conditions", type=Path, help="synthesis conditions: the training set (default) or another held-out set, never --test (a set "
+    parser.add_argument("--train", type=opt.existing_folder, help="real training set folder (memorisation, segmenter, TSTR real row)")
+    parser.add_argument("--test", type=opt.existing_folder, help="real held-out set folder (split by slide or region from --train)")
+    parser.add_argument("--conditions", type=opt.existing_folder, help="synthesis conditions: the training set (default) or another held-out set, never --test (a set "
                         "made from the test maps leaks them into TSTR); completion always fills --test's held-out masks")
-    parser.add_argument("--results", type=Path, help="leaderboard results folder to add to")
+    parser.add_argument("--results", type=opt.output_folder, help="leaderboard results folder to add to")
     parser.add_argument("--variant", default="tiny", choices=("tiny", "demo", "full"),
                         help="suite variant: tiny (CI), demo (CPU, the committed leaderboard), full (GPU); default tiny")
-    parser.add_argument("--work", type=Path, help="scratch folder (default: a new temporary folder)")
+    parser.add_argument("--work", type=opt.output_folder, help="scratch folder (default: a new temporary folder)")
     parser.add_argument("--keep-work", action="store_true",
                         help="keep what the submission wrote in --work (removed by default, success or failure)")
-    parser.add_argument("--timeout", type=float, default=3600.0,
+    parser.add_argument("--timeout", type=_seconds, default=3600.0,
                         help="wall-clock limit of each step that runs submitted code, seconds (default 3600)")
-    parser.add_argument("--scoring-timeout", type=float, default=4 * 3600.0,
+    parser.add_argument("--scoring-timeout", type=_seconds, default=4 * 3600.0,
                         help="wall-clock limit of the scorer's own sandboxed steps (validation, suite), seconds")
-    parser.add_argument("--memory-gb", type=float, default=16.0,
+    parser.add_argument("--memory-gb", type=_gib, default=16.0,
                         help="memory limit of each sandbox, all its processes together, GiB (default 16; at least 1)")
     parser.set_defaults(handler=run)
