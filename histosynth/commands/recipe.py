@@ -10,6 +10,7 @@ import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from histosynth.commands import options as opt
 from histosynth.errors import InputError
 
 if TYPE_CHECKING:
@@ -92,7 +93,7 @@ def run_status(args: argparse.Namespace) -> int:
     from histosynth.leaderboard.recipes.runner import load_state, plan
 
     recipe, run_dir = _load(args, require_inputs=False)
-    state = load_state(run_dir)["steps"]
+    state = load_state(run_dir, recipe)["steps"]
     words = {"cached": "done", "resume": "interrupted (a run resumes it)", "rerun": "stale (options, inputs or code "
              "changed upstream)", "run": "not run"}
     print(f"recipe {recipe.name}, scale {recipe.scale}, run folder {run_dir}")
@@ -104,10 +105,12 @@ def run_status(args: argparse.Namespace) -> int:
 
 
 def run_run(args: argparse.Namespace) -> int:
+    from histosynth.atomic import check_output
     from histosynth.leaderboard.recipes.runner import run_recipe
 
     recipe, run_dir = _load(args, require_inputs=True)
-    run_recipe(recipe, run_dir, handlers(), until=args.until, log=lambda line: print(line, flush=True))
+    check_output(run_dir, folder=True, what="run folder")
+    run_recipe(recipe, run_dir, handlers(), until=args.until, log=lambda line: print(line, flush=True), fresh=args.fresh)
     print(f"report: {run_dir / 'report.md'}")
     return 0
 
@@ -128,7 +131,9 @@ def register(verbs: argparse._SubParsersAction) -> None:
                             help="sizes and presets: tiny (tests, seconds on a CPU), demo (minutes), full (a GPU release)")
         parser.add_argument("--input", action="append", default=[], metavar="NAME=PATH",
                             help="bind a named input of the recipe (repeat for each)")
-        parser.add_argument("--run-dir", type=Path, help="run folder (default runs/<recipe>-<scale>)")
+        parser.add_argument("--run-dir", type=opt.output_folder, help="run folder (default runs/<recipe>-<scale>)")
         if name == "run":
             parser.add_argument("--until", metavar="STEP", help="stop after this step")
+            parser.add_argument("--fresh", action="store_true", help="start over: discard the run folder's record of "
+                                "finished steps and the recipe's outputs in it, then run every step")
         parser.set_defaults(handler=handler)

@@ -7,13 +7,17 @@ downstream. Input files are hashed once and remembered by (size, mtime) in `.rec
 full-scale run reads every slide once for this). The run folder's `.recipe/state.json` records each step as `started`
 (with its key) before it runs and `done` (with its summary) after: a rerun skips done steps, and a step that
 died restarts, or resumes inside itself (train continues its newest checkpoint, generate its finished chunks)
-when its key is the same. The final report (report.json, report.md) lists every step's summary.
+when its key is the same. A state file that is damaged, of another shape, holds a non-finite number or belongs to
+another recipe is an error, never trusted; `recipe run --fresh` (`start_over`) discards it with the
+recipe's outputs. The final report (report.json, report.md) lists every step's summary.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
+import re
 import shutil
 import time
 from dataclasses import dataclass
@@ -28,6 +32,9 @@ Handler = Callable[[Step, StepContext], dict[str, Any]]
 STATE = Path(".recipe") / "state.json"
 INPUT_HASHES = Path(".recipe") / "inputs.json"
 _CHUNK = 8 * 2**20
+MAX_STATE_BYTES = 16 << 20
+STATUSES = ("started", "done")
+_KEY = re.compile(r"\A[0-9a-f]{64}\Z")
 
 
 @dataclass
@@ -60,7 +67,7 @@ def input_hash(path: Path, run_dir: Path | None = None) -> str:
     """Content hash of an input file or folder (relative path + sha256 of each file); each file's hash is kept in
     the run folder by (size, mtime) so a rerun does not read large slides again."""
     memo_path = run_dir / INPUT_HASHES if run_dir is not None else None
-    memo = json.loads(memo_path.read_text()) if memo_path is not None and memo_path.is_file() else {}
+    memo = _read_memo(memo_path) if memo_path is not None else {}
     files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
     digest = hashlib.sha256()
     for file in files:
@@ -77,10 +84,84 @@ def input_hash(path: Path, run_dir: Path | None = None) -> str:
     return digest.hexdigest()
 
 
-def load_state(run_dir: Path) -> dict[str, Any]:
-    """The run folder's step records ({} when nothing ran yet)."""
+def _read_memo(path: Path) -> dict[str, Any]:
+    """The remembered input file hashes; a damaged memo is only a cache, so it is dropped and rebuilt."""
+    try:
+        memo = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+    except (OSError, ValueError, RecursionError):
+        return {}
+    entry_ok = (lambda e: isinstance(e, dict) and isinstance(e.get("sha256"), str)
+                and all(type(e.get(k)) is int for k in ("size", "mtime_ns")))
+    return memo if isinstance(memo, dict) and all(entry_ok(e) for e in memo.values()) else {}
+
+
+def _state_error(path: Path, problem: str) -> RecipeError:
+    return RecipeError(f"{path}: {problem}; the run folder's record cannot be trusted: start over with "
+                       "`histosynth recipe run RECIPE --fresh` (reruns every step)")
+
+
+def _refuse_constant(name: str) -> None:
+    raise ValueError(f"{name} is not a number JSON allows")
+
+
+def _bounded_int(text: str) -> int:
+    if len(text) > 20:
+        raise ValueError(f"an integer of {len(text)} digits")
+    return int(text)
+
+
+def _read_state(path: Path) -> Any:
+    try:
+        if path.stat().st_size > MAX_STATE_BYTES:
+            raise _state_error(path, f"{path.stat().st_size} bytes, more than a state file holds ({MAX_STATE_BYTES})")
+        return json.loads(path.read_bytes().decode("utf-8"), parse_constant=_refuse_constant, parse_int=_bounded_int)
+    except OSError as err:
+        raise _state_error(path, f"unreadable ({err.strerror or err})") from None
+    except UnicodeDecodeError as err:
+        raise _state_error(path, f"not UTF-8 text (byte {err.start})") from None
+    except RecursionError:
+        raise _state_error(path, "not valid JSON (nested too deeply)") from None
+    except ValueError as err:
+        raise _state_error(path, f"not valid JSON ({' '.join(str(err).split())[:120]})") from None
+
+
+def _check_record(path: Path, name: str, record: Any) -> None:
+    where = f"steps.{name[:60]!r}"
+    if not isinstance(record, dict) or record.get("status") not in STATUSES:
+        raise _state_error(path, f"{where}: expected {{key, status: started|done, ...}}")
+    if not isinstance(record.get("key"), str) or not _KEY.match(record["key"]):
+        raise _state_error(path, f"{where}.key: not a step key (64 hex digits)")
+    if record["status"] == "done" and not isinstance(record.get("summary"), dict):
+        raise _state_error(path, f"{where}.summary: a finished step records its summary")
+    seconds = record.get("seconds")
+    if seconds is not None and (type(seconds) not in (int, float) or not math.isfinite(seconds) or seconds < 0):
+        raise _state_error(path, f"{where}.seconds: not a number of seconds")
+
+
+def load_state(run_dir: Path, recipe: Recipe | None = None) -> dict[str, Any]:
+    """The run folder's step records ({"steps": {}} when nothing ran yet), checked: a damaged state file, one of
+    another shape or (given `recipe`) another recipe's raises RecipeError saying how to start over."""
     path = run_dir / STATE
-    return json.loads(path.read_text()) if path.is_file() else {"steps": {}}
+    if not path.exists() and not path.is_symlink():
+        return {"steps": {}}
+    state = _read_state(path)
+    if not isinstance(state, dict) or not isinstance(state.get("steps"), dict):
+        raise _state_error(path, "expected a JSON object with a `steps` object")
+    for name, record in state["steps"].items():
+        _check_record(path, name, record)
+    if recipe is not None and "recipe" in state and state["recipe"] != recipe.name:
+        raise _state_error(path, f"written by recipe {str(state['recipe'])[:80]!r}, not {recipe.name!r}: another "
+                           "recipe's run folder (or choose another --run-dir)")
+    return state
+
+
+def start_over(recipe: Recipe, run_dir: Path) -> None:
+    """Discard the run folder's state record and what the recipe's steps wrote there (`recipe run --fresh`)."""
+    for target in [run_dir / out for step in recipe.steps for out in step.writes()] + [run_dir / STATE]:
+        if target.is_dir() and not target.is_symlink():
+            shutil.rmtree(target)
+        elif target.exists() or target.is_symlink():
+            target.unlink()
 
 
 def _save_state(run_dir: Path, state: dict[str, Any]) -> None:
@@ -113,7 +194,7 @@ def step_keys(recipe: Recipe, run_dir: Path | None = None, hash_inputs: bool = T
 
 def plan(recipe: Recipe, run_dir: Path, hash_inputs: bool = True) -> list[Planned]:
     """What `run` would do with each step in `run_dir` now."""
-    state = load_state(run_dir)["steps"]
+    state = load_state(run_dir, recipe)["steps"]
     planned = []
     for step, (name, key) in zip(recipe.steps, step_keys(recipe, run_dir, hash_inputs).items(), strict=True):
         record = state.get(name)
@@ -131,12 +212,15 @@ def plan(recipe: Recipe, run_dir: Path, hash_inputs: bool = True) -> list[Planne
 
 
 def run_recipe(recipe: Recipe, run_dir: Path, handlers: dict[str, Handler], until: str | None = None,
-               log: Callable[[str], None] = print) -> dict[str, Any]:
-    """Run the recipe's steps in `run_dir` (up to and including `until`), skipping cached ones; returns the report."""
+               log: Callable[[str], None] = print, fresh: bool = False) -> dict[str, Any]:
+    """Run the recipe's steps in `run_dir` (up to and including `until`), skipping cached ones; returns the report.
+    With `fresh`, start over (`start_over`) first."""
     if until is not None:
         recipe.step(until)  # unknown names fail before anything runs
+    if fresh:
+        start_over(recipe, run_dir)
+    state = load_state(run_dir, recipe)
     run_dir.mkdir(parents=True, exist_ok=True)
-    state = load_state(run_dir)
     state.update({"recipe": recipe.name, "recipe_hash": recipe.text_hash, "scale": recipe.scale})
     planned = plan(recipe, run_dir)
     total = len(planned)

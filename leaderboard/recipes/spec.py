@@ -4,7 +4,9 @@ A recipe names its inputs (bound at run time with `--input NAME=PATH`), per-scal
 `full`) and an ordered list of steps. Each step is a mapping with `step: KIND` (source, pseudolabel, sample,
 split, train, generate, score, card, publish, table), an optional unique `name` (default: the kind) and that kind's
 fields. Values may use `${var}` (a scale variable) and `${input:NAME}` (a bound input); path fields are relative
-to the run folder. A card file of data_cards/cards may point to its recipe with `recipe: PATH`.
+to the run folder: each must be a non-empty relative path inside it, and the paths steps write are distinct and
+never inside one another (a rerun of one step replaces its output folder whole). A card file of data_cards/cards may
+point to its recipe with `recipe: PATH`.
 """
 
 from __future__ import annotations
@@ -24,6 +26,13 @@ FORMAT = 1
 SCALES = ("tiny", "demo", "full")
 _REF = re.compile(r"\$\{([^}]*)\}")
 _TOP_FIELDS = {"recipe", "format", "description", "card", "inputs", "scales", "steps"}
+# \A...\Z, not ^...$: `$` also matches before a trailing newline. The name makes the default run folder's name.
+NAME = re.compile(r"\A[A-Za-z0-9](?:[A-Za-z0-9_-]|\.(?!\.)){0,63}\Z")
+INPUT_NAME = re.compile(r"\A[A-Za-z0-9][A-Za-z0-9_.-]{0,63}\Z")
+MAX_RECIPE_BYTES = 1 << 20
+MAX_VALUES = 100_000  # YAML values, each alias counted where it is used (an alias bomb is tiny on disk)
+RESERVED = (".recipe", "report.json", "report.md")
+"""What the runner itself keeps in a run folder: no step may write there."""
 
 
 @dataclass(frozen=True)
@@ -119,14 +128,35 @@ def _fail(path: Path, where: str, problem: str) -> RecipeError:
 
 def _read_yaml(path: Path) -> dict:
     try:
+        if path.stat().st_size > MAX_RECIPE_BYTES:
+            raise RecipeError(f"{path}: {path.stat().st_size} bytes; a recipe is at most {MAX_RECIPE_BYTES}")
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
     except OSError as err:
-        raise RecipeError(f"{path}: cannot read the recipe ({err.strerror})") from None
+        raise RecipeError(f"{path}: cannot read the recipe ({err.strerror or err})") from None
+    except UnicodeDecodeError as err:
+        raise RecipeError(f"{path}: not UTF-8 text (byte {err.start})") from None
     except yaml.YAMLError as err:
         raise RecipeError(f"{path}: invalid YAML ({str(err).splitlines()[0]})") from None
+    except RecursionError:
+        raise RecipeError(f"{path}: invalid YAML (nested too deeply)") from None
     if not isinstance(raw, dict):
         raise RecipeError(f"{path}: a recipe must be a YAML mapping")
+    _count_values(raw, path)
     return raw
+
+
+def _count_values(raw: Any, path: Path) -> None:
+    """Refuse a document of more than MAX_VALUES values, aliases expanded: steps walk every value."""
+    stack, seen = [raw], 0
+    while stack:
+        node = stack.pop()
+        seen += 1
+        if seen > MAX_VALUES:
+            raise RecipeError(f"{path}: more than {MAX_VALUES} values (aliases counted where used); not a recipe")
+        if isinstance(node, dict):
+            stack += [*node.keys(), *node.values()]
+        elif isinstance(node, list):
+            stack += node
 
 
 def _substitute(value: Any, variables: dict[str, Any], inputs: dict[str, Path], where: str, path: Path) -> Any:
@@ -137,6 +167,9 @@ def _substitute(value: Any, variables: dict[str, Any], inputs: dict[str, Path], 
         return [_substitute(v, variables, inputs, f"{where}[{i}]", path) for i, v in enumerate(value)]
     if not isinstance(value, str):
         return value
+    if "${" in _REF.sub("", value):
+        raise _fail(path, where, f"unresolved reference in {value[:80]!r}: write ${{name}} or ${{input:NAME}}, closed "
+                    "by '}'")
 
     def lookup(ref: str) -> Any:
         if ref.startswith("input:"):
@@ -174,8 +207,10 @@ def parse_inputs(pairs: list[str]) -> dict[str, Path]:
     bound: dict[str, Path] = {}
     for pair in pairs:
         name, sep, value = pair.partition("=")
-        if not sep or not name or not value:
-            raise RecipeError(f"--input {pair!r}: expected NAME=PATH")
+        if not sep or not INPUT_NAME.match(name.strip()) or not value or "\0" in value:
+            raise RecipeError(f"--input {pair[:100]!r}: expected NAME=PATH (NAME of letters, digits, '.', '_', '-')")
+        if name.strip() in bound:
+            raise RecipeError(f"--input {name.strip()}: given twice")
         bound[name.strip()] = Path(value).expanduser().resolve()
     return bound
 
@@ -196,8 +231,9 @@ def load_recipe(path: Path | str, scale: str = "tiny", inputs: dict[str, Path] |
     if raw.get("format") != FORMAT:
         raise _fail(recipe_path, "format", f"must be {FORMAT}, got {raw.get('format')!r}")
     name = raw.get("recipe")
-    if not isinstance(name, str) or not name:
-        raise _fail(recipe_path, "recipe", "must name the recipe")
+    if not isinstance(name, str) or not NAME.match(name):
+        raise _fail(recipe_path, "recipe", f"must name the recipe: 1-64 of letters, digits, '-', '_' and single '.', "
+                    f"starting with a letter or digit; got {str(name)[:80]!r}")
     if scale not in SCALES:
         raise RecipeError(f"--scale {scale!r}: choose from {', '.join(SCALES)}")
     scales = raw.get("scales") or {}
@@ -259,20 +295,39 @@ def _step(path: Path, index: int, entry: Any, variables: dict, inputs: dict, wri
         raise _fail(path, f"{where} ({kind}) field {extra[0]!r}",
                     f"unknown field (a {kind} step takes {', '.join(spec.required + spec.optional)})")
     fields = {k: _substitute(v, variables, inputs, f"{where} ({kind}) field {k!r}", path) for k, v in given.items()}
-    for key in spec.reads + spec.writes:
+    for key in spec.reads:
         value = fields.get(key)
-        values = value if isinstance(value, list) and key in spec.reads else [] if value is None else [value]
-        for item in values:
-            if not isinstance(item, str) or Path(item).is_absolute() or ".." in Path(item).parts:
-                raise _fail(path, f"{where} ({kind}) field {key!r}", f"must be a path inside the run folder, got {item!r}")
-            if key in spec.reads and item not in written:
-                raise _fail(path, f"{where} ({kind}) field {key!r}",
-                            f"{item!r} is not written by an earlier step (written: {', '.join(written) or 'nothing yet'})")
+        for item in value if isinstance(value, list) else [] if value is None else [value]:
+            field_where = f"{where} ({kind}) field {key!r}"
+            if _run_path(item, path, field_where) not in written:
+                raise _fail(path, field_where, f"{item!r} is not written by an earlier step (written: "
+                            f"{', '.join(written) or 'nothing yet'})")
     for key in spec.writes:
-        if fields[key] in written:
-            raise _fail(path, f"{where} ({kind}) field {key!r}", f"{fields[key]!r} is already written by step {written[fields[key]]!r}")
-        written[fields[key]] = step_name
+        field_where = f"{where} ({kind}) field {key!r}"
+        out = _run_path(fields[key], path, field_where)
+        for other, writer in written.items():
+            if out == other or _inside(out, other) or _inside(other, out):
+                relation = "the same as" if out == other else "inside" if _inside(out, other) else "around"
+                raise _fail(path, field_where, f"{fields[key]!r} is {relation} {other!r}, which step {writer!r} writes; "
+                            "each step writes its own folder")
+        written[out] = step_name
     return Step(step_name, kind, fields)
+
+
+def _run_path(item: Any, path: Path, where: str) -> str:
+    """A step's run-folder path, normalised ("a/./b" -> "a/b"); refuses what is not a named path inside the run
+    folder (absolute, "..", empty, "." itself) and the runner's own files."""
+    parts = Path(item).parts if isinstance(item, str) and "\0" not in item else None
+    if not parts or Path(item).is_absolute() or ".." in parts or parts[0].startswith("~"):
+        raise _fail(path, where, f"must be a path inside the run folder (relative, without '..' or '~', not the run "
+                    f"folder itself), got {str(item)[:100]!r}")
+    if parts[0] in RESERVED:
+        raise _fail(path, where, f"{item!r}: {parts[0]} is the runner's own ({', '.join(RESERVED)} are reserved)")
+    return "/".join(parts)
+
+
+def _inside(inner: str, outer: str) -> bool:
+    return inner.startswith(outer + "/")
 
 
 def canonical(value: Any) -> str:
