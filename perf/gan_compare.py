@@ -185,8 +185,9 @@ def given_maps(name: str, folder: Path, prep: Prepared, n: int, resolution: int,
     """The maps the samples of row `name` were given (their own copied labels, else nominal training maps;
     htd's crop boxes ignored)."""
     from histosynth.benchmark.label_consistency import dataset_arrays
-    from histosynth.commands.demo import exclude_crop_boxes, nominal_maps
+    from histosynth.commands.demo import exclude_crop_boxes
     from histosynth.generators import build_generator
+    from histosynth.leaderboard.floors import nominal_maps
 
     maps = dataset_arrays(folder, resolution)[1]
     if maps is None:  # an unconditional row: the maps it was nominally given

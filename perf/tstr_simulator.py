@@ -35,6 +35,8 @@ from pathlib import Path
 
 import numpy as np
 
+from histosynth.leaderboard.floors import label_with_nominal_maps
+
 SIMULATOR_SCHEMA = "simulator-tissue"
 TRAIN_SLIDE_SEED = 0  # training slides: seeds 0, 1, ...
 TEST_SLIDE_SEED = 100  # held-out slides: seeds 100, 101, ...
@@ -70,27 +72,6 @@ def train_generator(name: str, data: Path, steps: int | None, out: Path) -> None
     report = generator.train(data, config, out)
     print(f"  {name}: {report.data.patches} patches, {report.steps} steps, final loss {report.final_loss:.4f}, "
           f"{report.images_per_second:.2f} images/s")
-
-
-def label_with_nominal_maps(synthetic: Path, conditions: Path, out: Path) -> Path:
-    """The unconditional samples with the training map each was nominally given (condition i mod len, as
-    `generate_dataset` assigns them) as its label."""
-    from dataclasses import replace
-
-    from histosynth.commands.demo import nominal_maps
-    from histosynth.data_cards.card import CardInfo
-    from histosynth.disk import iter_samples, write_dataset
-
-    if (out / "README.md").is_file():
-        return out
-    samples = list(iter_samples(synthetic))
-    maps = nominal_maps(conditions, len(samples), samples[0].image.shape[0])
-    labelled = [replace(s, tissue=m, tissue_schema=SIMULATOR_SCHEMA) for s, m in zip(samples, maps, strict=True)]
-    card = CardInfo("htd-unconditional samples with nominal maps", f"{len(labelled)} unconditional HTD samples, each "
-                    f"labelled with the training map of {conditions.name} it was nominally given (a floor).",
-                    license="cc0-1.0")
-    write_dataset(labelled, out, card, SIMULATOR_SCHEMA)
-    return out
 
 
 def summary_table(run) -> str:

@@ -160,16 +160,6 @@ def generate_without_crops(checkpoint: Path, conditions: Path, n: int, out: Path
     return out
 
 
-def nominal_maps(conditions: Path, n: int, resolution: int) -> np.ndarray:
-    """(n, R, R) the maps synthetic sample i was (or, for an unconditional model, would have been) given:
-    condition i mod len, as `generate_dataset` assigns them."""
-    from histosynth.generators.jobs import ConditionReader
-    from histosynth.resize import resize_map
-
-    reader = ConditionReader(conditions)
-    return np.stack([resize_map(reader[i % len(reader)].tissue, resolution) for i in range(n)])
-
-
 def exclude_crop_boxes(maps: np.ndarray, seed: int, crops) -> np.ndarray:
     """`maps` with the boxes HTD pasted real crops into set to 255 (ignored): the same boxes as at sampling
     (drawn from each sample's seed; see HTDGenerator._sample_batch)."""
@@ -196,6 +186,8 @@ def consistency_scores(out: Path, labeller, k: int, resolution: int, n: int, see
     images, maps = dataset_arrays(out / "heterogeneous", resolution, lut)
     segmenter = train_segmenter(images, maps, k + 1, steps=steps, seed=seed)
     held_images, held_maps = dataset_arrays(out / "real-held-out-maps", resolution, lut)
+    from histosynth.leaderboard.floors import nominal_maps
+
     given = lut[nominal_maps(out / "heterogeneous", n, resolution)]
     sets = {
         "real held-out (ceiling)": (held_images, held_maps),

@@ -62,11 +62,12 @@ def run_pseudolabel(step: "Step", ctx: "StepContext") -> dict[str, Any]:
 
 def handlers() -> dict[str, Any]:
     """Step kind -> function: the CLI-layer ones here plus histosynth.leaderboard.recipes.steps."""
-    from histosynth.leaderboard.recipes import steps
+    from histosynth.leaderboard.recipes import curve, steps
 
     return {"source": run_source, "pseudolabel": run_pseudolabel, "sample": steps.run_sample, "split": steps.run_split,
             "train": steps.run_train, "generate": steps.run_generate, "score": steps.run_score, "card": steps.run_card,
-            "publish": steps.run_publish, "table": steps.run_table}
+            "publish": steps.run_publish, "table": steps.run_table, "curve": curve.run_curve,
+            "figure": curve.run_figure}
 
 
 def _load(args: argparse.Namespace, require_inputs: bool):

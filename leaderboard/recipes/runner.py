@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from histosynth.atomic import write_text_atomic
-from histosynth.leaderboard.recipes.spec import Recipe, RecipeError, Step, StepContext, canonical
+from histosynth.leaderboard.recipes.spec import KINDS, Recipe, RecipeError, Step, StepContext, canonical
 
 Handler = Callable[[Step, StepContext], dict[str, Any]]
 STATE = Path(".recipe") / "state.json"
@@ -170,12 +170,20 @@ def _save_state(run_dir: Path, state: dict[str, Any]) -> None:
 
 
 def step_keys(recipe: Recipe, run_dir: Path | None = None, hash_inputs: bool = True) -> dict[str, str]:
-    """Each step's content key (see the module docstring). Without `hash_inputs`, inputs count by name only."""
+    """Each step's content key (see the module docstring). Without `hash_inputs`, inputs count by name only. A
+    step's own key leaves its kind's extendable fields out (growing them resumes it); the key its readers see
+    includes them (so what reads a grown step runs again)."""
+    return {name: own for name, (own, _) in _keys(recipe, run_dir, hash_inputs).items()}
+
+
+def _keys(recipe: Recipe, run_dir: Path | None, hash_inputs: bool) -> dict[str, tuple[str, str]]:
+    """step name -> (own key, key its readers see)."""
     writer: dict[str, str] = {}
-    keys: dict[str, str] = {}
+    keys: dict[str, tuple[str, str]] = {}
     hashes: dict[str, str] = {}
     for step in recipe.steps:
-        text = canonical(step.fields)
+        extendable = KINDS[step.kind].extendable
+        text = canonical({k: v for k, v in step.fields.items() if k not in extendable})
         used = {}
         for name, path in recipe.inputs.items():
             if str(path) in text:
@@ -183,13 +191,21 @@ def step_keys(recipe: Recipe, run_dir: Path | None = None, hash_inputs: bool = T
                 if name not in hashes:
                     hashes[name] = input_hash(path, run_dir) if hash_inputs and path.exists() else f"<{name}>"
                 used[name] = hashes[name]
-        upstream = {p: keys[writer[p]] for p in step.reads()}
+        upstream = {p: keys[writer[p]][1] for p in step.reads()}
         payload = canonical({"kind": step.kind, "fields": text, "inputs": used, "upstream": upstream,
                              "code": code_version()})
-        keys[step.name] = hashlib.sha256(payload.encode()).hexdigest()
+        own = hashlib.sha256(payload.encode()).hexdigest()
+        grown = canonical({k: step.fields[k] for k in extendable if k in step.fields})
+        seen = hashlib.sha256((own + grown).encode()).hexdigest() if extendable else own
+        keys[step.name] = (own, seen)
         for path in step.writes():
             writer[path] = step.name
     return keys
+
+
+def extended_fields(step: Step) -> dict[str, Any]:
+    """The step's values of its kind's extendable fields (recorded with a finished step)."""
+    return {k: step.fields[k] for k in KINDS[step.kind].extendable if k in step.fields}
 
 
 def plan(recipe: Recipe, run_dir: Path, hash_inputs: bool = True) -> list[Planned]:
@@ -199,9 +215,10 @@ def plan(recipe: Recipe, run_dir: Path, hash_inputs: bool = True) -> list[Planne
     for step, (name, key) in zip(recipe.steps, step_keys(recipe, run_dir, hash_inputs).items(), strict=True):
         record = state.get(name)
         outputs_there = all((run_dir / p).exists() for p in step.writes())
-        if record and record["key"] == key and record["status"] == "done" and outputs_there:
+        grown = record is not None and canonical(record.get("extended") or {}) != canonical(extended_fields(step))
+        if record and record["key"] == key and record["status"] == "done" and outputs_there and not grown:
             action = "cached"
-        elif record and record["key"] == key and record["status"] == "started":
+        elif record and record["key"] == key and (record["status"] == "started" or (outputs_there and grown)):
             action = "resume"
         elif record:
             action = "rerun"
@@ -242,7 +259,8 @@ def run_recipe(recipe: Recipe, run_dir: Path, handlers: dict[str, Handler], unti
                 raise RecipeError(f"{recipe.path}: no handler for step kind {step.kind!r}")
             summary = handler(step, StepContext(run_dir, recipe, log, resume=item.action == "resume"))
             seconds = round(time.perf_counter() - start, 2)
-            state["steps"][step.name] = {"key": item.key, "status": "done", "summary": summary, "seconds": seconds}
+            state["steps"][step.name] = {"key": item.key, "status": "done", "summary": summary, "seconds": seconds,
+                                         **({"extended": extended_fields(step)} if KINDS[step.kind].extendable else {})}
             _save_state(run_dir, state)
             log(f"{where}: done in {seconds:.1f} s: {_short(summary)}")
         if step.name == until:

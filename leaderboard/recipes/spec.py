@@ -37,13 +37,15 @@ RESERVED = (".recipe", "report.json", "report.md")
 
 @dataclass(frozen=True)
 class Kind:
-    """What one step kind takes: required and optional fields, and which fields are run-folder paths it reads
-    (`reads`, each the output of an earlier step) or writes (`writes`)."""
+    """What one step kind takes: required and optional fields, which fields are run-folder paths it reads
+    (`reads`, each the output of an earlier step) or writes (`writes`), and which fields may grow without starting
+    the step over (`extendable`: a finished step whose only change is there is resumed, not rerun)."""
 
     required: tuple[str, ...]
     optional: tuple[str, ...] = ()
     reads: tuple[str, ...] = ()
     writes: tuple[str, ...] = ("out",)
+    extendable: tuple[str, ...] = ()
 
 
 KINDS: dict[str, Kind] = {
@@ -61,6 +63,12 @@ KINDS: dict[str, Kind] = {
     "table": Kind(("results", "out"), ("tasks", "metrics", "encoders", "reported", "caption"), reads=("results",)),
     "card": Kind(("data", "scores", "checkpoint", "out"), ("version",), reads=("data", "scores", "checkpoint")),
     "publish": Kind(("data", "scores", "repo", "version"), (), reads=("data", "scores"), writes=()),
+    # one training run with snapshots, each scored (histosynth.leaderboard.recipes.curve); a larger budget or more
+    # snapshots extend a finished curve (its LR is held constant after warm-up, so the steps run so far stay valid)
+    "curve": Kind(("generator", "preset", "data", "steps", "snapshots", "conditions", "train", "test", "n", "out"),
+                  ("overrides", "seed", "sampler_steps", "chunk_size", "variant", "tasks"),
+                  reads=("data", "conditions", "train", "test"), extendable=("steps", "snapshots")),
+    "figure": Kind(("curves", "out"), ("references", "title"), reads=("curves", "references")),
 }
 
 

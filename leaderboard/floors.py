@@ -1,0 +1,37 @@
+"""Floors of the conditional tasks: an unconditional generator's samples labelled with the maps they were nominally
+given (condition i mod M, as `generate_dataset` assigns conditions). A segmenter reads nothing of those maps in the
+images, so label consistency and TSTR on this set are what ignoring the condition scores."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+
+def nominal_maps(conditions: Path, n: int, resolution: int) -> np.ndarray:
+    """(n, R, R): the map synthetic sample i was (or, for an unconditional model, would have been) given."""
+    from histosynth.generators.jobs import ConditionReader
+    from histosynth.resize import resize_map
+
+    reader = ConditionReader(conditions)
+    return np.stack([resize_map(reader[i % len(reader)].tissue, resolution) for i in range(n)])
+
+
+def label_with_nominal_maps(synthetic: Path, conditions: Path, out: Path) -> Path:
+    """`out`: the samples of `synthetic`, each with the conditions' map it was nominally given as its tissue map
+    (reused when `out` is already complete)."""
+    from histosynth.data_cards.card import CardInfo
+    from histosynth.disk import iter_samples, read_metadata, write_dataset
+
+    if (out / "README.md").is_file():
+        return out
+    schema = read_metadata(conditions)["histosynth"].get("tissue_schema")
+    samples = list(iter_samples(synthetic))
+    maps = nominal_maps(conditions, len(samples), samples[0].image.shape[0])
+    labelled = [replace(s, tissue=m, tissue_schema=schema) for s, m in zip(samples, maps, strict=True)]
+    card = CardInfo(f"{synthetic.name} with nominal maps", f"{len(labelled)} samples of {synthetic.name}, each labelled "
+                    f"with the map of {conditions.name} it was nominally given (a floor).", license="cc0-1.0")
+    write_dataset(labelled, out, card, schema)
+    return out

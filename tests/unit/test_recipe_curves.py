@@ -1,0 +1,61 @@
+"""Learning curves as recipe steps (histosynth.leaderboard.recipes.curve): one training run with snapshots, each
+scored; a larger budget extends a finished curve (the runner resumes it, its scored snapshots are reused and the
+snapshots it had are the same weights) and the figure is drawn again; a rerun changes nothing."""
+
+import json
+
+from histosynth.cli import main
+from histosynth.generators import weights_hash
+
+RECIPE = """
+recipe: curve-test
+format: 1
+scales:
+  tiny: {steps: STEPS, snaps: SNAPS}
+  demo: {steps: STEPS, snaps: SNAPS}
+  full: {steps: STEPS, snaps: SNAPS}
+steps:
+  - {step: source, name: train, reader: simulator, options: {n: 12, size: 32, mpp: 2.0, seed: 0}, out: data/train}
+  - {step: source, name: test, reader: simulator, options: {n: 8, size: 32, mpp: 2.0, seed: 100}, out: data/test}
+  - {step: source, name: conditions, reader: simulator, options: {n: 8, size: 32, mpp: 2.0, seed: 200}, out: data/conditions}
+  - {step: curve, name: curve-htd, generator: htd, preset: tiny, overrides: {lr_schedule: constant_with_warmup},
+     steps: "${steps}", snapshots: "${snaps}", data: data/train, conditions: data/conditions, train: data/train,
+     test: data/test, n: 8, seed: 0, sampler_steps: 2, variant: tiny, tasks: [distribution], out: curves/htd}
+  - {step: figure, name: figure, curves: [curves/htd], title: test, out: figures/test}
+"""
+
+
+def write(tmp_path, steps, snaps):
+    path = tmp_path / "curve-test.yaml"
+    path.write_text(RECIPE.replace("STEPS", str(steps)).replace("SNAPS", json.dumps(snaps)))
+    return path
+
+
+def run(tmp_path, recipe, capsys):
+    assert main(["recipe", "run", str(recipe), "--scale", "tiny", "--run-dir", str(tmp_path / "run")]) == 0
+    return capsys.readouterr().out
+
+
+def test_a_curve_is_scored_per_snapshot_and_a_larger_budget_extends_it(tmp_path, capsys):
+    run(tmp_path, write(tmp_path, 2, [1, 2]), capsys)
+    curve_dir = tmp_path / "run" / "curves" / "htd"
+    curve = json.loads((curve_dir / "curve.json").read_text())
+    assert [p["step"] for p in curve["points"]] == [1, 2] and curve["train"]["steps"] == 2
+    assert all("distribution:kid:effnet-lite0@fake" in p["metrics"] for p in curve["points"])
+    points = {s: curve_dir / "points" / f"step-{s:08d}" / "point.json" for s in (1, 2, 3)}
+    stamps = {s: points[s].stat().st_mtime_ns for s in (1, 2)}
+    snapshot = curve_dir / "model" / "snapshots" / "step-00000002"
+    weights = weights_hash(snapshot, ["controlnet", "unet"])
+    figure = tmp_path / "run" / "figures" / "test" / "learning_curves.png"
+    drawn = figure.stat().st_mtime_ns
+
+    out = run(tmp_path, write(tmp_path, 3, [1, 2, 3]), capsys)
+    assert "curve-htd (curve): resuming" in out and "figure (figure): running" in out
+    assert {s: points[s].stat().st_mtime_ns for s in (1, 2)} == stamps  # scored snapshots reused
+    assert weights_hash(snapshot, ["controlnet", "unet"]) == weights  # the steps run so far stay what they were
+    curve = json.loads((curve_dir / "curve.json").read_text())
+    assert [p["step"] for p in curve["points"]] == [1, 2, 3] and curve["train"]["steps"] == 3
+    assert figure.stat().st_mtime_ns != drawn
+
+    out = run(tmp_path, write(tmp_path, 3, [1, 2, 3]), capsys)
+    assert "curve-htd (curve): cached" in out and "figure (figure): cached" in out
