@@ -303,13 +303,17 @@ def _step(path: Path, index: int, entry: Any, variables: dict, inputs: dict, wri
         raise _fail(path, f"{where} ({kind}) field {extra[0]!r}",
                     f"unknown field (a {kind} step takes {', '.join(spec.required + spec.optional)})")
     fields = {k: _substitute(v, variables, inputs, f"{where} ({kind}) field {k!r}", path) for k, v in given.items()}
-    for key in spec.reads:
+    for key in spec.reads:  # paths are kept normalised, so the runner finds each one's writer by its text
+        field_where = f"{where} ({kind}) field {key!r}"
         value = fields.get(key)
-        for item in value if isinstance(value, list) else [] if value is None else [value]:
-            field_where = f"{where} ({kind}) field {key!r}"
-            if _run_path(item, path, field_where) not in written:
+        items = value if isinstance(value, list) else [] if value is None else [value]
+        normalised = [_run_path(item, path, field_where) for item in items]
+        for item, read in zip(items, normalised, strict=True):
+            if read not in written:
                 raise _fail(path, field_where, f"{item!r} is not written by an earlier step (written: "
                             f"{', '.join(written) or 'nothing yet'})")
+        if value is not None:
+            fields[key] = normalised if isinstance(value, list) else normalised[0]
     for key in spec.writes:
         field_where = f"{where} ({kind}) field {key!r}"
         out = _run_path(fields[key], path, field_where)
@@ -319,6 +323,7 @@ def _step(path: Path, index: int, entry: Any, variables: dict, inputs: dict, wri
                 raise _fail(path, field_where, f"{fields[key]!r} is {relation} {other!r}, which step {writer!r} writes; "
                             "each step writes its own folder")
         written[out] = step_name
+        fields[key] = out
     return Step(step_name, kind, fields)
 
 

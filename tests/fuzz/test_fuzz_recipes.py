@@ -257,3 +257,11 @@ def test_fresh_starts_over_from_a_damaged_state(tmp_path, capsys):
     assert not (run / "data" / "a" / "stale.txt").exists() and (run / "data" / "a" / "README.md").is_file()
     assert main(["recipe", "status", str(recipe), "--run-dir", str(run)]) == 0
     assert "source-a: done" in capsys.readouterr().out
+
+
+def test_paths_are_compared_and_kept_normalised(tmp_path, capsys):
+    """`data/./a` reads what `data/a` writes: the plan finds the writer (the runner keys a read by its text)."""
+    recipe = _recipe(tmp_path, BASE.replace("data: data/a,", "data: data/./a,").replace("out: data/b}", "out: data//b/}"))
+    assert main(["recipe", "plan", str(recipe), "--run-dir", str(tmp_path / "run")]) == 0
+    out = capsys.readouterr().out
+    assert "2. sample (sample) -> data/b: run" in out and not (tmp_path / "run").exists()
