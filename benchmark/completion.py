@@ -32,6 +32,7 @@ from typing import Sequence
 import numpy as np
 
 from histosynth.benchmark.errors import MetricInputError
+from histosynth.benchmark.intervals import EXTENDED_NOTE, containing
 from histosynth.benchmark.lpips_masked import MODES, backbone_record
 from histosynth.benchmark.results import BenchmarkRun, DataRef, MetricResult
 from histosynth.benchmark.subjects import subject_of
@@ -73,7 +74,8 @@ def mean_interval(values: np.ndarray, resamples: int, seed: int,
         return mean, mean, mean
     ci = bootstrap((values,), np.mean, n_resamples=resamples, confidence_level=confidence, method="percentile",
                    random_state=np.random.default_rng(seed)).confidence_interval
-    return mean, float(ci.low), float(ci.high)
+    low, high = containing(mean, float(ci.low), float(ci.high))
+    return mean, low, high
 
 
 def _pairs(real: Path, completed: Path, split: str, limit: int | None):
@@ -159,7 +161,7 @@ def score_completion(real: Path | str, completed: Path | str, modes: Sequence[st
             for name, path in (("real", real), ("fake", completed))}
     settings = {"modes": list(modes), "net": net, "split": split, "limit": limit, "pairing": "row index",
                 "masks": mask_record(masks, mask_version), "rows_with_changed_known_pixels": changed,
-                "interval": f"percentile bootstrap of the mean over pairs, {bootstrap} resamples, seed {seed}",
+                "interval": f"{EXTENDED_NOTE}, of the mean over pairs, {bootstrap} resamples, seed {seed}",
                 "psnr": f"over masked RGB values, capped at {PSNR_CAP_DB:.4f} dB (MSE 1/12)",
                 "ssim": "mean of skimage's SSIM map (Gaussian sigma 1.5, population covariance) over masked pixels"}
     return BenchmarkRun(task="completion", results=results, data=refs,

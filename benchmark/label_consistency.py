@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from histosynth.benchmark.intervals import EXTENDED_NOTE, containing
 from histosynth.classes import IGNORE_ID
 from histosynth.errors import InputError
 
@@ -79,7 +80,7 @@ class LabelConsistency:
         return {"miou": self.miou, "ci_low": self.ci_low, "ci_high": self.ci_high, "confidence": self.confidence,
                 "per_class_iou": {str(k): v for k, v in self.per_class.items()}, "n_images": self.n_images,
                 "pixels": self.pixels, "mean_over": "foreground classes (id >= 1) present in the reference maps",
-                "interval": "percentile bootstrap over images"}
+                "interval": f"{EXTENDED_NOTE}, over images"}
 
 
 def label_consistency(predicted: np.ndarray, reference: np.ndarray, num_classes: int, bootstrap: int = 200,
@@ -96,6 +97,7 @@ def label_consistency(predicted: np.ndarray, reference: np.ndarray, num_classes:
             draws.append(value)
     alpha = 1.0 - confidence
     low, high = (np.quantile(draws, [alpha / 2, 1 - alpha / 2]) if draws else (np.nan, np.nan))
+    low, high = containing(miou, float(low), float(high))
     ious = per_class_iou(total)
     return LabelConsistency(miou, float(low), float(high), {int(c): float(ious[c]) for c in present}, len(per_image),
                             int(total.sum()), confidence)
