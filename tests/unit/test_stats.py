@@ -148,3 +148,12 @@ def test_save_load_roundtrip(tmp_path, features):
         StreamingStats.load(tmp_path / "foreign.npz")
     with pytest.raises(MetricInputError, match="JSON"):
         StreamingStats(metadata={"bad": object()}).save(tmp_path / "bad.npz")
+
+
+def test_a_bootstrap_interval_that_misses_its_estimate_is_extended_to_it():
+    from histosynth.benchmark.intervals import containing
+
+    assert containing(0.5, 0.6, 0.9) == (0.5, 0.9) and containing(0.95, 0.6, 0.9) == (0.6, 0.95)
+    assert containing(0.7, 0.6, 0.9) == (0.6, 0.9)  # an interval that holds its estimate is left alone
+    low, high = containing(float("nan"), 0.6, 0.9)
+    assert (low, high) == (0.6, 0.9)
