@@ -44,6 +44,22 @@ class MemorizationResult:
         """Fraction of synthetic samples flagged as copies."""
         return float(len(self.flagged) / len(self.ratios)) if len(self.ratios) else 0.0
 
+    def interval(self, confidence: float = 0.95) -> tuple[float, float]:
+        """Clopper-Pearson (exact binomial) interval of the flagged fraction over the synthetic samples."""
+        return binomial_interval(len(self.flagged), len(self.ratios), confidence)
+
+
+def binomial_interval(successes: int, trials: int, confidence: float = 0.95) -> tuple[float, float]:
+    """Clopper-Pearson interval of successes / trials (scipy's beta quantiles; (0, 1) for no trials)."""
+    from scipy.stats import beta
+
+    if trials <= 0:
+        return 0.0, 1.0
+    alpha = 1.0 - confidence
+    low = 0.0 if successes == 0 else float(beta.ppf(alpha / 2, successes, trials - successes + 1))
+    high = 1.0 if successes == trials else float(beta.ppf(1 - alpha / 2, successes + 1, trials - successes))
+    return low, high
+
 
 def memorization_ratios(
     synthetic: FeatureArray,

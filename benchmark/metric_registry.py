@@ -26,6 +26,7 @@ class MetricSpec:
     reference: str
     low: float = -math.inf
     high: float = math.inf
+    floor: float | None = None  # what a model that predicts nothing scores (None: no such floor)
 
     def to_dict(self) -> dict[str, object]:
         """JSON-ready (infinite bounds become None)."""
@@ -71,16 +72,16 @@ _FIXED = [
                0.0, 1.0),
     MetricSpec("psnr-masked", True, "dB", "PSNR over the masked RGB values, capped at MSE 1/12", 0.0, PSNR_CAP_DB),
     MetricSpec("ssim-masked", True, "SSIM", "Wang et al. 2004, mean of the SSIM map over masked pixels", -1.0, 1.0),
-    MetricSpec("miou", True, "IoU", SEG_REF, 0.0, 1.0),
-    MetricSpec("mean_dice", True, "Dice", SEG_REF, 0.0, 1.0),
+    MetricSpec("miou", True, "IoU", SEG_REF, 0.0, 1.0, floor=0.0),
+    MetricSpec("mean_dice", True, "Dice", SEG_REF, 0.0, 1.0, floor=0.0),
     MetricSpec("image_miou", True, "IoU", SEG_REF + "; mean over images", 0.0, 1.0),
     MetricSpec("label_consistency_miou", True, "IoU",
                "segmenter trained on real patches, mIoU of its maps of generated images against their condition maps",
-               0.0, 1.0),
-    MetricSpec("pq", True, "PQ", PQ_REF, 0.0, 1.0),
+               0.0, 1.0, floor=0.0),
+    MetricSpec("pq", True, "PQ", PQ_REF, 0.0, 1.0, floor=0.0),
     MetricSpec("dq", True, "DQ", PQ_REF.replace("binary PQ", "binary DQ"), 0.0, 1.0),
     MetricSpec("sq", True, "SQ", PQ_REF.replace("binary PQ", "binary SQ"), 0.0, 1.0),
-    MetricSpec("pq_image_mean", True, "PQ", PQ_IMAGE_REF, 0.0, 1.0),
+    MetricSpec("pq_image_mean", True, "PQ", PQ_IMAGE_REF, 0.0, 1.0, floor=0.0),
     MetricSpec("dq_image_mean", True, "DQ", PQ_IMAGE_REF, 0.0, 1.0),
     MetricSpec("sq_image_mean", True, "SQ", PQ_IMAGE_REF, 0.0, 1.0),
     MetricSpec("aji", True, "AJI", AJI_REF + "; each true nucleus paired with its largest-IoU prediction "

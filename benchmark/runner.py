@@ -74,7 +74,9 @@ def score_distribution(
     """
     from histosynth.benchmark.features import extract_features
     from histosynth.benchmark.frechet import fd_bootstrap, fd_from_stats, fd_infinity
+    from histosynth.benchmark.intervals import EXTENDED_NOTE, containing
     from histosynth.benchmark.kid import kid
+    from histosynth.benchmark.kid_interval import kid_bootstrap_ci
     from histosynth.benchmark.memorization import memorization_ratios
 
     unknown = sorted(set(metrics) - set(DISTRIBUTION_METRICS))
@@ -113,17 +115,28 @@ def score_distribution(
         if "kid" in metrics and sampled:
             k = kid(r.features, f.features, seed=seed)
             once = k.n_subsets == 1
-            results.append(MetricResult("kid", float(k.mean), extra={
+            low = high = None
+            if bootstrap:
+                _, low, high = kid_bootstrap_ci(r.features, f.features, n_boot=bootstrap, confidence=confidence,
+                                                seed=seed)
+                low, high = containing(float(k.mean), low, high)
+            results.append(MetricResult("kid", float(k.mean), ci_low=low, ci_high=high,
+                                        ci_level=confidence if bootstrap else None, extra={
                 "std": None if once else float(k.std), "subset_size": k.subset_size, "subsets": k.n_subsets,
+                **({"interval": f"{EXTENDED_NOTE} of the whole sets' unbiased MMD² (both sets resampled, pairs of "
+                                "copies left out; histosynth.benchmark.kid_interval)"} if bootstrap else {}),
                 **({"note": "subset size equals both set sizes: every subset is the whole of both sets, computed once"}
                    if once else {})}, **common))
         if "prdc" in metrics and sampled:
             results.extend(_prdc_results(r.features, f.features, common))
         if train_run is not None and f.features is not None and train_run.encoders[name].features is not None:
             memo = memorization_ratios(f.features, train_run.encoders[name].features)
-            results.append(MetricResult("memorization", memo.fraction, extra={
-                "threshold": memo.threshold, "flagged": memo.flagged[:100].tolist(), "n_train": train_run.encoders[name].stats.count,
-                "median_ratio": float(np.median(memo.ratios))}, **common))
+            low, high = memo.interval(confidence)
+            results.append(MetricResult("memorization", memo.fraction, ci_low=low, ci_high=high, ci_level=confidence,
+                                        extra={"interval": "Clopper-Pearson over the generated samples",
+                                               "threshold": memo.threshold, "flagged": memo.flagged[:100].tolist(),
+                                               "n_train": train_run.encoders[name].stats.count,
+                                               "median_ratio": float(np.median(memo.ratios))}, **common))
     provenance = {name: {k: v for k, v in e.provenance.items() if k != "encoder"} for name, e in real_run.encoders.items()}
     return BenchmarkRun(
         task="distribution",

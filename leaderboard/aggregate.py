@@ -2,7 +2,9 @@
 
 A column is one (task, metric, encoder) measured under one comparability key (histosynth.benchmark.results): runs
 with different keys never share a column, and each column says which key it holds. A row is one subject: a generator
-checkpoint, a dataset, or real data (kind "real", the reference line: shown, never ranked).
+checkpoint, a dataset, real data (kind "real") or a reference generator (kind "reference": real-heldout, the
+real-data ceiling; copy-nearest, the copy baseline). Real and reference rows are reference lines: shown, never
+ranked, never counted in another row's rank.
 
 Ranking rules (the page and the paper tables both read them from here):
 
@@ -17,6 +19,10 @@ Ranking rules (the page and the paper tables both read them from here):
   the row's Borda is the sum of its task scores, its mean rank the mean of them.
 - Partial coverage (a ranked row without a value in some aggregated column of the view) gets null aggregates, as in
   MTEB, so a row cannot climb by skipping tasks.
+- The suite's rules (histosynth.leaderboard.suite): a subject whose memorisation share is above the limit with 95 %
+  confidence is disqualified (shown with the reason, ranked nowhere); a column without power (too few seeds or
+  samples, no intervals, or unable to tell the real row from the metric's floor) is shown, ranked, but never
+  aggregated; every row says on how many of the view's columns it was ranked.
 """
 
 from __future__ import annotations
@@ -31,6 +37,8 @@ from histosynth.benchmark.results import REFERENCE_ROLES, BenchmarkRun, MetricRe
 from histosynth.errors import InputError, MissingInputError
 
 RESULTS_GLOB = "*.json"
+REFERENCE_KINDS = ("real", "reference")
+SEEDED_TASKS = ("tstr", "seg")
 NO_ENCODER = "-"  # the encoder of encoder-free metrics (LPIPS, mIoU, PQ) in column ids and filters
 
 
@@ -46,15 +54,20 @@ class Row:
     checkpoint_hash: str | None = None
     repo: str | None = None
     revision: str | None = None
+    dataset: str | None = None  # a reference generator's row is one per reference dataset
 
     @property
     def ranked(self) -> bool:
-        """Real data is the reference line, never ranked."""
-        return self.kind != "real"
+        """Real data and reference generators are reference lines, never ranked."""
+        return self.kind not in REFERENCE_KINDS
 
     @property
     def label(self) -> str:
-        """Display name: generators with version and a short checkpoint hash, datasets with repo@revision."""
+        """Display name: generators with version and a short checkpoint hash, datasets with repo@revision, a
+        reference generator with the dataset it is the reference line of."""
+        if self.kind == "reference":
+            short = (self.checkpoint_hash or "").split(":")[-1][:8]
+            return f"{self.name} on {self.dataset}" + (f" ({short})" if short else "")
         if self.kind == "generator":
             short = (self.checkpoint_hash or "").split(":")[-1][:8]
             return f"{self.name} {self.version or ''}".strip() + (f" ({short})" if short else "")
@@ -63,8 +76,20 @@ class Row:
         return self.name
 
 
+def reference_generators() -> frozenset[str]:
+    """Names of the registered generators of family "reference" (real-heldout, copy-nearest)."""
+    from histosynth.generators.registry import GENERATOR_META
+
+    return frozenset(name for name, meta in GENERATOR_META.items() if meta.family == "reference")
+
+
 def row_of(subject: Subject) -> Row:
-    """The leaderboard row of a subject: generators by checkpoint, everything else by content."""
+    """The leaderboard row of a subject: generators by checkpoint, everything else by content; a reference
+    generator's row has kind "reference"."""
+    if subject.kind == "generator" and subject.name in reference_generators():
+        key = f"reference:{subject.name}@{subject.checkpoint_hash or subject.content_hash}"
+        return Row(key, "reference", subject.name, subject.content_hash, subject.version, subject.checkpoint_hash,
+                   subject.repo, subject.revision)
     if subject.kind == "generator":
         key = f"generator:{subject.name}@{subject.checkpoint_hash or subject.content_hash}"
     elif subject.repo:
@@ -132,7 +157,23 @@ class Aggregate:
     borda: float | None
     mean_rank: float | None
     coverage: int  # aggregated columns of the view the row has a value in
-    columns: int  # aggregated columns in the view
+    columns: int  # aggregated columns (those with power) in the view
+    view_columns: int = 0  # every non-detail column of the view, aggregated or not
+
+
+@dataclass(frozen=True)
+class Power:
+    """Whether a column can rank: its resolvable difference (median CI half-width of its ranked rows), the seeds and
+    samples its numbers rest on, and why it has no power (None: it has)."""
+
+    resolvable: float | None
+    seeds: int | None
+    samples: int | None
+    reason: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.reason is None
 
 
 @dataclass
@@ -143,6 +184,13 @@ class Leaderboard:
     columns: list[Column]
     cells: dict[str, dict[str, Cell]]
     files: list[str]
+    power: dict[str, Power] = field(default_factory=dict)  # column id -> its power
+    disqualified: dict[str, str] = field(default_factory=dict)  # row id -> why it is not ranked
+
+    def ranked(self, row: Row | str) -> bool:
+        """Whether the row is ranked: not a reference line and not disqualified."""
+        row = row if isinstance(row, Row) else next(r for r in self.rows if r.id == row)
+        return row.ranked and row.id not in self.disqualified
 
     def cell(self, row: Row | str, column: Column | str) -> Cell | None:
         row_id = row if isinstance(row, str) else row.id
@@ -179,9 +227,11 @@ class Leaderboard:
         return chosen
 
     def aggregate(self, columns: list[Column] | None = None) -> dict[str, Aggregate]:
-        """Borda and mean rank of every row over `columns` (default all), each task weighted equally."""
-        columns = [c for c in (self.columns if columns is None else columns)
-                   if not c.detail and any(cell.rank is not None for cell in self._column_cells(c))]
+        """Borda and mean rank of every ranked row over the columns with power among `columns` (default all), each
+        task weighted equally."""
+        shown = [c for c in (self.columns if columns is None else columns) if not c.detail]
+        columns = [c for c in shown if self.power.get(c.id, Power(None, None, None)).ok
+                   and any(cell.rank is not None for cell in self._column_cells(c))]
         by_task: dict[str, list[Column]] = {}
         for column in columns:
             by_task.setdefault(column.task, []).append(column)
@@ -191,15 +241,16 @@ class Leaderboard:
         for row in self.rows:
             cells = [self.cell(row, c) for c in columns]
             coverage = sum(cell is not None and cell.value is not None for cell in cells)
-            if not row.ranked or not columns or coverage < len(columns):
-                out[row.id] = Aggregate(None, None, coverage, len(columns))
+            if not self.ranked(row) or not columns or coverage < len(columns):
+                out[row.id] = Aggregate(None, None, coverage, len(columns), len(shown))
                 continue
             task_borda, task_rank = [], []
             for task_columns in by_task.values():
                 ranks = [self.cell(row, c).rank for c in task_columns]
                 task_rank.append(sum(ranks) / len(ranks))
                 task_borda.append(sum(points[c.id][r] for c, r in zip(task_columns, ranks, strict=True)) / len(ranks))
-            out[row.id] = Aggregate(sum(task_borda), sum(task_rank) / len(task_rank), coverage, len(columns))
+            out[row.id] = Aggregate(sum(task_borda), sum(task_rank) / len(task_rank), coverage, len(columns),
+                                    len(shown))
         return out
 
     def subtitle(self, column: Column) -> str:
@@ -275,6 +326,8 @@ def build_leaderboard(runs: list[tuple[str, BenchmarkRun]]) -> Leaderboard:
         dataset = reference_dataset(run)
         for result in run.results:
             row = row_of(_subject_of(run, result, where))
+            if row.kind == "reference":  # a reference line belongs to its data: one row per dataset
+                row = replace(row, id=f"{row.id}|{dataset}", dataset=dataset)
             encoder = result.encoder or NO_ENCODER
             column_id = f"{run.task}/{result.metric}/{encoder}/{dataset}/{key}"
             columns.setdefault(column_id, Column(column_id, run.task, run.task_version, result.metric, encoder,
@@ -290,15 +343,65 @@ def build_leaderboard(runs: list[tuple[str, BenchmarkRun]]) -> Leaderboard:
             undefined = result.extra.get("undefined") if result.value is None else None
             cells[row.id][column_id] = Cell(result.value, result.ci_low, result.ci_high, result.ci_level,
                                             result.n_fake, where, run.run_id, dict(run.code), undefined)
+    disqualified = disqualifications(rows, columns, cells)
     for column in columns.values():
         ranked = [(rid, c) for rid, by in cells.items() if (c := by.get(column.id)) is not None
-                  and c.value is not None and rows[rid].ranked]
+                  and c.value is not None and rows[rid].ranked and rid not in disqualified]
         ranks = ci_ranks([(c.value, c.ci_low, c.ci_high) for _, c in ranked], column.higher_is_better)
         for (rid, c), rank in zip(ranked, ranks, strict=True):
             cells[rid][column.id] = replace(c, rank=rank)
+    power = {column.id: column_power(column, rows, cells) for column in columns.values()}
     ordered_columns = sorted(columns.values(), key=lambda c: (c.task, c.dataset, c.metric, c.encoder, c.comparability_key))
-    ordered_rows = sorted(rows.values(), key=lambda r: (not r.ranked, r.kind, r.name, r.id))
-    return Leaderboard(ordered_rows, ordered_columns, cells, [w for w, _ in runs])
+    ordered_rows = sorted(rows.values(), key=lambda r: (not r.ranked, r.id in disqualified, r.kind, r.name, r.id))
+    return Leaderboard(ordered_rows, ordered_columns, cells, [w for w, _ in runs], power, disqualified)
+
+
+def disqualifications(rows: dict[str, Row], columns: dict[str, Column], cells: dict[str, dict[str, Cell]]
+                      ) -> dict[str, str]:
+    """Ranked rows whose memorisation share is above the suite's limit with 95 % confidence, with the reason."""
+    from histosynth.leaderboard.suite import MEMORISATION_LIMIT
+
+    out = {}
+    for rid, by in cells.items():
+        if not rows[rid].ranked:
+            continue
+        for column_id, cell in by.items():
+            column = columns[column_id]
+            low = cell.ci_low if cell.ci_low is not None else cell.value
+            if column.metric == "memorization" and low is not None and low > MEMORISATION_LIMIT:
+                out[rid] = (f"memorises: {format_number(cell.value)} of its samples are near-copies of training "
+                            f"patches on {column.dataset} (95 % interval from {format_number(low)}, above the suite's "
+                            f"limit {MEMORISATION_LIMIT:g})")
+                break
+    return out
+
+
+def column_power(column: Column, rows: dict[str, Row], cells: dict[str, dict[str, Cell]]) -> Power:
+    """The column's Power under the suite's rules (histosynth.leaderboard.suite)."""
+    from histosynth.leaderboard.suite import MIN_SAMPLES, MIN_SEEDS, POWER_SPAN
+
+    present = [(rows[rid], by[column.id]) for rid, by in cells.items()
+               if column.id in by and by[column.id].value is not None]
+    ranked = [c for _, c in present if c.rank is not None]
+    widths = sorted((c.ci_high - c.ci_low) / 2 for c in ranked if c.ci_low is not None and c.ci_high is not None)
+    resolvable = widths[len(widths) // 2] if widths else None
+    seeds = column.comparability.get("settings", {}).get("seeds")
+    seeds = len(seeds) if isinstance(seeds, list) else None
+    samples = min((c.n_fake for c in ranked if c.n_fake is not None), default=None)
+    reason = None
+    if column.task in SEEDED_TASKS and (seeds or 0) < MIN_SEEDS:
+        reason = f"{seeds or 0} seed{'s' if seeds != 1 else ''} (the suite asks for {MIN_SEEDS})"
+    elif column.task not in SEEDED_TASKS and samples is not None and samples < MIN_SAMPLES:
+        reason = f"N = {samples} (the suite asks for {MIN_SAMPLES})"
+    elif resolvable is None:
+        reason = "no confidence intervals to say what difference it resolves"
+    else:
+        floor = metric_spec(column.metric).floor
+        ceiling = [c.value for row, c in present if row.kind == "real"]
+        if floor is not None and ceiling and abs(ceiling[0] - floor) < POWER_SPAN * resolvable:
+            reason = (f"the real-data row ({format_number(ceiling[0])}) is within {POWER_SPAN:g} resolvable "
+                      f"differences ({format_number(resolvable)}) of what predicting nothing scores ({floor:g})")
+    return Power(resolvable, seeds, samples, reason)
 
 
 def load_leaderboard(folder: Path | str) -> Leaderboard:

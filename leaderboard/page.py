@@ -18,7 +18,7 @@ from typing import Any
 
 from histosynth.atomic import write_text_atomic
 from histosynth.benchmark.metric_registry import metric_spec
-from histosynth.leaderboard.aggregate import Aggregate, Cell, Column, Leaderboard, Row, format_number
+from histosynth.leaderboard.aggregate import Aggregate, Cell, Column, Leaderboard, Power, Row, format_number
 from histosynth.leaderboard.cards import citation, generator_meta, hub_card_url
 
 PAGE_NAME = "index.html"
@@ -27,11 +27,17 @@ CSV_FIELDS = ("subject", "kind", "name", "version", "checkpoint_hash", "content_
               "task_version", "dataset", "metric", "encoder", "comparability_key", "value", "ci_low", "ci_high",
               "ci_level", "rank", "n_fake", "file", "run_id", "histosynth", "git_commit")
 RULES = ("Ranks: competition ranking per column with CI ties (a row takes the rank of the best row whose CI overlaps "
-         "its own). Borda: per column, the number of ranked rows strictly worse; each task weighted equally (mean "
+         "its own). Real data and the reference generators (real-heldout, the real-data ceiling; copy-nearest, the "
+         "copy baseline) are reference lines: shown, never ranked, never counted in another row's rank. A subject "
+         "whose memorisation share is above the suite's limit with 95 % confidence is disqualified: struck through, "
+         "ranked nowhere. A column has power when it rests on enough seeds (5) or samples (64), carries intervals "
+         "and can tell the real row from what predicting nothing scores by 3 of its resolvable differences (the "
+         "median CI half-width, shown under its header); columns without power are greyed and never aggregated. "
+         "Borda: per column with power, the number of ranked rows strictly worse; each task weighted equally (mean "
          "over its columns), summed over tasks. Mean rank: the mean over tasks of the mean rank over the task's "
-         "columns. A row missing any column of the view gets no aggregate (partial coverage, as in MTEB). Real data "
-         "is the reference line: shown, never ranked. Per-class columns appear in their task's tab and are not "
-         "aggregated. Columns with different comparability keys are never merged.")
+         "columns. A row missing any aggregated column of the view gets no aggregate (partial coverage, as in "
+         "MTEB); each row says on how many of the view's columns it was ranked. Per-class columns appear in their "
+         "task's tab and are not aggregated. Columns with different comparability keys are never merged.")
 
 CSS = """
 body{font:14px/1.4 system-ui,sans-serif;margin:1.5em;color:#222}
@@ -54,6 +60,10 @@ td.num{text-align:right;white-space:nowrap}
 .rank.r1{background:#2a7}
 tr.reference td{background:#fff8e0;font-style:italic}
 tr.reference .rank{background:#b90}
+tr.disqualified td:first-child a{text-decoration:line-through}
+tr.disqualified td{color:#999}
+th.nopower,td.nopower{color:#aaa}
+th.nopower small{color:#b55}
 .missing{color:#aaa}
 .card{border:1px solid #ddd;border-radius:4px;padding:.5em 1em;margin:.6em 0;max-width:75em}
 .card:target{outline:3px solid #2a7}
@@ -166,7 +176,8 @@ def _code(cell: Cell) -> str:
 
 
 def _view_entry(agg: Aggregate) -> list:
-    note = f"covers {agg.coverage} of {agg.columns} aggregated columns in this view"
+    note = (f"ranked on {agg.coverage} of the {agg.view_columns} columns of this view "
+            f"({agg.columns} of them have power and are aggregated)")
     return [agg.borda, format_number(agg.borda), agg.mean_rank, format_number(agg.mean_rank), note]
 
 
@@ -204,33 +215,59 @@ def csv_text(board: Leaderboard) -> str:
     return buffer.getvalue()
 
 
-def _header(column: Column, index: int, subtitle: str) -> str:
+def power_note(power: Power | None) -> str:
+    """What a column resolves, or why it has no power (page headers, paper tables)."""
+    if power is None:
+        return ""
+    if not power.ok:
+        return f"no power: {power.reason}"
+    return f"resolves differences of {format_number(power.resolvable)}"
+
+
+def _header(column: Column, index: int, subtitle: str, power: Power | None) -> str:
     spec = metric_spec(column.metric)
     better = "higher is better" if spec.higher_is_better else "lower is better"
+    note = power_note(power)
     title = (f"{column.metric}: {spec.unit}, {better}. Formula: {spec.reference}. Task {column.task} "
-             f"v{column.task_version}; comparability key {column.comparability_key}")
+             f"v{column.task_version}; comparability key {column.comparability_key}. {note}")
+    weak = power is not None and not power.ok
     return (f'<th data-col="{index}" data-task="{_e(column.task)}" data-dataset="{_e(column.dataset)}" '
             f'data-encoder="{_e(column.encoder)}" data-detail="{int(column.detail)}" '
+            f'data-power="{int(not weak)}"{" class=nopower" if weak else ""} '
             f'data-hib="{int(spec.higher_is_better)}" data-key="{_e(column.comparability_key)}" title="{_e(title)}">'
             f'{_e(column.title)} {"&uarr;" if spec.higher_is_better else "&darr;"}'
-            f'<small>{_e(subtitle)}</small></th>')
+            f'<small>{_e(subtitle)}</small><small>{_e("no power" if weak else note)}</small></th>')
 
 
-def _cell(cell: Cell | None, row: Row, index: int) -> str:
+def _cell(cell: Cell | None, row: Row, index: int, board: Leaderboard, weak: bool) -> str:
+    grey = " nopower" if weak else ""
     if cell is None or cell.value is None:
         why = cell.undefined if cell is not None else "not measured"
-        return f'<td class="num missing" data-col="{index}" data-value="" title="{_e(why)}">&ndash;</td>'
+        return f'<td class="num missing{grey}" data-col="{index}" data-value="" title="{_e(why)}">&ndash;</td>'
     ci = ""
     if cell.ci_low is not None and cell.ci_high is not None:
         level = f"{cell.ci_level:.0%} " if cell.ci_level else ""
         ci = f'<span class="ci">{level}[{format_number(cell.ci_low)}, {format_number(cell.ci_high)}]</span>'
-    if row.ranked:
+    if board.ranked(row):
         rank = f'<span class="rank{" r1" if cell.rank == 1 else ""}">{cell.rank}</span>'
+    elif row.id in board.disqualified:
+        rank = f'<span class="rank" title="{_e(board.disqualified[row.id])}">dq</span>'
     else:
         rank = '<span class="rank" title="reference line, not ranked">ref</span>'
     title = f"{cell.file} (run {cell.run_id}); N fake {cell.n_fake}; histosynth {cell.code.get('histosynth')}"
-    return (f'<td class="num" data-col="{index}" data-value="{cell.value!r}" data-rank="{cell.rank or ""}" '
+    return (f'<td class="num{grey}" data-col="{index}" data-value="{cell.value!r}" data-rank="{cell.rank or ""}" '
             f'title="{_e(title)}">{format_number(cell.value)}{rank}{ci}</td>')
+
+
+def kind_label(board: Leaderboard, row: Row) -> str:
+    """What the Kind column says: reference line, disqualified (with why), or the subject's kind."""
+    if row.id in board.disqualified:
+        return f"disqualified ({board.disqualified[row.id]})"
+    if row.kind == "real":
+        return "real data (reference line)"
+    if row.kind == "reference":
+        return "reference line (ceiling)" if row.name == "real-heldout" else f"reference line ({row.name})"
+    return row.kind
 
 
 def _card(board: Leaderboard, row: Row, anchor: str) -> str:
@@ -242,6 +279,12 @@ def _card(board: Leaderboard, row: Row, anchor: str) -> str:
     url = hub_card_url(row)
     if url:
         parts.append(f'<li>card on the Hub: <a class="hub-card" href="{_e(url)}">{_e(url)}</a></li>')
+    if row.kind == "reference":
+        why = ("it passes the held-out real patches of {d} through: every score of its row is real data's, the "
+               "ceiling" if row.name == "real-heldout" else "it returns the training patch of {d} whose map best "
+               "matches each condition: the copy baseline the memorisation gate must catch")
+        parts.append(f"<li>reference line on {_e(row.dataset)}, not ranked: {_e(why.format(d=row.dataset))}. One row "
+                     "per dataset, with the checkpoint hash of what it was fitted to there.</li>")
     meta = generator_meta(row)
     if meta is not None:
         parts.append(f"<li>generator: {_e(meta.summary)}; family {_e(meta.family)}; licence {_e(meta.licence)}</li>")
@@ -264,13 +307,15 @@ def render_page(board: Leaderboard, title: str = "histosynth leaderboard") -> st
              '<th class="borda" data-hib="1" title="Borda count over the tasks of this view">Borda</th>'
              '<th class="mean-rank" data-hib="0" title="Mean rank over the tasks of this view">Mean rank</th>')
     offset = 4
-    heads = "".join(_header(c, offset + i, board.subtitle(c)) for i, c in enumerate(board.columns))
+    heads = "".join(_header(c, offset + i, board.subtitle(c), board.power.get(c.id))
+                    for i, c in enumerate(board.columns))
+    weak = [c.id in board.power and not board.power[c.id].ok for c in board.columns]
     body = []
     for row in board.rows:
-        cells = "".join(_cell(board.cell(row, c), row, offset + i) for i, c in enumerate(board.columns))
-        kind = "real data (reference)" if not row.ranked else row.kind
-        body.append(f'<tr data-row="{_e(row.id)}" data-kind="{_e(row.kind)}"'
-                    f'{" class=reference" if not row.ranked else ""}>'
+        cells = "".join(_cell(board.cell(row, c), row, offset + i, board, weak[i]) for i, c in enumerate(board.columns))
+        kind = kind_label(board, row)
+        css = " class=reference" if not row.ranked else " class=disqualified" if row.id in board.disqualified else ""
+        body.append(f'<tr data-row="{_e(row.id)}" data-kind="{_e(row.kind)}"{css}>'
                     f'<td data-value="{_e(row.label.lower())}"><a class="model-link" href="#{anchors[row.id]}">'
                     f'{_e(row.label)}</a></td><td data-value="{_e(row.kind)}">{_e(kind)}</td>'
                     f'<td class="num borda" data-value=""></td><td class="num mean-rank" data-value=""></td>{cells}</tr>')

@@ -28,7 +28,22 @@ from histosynth.benchmark.results import BenchmarkRun, DataRef, MetricResult
 from histosynth.errors import InputError
 
 SUITE_NAME = "histosynth-bench"
-SUITE_VERSION = "1"
+SUITE_VERSION = "2"
+# The suite's ranking rules (part of its version; histosynth.leaderboard.aggregate applies them):
+# - A subject is disqualified (shown struck through, ranked nowhere) when the lower end of its memorisation share's
+#   95 % interval (Clopper-Pearson over its samples) lies above MEMORISATION_LIMIT. The limit sits between the two
+#   reference rows: real held-out patches, novel by construction, score 0 of 64 (upper bound 0.056) on both
+#   datasets, the copy baseline 64 of 64 (lower bound 0.944); 0.10 is above what real data reaches by chance, so a
+#   generator as novel as real data is never disqualified, and disqualifies one that near-copies more than one
+#   sample in ten with 95 % confidence.
+# - A column has power, and enters Borda and mean rank, when its numbers rest on at least MIN_SEEDS seeds (seed-
+#   averaged tasks) or MIN_SAMPLES samples (the others), carry intervals, and, where its real-data row and the
+#   metric's floor (metric registry: what predicting nothing scores) are known, resolve the span between them by at
+#   least POWER_SPAN of its resolvable differences (the median CI half-width of its ranked rows).
+MEMORISATION_LIMIT = 0.10
+MIN_SEEDS = 5
+MIN_SAMPLES = 64
+POWER_SPAN = 3.0
 # the data roles of a results file that hold the scored set (every other role is reference data)
 SCORED_ROLES = ("fake", "train:synthetic")
 TASKS = ("distribution", "label-consistency", "completion", "tstr-seg", "tstr-nuclei")

@@ -2,8 +2,10 @@
 number formatting (histosynth.leaderboard.aggregate.format_number).
 
 Bold marks rank 1 in a column: the best value by the metric's direction (metric registry), and every row whose CI
-overlaps the best's (the aggregate module's tie rule). Real data is the reference line below the ranked rows, never
-bold. A citation block lists the BibTeX of every registered generator in the table.
+overlaps the best's (the aggregate module's tie rule). Disqualified subjects (memorisation) follow the ranked rows,
+struck through; real data and the reference generators are the reference lines below a rule, never bold. A column
+without power says so under its header and is left out of Borda and mean rank. A citation block lists the BibTeX of
+every registered generator in the table.
 """
 
 from __future__ import annotations
@@ -62,10 +64,27 @@ def table_columns(board: Leaderboard, tasks: Iterable[str] | None = None, datase
 
 
 def _table_rows(board: Leaderboard, columns: list[Column]) -> list[Row]:
-    """Ranked rows with a value in some column, then the reference rows (the board's order)."""
+    """Ranked rows with a value in some column, then the disqualified ones, then the reference rows."""
     measured = [r for r in board.rows if any((c := board.cell(r, col)) is not None and c.value is not None
                                              for col in columns)]
-    return [r for r in measured if r.ranked] + [r for r in measured if not r.ranked]
+    return ([r for r in measured if board.ranked(r)] + [r for r in measured if r.id in board.disqualified]
+            + [r for r in measured if not r.ranked])
+
+
+def _subtitle(board: Leaderboard, column: Column) -> str:
+    """The header's second line: the board's subtitle, and "no power" where the column has none."""
+    power = board.power.get(column.id)
+    return board.subtitle(column) + ("; no power" if power is not None and not power.ok else "")
+
+
+def _row_name(board: Leaderboard, row: Row, text: str, fmt: str) -> str:
+    """A row's first cell: reference rows in italics, disqualified ones struck through (LaTeX: ulem's sout)."""
+    if not row.ranked:
+        return rf"\textit{{{text} (reference)}}" if fmt == "latex" else f"*{text} (reference)*"
+    if row.id in board.disqualified:
+        return rf"\sout{{{text}}} (disqualified: memorisation)" if fmt == "latex" else \
+            f"~~{text}~~ (disqualified: memorisation)"
+    return text
 
 
 def render_table(board: Leaderboard, columns: list[Column], fmt: str = "markdown", ci: str = "pm",
@@ -108,8 +127,9 @@ def _caption(columns: list[Column], ci: str) -> str:
     tasks = sorted({f"{c.task_label} v{c.task_version}" for c in columns})
     ci_text = "± CI half-width" if ci == "pm" else "[CI low, CI high]"
     return (f"histosynth leaderboard: {', '.join(tasks)}. Value {ci_text}. Bold: rank 1 (the best by the metric's "
-            "direction, or CI-tied with it). Borda and mean rank weight each task equally; partial coverage: n/a. "
-            "Real data is the reference line, not ranked.")
+            "direction, or CI-tied with it). Borda and mean rank weight each task equally over the columns with "
+            "power; partial coverage: n/a. Real data and the reference generators are reference lines, not ranked; "
+            "struck-through subjects are disqualified for memorisation.")
 
 
 def _latex(board, columns, rows, aggregates, bibs, ci, digits, citations) -> str:
@@ -123,7 +143,7 @@ def _latex(board, columns, rows, aggregates, bibs, ci, digits, citations) -> str
              r"\begin{tabular}{l" + "r" * (len(columns) + 2) + "}", r"\toprule",
              " & ".join(["Subject", r"Borda $\uparrow$", r"Mean rank $\downarrow$",
                          *(f"{latex_escape(c.title)} {a}" for c, a in zip(columns, arrows, strict=True))]) + r" \\",
-             " & ".join(["", "", "", *(latex_escape(board.subtitle(c)) for c in columns)])
+             " & ".join(["", "", "", *(latex_escape(_subtitle(board, c)) for c in columns)])
              + r" \\", r"\midrule"]
     reference_started = False
     for row in rows:
@@ -131,10 +151,9 @@ def _latex(board, columns, rows, aggregates, bibs, ci, digits, citations) -> str
             lines.append(r"\midrule")
             reference_started = True
         name = latex_escape(row.label) + (rf"~\cite{{{citation_key(bibs[row.id])}}}" if row.id in bibs else "")
-        if not row.ranked:
-            name = rf"\textit{{{name} (reference)}}"
+        name = _row_name(board, row, name, "latex")
         agg = aggregates[row.id]
-        cells = [value(board.cell(row, c), row.ranked and _rank(board, row, c) == 1) for c in columns]
+        cells = [value(board.cell(row, c), board.ranked(row) and _rank(board, row, c) == 1) for c in columns]
         lines.append(" & ".join([name, format_number(agg.borda, digits), format_number(agg.mean_rank, digits), *cells])
                      + r" \\")
     lines += [r"\bottomrule", r"\end{tabular}"]
@@ -148,16 +167,15 @@ def _markdown(board, columns, rows, aggregates, bibs, ci, digits, citations) -> 
         return f"**{text}**" if bold else text
 
     heads = [f"{markdown_escape(c.title)} {'↑' if metric_spec(c.metric).higher_is_better else '↓'}<br>"
-             f"{markdown_escape(board.subtitle(c))}" for c in columns]
+             f"{markdown_escape(_subtitle(board, c))}" for c in columns]
     lines = [f"_{markdown_escape(_caption(columns, ci))}_", "",
              "| " + " | ".join(["Subject", "Borda ↑", "Mean rank ↓", *heads]) + " |",
              "|" + "---|" + "---:|" * (len(columns) + 2)]
     for row in rows:
         name = markdown_escape(row.label) + (f" [{citation_key(bibs[row.id])}]" if row.id in bibs else "")
-        if not row.ranked:
-            name = f"*{name} (reference)*"
+        name = _row_name(board, row, name, "markdown")
         agg = aggregates[row.id]
-        cells = [value(board.cell(row, c), row.ranked and _rank(board, row, c) == 1) for c in columns]
+        cells = [value(board.cell(row, c), board.ranked(row) and _rank(board, row, c) == 1) for c in columns]
         lines.append("| " + " | ".join([name, format_number(agg.borda, digits), format_number(agg.mean_rank, digits),
                                         *cells]) + " |")
     return "\n".join(lines + (_citation_lines(bibs, "markdown") if citations else [])) + "\n"

@@ -95,7 +95,7 @@ def test_task_tab_and_filters(page):
     page.click("#tabs button[data-task='tstr']")
     assert set(visible_rows(page)) == {"htd", "htd-no-copy", REAL_LABEL}  # pix2pix has no TSTR number
     heads = page.eval_on_selector_all("#board thead th:not([hidden])", "hs => hs.map(h => h.textContent)")
-    assert heads[4:] == ["miou ↑sim-test, tstr (deeplabv3plus) v1"]
+    assert heads[4:] == ["miou ↑sim-test, tstr (deeplabv3plus) v1resolves differences of 0.0500"]
     # in the tstr view, the aggregates are the tstr column's: htd rank 1 (Borda 1), htd-no-copy rank 2 (Borda 0)
     borda = page.eval_on_selector_all("#board tbody tr:not([hidden]) td.borda", "cs => cs.map(c => c.textContent)")
     assert dict(zip(visible_rows(page), borda, strict=True)) == {"htd": "1.00", "htd-no-copy": "0", REAL_LABEL: "n/a"}

@@ -105,6 +105,8 @@ def test_records_kid_subsets_and_the_centred_fd_interval(datasets_pair, tmp_path
     run = score_distribution(datasets_pair / "real", datasets_pair / "fake", bootstrap=30, cache_dir=tmp_path, progress=False)
     kid_result = next(r for r in run.results if r.metric == "kid")
     assert (kid_result.extra["subset_size"], kid_result.extra["subsets"]) == (10, 100)  # min(1000, 12, 10)
+    assert kid_result.ci_low <= kid_result.value <= kid_result.ci_high and kid_result.ci_level == 0.95
+    assert kid_result.ci_low < kid_result.ci_high and "unbiased MMD" in kid_result.extra["interval"]
     fd = next(r for r in run.results if r.metric == "fd")
     assert fd.extra["interval"] == "centred-percentile" and fd.ci_low <= fd.value <= fd.ci_high
     assert fd.extra["replicate_route"] == "gram" and len(fd.extra["ci_mc_error"]) == 2

@@ -103,7 +103,7 @@ def test_borda_mean_rank_and_partial_coverage(board):
 
 
 def test_a_column_of_only_real_data_is_not_aggregated(results):
-    real_only = distribution_run(REAL_SUBJECT, *REAL_FD, n_fake=64)  # another key: a column only real data is in
+    real_only = distribution_run(REAL_SUBJECT, *REAL_FD, n_fake=128)  # another key: a column only real data is in
     board = build_leaderboard(load_results(results) + [("real-64.json", real_only)])
     assert len(board.columns) == 5
     agg = board.aggregate()
@@ -266,3 +266,83 @@ def test_release_tag_follows_the_suite_version(results):
     runs[0][1].settings["suite_version"] = "2"
     with pytest.raises(InputError, match=r"mix suite versions: histosynth-bench v1 \(.*\), histosynth-bench v2"):
         check_suite_version(runs, Version.parse("v1.0.0"))
+
+
+def _with(results, *extra):
+    return build_leaderboard(load_results(results) + list(extra))
+
+
+def test_a_reference_row_that_beats_everyone_changes_no_rank(results, board):
+    from histosynth.benchmark.results import Subject
+
+    ceiling = Subject("generator", "real-heldout", "sha256:passthrough", version="0.1.0", checkpoint_hash="sha256:res")
+    with_ref = _with(results, ("ref.json", distribution_run(ceiling, 0.5, (0.4, 0.6), 0.99)))
+    (ref,) = [r for r in with_ref.rows if r.name == "real-heldout"]
+    assert ref.kind == "reference" and not with_ref.ranked(ref)
+    for col in board.columns:
+        assert with_ref.cell(ref, col) is None or with_ref.cell(ref, col).rank is None
+        for row in (HTD, NO_COPY, PIX):
+            before, after = board.cell(row, col), with_ref.cell(row, col)
+            assert (before.rank if before else None) == (after.rank if after else None)
+    assert with_ref.aggregate()[HTD] == board.aggregate()[HTD] and with_ref.aggregate()[ref.id].borda is None
+
+
+def test_a_memorising_subject_is_disqualified_and_ranked_nowhere(results, board):
+    copier = generator("copier")
+    run = distribution_run(copier, 1.0, (0.5, 1.5), 0.99)
+    run.results.append(MetricResult("memorization", 0.5, "lite0", 0.37, 0.63, 0.95, 16, 64))
+    novel = generator("novel")
+    clean = distribution_run(novel, 1.0, (0.5, 1.5), 0.99)
+    clean.results.append(MetricResult("memorization", 0.02, "lite0", 0.0, 0.08, 0.95, 16, 64))
+    tested = _with(results, ("copier.json", run), ("novel.json", clean))
+    copier_id, novel_id = row_id("copier"), row_id("novel")
+    assert "memorises" in tested.disqualified[copier_id] and "0.1" in tested.disqualified[copier_id]
+    assert novel_id not in tested.disqualified  # under the limit
+    fd = column(tested, "distribution", "fd")
+    assert tested.cell(copier_id, fd).rank is None and tested.cell(novel_id, fd).rank == 1
+    assert tested.aggregate()[copier_id].borda is None
+
+
+def test_a_two_seed_column_has_no_power_and_is_not_aggregated(results, board):
+    two_seeds = BenchmarkRun.load(results / "sub" / "tstr.json")
+    two_seeds.settings["seeds"] = [0, 1]
+    tested = build_leaderboard([(w, r) for w, r in load_results(results) if not w.startswith("sub/")]
+                               + [("two-seeds.json", two_seeds)])
+    miou = column(tested, "tstr", "miou")
+    assert not tested.power[miou.id].ok and "2 seeds" in tested.power[miou.id].reason
+    assert tested.cell(HTD, miou).rank == 1  # still ranked in its own column
+    agg = tested.aggregate()
+    assert (agg[HTD].columns, agg[HTD].view_columns) == (2, 3)  # ranked on 2 of the 3 columns it is shown in
+    assert agg[PIX].borda is not None  # nothing missing among the columns with power
+    assert tested.power[column(tested, "distribution", "fd").id].resolvable == pytest.approx(1.0)
+
+
+def test_a_column_that_cannot_tell_real_data_from_nothing_has_no_power(results):
+    weak = BenchmarkRun.load(results / "sub" / "tstr.json")
+    for result in weak.results:
+        result.value, result.ci_low, result.ci_high = 0.02, 0.0, 0.2
+    tested = build_leaderboard([(w, r) for w, r in load_results(results) if not w.startswith("sub/")]
+                               + [("weak.json", weak)])
+    power = tested.power[column(tested, "tstr", "miou").id]
+    assert not power.ok and "predicting nothing" in power.reason
+
+
+def test_tables_and_page_show_reference_lines_disqualified_rows_and_columns_without_power(results):
+    copier = generator("copier")
+    run = distribution_run(copier, 1.0, (0.5, 1.5), 0.99)
+    run.results.append(MetricResult("memorization", 0.5, "lite0", 0.37, 0.63, 0.95, 16, 64))
+    two_seeds = BenchmarkRun.load(results / "sub" / "tstr.json")
+    two_seeds.settings["seeds"] = [0, 1]
+    tested = build_leaderboard([(w, r) for w, r in load_results(results) if not w.startswith("sub/")]
+                               + [("copier.json", run), ("two-seeds.json", two_seeds)])
+    text = render_table(tested, table_columns(tested), "markdown")
+    lines = [line for line in text.splitlines() if line.startswith("| ")]
+    names = [line.split(" | ")[0] for line in lines[2:]]
+    assert names[-2].startswith("| ~~copier") and "disqualified" in names[-2] and "(reference)" in names[-1]
+    heads = lines[0].split(" | ")[3:]
+    weak = [h.split("<br>")[0] for h in heads if "no power" in h]
+    assert weak == ["memorization (lite0) ↓", "miou ↑"]  # two seeds; and nobody ranked on memorisation here
+    latex = render_table(tested, table_columns(tested), "latex")
+    assert r"\sout{copier" in latex and latex.index(r"\sout{copier") < latex.rindex(r"\midrule")
+    page = render_page(tested)
+    assert 'class=disqualified' in page and 'class=nopower' in page and "reference line" in page

@@ -69,3 +69,15 @@ def test_threshold_and_errors(planted):
         memorization_ratios(synthetic, train[:1])
     with pytest.raises(MetricInputError, match="dimensions differ"):
         memorization_ratios(synthetic, train[:, :10])
+
+
+def test_the_flagged_share_has_a_clopper_pearson_interval():
+    from scipy.stats import binomtest
+
+    from histosynth.benchmark.memorization import binomial_interval
+
+    for k, n in ((0, 64), (3, 64), (64, 64), (10, 40)):
+        low, high = binomial_interval(k, n)
+        exact = binomtest(k, n).proportion_ci(0.95, method="exact")  # an independent implementation
+        assert (low, high) == pytest.approx((exact.low, exact.high), abs=1e-12)
+    assert binomial_interval(0, 64)[1] == pytest.approx(1 - 0.025 ** (1 / 64), rel=1e-12)  # closed form at k = 0
