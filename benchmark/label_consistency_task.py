@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from histosynth.benchmark.features import scan_rows
 from histosynth.benchmark.label_consistency import dataset_arrays, label_consistency
@@ -71,7 +72,7 @@ def score_label_consistency(real_train: Path | str, fake: Path | str, real_test:
     subjects = {role: subject_of(folder, split, refs[role]) for role, folder in scored.items()}
     return BenchmarkRun(task="label-consistency", results=results, data=refs, subjects=subjects,
                         settings={"resolution": resolution, "steps": steps, "seed": seed, "bootstrap": bootstrap,
-                                  "schema": schema, "split": split,
+                                  "schema": schema, "split": split, "threads": torch.get_num_threads(),
                                   "segmenter": "DeepLabv3+ (smp), tu-tf_efficientnet_lite0 encoder"
                                                + (" with the effnet-lite0 ImageNet weights" if pretrained else
                                                   ", random init")},

@@ -43,10 +43,15 @@ settings.model is here has this version instead of its task's. hovernet (the nuc
 the released HoVer-Net/CoNIC/PanNuke code, PQ pooled over images."""
 SUBJECT_KINDS = ("generator", "dataset", "real")
 COMPARABLE_SETTINGS = {"distribution": (), "completion": ("net", "masks"), "masked-lpips": ("net", "modes"),
-                       "seg": ("model", "preset", "train", "seeds", "schema"),
-                       "tstr": ("model", "preset", "train", "seeds", "schema"),
-                       "label-consistency": ("resolution", "steps", "seed", "schema", "segmenter")}
-"""The settings of each task that change its numbers (part of the comparability key)."""
+                       "seg": ("model", "preset", "train", "seeds", "schema", "threads"),
+                       "tstr": ("model", "preset", "train", "seeds", "schema", "threads"),
+                       "label-consistency": ("resolution", "steps", "seed", "schema", "segmenter", "threads")}
+"""The settings of each task that change its numbers (part of the comparability key). The tasks that train a model
+record the thread count: it changes the trained weights (float sums in another order), so the same settings on
+another thread count give other numbers."""
+RECORDED_SINCE = ("threads",)
+"""Comparable settings that older files do not record: they enter the key only where a run records them, so an older
+file keeps the key it was written with (and never shares a column with a run that records them)."""
 REFERENCE_ROLES = ("real", "test", "train")
 """Data roles that are references (their content and size enter the key), unless the task scores them."""
 
@@ -161,7 +166,8 @@ class BenchmarkRun:
             "reference": {role: {"content_hash": ref.content_hash, "n": ref.n} for role, ref in sorted(self.data.items())
                           if role in REFERENCE_ROLES and role not in scored},
             "n_scored": {role: ref.n for role, ref in sorted(self.data.items()) if role in scored},
-            "settings": {k: self.settings.get(k) for k in COMPARABLE_SETTINGS[self.task]},
+            "settings": {k: self.settings.get(k) for k in COMPARABLE_SETTINGS[self.task]
+                         if k not in RECORDED_SINCE or k in self.settings},
         }
 
     @property

@@ -154,3 +154,18 @@ def test_committed_nuclei_results_of_version_one_still_load():
     for path in files:
         run = BenchmarkRun.load(path)  # the stored comparability key still matches
         assert run.task_version in (1, current_task_version("tstr", run.settings)) and run.settings["model"] == "hovernet"
+
+
+def test_the_thread_count_of_a_trained_model_is_comparable_and_older_files_keep_their_key():
+    from histosynth.benchmark.results import BenchmarkRun, DataRef, MetricResult
+
+    def run(settings):
+        return BenchmarkRun("label-consistency", [MetricResult("label_consistency_miou", 0.5)],
+                            {"real": DataRef("train", content_hash="sha256:a", n=8)},
+                            settings={"resolution": 64, "steps": 10, "seed": 0, "schema": "s", "segmenter": "x",
+                                      **settings})
+
+    older, one, two = run({}), run({"threads": 1}), run({"threads": 2})
+    assert len({older.comparability_key, one.comparability_key, two.comparability_key}) == 3
+    assert "threads" not in older.comparability()["settings"]
+    assert one.comparability()["settings"]["threads"] == 1
