@@ -1,3 +1,4 @@
+import re
 import pytest
 
 from histosynth.registry import Registry, RegistryError, import_target
@@ -59,3 +60,15 @@ def test_decorator_and_resolver():
     assert reg.get("dyn-x") == "DYN-X" and "dyn-y" in reg
     with pytest.raises(RegistryError):
         reg.get("other")
+
+
+def test_every_published_generator_has_a_complete_bibtex_entry():
+    from histosynth.generators.registry import GENERATOR_META
+
+    for name, meta in GENERATOR_META.items():
+        if meta.family == "reference":
+            continue  # reference rows cite no paper
+        entry = meta.citation
+        assert entry.startswith("@") and entry.rstrip().endswith("}"), name
+        for field in ("title", "author", "year"):
+            assert re.search(rf"^\s*{field}\s*=\s*\{{.+\}}", entry, re.M), f"{name}: BibTeX without {field}"
