@@ -63,10 +63,14 @@ class Identity:
 
 def identify(kind: str, name: str, folders: list[Path]) -> Identity:
     """The Identity of a submission of `kind` named `name` whose files are `folders` (each checked: regular files
-    only, within caps)."""
-    from histosynth.leaderboard.untrusted import check_tree, tree_hash
+    only, within caps); a regular file among them (a plugin wheel) counts as a folder holding just that file."""
+    import os
+    import stat
+
+    from histosynth.leaderboard.untrusted import check_file, check_tree, tree_hash
 
     if kind not in ("generator", "dataset"):
         raise ValueError(f"unknown submission kind {kind!r}")
-    trees = [check_tree(folder, what=f"{kind} folder") for folder in folders]
+    trees = [check_file(path, what=f"{kind} file") if os.path.lexists(path) and stat.S_ISREG(os.lstat(path).st_mode)
+             else check_tree(path, what=f"{kind} folder") for path in folders]
     return Identity(kind, check_name(name), tree_hash(trees))

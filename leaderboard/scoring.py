@@ -31,6 +31,7 @@ from typing import Any, Callable, Sequence
 from histosynth.atomic import atomic_directory, write_text_atomic
 from histosynth.errors import UserFacingError
 from histosynth.leaderboard.identity import Identity, identify
+from histosynth.leaderboard.plugin_package import prepare_plugin
 from histosynth.leaderboard.sandbox import (
     SANDBOX_WORK,
     SandboxLimits,
@@ -242,7 +243,10 @@ def _step_command(run: _Run, verb: str, spec: dict[str, Any]) -> list[str]:
 
 def _generate(run: _Run, submission: Submission, refs: References, chosen: Variant) -> dict[str, Path]:
     plugin = "-" if submission.plugin is None else str(sandbox_input("plugin"))
-    inputs = {"model": Path(submission.checkpoint)} | ({"plugin": Path(submission.plugin)} if submission.plugin else {})
+    package = None if submission.plugin is None else run.host_step(
+        "plugin", lambda: prepare_plugin(Path(submission.plugin), run.work / "submission", run.limits.submission),
+        lambda prepared: prepared.detail)
+    inputs = {"model": Path(submission.checkpoint)} | ({"plugin": package.folder} if package else {})
     name = str(submission.generator)
     describe, _ = run.sandboxed("describe", "submission",
                                 _python("histosynth.leaderboard.plugin_step", plugin, "histosynth.generators.plugins",

@@ -4,7 +4,8 @@
     kind: generator            # or: dataset
     generator: my-gan          # its registered name: built in, or a plugin's entry point in histosynth.generators
     checkpoint: model/         # the folder `histosynth train` wrote
-    plugin: plugin/            # optional: a folder holding the plugin package and its .dist-info
+    plugin: plugin/            # optional: a folder holding the package and its .dist-info, a wheel (*.whl),
+                               # or a source folder with pyproject.toml (built in the sandbox)
     title: My GAN (2026)       # optional display name
     licence: apache-2.0
     contact: me@example.org
@@ -14,7 +15,8 @@
     dataset: synthetic-set/    # a histosynth dataset folder
 
 Hub references (`hub:owner/name@revision`) are refused here with a message: pull them first
-(`histosynth hub pull`), so the scorer only ever reads local, content-hashed folders.
+(`histosynth hub pull`), so the scorer only ever reads local, content-hashed folders. The guide for submitters is
+docs/submitting.md; how a plugin is packaged and prepared: histosynth.leaderboard.plugin_package.
 """
 
 from __future__ import annotations
@@ -59,7 +61,8 @@ class Submission:
         return self.title or self.name
 
 
-def _folder(data: dict[str, Any], key: str, base: Path, where: str, required: bool) -> Path | None:
+def _folder(data: dict[str, Any], key: str, base: Path, where: str, required: bool,
+            wheel: bool = False) -> Path | None:
     value = data.get(key)
     if value is None:
         if required:
@@ -73,8 +76,10 @@ def _folder(data: dict[str, Any], key: str, base: Path, where: str, required: bo
     if "\0" in value:
         raise SubmissionError(f"{where}: {key}: the path holds a NUL character")
     path = (base / value).resolve()
+    if wheel and path.name.endswith(".whl") and path.is_file():
+        return path
     if not path.is_dir():
-        raise SubmissionError(f"{where}: {key}: {path} is not a folder")
+        raise SubmissionError(f"{where}: {key}: {path} is not a folder{' or a .whl file' if wheel else ''}")
     return path
 
 
@@ -125,4 +130,4 @@ def load_submission(path: Path | str) -> Submission:
     except InputError as err:
         raise SubmissionError(f"{err}: the generator's registered name") from None
     return Submission("generator", path, generator=name, checkpoint=_folder(data, "checkpoint", base, where, True),
-                      plugin=_folder(data, "plugin", base, where, False), name=name, **extra)
+                      plugin=_folder(data, "plugin", base, where, False, wheel=True), name=name, **extra)

@@ -76,6 +76,18 @@ def check_tree(folder: Path, caps: TreeCaps = TreeCaps(), what: str = "folder") 
     return Tree(folder, tuple(sorted(files)), total)
 
 
+def check_file(path: Path, caps: TreeCaps = TreeCaps(), what: str = "file") -> Tree:
+    """A submitted single file (a wheel) as a one-file Tree, checked with lstat: a regular file within the per-file
+    cap; refuses a link, FIFO, device or socket."""
+    mode = os.lstat(path) if os.path.lexists(path) else None
+    if mode is None or not stat.S_ISREG(mode.st_mode):
+        kind = KINDS.get(stat.S_IFMT(mode.st_mode), "not a regular file") if mode else "missing"
+        raise UntrustedInputError(f"{path}: the submitted {what} is {kind} (a regular file is required)")
+    if mode.st_size > min(caps.file_bytes, caps.bytes):
+        raise UntrustedInputError(f"{path}: {mode.st_size} bytes, over the {min(caps.file_bytes, caps.bytes)}-byte cap")
+    return Tree(path.parent, (path.name,), mode.st_size)
+
+
 def tree_hash(trees: list[Tree]) -> str:
     """sha256 over each tree's label, relative paths and bytes: the scorer's own fingerprint of what was submitted."""
     digest = hashlib.sha256()
