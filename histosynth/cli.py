@@ -17,7 +17,7 @@ from histosynth.errors import UserFacingError
 COMMAND_MODULES = ("histosynth.commands.ls", "histosynth.commands.data", "histosynth.commands.train",
                    "histosynth.commands.generate", "histosynth.commands.bench", "histosynth.commands.demo",
                    "histosynth.commands.hub", "histosynth.commands.leaderboard", "histosynth.commands.submit",
-                   "histosynth.commands.recipe")
+                   "histosynth.commands.recipe", "histosynth.commands.new")
 
 
 class CommandError(UserFacingError):
