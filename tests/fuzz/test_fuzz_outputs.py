@@ -46,6 +46,7 @@ VERBS: dict[str, tuple[Argv, bool]] = {
     "leaderboard-table": (lambda o, fx: ["leaderboard", "table", "--results", fx.ds, "--out", o], False),
     "pull": (lambda o, fx: ["pull", "org/name@v1.0.0", "--out", o], True),
     "recipe-run": (lambda o, fx: ["recipe", "run", _in(fx) / "notes.txt", "--run-dir", o], True),
+    "new-generator": (lambda o, fx: ["new", "generator", "fuzz-painter", "--out", o], True),
     "demo": (lambda o, fx: ["demo", "--quick", "--out", o], True),
     "submit-work": (lambda o, fx: ["submit", _in(fx) / "notes.txt", "--check", "--work", o], True),
     "submit-results": (lambda o, fx: ["submit", _in(fx) / "notes.txt", "--results", o], True),
