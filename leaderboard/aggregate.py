@@ -292,6 +292,15 @@ def reference_dataset(run: BenchmarkRun) -> str:
     return "-"
 
 
+def heldout_dataset(run: BenchmarkRun) -> str:
+    """The name of the held-out real data a run scores against: its test set (TSTR), the real held-out patches of
+    label consistency's ceiling, else its reference (distribution, completion)."""
+    for role in ("test", "real-test", "real"):
+        if role in run.data:
+            return run.data[role].name
+    return reference_dataset(run)
+
+
 def load_results(folder: Path | str) -> list[tuple[str, BenchmarkRun]]:
     """Every results file under `folder` (recursively, *.json, sorted), validated: (path relative to folder, run).
 
@@ -326,8 +335,9 @@ def build_leaderboard(runs: list[tuple[str, BenchmarkRun]]) -> Leaderboard:
         dataset = reference_dataset(run)
         for result in run.results:
             row = row_of(_subject_of(run, result, where))
-            if row.kind == "reference":  # a reference line belongs to its data: one row per dataset
-                row = replace(row, id=f"{row.id}|{dataset}", dataset=dataset)
+            if row.kind == "reference":  # a reference line belongs to its held-out data: one row per dataset
+                heldout = heldout_dataset(run)
+                row = replace(row, id=f"{row.id}|{heldout}", dataset=heldout)
             encoder = result.encoder or NO_ENCODER
             column_id = f"{run.task}/{result.metric}/{encoder}/{dataset}/{key}"
             columns.setdefault(column_id, Column(column_id, run.task, run.task_version, result.metric, encoder,

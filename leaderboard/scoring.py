@@ -104,10 +104,12 @@ class ScoringLimits:
 
 
 class _Run:
-    """The state of one scoring: its report, work folder and limits."""
+    """The state of one scoring: its report, work folder, limits and the sandbox's environment additions."""
 
-    def __init__(self, report: ScoreReport, work: Path, limits: ScoringLimits, log: Callable[[str], None]) -> None:
+    def __init__(self, report: ScoreReport, work: Path, limits: ScoringLimits, log: Callable[[str], None],
+                 env: dict[str, str] | None = None, reference_cache: Path | None = None) -> None:
         self.report, self.work, self.limits, self.log = report, work, limits, log
+        self.env, self.reference_cache = env or {}, reference_cache
 
     def host_step(self, name: str, action: Callable[[], Any], detail: Callable[[Any], str]) -> Any:
         start = time.perf_counter()
@@ -123,7 +125,7 @@ class _Run:
                   answer: bool = False) -> tuple[SandboxResult, Any]:
         self.log(f"{name} (sandboxed)")
         limits = self.limits.scorer if scorer else self.limits.submission
-        result = run_sandboxed(command, self.work / folder, limits, inputs=inputs)
+        result = run_sandboxed(command, self.work / folder, limits, inputs=inputs, extra_env=self.env)
         reply = None
         if result.ok and answer:
             try:
@@ -156,14 +158,19 @@ def _python(*module_args: str) -> list[str]:
 
 def score_submission(submission: Submission, refs: References, chosen: Variant, results: Path, work: Path,
                      limits: SandboxLimits | ScoringLimits | None = None, log: Callable[[str], None] = print,
-                     check: bool = False, keep_work: bool = False, tasks: Sequence[str] = TASKS) -> ScoreReport:
+                     check: bool = False, keep_work: bool = False, tasks: Sequence[str] = TASKS,
+                     threads: int | None = None, reference_cache: Path | None = None) -> ScoreReport:
     """Score `submission` with suite variant `chosen` against `refs` (see the module docstring). On success its
     results files land in `results/<subject>/` (never over an existing subject), unless `check`. The report is
     also written to `work/report.json`; the step folders are removed unless `keep_work` (for debugging a
-    submission: they hold what it wrote). `tasks` narrows the suite (all of it by default)."""
+    submission: they hold what it wrote). `tasks` narrows the suite (all of it by default). `threads` pins the
+    sandbox's thread count and `reference_cache` (a track's: histosynth.leaderboard.tracks) is copied into the suite's
+    cache, so the real-data rows are read back, never recomputed (and never differ from the reference rows')."""
     if isinstance(limits, SandboxLimits):
         limits = ScoringLimits(submission=limits, scorer=replace(limits, wall_seconds=max(limits.wall_seconds, 3600.0)))
-    run = _Run(ScoreReport(submission.label, chosen.name, check), Path(work), limits or ScoringLimits(), log)
+    env = {key: str(threads) for key in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")} if threads else {}
+    run = _Run(ScoreReport(submission.label, chosen.name, check), Path(work), limits or ScoringLimits(), log, env,
+               reference_cache)
     run.work.mkdir(parents=True, exist_ok=True)
     _clean(run.work)
     try:
@@ -213,6 +220,8 @@ def _score(run: _Run, submission: Submission, refs: References, chosen: Variant,
                   "refs": {role: str(sandbox_input(key)) for key, role in ((k, k.split("/")[0]) for k in ref_inputs)},
                   "variant": asdict(chosen), "tasks": list(tasks), "out": str(SANDBOX_WORK / "scored"),
                   "answer": str(SANDBOX_WORK / "answer.json")}
+    if run.reference_cache is not None and Path(run.reference_cache).is_dir():  # the track's real-data rows
+        shutil.copytree(run.reference_cache, run.work / "suite" / "home" / "cache" / "references", dirs_exist_ok=True)
     run.sandboxed("suite", "suite", _step_command(run, "suite", suite_spec), {**inputs, **ref_inputs}, True, True)
     added = run.host_step("results files", lambda: _collect(run.work / "suite" / "scored", identity, answer),
                           lambda runs: f"{len(runs)} results files")
@@ -292,6 +301,11 @@ def _collect(folder: Path, identity: Identity, answer: dict[str, Any]) -> dict[s
             scored = BenchmarkRun.load(folder / name)
         except (ResultsFormatError, ValueError, OSError) as err:
             raise ScoringFailed(f"{name}: {err}") from err
+        # the real-data rows (label consistency's ceiling, TSTR's real row) belong to the reference results: a
+        # submission's file never restates them, so it can never disagree with them
+        scored.results = [r for r in scored.results if (r.subject or "fake") in SCORED_ROLES]
+        if not scored.results:
+            continue
         claims = answer["claims"]
         version = next(iter(claims.values())).get("version")
         for role, subject in list(scored.subjects.items()):
@@ -310,5 +324,5 @@ def _collect(folder: Path, identity: Identity, answer: dict[str, Any]) -> dict[s
                                          "claims": claims}
         runs[name] = scored
     if not runs:
-        raise ScoringFailed("the suite wrote no results files")
+        raise ScoringFailed("the suite wrote no results files of the submission's own numbers")
     return runs

@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from histosynth.commands import options as opt
+from histosynth.commands import track
 from histosynth.errors import InputError
 
 
@@ -255,6 +256,7 @@ def register(verbs: argparse._SubParsersAction) -> None:
                              description="Benchmark a synthetic dataset against a real one. Results are one JSON file "
                              "(values, CIs, N, code/encoder/data versions, wall time) plus a bar chart next to it.")
     tasks = bench.add_subparsers(dest="task", metavar="<task>", required=True)
+    track.register(tasks)
 
     fd = tasks.add_parser("fd", help="Frechet distance (+CI), KID, PRDC under several encoders",
                           description="Featurise both datasets once under each encoder (statistics cached by image "

@@ -32,7 +32,7 @@ def run(args: argparse.Namespace) -> int:
     from histosynth.leaderboard.sandbox import limits_from_options, require_sandbox
     from histosynth.leaderboard.scoring import ScoringLimits, score_submission
     from histosynth.leaderboard.submission import load_submission
-    from histosynth.leaderboard.suite import References, variant
+    from histosynth.leaderboard.suite import variant
 
     submission = load_submission(args.submission)
     limits = ScoringLimits(submission=limits_from_options(args.timeout, args.memory_gb),
@@ -41,8 +41,8 @@ def run(args: argparse.Namespace) -> int:
     if args.work is not None and args.work.exists() and not args.work.is_dir():
         raise InputError(f"--work {args.work}: exists and is not a folder")
     if args.check:
-        if args.results or args.train or args.test:
-            raise InputError("--check scores on mock data and adds nothing: drop --results/--train/--test")
+        if args.results or args.train or args.test or args.track:
+            raise InputError("--check scores on mock data and adds nothing: drop --results/--train/--test/--track")
         with tempfile.TemporaryDirectory(prefix="histosynth-submit-") as tmp:
             refs = mock_references(Path(tmp) / "refs")
             report = score_submission(submission, refs, variant("tiny"), Path(tmp) / "results", Path(tmp) / "work",
@@ -51,18 +51,36 @@ def run(args: argparse.Namespace) -> int:
         print("check passed: the submission ran and was scored in the sandbox (advisory: the real run is what is "
               "judged)" if report.ok else "check FAILED: fix the step above")
         return 0 if report.ok else 1
-    missing = [flag for flag, value in (("--train", args.train), ("--test", args.test), ("--results", args.results))
-               if value is None]
-    if missing:
-        raise InputError(f"scoring needs {', '.join(missing)} (or use --check for a mock run)")
-    refs = References(train=args.train.resolve(), test=args.test.resolve(),
-                      conditions=(args.conditions or args.train).resolve())
+    refs, chosen, threads, cache = _references(args)
     work = args.work or Path(tempfile.mkdtemp(prefix="histosynth-submit-"))
-    report = score_submission(submission, refs, variant(args.variant), args.results, work, limits,
-                              keep_work=args.keep_work)
+    report = score_submission(submission, refs, chosen, args.results, work, limits, keep_work=args.keep_work,
+                              threads=threads, reference_cache=cache)
     print(report.summary())
     print(f"report: {work / 'report.json'}")
     return 0 if report.ok else 1
+
+
+def _references(args: argparse.Namespace):
+    """(References, suite variant, thread count, reference cache) from --track or from --train/--test/--variant."""
+    from histosynth.leaderboard.suite import References, variant
+    from histosynth.leaderboard.tracks import get_track, open_track
+
+    if args.results is None:
+        raise InputError("scoring needs --results (the leaderboard folder to add to), or use --check for a mock run")
+    if args.track:
+        given = [flag for flag, value in (("--train", args.train), ("--test", args.test),
+                                          ("--conditions", args.conditions), ("--variant", args.variant)) if value]
+        if given:
+            raise InputError(f"--track {args.track} fixes the data and the suite variant: drop {', '.join(given)}")
+        built = open_track(get_track(args.track, args.track_scale), args.track_dir)
+        refs = References(train=built.train, test=built.test, conditions=built.conditions)
+        return refs, variant(built.track.variant), built.track.threads, built.reference_cache
+    missing = [flag for flag, value in (("--train", args.train), ("--test", args.test)) if value is None]
+    if missing:
+        raise InputError(f"scoring needs --track NAME (histosynth bench track ls), or {', '.join(missing)}")
+    refs = References(train=args.train.resolve(), test=args.test.resolve(),
+                      conditions=(args.conditions or args.train).resolve())
+    return refs, variant(args.variant or "tiny"), None, None
 
 
 def _seconds(text: str) -> float:
@@ -85,7 +103,8 @@ def _gib(text: str) -> float:
 def register(verbs: argparse._SubParsersAction) -> None:
     parser = verbs.add_parser(
         "submit", help="check or score a leaderboard submission (a generator or a dataset)",
-        description="Score a submission (submission.yaml: kind generator|dataset; see leaderboard/submission.py) "
+        description="Score a submission (submission.yaml: kind generator|dataset; the guide, with an example and "
+                    "how to package a plugin: docs/submitting.md) "
                     "with the histosynth-bench suite. Submitted code runs only under bubblewrap (no capabilities, "
                     "seccomp, fresh namespaces, read-only binds of what it needs, one writable folder, whole-sandbox "
                     "time, memory and process limits; docs/sandbox.md); its output is read within caps and validated "
@@ -95,13 +114,20 @@ def register(verbs: argparse._SubParsersAction) -> None:
                     "judged); otherwise the results land in --results/<name>-<hash>/ (never overwritten).")
     parser.add_argument("submission", type=Path, help="the submission.yaml")
     parser.add_argument("--check", action="store_true", help="mock run: tiny suite on simulator data, report what fails")
+    parser.add_argument("--track", help="score on a named benchmark track (histosynth bench track ls; the way to get "
+                        "numbers that share columns with the committed leaderboard): fixes the data, the suite "
+                        "variant and the threads, and reuses its real-data rows")
+    parser.add_argument("--track-dir", type=opt.existing_folder,
+                        help="the built track's folder, if not the default (histosynth bench track build --out)")
+    parser.add_argument("--track-scale", choices=("tiny", "demo", "full"), help=argparse.SUPPRESS)
     parser.add_argument("--train", type=opt.existing_folder, help="real training set folder (memorisation, segmenter, TSTR real row)")
     parser.add_argument("--test", type=opt.existing_folder, help="real held-out set folder (split by slide or region from --train)")
     parser.add_argument("--conditions", type=opt.existing_folder, help="synthesis conditions: the training set (default) or another held-out set, never --test (a set "
                         "made from the test maps leaks them into TSTR); completion always fills --test's held-out masks")
     parser.add_argument("--results", type=opt.output_folder, help="leaderboard results folder to add to")
-    parser.add_argument("--variant", default="tiny", choices=("tiny", "demo", "full"),
-                        help="suite variant: tiny (CI), demo (CPU, the committed leaderboard), full (GPU); default tiny")
+    parser.add_argument("--variant", choices=("tiny", "demo", "full"),
+                        help="without --track: suite variant tiny (CI; the default), demo (CPU, the committed "
+                             "leaderboard) or full (GPU)")
     parser.add_argument("--work", type=opt.output_folder, help="scratch folder (default: a new temporary folder)")
     parser.add_argument("--keep-work", action="store_true",
                         help="keep what the submission wrote in --work (removed by default, success or failure)")

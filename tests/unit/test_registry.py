@@ -1,4 +1,5 @@
 import re
+
 import pytest
 
 from histosynth.registry import Registry, RegistryError, import_target

@@ -66,8 +66,10 @@ def _write_rows(conditions: Path, out: Path, provenance: dict) -> None:
     from histosynth.disk import iter_samples, write_dataset
 
     n = int(_argument("--n"))
+    given = list(iter_samples(conditions))
     rows = []
-    for sample in list(iter_samples(conditions))[:n]:
+    for index in range(n):  # condition i mod M, as `histosynth generate` assigns them
+        sample = given[index % len(given)]
         rows.append(dataclasses.replace(sample, provenance=dataclasses.replace(sample.provenance, **provenance)))
     write_dataset(rows, out, CardInfo("evil", "rows with forged provenance"))
 
