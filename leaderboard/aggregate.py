@@ -55,6 +55,8 @@ class Row:
     repo: str | None = None
     revision: str | None = None
     dataset: str | None = None  # a reference generator's row is one per reference dataset
+    title: str | None = field(default=None, compare=False)  # a submission's display title
+    citation: str | None = field(default=None, compare=False)  # a submission's BibTeX entry
 
     @property
     def ranked(self) -> bool:
@@ -68,6 +70,9 @@ class Row:
         if self.kind == "reference":
             short = (self.checkpoint_hash or "").split(":")[-1][:8]
             return f"{self.name} on {self.dataset}" + (f" ({short})" if short else "")
+        if self.title:
+            short = (self.checkpoint_hash or self.content_hash or "").split(":")[-1][:8]
+            return f"{self.title} ({short})"
         if self.kind == "generator":
             short = (self.checkpoint_hash or "").split(":")[-1][:8]
             return f"{self.name} {self.version or ''}".strip() + (f" ({short})" if short else "")
@@ -338,6 +343,9 @@ def build_leaderboard(runs: list[tuple[str, BenchmarkRun]]) -> Leaderboard:
             if row.kind == "reference":  # a reference line belongs to its held-out data: one row per dataset
                 heldout = heldout_dataset(run)
                 row = replace(row, id=f"{row.id}|{heldout}", dataset=heldout)
+            submitted = run.settings.get("submission") or {}
+            if row.kind in ("generator", "dataset") and submitted.get("name") == row.name:
+                row = replace(row, title=submitted.get("title"), citation=submitted.get("citation"))
             encoder = result.encoder or NO_ENCODER
             column_id = f"{run.task}/{result.metric}/{encoder}/{dataset}/{key}"
             columns.setdefault(column_id, Column(column_id, run.task, run.task_version, result.metric, encoder,

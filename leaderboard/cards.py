@@ -22,7 +22,9 @@ def generator_meta(row: Row) -> GeneratorMeta | None:
 
 
 def citation(row: Row) -> str | None:
-    """The BibTeX entry of a generator row's paper, if it has one."""
+    """The BibTeX entry of a row's paper, if it has one: a submission's own, else the registered generator's."""
+    if row.citation and _BIBTEX_KEY.search(row.citation):
+        return row.citation.strip()
     meta = generator_meta(row)
     if meta is None or not _BIBTEX_KEY.search(meta.citation):
         return None

@@ -69,6 +69,8 @@ th.nopower small{color:#b55}
 .card:target{outline:3px solid #2a7}
 .card pre,details pre{background:#f7f7f7;padding:.5em;overflow:auto;font-size:.85em}
 #empty{color:#a00}
+tr.highlight td{background:#e3f6ea;font-weight:600}
+#search{width:16em}
 """
 
 SCRIPT = """
@@ -78,7 +80,11 @@ SCRIPT = """
   var table = document.getElementById("board");
   var heads = Array.prototype.slice.call(table.tHead.rows[0].cells);
   var body = table.tBodies[0];
-  var state = {task: "*", dataset: "*", encoder: "*", sort: null, asc: null};
+  var params = new URLSearchParams(location.hash.slice(1));
+  var state = {task: params.get("task") || "*", dataset: params.get("dataset") || table.dataset.defaultDataset || "*",
+               encoder: params.get("encoder") || "*", query: (params.get("q") || "").toLowerCase(), sort: null,
+               asc: null};
+  var subject = (params.get("subject") || "").toLowerCase();
 
   function visible(th) {
     var d = th.dataset;
@@ -117,6 +123,8 @@ SCRIPT = """
         td.hidden = !shown[i];
         if (shown[i] && heads[i].dataset.task && td.dataset.value !== "") any = true;
       });
+      var label = tr.cells[0].textContent.toLowerCase();
+      if (state.query && label.indexOf(state.query) < 0) any = false;
       tr.hidden = !any;
       if (any) count += 1;
       var agg = view[tr.dataset.row] || [null, "n/a", null, "n/a", ""];
@@ -154,9 +162,33 @@ SCRIPT = """
       apply();
     });
   });
+  var search = document.getElementById("search");
+  search.value = state.query;
+  search.addEventListener("input", function () { state.query = search.value.trim().toLowerCase(); apply(); });
+  ["dataset", "encoder"].forEach(function (name) {
+    var select = document.getElementById("filter-" + name);
+    if (Array.prototype.some.call(select.options, function (o) { return o.value === state[name]; })) {
+      select.value = state[name];
+    } else {
+      state[name] = "*";
+    }
+  });
+  Array.prototype.forEach.call(document.querySelectorAll("#tabs button"), function (b) {
+    b.setAttribute("aria-selected", b.dataset.task === state.task ? "true" : "false");
+  });
   state.sort = heads.findIndex(function (th) { return th.classList.contains("borda"); });
   state.asc = false;
   apply();
+  if (subject) {  // #subject=NAME: a newly added row, highlighted and scrolled to
+    var hit = null;
+    Array.prototype.forEach.call(body.rows, function (tr) {
+      if (tr.cells[0].textContent.toLowerCase().indexOf(subject) >= 0) {
+        tr.classList.add("highlight");
+        hit = hit || tr;
+      }
+    });
+    if (hit) { hit.hidden = false; hit.scrollIntoView({block: "center"}); }
+  }
 })();
 """
 
@@ -300,8 +332,18 @@ def _card(board: Leaderboard, row: Row, anchor: str) -> str:
     return "".join(parts)
 
 
-def render_page(board: Leaderboard, title: str = "histosynth leaderboard") -> str:
-    """The whole page as one HTML string."""
+def default_dataset(board: Leaderboard) -> str:
+    """The dataset the page opens on: the one with the most generator rows (so a row per generator is shown first),
+    ties broken by name; "*" when the board has none."""
+    counts = {d: sum(1 for r in board.rows if r.ranked and any(board.cell(r, c) is not None
+                                                              for c in board.columns if c.dataset == d))
+              for d in board.datasets}
+    return min(counts, key=lambda d: (-counts[d], d)) if counts else ALL
+
+
+def render_page(board: Leaderboard, title: str = "histosynth leaderboard", dataset: str | None = None) -> str:
+    """The whole page as one HTML string; it opens on `dataset` (default: `default_dataset`). The URL fragment
+    can choose the view and find a subject: #task=tstr&dataset=sim-test&q=htd&subject=my-gan."""
     anchors = {row.id: f"card-{i}" for i, row in enumerate(board.rows)}
     fixed = ('<th data-hib="text">Subject</th><th data-hib="text">Kind</th>'
              '<th class="borda" data-hib="1" title="Borda count over the tasks of this view">Borda</th>'
@@ -343,9 +385,10 @@ Code: {_e('; '.join(code))}. <a id="csv" download="histosynth-leaderboard.csv" h
 <p class="rules">{_e(RULES)}</p>
 <nav id="tabs">{tabs}</nav>
 <div class="controls">{select("dataset", board.datasets)}{select("encoder", board.encoders)}
+<label>find <input id="search" type="search" placeholder="subject name"></label>
 <span><span id="shown"></span> rows shown</span></div>
 <p id="empty" hidden>No results match these filters.</p>
-<table id="board"><thead><tr>{fixed}{heads}</tr></thead><tbody>{"".join(body)}</tbody></table>
+<table id="board" data-default-dataset="{_e(dataset or default_dataset(board))}"><thead><tr>{fixed}{heads}</tr></thead><tbody>{"".join(body)}</tbody></table>
 <h2>Subjects</h2><section id="cards">{cards}</section>
 <h2>Columns: tasks, versions and comparability keys</h2><details><summary>{len(board.columns)} columns</summary>
 <ul>{columns_info}</ul></details>
@@ -355,8 +398,9 @@ Code: {_e('; '.join(code))}. <a id="csv" download="histosynth-leaderboard.csv" h
 """
 
 
-def build_page(board: Leaderboard, out: Path | str, title: str = "histosynth leaderboard") -> Path:
+def build_page(board: Leaderboard, out: Path | str, title: str = "histosynth leaderboard",
+               dataset: str | None = None) -> Path:
     """Write `out/index.html` atomically (histosynth.atomic); returns its path."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    return write_text_atomic(out / PAGE_NAME, render_page(board, title))
+    return write_text_atomic(out / PAGE_NAME, render_page(board, title, dataset))

@@ -223,7 +223,8 @@ def _score(run: _Run, submission: Submission, refs: References, chosen: Variant,
     if run.reference_cache is not None and Path(run.reference_cache).is_dir():  # the track's real-data rows
         shutil.copytree(run.reference_cache, run.work / "suite" / "home" / "cache" / "references", dirs_exist_ok=True)
     run.sandboxed("suite", "suite", _step_command(run, "suite", suite_spec), {**inputs, **ref_inputs}, True, True)
-    added = run.host_step("results files", lambda: _collect(run.work / "suite" / "scored", identity, answer),
+    added = run.host_step("results files", lambda: _collect(run.work / "suite" / "scored", identity, answer,
+                                                            submission),
                           lambda runs: f"{len(runs)} results files")
     if run.report.check:
         return
@@ -288,7 +289,7 @@ def _generate(run: _Run, submission: Submission, refs: References, chosen: Varia
     return folders
 
 
-def _collect(folder: Path, identity: Identity, answer: dict[str, Any]) -> dict[str, Any]:
+def _collect(folder: Path, identity: Identity, answer: dict[str, Any], submission: Submission) -> dict[str, Any]:
     """The suite's results files, each read within caps and its scored subjects set to the scorer's identity."""
     from histosynth.benchmark.results import BenchmarkRun, ResultsFormatError, Subject
 
@@ -321,7 +322,7 @@ def _collect(folder: Path, identity: Identity, answer: dict[str, Any]) -> dict[s
             else:
                 scored.subjects[role] = Subject("dataset", identity.name, content)
         scored.settings["submission"] = {"name": identity.name, "kind": identity.kind, "sha256": identity.sha256,
-                                         "claims": claims}
+                                         "claims": claims, "title": submission.title, "citation": submission.citation}
         runs[name] = scored
     if not runs:
         raise ScoringFailed("the suite wrote no results files of the submission's own numbers")

@@ -6,7 +6,9 @@
     checkpoint: model/         # the folder `histosynth train` wrote
     plugin: plugin/            # optional: a folder holding the package and its .dist-info, a wheel (*.whl),
                                # or a source folder with pyproject.toml (built in the sandbox)
-    title: My GAN (2026)       # optional display name
+    title: My GAN (2026)       # optional display name (one line, at most 120 characters)
+    citation: |                # optional: the BibTeX entry the page and paper tables cite
+      @article{me2026gan, title = {My GAN}, author = {Me, A.}, journal = {arXiv}, year = {2026}}
     licence: apache-2.0
     contact: me@example.org
 
@@ -21,6 +23,7 @@ docs/submitting.md; how a plugin is packaged and prepared: histosynth.leaderboar
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,8 +35,11 @@ from histosynth.leaderboard.identity import check_name
 
 KINDS = ("generator", "dataset")
 MAX_FILE_BYTES = 64 << 10
-FIELDS = {"generator": {"kind", "generator", "checkpoint", "plugin", "title", "licence", "contact"},
-          "dataset": {"kind", "name", "dataset", "title", "licence", "contact"}}
+FIELDS = {"generator": {"kind", "generator", "checkpoint", "plugin", "title", "citation", "licence", "contact"},
+          "dataset": {"kind", "name", "dataset", "title", "citation", "licence", "contact"}}
+MAX_TITLE = 120
+MAX_CITATION = 8192
+BIBTEX = re.compile(r"\A\s*@\w+\s*\{\s*[^,\s]+\s*,")
 
 
 class SubmissionError(InputError):
@@ -52,6 +58,7 @@ class Submission:
     dataset: Path | None = None
     name: str = ""  # the subject's name: the generator's, or a dataset's `name` (default: its folder's name)
     title: str | None = None
+    citation: str | None = None
     licence: str | None = None
     contact: str | None = None
 
@@ -83,6 +90,19 @@ def _folder(data: dict[str, Any], key: str, base: Path, where: str, required: bo
     return path
 
 
+def _check_text(data: dict[str, Any], where: str) -> None:
+    """A title is one printable line; a citation is one BibTeX entry (it is printed on the page and in tables)."""
+    title = data.get("title")
+    if title is not None and (len(title) > MAX_TITLE or not title.isprintable() or not title.strip()):
+        raise SubmissionError(f"{where}: title: one printable line of at most {MAX_TITLE} characters")
+    citation = data.get("citation")
+    if citation is not None:
+        if len(citation) > MAX_CITATION or not BIBTEX.match(citation) or \
+                any(not ch.isprintable() and ch not in "\n\t" for ch in citation):
+            raise SubmissionError(f"{where}: citation: one BibTeX entry (@kind{{key, ...}}) of at most "
+                                  f"{MAX_CITATION} characters")
+
+
 def load_submission(path: Path | str) -> Submission:
     """Read and check a submission file (see the module docstring); errors name the file and the field."""
     where = str(Path(path).absolute())  # the name given: a link's target is not what the user typed
@@ -111,11 +131,12 @@ def load_submission(path: Path | str) -> Submission:
     if unknown:
         raise SubmissionError(f"{where}: unknown field(s) {unknown} for a {kind} submission; allowed: "
                               f"{', '.join(sorted(FIELDS[kind]))}")
-    for key in ("title", "licence", "contact"):
+    for key in ("title", "citation", "licence", "contact"):
         if key in data and not isinstance(data[key], str):
             raise SubmissionError(f"{where}: {key}: expected text")
+    _check_text(data, where)
     base = path.parent
-    extra = {k: data.get(k) for k in ("title", "licence", "contact")}
+    extra = {k: data.get(k) for k in ("title", "citation", "licence", "contact")}
     if kind == "dataset":
         dataset = _folder(data, "dataset", base, where, True)
         name = data.get("name", dataset.name if dataset else None)

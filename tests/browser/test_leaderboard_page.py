@@ -146,3 +146,22 @@ def test_the_committed_leaderboard_opens_filters_and_is_the_readme_screenshot(co
     kid = [v for v in column_values(committed, "kid (effnet-lite0)") if v is not None]
     assert kid == sorted(kid) and len(kid) >= 9
     assert_screenshot(committed, Path(os.environ.get("HISTOSYNTH_SCREENSHOT") or tmp_path / "committed.png"))
+
+
+def test_a_new_subject_is_found_by_search_and_by_the_url_fragment(page, site):
+    page.fill("#search", "pix")
+    assert visible_rows(page) == ["pix2pix"]
+    page.fill("#search", "")
+    assert len(visible_rows(page)) == 4
+    page.goto(site.as_uri() + "#task=distribution&subject=htd-no-copy")
+    page.reload()
+    highlighted = page.eval_on_selector_all("#board tbody tr.highlight", "rs => rs.map(r => r.cells[0].textContent)")
+    assert len(highlighted) == 1 and highlighted[0].startswith("htd-no-copy")
+    assert page.get_attribute("#tabs button[data-task='distribution']", "aria-selected") == "true"
+
+
+def test_the_committed_page_opens_on_one_dataset_with_one_row_per_generator(committed):
+    dataset = committed.eval_on_selector("#filter-dataset", "s => s.value")
+    assert dataset != "*"
+    names = [n for n in visible_rows(committed) if n not in ("real-heldout", "copy-nearest", "simulator", "embedded")]
+    assert len(names) == len(set(names))  # one row per generator on the page's first screen

@@ -68,7 +68,8 @@ def test_a_submission_on_a_track_reuses_its_real_rows_and_restates_none(tiny_tra
     honest = {"generator": "evil", "generator_version": "0.0.1", "checkpoint_hash": "sha256:" + "ab" * 32}
     (model / "attack.json").write_text(json.dumps({"kind": "rows", "provenance": honest}))
     (tmp_path / "s.yaml").write_text(f"kind: generator\ngenerator: evil\ncheckpoint: model\n"
-                                     f"plugin: {PLUGINS / 'evil_dist'}\n")
+                                     f"plugin: {PLUGINS / 'evil_dist'}\ntitle: Evil Painter (2026)\n"
+                                     "citation: '@article{evil2026, title = {Evil}, author = {Doe, J.}, year = {2026}}'\n")
     from histosynth.leaderboard.suite import References
 
     refs = References(built.train, built.test, built.conditions)
@@ -92,3 +93,10 @@ def test_a_submission_on_a_track_reuses_its_real_rows_and_restates_none(tiny_tra
     ref = next(r for r in board.rows if r.name == "real-heldout")
     shared = [c for c in board.columns if board.cell(evil, c) is not None and board.cell(ref, c) is not None]
     assert {c.task for c in shared} >= {"distribution", "label-consistency"}
+    from histosynth.leaderboard.page import render_page
+    from histosynth.leaderboard.tables import render_table, table_columns
+
+    assert evil.label.startswith("Evil Painter (2026) (")  # the submission's title, with the scorer's hash
+    table = render_table(board, table_columns(board, tasks=["distribution"]), "markdown")
+    assert "Evil Painter (2026)" in table and "[evil2026]" in table and "author = {Doe, J.}" in table
+    assert "Evil Painter (2026)" in render_page(board) and "@article{evil2026" in render_page(board)
