@@ -166,3 +166,23 @@ for _spec in load_specs():
 def get_set(name: str) -> DatasetSpec:
     """The registered set called `name`; unknown names suggest close ones."""
     return DATASETS.get(name)
+
+
+def unpublished(repo: str, version: str) -> str | None:
+    """Why `repo@version` cannot be pulled when it is a registered set whose version is planned, not released (with
+    the command that builds it); None otherwise (a released version, or a repo histosynth does not register)."""
+    for name in DATASETS:
+        spec = DATASETS.get(name)
+        if spec.repo != repo:
+            continue
+        try:
+            entry = spec.version(version)
+        except (UnknownNameError, ValueError):
+            return None
+        if entry.status == "released":
+            return None
+        lines = [line.strip() for line in spec.card_info(version).command.splitlines()]
+        command = "; ".join(line for line in lines if line.startswith("histosynth")) or "its card's command"
+        return (f"{repo}@{entry.version} is planned, not published yet (histosynth ls datasets): nobody can pull it; "
+                f"build it yourself with: {command}")
+    return None

@@ -369,6 +369,7 @@ def pull(repo: str, version: str | Version, out: Path | str, overwrite: bool = F
     """
     version = version if isinstance(version, Version) else Version.parse(version)
     check_repo_id(repo)
+    _refuse_unpublished(repo, version)
     out = Path(out)
     if out.exists() and not overwrite:
         raise OutputExistsError(f"{out} already exists; refusing to overwrite it (pass overwrite=True / --overwrite)")
@@ -403,11 +404,22 @@ def pull(repo: str, version: str | Version, out: Path | str, overwrite: bool = F
     return PullResult(repo, version, snapshot.name, out, copied)
 
 
+def _refuse_unpublished(repo: str, version: Version) -> None:
+    """A planned-but-unpublished set of histosynth's registry is refused saying so, before any download is tried
+    (offline, that attempt would blame the network)."""
+    from histosynth.data_cards.sets import unpublished
+
+    why = unpublished(repo, str(version))
+    if why is not None:
+        raise PublishError(why)
+
+
 def load_samples(repo: str, version: str | Version, split: str = "train", streaming: bool = False) -> Iterator[Sample]:
     """Samples of one split of a published version, through `datasets.load_dataset(repo, revision=version)`."""
     import datasets
 
     version = version if isinstance(version, Version) else Version.parse(version)
-    rows = datasets.load_dataset(check_repo_id(repo), revision=str(version), split=split, streaming=streaming)
+    _refuse_unpublished(check_repo_id(repo), version)
+    rows = datasets.load_dataset(repo, revision=str(version), split=split, streaming=streaming)
     for row in rows:
         yield row_to_sample(row)

@@ -240,3 +240,14 @@ def test_validate_folder_counts_rows_and_hashes_files(tmp_path: Path) -> None:
     readme.write_text(readme.read_text().replace("num_examples: 5", "num_examples: 6"))
     with pytest.raises(DatasetFormatError, match="declares 6 train samples but the shards hold 5"):
         validate_folder(folder, progress=False)
+
+
+def test_a_planned_set_is_refused_by_pull_and_load_samples_with_the_command_that_builds_it(tmp_path, network_attempts):
+    from histosynth.hub import PublishError, load_samples, pull
+
+    for call in (lambda: pull("histosynth/htd-camelyon16", "v1.0.0", tmp_path / "out"),
+                 lambda: next(load_samples("histosynth/htd-camelyon16", "v1.0.0"))):
+        with pytest.raises(PublishError, match="is planned, not published yet") as caught:
+            call()
+        assert "histosynth recipe run data_cards/cards/htd-camelyon16.yaml" in str(caught.value)
+    assert not (tmp_path / "out").exists() and network_attempts == []
