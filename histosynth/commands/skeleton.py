@@ -68,6 +68,8 @@ generator: ${name}
 checkpoint: model
 plugin: plugin
 title: ${title}
+citation: |
+  @misc{${package}2026, title = {${title}}, author = {Lastname, Firstname}, year = {2026}}
 licence: apache-2.0
 contact: you@example.org
 EOF

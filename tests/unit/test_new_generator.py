@@ -14,6 +14,7 @@ from sandbox_required import sandbox  # noqa: F401 (fixture)
 
 import histosynth.cli as cli
 from histosynth.commands.new import class_name, package_name
+from histosynth.leaderboard.submission import load_submission
 
 NAME = "tissue-painter"
 FILES = [".gitignore", "README.md", "pyproject.toml", "tests/test_contract.py", "tissue_painter/__init__.py",
@@ -47,6 +48,11 @@ def test_the_skeleton_is_complete_and_passes_its_own_contract_test(tmp_path, cap
     for step in ("pytest", "pip install --no-deps --no-build-isolation --target plugin ./tissue-painter",
                  "histosynth train tissue-painter", "histosynth submit submission.yaml --check"):
         assert step in readme
+    (tmp_path / "model").mkdir()
+    (tmp_path / "plugin").mkdir()
+    (tmp_path / "submission.yaml").write_text(readme.split("<<'EOF'\n")[1].split("EOF\n")[0])
+    submission = load_submission(tmp_path / "submission.yaml")  # the README's YAML is a valid submission
+    assert submission.generator == NAME and submission.citation.startswith("@misc{tissue_painter2026,")
     lint = subprocess.run([sys.executable, "-m", "ruff", "check", "--isolated", "--select", "F,I,B", "--line-length",
                            "120", "."], cwd=out, capture_output=True, text=True)
     assert lint.returncode == 0, lint.stdout
