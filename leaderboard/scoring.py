@@ -4,14 +4,16 @@ The steps, each a line of the report:
 1. identify (host): the submitted folders are walked with lstat only (regular files, within caps) and hashed; the
    subject is the submission's name plus that hash (histosynth.leaderboard.identity), never what rows claim. A
    subject already on the board is refused before anything runs.
-2. describe, generate, complete (sandbox, the plugin importable): the generator's metadata, then its samples from the
+2. plugin (sandbox): a wheel is unpacked, a source tree with pyproject.toml built offline
+   (histosynth.leaderboard.plugin_package); an installed folder is used as it is.
+3. describe, generate, complete (sandbox, the plugin importable): the generator's metadata, then its samples from the
    synthesis conditions (never the test set) and its completions of the held-out test masks.
-3. output files (host): the output folders walked with lstat only: no FIFO, link or device, within caps.
-4. validate rows (sandbox, no plugin): shard footers against row and decompressed-size caps, every row as a
+4. output files (host): the output folders walked with lstat only: no FIFO, link or device, within caps.
+5. validate rows (sandbox, no plugin): shard footers against row and decompressed-size caps, every row as a
    Sample, the row count, and what the rows claim; a claim of another generator, or of a checkpoint already on the
    board, is refused.
-5. suite (sandbox, no plugin): the histosynth-bench suite; results files come out.
-6. add (host): each results file read within caps, its subject set to the scorer's identity, all of them moved
+6. suite (sandbox, no plugin): the histosynth-bench suite; results files come out.
+7. add (host): each results file read within caps, its subject set to the scorer's identity, all of them moved
    into `<results>/<name>-<hash12>/` at once; with `check=True` nothing is added.
 Every step that runs or parses submitted bytes is sandboxed (histosynth.leaderboard.sandbox); the host only walks
 folders and reads the suite's small JSON files. The work folder's step folders are removed afterwards, success or

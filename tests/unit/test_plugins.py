@@ -44,7 +44,10 @@ def test_a_broken_plugin_is_named_in_a_one_line_error():
     assert "entry point 'broken'" in listing.stderr and "not a GeneratorMeta" in listing.stderr
 
 
-def test_without_the_plugin_the_name_is_unknown():
-    result = run_child(["-m", "histosynth.cli", "generate", "toy", "--checkpoint", "x", "--conditions", "y",
-                        "--n", "1", "--out", "z"], "bad_dist_missing")
+def test_without_the_plugin_the_name_is_unknown(tmp_path):
+    for folder in ("model", "conditions"):  # real folders: only the generator's name is wrong
+        (tmp_path / folder).mkdir()
+    result = run_child(["-m", "histosynth.cli", "generate", "toy", "--checkpoint", str(tmp_path / "model"),
+                        "--conditions", str(tmp_path / "conditions"), "--n", "1", "--out", str(tmp_path / "z")],
+                       "bad_dist_missing")
     assert result.returncode == 2 and "unknown generator 'toy'" in result.stderr
