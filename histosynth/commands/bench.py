@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from histosynth.commands import options as opt
+from histosynth import options as opt
 from histosynth.commands import track
 from histosynth.errors import InputError
 

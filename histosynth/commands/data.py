@@ -11,7 +11,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from histosynth.commands import options as opt
+from histosynth import options as opt
 from histosynth.errors import InputError
 
 if TYPE_CHECKING:

@@ -18,8 +18,8 @@ from typing import Any
 
 import numpy as np
 
+from histosynth import options as opt
 from histosynth.atomic import atomic_file, write_text_atomic
-from histosynth.commands import options as opt
 from histosynth.errors import InputError
 
 DEMO_MODELS = ("htd", "htd-unconditional")

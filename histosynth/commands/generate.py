@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import time
 
-from histosynth.commands import options as opt
+from histosynth import options as opt
 
 TASKS = {"synthesize": "synthesis", "complete": "completion"}  # CLI verb -> SampleOptions.task
 

@@ -6,8 +6,8 @@ import argparse
 import functools
 from typing import Callable
 
+from histosynth import options as opt
 from histosynth.cli import CommandError
-from histosynth.commands import options as opt
 
 AUTH_HINT = "log in with `hf auth login` or set HF_TOKEN (the token itself is never printed)"
 

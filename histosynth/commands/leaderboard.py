@@ -7,7 +7,7 @@ import functools
 import sys
 from pathlib import Path
 
-from histosynth.commands import options as opt
+from histosynth import options as opt
 from histosynth.commands.hub import AUTH_HINT, _hub_errors
 
 RULES_HELP = ("One row per subject (a generator checkpoint, a dataset, or real data: the reference line, shown but "

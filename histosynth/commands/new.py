@@ -13,7 +13,7 @@ import re
 import sys
 from pathlib import Path
 
-from histosynth.commands import options as opt
+from histosynth import options as opt
 from histosynth.errors import InputError, OutputExistsError
 
 NAME = re.compile(r"\A[a-z][a-z0-9-]{0,63}\Z")

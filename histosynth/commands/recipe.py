@@ -10,7 +10,7 @@ import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from histosynth.commands import options as opt
+from histosynth import options as opt
 from histosynth.errors import InputError
 
 if TYPE_CHECKING:

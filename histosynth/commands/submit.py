@@ -7,7 +7,7 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from histosynth.commands import options as opt
+from histosynth import options as opt
 from histosynth.errors import InputError
 
 if TYPE_CHECKING:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from histosynth.commands import options as opt
+from histosynth import options as opt
 
 
 def run_build(args: argparse.Namespace) -> int:

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import Iterator
 
-from histosynth.commands import options as opt
+from histosynth import options as opt
 from histosynth.errors import InputError, MissingInputError
 
 
