@@ -178,8 +178,9 @@ def run_suite(outputs: Outputs, refs: References, chosen: Variant, out: Path,
     `cache` (default: `references/` under histosynth's cache root), keyed by the data's contents, the settings,
     the torch version and the thread count, so scoring many subjects against one reference trains it once."""
     from histosynth.benchmark.completion import score_completion
+    from histosynth.benchmark.downstream.kinds import train_config
     from histosynth.benchmark.downstream.nuclei_task import UNET_MULTIPLE
-    from histosynth.benchmark.downstream.task import run_downstream, train_config
+    from histosynth.benchmark.downstream.run import run_downstream
     from histosynth.benchmark.features import scan_rows
     from histosynth.benchmark.label_consistency_task import score_label_consistency
     from histosynth.benchmark.lpips_masked import LPIPSWeightsError, backbone_file

@@ -27,7 +27,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from histosynth.benchmark.downstream.task import kind_of, load_set, to_input, train_model
+from histosynth.benchmark.downstream.data import load_set, to_input
+from histosynth.benchmark.downstream.kinds import kind_of
+from histosynth.benchmark.downstream.training import train_model
 from histosynth.classes import get_schema
 from histosynth.data_cards.card import CardInfo
 from histosynth.disk import write_dataset

@@ -159,7 +159,9 @@ def first_seed_predictions(trains: dict[str, Path], test_path: Path, preset: str
                            checkpoints: Path) -> tuple[object, dict[str, np.ndarray]]:
     """The test set and the seed-`seed` predictions of the models `bench tstr` trained on each of `trains`
     (read back from its checkpoints: train_model finds the finished state and does not train again)."""
-    from histosynth.benchmark.downstream.task import TISSUE, load_set, predict_maps, train_config, train_model
+    from histosynth.benchmark.downstream.data import load_set
+    from histosynth.benchmark.downstream.kinds import TISSUE, predict_maps, train_config
+    from histosynth.benchmark.downstream.training import train_model
     from histosynth.classes import get_schema
 
     test = load_set(test_path, "test", "tissue")

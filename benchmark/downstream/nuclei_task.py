@@ -28,16 +28,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from histosynth.benchmark.downstream.task import (
-    ONE_PROCESS,
-    Group,
-    Kind,
-    LabelledSet,
-    TrainConfig,
-    augment,
-    crop_plan,
-    to_input,
-)
+from histosynth.benchmark.downstream.data import LabelledSet, augment, crop_plan, to_input
+from histosynth.benchmark.downstream.group import ONE_PROCESS, Group
+from histosynth.benchmark.downstream.kinds import Kind, TrainConfig
 from histosynth.classes import get_schema
 from histosynth.errors import InputError
 from histosynth.schema import Nuclei

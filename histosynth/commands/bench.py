@@ -146,7 +146,9 @@ def _run_downstream(args: argparse.Namespace, trains: dict[str, tuple[Path, str]
     import pandas as pd
     import torch
 
-    from histosynth.benchmark.downstream.task import close_group, process_group, run_downstream, train_config
+    from histosynth.benchmark.downstream.group import close_group, process_group
+    from histosynth.benchmark.downstream.kinds import train_config
+    from histosynth.benchmark.downstream.run import run_downstream
     from histosynth.benchmark.results import markdown_table
 
     test = _dataset(args.test, args.test_split, "--test")

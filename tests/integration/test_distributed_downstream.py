@@ -10,7 +10,8 @@ import pytest
 import torch
 from scipy import stats
 
-from histosynth.benchmark.downstream.task import Group, LabelledSet, crop_plan
+from histosynth.benchmark.downstream.data import LabelledSet, crop_plan
+from histosynth.benchmark.downstream.group import Group
 from histosynth.benchmark.results import BenchmarkRun, DataRef
 from histosynth.cli import main
 from histosynth.data_cards.card import CardInfo
@@ -85,7 +86,9 @@ from pathlib import Path
 
 import torch
 
-from histosynth.benchmark.downstream.task import TrainingStopped, close_group, run_downstream, train_config
+from histosynth.benchmark.downstream.group import close_group
+from histosynth.benchmark.downstream.kinds import TrainingStopped, train_config
+from histosynth.benchmark.downstream.run import run_downstream
 
 torch.set_num_threads(1)
 data, checkpoints, stop_at = Path(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3])

@@ -7,14 +7,10 @@ import numpy as np
 import pytest
 import torch
 
-from histosynth.benchmark.downstream.task import (
-    TrainConfig,
-    TrainingStopped,
-    load_tissue_set,
-    remap_set,
-    t_interval,
-    train_tissue,
-)
+from histosynth.benchmark.downstream.data import load_tissue_set, remap_set
+from histosynth.benchmark.downstream.kinds import TrainConfig, TrainingStopped
+from histosynth.benchmark.downstream.scores import t_interval
+from histosynth.benchmark.downstream.training import train_tissue
 from histosynth.benchmark.results import BenchmarkRun
 from histosynth.cli import main
 from histosynth.data_cards.card import CardInfo
@@ -99,7 +95,8 @@ def test_bench_tstr_scores_training_sets_side_by_side_with_a_real_row(sets, tmp_
 
 
 def test_the_real_rows_are_scored_once_per_reference_and_read_back_after(sets, tmp_path):
-    from histosynth.benchmark.downstream.task import run_downstream, train_config
+    from histosynth.benchmark.downstream.kinds import train_config
+    from histosynth.benchmark.downstream.run import run_downstream
 
     config = train_config("tiny", steps=2)
     trains = {"real": (sets / "real", "train"), "synth": (sets / "synth", "train")}
@@ -172,7 +169,7 @@ def test_training_on_the_test_set_is_refused(sets, tmp_path, capsys):
 
 
 def test_a_split_by_region_may_share_a_slide_but_not_a_patch(sets, tmp_path):
-    from histosynth.benchmark.downstream.task import _check_disjoint, load_set
+    from histosynth.benchmark.downstream.data import check_disjoint, load_set
     from histosynth.sources.simulator import SimulatorSource
 
     train = load_set(sets / "real", "train", "tissue")  # sim-11 patches 0..3: x = 0, 64, 128, 192
@@ -182,19 +179,19 @@ def test_a_split_by_region_may_share_a_slide_but_not_a_patch(sets, tmp_path):
         write_dataset({"test": [slide.sample(i) for i in indices]}, tmp_path / name, CardInfo(name, name))
         return load_set(tmp_path / name, "test", "tissue")
 
-    _check_disjoint(train, held_out("next-region", [4, 5, 7]), "real")  # the slide's other tiles: allowed
+    check_disjoint(train, held_out("next-region", [4, 5, 7]), "real")  # the slide's other tiles: allowed
     with pytest.raises(InputError, match="overlapping"):
-        _check_disjoint(train, held_out("one-shared", [3, 6]), "real")
+        check_disjoint(train, held_out("one-shared", [3, 6]), "real")
     shifted = [dataclasses.replace(s, provenance=dataclasses.replace(s.provenance, x=s.provenance.x - 32))
                for s in (slide.sample(4), slide.sample(6))]  # x = 224 overlaps the tile at 192
     write_dataset({"test": shifted}, tmp_path / "shifted", CardInfo("shifted", "half a tile over"))
     with pytest.raises(InputError, match="overlapping"):
-        _check_disjoint(train, load_set(tmp_path / "shifted", "test", "tissue"), "real")
+        check_disjoint(train, load_set(tmp_path / "shifted", "test", "tissue"), "real")
     unplaced = [dataclasses.replace(s, provenance=dataclasses.replace(s.provenance, x=None, y=None))
                 for s in (slide.sample(5),)]
     write_dataset({"test": unplaced}, tmp_path / "unplaced", CardInfo("unplaced", "no position"))
     with pytest.raises(InputError, match="unplaced"):
-        _check_disjoint(train, load_set(tmp_path / "unplaced", "test", "tissue"), "real")
+        check_disjoint(train, load_set(tmp_path / "unplaced", "test", "tissue"), "real")
 
 
 def test_bench_seg_with_hovernet_scores_nuclei_end_to_end(sets, tmp_path, capsys):
