@@ -1,4 +1,4 @@
-"""Reference rows for every score (issue 15 items 3 and 4): the real-data ceiling and the copy baseline.
+"""Reference rows for every score: the real-data ceiling and the copy baseline.
 
 - `real-heldout` returns each condition's own real patch (image and tissue map) at the model resolution. Given the
   held-out real Samples of the conditioning dataset as conditions, every score of its output is the score of real

@@ -1,7 +1,7 @@
 """Downstream training speed: steps/s and images/s of DeepLabv3+ and HoVer-Net at the tiny and demo presets (one
 process, 1 and 2 torch threads), against the encoder forward rate at the same crop as the limit.
 
-Training is the cost of `bench seg`/`bench tstr` (issue 13, "Speed"). A training step runs the whole model forward
+Training is the cost of `bench seg`/`bench tstr`. A training step runs the whole model forward
 and backward (about 3x a forward pass) over the batch, so its images/s cannot beat the pretrained encoder's forward
 images/s; the `train / encoder` column says how close it comes. Rates are timed through the real training loop
 (task.train_model, its `stop` hook stamping each step), on simulator patches, after warm-up steps; no checkpoints.

@@ -1,4 +1,4 @@
-"""CoSyn-style joint synthesis on the simulator (issue 16, "Measurable here"): the label-consistency share of its
+"""CoSyn-style joint synthesis on the simulator, what can be measured without a GPU: the label-consistency share of its
 generated pairs, and downstream nuclei PQ of HoVer-Net trained on them against the same model trained on the real
 pairs, both tested on held-out simulator slides.
 

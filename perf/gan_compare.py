@@ -1,4 +1,4 @@
-"""Issue 15's measurement: the conditional GANs, HTD and its unconditional ablation under EQUAL training wall
+"""The equal-training-time comparison: the conditional GANs, HTD and its unconditional ablation under EQUAL training wall
 time, with the real-data ceiling and the copy baseline, on two datasets split so no scored pixel was trained on.
 
 Datasets (patches at the generators' demo resolution, 64 px):

@@ -1,4 +1,4 @@
-"""Synthetic instead of real, on the simulator (issue 13 item 5): does a segmenter trained on HTD samples match
+"""Synthetic instead of real, on the simulator: does a segmenter trained on HTD samples match
 one trained on the real patches those samples were conditioned on, when both are tested on held-out slides?
 
 The simulator's labels are exact and each seed is one slide (`sim-<seed>`), so slides are split by seed:

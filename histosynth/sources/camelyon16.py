@@ -72,7 +72,7 @@ def check_inside(xml: Path, polygons: list[Polygon], slide: Slide) -> None:
 
 
 def label_patch(image: np.ndarray, window: Window, threshold: float, tumour: list[Polygon], exclusion: list[Polygon]) -> np.ndarray:
-    """The camelyon16 tissue map of one patch: glass 0, tissue 1, tumour polygons 2, exclusion polygons 255."""
+    """The camelyon16 tissue map of one patch: glass 0, normal 1, tumor polygons 2, exclusion polygons 255."""
     shape = image.shape[:2]
     labels = np.where(tissue_mask(image, threshold), NORMAL, 0).astype(np.uint8)
     for polygons, value in ((tumour, TUMOR), (exclusion, IGNORE_ID)):

@@ -395,7 +395,7 @@ def tissue_windows(slide: Slide, size: int, mpp: float, stride: int | None, min_
             if tissue.fraction(window) >= min_tissue:
                 yield window
             else:
-                skipped[f"tile(s) dropped as glass (tissue below --min-tissue {min_tissue:g})"] += 1
+                skipped[f"tile(s) dropped as glass (tissue fraction below --min-tissue={min_tissue:g})"] += 1
         if grid == 0:
             skipped[f"slide(s) smaller than one {size} px tile at {mpp:g} um/px"] += 1
 

@@ -31,7 +31,7 @@ class Case:
 
     name: str
     make: Callable[[Path, Any], tuple[list, Path, Sequence[str]]]
-    xfail: str | None = None  # "issue 11 item N: ..." while another fix is pending
+    xfail: str | None = None  # why the case is expected to fail, while its fix is pending
     problem: str | None = None  # regex the message must match (the problem), case-insensitive
 
     def param(self):

@@ -152,7 +152,7 @@ def test_bad_bench_input(case, tmp_path, capsys, sets):
 @pytest.mark.filterwarnings("ignore::histosynth.benchmark.errors.SmallSampleWarning")
 @pytest.mark.parametrize("real,fake", [("zeros", "zeros2"), ("eight", "zeros")], ids=["identical-all-zero-sets", "constant-fake-set"])
 def test_degenerate_sets_warn_and_leave_prdc_undefined(real, fake, sets, tmp_path, capsys):
-    """Zero-variance features are not an input error but must say so (issue 11 item 7): a warning naming the
+    """Zero-variance features are not an input error but must say so: a warning naming the
     constant set, and PRDC recorded as undefined (null), never as 0.0."""
     from histosynth.benchmark.errors import DegenerateFeaturesWarning
     from histosynth.benchmark.results import BenchmarkRun

@@ -116,7 +116,7 @@ def test_data_build_embedded_carries_pseudo_labels_by_default(tmp_path, capsys):
     assert "already has tissue labels" in capsys.readouterr().err
 
 
-# One error policy (issue 12 item 4): the UserFacingError family is one `error:` line and exit 2; anything else is a
+# One error policy: the UserFacingError family is one `error:` line and exit 2; anything else is a
 # bug and keeps its traceback (exit 1); `--traceback` shows it for user errors too.
 
 _BOOM_VERB = '''

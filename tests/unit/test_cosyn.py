@@ -1,4 +1,4 @@
-"""CoSyn-style joint image + label synthesis (issue 16): schedules, targets, decoding, class remap, learning to follow
+"""CoSyn-style joint image + label synthesis: schedules, targets, decoding, class remap, learning to follow
 the centroid condition, dataset round trip and the CLI. The registry-wide contract runs in test_generators_contract.py
 (`-k cosyn`)."""
 

@@ -176,7 +176,7 @@ def test_tiny_preset_builds_on_the_offline_lite0_weights_with_paper_rates_at_str
     model = build_deeplab("tiny", 3)
     assert _aspp_rates(model) == [(6, 6), (12, 12), (18, 18)]
     _check_stride_16(model, 3)
-    # The package file's tensors in order, minus its 8 head tensors, are the encoder's 288 (issue 13).
+    # The package file's tensors in order, minus its 8 head tensors, are the encoder's 288.
     meta = ENCODERS.get("effnet-lite0")
     raw = list(read_state_dict(resolve_weights(meta), meta).values())
     own = list(model.encoder.model.state_dict().values())

@@ -1,4 +1,4 @@
-"""A generator learns and obeys its condition, not only runs (issue 12 item 5), on tiny 32 px pixel-space models.
+"""A generator learns and obeys its condition, not only runs, on tiny 32 px pixel-space models.
 
 The data: two tissue classes with distinct colours (class 1 pink, class 2 purple, Gaussian pixel noise), laid out
 as vertical splits at random places. HTD is trained with its crops in the top-left corner, so the crops say which

@@ -18,7 +18,7 @@ ONES = np.array([1, 1])
 
 
 def test_pairing_minimises_total_distance_then_drops_far_pairs() -> None:
-    # The two-nucleus example. Distances: A-a 12, B-b 12 (both inside 12 px), B-a 1, A-b sqrt(313) = 17.7.
+    # A two-nucleus example. Distances: A-a 12, B-b 12 (both inside 12 px), B-a 1, A-b sqrt(313) = 17.7.
     true = np.array([[0, 0], [12, 1]], float)  # A, B
     pred = np.array([[12, 0], [12, 13]], float)  # a, b
     # pair_coordinates: linear_sum_assignment(pair_distance) takes A-b + B-a (18.7 < 24), then `pair_cost <= radius`

@@ -137,7 +137,7 @@ def test_mpq_plus_matches_monai_pooled_counts() -> None:
 
 
 def test_below_half_the_assignment_runs_over_all_overlapping_pairs() -> None:
-    # The example. IoU: t1-p1 1/4, t2-p1 2/6, t2-p2 1/4; t3 overlaps nothing.
+    # A worked example. IoU: t1-p1 1/4, t2-p1 2/6, t2-p2 1/4; t3 overlaps nothing.
     true, pred = np.array([[1, 0, 2, 2, 2, 2, 3]]), np.array([[1, 1, 1, 1, 2, 0, 0]])
     # hover_net get_fast_pq, `else` branch: linear_sum_assignment(-pairwise_iou) over the whole IoU matrix picks
     # t1-p1 + t2-p2 (total 1/2 > 1/3), then `paired_iou > match_iou` drops both. Released: TP 0, FP 2, FN 3, PQ 0.
@@ -202,7 +202,7 @@ def test_one_false_positive_and_one_false_negative() -> None:
 
 
 def test_empty_true_and_empty_prediction_score_zero() -> None:
-    # CoNIC get_pq: dq = 0 / ((0 + 0) + 1e-6) = 0, sq = 0 / (0 + 1e-6) = 0, PQ 0 (the example 2).
+    # CoNIC get_pq: dq = 0 / ((0 + 0) + 1e-6) = 0, sq = 0 / (0 + 1e-6) = 0, PQ 0 (worked example 2).
     # hover_net get_fast_pq divides 0 by 0 here (ZeroDivisionError).
     both = panoptic_quality(EMPTY, EMPTY)
     assert both.empty and (both.dq, both.sq, both.pq) == (0.0, 0.0, 0.0)
@@ -269,7 +269,7 @@ def _typed_case() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
 
 
 def test_mpq_plus_scores_a_class_absent_everywhere_zero() -> None:
-    # The example 3: classes 1 and 2 matched perfectly, class 3 on neither side. CoNIC compute_stats:
+    # Worked example 3: classes 1 and 2 matched perfectly, class 3 on neither side. CoNIC compute_stats:
     # per class dq = tp / (tp + fp/2 + fn/2 + 1e-6), sq = sum_iou / (tp + 1e-6); class 3: 0 / 1e-6 = 0;
     # np.mean over the three classes.
     inst, types, _, _ = _typed_case()
@@ -293,7 +293,7 @@ def test_mpq_plus_counts_a_class_only_predicted() -> None:
 
 
 def test_pannuke_skips_a_class_only_predicted() -> None:
-    # The example 4. run.py: `if len(np.unique(true_tmp)) == 1: nan` for a class absent from the ground
+    # Worked example 4. run.py: `if len(np.unique(true_tmp)) == 1: nan` for a class absent from the ground
     # truth, then np.nanmean over classes: class 1 (PQ 1) alone, so mPQ 1.0 (histosynth before: 0.5).
     inst = _box((10, 10), slice(0, 3), slice(0, 3))
     pred = _box((10, 10), slice(6, 9), slice(6, 9), 2, inst.copy())

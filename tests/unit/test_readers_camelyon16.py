@@ -40,7 +40,7 @@ def test_tiles_at_level_one_have_pixel_exact_labels(tmp_path):
     image = write_slide(tmp_path)
     source = Camelyon16Source(tmp_path / "training", annotations=tmp_path / "lesion_annotations", size=32, mpp=0.5)
     samples = list(source)
-    # 4 x 4 tiles of 64 level-0 px; the left column (x < 64) is glass and dropped by min_tissue 0.5
+    # 4 x 4 tiles of 64 level-0 px; the left column (x < 64) is glass and dropped by min_tissue=0.5
     assert sorted((s.provenance.x, s.provenance.y) for s in samples) == [(x, y) for x in (64, 128, 192) for y in (0, 64, 128, 192)]
     for sample in samples:
         x, y = sample.provenance.x, sample.provenance.y
@@ -115,7 +115,7 @@ def test_a_slide_of_glass_gives_a_clear_error_counting_the_dropped_tiles(tmp_pat
     base = ["data", "build", "--source", "camelyon16", "--path", str(tmp_path / "slides"), "--size", "32", "--mpp", "0.5"]
     assert main([*base, "--out", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err.splitlines()[-1]
-    assert err == f"error: --path {tmp_path / 'slides'}: 0 samples from source 'camelyon16': 16 tile(s) dropped as glass (tissue below --min-tissue 0.5)"
+    assert err == f"error: --path {tmp_path / 'slides'}: 0 samples from source 'camelyon16': 16 tile(s) dropped as glass (tissue fraction below --min-tissue=0.5)"
     assert main([*base, "--size", "512", "--out", str(tmp_path / "out")]) == 2
     assert capsys.readouterr().err.splitlines()[-1].endswith("1 slide(s) smaller than one 512 px tile at 0.5 um/px")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["slides"]

@@ -1,4 +1,4 @@
-"""The reference rows (issue 15 items 3, 4): real-heldout passes real patches through, copy-nearest copies the
+"""The reference rows: real-heldout passes real patches through, copy-nearest copies the
 training patch whose map matches best, and the memorisation score catches the copies end to end.
 
 Data: simulator slides split by slide (training sim-0, sim-1; held out sim-100), 32 px at 4 um/px, the tiny
