@@ -32,20 +32,19 @@ from histosynth.benchmark.results_check import (
     check_text,
     read_results_json,
 )
+from histosynth.benchmark.tasks.meta import TASK_METAS
 from histosynth.errors import InputError, UnknownNameError
 
 SCHEMA_VERSION = 2
-TASK_VERSIONS = {"distribution": 1, "completion": 1, "masked-lpips": 1, "seg": 1, "tstr": 1, "label-consistency": 1}
-"""Every benchmark task and its version: bump a task's version whenever a change alters its numbers."""
+TASK_VERSIONS = {meta.name: meta.version for meta in TASK_METAS}
+"""Every benchmark task and its version (histosynth.benchmark.tasks.meta: bump a task's version whenever a change
+alters its numbers)."""
 MODEL_TASK_VERSIONS = {"hovernet": 2}
 """Versions of the downstream tasks (seg, tstr) for a model whose scores changed on their own: a run whose
 settings.model is here has this version instead of its task's. hovernet (the nuclei task) v2: PQ, mPQ+ and F1 follow
 the released HoVer-Net/CoNIC/PanNuke code, PQ pooled over images."""
 SUBJECT_KINDS = ("generator", "dataset", "real")
-COMPARABLE_SETTINGS = {"distribution": (), "completion": ("net", "masks"), "masked-lpips": ("net", "modes"),
-                       "seg": ("model", "preset", "train", "seeds", "schema", "threads"),
-                       "tstr": ("model", "preset", "train", "seeds", "schema", "threads"),
-                       "label-consistency": ("resolution", "steps", "seed", "schema", "segmenter", "threads")}
+COMPARABLE_SETTINGS = {meta.name: meta.comparable_settings for meta in TASK_METAS}
 """The settings of each task that change its numbers (part of the comparability key). The tasks that train a model
 record the thread count: it changes the trained weights (float sums in another order), so the same settings on
 another thread count give other numbers."""

@@ -19,7 +19,7 @@ Ranking rules (the page and the paper tables both read them from here):
   the row's Borda is the sum of its task scores, its mean rank the mean of them.
 - Partial coverage (a ranked row without a value in some aggregated column of the view) gets null aggregates, as in
   MTEB, so a row cannot climb by skipping tasks.
-- The suite's rules (histosynth.leaderboard.suite): a subject whose memorisation share is above the limit with 95 %
+- The suite's rules (histosynth.benchmark.suite): a subject whose memorisation share is above the limit with 95 %
   confidence is disqualified (shown with the reason, ranked nowhere); a column without power (too few seeds or
   samples, no intervals, or unable to tell the real row from the metric's floor) is shown, ranked, but never
   aggregated; every row says on how many of the view's columns it was ranked.
@@ -377,7 +377,7 @@ def build_leaderboard(runs: list[tuple[str, BenchmarkRun]]) -> Leaderboard:
 def disqualifications(rows: dict[str, Row], columns: dict[str, Column], cells: dict[str, dict[str, Cell]]
                       ) -> dict[str, str]:
     """Ranked rows whose memorisation share is above the suite's limit with 95 % confidence, with the reason."""
-    from histosynth.leaderboard.suite import MEMORISATION_LIMIT
+    from histosynth.benchmark.suite import MEMORISATION_LIMIT
 
     out = {}
     for rid, by in cells.items():
@@ -395,8 +395,8 @@ def disqualifications(rows: dict[str, Row], columns: dict[str, Column], cells: d
 
 
 def column_power(column: Column, rows: dict[str, Row], cells: dict[str, dict[str, Cell]]) -> Power:
-    """The column's Power under the suite's rules (histosynth.leaderboard.suite)."""
-    from histosynth.leaderboard.suite import MIN_SAMPLES, MIN_SEEDS, POWER_SPAN
+    """The column's Power under the suite's rules (histosynth.benchmark.suite)."""
+    from histosynth.benchmark.suite import MIN_SAMPLES, MIN_SEEDS, POWER_SPAN
 
     present = [(rows[rid], by[column.id]) for rid, by in cells.items()
                if column.id in by and by[column.id].value is not None]

@@ -26,10 +26,10 @@ SPLIT = "train"
 def validate(spec: dict[str, Any]) -> dict[str, Any]:
     """Check each output folder of `spec["folders"]`; returns the claims and what the outputs carry."""
     from histosynth.benchmark.subjects import row_makers
+    from histosynth.benchmark.suite import outputs_of
     from histosynth.disk import shard_paths
     from histosynth.hub import validate_folder
     from histosynth.leaderboard.identity import check_checkpoint_hash, check_name, check_version
-    from histosynth.leaderboard.suite import outputs_of
     from histosynth.leaderboard.untrusted import ParquetCaps, check_parquet_caps, check_tree
 
     n, generator = spec.get("n"), spec.get("generator")
@@ -64,7 +64,7 @@ def validate(spec: dict[str, Any]) -> dict[str, Any]:
 
 def suite(spec: dict[str, Any]) -> list[str]:
     """Run the suite on the validated outputs; returns the results files written."""
-    from histosynth.leaderboard.suite import Outputs, References, Variant, run_suite
+    from histosynth.benchmark.suite import Outputs, References, Variant, run_suite
 
     folders = spec["folders"]
     outputs = Outputs(Path(folders["synthesized"]) if "synthesized" in folders else None,

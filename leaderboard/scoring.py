@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from histosynth.atomic import atomic_directory, write_text_atomic
+from histosynth.benchmark.suite import SCORED_ROLES, References, Variant
 from histosynth.errors import UserFacingError
 from histosynth.leaderboard.identity import Identity, identify
 from histosynth.leaderboard.plugin_package import prepare_plugin
@@ -42,7 +43,6 @@ from histosynth.leaderboard.sandbox import (
     sandbox_input,
 )
 from histosynth.leaderboard.submission import Submission
-from histosynth.leaderboard.suite import SCORED_ROLES, TASKS, References, Variant
 from histosynth.leaderboard.untrusted import TreeCaps, check_tree
 
 REPORT = "report.json"
@@ -160,7 +160,7 @@ def _python(*module_args: str) -> list[str]:
 
 def score_submission(submission: Submission, refs: References, chosen: Variant, results: Path, work: Path,
                      limits: SandboxLimits | ScoringLimits | None = None, log: Callable[[str], None] = print,
-                     check: bool = False, keep_work: bool = False, tasks: Sequence[str] = TASKS,
+                     check: bool = False, keep_work: bool = False, tasks: Sequence[str] | None = None,
                      threads: int | None = None, reference_cache: Path | None = None) -> ScoreReport:
     """Score `submission` with suite variant `chosen` against `refs` (see the module docstring). On success its
     results files land in `results/<subject>/` (never over an existing subject), unless `check`. The report is
@@ -220,7 +220,8 @@ def _score(run: _Run, submission: Submission, refs: References, chosen: Variant,
     ref_inputs = {f"{role}/{Path(path).name}": Path(path) for role, path in asdict(refs).items()}
     suite_spec = {"folders": inside, "tissue": bool(answer["tissue"]), "nuclei": bool(answer["nuclei"]),
                   "refs": {role: str(sandbox_input(key)) for key, role in ((k, k.split("/")[0]) for k in ref_inputs)},
-                  "variant": asdict(chosen), "tasks": list(tasks), "out": str(SANDBOX_WORK / "scored"),
+                  "variant": asdict(chosen), "tasks": None if tasks is None else list(tasks),
+                  "out": str(SANDBOX_WORK / "scored"),
                   "answer": str(SANDBOX_WORK / "answer.json")}
     if run.reference_cache is not None and Path(run.reference_cache).is_dir():  # the track's real-data rows
         shutil.copytree(run.reference_cache, run.work / "suite" / "home" / "cache" / "references", dirs_exist_ok=True)

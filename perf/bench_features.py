@@ -138,7 +138,7 @@ def bare_rate(encoder, n: int, size: int) -> float:
 def peak_rss_child(real: Path, fake: Path, cache: Path) -> float:
     code = (
         "import resource, sys\n"
-        "from histosynth.benchmark.runner import score_distribution\n"
+        "from histosynth.benchmark.tasks.distribution import score_distribution\n"
         f"score_distribution({str(real)!r}, {str(fake)!r}, ['effnet-lite0'], metrics=['fd'], bootstrap=0, use_cache=False, progress=False)\n"
         "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)\n"
     )

@@ -82,7 +82,7 @@ def child(kind: str, real: Path, fake: Path, weights: Path) -> dict:
     sys.path.insert(0, str(PERF))
     from bench_features import UInt8Folder  # noqa: E402
 
-    from histosynth.benchmark.runner import score_distribution
+    from histosynth.benchmark.tasks.distribution import score_distribution
 
     after_import = _rss_mb()
     start = time.perf_counter()

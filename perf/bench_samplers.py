@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 
 from histosynth.atomic import write_text_atomic
-from histosynth.benchmark.runner import score_distribution
+from histosynth.benchmark.tasks.distribution import score_distribution
 from histosynth.disk import count_samples, read_metadata
 from histosynth.generators.jobs import generate_dataset
 

@@ -202,9 +202,9 @@ def score_completion_set(heldout: Path, completed: Path, out: Path, backbone: Pa
 
     Without a backbone the scorer still has to run one LPIPS mode (it needs at least one); it runs on a random
     network and those rows are dropped, never reported."""
-    from histosynth.benchmark.completion import score_completion
     from histosynth.benchmark.lpips_masked import MODES
     from histosynth.benchmark.results import BenchmarkRun
+    from histosynth.benchmark.tasks.completion import score_completion
 
     if out.is_file():
         return BenchmarkRun.load(out)
@@ -241,7 +241,7 @@ def result(run, metric: str) -> dict[str, Any] | None:
 
 def paired_difference(runs: dict[str, Any], metric: str, a: str, b: str, bootstrap: int, seed: int) -> dict[str, Any] | None:
     """Mean of a - b over the paired rows of `metric` with its percentile bootstrap 95 % CI."""
-    from histosynth.benchmark.completion import mean_interval
+    from histosynth.benchmark.tasks.completion import mean_interval
 
     values = []
     for name in (a, b):

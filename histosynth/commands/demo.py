@@ -210,7 +210,7 @@ def score_with_kid_ci(real: Path, fake: Path, bootstrap: int, seed: int, cache: 
     (histosynth.benchmark.kid_interval) from the same cached features."""
     from histosynth.benchmark.features import extract_features
     from histosynth.benchmark.kid_interval import kid_bootstrap_ci
-    from histosynth.benchmark.runner import score_distribution
+    from histosynth.benchmark.tasks.distribution import score_distribution
 
     run = score_distribution(real, fake, ["effnet-lite0"], ["fd", "kid"], bootstrap=bootstrap, seed=seed,
                              cache_dir=cache, progress=False)

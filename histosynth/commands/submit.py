@@ -11,15 +11,15 @@ from histosynth import options as opt
 from histosynth.errors import InputError
 
 if TYPE_CHECKING:
-    from histosynth.leaderboard.suite import References
+    from histosynth.benchmark.suite import References
 
 
 def mock_references(root: Path) -> References:
     """Simulator references for `--check`: a training set (also the conditions), a held-out set (another virtual
     slide) as test, 32 px with tissue maps and nuclei, like the tiny presets expect."""
+    from histosynth.benchmark.suite import References
     from histosynth.data_cards.card import CardInfo
     from histosynth.disk import write_dataset
-    from histosynth.leaderboard.suite import References
     from histosynth.sources import build_source
 
     for name, seed, n in (("train", 1, 32), ("test", 2, 16)):
@@ -29,10 +29,10 @@ def mock_references(root: Path) -> References:
 
 
 def run(args: argparse.Namespace) -> int:
+    from histosynth.benchmark.suite import variant
     from histosynth.leaderboard.sandbox import limits_from_options, require_sandbox
     from histosynth.leaderboard.scoring import ScoringLimits, score_submission
     from histosynth.leaderboard.submission import load_submission
-    from histosynth.leaderboard.suite import variant
 
     submission = load_submission(args.submission)
     limits = ScoringLimits(submission=limits_from_options(args.timeout, args.memory_gb),
@@ -62,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _references(args: argparse.Namespace):
     """(References, suite variant, thread count, reference cache) from --track or from --train/--test/--variant."""
-    from histosynth.leaderboard.suite import References, variant
+    from histosynth.benchmark.suite import References, variant
     from histosynth.leaderboard.tracks import get_track, open_track
 
     if args.results is None:

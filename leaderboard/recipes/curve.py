@@ -71,10 +71,10 @@ def _train(step: Step, ctx: StepContext, model: Path, overrides: dict[str, Any],
 def _evaluate(step: Step, ctx: StepContext, out: Path, snapshot: int) -> dict[str, Any]:
     """Generate from snapshot `snapshot` and score it (reused when its point.json exists)."""
     from histosynth.atomic import write_text_atomic
+    from histosynth.benchmark.suite import References, outputs_of, run_suite, variant
     from histosynth.generators import load_generator
     from histosynth.generators.jobs import generate_dataset
     from histosynth.generators.training import CHECKPOINT_PREFIX, SNAPSHOT_DIR
-    from histosynth.leaderboard.suite import References, outputs_of, run_suite, variant
 
     fields = step.fields
     folder = out / "points" / f"{CHECKPOINT_PREFIX}{snapshot:08d}"
@@ -104,7 +104,7 @@ def _evaluate(step: Step, ctx: StepContext, out: Path, snapshot: int) -> dict[st
     staging = folder / ".results-partial"
     shutil.rmtree(staging, ignore_errors=True)
     files = run_suite(outputs_of(synthesized, completed), refs, chosen, staging, log=lambda _: None,
-                      tasks=fields.get("tasks") or _default_tasks())
+                      tasks=fields.get("tasks"))
     shutil.rmtree(folder / "results", ignore_errors=True)
     staging.rename(folder / "results")
     report = generator.train_report
@@ -118,12 +118,6 @@ def _evaluate(step: Step, ctx: StepContext, out: Path, snapshot: int) -> dict[st
              "metrics": metrics, "extra": extra}
     write_text_atomic(folder / POINT, json.dumps(point, indent=1) + "\n")
     return point
-
-
-def _default_tasks() -> list[str]:
-    from histosynth.leaderboard.suite import TASKS
-
-    return list(TASKS)
 
 
 def summarise(paths: list[Path]) -> dict[str, dict[str, Any]]:

@@ -105,9 +105,9 @@ def run_generate(step: Step, ctx: StepContext) -> dict[str, Any]:
 
 
 def run_score(step: Step, ctx: StepContext) -> dict[str, Any]:
-    """Run the benchmark suite (leaderboard/suite.py) on the generated set (and on `completed`, a completion of the
+    """Run the benchmark suite (histosynth.benchmark.suite) on the generated set (and on `completed`, a completion of the
     test patches' held-out masks, when given); one results file per task in out."""
-    from histosynth.leaderboard.suite import TASKS, References, outputs_of, run_suite, variant
+    from histosynth.benchmark.suite import References, outputs_of, run_suite, selection, suite_task_names, variant
 
     data = ctx.run / step.fields["data"] if step.fields.get("data") else None
     completed = ctx.run / step.fields["completed"] if step.fields.get("completed") else None
@@ -115,11 +115,14 @@ def run_score(step: Step, ctx: StepContext) -> dict[str, Any]:
         raise InputError(f"step {step.name!r} (score): give 'data' (a synthesized set), 'completed' (a completion of "
                          "the test patches' held-out masks) or both")
     conditions = ctx.run / step.fields.get("conditions", step.fields["train"])
-    tasks = set(step.fields.get("tasks") or TASKS)
-    unknown = sorted(tasks - set(TASKS))
-    if unknown or (data is not None and "distribution" not in tasks):
-        raise InputError(f"step {step.name!r} (score) field 'tasks': {unknown or tasks} (tasks: {', '.join(TASKS)}; "
-                         "distribution always runs on a synthesized set)")
+    tasks = list(step.fields.get("tasks") or suite_task_names())
+    try:
+        chosen_tasks = selection(tasks)
+    except InputError as err:
+        raise InputError(f"step {step.name!r} (score) field 'tasks': {err}") from None
+    if data is not None and "distribution" not in chosen_tasks:
+        raise InputError(f"step {step.name!r} (score) field 'tasks': {tasks} (distribution always runs on a "
+                         "synthesized set)")
     outputs = outputs_of(data, completed)
     chosen = variant(step.fields.get("variant", "tiny"))
     if step.fields.get("encoders"):

@@ -4,7 +4,8 @@ import pytest
 
 from histosynth.benchmark.errors import DegenerateFeaturesWarning
 from histosynth.benchmark.results import BenchmarkRun
-from histosynth.benchmark.runner import score_distribution, score_masked_lpips
+from histosynth.benchmark.tasks.distribution import score_distribution
+from histosynth.benchmark.tasks.masked_lpips import score_masked_lpips
 from histosynth.cli import main
 from histosynth.data_cards.card import CardInfo
 from histosynth.disk import write_dataset

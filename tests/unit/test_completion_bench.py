@@ -1,4 +1,4 @@
-"""The completion benchmark (benchmark/completion.py, `histosynth bench complete`): PSNR / SSIM / masked LPIPS inside
+"""The completion benchmark (histosynth.benchmark.tasks.completion, `histosynth bench completion`): PSNR / SSIM / masked LPIPS inside
 the masks of row-paired real and completed patches, bootstrap intervals, the mask-set record and the results file."""
 
 import json
@@ -10,9 +10,9 @@ import pytest
 import torch
 
 import histosynth.cli as cli
-from histosynth.benchmark.completion import PSNR_CAP_DB, masked_psnr, masked_ssim, mean_interval, score_completion
 from histosynth.benchmark.errors import MetricInputError
 from histosynth.benchmark.results import BenchmarkRun
+from histosynth.benchmark.tasks.completion import PSNR_CAP_DB, masked_psnr, masked_ssim, mean_interval, score_completion
 from histosynth.data_cards.card import CardInfo
 from histosynth.disk import write_dataset
 from histosynth.masks import heldout_set, with_heldout_masks
@@ -150,11 +150,11 @@ def test_cli_bench_complete_writes_a_valid_run(folders, tmp_path, capsys):
     features = {k: v for k, v in torchvision.models.alexnet().state_dict().items() if k.startswith("features.")}
     torch.save(features, tmp_path / "alexnet.pth")
     out = tmp_path / "run.json"
-    args = ["bench", "complete", "--real", str(folders / "real"), "--completed", str(folders / "noisy"),
+    args = ["bench", "completion", "--real", str(folders / "real"), "--completed", str(folders / "noisy"),
             "--backbone", str(tmp_path / "alexnet.pth"), "--bootstrap", "100", "--out", str(out)]
     assert cli.main(args) == 0
     run = json.loads(out.read_text())
     assert BenchmarkRun.from_dict(run).task == "completion" and run["settings"]["pairing"] == "row index"
     assert "psnr-masked" in capsys.readouterr().out
     assert cli.main([*args[:-2], "--modes", "layer-masked,nope", "--out", str(tmp_path / "x.json")]) == 2
-    assert "--modes: nope" in capsys.readouterr().err
+    assert "--modes: unknown mode(s) ['nope']" in capsys.readouterr().err

@@ -1,11 +1,11 @@
-"""The label-consistency task (benchmark/label_consistency_task.py) rewards images that follow their maps."""
+"""The label-consistency task (histosynth.benchmark.tasks.label_consistency) rewards images that follow their maps."""
 
 from dataclasses import replace
 
 import pytest
 
-from histosynth.benchmark.label_consistency_task import METRIC, score_label_consistency
 from histosynth.benchmark.results import BenchmarkRun
+from histosynth.benchmark.tasks.label_consistency import METRIC, score_label_consistency
 from histosynth.data_cards.card import CardInfo
 from histosynth.disk import write_dataset
 from histosynth.errors import InputError

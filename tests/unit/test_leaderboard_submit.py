@@ -18,6 +18,7 @@ from plugin_paths import PLUGINS, TOY_PLUGIN
 from sandbox_required import sandbox  # noqa: F401 (fixture)
 
 from histosynth.benchmark.results import BenchmarkRun
+from histosynth.benchmark.suite import VARIANTS
 from histosynth.commands.submit import mock_references
 from histosynth.data_cards.card import CardInfo
 from histosynth.disk import write_dataset
@@ -25,7 +26,6 @@ from histosynth.leaderboard.aggregate import load_leaderboard
 from histosynth.leaderboard.sandbox import SandboxLimits
 from histosynth.leaderboard.scoring import STEP_FOLDERS, ScoringLimits, score_submission
 from histosynth.leaderboard.submission import SubmissionError, load_submission
-from histosynth.leaderboard.suite import VARIANTS
 from histosynth.sources import build_source
 
 pytestmark = pytest.mark.usefixtures("sandbox")

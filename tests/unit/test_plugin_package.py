@@ -16,6 +16,7 @@ import pytest
 from plugin_paths import PLUGINS, TOY_PLUGIN, load_toy_module
 from sandbox_required import sandbox  # noqa: F401 (fixture)
 
+from histosynth.benchmark.suite import VARIANTS
 from histosynth.commands.submit import mock_references
 from histosynth.leaderboard.identity import identify
 from histosynth.leaderboard.plugin_package import (
@@ -31,7 +32,6 @@ from histosynth.leaderboard.plugin_package import (
 from histosynth.leaderboard.sandbox import SandboxLimits, run_sandboxed
 from histosynth.leaderboard.scoring import STEP_FOLDERS, score_submission
 from histosynth.leaderboard.submission import SubmissionError, load_submission
-from histosynth.leaderboard.suite import VARIANTS
 
 LIMITS = SandboxLimits(wall_seconds=300)
 TINY = replace(VARIANTS["tiny"], n=8)

@@ -309,8 +309,8 @@ def test_not_run_files_record_the_reference_data(tmp_path, slides):
     """An encoder without weights writes a results file with the same reference data as a measured one, so the
     table puts its column with the measured columns of that data (not under "-")."""
     from histosynth.benchmark.results import BenchmarkRun
+    from histosynth.benchmark.suite import VARIANTS, Outputs, References, run_suite
     from histosynth.leaderboard.aggregate import load_leaderboard, reference_dataset
-    from histosynth.leaderboard.suite import VARIANTS, Outputs, References, run_suite
 
     run_dir = tmp_path / "run"
     run_recipe(load_recipe(write(tmp_path, BASE), "tiny", {"slides": slides}), run_dir, handlers(),

@@ -1,4 +1,4 @@
-"""The suite's task selection and coverage rules (leaderboard/suite.py); the tasks' numbers are tested with their
+"""The suite's task selection and coverage rules (histosynth.benchmark.suite); the tasks' numbers are tested with their
 runners, and a whole suite run in tests/unit/test_leaderboard_submit.py and tests/unit/test_recipes.py."""
 
 from dataclasses import replace
@@ -6,11 +6,11 @@ from dataclasses import replace
 import pytest
 
 from histosynth.benchmark.results import BenchmarkRun
+from histosynth.benchmark.suite import VARIANTS, Outputs, References, applicable_tasks, outputs_of, run_suite, variant
 from histosynth.data_cards.card import CardInfo
 from histosynth.disk import write_dataset
 from histosynth.errors import InputError
 from histosynth.leaderboard.aggregate import build_leaderboard, load_results
-from histosynth.leaderboard.suite import VARIANTS, Outputs, References, applicable_tasks, outputs_of, run_suite, variant
 from histosynth.sources import build_source
 
 
@@ -26,8 +26,7 @@ def test_only_selected_tasks_run(tmp_path):
 
 def test_tasks_apply_by_what_the_outputs_carry(tmp_path):
     plain = applicable_tasks(Outputs(tmp_path))
-    assert plain["distribution"] is None and all(plain[t] for t in ("label-consistency", "completion", "tstr-seg",
-                                                                     "tstr-nuclei"))
+    assert plain["distribution"] is None and all(plain[t] for t in ("label-consistency", "completion", "tstr"))
     full = applicable_tasks(Outputs(tmp_path, tmp_path / "completed", tissue=True, nuclei=True))
     assert all(reason is None for reason in full.values())
     with pytest.raises(InputError, match="unknown suite variant"):
@@ -43,7 +42,7 @@ def test_conditions_may_not_be_the_test_set(tmp_path):
 def test_a_completion_only_generator_is_scored_on_completion_alone(tmp_path):
     only = applicable_tasks(Outputs(None, tmp_path / "completed", tissue=True, nuclei=True))
     assert only["completion"] is None
-    assert all("does not synthesize" in only[t] for t in ("distribution", "label-consistency", "tstr-seg", "tstr-nuclei"))
+    assert all("does not synthesize" in only[t] for t in ("distribution", "label-consistency", "tstr"))
     refs = References(tmp_path / "train", tmp_path / "test", tmp_path / "train")
     with pytest.raises(InputError, match="nothing to score"):
         run_suite(Outputs(None), refs, VARIANTS["tiny"], tmp_path / "out")

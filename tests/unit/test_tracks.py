@@ -9,6 +9,7 @@ import pytest
 from plugin_paths import PLUGINS
 from sandbox_required import sandbox  # noqa: F401 (fixture)
 
+from histosynth.benchmark.suite import variant
 from histosynth.cli import main
 from histosynth.commands.recipe import handlers
 from histosynth.errors import InputError, MissingInputError
@@ -16,7 +17,6 @@ from histosynth.leaderboard.recipes.runner import run_recipe
 from histosynth.leaderboard.recipes.spec import load_recipe
 from histosynth.leaderboard.scoring import score_submission
 from histosynth.leaderboard.submission import load_submission
-from histosynth.leaderboard.suite import variant
 from histosynth.leaderboard.tracks import TRACKS, build_track, check_hashes, get_track, open_track
 
 
@@ -70,7 +70,7 @@ def test_a_submission_on_a_track_reuses_its_real_rows_and_restates_none(tiny_tra
     (tmp_path / "s.yaml").write_text(f"kind: generator\ngenerator: evil\ncheckpoint: model\n"
                                      f"plugin: {PLUGINS / 'evil_dist'}\ntitle: Evil Painter (2026)\n"
                                      "citation: '@article{evil2026, title = {Evil}, author = {Doe, J.}, year = {2026}}'\n")
-    from histosynth.leaderboard.suite import References
+    from histosynth.benchmark.suite import References
 
     refs = References(built.train, built.test, built.conditions)
     results = tmp_path / "results"

@@ -1,23 +1,30 @@
-"""Benchmark runs: score a synthetic dataset against a real one and return a `BenchmarkRun` (results as data).
+"""The distribution task: FD (+ bootstrap CI), FD-infinity, KID (+CI), PRDC and memorization of a synthetic set
+against real held-out patches, under each encoder.
 
-`score_distribution` featurises both sets once under every requested encoder (cached by content hash) and
-computes FD (+ bootstrap CI), FD-infinity, KID and PRDC per encoder. `score_masked_lpips` compares paired
-images inside their completion masks.
+`score_distribution` featurises both sets once under every requested encoder (cached by content hash); the task
+class is `histosynth bench distribution` and the suite's distribution part (one results file per encoder, a
+not-run file where an encoder's weights are absent).
 """
 
 from __future__ import annotations
 
+import argparse
 import time
 import warnings
-from itertools import islice
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
+from histosynth import options as opt
 from histosynth.benchmark.errors import DegenerateFeaturesWarning, MetricInputError
-from histosynth.benchmark.results import BenchmarkRun, DataRef, MetricResult
-from histosynth.benchmark.subjects import subject_of
+from histosynth.benchmark.results import BenchmarkRun, MetricResult
+from histosynth.benchmark.tasks.arguments import chart_path, check_enough, comma_list, pairs
+from histosynth.benchmark.tasks.base import COMPLETION_ONLY, SPLIT, BenchmarkTask, SuiteContext, not_run
+from histosynth.errors import InputError
+
+if TYPE_CHECKING:
+    from histosynth.benchmark.suite import Outputs
 
 DISTRIBUTION_METRICS = ("fd", "fd-inf", "kid", "prdc")
 DEFAULT_METRICS = ("fd", "kid", "prdc")
@@ -78,6 +85,7 @@ def score_distribution(
     from histosynth.benchmark.kid import kid
     from histosynth.benchmark.kid_interval import kid_bootstrap_ci
     from histosynth.benchmark.memorization import memorization_ratios
+    from histosynth.benchmark.subjects import subject_of
 
     unknown = sorted(set(metrics) - set(DISTRIBUTION_METRICS))
     if unknown:
@@ -150,52 +158,85 @@ def score_distribution(
     )
 
 
-def _paired_images(real: Path, fake: Path, split: str, limit: int | None):
-    from histosynth.benchmark.features import scan_rows
-    from histosynth.disk import iter_samples
+def encoder_available(name: str) -> str | None:
+    """None when encoder `name`'s weights are on this machine, else why not (gated, not downloaded)."""
+    from histosynth.benchmark.encoders import ENCODERS
+    from histosynth.benchmark.encoders.weights import EncoderWeightsError, resolve_weights
 
-    real_samples = list(islice(iter_samples(real, split), limit))
-    fake_samples = list(islice(iter_samples(fake, split), limit))
-    if len(real_samples) != len(fake_samples):
-        raise MetricInputError(f"masked LPIPS pairs rows by index: {real} has {len(real_samples)} rows, {fake} has {len(fake_samples)}")
-    masks = []
-    for i, (a, b) in enumerate(zip(real_samples, fake_samples, strict=False)):
-        if a.image.shape != b.image.shape:
-            raise MetricInputError(f"row {i}: real {a.image.shape} and synthetic {b.image.shape} patches differ in size")
-        mask = b.completion_mask if b.completion_mask is not None else a.completion_mask
-        if mask is None:
-            raise MetricInputError(f"row {i} ({b.where}): no completion_mask in either dataset; masked LPIPS needs one")
-        masks.append(mask)
-    refs = {name: DataRef(Path(p).name, str(Path(p).resolve()), scan_rows(p, split).content_hash, len(real_samples))
-            for name, p in (("real", real), ("fake", fake))}
-    return np.stack([s.image for s in real_samples]), np.stack([s.image for s in fake_samples]), np.stack(masks), refs
+    try:
+        resolve_weights(ENCODERS.get(name), None)
+    except EncoderWeightsError as err:
+        return f"not run (weights): {str(err).splitlines()[0][:300]}"
+    return None
 
 
-def score_masked_lpips(
-    real: Path | str,
-    fake: Path | str,
-    modes: Sequence[str] = ("layer-masked",),
-    net: str = "alex",
-    backbone: Path | str | None = None,
-    pnet_rand: bool = False,
-    split: str = "train",
-    limit: int | None = None,
-    device: str = "cpu",
-    batch_size: int = 16,
-) -> BenchmarkRun:
-    """Masked LPIPS of row-paired (real, completed) patches inside the completion masks, per named mode."""
-    from histosynth.benchmark.lpips_masked import MaskedLPIPS, backbone_record
+class DistributionTask(BenchmarkTask):
+    """`histosynth bench distribution`; in the suite, one file per encoder of the variant."""
 
-    start = time.perf_counter()
-    real_images, fake_images, masks, refs = _paired_images(Path(real), Path(fake), split, limit)
-    metric = MaskedLPIPS(net=net, backbone=backbone, pnet_rand=pnet_rand).to(device)
-    results = []
-    for mode in modes:
-        values = metric(real_images, fake_images, masks, mode=mode, batch_size=batch_size).numpy().astype(np.float64)
-        sem = float(values.std(ddof=1) / np.sqrt(len(values))) if len(values) > 1 else 0.0
-        results.append(MetricResult(f"lpips-{mode}", float(values.mean()), ci_low=float(values.mean() - 1.96 * sem),
-                                    ci_high=float(values.mean() + 1.96 * sem), ci_level=0.95, n_real=len(values), n_fake=len(values),
-                                    extra={"net": net, "per_sample": values.round(6).tolist()}))
-    return BenchmarkRun(task="masked-lpips", results=results, data=refs, subjects={"fake": subject_of(fake, split, refs["fake"])},
-                        encoders={f"lpips-{net}": backbone_record(metric.backbone_file)},
-                        settings={"modes": list(modes), "net": net, "split": split, "limit": limit}, wall_time_s=time.perf_counter() - start)
+    name = "distribution"
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--real", type=opt.existing_folder, required=True, help="real dataset folder (histosynth/Hub layout)")
+        parser.add_argument("--fake", type=opt.existing_folder, required=True, help="synthetic dataset folder")
+        parser.add_argument("--train", type=opt.existing_folder,
+                            help="the generator's training set: adds memorization (share of synthetic near-copies)")
+        parser.add_argument("--encoders", default="effnet-lite0",
+                            help="comma-separated encoders (see `histosynth ls encoders`); default effnet-lite0")
+        parser.add_argument("--metrics", default="fd,kid,prdc",
+                            help="comma-separated subset of fd,fd-inf,kid,prdc (default fd,kid,prdc)")
+        parser.add_argument("--bootstrap", type=opt.bootstrap, default=100,
+                            help="bootstrap replicates for the FD and KID CIs: FD's is the percentile interval of the "
+                            "replicates centred on the estimate, which it always contains (0 = none; default 100)")
+        parser.add_argument("--weights", action="append", default=[], metavar="NAME=PATH",
+                            help="local weights for an encoder (repeatable)")
+        parser.add_argument("--out", type=opt.output_file, required=True, help="results JSON to write")
+        parser.add_argument("--split", default="train")
+        parser.add_argument("--batch-size", type=opt.batch_size, default=32)
+        parser.add_argument("--device", type=opt.device, default="cpu", help="cpu, cuda, cuda:1, ...")
+        parser.add_argument("--seed", type=opt.seed, default=0, help="seed of bootstrap and KID subsets")
+        parser.add_argument("--no-cache", action="store_true", help="recompute features even if cached")
+
+    def run(self, args: argparse.Namespace) -> BenchmarkRun:
+        encoders, metrics = comma_list(args.encoders, "encoders"), comma_list(args.metrics, "metrics")
+        moments = [m for m in metrics if m in ("fd", "fd-inf", "kid")]  # a covariance / kernel mean needs two samples
+        minimum, why = (2, f"{'/'.join(moments)} need at least 2 per set") if moments else (1, "at least one is needed")
+        chart_path(args.out)
+        check_enough(args.real, args.split, "--real", minimum, why)
+        check_enough(args.fake, args.split, "--fake", minimum, why)
+        if args.train is not None:
+            check_enough(args.train, args.split, "--train", 1, "memorization needs the training samples")
+        weights = pairs(args.weights, "--weights", "NAME=PATH")
+        unused = sorted(set(weights) - set(encoders))
+        if unused:
+            raise InputError(f"--weights for {', '.join(map(repr, unused))}, which --encoders does not name "
+                             f"({', '.join(encoders)})")
+        bootstrap = args.bootstrap if "fd" in metrics or "kid" in metrics else 0
+        return score_distribution(args.real, args.fake, encoders, metrics, bootstrap=bootstrap, seed=args.seed,
+                                  split=args.split, batch_size=args.batch_size, device=args.device, weights=weights,
+                                  use_cache=not args.no_cache, train=args.train)
+
+    def chart_metric(self, run: BenchmarkRun) -> str:
+        metrics = run.settings.get("metrics") or []
+        return "fd" if "fd" in metrics else run.results[0].metric
+
+    def applies_to(self, outputs: "Outputs") -> str | None:
+        return None if outputs.synthesized is not None else COMPLETION_ONLY
+
+    def suite_runs(self, ctx: SuiteContext) -> list[tuple[str, BenchmarkRun]]:
+        from histosynth.benchmark.subjects import subject_of
+
+        runs = []
+        fake, refs, chosen = ctx.outputs.synthesized, ctx.refs, ctx.variant
+        for encoder in chosen.encoders:
+            reason = encoder_available(encoder)
+            if reason:
+                # the roles score_distribution records, so the not-run column groups with the measured ones
+                data = {"real": ctx.data_ref(refs.test), "fake": ctx.data_ref(fake), "train": ctx.data_ref(refs.train)}
+                run = not_run("distribution", ("fd", "kid"), reason, data, encoder=encoder)
+                run.subjects["fake"] = subject_of(fake, SPLIT, data["fake"])
+            else:
+                run = score_distribution(refs.test, fake, encoders=[encoder], metrics=chosen.distribution_metrics,
+                                         bootstrap=chosen.bootstrap, seed=chosen.seed, split=SPLIT, train=refs.train,
+                                         progress=False)
+            runs.append((f"distribution-{encoder}", run))
+        return runs

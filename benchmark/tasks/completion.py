@@ -1,6 +1,6 @@
 """The completion benchmark: how well a generator fills masked regions of real patches, inside the masks.
 
-    run = score_completion("real/", "completed/")   # or `histosynth bench complete --real R --completed C --out RUN.json`
+    run = score_completion("real/", "completed/")   # or `histosynth bench completion --real R --completed C --out RUN.json`
 
 Pairing: row j of the completed dataset is the completion of row j of the real dataset (by index, in split order:
 `histosynth generate ... --task complete --conditions REAL` writes rows in condition order). Each completed row
@@ -22,21 +22,28 @@ known pixels (a completion should change none).
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import math
 import time
 from itertools import islice
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
+from histosynth import options as opt
 from histosynth.benchmark.errors import MetricInputError
 from histosynth.benchmark.intervals import EXTENDED_NOTE, containing
-from histosynth.benchmark.lpips_masked import MODES, backbone_record
+from histosynth.benchmark.metric_registry import LPIPS_MODES as MODES
 from histosynth.benchmark.results import BenchmarkRun, DataRef, MetricResult
-from histosynth.benchmark.subjects import subject_of
-from histosynth.masks import HELDOUT_VERSION, heldout_mask, heldout_set
+from histosynth.benchmark.tasks.arguments import chart_path, check_enough
+from histosynth.benchmark.tasks.base import BenchmarkTask, SuiteContext
+from histosynth.benchmark.tasks.masked_lpips import masked_lpips_options, modes_of, pair_options
+from histosynth.masks import HELDOUT_VERSION
+
+if TYPE_CHECKING:
+    from histosynth.benchmark.suite import Outputs
 
 PSNR_CAP_DB = 10 * math.log10(255.0**2 * 12)  # MSE of uniform rounding to integer levels is 1/12
 CONFIDENCE = 0.95
@@ -106,6 +113,8 @@ def _pairs(real: Path, completed: Path, split: str, limit: int | None):
 
 def mask_record(masks: Sequence[np.ndarray], version: str = HELDOUT_VERSION) -> dict:
     """Which masks were scored: the held-out set's record when row j holds its mask j, else a hash of the masks."""
+    from histosynth.masks import heldout_mask, heldout_set
+
     if all(np.array_equal(m, heldout_mask(j, m.shape, version)) for j, m in enumerate(masks)):
         return heldout_set(version).record()
     digest = hashlib.sha256()
@@ -120,7 +129,8 @@ def score_completion(real: Path | str, completed: Path | str, modes: Sequence[st
                      batch_size: int = 16, mask_version: str = HELDOUT_VERSION) -> BenchmarkRun:
     """Masked LPIPS (each mode), PSNR and SSIM inside the masks of row-paired real and completed patches."""
     from histosynth.benchmark.features import scan_rows
-    from histosynth.benchmark.lpips_masked import MaskedLPIPS
+    from histosynth.benchmark.lpips_masked import MaskedLPIPS, backbone_record
+    from histosynth.benchmark.subjects import subject_of
 
     unknown = [m for m in modes if m not in MODES]
     if unknown:
@@ -168,3 +178,54 @@ def score_completion(real: Path | str, completed: Path | str, modes: Sequence[st
                         subjects={"fake": subject_of(completed, split, refs["fake"])},
                         encoders={f"lpips-{net}": backbone_record(metric.backbone_file)} if metric else {},
                         settings=settings, wall_time_s=time.perf_counter() - start)
+
+
+class CompletionTask(BenchmarkTask):
+    """`histosynth bench completion`; in the suite, the completion of the test patches' held-out masks (PSNR and
+    SSIM always; masked LPIPS where its backbone weights are on this machine, else recorded as not run)."""
+
+    name = "completion"
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--real", type=opt.existing_folder, required=True, help="the real patches that were completed")
+        parser.add_argument("--completed", type=opt.existing_folder, required=True,
+                            help="the completed dataset (generate --task complete)")
+        masked_lpips_options(parser)
+        parser.add_argument("--bootstrap", type=opt.bootstrap, default=1000,
+                            help="bootstrap resamples of the pairs (0 = no CI; default 1000)")
+        parser.add_argument("--seed", type=opt.seed, default=0, help="bootstrap seed")
+        parser.add_argument("--mask-set", default="v1", help="held-out mask set version to recognise (default v1)")
+        parser.add_argument("--out", type=opt.output_file, required=True, help="results JSON to write")
+        pair_options(parser)
+
+    def run(self, args: argparse.Namespace) -> BenchmarkRun:
+        modes = modes_of(args.modes)
+        chart_path(args.out)
+        check_enough(args.real, args.split, "--real", 1, "at least one is needed")
+        check_enough(args.completed, args.split, "--completed", 1, "at least one is needed")
+        return score_completion(args.real, args.completed, modes, net=args.net, backbone=args.backbone,
+                                split=args.split, limit=args.limit, bootstrap=args.bootstrap, seed=args.seed,
+                                device=args.device, batch_size=args.batch_size, mask_version=args.mask_set)
+
+    def chart_metric(self, run: BenchmarkRun) -> str:
+        return next((r.metric for r in run.results if r.metric.startswith("lpips-")), run.results[0].metric)
+
+    def applies_to(self, outputs: "Outputs") -> str | None:
+        return None if outputs.completed is not None else "the generator does not complete"
+
+    def suite_runs(self, ctx: SuiteContext) -> list[tuple[str, BenchmarkRun]]:
+        from histosynth.benchmark.lpips_masked import LPIPSWeightsError, backbone_file
+
+        try:
+            backbone_file("alex")
+            modes: tuple[str, ...] = ("layer-masked",)
+        except LPIPSWeightsError:
+            modes = ()  # PSNR and SSIM still run; the file records that LPIPS did not
+        chosen = ctx.variant
+        run = score_completion(ctx.refs.test, ctx.outputs.completed, modes=modes, bootstrap=chosen.bootstrap,
+                               seed=chosen.seed, limit=chosen.n)
+        if not modes:
+            run.results.append(MetricResult("lpips-layer-masked", None, extra={
+                "undefined": "not run (weights): torchvision AlexNet ImageNet weights are not in the torch hub cache",
+                "not_run": True}))
+        return [("completion", run)]

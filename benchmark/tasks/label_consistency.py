@@ -1,32 +1,39 @@
-"""The label-consistency task as a results file: do generated images follow the maps they were made from?
+"""The label-consistency task: do generated images follow the maps they were made from?
 
 A DeepLabv3+ (benchmark/segmenter.py) is trained on the real training patches and their tissue maps; it then
 segments each generated image, and its map is scored against the map the image was conditioned on (which a
 "copied" label policy stores in the row) as mIoU with a bootstrap CI over images (benchmark/label_consistency.py).
 The same segmenter's mIoU on real held-out patches (`ceiling`) is recorded next to it, so a reader sees how much of
-the gap is the segmenter's own.
+the gap is the segmenter's own. `histosynth bench label-consistency`; in the suite, for generators whose rows carry
+the map they were conditioned on.
 """
 
 from __future__ import annotations
 
+import argparse
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
-from histosynth.benchmark.features import scan_rows
+from histosynth import options as opt
 from histosynth.benchmark.label_consistency import dataset_arrays, label_consistency
 from histosynth.benchmark.results import BenchmarkRun, DataRef, MetricResult
-from histosynth.benchmark.subjects import subject_of
+from histosynth.benchmark.tasks.arguments import chart_path, check_enough
+from histosynth.benchmark.tasks.base import SPLIT, BenchmarkTask, SuiteContext
 from histosynth.classes import get_schema
-from histosynth.disk import read_metadata
 from histosynth.errors import InputError
+
+if TYPE_CHECKING:
+    from histosynth.benchmark.suite import Outputs
 
 METRIC = "label_consistency_miou"
 
 
 def _schema(folder: Path) -> str:
+    from histosynth.disk import read_metadata
+
     schema = read_metadata(folder)["histosynth"].get("tissue_schema")
     if not schema:
         raise InputError(f"{folder}: no tissue schema; label consistency needs tissue maps")
@@ -40,7 +47,10 @@ def score_label_consistency(real_train: Path | str, fake: Path | str, real_test:
     """Label-consistency mIoU of `fake` (images + the maps they were conditioned on), with the segmenter trained
     on `real_train`; with `real_test`, the segmenter's own mIoU on real held-out patches as the ceiling row. With
     `cache`, the segmenter trained on these patches with these settings is trained once (train_segmenter)."""
+    import torch
+
     from histosynth.benchmark.segmenter import train_segmenter
+    from histosynth.benchmark.subjects import subject_of
 
     start = time.perf_counter()
     real_train, fake = Path(real_train), Path(fake)
@@ -80,4 +90,48 @@ def score_label_consistency(real_train: Path | str, fake: Path | str, real_test:
 
 
 def _ref(folder: Path, split: str, n: int) -> DataRef:
+    from histosynth.benchmark.features import scan_rows
+
     return DataRef(folder.name, str(folder), scan_rows(folder, split).content_hash, n)
+
+
+class LabelConsistencyTask(BenchmarkTask):
+    """`histosynth bench label-consistency`; in the suite, with the segmenter kept in the reference cache."""
+
+    name = "label-consistency"
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--train", type=opt.existing_folder, required=True,
+                            help="real training patches with tissue maps: the segmenter learns from them")
+        parser.add_argument("--fake", type=opt.existing_folder, required=True,
+                            help="generated patches with the maps they were conditioned on")
+        parser.add_argument("--test", type=opt.existing_folder,
+                            help="real held-out patches: the segmenter's own mIoU on them is the ceiling row")
+        parser.add_argument("--resolution", type=opt.patch_side, default=64, help="segmenter input side (default 64)")
+        parser.add_argument("--steps", type=opt.steps, default=300, help="segmenter training steps (default 300)")
+        parser.add_argument("--seed", type=opt.seed, default=0)
+        parser.add_argument("--bootstrap", type=opt.bootstrap, default=200, help="bootstrap resamples of images")
+        parser.add_argument("--split", default="train")
+        parser.add_argument("--out", type=opt.output_file, required=True, help="results JSON to write")
+
+    def run(self, args: argparse.Namespace) -> BenchmarkRun:
+        chart_path(args.out)
+        for option, folder in (("--train", args.train), ("--fake", args.fake), ("--test", args.test)):
+            if folder is not None:
+                check_enough(folder, args.split, option, 1, "at least one is needed")
+        return score_label_consistency(args.train, args.fake, real_test=args.test, resolution=args.resolution,
+                                       steps=args.steps, seed=args.seed, bootstrap=args.bootstrap, split=args.split)
+
+    def applies_to(self, outputs: "Outputs") -> str | None:
+        from histosynth.benchmark.tasks.base import COMPLETION_ONLY
+
+        if outputs.synthesized is None:
+            return COMPLETION_ONLY
+        return None if outputs.tissue else "outputs carry no conditioning tissue map"
+
+    def suite_runs(self, ctx: SuiteContext) -> list[tuple[str, BenchmarkRun]]:
+        chosen = ctx.variant
+        run = score_label_consistency(ctx.refs.train, ctx.outputs.synthesized, real_test=ctx.refs.test,
+                                      resolution=chosen.resolution, steps=chosen.segmenter_steps, seed=chosen.seed,
+                                      bootstrap=chosen.bootstrap, split=SPLIT, cache=ctx.cache / "label-consistency")
+        return [("label-consistency", run)]
