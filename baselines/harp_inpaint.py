@@ -1,8 +1,8 @@
 """`harp-inpaint`: a HARP-like inpainting baseline, Palette's conditional DDPM written on diffusers.
 
-HARP (Fuchs et al., MIDL 2024) restores artefact regions with a Palette-style conditional DDPM. Its package,
+HARP (Fuchs et al., MIDL 2024) restores artifact regions with a Palette-style conditional DDPM. Its package,
 HARPipe, pins torch 2.0.1 and cannot be installed beside this stack, so the model is rebuilt here on diffusers'
-UNet2DModel; only its restoration model is reproduced (not its FastFlow + SAM artefact detection).
+UNet2DModel; only its restoration model is reproduced (not its FastFlow + SAM artifact detection).
 
 - Denoiser input (6 channels): concat(y_cond, composite). y_cond is the image with N(0, 1) noise in the hole,
   image * (1 - m) + m * n; composite is the noisy image x_t inside the hole and the known pixels outside,
@@ -362,7 +362,7 @@ class HarpInpaint(ComponentFolder, PresetTable, Generator):
             "to the patch, from the training seed's own stream (never the held-out set).",
             f"- Sampling: {s.sampler}, {s.steps} steps; known pixels pasted back after every step and copied exactly "
             f"into the output; RePaint jumps with --sampler repaint (jump {s.jump_length}, resample {s.jump_n_sample}).",
-            "- Written on diffusers because HARP's package (HARPipe) pins torch 2.0.1; artefact detection is not part of it.",
+            "- Written on diffusers because HARP's package (HARPipe) pins torch 2.0.1; artifact detection is not part of it.",
             "- Outputs carry their completion mask and no labels (label policy none).",
         ]
 

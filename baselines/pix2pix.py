@@ -11,7 +11,7 @@ choice: histosynth.baselines.pix2pix_presets.
   stride 2 -> BatchNorm (outermost: with bias, then tanh), [dropout 0.5 in the 3 blocks next to the bottleneck],
   then concatenated with the encoder input of that level. Depth = log2(resolution) (8 at 256 px). Differences, both
   so that a sample depends only on its condition and its own seed: dropout masks come from explicit generators
-  (layers.SeededDropout, on at sampling as in pix2pix), and at sampling batch norm normalises each sample by its
+  (layers.SeededDropout, on at sampling as in pix2pix), and at sampling batch norm normalizes each sample by its
   own statistics (layers.SampleBatchNorm2d), which is what the reference's test script does at batch size 1.
   Where there are fewer than 6 levels, the dropout blocks are the levels between the outermost and the bottleneck.
 - Discriminator: MONAI's PatchDiscriminator (num_layers_d 3, channels 64, kernel 4, padding 1, batch norm, LeakyReLU
@@ -22,7 +22,7 @@ choice: histosynth.baselines.pix2pix_presets.
 - Losses: MONAI's PatchAdversarialLoss "bce" (sigmoid + BCELoss: the reference's "vanilla" BCEWithLogitsLoss,
   equal except that BCELoss clamps log at -100) or "least_squares" with no_activation_leastsq (the reference's
   "lsgan" MSE); G: GAN + lambda_l1 (100) * L1(fake, real); D: (fake + real) / 2.
-- Optimisation, init and LR decay: the shared GANTrainConfig (Adam 2e-4, betas (0.5, 0.999), linear decay after half
+- Optimization, init and LR decay: the shared GANTrainConfig (Adam 2e-4, betas (0.5, 0.999), linear decay after half
   of the steps); weights N(0, 0.02), batch-norm scales N(1, 0.02).
 """
 

@@ -10,7 +10,7 @@
   (both maps at a common MATCH_GRID x MATCH_GRID grid, ignore pixels left out; ties go to the lowest index), or a
   training patch drawn from the sample's seed when the condition has no map. The condition's map is copied as the
   label (the copied patch's own map when the condition has none). Every output is a training patch, so a
-  memorisation score must flag all of it: the end-to-end test of histosynth.benchmark.memorization.
+  memorization score must flag all of it: the end-to-end test of histosynth.benchmark.memorization.
 
 Both follow the whole generator contract (save/load, weights hash, model card). real-heldout has no weights; its
 folder holds a one-number `passthrough` component (the output resolution) so that it is hashed and verified like
@@ -57,7 +57,7 @@ TRAIN_FIELDS = ("steps", "batch_size", "seed", "heterogeneity")
 
 @dataclass
 class ReferencePreset:
-    """Output resolution and how `train` reads its data (nothing is optimised)."""
+    """Output resolution and how `train` reads its data (nothing is optimized)."""
 
     name: str = "tiny"
     resolution: int = 32
@@ -170,7 +170,7 @@ class _Reference(ComponentFolder, Generator):
         self.train_report = TrainReport(
             generator=self.meta.name, steps=cfg.steps, losses=losses, seconds=seconds,
             images_per_second=cfg.steps * cfg.batch_size / max(seconds, 1e-9),
-            data=TrainingData(description=arrays.description, licence=arrays.licence, patches=len(arrays),
+            data=TrainingData(description=arrays.description, license=arrays.license, patches=len(arrays),
                               dropped=arrays.dropped, source_datasets=list(arrays.source_datasets),
                               tissue_schema=arrays.tissue_schema))
         if out is not None:
@@ -297,5 +297,5 @@ class CopyNearest(_Reference):
         return [f"- Not a model: stores its {n} training patches at {self.preset.resolution} px and returns, for each "
                 f"condition, the one whose tissue map agrees with the condition's on most pixels (at {MATCH_GRID} px), "
                 "or a seeded draw when the condition has no map.",
-                "- Every output is a training patch: a memorisation score must flag all of them (the copy detector's "
-                "end-to-end test). Do not publish its outputs beyond the licence of the training data."]
+                "- Every output is a training patch: a memorization score must flag all of them (the copy detector's "
+                "end-to-end test). Do not publish its outputs beyond the license of the training data."]

@@ -11,7 +11,7 @@ histosynth.baselines.spade_nets; the presets in histosynth.baselines.spade_prese
   `discriminate`), hinge loss d_fake + d_real; then G through the frozen D: hinge -mean D(fake), plus feature
   matching (L1 between D's hidden features on fake and real, lambda_feat / num_d per scale), plus the VGG loss
   when its weights are given.
-- Optimisation: TTUR (G 1e-4, D 4e-4, Adam betas (0, 0.9)), no gradient clipping, constant then linear LR decay.
+- Optimization: TTUR (G 1e-4, D 4e-4, Adam betas (0, 0.9)), no gradient clipping, constant then linear LR decay.
 """
 
 from __future__ import annotations
@@ -124,7 +124,7 @@ class Spade(GANGenerator):
             f"- Discriminator: {m.num_d}-scale PatchGAN (MONAI PatchDiscriminator per scale, {m.d_layers} layers, "
             f"{m.ndf} channels, instance + spectral norm) on map ⊕ image. Losses: hinge (D and G) + feature matching "
             f"(lambda {m.lambda_feat:g} / {m.num_d}); VGG perceptual loss {vgg}.",
-            "- Differences from NVlabs/SPADE: instance instead of synchronised batch norm in G, a per-sample noise "
+            "- Differences from NVlabs/SPADE: instance instead of synchronized batch norm in G, a per-sample noise "
             "vector, no don't-care channel, D's last conv padded 1 (see histosynth.baselines.spade_nets).",
             *super().card_details(),
         ]

@@ -6,7 +6,7 @@ Built from MONAI where its blocks match the reference, the rest written here:
   out = norm(x) * (1 + gamma) + beta; the block is SPADE-LeakyReLU(0.2)-conv twice (middle width min(in, out)),
   plus a SPADE + 1x1 conv (no bias) shortcut when the widths differ; spectral norm on the block's three convs.
   MONAI's SPADE (monai.networks.blocks.SPADE, used by its SPADENetResBlock) does not match: its gamma and beta
-  convs are MONAI Convolutions with their default instance norm, so gamma and beta are re-centred over the whole
+  convs are MONAI Convolutions with their default instance norm, so gamma and beta are re-centered over the whole
   image and a change of the map anywhere changes the modulation everywhere (tests/unit/test_gan_spade.py shows
   ours changes it only within 2 px of the change); it also uses LeakyReLU(0.01) in the shared conv.
 - The generator (`SpadeGeneratorNet`) is written here: MONAI's SPADEDecoder has no middle blocks, upsamples after
@@ -30,7 +30,7 @@ Built from MONAI where its blocks match the reference, the rest written here:
 
 Differences from the reference (also on the model card):
 - Base norm in the generator: instance norm (the reference's "spectralspadeinstance3x3" option) instead of the
-  default synchronised batch norm: the paper preset trains with batch 1, and a sample must not depend on its batch.
+  default synchronized batch norm: the paper preset trains with batch 1, and a sample must not depend on its batch.
 - The discriminator's last conv pads 1 (MONAI) instead of 2, so its patch grid is one smaller.
 - Conditioning: ignore pixels (255) are all-zero in the one-hot map (no extra "don't care" channel, no instance
   edges). Diversity: a z_dim noise vector per sample, broadcast over the start grid and concatenated to the
@@ -75,7 +75,7 @@ def _spectral(conv: nn.Module) -> None:
 
 
 class SPADENorm(nn.Module):
-    """Spatially-adaptive normalisation: instance-normalised x, scaled and shifted per pixel by convs of the map."""
+    """Spatially-adaptive normalization: instance-normalized x, scaled and shifted per pixel by convs of the map."""
 
     def __init__(self, channels: int, label_channels: int, hidden: int = 128) -> None:
         super().__init__()

@@ -33,6 +33,7 @@ import numpy as np
 
 from histosynth.atomic import atomic_directory
 from histosynth.classes import get_schema
+from histosynth.deprecated import renamed_field
 from histosynth.errors import InputError
 from histosynth.generators.base import TrainingData
 from histosynth.generators.conditioning.batch import CONDITION_PARTS, ConditionBatch, NucleiLayout
@@ -42,7 +43,7 @@ from histosynth.schema import Nuclei, Sample
 
 SPILL_MANIFEST = "manifest.json"
 SPILL_FORMAT = "histosynth-training-arrays-2"  # in the spill key: a spill of another layout is never reused
-MANIFEST_FIELDS = ("tissue_schema", "nuclei_schema", "description", "licence", "source_datasets", "dropped")
+MANIFEST_FIELDS = ("tissue_schema", "nuclei_schema", "description", "license", "source_datasets", "dropped")
 _FILES = {"images": "images.u8", "tissue": "tissue.u8", "mpp": "mpp.f64", "centroids": "nuclei_xy.f32",
           "class_ids": "nuclei_class.u8", "offsets": "nuclei_offsets.i64"}
 
@@ -64,7 +65,7 @@ class TrainingArrays:
     nuclei_offsets: np.ndarray | None = None  # (N + 1,) int64: patch i owns rows offsets[i]:offsets[i + 1]
     nuclei_schema: str | None = None
     mpp: np.ndarray | None = None  # (N,) float64 microns per pixel at the model resolution (NaN: unknown)
-    licence: str = "other"
+    license: str = "other"
     source_datasets: list[str] = field(default_factory=list)
     dropped: int = 0  # patches left out by the heterogeneity rule
 
@@ -73,7 +74,7 @@ class TrainingArrays:
 
     def training_data(self) -> TrainingData:
         """What these arrays are, for a TrainReport and the model card."""
-        return TrainingData(description=self.description, licence=self.licence, source_datasets=list(self.source_datasets),
+        return TrainingData(description=self.description, license=self.license, source_datasets=list(self.source_datasets),
                             patches=len(self), dropped=self.dropped, tissue_schema=self.tissue_schema,
                             nuclei_schema=self.nuclei_schema)
 
@@ -106,6 +107,9 @@ class TrainingArrays:
         )
 
 
+renamed_field(TrainingArrays, "licence", "license")  # the British spelling, for one release
+
+
 def check_parts(parts: Iterable[str]) -> tuple[str, ...]:
     """`parts` as a tuple, or ValueError naming an unknown part."""
     parts = tuple(parts)
@@ -122,7 +126,7 @@ def _reads_tissue(parts: Sequence[str]) -> bool:
 def scale_centroids(centroids: np.ndarray, height: int, width: int, resolution: int) -> np.ndarray:
     """(x, y) pixel-index centroids of a height x width patch on the resolution x resolution grid it is resized to.
 
-    Pixel centres map to pixel centres: x' = (x + 1/2) R / W - 1/2 (the centre of pixel c is at c + 1/2 along the
+    Pixel centers map to pixel centers: x' = (x + 1/2) R / W - 1/2 (the center of pixel c is at c + 1/2 along the
     side), which is where nearest resizing puts a mark; clipped to [0, R - 1] so a border nucleus stays inside.
     """
     if (height, width) == (resolution, resolution):
@@ -201,7 +205,7 @@ def _open_spill(folder: Path, key: str | None, check_key: bool = True) -> Traini
     n, r, m = int(manifest["n"]), int(manifest["resolution"]), manifest["nuclei"]
     arrays = TrainingArrays(_map(folder / _FILES["images"], np.uint8, (n, r, r, 3)),
                             _map(folder / _FILES["tissue"], np.uint8, (n, r, r)) if manifest["has_tissue"] else None,
-                            **{k: manifest[k] for k in MANIFEST_FIELDS})
+                            **{k: manifest[k] if k in manifest else manifest["licence"] for k in MANIFEST_FIELDS})
     arrays.mpp = _map(folder / _FILES["mpp"], np.float64, (n,))
     if m is not None:
         arrays.nuclei_centroids = _map(folder / _FILES["centroids"], np.float32, (m, 2))
@@ -292,13 +296,13 @@ def _nuclei_layout(nuclei: Nuclei, height: int, width: int, resolution: int) -> 
 
 def _read(data: Path | str | Iterable[Sample], resolution: int, parts: Sequence[str],
           heterogeneity: tuple[float, float] | None, sink: _MemorySink | _SpillSink) -> TrainingArrays:
-    description, licence, sources = "in-memory Samples", "other", []
+    description, license, sources = "in-memory Samples", "other", []
     if isinstance(data, (str, Path)):
         from histosynth.disk import iter_samples, read_metadata
 
         meta = read_metadata(data)
         description = f"dataset folder {Path(data).name!r} ({meta.get('pretty_name', '')})"
-        licence = str(meta.get("license", "other"))
+        license = str(meta.get("license", "other"))
         sources = [s.split("|")[-1] for s in meta.get("source_datasets", []) if s != "original"]
         samples: Iterable[Sample] = iter_samples(data)
     else:
@@ -342,7 +346,7 @@ def _read(data: Path | str | Iterable[Sample], resolution: int, parts: Sequence[
     arrays = sink.finish(want_tissue, want_nuclei)
     return TrainingArrays(arrays["images"], arrays["tissue"], tissue_schema, description,  # type: ignore[arg-type]
                           arrays["centroids"], arrays["class_ids"], arrays["offsets"], nuclei_schema,
-                          arrays["mpp"], licence, sources, dropped)
+                          arrays["mpp"], license, sources, dropped)
 
 
 def model_mpp(sample: Sample, resolution: int) -> float:

@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any, Callable, ClassVar, Iterable, Mapping, Se
 
 import numpy as np
 
+from histosynth.deprecated import renamed_field
 from histosynth.errors import InputError, UserFacingError
 from histosynth.generators.conditioning.batch import CONDITION_PARTS
 
@@ -60,7 +61,7 @@ class GeneratorMeta:
     summary: str
     paper: str
     citation: str
-    licence: str
+    license: str
     conditioning: tuple[str, ...]
     outputs: tuple[str, ...]
     label_policy: str
@@ -83,6 +84,9 @@ class GeneratorMeta:
     def provides_tissue(self) -> bool:
         """True when output Samples carry a tissue map as their label."""
         return "tissue" in self.outputs
+
+
+renamed_field(GeneratorMeta, "licence", "license")  # the British spelling, for one release (plugins may use it)
 
 
 @dataclass(frozen=True)
@@ -126,12 +130,15 @@ class TrainingData:
     """What a generator was trained on (the model card and dataset cards quote it)."""
 
     description: str = "unknown"
-    licence: str = "other"
+    license: str = "other"
     source_datasets: list[str] = field(default_factory=list)
     patches: int = 0
     dropped: int = 0  # patches left out by a selection rule (e.g. HTD's heterogeneity rule)
     tissue_schema: str | None = None
     nuclei_schema: str | None = None
+
+
+renamed_field(TrainingData, "licence", "license")  # the British spelling, for one release
 
 
 @dataclass
@@ -169,8 +176,10 @@ class TrainReport:
         """Inverse of `to_json` (a saved summary has no per-step losses)."""
         known = {f.name for f in fields(cls)}
         values = {k: v for k, v in data.items() if k in known}
-        values["data"] = TrainingData(**{k: v for k, v in (data.get("data") or {}).items()
-                                         if k in {f.name for f in fields(TrainingData)}})
+        saved = dict(data.get("data") or {})
+        if "licence" in saved:  # folders saved before the American spelling
+            saved.setdefault("license", saved.pop("licence"))
+        values["data"] = TrainingData(**{k: v for k, v in saved.items() if k in {f.name for f in fields(TrainingData)}})
         values["images_per_second"] = math.nan if values.get("images_per_second") is None else values["images_per_second"]
         return cls(**values)
 

@@ -15,10 +15,10 @@ def render_model_card(generator: Generator, config: dict[str, Any]) -> str:
     meta = generator.meta
     report = generator.train_report
     data = report.data if report is not None else None
-    licence = data.licence if data is not None else "other"
+    license = data.license if data is not None else "other"
     front = {
         "library_name": "histosynth",
-        "license": licence,
+        "license": license,
         "tags": list(dict.fromkeys(["histopathology", meta.family, "histosynth", meta.name, "synthetic-data"])),
         "pipeline_tag": "image-to-image" if meta.conditioning else "unconditional-image-generation",
     }
@@ -41,7 +41,7 @@ def render_model_card(generator: Generator, config: dict[str, Any]) -> str:
     if report is not None and data is not None:
         lines += [
             f"- Data: {data.description}, {data.patches} patches ({data.dropped} left out by the selection rule), "
-            f"licence {licence}.",
+            f"license {license}.",
             f"- {report.steps} optimizer steps; final loss {report.final_loss:.6g}; {report.images_per_second:.2f} images/s.",
         ]
         speed = report.extra.get("speed")
@@ -56,10 +56,10 @@ def render_model_card(generator: Generator, config: dict[str, Any]) -> str:
         f"histosynth generate {meta.name} --checkpoint THIS_FOLDER --conditions CONDITIONS_DATASET --n 100"
         f"{'' if 'synthesis' in meta.tasks else ' --task complete'} --out OUT",
         "```", "",
-        "## Licence", "",
-        f"{meta.licence}. These weights were trained on data licensed {licence}; use them under its terms.", "",
+        "## License", "",
+        f"{meta.license}. These weights were trained on data licensed {license}; use them under its terms.", "",
         "## Limitations", "",
-        "Research use only, not for diagnosis. Generated images can contain artefacts and follow their condition "
+        "Research use only, not for diagnosis. Generated images can contain artifacts and follow their condition "
         "imperfectly; where they do not, a label copied from the condition is wrong for that image.", "",
         "## Citation", "", "```bibtex", meta.citation, "```", "",
     ]

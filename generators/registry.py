@@ -44,14 +44,14 @@ DUAL_LORA_CITATION = """@article{duallora2026,
   eprint = {2603.04565},
   archivePrefix = {arXiv}
 }"""
-LICENCE = "Apache-2.0 (histosynth code); trained weights carry the licence of their training data"
+LICENSE = "Apache-2.0 (histosynth code); trained weights carry the license of their training data"
 
 _BUILTIN = [
     GeneratorMeta(
         name="htd",
         version="0.1.0",
         summary="HTD: diffusion conditioned ControlNet-style on a tissue map + per-class visual crops (4K channels)",
-        paper=HTD_PAPER, citation=HTD_CITATION, licence=LICENCE,
+        paper=HTD_PAPER, citation=HTD_CITATION, license=LICENSE,
         conditioning=("tissue", "crops"), outputs=("image", "tissue"), label_policy="copied", family="diffusion",
         target="histosynth.generators.htd.model:HTDGenerator",
     ),
@@ -59,7 +59,7 @@ _BUILTIN = [
         name="htd-unconditional",
         version="0.1.0",
         summary="HTD ablation: the same diffusion backbone with no condition (outputs carry no labels)",
-        paper=HTD_PAPER, citation=HTD_CITATION, licence=LICENCE,
+        paper=HTD_PAPER, citation=HTD_CITATION, license=LICENSE,
         conditioning=(), outputs=("image",), label_policy="none", family="diffusion",
         target="histosynth.baselines.htd_ablations:HTDUnconditional",
     ),
@@ -67,7 +67,7 @@ _BUILTIN = [
         name="htd-embedding",
         version="0.1.0",
         summary="HTD ablation: each class crop replaced by an encoder embedding broadcast over its class region",
-        paper=HTD_PAPER, citation=HTD_CITATION, licence=LICENCE,
+        paper=HTD_PAPER, citation=HTD_CITATION, license=LICENSE,
         conditioning=("tissue", "crops"), outputs=("image", "tissue"), label_policy="copied", family="diffusion",
         target="histosynth.baselines.htd_ablations:HTDEmbedding",
     ),
@@ -77,7 +77,7 @@ _BUILTIN = [
         summary="HARP-like inpainting baseline: Palette's conditional DDPM (6-channel UNet, known pixels kept), on diffusers",
         paper="HARP: Unsupervised Histopathological Artifact Restoration Pipeline (Fuchs et al., MIDL 2024); "
               "Palette: Image-to-Image Diffusion Models (Saharia et al., SIGGRAPH 2022, arXiv:2111.05826)",
-        citation=HARP_CITATION, licence=LICENCE,
+        citation=HARP_CITATION, license=LICENSE,
         conditioning=("mask",), outputs=("image",), label_policy="none", family="diffusion",
         target="histosynth.baselines.harp_inpaint:HarpInpaint", tasks=("completion",),
     ),
@@ -86,7 +86,7 @@ _BUILTIN = [
         version="0.1.0",
         summary="Dual-LoRA: nuclei-centroid-guided diffusion with two LoRA adapters, global synthesis and masked "
                 "completion",
-        paper=DUAL_LORA_PAPER, citation=DUAL_LORA_CITATION, licence=LICENCE,
+        paper=DUAL_LORA_PAPER, citation=DUAL_LORA_CITATION, license=LICENSE,
         conditioning=("nuclei", "mask"), outputs=("image", "nuclei"), label_policy="copied", family="diffusion",
         tasks=("synthesis", "completion"),
         target="histosynth.generators.dual_lora.model:DualLoraGenerator",
@@ -95,15 +95,15 @@ _BUILTIN = [
         name="real-heldout",
         version="0.1.0",
         summary="Reference: each condition's own real patch and map passed through (held-out conditions: the ceiling)",
-        paper="none (a reference row)", citation="none", licence=LICENCE,
+        paper="none (a reference row)", citation="none", license=LICENSE,
         conditioning=("tissue",), outputs=("image", "tissue"), label_policy="copied", family="reference",
         target="histosynth.baselines.reference:RealHeldout",
     ),
     GeneratorMeta(
         name="copy-nearest",
         version="0.1.0",
-        summary="Copy baseline: the training patch whose tissue map best matches the condition's (memorisation check)",
-        paper="none (a reference row)", citation="none", licence=LICENCE,
+        summary="Copy baseline: the training patch whose tissue map best matches the condition's (memorization check)",
+        paper="none (a reference row)", citation="none", license=LICENSE,
         conditioning=("tissue",), outputs=("image", "tissue"), label_policy="copied", family="reference",
         target="histosynth.baselines.reference:CopyNearest",
     ),
@@ -121,7 +121,7 @@ _BUILTIN = [
   year = {2024},
   eprint = {2407.14434},
   archivePrefix = {arXiv}
-}""", licence=LICENCE,
+}""", license=LICENSE,
         conditioning=("nuclei",), outputs=("image", "nuclei"), label_policy="generated", family="diffusion",
         target="histosynth.generators.cosyn.model:CoSynGenerator",
     ),
@@ -139,7 +139,7 @@ _BUILTIN = [
   year = {2017},
   eprint = {1611.07004},
   archivePrefix = {arXiv}
-}""", licence=LICENCE,
+}""", license=LICENSE,
         conditioning=("tissue",), outputs=("image", "tissue"), label_policy="copied", family="gan",
         target="histosynth.baselines.pix2pix:Pix2Pix",
     ),
@@ -157,7 +157,7 @@ _BUILTIN = [
   year = {2019},
   eprint = {1903.07291},
   archivePrefix = {arXiv}
-}""", licence=LICENCE,
+}""", license=LICENSE,
         conditioning=("tissue",), outputs=("image", "tissue"), label_policy="copied", family="gan",
         target="histosynth.baselines.spade:Spade",
     ),

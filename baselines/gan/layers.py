@@ -1,5 +1,5 @@
 """Layers the conditional GANs share for reproducible noise: dropout drawn from explicit generators, and batch norm
-that normalises each sample by its own statistics at sampling time.
+that normalizes each sample by its own statistics at sampling time.
 
 Why not nn.Dropout / nn.BatchNorm2d as they are: a generated sample must depend only on its condition and its own
 seed (`derive_seed(seed, j)`), never on the global RNG nor on which other samples share its batch, so sample j can
@@ -54,11 +54,11 @@ class SeededDropout(nn.Module):
 
 
 class SampleBatchNorm2d(nn.BatchNorm2d):
-    """BatchNorm2d in training; outside training each sample is normalised by its own per-channel statistics (with
-    the learnt scale and shift), and the running statistics are neither used nor updated.
+    """BatchNorm2d in training; outside training each sample is normalized by its own per-channel statistics (with
+    the learned scale and shift), and the running statistics are neither used nor updated.
 
     That is pix2pix's test-time batch norm: its test script keeps the network in training mode at batch size 1,
-    which normalises each image by its own statistics ("instance normalization" in the pix2pix paper, sec. 3.2),
+    which normalizes each image by its own statistics ("instance normalization" in the pix2pix paper, sec. 3.2),
     and it makes a sample independent of the others in its batch.
     """
 

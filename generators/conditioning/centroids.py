@@ -11,7 +11,7 @@ class 255 (ignore) draw in no class channel but still count as nuclei for the di
 sigma is tied to nucleus size: `sigma_um` (default 2.5 um) at the patch's mpp at the model resolution, so a
 nucleus covers the same tissue whatever the magnification. Why 2.5 um: H&E nuclei are ~5-10 um across (a
 lymphocyte ~7 um, i.e. radius ~3 um); sigma 2.5 um gives a half-maximum width of 2.355 sigma = 5.9 um, about the
-smallest nucleus, so a blob stays inside its nucleus and neighbours (centres >= ~6 um apart) stay separate blobs.
+smallest nucleus, so a blob stays inside its nucleus and neighbors (centers >= ~6 um apart) stay separate blobs.
 At 0.5 mpp sigma is 5 px, at 0.25 mpp 10 px. `sigma_px` fixes it in pixels instead. sigma is never below 0.5 px,
 so every nucleus marks its nearest pixel with at least exp(-1).
 
@@ -78,7 +78,7 @@ def _gaussian_maps(centroids: np.ndarray, class_ids: np.ndarray, num_classes: in
         for coord in (xy[chunk, 1], xy[chunk, 0]):  # rows from y, columns from x
             pixels = torch.floor(coord + 0.5).long()[:, None] + offsets[None, :]  # (n, w)
             weight = torch.exp(-((pixels - coord[:, None]) ** 2) / (2.0 * sigma**2))
-            # off-patch pixels get weight 0 and a clamped index: a no-op in amax over a zero-initialised map
+            # off-patch pixels get weight 0 and a clamped index: a no-op in amax over a zero-initialized map
             weight = torch.where((pixels >= 0) & (pixels < resolution), weight, 0.0).float()
             factors.append((pixels.clamp(0, resolution - 1), weight))
         (rows, row_w), (cols, col_w) = factors

@@ -29,8 +29,8 @@ Defaults, in microns, so they mean the same tissue at any magnification:
 - `jitter_um` 2.5 is about one nucleus radius (H&E nuclei are ~5-10 um across). Each nucleus moves within about
   its own size, so every centroid moves while the arrangement (glands, rows of lymphocytes) stays.
 - `min_distance_um` 4: two centroids closer than 4 um would lie inside one nucleus. Touching lymphocytes,
-  radius ~3 um, are ~6 um apart, so real neighbours are allowed and nuclei never overlap. In the simulator,
-  99.8% of nearest-neighbour distances are >= 4 um.
+  radius ~3 um, are ~6 um apart, so real neighbors are allowed and nuclei never overlap. In the simulator,
+  99.8% of nearest-neighbor distances are >= 4 um.
 
 The drawn nuclei are centroids only (`instances` None) and validate as a Sample's nuclei. Generators that need
 instance masks (CoSyn) draw their own instances around the centroids.

@@ -19,7 +19,7 @@ def require(batch: ConditionBatch, part: str, reader: str) -> None:
 
 
 def check_class_ids(ids: np.ndarray, num_classes: int, what: str) -> None:
-    """Raise InputError if a labelled id (not IGNORE_ID) is >= num_classes: the model has no channel for it."""
-    labelled = ids[ids != IGNORE_ID]
-    if labelled.size and int(labelled.max()) >= num_classes:
-        raise InputError(f"{what} has class id {int(labelled.max())} but the model has {num_classes} classes")
+    """Raise InputError if a labeled id (not IGNORE_ID) is >= num_classes: the model has no channel for it."""
+    labeled = ids[ids != IGNORE_ID]
+    if labeled.size and int(labeled.max()) >= num_classes:
+        raise InputError(f"{what} has class id {int(labeled.max())} but the model has {num_classes} classes")

@@ -39,7 +39,7 @@ class JointArrays:
     mpp: np.ndarray  # (N,) float64 at the model resolution (NaN: unknown)
     schema: str
     description: str = "in-memory Samples"
-    licence: str = "other"
+    license: str = "other"
     source_datasets: list[str] = field(default_factory=list)
     dropped: int = 0
 
@@ -48,7 +48,7 @@ class JointArrays:
 
     def training_data(self) -> TrainingData:
         """What these arrays are, for a TrainReport and the model card."""
-        return TrainingData(description=self.description, licence=self.licence, source_datasets=list(self.source_datasets),
+        return TrainingData(description=self.description, license=self.license, source_datasets=list(self.source_datasets),
                             patches=len(self), dropped=self.dropped, nuclei_schema=self.schema)
 
 
@@ -63,13 +63,13 @@ def resized_nuclei(nuclei: Nuclei, resolution: int) -> Nuclei:
 def load_joint_arrays(data: Path | str | Iterable[Sample], resolution: int, contexts: Sequence[str],
                       heterogeneity: tuple[float, float] | None = None) -> JointArrays:
     """Read a dataset folder (or Samples) whose nuclei carry instance maps, at `resolution`, into memory."""
-    description, licence, sources = "in-memory Samples", "other", []
+    description, license, sources = "in-memory Samples", "other", []
     if isinstance(data, (str, Path)):
         from histosynth.disk import iter_samples, read_metadata
 
         meta = read_metadata(data)
         description = f"dataset folder {Path(data).name!r} ({meta.get('pretty_name', '')})"
-        licence = str(meta.get("license", "other"))
+        license = str(meta.get("license", "other"))
         sources = [s.split("|")[-1] for s in meta.get("source_datasets", []) if s != "original"]
         samples: Iterable[Sample] = iter_samples(data)
     else:
@@ -100,7 +100,7 @@ def load_joint_arrays(data: Path | str | Iterable[Sample], resolution: int, cont
                                 + (f" ({dropped} failed the heterogeneity rule {heterogeneity})" if dropped else ""))
     assert schema is not None
     return JointArrays(np.stack(images), np.stack(instances), classes, context_ids(kept, contexts),
-                       np.asarray(mpp, np.float64), schema, description, licence, sources, dropped)
+                       np.asarray(mpp, np.float64), schema, description, license, sources, dropped)
 
 
 def joint_labels(instances: np.ndarray, class_ids: np.ndarray, num_classes: int) -> np.ndarray:

@@ -5,7 +5,7 @@ Decoding shares the downstream HoVer-Net's marker-controlled watershed (histosyn
 the nuclear probability is 1 - p(background), the HV maps are the two distance channels, and each instance's class
 is the majority vote of the per-pixel argmax over the nuclear classes (background excluded, so every decoded
 nucleus has a real class). Class probabilities are the one-hot channels mapped from [-1, 1] to [0, 1], clipped at
-0 and normalised per pixel.
+0 and normalized per pixel.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from scipy import ndimage
 
 from histosynth.benchmark.downstream.hover_post import hover_postprocess
 from histosynth.classes import IGNORE_ID
+from histosynth.deprecated import renamed_field
 from histosynth.generators.arrays import scale_centroids
 from histosynth.schema import Nuclei, Sample
 
@@ -43,15 +44,15 @@ def decode_nuclei(labels: np.ndarray, schema: str, mpp: float) -> Nuclei:
 
 @dataclass(frozen=True)
 class Consistency:
-    """How well generated nuclei honour their conditioning centroids (counts over a set of outputs).
+    """How well generated nuclei honor their conditioning centroids (counts over a set of outputs).
 
-    A conditioning centroid is honoured when a generated nucleus has a pixel within `tolerance_px` of the
+    A conditioning centroid is honored when a generated nucleus has a pixel within `tolerance_px` of the
     centroid's pixel (0: the nucleus covers that pixel); `same_class` also needs that nucleus's class to be the
     centroid's. A generated nucleus is spurious when it lies within tolerance of no conditioning centroid.
     """
 
     centroids: int
-    honoured: int
+    honored: int
     same_class: int
     generated: int
     spurious: int
@@ -59,8 +60,8 @@ class Consistency:
 
     @property
     def share(self) -> float:
-        """The label-consistency share: honoured / conditioning centroids (NaN without centroids)."""
-        return self.honoured / self.centroids if self.centroids else float("nan")
+        """The label-consistency share: honored / conditioning centroids (NaN without centroids)."""
+        return self.honored / self.centroids if self.centroids else float("nan")
 
     @property
     def class_share(self) -> float:
@@ -71,9 +72,12 @@ class Consistency:
         return self.spurious / self.generated if self.generated else float("nan")
 
     def __add__(self, other: "Consistency") -> "Consistency":
-        return Consistency(self.centroids + other.centroids, self.honoured + other.honoured,
+        return Consistency(self.centroids + other.centroids, self.honored + other.honored,
                            self.same_class + other.same_class, self.generated + other.generated,
                            self.spurious + other.spurious, self.tolerance_px)
+
+
+renamed_field(Consistency, "honoured", "honored")  # the British spelling, for one release
 
 
 def consistency(condition: Nuclei, generated: Nuclei, height: int, width: int, tolerance_px: float) -> Consistency:
@@ -91,8 +95,8 @@ def consistency(condition: Nuclei, generated: Nuclei, height: int, width: int, t
     else:
         hit_id = instances[rows, cols]
     lut = np.concatenate([[0], generated.class_ids]).astype(np.int64)
-    honoured = hit_id > 0
-    same = honoured & (lut[hit_id] == classes)
+    honored = hit_id > 0
+    same = honored & (lut[hit_id] == classes)
     n = len(generated)
     claimed = np.zeros(n + 1, bool)
     claimed[hit_id] = True
@@ -102,7 +106,7 @@ def consistency(condition: Nuclei, generated: Nuclei, height: int, width: int, t
         near = ndimage.distance_transform_edt(~grid) <= tolerance_px
         claimed[np.unique(instances[near])] = True
     spurious = int(n - claimed[1:].sum())
-    return Consistency(int(len(rows)), int(honoured.sum()), int(same.sum()), n, spurious, float(tolerance_px))
+    return Consistency(int(len(rows)), int(honored.sum()), int(same.sum()), n, spurious, float(tolerance_px))
 
 
 def consistency_of(conditions: Sequence[Sample], outputs: Sequence[Sample], tolerance_px: float) -> Consistency:

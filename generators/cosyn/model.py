@@ -15,7 +15,7 @@ classed centroid layout and optionally on the tissue type.
   its number of channels.
 - Decoding (decode.py): the label channels -> instances by the downstream HoVer-Net's watershed -> classed
   centroids; outputs carry the image and these nuclei (label policy "generated"). `last_consistency` holds the
-  share of conditioning centroids that the last `sample` call's nuclei honour.
+  share of conditioning centroids that the last `sample` call's nuclei honor.
 
 Saved folder: config.json, model_index.json, unet/, scheduler/ (image), label_scheduler/, README.md.
 """
@@ -277,7 +277,7 @@ class CoSynGenerator(ComponentFolder, PresetTable, Generator):
     def sample(self, conditions: Sequence[Sample], seed: int | Sequence[int], options: SampleOptions | None = None,
                **fields: Any) -> list[Sample]:
         """One new Sample per condition layout, at the model resolution: image + generated nuclei (instances,
-        classes, centroids). Sets `last_consistency` (how many conditioning centroids the nuclei honour)."""
+        classes, centroids). Sets `last_consistency` (how many conditioning centroids the nuclei honor)."""
         opts = self.resolve_options(options, **fields)
         if opts.task not in self.meta.tasks:
             raise InputError(f"{self.meta.name} does only {', '.join(self.meta.tasks)}, not {opts.task!r}")
@@ -382,7 +382,7 @@ class CoSynGenerator(ComponentFolder, PresetTable, Generator):
             f"{model.num_train_timesteps} timesteps.",
             f"- Condition: the centroid map ({model.centroid_mode}) concatenated to the input; context: {context}.",
             "- Labels: decoded by HoVer-Net's marker-controlled watershed into instances, classes and centroids; a "
-            f"conditioning centroid is honoured when a generated nucleus lies within {model.consistency_tolerance_px} px.",
+            f"conditioning centroid is honored when a generated nucleus lies within {model.consistency_tolerance_px} px.",
         ]
 
 

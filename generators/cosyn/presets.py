@@ -47,7 +47,7 @@ class CoSynModelConfig:
     label_shift: float = 0.5
     prediction_type: str = "epsilon"
     mpp: float | None = None  # microns per pixel of the training patches at this resolution (set by training)
-    consistency_tolerance_px: float = 1.0  # a generated nucleus honours its centroid within this distance
+    consistency_tolerance_px: float = 1.0  # a generated nucleus honors its centroid within this distance
 
 
 @dataclass

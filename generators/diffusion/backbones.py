@@ -132,7 +132,7 @@ class LatentCodec(nn.Module):
 
     @torch.no_grad()
     def encode(self, images: torch.Tensor) -> torch.Tensor:
-        """Latents of images in [-1, 1] (the VQ pre-quantisation latents, or the KL posterior mode)."""
+        """Latents of images in [-1, 1] (the VQ pre-quantization latents, or the KL posterior mode)."""
         if self.autoencoder is None:
             return images
         dtype = next(self.autoencoder.parameters()).dtype
@@ -142,7 +142,7 @@ class LatentCodec(nn.Module):
 
     @torch.no_grad()
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
-        """Images in [-1, 1] (unclamped) from latents (VQ decoding quantises first, as in LDM)."""
+        """Images in [-1, 1] (unclamped) from latents (VQ decoding quantizes first, as in LDM)."""
         if self.autoencoder is None:
             return latents
         dtype = next(self.autoencoder.parameters()).dtype

@@ -1,4 +1,4 @@
-"""The coarse-to-fine granularity curriculum of pseudo-labelled training maps (HTD): finest-level cluster ids are
+"""The coarse-to-fine granularity curriculum of pseudo-labeled training maps (HTD): finest-level cluster ids are
 mapped to the granularity of the current step with the lookup tables the hierarchical clustering made. The rule
 k'(t) itself lives in histosynth.labels.curriculum."""
 

@@ -110,7 +110,7 @@ class ModelConfig:
 
 @dataclass
 class CurriculumConfig:
-    """Coarse-to-fine granularity for pseudo-labelled maps over the first `warmup_steps` steps.
+    """Coarse-to-fine granularity for pseudo-labeled maps over the first `warmup_steps` steps.
 
     schedule "linear" (the default, histosynth.labels.curriculum.DEFAULT_SCHEDULE) is HTD's
     k'(t) = k_min + (k_max - k_min) min(1, t / warmup), snapped down to an available k; "stages" gives each k an

@@ -1,7 +1,7 @@
 """HTD's presets (shared by its ablations): `tiny`, `demo`, `paper`.
 
 - `tiny`: random 32 px pixel-space networks that build in well under a second (tests).
-- `demo`: attention-free 64 px pixel-space networks (x0-prediction) that learn something recognisable on 2 CPU
+- `demo`: attention-free 64 px pixel-space networks (x0-prediction) that learn something recognizable on 2 CPU
   cores in minutes (150 steps of 16 patches).
 - `paper`: the published sizes (HTD's probable precursor code, github.com/saghiralfasly/stable-diffusion,
   models/ldm/semantic_synthesis256/config_train_prompt.yaml): 256 px images, frozen VQ-f4 latents
@@ -40,10 +40,10 @@ def _demo() -> Preset:
     return Preset(
         "demo",
         # x0-prediction: at a few thousand training images an epsilon model still leaves visible noise in its
-        # samples (its low-noise predictions are poor); x0-prediction gives blurry but recognisable H&E in 120 steps.
+        # samples (its low-noise predictions are poor); x0-prediction gives blurry but recognizable H&E in 120 steps.
         ModelConfig(resolution=64, block_out_channels=(32, 64, 64), layers_per_block=1, norm_num_groups=8,
                     conditioning_widths=(16, 32), prediction_type="sample"),
-        # 2400 images; 120 steps already give recognisable (blurry) H&E. Training speed: perf/RESULTS.md.
+        # 2400 images; 120 steps already give recognizable (blurry) H&E. Training speed: perf/RESULTS.md.
         TrainConfig(steps=150, batch_size=16, lr=1e-3, lr_schedule="cosine", warmup_steps=15, ema_decay=0.99,
                     checkpoint_every=50),
         SampleConfig(steps=50, batch_size=16),

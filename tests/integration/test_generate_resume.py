@@ -79,7 +79,7 @@ def test_help(verb, capsys):
     assert info.value.code == 0 and "usage: histosynth" in capsys.readouterr().out
 
 
-def test_generate_writes_a_labelled_dataset(setup, tmp_path, capsys, one_thread):
+def test_generate_writes_a_labeled_dataset(setup, tmp_path, capsys, one_thread):
     out = tmp_path / "synthetic"
     assert run_cli(["generate", "htd", "--checkpoint", setup / "ckpt", "--conditions", setup / "conditions",
                     "--n", 7, "--chunk-size", 3, "--seed", 1, "--out", out]) == 0

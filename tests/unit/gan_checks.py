@@ -1,6 +1,6 @@
 """Checks shared by test_gan_pix2pix.py and test_gan_spade.py: bad inputs, and SIGKILL resume. For the latter,
 `histosynth train` killed after step 3 (the checkpoint of step 2 on disk) and resumed must end byte-identical to a run that never
-stopped: G and D, both optimisers, both LR schedules and the step counter come back from the checkpoint."""
+stopped: G and D, both optimizers, both LR schedules and the step counter come back from the checkpoint."""
 
 from __future__ import annotations
 
@@ -102,9 +102,9 @@ def check_bad_inputs(name: str, tiny_data: list, tmp_path: Path, capsys) -> None
                    provenance=tiny_data[0].provenance)
     with pytest.raises(InputError, match="'pseudo-tissue-k5'.*trained on 'simulator-tissue'"):
         gen.sample([wrong], seed=0)
-    data, out = tmp_path / "unlabelled", tmp_path / "model"
+    data, out = tmp_path / "unlabeled", tmp_path / "model"
     write_dataset([Sample(image=s.image, provenance=s.provenance) for s in tiny_data], data,
-                  CardInfo("unlabelled", "simulator images without maps"))
+                  CardInfo("unlabeled", "simulator images without maps"))
     capsys.readouterr()  # the writer's progress bar
     assert cli.main(["train", name, "--data", str(data), "--preset", "tiny", "--out", str(out)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
@@ -112,7 +112,7 @@ def check_bad_inputs(name: str, tiny_data: list, tmp_path: Path, capsys) -> None
     assert not out.exists()
 
 
-def assert_class_colour_order(gen, held: list) -> None:
+def assert_class_color_order(gen, held: list) -> None:
     """Generated images follow their held-out maps: every pair of classes the simulator paints clearly apart
     (> 10 levels of green, the channel H&E classes differ most in; stroma and epithelium are 1 level apart and are
     not compared) comes out in the same order."""

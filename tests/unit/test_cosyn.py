@@ -72,10 +72,10 @@ def test_grouped_scheduler_with_equal_schedules_is_the_plain_sampler():
 # ---------------------------------------------------------------------------------------------- targets and decoding
 
 
-def _discs(size: int, centres: list[tuple[int, int]], radius: int) -> np.ndarray:
+def _discs(size: int, centers: list[tuple[int, int]], radius: int) -> np.ndarray:
     rows, cols = np.indices((size, size))
     instances = np.zeros((size, size), np.uint16)
-    for k, (x, y) in enumerate(centres, start=1):
+    for k, (x, y) in enumerate(centers, start=1):
         instances[(rows - y) ** 2 + (cols - x) ** 2 <= radius**2] = k
     return instances
 
@@ -91,8 +91,8 @@ def test_joint_labels_are_the_class_one_hot_and_hover_maps():
 
 
 def test_decode_recovers_known_instances_and_classes_from_perfect_maps():
-    centres = [(10, 10), (30, 12), (50, 9), (12, 40), (34, 36), (52, 52), (20, 56)]
-    instances = _discs(64, centres, 5)
+    centers = [(10, 10), (30, 12), (50, 9), (12, 40), (34, 36), (52, 52), (20, 56)]
+    instances = _discs(64, centers, 5)
     classes = np.array([1, 2, 3, 4, 5, 1, 3], np.uint8)
     decoded = decode_nuclei(joint_labels(instances, classes, 6), "pannuke", MPP)
     decoded.validate("decoded", 64, 64)
@@ -102,7 +102,7 @@ def test_decode_recovers_known_instances_and_classes_from_perfect_maps():
     assert sorted(truth_of[1:]) == list(range(1, 8))  # one decoded nucleus per true one
     assert np.array_equal(truth_of[decoded.instances], instances)  # pixel for pixel
     assert np.array_equal(decoded.class_ids, classes[truth_of[1:] - 1])
-    assert np.allclose(decoded.centroids, np.array(centres, np.float32)[truth_of[1:] - 1])  # discs: centroid = centre
+    assert np.allclose(decoded.centroids, np.array(centers, np.float32)[truth_of[1:] - 1])  # discs: centroid = center
 
 
 def test_decoded_simulator_nuclei_are_each_exactly_one_true_nucleus():
@@ -121,15 +121,15 @@ def test_decoded_simulator_nuclei_are_each_exactly_one_true_nucleus():
     assert found > 0
 
 
-def test_consistency_counts_honoured_centroids_classes_and_spurious_nuclei():
+def test_consistency_counts_honored_centroids_classes_and_spurious_nuclei():
     instances = _discs(32, [(8, 8), (22, 20)], 3)
     generated = Nuclei("pannuke", np.array([[8, 8], [22, 20]], np.float32), np.array([1, 2], np.uint8), instances)
     # centroid 0 inside nucleus 1 (right class), centroid 1 2 px off nucleus 2's edge (wrong class), 2 nowhere near
     condition = Nuclei("pannuke", np.array([[8, 9], [26, 22], [30, 2]], np.float32), np.array([1, 3, 4], np.uint8))
     strict = consistency(condition, generated, 32, 32, tolerance_px=0)
-    assert (strict.centroids, strict.honoured, strict.same_class, strict.generated, strict.spurious) == (3, 1, 1, 2, 1)
+    assert (strict.centroids, strict.honored, strict.same_class, strict.generated, strict.spurious) == (3, 1, 1, 2, 1)
     loose = consistency(condition, generated, 32, 32, tolerance_px=2)
-    assert (loose.honoured, loose.same_class, loose.spurious) == (2, 1, 0)
+    assert (loose.honored, loose.same_class, loose.spurious) == (2, 1, 0)
     assert loose.share == pytest.approx(2 / 3) and loose.class_share == pytest.approx(1 / 3)
 
 

@@ -10,7 +10,7 @@ following the map on held-out simulator maps, the nuclei variant, exact resume a
 import numpy as np
 import pytest
 import torch
-from gan_checks import assert_class_colour_order, check_bad_inputs, check_sigkill_resume
+from gan_checks import assert_class_color_order, check_bad_inputs, check_sigkill_resume
 
 from histosynth.baselines.gan.presets import GANTrainConfig
 from histosynth.baselines.pix2pix import PatchGAN, UNetGenerator
@@ -84,7 +84,7 @@ def test_pix2pix_learns_and_follows_held_out_maps(one_thread):
     gen.train(train, {"steps": 200, **NO_RULE})
     assert paired_l1() < 0.6 * untrained  # measured 69 -> 30 levels
 
-    assert_class_colour_order(gen, held)
+    assert_class_color_order(gen, held)
 
 
 def test_the_nuclei_variant_reads_centroid_maps_and_copies_the_nuclei_and_the_bar_shows_g_and_d(tiny_data, tmp_path,

@@ -13,7 +13,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 import torchvision
-from gan_checks import assert_class_colour_order, check_bad_inputs, check_sigkill_resume
+from gan_checks import assert_class_color_order, check_bad_inputs, check_sigkill_resume
 
 import histosynth.cli as cli
 from histosynth.baselines.spade import Spade
@@ -37,7 +37,7 @@ def tiny_data():
     return list(build_source("simulator", n=6, size=32, seed=0, mpp=4.0))
 
 
-def test_spade_modulates_the_normalised_features_only_where_the_map_changed():
+def test_spade_modulates_the_normalized_features_only_where_the_map_changed():
     torch.manual_seed(0)
     spade = SpadeGeneratorNet(5, 32, 16, 3, 32, 0).head_0.norm_0  # 3x3 shared conv, then 3x3 gamma / beta convs
     for conv in spade.modules():  # default-scale weights, so the modulation is far above float noise
@@ -55,7 +55,7 @@ def test_spade_modulates_the_normalised_features_only_where_the_map_changed():
     inside[4:12, 4:12] = True  # the square grown by 2 px: two stacked 3x3 convs see 2 px around a pixel
     assert torch.equal(changed[~inside], torch.zeros_like(changed[~inside]))
     assert (changed[6:10, 6:10] > 0.1).all()
-    with torch.no_grad():  # and it does modulate: the output is not the plain instance-normalised input
+    with torch.no_grad():  # and it does modulate: the output is not the plain instance-normalized input
         assert (spade(x, a) - F.instance_norm(x)).abs().mean() > 0.1
 
 
@@ -128,12 +128,12 @@ def test_spade_learns_and_follows_held_out_maps(one_thread):
                               for o, h in zip(gen.sample(held, seed=0), held, strict=True)]))
 
     untrained = paired_l1()
-    # At the presets' TTUR rates (G 1e-4, D 4e-4) SPADE's modulation convs, initialised at xavier gain 0.02 as the
+    # At the presets' TTUR rates (G 1e-4, D 4e-4) SPADE's modulation convs, initialized at xavier gain 0.02 as the
     # reference's, need a few hundred steps to follow the map; this short run takes both rates x10 (same ratio).
     gen.train(train, {"steps": 100, "lr": 1e-3, "lr_d": 4e-3, **NO_RULE})
     assert paired_l1() < 0.7 * untrained  # measured 71 -> 33 levels (36 with training seed 1)
 
-    assert_class_colour_order(gen, held)
+    assert_class_color_order(gen, held)
     # The noise vector matters: two seeds give two images for one map.
     a, b = gen.sample(held[:1], seed=[1]), gen.sample(held[:1], seed=[2])
     assert np.abs(a[0].image.astype(int) - b[0].image.astype(int)).mean() > 0.5

@@ -76,7 +76,7 @@ def test_crop_boxes_are_pure_cover_each_tissue_class_and_skip_background():
     assert len(seen) > 2  # placed at random among the fitting windows
 
 
-def test_crop_boxes_honour_a_lower_purity():
+def test_crop_boxes_honor_a_lower_purity():
     tissue = np.ones((64, 64), np.uint8)
     tissue[::8, ::8] = 2  # class 1 is peppered with class-2 dots: no pure 16 px window exists
     cfg = CropConfig(d_base=0.25, d_min=0.25, d_max=0.25, min_purity=0.9)

@@ -6,7 +6,7 @@ generator works: build from one of its presets, train 2 steps into a TrainReport
 follow the label policy, with complete provenance, seed-deterministic and redoable one sample at a time.
 Diffusion-only checks (UNet weights, ControlNet iff conditioned) are in TestDiffusionFolder. The toy painter
 (tests/plugins/toy_dist/toy_generator.py, also the test plugin) is registered only while this module runs; it also trains and generates
-through the CLI and is shown to learn its class colours.
+through the CLI and is shown to learn its class colors.
 """
 
 import json
@@ -113,7 +113,7 @@ def test_training_reports_and_saves_a_complete_model_folder(trained, tiny_data):
 
 
 @pytest.mark.parametrize("trained", NAMES, indirect=True)
-def test_a_loaded_model_samples_valid_samples_labelled_by_its_policy(trained, tiny_data):
+def test_a_loaded_model_samples_valid_samples_labeled_by_its_policy(trained, tiny_data):
     name, gen = trained.name, trained.gen
     meta = generator_meta(name)
     loaded = load_generator(trained.folder)
@@ -183,7 +183,7 @@ class TestDiffusionFolder:
         assert ("controlnet" in trained.config["components"]) == controlled
 
 
-def test_the_toy_learns_each_class_mean_colour(tiny_data):
+def test_the_toy_learns_each_class_mean_color(tiny_data):
     painter = build_generator(TOY, "tiny", noise=0.0)
     painter.train(tiny_data, {"steps": 3, "batch_size": 2})  # 3 steps x 2 patches: each of the 6 patches once
     pixels = np.concatenate([s.image.reshape(-1, 3) for s in tiny_data]).astype(np.float64)

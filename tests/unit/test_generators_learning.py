@@ -1,8 +1,8 @@
 """A generator learns and obeys its condition, not only runs, on tiny 32 px pixel-space models.
 
-The data: two tissue classes with distinct colours (class 1 pink, class 2 purple, Gaussian pixel noise), laid out
+The data: two tissue classes with distinct colors (class 1 pink, class 2 purple, Gaussian pixel noise), laid out
 as vertical splits at random places. HTD is trained with its crops in the top-left corner, so the crops say which
-colour a class has but not where it goes: only the tissue map says where, and pasting crop pixels cannot pass.
+color a class has but not where it goes: only the tissue map says where, and pasting crop pixels cannot pass.
 The conditions sampled are new shapes (a disc, a diagonal, a checkerboard, stripes), each with its two classes
 swapped as well. One HTD model and one unconditional ablation are trained once for the whole module.
 """
@@ -19,20 +19,20 @@ from histosynth.schema import Provenance, Sample
 
 SIZE = 32
 SCHEMA = "pseudo-tissue-k2"  # background 0, phenotype-1, phenotype-2: K = 3 condition classes
-COLOURS = {1: np.array([230.0, 150.0, 190.0]), 2: np.array([110.0, 60.0, 160.0])}  # pink, purple (RGB)
-NOISE = 12.0  # pixel noise std, grey levels
-# x0-prediction: the tiny nets learn the map-to-colour rule in tens of steps (epsilon-prediction needs far more).
+COLORS = {1: np.array([230.0, 150.0, 190.0]), 2: np.array([110.0, 60.0, 160.0])}  # pink, purple (RGB)
+NOISE = 12.0  # pixel noise std, gray levels
+# x0-prediction: the tiny nets learn the map-to-color rule in tens of steps (epsilon-prediction needs far more).
 MODEL = {"resolution": SIZE, "prediction_type": "sample"}
 TRAIN = {"steps": 60, "batch_size": 8, "lr": 1e-3, "heterogeneity": None, "seed": 0}
 
 
 def paint(tissue: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """A uint8 patch whose pixels have their class's colour plus noise."""
-    mean = np.where(tissue[..., None] == 1, COLOURS[1], COLOURS[2])
+    """A uint8 patch whose pixels have their class's color plus noise."""
+    mean = np.where(tissue[..., None] == 1, COLORS[1], COLORS[2])
     return np.clip(np.round(mean + rng.normal(0.0, NOISE, mean.shape)), 0, 255).astype(np.uint8)
 
 
-def labelled(tissue: np.ndarray, index: int, rng: np.random.Generator) -> Sample:
+def labeled(tissue: np.ndarray, index: int, rng: np.random.Generator) -> Sample:
     return Sample(image=paint(tissue, rng), provenance=Provenance("learning-test", f"patch-{index}", seed=index),
                   tissue=tissue, tissue_schema=SCHEMA)
 
@@ -44,15 +44,15 @@ def training_samples(n: int = 8) -> list[Sample]:
     for i in range(n):
         tissue = np.full((SIZE, SIZE), 2, np.uint8)
         tissue[:, : int(rng.integers(10, 23))] = 1
-        out.append(labelled(3 - tissue if i % 2 else tissue, i, rng))
+        out.append(labeled(3 - tissue if i % 2 else tissue, i, rng))
     return out
 
 
 def new_layouts() -> list[np.ndarray]:
     """Two-class maps of shapes never trained on (class 1 where True)."""
     rows, cols = np.mgrid[:SIZE, :SIZE]
-    centre = (SIZE - 1) / 2
-    shapes = [(rows - centre) ** 2 + (cols - centre) ** 2 < 100, rows > cols, (rows // 8 + cols // 8) % 2 == 0,
+    center = (SIZE - 1) / 2
+    shapes = [(rows - center) ** 2 + (cols - center) ** 2 < 100, rows > cols, (rows // 8 + cols // 8) % 2 == 0,
               (rows // 8) % 2 == 0]
     return [np.where(s, 1, 2).astype(np.uint8) for s in shapes]
 
@@ -60,7 +60,7 @@ def new_layouts() -> list[np.ndarray]:
 def swapped_pairs() -> list[Sample]:
     """Each new layout followed by the same layout with its two classes swapped (fresh pixels for each)."""
     rng = np.random.default_rng(1)
-    return [labelled(t, 100 + 2 * k + j, rng) for k, layout in enumerate(new_layouts())
+    return [labeled(t, 100 + 2 * k + j, rng) for k, layout in enumerate(new_layouts())
             for j, t in enumerate((layout, 3 - layout))]
 
 
@@ -100,20 +100,20 @@ def test_training_loss_falls_on_a_handful_of_patches(trained):
     losses = trained["htd_losses"]
     assert len(losses) == TRAIN["steps"] and np.isfinite(losses).all()
     first, last = float(np.mean(losses[:10])), float(np.mean(losses[-10:]))
-    # Half the start: an untrained net's x0 loss is about E[x0^2] (0.23 for these colours) and a net that learned
-    # only the mean colour stops at the input-blind loss (0.12 here, 0.6 of that), so <= 0.5x needs more.
+    # Half the start: an untrained net's x0 loss is about E[x0^2] (0.23 for these colors) and a net that learned
+    # only the mean color stops at the input-blind loss (0.12 here, 0.6 of that), so <= 0.5x needs more.
     assert last <= 0.5 * first, (first, last)
     # Half the input-blind loss: the net explains at least half of what the best guess without x_t or the map
     # leaves, i.e. it uses its inputs.
     assert last <= 0.5 * input_blind_loss(trained["data"]), (last, input_blind_loss(trained["data"]))
 
 
-def nearer_own_colour(sample_out: np.ndarray, tissue: np.ndarray) -> bool:
-    """Each class region's mean colour is nearer its own class colour than the other class's."""
+def nearer_own_color(sample_out: np.ndarray, tissue: np.ndarray) -> bool:
+    """Each class region's mean color is nearer its own class color than the other class's."""
     ok = True
     for own, other in ((1, 2), (2, 1)):
         mean = sample_out[tissue == own].mean(axis=0)
-        ok &= bool(np.linalg.norm(mean - COLOURS[own]) < np.linalg.norm(mean - COLOURS[other]))
+        ok &= bool(np.linalg.norm(mean - COLORS[own]) < np.linalg.norm(mean - COLORS[other]))
     return ok
 
 
@@ -121,9 +121,9 @@ def test_htd_output_follows_a_permuted_tissue_map(trained):
     conditions = swapped_pairs()
     seeds = [7 + j // 2 for j in range(len(conditions))]  # a layout and its swap share the seed
     out = images(trained["htd"].sample(conditions, seed=seeds, steps=25, sampler="ddim"))
-    follows = [nearer_own_colour(o, c.tissue) for o, c in zip(out, conditions, strict=True)]
+    follows = [nearer_own_color(o, c.tissue) for o, c in zip(out, conditions, strict=True)]
     pairs = [follows[j] and follows[j + 1] for j in range(0, len(follows), 2)]
-    # A map-blind model passes no pair: with the same seed and crops of the same colours in the same corner, its
+    # A map-blind model passes no pair: with the same seed and crops of the same colors in the same corner, its
     # outputs for a layout and its swap are alike, and one image cannot have region 1 nearer pink in one and
     # nearer purple in the other. One pair of four may fail on the thin shapes of a 60-step tiny net.
     assert sum(pairs) >= len(pairs) - 1, follows
@@ -142,7 +142,7 @@ def test_unconditional_ablation_ignores_the_map(trained):
 def test_ddim_and_dpm_solver_agree_at_many_steps(trained):
     """Both samplers are deterministic solvers of the same probability-flow ODE, so at many steps they land on
     the same image for a seed, up to the end point: the DDIM preset (CompVis's) stops at t = 0, whose noise
-    level sigma_0 = sqrt(beta_start) it keeps (about 4.9 grey levels), while DPM++ goes on to sigma = 0.
+    level sigma_0 = sqrt(beta_start) it keeps (about 4.9 gray levels), while DPM++ goes on to sigma = 0.
 
     The unconditional model is used because its output depends strongly on the seed (it chooses the layout),
     which makes the seed-to-seed distance a sharp alternative; HTD's output is mostly fixed by the map."""
@@ -156,7 +156,7 @@ def test_ddim_and_dpm_solver_agree_at_many_steps(trained):
     # Samplers that did not converge to one solution would differ like independent draws: the seed distance.
     assert between_samplers <= 0.25 * between_seeds, (between_samplers, between_seeds)
     # The end-point gap: E|sigma_0 z| = sigma_0 sqrt(2 / pi) for unit normal z; twice that covers the model's
-    # noise estimate at t = 1 not being exactly unit-variance, the solvers' discretisation and uint8 rounding.
+    # noise estimate at t = 1 not being exactly unit-variance, the solvers' discretization and uint8 rounding.
     schedule = model.preset.model
     assert schedule.beta_schedule in ("linear", "scaled_linear")  # both start at beta_start: 1 - alpha_bar_0 = it
     sigma_0 = np.sqrt(schedule.beta_start) * 127.5

@@ -1,5 +1,5 @@
 """The reference rows: real-heldout passes real patches through, copy-nearest copies the
-training patch whose map matches best, and the memorisation score catches the copies end to end.
+training patch whose map matches best, and the memorization score catches the copies end to end.
 
 Data: simulator slides split by slide (training sim-0, sim-1; held out sim-100), 32 px at 4 um/px, the tiny
 presets' resolution, so every array comparison below is exact (no resizing anywhere).
@@ -88,7 +88,7 @@ def test_copy_nearest_without_a_map_draws_a_training_patch_from_the_seed(data, g
     assert all(a.equals(b) for a, b in zip(draws, gen.sample([bare] * 6, seed=list(range(6))), strict=True))
 
 
-def test_memorisation_flags_every_copy_and_no_real_heldout_patch(data, generated):
+def test_memorization_flags_every_copy_and_no_real_heldout_patch(data, generated):
     """Pixel space: a copy is at distance 0 from its training patch, ratio 0 < 1/3, so all 8 are flagged; the
     held-out real patches are new slides, none 3x closer to one training patch than to the next."""
     train = pixels(list(iter_samples(data / "train")))
@@ -99,7 +99,7 @@ def test_memorisation_flags_every_copy_and_no_real_heldout_patch(data, generated
 
 
 @pytest.mark.filterwarnings("ignore::histosynth.benchmark.errors.SmallSampleWarning")  # 8 vs 8: FD itself is not tested here
-def test_bench_fd_reports_the_copy_baselines_memorisation(data, generated, tmp_path, monkeypatch):
+def test_bench_fd_reports_the_copy_baselines_memorization(data, generated, tmp_path, monkeypatch):
     """Through `histosynth bench fd --train` (effnet-lite0 features): identical images give identical features."""
     monkeypatch.setenv("HISTOSYNTH_CACHE", str(tmp_path / "cache"))
     fractions = {}

@@ -60,8 +60,8 @@ def test_tissue_arrays_are_the_rules_patches_in_memory_and_spilled(folder, sampl
         assert arrays.images.tobytes() == images.tobytes() and arrays.tissue.tobytes() == maps.tobytes()
         assert arrays.images.shape == images.shape and arrays.tissue.shape == maps.shape
         assert arrays.dropped == dropped and arrays.tissue_schema == samples[0].tissue_schema
-        assert (arrays.description, arrays.licence, arrays.source_datasets) == (
-            mine.description, mine.licence, mine.source_datasets)
+        assert (arrays.description, arrays.license, arrays.source_datasets) == (
+            mine.description, mine.license, mine.source_datasets)
         assert arrays.nuclei_offsets is None and arrays.nuclei_schema is None
     assert isinstance(spilled.images, np.memmap) and isinstance(spilled.tissue, np.memmap)
     assert not spilled.images.flags.writeable
@@ -151,10 +151,10 @@ def test_scaled_centroids_land_where_nearest_resizing_puts_their_pixel(height, w
     for r, c in zip(rows, cols, strict=True):
         mark = np.zeros((height, width), np.uint8)
         mark[r : r + sy, c : c + sx] = 1
-        centroid = np.array([[c + (sx - 1) / 2, r + (sy - 1) / 2]], np.float32)  # the block's exact centre
+        centroid = np.array([[c + (sx - 1) / 2, r + (sy - 1) / 2]], np.float32)  # the block's exact center
         resized = resize_map(mark, resolution)
         y, x = np.nonzero(resized)
-        # block corners sit on the grid of the scale factor, so both centres are exact multiples of 1/2
+        # block corners sit on the grid of the scale factor, so both centers are exact multiples of 1/2
         assert scale_centroids(centroid, height, width, resolution).tolist() == [[x.mean(), y.mean()]]
 
 

@@ -23,7 +23,7 @@ from pathlib import Path
 from histosynth.generators.base import Generator, GeneratorMeta
 
 META = GeneratorMeta(name="evil", version="0.0.1", summary="a malicious test plugin", paper="none", citation="none",
-                     licence="none", conditioning=(), outputs=("image",), label_policy="none", family="toy",
+                     license="none", conditioning=(), outputs=("image",), label_policy="none", family="toy",
                      target=f"{__name__}:Evil")
 
 

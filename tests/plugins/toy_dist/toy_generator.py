@@ -1,7 +1,7 @@
-"""A toy non-diffusion generator that proves the generator contract: a per-class mean-colour painter.
+"""A toy non-diffusion generator that proves the generator contract: a per-class mean-color painter.
 
 Training fits the mean RGB of each tissue class over the training patches (running sums, one batch per step); sampling
-paints each pixel with its class's mean colour plus seeded Gaussian noise, and copies the map as the label. It
+paints each pixel with its class's mean color plus seeded Gaussian noise, and copies the map as the label. It
 saves and loads through histosynth.generators.checkpoint like any generator.
 
 It is also the test plugin: this folder, with its .dist-info declaring the `histosynth.generators` entry point
@@ -38,8 +38,8 @@ from histosynth.generators.base import (
 from histosynth.generators.checkpoint import ComponentFolder, load_component
 from histosynth.schema import Provenance, Sample
 
-META = GeneratorMeta(name="toy", version="0.0.1", summary="Toy: paints each tissue class with its mean training colour",
-                     paper="none (a test fixture)", citation="none", licence="Apache-2.0", conditioning=("tissue",),
+META = GeneratorMeta(name="toy", version="0.0.1", summary="Toy: paints each tissue class with its mean training color",
+                     paper="none (a test fixture)", citation="none", license="Apache-2.0", conditioning=("tissue",),
                      outputs=("image", "tissue"), label_policy="copied", family="toy",
                      target=f"{__name__}:ToyPainter")
 
@@ -57,8 +57,8 @@ class ToyPreset:
 PRESETS = {"tiny": ToyPreset}
 
 
-class ClassColours(ModelMixin, ConfigMixin):
-    """The fit: per-class colour sums and pixel counts (their ratio is the painted colour)."""
+class ClassColors(ModelMixin, ConfigMixin):
+    """The fit: per-class color sums and pixel counts (their ratio is the painted color)."""
 
     @register_to_config
     def __init__(self, num_classes: int) -> None:
@@ -73,8 +73,8 @@ class ClassColours(ModelMixin, ConfigMixin):
 class ToyPainter(ComponentFolder, Generator):
     meta = META
 
-    def __init__(self, preset: ToyPreset, colours: ClassColours | None = None) -> None:
-        self.preset, self.colours, self._hash = preset, colours, None
+    def __init__(self, preset: ToyPreset, colors: ClassColors | None = None) -> None:
+        self.preset, self.colors, self._hash = preset, colors, None
         self.train_report: TrainReport | None = None
 
     @classmethod
@@ -105,9 +105,9 @@ class ToyPainter(ComponentFolder, Generator):
             raise InputError(f"toy: no training field(s) {sorted(unknown)}; it has steps, batch_size and seed")
         self.preset = cfg = replace(self.preset, **(config or {}))
         arrays = load_training_arrays(data, cfg.resolution, META.conditioning, None)
-        if self.colours is None:
-            self.colours = ClassColours(arrays.num_classes)
-        k, start, losses = self.colours.config.num_classes, time.perf_counter(), []
+        if self.colors is None:
+            self.colors = ClassColors(arrays.num_classes)
+        k, start, losses = self.colors.config.num_classes, time.perf_counter(), []
         if arrays.num_classes > k:
             raise InputError(f"toy: the data has {arrays.num_classes} tissue classes; this model holds {k}")
         order = np.random.default_rng(cfg.seed).permutation(len(arrays))
@@ -115,16 +115,16 @@ class ToyPainter(ComponentFolder, Generator):
             batch = arrays.batch(order[np.arange(step * cfg.batch_size, (step + 1) * cfg.batch_size) % len(arrays)])
             ids, pixels = batch.tissue.reshape(-1), batch.images.reshape(-1, 3).astype(np.float64)
             keep = ids < k  # 255 = ignore
-            losses.append(float(np.mean((pixels[keep] - self.colours.means()[ids[keep]]) ** 2) / 255**2))
+            losses.append(float(np.mean((pixels[keep] - self.colors.means()[ids[keep]]) ** 2) / 255**2))
             for c in range(3):
-                self.colours.sums[:, c] += torch.from_numpy(np.bincount(ids[keep], pixels[keep, c], minlength=k))
-            self.colours.counts += torch.from_numpy(np.bincount(ids[keep], minlength=k).astype(np.float64))
+                self.colors.sums[:, c] += torch.from_numpy(np.bincount(ids[keep], pixels[keep, c], minlength=k))
+            self.colors.counts += torch.from_numpy(np.bincount(ids[keep], minlength=k).astype(np.float64))
         seconds = time.perf_counter() - start
         self._hash = None
         self.train_report = TrainReport(
             generator=META.name, steps=cfg.steps, losses=losses, seconds=seconds,
             images_per_second=cfg.steps * cfg.batch_size / max(seconds, 1e-9),
-            data=TrainingData(description=arrays.description, licence=arrays.licence, patches=len(arrays),
+            data=TrainingData(description=arrays.description, license=arrays.license, patches=len(arrays),
                               source_datasets=list(arrays.source_datasets), tissue_schema=arrays.tissue_schema))
         if out is not None:
             self.save(out)
@@ -134,11 +134,11 @@ class ToyPainter(ComponentFolder, Generator):
                **fields: Any) -> list[Sample]:
         if self.resolve_options(options, **fields).task != "synthesis":  # painting has no other options
             raise InputError("toy does only synthesis")
-        if self.colours is None:
+        if self.colors is None:
             raise RuntimeError("toy: train first")
         seeds = [derive_seed(seed, j) for j in range(len(conditions))] if isinstance(seed, int) else list(seed)
         batch, res = condition_batch(conditions, self.preset.resolution, META.conditioning), self.preset.resolution
-        means, k, out = self.colours.means(), self.colours.config.num_classes, []
+        means, k, out = self.colors.means(), self.colors.config.num_classes, []
         if conditions and get_schema(batch.tissue_schema).num_classes > k:
             raise InputError(f"toy: conditions use {batch.tissue_schema!r}; this model holds {k} classes")
         for cond, tissue, s in zip(conditions, batch.tissue, seeds, strict=True):
@@ -151,12 +151,12 @@ class ToyPainter(ComponentFolder, Generator):
         return out
 
     def saved_components(self) -> dict[str, Any]:
-        if self.colours is None:
+        if self.colors is None:
             raise RuntimeError("toy: train first")
-        return {"colours": self.colours}
+        return {"colors": self.colors}
 
     def hashed_components(self) -> list[str]:
-        return ["colours"]
+        return ["colors"]
 
     def saved_settings(self) -> dict[str, Any]:
         return {"settings": asdict(self.preset)}
@@ -165,15 +165,15 @@ class ToyPainter(ComponentFolder, Generator):
     def load(cls, path: Path | str, device: str | None = None) -> "ToyPainter":
         folder = Path(path)
         config = read_json_file(folder / "config.json")
-        recorded = verify_checkpoint(folder, ["colours"], config.get("checkpoint_hash"))
+        recorded = verify_checkpoint(folder, ["colors"], config.get("checkpoint_hash"))
         known = {f.name for f in fields(ToyPreset)}
         painter = cls(ToyPreset(**{k: v for k, v in config["settings"].items() if k in known}),
-                      load_component(folder, "colours", ClassColours))
+                      load_component(folder, "colors", ClassColors))
         painter.train_report = TrainReport.from_json(config["training"]) if config.get("training") else None
         painter._hash = recorded
         return painter
 
     def card_details(self) -> list[str]:
-        k = self.colours.config.num_classes if self.colours is not None else "?"
-        return [f"- Paints each of {k} tissue classes with its mean training colour plus Gaussian noise "
+        k = self.colors.config.num_classes if self.colors is not None else "?"
+        return [f"- Paints each of {k} tissue classes with its mean training color plus Gaussian noise "
                 f"(sd {self.preset.noise} levels) at {self.preset.resolution} px."]
