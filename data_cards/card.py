@@ -1,7 +1,7 @@
 """Dataset cards: render the README.md (Hub YAML metadata + prose) of every dataset histosynth writes, and validate one.
 
 The YAML is built with huggingface_hub's `DatasetCardData` and carries what `datasets.load_dataset` needs (configs,
-dataset_info with features), the Hub's catalogue fields (license, task_categories, size_categories,
+dataset_info with features), the Hub's catalog fields (license, task_categories, size_categories,
 source_datasets, tags) and histosynth's own block (format version, class schemas). The prose comes from
 templates/dataset_card.md (Jinja2, as `DatasetCard.from_template` uses) and is parsed back with `DatasetCard`.
 `validate_card` checks a card locally and, with `remote=True`, with the Hub's own validator (`DatasetCard.validate`).
@@ -25,9 +25,9 @@ from histosynth.data_cards.model import (
     BenchmarkScore,
     CardInfo,
     Version,
-    licence_name,
-    required_licence,
-    source_licence,
+    license_name,
+    required_license,
+    source_license,
 )
 from histosynth.errors import InputError
 
@@ -42,7 +42,8 @@ TEMPLATE = Path(__file__).parent / "templates" / "dataset_card.md"
 REQUIRED_METADATA = ("license", "task_categories", "size_categories", "source_datasets", "configs", "tags",
                      "dataset_info", "histosynth")
 REQUIRED_SECTIONS = ("Contents", "How it was made", "Classes", "Benchmark scores", "Intended use",
-                     "Known limitations", "How to cite", "Licence")
+                     "Known limitations", "How to cite", "License")
+OLD_SECTIONS = {"License": "Licence"}  # the heading's British spelling, in cards rendered before histosynth 0.2
 INTENDED_USE = {
     True: "Training and evaluating tissue-segmentation and nuclei-detection models (as extra or replacement "
           "training data), studying generators, and benchmarking. Research use; not for diagnosis or any "
@@ -51,7 +52,7 @@ INTENDED_USE = {
            "models. Not for diagnosis or any clinical decision.",
 }
 LIMITATIONS = {
-    True: "Generated images can contain artefacts and can under-represent rare morphologies of the training data; "
+    True: "Generated images can contain artifacts and can under-represent rare morphologies of the training data; "
           "the labels are the conditions, so where the generator did not follow them the label is wrong for that "
           "image. Scores of models trained only on synthetic data can differ from scores on real data: evaluate "
           "on real data.",
@@ -112,9 +113,9 @@ def _class_table(schema_name: str, counts: dict[int, int] | None, unit: str) -> 
     rows = []
     for info in classes:
         count = "not counted yet" if counts is None else f"{counts.get(info.id, 0):,}"
-        rows.append({"id": info.id, "name": info.name, "colour": "#{:02x}{:02x}{:02x}".format(*info.colour), "count": count})
+        rows.append({"id": info.id, "name": info.name, "color": "#{:02x}{:02x}{:02x}".format(*info.color), "count": count})
     if schema.kind == "tissue":  # 255 is valid in tissue maps only
-        rows.append({"id": 255, "name": "ignore", "colour": "-", "count": "" if counts is None else f"{counts.get(255, 0):,}"})
+        rows.append({"id": 255, "name": "ignore", "color": "-", "count": "" if counts is None else f"{counts.get(255, 0):,}"})
     return {"name": schema.name, "kind": schema.kind, "description": schema.description, "unit": unit, "rows": rows}
 
 
@@ -170,7 +171,7 @@ def render_card(
         tables.append(_class_table(tissue_schema, tissue_pixels, "pixels"))
     if nuclei_schema:
         tables.append(_class_table(nuclei_schema, nuclei_counts, "nuclei"))
-    imposed = required_licence(info.source_datasets)
+    imposed = required_license(info.source_datasets)
     text = _environment().from_string(TEMPLATE.read_text(encoding="utf-8")).render(
         card_yaml=card_data.to_yaml(),
         info=info,
@@ -183,9 +184,9 @@ def render_card(
         default_intended_use=INTENDED_USE[info.synthetic],
         default_limitations=LIMITATIONS[info.synthetic],
         imposed=imposed,
-        imposed_sources=", ".join(s for s in info.source_datasets if source_licence(s) == imposed),
-        licence_title=licence_name(info.license),
-        source_licences=", ".join(f"{s} {source_licence(s)}" for s in info.source_datasets if source_licence(s)),
+        imposed_sources=", ".join(s for s in info.source_datasets if source_license(s) == imposed),
+        license_title=license_name(info.license),
+        source_licenses=", ".join(f"{s} {source_license(s)}" for s in info.source_datasets if source_license(s)),
         repo=info.repo or "ORG/NAME",
     )
     validate_card(text)
@@ -208,7 +209,7 @@ def _metadata_problems(card: DatasetCard) -> list[str]:
     if problems:
         return problems
     if not isinstance(data["license"], str):
-        problems.append("`license` must be one Hub licence id")
+        problems.append("`license` must be one Hub license id")
     block = data["histosynth"]
     if not isinstance(block, dict) or block.get("format_version") != FORMAT_VERSION:
         problems.append(f"`histosynth.format_version` must be {FORMAT_VERSION}")
@@ -230,12 +231,12 @@ def _metadata_problems(card: DatasetCard) -> list[str]:
     sources = data["source_datasets"] if isinstance(data["source_datasets"], list) else [data["source_datasets"]]
     probe = CardInfo("", "", license=data["license"] if isinstance(data["license"], str) else "",
                      source_datasets=[s for s in sources if s != "original"])
-    problems += probe.licence_problems()
+    problems += probe.license_problems()
     return problems
 
 
 def validate_card(text: str, remote: bool = False) -> DatasetCard:
-    """Parse and check a card: the Hub metadata fields, features that `datasets` can read, the licence rule and
+    """Parse and check a card: the Hub metadata fields, features that `datasets` can read, the license rule and
     the prose sections. With `remote=True` the Hub (HF_ENDPOINT) validates the YAML too. Raises
     CardValidationError listing every problem; returns the parsed `DatasetCard`."""
     try:
@@ -246,7 +247,7 @@ def validate_card(text: str, remote: bool = False) -> DatasetCard:
         raise CardValidationError("the card has no YAML front matter")
     problems = _metadata_problems(card)
     headings = {line[3:].strip() for line in card.text.splitlines() if line.startswith("## ")}
-    problems += [f"no `## {s}` section" for s in REQUIRED_SECTIONS if s not in headings]
+    problems += [f"no `## {s}` section" for s in REQUIRED_SECTIONS if s not in headings and OLD_SECTIONS.get(s) not in headings]
     if problems:
         raise CardValidationError("invalid dataset card:\n  - " + "\n  - ".join(problems))
     if remote:

@@ -1,11 +1,11 @@
-"""The card model: what a dataset card says, dataset versions, and the licence rule. Standard library only.
+"""The card model: what a dataset card says, dataset versions, and the license rule. Standard library only.
 
 Kept free of `datasets`/`huggingface_hub` so that the registry of released sets (`histosynth ls datasets`)
 loads without them; rendering and validation live in `histosynth.data_cards.card`.
 
-Licence rule: a dataset made from real data carries the licence of that data when it is share-alike (PanNuke,
+License rule: a dataset made from real data carries the license of that data when it is share-alike (PanNuke,
 PANDA, Lizard and MoNuSAC are CC BY-NC-SA 4.0, so every synthetic set derived from them is too: non-commercial,
-attribution, same licence for derivatives); otherwise the card states the licence it was given.
+attribution, same license for derivatives); otherwise the card states the license it was given.
 """
 
 from __future__ import annotations
@@ -14,9 +14,10 @@ import re
 from dataclasses import dataclass, field
 from functools import total_ordering
 
+from histosynth.deprecated import renamed_names, warn_renamed
 from histosynth.errors import InputError
 
-SOURCE_LICENCES: dict[str, str] = {
+SOURCE_LICENSES: dict[str, str] = {
     "camelyon16": "cc0-1.0",
     "panda": "cc-by-nc-sa-4.0",
     "pannuke": "cc-by-nc-sa-4.0",
@@ -26,11 +27,11 @@ SOURCE_LICENCES: dict[str, str] = {
     "embedded": "cc0-1.0",
     "simulator": "cc0-1.0",
 }
-"""Hub licence id of the data behind each histosynth source (kept equal to each source's `meta.licence` by a test)."""
+"""Hub license id of the data behind each histosynth source (kept equal to each source's `meta.license` by a test)."""
 
 SHARE_ALIKE = {"cc-by-nc-sa-4.0", "cc-by-sa-4.0", "cc-by-nc-sa-3.0", "cc-by-sa-3.0"}
 
-LICENCE_NAMES: dict[str, str] = {
+LICENSE_NAMES: dict[str, str] = {
     "cc0-1.0": "CC0 1.0 (public domain dedication)",
     "cc-by-4.0": "CC BY 4.0",
     "cc-by-nc-4.0": "CC BY-NC 4.0",
@@ -44,34 +45,34 @@ LICENCE_NAMES: dict[str, str] = {
 DEFAULT_TASKS = ("image-segmentation", "image-to-image")
 
 
-def source_licence(name: str) -> str | None:
-    """The Hub licence id of a source dataset named in a card (`panda` or `extended|panda`), None if unknown."""
-    return SOURCE_LICENCES.get(name.split("|")[-1].strip().lower())
+def source_license(name: str) -> str | None:
+    """The Hub license id of a source dataset named in a card (`panda` or `extended|panda`), None if unknown."""
+    return SOURCE_LICENSES.get(name.split("|")[-1].strip().lower())
 
 
-def required_licence(source_datasets: list[str]) -> str | None:
-    """The licence a derivative of these sources must carry (a share-alike source imposes its own), else None.
+def required_license(source_datasets: list[str]) -> str | None:
+    """The license a derivative of these sources must carry (a share-alike source imposes its own), else None.
 
-    Raises ValueError when two sources impose different share-alike licences: no licence satisfies both.
+    Raises ValueError when two sources impose different share-alike licenses: no license satisfies both.
     """
-    imposed = sorted({lic for lic in map(source_licence, source_datasets) if lic in SHARE_ALIKE})
+    imposed = sorted({lic for lic in map(source_license, source_datasets) if lic in SHARE_ALIKE})
     if len(imposed) > 1:
-        raise InputError(f"sources {source_datasets} impose incompatible share-alike licences {imposed}")
+        raise InputError(f"sources {source_datasets} impose incompatible share-alike licenses {imposed}")
     return imposed[0] if imposed else None
 
 
-def default_licence(source_datasets: list[str]) -> str:
-    """The licence to give a set derived from these sources: the imposed one, the common one, or "other"."""
-    required = required_licence(source_datasets)
+def default_license(source_datasets: list[str]) -> str:
+    """The license to give a set derived from these sources: the imposed one, the common one, or "other"."""
+    required = required_license(source_datasets)
     if required:
         return required
-    known = {source_licence(s) for s in source_datasets}
+    known = {source_license(s) for s in source_datasets}
     return known.pop() if len(known) == 1 and None not in known else "other"
 
 
-def licence_name(licence: str) -> str:
-    """Readable name of a Hub licence id."""
-    return LICENCE_NAMES.get(licence, licence)
+def license_name(license: str) -> str:
+    """Readable name of a Hub license id."""
+    return LICENSE_NAMES.get(license, license)
 
 
 _VERSION = re.compile(r"v(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)")
@@ -158,13 +159,24 @@ class CardInfo:
         return [s if "|" in s or s == "original" else f"extended|{s}" for s in self.source_datasets]
 
     def licence_problems(self) -> list[str]:
-        """Why this card's licence does not follow its source data (empty when it does)."""
+        """Deprecated: `license_problems`."""
+        warn_renamed("licence_problems", "license_problems", "CardInfo")
+        return self.license_problems()
+
+    def license_problems(self) -> list[str]:
+        """Why this card's license does not follow its source data (empty when it does)."""
         try:
-            required = required_licence(self.source_datasets)
+            required = required_license(self.source_datasets)
         except ValueError as err:
             return [str(err)]
         if required and self.license != required:
-            names = [s for s in self.source_datasets if source_licence(s) == required]
-            return [f"license is {self.license!r} but the source data ({', '.join(names)}) is {licence_name(required)}, "
+            names = [s for s in self.source_datasets if source_license(s) == required]
+            return [f"license is {self.license!r} but the source data ({', '.join(names)}) is {license_name(required)}, "
                     f"share-alike: a dataset derived from it must be licensed {required!r}"]
         return []
+
+
+# The British spellings of these names, for one release.
+__getattr__ = renamed_names(__name__, {"SOURCE_LICENCES": "SOURCE_LICENSES", "LICENCE_NAMES": "LICENSE_NAMES",
+                                       "source_licence": "source_license", "required_licence": "required_license",
+                                       "default_licence": "default_license", "licence_name": "license_name"}, globals())

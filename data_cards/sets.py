@@ -79,7 +79,7 @@ class DatasetSpec:
                         repo=self.repo)
 
     def line(self) -> str:
-        """One line for `histosynth ls datasets`: versions (with status), repo, licence, summary."""
+        """One line for `histosynth ls datasets`: versions (with status), repo, license, summary."""
         versions = ", ".join(f"{v.version} {v.status}" for v in sorted(self.versions, key=lambda v: v.version))
         return f"{versions} | {self.repo} | {self.card['license']} | {self.summary}"
 
@@ -108,7 +108,7 @@ def _version_spec(path: Path, raw: Any) -> VersionSpec:
 
 
 def load_spec(path: Path | str) -> DatasetSpec:
-    """Read and check one spec file (fields, versions, licence rule, commands)."""
+    """Read and check one spec file (fields, versions, license rule, commands)."""
     path = Path(path)
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
@@ -142,7 +142,7 @@ def load_spec(path: Path | str) -> DatasetSpec:
         info = spec.card_info()
     except TypeError as err:
         raise _fail(path, f"card: {err}") from None
-    problems = info.licence_problems()
+    problems = info.license_problems()
     if problems:
         raise _fail(path, problems[0])
     if raw.get("recipe"):  # the release is the recipe (histosynth recipe run THIS_FILE ...), which names the repo

@@ -1,7 +1,7 @@
 """Class-schema registry: the only place class ids are defined.
 
 Every schema reserves id 0 for background and id 255 for "ignore" (e.g. Camelyon16's `_2` exclusion
-regions, unlabelled pixels). Readers map each source's own numbering onto these ids and say how in their
+regions, unlabeled pixels). Readers map each source's own numbering onto these ids and say how in their
 docstrings. Sources for the orders: each dataset's release notes, as cited in its reader (histosynth.sources).
 
 PanNuke pitfall: codebases number its classes differently (npy channel order vs CoSyn vs others). The
@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from histosynth.deprecated import renamed_field, renamed_names
 from histosynth.registry import Registry
 
 BACKGROUND_ID = 0
@@ -25,11 +26,14 @@ RGB = tuple[int, int, int]
 
 @dataclass(frozen=True)
 class ClassInfo:
-    """One class: its id in the schema, a readable name, and an overlay colour."""
+    """One class: its id in the schema, a readable name, and an overlay color."""
 
     id: int
     name: str
-    colour: RGB
+    color: RGB
+
+
+renamed_field(ClassInfo, "colour", "color")  # the British spelling, for one release
 
 
 @dataclass(frozen=True)
@@ -91,8 +95,8 @@ class ClassSchema:
         raise KeyError(f"schema {self.name!r} has no class {name!r} (classes: {', '.join(self.names)})")
 
     def palette(self) -> dict[int, RGB]:
-        """Id -> RGB colour for overlays (ignore drawn black)."""
-        return {c.id: c.colour for c in self.classes} | {IGNORE_ID: (0, 0, 0)}
+        """Id -> RGB color for overlays (ignore drawn black)."""
+        return {c.id: c.color for c in self.classes} | {IGNORE_ID: (0, 0, 0)}
 
 
 def _schema(name: str, kind: str, classes: list[tuple[str, RGB]], description: str, source_order: str) -> ClassSchema:
@@ -101,14 +105,14 @@ def _schema(name: str, kind: str, classes: list[tuple[str, RGB]], description: s
     return ClassSchema(name, kind, tuple(infos), description, source_order)
 
 
-def distinct_colours(n: int) -> list[RGB]:
-    """`n` well-separated colours (golden-ratio hue steps) for schemas with many classes."""
-    colours = []
+def distinct_colors(n: int) -> list[RGB]:
+    """`n` well-separated colors (golden-ratio hue steps) for schemas with many classes."""
+    colors = []
     for i in range(n):
         hue = (i * 0.618033988749895) % 1.0
         r, g, b = colorsys.hsv_to_rgb(hue, 0.75 if i % 2 else 0.95, 0.95 if i % 3 else 0.75)
-        colours.append((round(r * 255), round(g * 255), round(b * 255)))
-    return colours
+        colors.append((round(r * 255), round(g * 255), round(b * 255)))
+    return colors
 
 
 _PSEUDO = re.compile(r"\Apseudo-(tissue|nuclei)-k([1-9][0-9]{0,2})\Z")  # \Z: `$` would accept a trailing newline
@@ -125,7 +129,7 @@ def _resolve_pseudo(name: str) -> ClassSchema | None:
     return _schema(
         name,
         kind,
-        [(f"{label}-{i}", c) for i, c in enumerate(distinct_colours(k), start=1)],
+        [(f"{label}-{i}", c) for i, c in enumerate(distinct_colors(k), start=1)],
         f"{k} self-supervised {kind} clusters (histosynth.labels); cluster j -> id j + 1",
         "cluster index j (0-based) -> id j + 1",
     )
@@ -137,7 +141,7 @@ _BUILTIN = [
     _schema(
         "camelyon16", "tissue",
         [("normal", (60, 160, 60)), ("tumor", (220, 30, 30))],
-        "Camelyon16 lymph-node sections: tumour vs non-tumour tissue",
+        "Camelyon16 lymph-node sections: tumor vs non-tumor tissue",
         "ASAP XML groups Tumor/_0/_1 -> tumor (2); _2 (exclusion) -> 255 ignore; other tissue -> normal (1)",
     ),
     _schema(
@@ -236,3 +240,7 @@ def remap_ids(ids: np.ndarray, source: str, target: str) -> np.ndarray:
     if arr.size and (arr.min() < 0 or arr.max() > 255):
         raise ValueError(f"ids outside 0..255 cannot be remapped from {source!r}")
     return lut[arr.astype(np.intp)].astype(arr.dtype)
+
+
+# The British spelling of this name, for one release.
+__getattr__ = renamed_names(__name__, {"distinct_colours": "distinct_colors"}, globals())

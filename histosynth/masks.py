@@ -6,7 +6,7 @@ Rules ported from Palette (Janspiry/Palette-Image-to-Image-Diffusion-Models, dat
 bbox2mask, brush_stroke_mask; the "hybrid" mode of data/dataset.py), defaults given on a 256 px canvas:
 - Box: a corner (top0, left0) drawn in [margin, size - margin - box_max) per axis, then shrunk by d in
   [0, box_delta / 2] per axis from the top-left only: rows [top0 + d, top0 + box_max). (Palette's comment says the
-  centre stays fixed; its code keeps the bottom-right corner fixed, which is what is ported.)
+  center stays fixed; its code keeps the bottom-right corner fixed, which is what is ported.)
 - Brush: 1 to max_loops - 1 strokes (Palette's `randint(1, max_loops)` excludes max_loops, so its "up to 4 loops"
   draws 1-3); each a polyline of 4-11 segments from a uniform start point, segment lengths r ~ N(R, R/2) clipped
   to [0, 2R] with R = diagonal / 8, turning angles uniform around 2 pi / 5 (spread 2 pi / 15) with alternate
@@ -20,7 +20,7 @@ Differences from Palette, on purpose:
   scaled by patch size / 256, per axis for the box and by the geometric mean of the axes for the width, so the
   masked area fraction does not depend on the patch size.
 - Positions, sizes and widths are drawn as continuous values over the span of Palette's integer draws and
-  rasterised by pixel centres (pixel i covers [i, i + 1)); Palette draws integers and truncates vertices. Strokes are drawn with skimage.draw (polygon per segment + disks), not PIL.
+  rasterized by pixel centers (pixel i covers [i, i + 1)); Palette draws integers and truncates vertices. Strokes are drawn with skimage.draw (polygon per segment + disks), not PIL.
 - Randomness: mask `index` of a set with seed `seed` uses its own PCG64 stream seeded by SeedSequence([seed, index]),
   so it is a pure function of (seed, index, size): the same draws at every size give the same shape, scaled. Only
   the bit generator's uniform doubles are used (normals by Box-Muller here), because numpy's NEP 19 lets the
@@ -107,7 +107,7 @@ def _shape(size: int | tuple[int, int]) -> tuple[int, int]:
 
 
 def _pixel_span(start: float, stop: float) -> slice:
-    """The pixels whose centres (i + 0.5) lie in [start, stop)."""
+    """The pixels whose centers (i + 0.5) lie in [start, stop)."""
     return slice(math.ceil(start - 0.5), math.ceil(stop - 0.5))
 
 
@@ -149,11 +149,11 @@ def _brush_strokes(draws: _Draws, shape: tuple[int, int], config: HybridMaskConf
 
 
 def draw_strokes(strokes: list[Stroke], shape: tuple[int, int]) -> np.ndarray:
-    """Rasterise strokes (each segment a band of the stroke's width, each vertex a disk of its diameter) by pixel centre."""
+    """Rasterize strokes (each segment a band of the stroke's width, each vertex a disk of its diameter) by pixel center."""
     mask = np.zeros(shape, dtype=bool)
     for stroke in strokes:
         half = stroke.width / 2
-        points = stroke.vertices - 0.5  # skimage puts pixel i's centre at i
+        points = stroke.vertices - 0.5  # skimage puts pixel i's center at i
         for (x0, y0), (x1, y1) in zip(points[:-1], points[1:], strict=True):
             length = math.hypot(x1 - x0, y1 - y0)
             if length > 0:

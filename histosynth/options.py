@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Callable
 
 MAX_COUNT = 10_000_000  # samples, patches, masks, rows in one command
-MAX_STEPS = 100_000_000  # optimiser or sampler steps
+MAX_STEPS = 100_000_000  # optimizer or sampler steps
 MAX_BATCH = 65_536
 MAX_SEED = 2**63 - 1
 MAX_THREADS = 1024

@@ -1,6 +1,6 @@
 """A typed name -> object registry with lazy "module:attr" entries.
 
-Modelled on lm-evaluation-harness's registry: entries may be given as import strings so that listing a
+Modeled on lm-evaluation-harness's registry: entries may be given as import strings so that listing a
 registry (``histosynth ls``) never imports torch; the object is imported on first `get`.
 """
 

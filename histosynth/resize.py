@@ -1,6 +1,6 @@
 """Square resizing of a patch and its label map to a model's resolution, one rule for generators and benchmark.
 
-Images use Lanczos; label maps use nearest neighbour, so class ids stay exact and no id is invented between two
+Images use Lanczos; label maps use nearest neighbor, so class ids stay exact and no id is invented between two
 classes.
 """
 
@@ -18,7 +18,7 @@ def resize_image(image: np.ndarray, size: int) -> np.ndarray:
 
 
 def resize_map(tissue: np.ndarray, size: int) -> np.ndarray:
-    """uint8 label map to size x size (nearest neighbour keeps class ids exact)."""
+    """uint8 label map to size x size (nearest neighbor keeps class ids exact)."""
     if tissue.shape == (size, size):
         return tissue
     return np.asarray(Image.fromarray(tissue).resize((size, size), Image.Resampling.NEAREST))

@@ -1,8 +1,8 @@
 """Lossless conversion between `Sample` and one `datasets` row.
 
 Columns: `image` (PNG, datasets.Image), `tissue` (8-bit PNG, Image(mode="L")), `nuclei` (list of
-{x, y, class_id: ClassLabel}), `nuclei_instances` (16-bit grey PNG), `completion_mask` (8-bit PNG, 0/255),
-the two schema names, and one column per provenance field. A null column means "not labelled".
+{x, y, class_id: ClassLabel}), `nuclei_instances` (16-bit gray PNG), `completion_mask` (8-bit PNG, 0/255),
+the two schema names, and one column per provenance field. A null column means "not labeled".
 PNG is lossless, so pixels, labels and ids survive exactly.
 """
 
@@ -49,7 +49,7 @@ def features_for(tissue_schema: str | None, nuclei_schema: str | None) -> datase
 
 
 def encode_png(array: np.ndarray) -> bytes:
-    """Lossless PNG bytes of an RGB uint8, grey uint8 or grey uint16 array."""
+    """Lossless PNG bytes of an RGB uint8, gray uint8 or gray uint16 array."""
     buffer = io.BytesIO()
     Image.fromarray(array).save(buffer, format="PNG", compress_level=PNG_COMPRESS_LEVEL)
     return buffer.getvalue()
@@ -99,7 +99,7 @@ COLUMNS: tuple[str, ...] = ("image", "tissue", "tissue_schema", "nuclei", "nucle
 def row_to_sample(row: dict[str, Any]) -> Sample:
     """Rebuild the Sample of a row (decoded by `datasets` or raw from parquet); validates it."""
     missing = [name for name in COLUMNS if name not in row]
-    if missing:  # a dropped label column would otherwise read as "not labelled"
+    if missing:  # a dropped label column would otherwise read as "not labeled"
         raise SampleValidationError(f"row: missing column(s) {missing}; a histosynth row has {list(COLUMNS)}")
     provenance = Provenance(**{name: row.get(name) for name in PROVENANCE_FIELDS})
     where = f"row {provenance.describe()}"

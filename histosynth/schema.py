@@ -2,11 +2,11 @@
 
 A Sample is an RGB uint8 patch plus optional labels: a tissue map (uint8 class per pixel) and nuclei
 (classed centroids, optionally with a uint16 instance map), an optional completion mask, and provenance.
-`None` means "not labelled", which is different from an all-background map.
+`None` means "not labeled", which is different from an all-background map.
 
 Conventions:
 - arrays are (H, W[, C]) row-major; centroids are (x, y) in pixel-index coordinates (x = column,
-  y = row, the centre of pixel (r, c) is (c, r)), so a centroid lies in [0, W-1] x [0, H-1];
+  y = row, the center of pixel (r, c) is (c, r)), so a centroid lies in [0, W-1] x [0, H-1];
 - an instance map numbers its nuclei 1..n with no gaps and centroid k belongs to instance k + 1, so the
   class of every instance is known (use `Nuclei.from_instance_map` to relabel arbitrary ids);
 - class ids come from the class-schema registry (histosynth.classes).

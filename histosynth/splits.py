@@ -5,7 +5,7 @@ A group is what may not straddle the split:
 - `region`: a square block of one slide, `region_size` level-0 pixels on a side, holding the patches whose top-left
   corner (provenance x, y) lies in it. Patches do not cross a block border when the tiling does not overlap and the
   block side is a multiple of the tile's level-0 extent (the simulator's 256 px tiles and the 2048 px default);
-  with overlapping tiles (stride < size) neighbouring blocks share a strip one tile wide at their border.
+  with overlapping tiles (stride < size) neighboring blocks share a strip one tile wide at their border.
 The groups are shuffled with `seed` and the test split takes the shortest prefix of them whose sample count comes
 closest to `test_fraction` of the whole (at least one group on each side).
 """

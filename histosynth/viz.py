@@ -16,17 +16,17 @@ TISSUE_ALPHA = 0.35
 
 
 def overlay(sample: Sample) -> np.ndarray:
-    """The patch with its tissue map blended in class colours and nuclei outlined in class colours."""
+    """The patch with its tissue map blended in class colors and nuclei outlined in class colors."""
     from skimage.segmentation import find_boundaries
 
     picture = sample.image.astype(np.float32)
     if sample.tissue is not None:
         lut = np.zeros((256, 3), np.float32)
-        for class_id, colour in get_schema(sample.tissue_schema).palette().items():
-            lut[class_id] = colour
-        colours = lut[sample.tissue]
-        labelled = (sample.tissue != 0) & (sample.tissue != IGNORE_ID)
-        picture[labelled] = (1 - TISSUE_ALPHA) * picture[labelled] + TISSUE_ALPHA * colours[labelled]
+        for class_id, color in get_schema(sample.tissue_schema).palette().items():
+            lut[class_id] = color
+        colors = lut[sample.tissue]
+        labeled = (sample.tissue != 0) & (sample.tissue != IGNORE_ID)
+        picture[labeled] = (1 - TISSUE_ALPHA) * picture[labeled] + TISSUE_ALPHA * colors[labeled]
         picture[sample.tissue == IGNORE_ID] *= 0.4
     nuclei = sample.nuclei
     if nuclei is not None and len(nuclei):
@@ -54,12 +54,12 @@ def _legend_handles(samples: Sequence[Sample]):
     for name in schemas:
         schema = get_schema(name)
         for info in schema.classes[1:]:
-            handles.append(Patch(color=np.array(info.colour) / 255, label=f"{name}: {info.name}"))
+            handles.append(Patch(color=np.array(info.color) / 255, label=f"{name}: {info.name}"))
     return handles
 
 
 def draw_grid(samples: Sequence[Sample], out: Path | str, title: str = "", columns: int = 4) -> Path:
-    """Save a grid of samples (raw patch and, when labelled, its overlay) with a class legend as PNG."""
+    """Save a grid of samples (raw patch and, when labeled, its overlay) with a class legend as PNG."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -67,9 +67,9 @@ def draw_grid(samples: Sequence[Sample], out: Path | str, title: str = "", colum
 
     if not samples:
         raise InputError("draw_grid: no samples to draw")
-    labelled = any(s.tissue is not None or s.nuclei is not None for s in samples)
-    panels = [(s, False) for s in samples] if not labelled else [(s, v) for s in samples for v in (False, True)]
-    columns = min(columns * (2 if labelled else 1), len(panels))
+    labeled = any(s.tissue is not None or s.nuclei is not None for s in samples)
+    panels = [(s, False) for s in samples] if not labeled else [(s, v) for s in samples for v in (False, True)]
+    columns = min(columns * (2 if labeled else 1), len(panels))
     rows = -(-len(panels) // columns)
     handles = _legend_handles(samples)
     legend_columns = max(1, min(6, columns))

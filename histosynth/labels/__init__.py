@@ -1,6 +1,6 @@
 """Self-supervised labels for unannotated tissue, and HTD's heterogeneous sampling.
 
-- `nuclei`: pseudo nuclei by colour deconvolution + threshold + watershed, classes by clustering morphology and
+- `nuclei`: pseudo nuclei by color deconvolution + threshold + watershed, classes by clustering morphology and
   stain features (`pseudo-nuclei-kN`); detection F1 against the simulator's exact nuclei.
 - `tissue`: tissue phenotypes from encoder embeddings of sub-patch cells, diversity-aware sampling and
   hierarchical k-means, nested pseudo maps at several granularities (`pseudo-tissue-kN`).
@@ -14,6 +14,7 @@ Nothing here imports torch until an encoder is used.
 
 from __future__ import annotations
 
+from histosynth.deprecated import renamed_names
 from histosynth.labels.curriculum import curriculum_k, curriculum_stages
 from histosynth.labels.heterogeneity import (
     ClassCrop,
@@ -30,11 +31,11 @@ from histosynth.labels.heterogeneity import (
 from histosynth.labels.nuclei import NucleiClusters, NucleiParams, detection_scores, segment_nuclei
 from histosynth.labels.pipeline import (
     PseudolabelConfig,
-    PseudoLabeller,
-    fit_pseudolabeller,
+    PseudoLabeler,
+    fit_pseudolabeler,
     load_hierarchy,
     pseudolabel_dataset,
-    write_pseudolabelled,
+    write_pseudolabeled,
 )
 from histosynth.labels.tissue import CellEmbedder, Hierarchy, PhenotypeModel, fit_phenotypes
 
@@ -48,7 +49,7 @@ __all__ = [
     "NucleiClusters",
     "NucleiParams",
     "PhenotypeModel",
-    "PseudoLabeller",
+    "PseudoLabeler",
     "PseudolabelConfig",
     "class_crops",
     "composition",
@@ -58,11 +59,15 @@ __all__ = [
     "diversity_entropy",
     "entropy_sample",
     "fit_phenotypes",
-    "fit_pseudolabeller",
+    "fit_pseudolabeler",
     "is_heterogeneous",
     "load_hierarchy",
     "pseudolabel_dataset",
     "region_complexity",
     "segment_nuclei",
-    "write_pseudolabelled",
+    "write_pseudolabeled",
 ]
+
+# The British spellings of these names, for one release.
+__getattr__ = renamed_names(__name__, {"PseudoLabeller": "PseudoLabeler", "fit_pseudolabeller": "fit_pseudolabeler",
+                           "write_pseudolabelled": "write_pseudolabeled"}, globals())

@@ -4,7 +4,7 @@ Entries are keyed by a sha256 of everything that determines them (image bytes, e
 fingerprint, cell size, parameters, code version), never by a user-chosen name, so a changed input or setting
 can never return a stale entry. Each entry is one `.npz` file written atomically (`histosynth.atomic`), so a
 crash leaves either the whole entry or nothing; an unreadable entry (e.g. a disk that filled up) counts as a miss
-and is recomputed. This is what makes pseudo-labelling resumable: a rerun after a crash reads back what was done
+and is recomputed. This is what makes pseudo-labeling resumable: a rerun after a crash reads back what was done
 and computes only the rest.
 """
 

@@ -12,12 +12,12 @@ from __future__ import annotations
 import numpy as np
 
 
-def _sq_dists(x: np.ndarray, centres: np.ndarray, x_sq: np.ndarray | None = None) -> np.ndarray:
+def _sq_dists(x: np.ndarray, centers: np.ndarray, x_sq: np.ndarray | None = None) -> np.ndarray:
     """(n, k) squared Euclidean distances, clipped at 0 (the expansion can go slightly negative)."""
     if x_sq is None:
         x_sq = np.einsum("ij,ij->i", x, x)
-    c_sq = np.einsum("ij,ij->i", centres, centres)
-    d = x_sq[:, None] - 2.0 * (x @ centres.T) + c_sq[None, :]
+    c_sq = np.einsum("ij,ij->i", centers, centers)
+    d = x_sq[:, None] - 2.0 * (x @ centers.T) + c_sq[None, :]
     return np.maximum(d, 0.0, out=d)
 
 
@@ -40,7 +40,7 @@ def kmeans(
     """Cluster rows of `x` into `k` groups: (centroids (k, d) float64, labels (n,), inertia).
 
     Deterministic for a given seed. Needs at least `k` distinct rows; a cluster that empties during the
-    iterations is re-seeded with the point farthest from its centre.
+    iterations is re-seeded with the point farthest from its center.
     """
     x = np.asarray(x, dtype=np.float64)
     if x.ndim != 2 or len(x) == 0:
@@ -52,10 +52,10 @@ def kmeans(
     best: tuple[np.ndarray, np.ndarray, float] | None = None
     for run in range(n_init):
         rng = np.random.default_rng([seed, run])
-        centres = _kmeans_pp(x, k, rng, x_sq)
+        centers = _kmeans_pp(x, k, rng, x_sq)
         labels = np.full(len(x), -1)
         for _ in range(max_iter):
-            d = _sq_dists(x, centres, x_sq)
+            d = _sq_dists(x, centers, x_sq)
             new = d.argmin(axis=1)
             counts = np.bincount(new, minlength=k)
             for empty in np.flatnonzero(counts == 0):  # re-seed with the worst-served point
@@ -66,12 +66,12 @@ def kmeans(
             if np.array_equal(new, labels):
                 break
             labels = new
-            sums = np.zeros_like(centres)
+            sums = np.zeros_like(centers)
             np.add.at(sums, labels, x)
-            centres = sums / counts[:, None]
-        inertia = float(_sq_dists(x, centres, x_sq)[np.arange(len(x)), labels].sum())
+            centers = sums / counts[:, None]
+        inertia = float(_sq_dists(x, centers, x_sq)[np.arange(len(x)), labels].sum())
         if best is None or inertia < best[2] - 1e-9 * max(abs(best[2]), 1.0):
-            best = (centres, labels, inertia)
+            best = (centers, labels, inertia)
     assert best is not None
     return best
 

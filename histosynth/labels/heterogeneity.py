@@ -11,9 +11,9 @@ Annotated data, HTD's 20-80% rule (`is_heterogeneous`): a patch is kept when
 With two classes the last two conditions are the same; with more, the second one stops a 70/15/15 patch from
 counting as a two-tissue interface.
 
-Pseudo-labelled data (`diversity_entropy`, `entropy_sample`): H(r) = -sum_i p_i log p_i (nats) over the tissue
+Pseudo-labeled data (`diversity_entropy`, `entropy_sample`): H(r) = -sum_i p_i log p_i (nats) over the tissue
 fractions; patches are drawn without replacement with probability proportional to H^power (Efraimidis-Spirakis
-keys, seeded), so tumour-stroma interfaces are preferred and homogeneous patches (H = 0) are never drawn.
+keys, seeded), so tumor-stroma interfaces are preferred and homogeneous patches (H = 0) are never drawn.
 
 Per-class visual crops (`class_crops`), HTD's d_i = d_base * (1 + alpha * complexity_i) clipped to [d_min, d_max]:
 - complexity_i = 1 - 4 pi A / P^2 of the class region (one minus the isoperimetric quotient; A its area, P its
@@ -26,7 +26,7 @@ Per-class visual crops (`class_crops`), HTD's d_i = d_base * (1 + alpha * comple
   (CropConfig) derive theirs from it;
 - the crop is a square of the largest size from d_i down to d_min whose pixels are at least `min_purity` of the
   class (1.0 by default: the paper states no threshold, the precursor code searches for all-ones windows) (all window sums at one size come from one integral image, so each size costs O(H W)); among equally
-  pure windows the most interior one wins (largest distance to the region's edge at the window centre), or a
+  pure windows the most interior one wins (largest distance to the region's edge at the window center), or a
   uniformly random one when an rng is given. A region too small for d_min gets its largest inscribed square
   (chessboard distance transform) instead, flagged by `size < d_min`.
 """
@@ -175,7 +175,7 @@ def square_crop(
     """(top, left, purity) of a size x size window at least `min_purity` inside `mask`, or None.
 
     Without `rng`, the purest window, ties broken by the largest `interior` value (default: the Euclidean
-    distance transform of the mask) at its centre; with `rng`, a uniformly random qualifying window.
+    distance transform of the mask) at its center; with `rng`, a uniformly random qualifying window.
     """
     from scipy import ndimage
 
@@ -352,12 +352,12 @@ def save_composition_plot(stats: dict[str, CompositionStats], path: Path | str, 
     path = Path(path)
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.8))
     width = 0.8 / max(len(stats), 1)
-    centres = (HIST_BINS[:-1] + HIST_BINS[1:]) / 2
+    centers = (HIST_BINS[:-1] + HIST_BINS[1:]) / 2
     max_classes = max((max(s.n_classes, default=0) for s in stats.values()), default=0)
     for i, (name, s) in enumerate(stats.items()):
         counts = s.histogram()
         shift = (i - (len(stats) - 1) / 2) * width * 0.1
-        left.bar(centres + shift, counts, width=0.1 * width,
+        left.bar(centers + shift, counts, width=0.1 * width,
                  label=f"{name} (n={s.n}, {100 * s.fraction_heterogeneous:.0f}% in the 20-80% band)")
         per = np.bincount(np.asarray(s.n_classes, dtype=np.int64), minlength=max_classes + 1)
         right.bar(np.arange(max_classes + 1) + (i - (len(stats) - 1) / 2) * width, per, width=width, label=name)

@@ -1,20 +1,20 @@
-"""Pseudo nuclei for unannotated H&E: colour deconvolution, threshold, watershed, and clustered nuclear classes.
+"""Pseudo nuclei for unannotated H&E: color deconvolution, threshold, watershed, and clustered nuclear classes.
 
 Detection (`segment_nuclei`), all lengths in microns and converted with the patch's mpp:
-1. haematoxylin concentration by Ruifrok-Johnston colour deconvolution (`skimage.color.rgb2hed`, channel 0),
+1. hematoxylin concentration by Ruifrok-Johnston color deconvolution (`skimage.color.rgb2hed`, channel 0),
    smoothed with a Gaussian of `smooth_um`;
 2. threshold: Otsu over the patch's tissue pixels (glass excluded, as in histosynth.labels.tissue.glass_mask),
    never below `min_threshold`, with hysteresis (an object must reach `min_peak` somewhere): Otsu adapts to the
    stain strength of each patch, the floors stop it from splitting nucleus-free tissue into "nuclei"; holes are
    filled; connected components smaller than `min_area_um2` or larger than `max_component_um2` (sheets of
-   haematoxylin-dense stroma or keratin, not nuclei) are dropped;
+   hematoxylin-dense stroma or keratin, not nuclei) are dropped;
 3. touching nuclei are split by a watershed on the negated, slightly smoothed Euclidean distance transform,
    seeded by its local maxima (`peak_local_max`, at least `min_distance_um` apart); regions larger than
    `max_area_um2` or less solid than `min_solidity` (ragged fragments of dark stroma) are dropped.
-The instance map is relabelled 1..n with exact centroids by `Nuclei.from_instance_map`.
+The instance map is relabeled 1..n with exact centroids by `Nuclei.from_instance_map`.
 
 Classes (`fit_nuclei_clusters`): per nucleus log area, eccentricity, solidity, log major axis, mean and
-standard deviation of haematoxylin, mean eosin; standardised over the dataset and clustered by k-means (fixed
+standard deviation of hematoxylin, mean eosin; standardized over the dataset and clustered by k-means (fixed
 seed) into `pseudo-nuclei-kN`; clusters are numbered by increasing mean area (id 1 = smallest nuclei), so ids
 are reproducible.
 
@@ -22,7 +22,7 @@ Detection F1 against the simulator's exact centroids (`detection_scores`, `measu
 classes' agreement with the simulator's true classes, and the speed: see perf/RESULTS.md. The simulator's nuclei
 never touch (a 1.5 px gap), so those figures measure the stain separation and thresholding, not how well the
 watershed splits clumped nuclei of real tissue (a unit test checks it splits two overlapping discs): expect lower
-figures on real data, where haematoxylin-dense stroma also yields false nuclei.
+figures on real data, where hematoxylin-dense stroma also yields false nuclei.
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ MATCH_RADIUS_UM = 3.0
 
 @dataclass(frozen=True)
 class NucleiParams:
-    """Detection settings (lengths in microns, thresholds in `rgb2hed` haematoxylin units)."""
+    """Detection settings (lengths in microns, thresholds in `rgb2hed` hematoxylin units)."""
 
     smooth_um: float = 0.5
     min_threshold: float = 0.04
@@ -61,8 +61,8 @@ class NucleiParams:
         return repr(sorted(asdict(self).items()))
 
 
-def haematoxylin_eosin(image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Haematoxylin and eosin concentrations (float32, `rgb2hed` units) of an RGB uint8 image."""
+def hematoxylin_eosin(image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Hematoxylin and eosin concentrations (float32, `rgb2hed` units) of an RGB uint8 image."""
     from skimage.color import rgb2hed
 
     hed = rgb2hed(image)
@@ -81,7 +81,7 @@ def segment_nuclei(image: np.ndarray, mpp: float = 0.5, params: NucleiParams = N
 
     if mpp <= 0:
         raise ValueError(f"segment_nuclei: mpp must be positive, got {mpp}")
-    h = ndimage.gaussian_filter(haematoxylin_eosin(image)[0], params.smooth_um / mpp)
+    h = ndimage.gaussian_filter(hematoxylin_eosin(image)[0], params.smooth_um / mpp)
     tissue = h[~glass_mask(image)]
     if tissue.size < 64:
         tissue = h.ravel()
@@ -130,7 +130,7 @@ def nucleus_features(image: np.ndarray, instances: np.ndarray, mpp: float = 0.5)
     n = int(instances.max()) if instances.size else 0
     if n == 0:
         return np.zeros((0, len(FEATURES)), dtype=np.float32)
-    h, e = haematoxylin_eosin(image)
+    h, e = hematoxylin_eosin(image)
     props = regionprops_table(instances.astype(np.int32), intensity_image=np.stack([h, e], axis=-1),
                               properties=("label", "area", "eccentricity", "solidity", "axis_major_length",
                                           "intensity_mean", "intensity_std"))
@@ -149,11 +149,11 @@ def nucleus_features(image: np.ndarray, instances: np.ndarray, mpp: float = 0.5)
 
 @dataclass
 class NucleiClusters:
-    """Standardisation and k-means centroids of nuclear features; `classify` gives pseudo-nuclei ids 1..k."""
+    """Standardization and k-means centroids of nuclear features; `classify` gives pseudo-nuclei ids 1..k."""
 
     mean: np.ndarray
     scale: np.ndarray
-    centroids: np.ndarray  # (k, F) in standardised units, ordered by increasing mean area
+    centroids: np.ndarray  # (k, F) in standardized units, ordered by increasing mean area
     counts: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))  # nuclei per cluster in the fit
 
     @property
@@ -190,7 +190,7 @@ class NucleiClusters:
 
 
 def fit_nuclei_clusters(features: np.ndarray, k: int = 4, seed: int = 0, max_points: int = 50_000) -> NucleiClusters:
-    """k-means of standardised nuclear features; k shrinks to the number of distinct nuclei when fewer.
+    """k-means of standardized nuclear features; k shrinks to the number of distinct nuclei when fewer.
 
     At most `max_points` nuclei (a seeded random subset) are used for the fit.
     """
@@ -244,7 +244,7 @@ class DetectionScore:
 
 
 def detection_scores(predicted: np.ndarray, actual: np.ndarray, radius: float) -> DetectionScore:
-    """One-to-one matching of (x, y) centroids within `radius` pixels (Hungarian, minimising total distance)."""
+    """One-to-one matching of (x, y) centroids within `radius` pixels (Hungarian, minimizing total distance)."""
     from scipy.optimize import linear_sum_assignment
     from scipy.spatial.distance import cdist
 

@@ -5,7 +5,7 @@ result stored in the content-addressed cache; embeddings go into per-slide pools
 greedy whenever they exceed 4 x `per_slide` (merge-and-reduce), so memory stays bounded per slide. Then the
 phenotype hierarchy and the nuclear classes are fitted (fits are cached too, keyed by the ordered per-patch keys
 and the settings). Pass 2 streams the samples again, reads each patch's embedding and segmentation back from the
-cache, and writes the labelled samples. A run that crashes anywhere resumes from the cache on rerun: no patch is
+cache, and writes the labeled samples. A run that crashes anywhere resumes from the cache on rerun: no patch is
 embedded or segmented twice, and the output is the same as an uninterrupted run's.
 
 The output dataset folder (written atomically, the sidecar with it) holds the usual README.md + data/ and
@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Mapping, Se
 import numpy as np
 from tqdm.auto import tqdm
 
+from histosynth.deprecated import renamed_names
 from histosynth.disk import PSEUDOLABELS_SIDECAR
 from histosynth.errors import InputError, MissingInputError
 from histosynth.labels.cache import ArrayCache, content_key, default_cache_dir
@@ -63,7 +64,7 @@ POOL_SLACK = 4  # a slide's pool is thinned back to per_slide cells when it exce
 
 @dataclass(frozen=True)
 class PseudolabelConfig:
-    """Settings of a pseudo-labelling run (all of them end up in the sidecar)."""
+    """Settings of a pseudo-labeling run (all of them end up in the sidecar)."""
 
     encoder: str = "effnet-lite0"
     ks: tuple[int, ...] = GRANULARITIES
@@ -113,8 +114,8 @@ class _Pool:
         return x
 
 
-class PseudoLabeller:
-    """A fitted pseudo-labeller: phenotype hierarchy + nuclear classes + the embedder and cache they came from."""
+class PseudoLabeler:
+    """A fitted pseudo-labeler: phenotype hierarchy + nuclear classes + the embedder and cache they came from."""
 
     def __init__(self, config: PseudolabelConfig, tissue: PhenotypeModel, nuclei: NucleiClusters | None,
                  embedder: CellEmbedder, cache: ArrayCache, report: dict[str, Any]) -> None:
@@ -206,11 +207,11 @@ def segment_cached(sample: Sample, config: PseudolabelConfig, cache: ArrayCache)
     return cache.get_or_compute(key, compute, compress=True), key
 
 
-def fit_pseudolabeller(
+def fit_pseudolabeler(
     samples: Iterable[Sample], config: PseudolabelConfig = PseudolabelConfig(),
     cache: ArrayCache | Path | str | None = None, *, encoder: FeatureEncoder, total: int | None = None,
     progress: bool = True,
-) -> PseudoLabeller:
+) -> PseudoLabeler:
     """Pass 1: embed and segment every sample (through the cache), sample cells per slide, fit both models.
 
     `encoder` is the caller's `config.encoder` (the labels layer does not load encoders).
@@ -279,16 +280,16 @@ def fit_pseudolabeller(
         "pass1_seconds": round(embedded_s, 2),
         "fit_seconds": round(time.perf_counter() - start - embedded_s, 2),
     }
-    return PseudoLabeller(config, tissue, nuclei, embedder, store, report)
+    return PseudoLabeler(config, tissue, nuclei, embedder, store, report)
 
 
-def write_pseudolabelled(
+def write_pseudolabeled(
     make_splits: Callable[[], Mapping[str, Iterable[Sample]]], out: Path | str, card: "CardInfo",
     config: PseudolabelConfig = PseudolabelConfig(), cache: ArrayCache | Path | str | None = None, *,
     encoder: FeatureEncoder, total: int | None = None, progress: bool = True, overwrite: bool = True,
     fit_splits: Sequence[str] | None = None, fit_total: int | None = None,
-) -> tuple[PseudoLabeller, "DatasetSummary", dict[int, CompositionStats]]:
-    """Fit on the splits `fit_splits` of `make_splits()` (default: all), then write every split labelled to `out`
+) -> tuple[PseudoLabeler, "DatasetSummary", dict[int, CompositionStats]]:
+    """Fit on the splits `fit_splits` of `make_splits()` (default: all), then write every split labeled to `out`
     with the sidecar, atomically.
 
     `make_splits` is called twice (one call per pass) and must give the same samples in the same order. Fitting on
@@ -302,23 +303,23 @@ def write_pseudolabelled(
             if fit_splits is None or name in fit_splits:
                 yield from iterable
 
-    labeller = fit_pseudolabeller(chained(), config, cache, encoder=encoder,
+    labeler = fit_pseudolabeler(chained(), config, cache, encoder=encoder,
                                   total=total if fit_splits is None else fit_total, progress=progress)
-    labeller.report["fitted_on_splits"] = sorted(make_splits()) if fit_splits is None else sorted(fit_splits)
+    labeler.report["fitted_on_splits"] = sorted(make_splits()) if fit_splits is None else sorted(fit_splits)
     stats: dict[int, CompositionStats] = {}
-    splits = {name: labeller.label_all(it, stats) for name, it in make_splits().items()}
+    splits = {name: labeler.label_all(it, stats) for name, it in make_splits().items()}
     start = time.perf_counter()
     with atomic_directory(out, overwrite=overwrite) as folder:
-        summary = write_dataset(splits, folder, card, labeller.tissue_schema, labeller.nuclei_schema,
+        summary = write_dataset(splits, folder, card, labeler.tissue_schema, labeler.nuclei_schema,
                                 total=total if len(splits) == 1 else None)
-        labeller.report["pass2_seconds"] = round(time.perf_counter() - start, 2)
-        labeller.report["cache_stats"] = labeller.cache.stats()
-        text = compact_json(labeller.sidecar(stats))
+        labeler.report["pass2_seconds"] = round(time.perf_counter() - start, 2)
+        labeler.report["cache_stats"] = labeler.cache.stats()
+        text = compact_json(labeler.sidecar(stats))
         with open(Path(folder) / SIDECAR, "w", encoding="utf-8") as fh:
             fh.write(text + "\n")
             fh.flush()
             os.fsync(fh.fileno())
-    return labeller, summary, stats
+    return labeler, summary, stats
 
 
 def compact_json(data: Any) -> str:
@@ -330,7 +331,7 @@ def compact_json(data: Any) -> str:
 
 
 def load_sidecar(folder: Path | str) -> dict[str, Any]:
-    """The `pseudolabels.json` of a pseudo-labelled dataset folder."""
+    """The `pseudolabels.json` of a pseudo-labeled dataset folder."""
     path = Path(folder) / SIDECAR
     if not path.is_file():
         raise MissingInputError(f"{path}: missing; {folder} was not written by `histosynth data pseudolabel`")
@@ -338,7 +339,7 @@ def load_sidecar(folder: Path | str) -> dict[str, Any]:
 
 
 def load_hierarchy(folder: Path | str) -> Hierarchy:
-    """The granularity hierarchy of a pseudo-labelled dataset (to coarsen its maps to any stored k)."""
+    """The granularity hierarchy of a pseudo-labeled dataset (to coarsen its maps to any stored k)."""
     return Hierarchy.from_json(load_sidecar(folder)["tissue"]["hierarchy"])
 
 
@@ -358,7 +359,7 @@ def dataset_splits(folder: Path | str) -> dict[str, int]:
 
 
 def derived_card(source: Path | str, description: str, command: str, extra_tags: list[str]) -> "CardInfo":
-    """A card for a dataset derived from the dataset folder `source` (licence and sources carried over)."""
+    """A card for a dataset derived from the dataset folder `source` (license and sources carried over)."""
     from histosynth.data_cards.card import CardInfo
     from histosynth.disk import read_metadata
 
@@ -380,10 +381,10 @@ def pseudolabel_dataset(
     source: Path | str, out: Path | str, config: PseudolabelConfig = PseudolabelConfig(),
     cache: ArrayCache | Path | str | None = None, *, encoder: FeatureEncoder, command: str = "",
     progress: bool = True, overwrite: bool = True,
-) -> tuple[PseudoLabeller, "DatasetSummary", dict[int, CompositionStats]]:
+) -> tuple[PseudoLabeler, "DatasetSummary", dict[int, CompositionStats]]:
     """Pseudo-label every split of the dataset folder `source` into a new dataset folder `out`.
 
-    The labeller is fitted on the "train" split only when the folder also holds other splits (a `data build
+    The labeler is fitted on the "train" split only when the folder also holds other splits (a `data build
     --split-by` folder), so held-out patches never shape the clusters; a single-split folder is fitted on itself.
     """
     from histosynth.disk import iter_samples
@@ -396,12 +397,17 @@ def pseudolabel_dataset(
         f"{config.cell} px cells embedded with `{config.encoder}`, diversity-sampled (at most {config.per_slide} "
         f"cells per slide) and clustered by hierarchical k-means (requested k: {levels}; the finest kept level is "
         "stored, the others are recoverable through the hierarchy in pseudolabels.json)"
-        + (f"; nuclei from colour deconvolution + watershed, {config.nuclei_k} clustered classes." if config.nuclei else ".")
+        + (f"; nuclei from color deconvolution + watershed, {config.nuclei_k} clustered classes." if config.nuclei else ".")
     )
     card = derived_card(source, description, command, ["pseudo-labels"])
     card.limitations = ("Pseudo labels are unsupervised clusters, not annotations: phenotypes are appearance groups "
-                        "of the encoder's features and nuclear classes are morphology/colour groups; neither has a "
+                        "of the encoder's features and nuclear classes are morphology/color groups; neither has a "
                         "fixed biological meaning, and nuclei touching in clumps can be merged or split.")
-    return write_pseudolabelled(lambda: {name: iter_samples(source, name) for name in counts}, out, card, config,
+    return write_pseudolabeled(lambda: {name: iter_samples(source, name) for name in counts}, out, card, config,
                                 cache, encoder=encoder, total=sum(counts.values()), progress=progress,
                                 overwrite=overwrite, fit_splits=fit, fit_total=counts.get("train"))
+
+
+# The British spellings of these names, for one release.
+__getattr__ = renamed_names(__name__, {"PseudoLabeller": "PseudoLabeler", "fit_pseudolabeller": "fit_pseudolabeler",
+                           "write_pseudolabelled": "write_pseudolabeled"}, globals())

@@ -39,7 +39,7 @@ def sample_dataset(
     """Write the heterogeneous patches of the dataset folder `source` to `out`.
 
     Default (annotated data): keep every patch satisfying the 20-80% rule (`is_heterogeneous`). With
-    `by_entropy=N` (pseudo-labelled data): draw N patches over all splits with probability ~ H^power.
+    `by_entropy=N` (pseudo-labeled data): draw N patches over all splits with probability ~ H^power.
     """
     from histosynth.disk import iter_samples, read_metadata, write_dataset
     from histosynth.labels.pipeline import dataset_splits, derived_card

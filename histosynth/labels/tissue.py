@@ -14,7 +14,7 @@ Pipeline, per patch then per dataset:
    phenotype is a union of fine ones and a fine map converts to any coarser k by a lookup table
    (`Hierarchy.coarsen`). Fine ids follow the dendrogram's leaf order, so each coarse phenotype is a contiguous
    range of fine ids, and coarse ids are numbered in the same order;
-5. each patch's map holds the fine phenotype id + 1 of every tissue cell (nearest-neighbour upsampling), 0 on
+5. each patch's map holds the fine phenotype id + 1 of every tissue cell (nearest-neighbor upsampling), 0 on
    glass pixels (`pseudo-tissue-kK`; 255 is never used).
 
 Granularities: the requested k (HTD: 5, 10, 20, 50, 100) that the sample allows, i.e. k <= distinct sampled
@@ -22,7 +22,7 @@ cells / `min_cells_per_cluster`; the others are reported as skipped.
 
 On the simulator (its tissue classes are known), cutting k from the Ward tree over finer phenotypes agrees
 better with the true classes than k-means at k directly, cells fed at the encoder's own 224 px beat smaller
-inputs, and encoder features beat per-cell colour statistics: the figures are in perf/RESULTS.md.
+inputs, and encoder features beat per-cell color statistics: the figures are in perf/RESULTS.md.
 """
 
 from __future__ import annotations
@@ -108,7 +108,7 @@ class CellGrid:
 
 
 class EncoderInfo(Protocol):
-    """The metadata of a feature encoder that pseudo-labelling reads."""
+    """The metadata of a feature encoder that pseudo-labeling reads."""
 
     @property
     def name(self) -> str: ...
@@ -129,7 +129,7 @@ class FeatureEncoder(Protocol):
 
     `histosynth.benchmark.encoders.Encoder` is one. `input_spec(size, crop)` is the preparation that `encode(...,
     size=size, crop=crop)` applies (None: the encoder's own; an int overrides the side and raises ValueError when
-    the encoder resizes its input itself; crop=False resizes the whole cell instead of centre-cropping it, since a
+    the encoder resizes its input itself; crop=False resizes the whole cell instead of center-cropping it, since a
     cell's border is tissue the phenotype must see). `encode` returns (N, meta.feature_dim) float32 features.
     """
 

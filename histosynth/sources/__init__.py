@@ -29,7 +29,7 @@ SOURCES.register("consep", "histosynth.sources.consep:ConsepSource",
 SOURCES.register("monusac", "histosynth.sources.monusac:MonusacSource",
                  "MoNuSAC images + Aperio XML polygons, 4 nuclei classes, 40x (CC BY-NC-SA 4.0)")
 SOURCES.register("camelyon16", "histosynth.sources.camelyon16:Camelyon16Source",
-                 "Camelyon16 WSIs + ASAP XML tiled at an mpp: normal/tumour/ignore tissue maps (CC0)")
+                 "Camelyon16 WSIs + ASAP XML tiled at an mpp: normal/tumor/ignore tissue maps (CC0)")
 SOURCES.register("panda", "histosynth.sources.panda:PandaSource",
                  "PANDA WSIs + red-channel label masks tiled at an mpp, Radboud/Karolinska schemas (CC BY-NC-SA 4.0)")
 SOURCES.register("folder", "histosynth.sources.folder:FolderSource",

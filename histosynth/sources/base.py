@@ -8,23 +8,27 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any, ClassVar, Iterator
 
+from histosynth.deprecated import renamed_field
 from histosynth.errors import InputError, UserFacingError
 from histosynth.schema import Sample
 
 
 @dataclass(frozen=True)
 class SourceMeta:
-    """What a source is, where it comes from and under which licence; shown by `histosynth ls sources`."""
+    """What a source is, where it comes from and under which license; shown by `histosynth ls sources`."""
 
     name: str
     description: str
-    licence: str
+    license: str
     url: str = ""
     citation: str = ""
     native_mpp: float | None = None
     tissue_schema: str | None = None
     nuclei_schema: str | None = None
     pseudolabel_by_default: bool = False  # `data build` pseudo-labels it unless told not to (the embedded sample)
+
+
+renamed_field(SourceMeta, "licence", "license")  # the British spelling, for one release
 
 
 class Source(ABC):

@@ -10,20 +10,20 @@ Format: `training/normal/normal_NNN.tif`, `training/tumor/tumor_NNN.tif`, `testi
 Id mapping (schema `camelyon16`):
 - polygons of groups "Tumor", "_0", "_1" -> 2 tumor (the polygon itself, as in the official evaluation
   masks: no intersection with the tissue mask);
-- polygons of group "_2" (exclusion / non-tumour holes) -> 255 ignore, drawn over the tumour;
+- polygons of group "_2" (exclusion / non-tumor holes) -> 255 ignore, drawn over the tumor;
 - elsewhere, tissue -> 1 normal and glass -> 0, from a luminance threshold (Otsu on the slide thumbnail,
   `wsi.tissue_threshold`) applied to the patch itself (`wsi.tissue_mask`);
 - other group names, point annotations in a positive/exclusion group, or vertices outside the slide (an
   XML of another slide) are errors naming the XML file and the annotation.
-Slides without an XML: `normal_*` slides are labelled (tissue normal, glass background); any other slide
-(e.g. test slides without released annotations) is yielded unlabelled (tissue None), never guessed.
+Slides without an XML: `normal_*` slides are labeled (tissue normal, glass background); any other slide
+(e.g. test slides without released annotations) is yielded unlabeled (tissue None), never guessed.
 
 Tiling: a grid of `size` px tiles at `mpp` (default 0.5, ~20x) every `stride` px, kept when the thumbnail
-tissue mask covers at least `min_tissue` of the tile; polygons are rasterised at the patch's own resolution
+tissue mask covers at least `min_tissue` of the tile; polygons are rasterized at the patch's own resolution
 (`wsi.Window.to_pixels`). Provenance: slide_id = slide stem, x/y = level-0 top-left, level read, actual mpp.
 Level-0 mpp comes from the TIFF resolution tags (0.25 assumed only if a file has none).
 
-Licence: CC0-1.0 as published with the CAMELYON data (GigaScience 2018 / AWS open data registry); stated from
+License: CC0-1.0 as published with the CAMELYON data (GigaScience 2018 / AWS open data registry); stated from
 the challenge's data release, not re-verified here (UNCERTAIN). Citation: Ehteshami Bejnordi et al., JAMA 2017.
 """
 
@@ -49,17 +49,17 @@ NORMAL, TUMOR = _SCHEMA.id_of("normal"), _SCHEMA.id_of("tumor")
 
 
 def read_annotations(xml: Path) -> tuple[list[Polygon], list[Polygon]]:
-    """(tumour polygons, exclusion polygons) of an ASAP file; unknown groups and point annotations raise."""
-    tumour, exclusion = [], []
+    """(tumor polygons, exclusion polygons) of an ASAP file; unknown groups and point annotations raise."""
+    tumor, exclusion = [], []
     for polygon in parse_asap(xml):
         group = polygon.label.lower()
         if group not in POSITIVE_GROUPS + EXCLUSION_GROUPS:
             raise format_error(xml, f"{polygon.name}: unknown PartOfGroup {polygon.label!r} "
-                               f"(Camelyon16 uses Tumor, _0, _1 = tumour and _2 = exclusion)")
+                               f"(Camelyon16 uses Tumor, _0, _1 = tumor and _2 = exclusion)")
         if polygon.kind != "region":
             raise format_error(xml, f"{polygon.name}: a point annotation in group {polygon.label!r}; regions are needed")
-        (tumour if group in POSITIVE_GROUPS else exclusion).append(polygon)
-    return tumour, exclusion
+        (tumor if group in POSITIVE_GROUPS else exclusion).append(polygon)
+    return tumor, exclusion
 
 
 def check_inside(xml: Path, polygons: list[Polygon], slide: Slide) -> None:
@@ -71,11 +71,11 @@ def check_inside(xml: Path, polygons: list[Polygon], slide: Slide) -> None:
                                f"{slide.path.name} ({slide.width}x{slide.height} at level 0)")
 
 
-def label_patch(image: np.ndarray, window: Window, threshold: float, tumour: list[Polygon], exclusion: list[Polygon]) -> np.ndarray:
+def label_patch(image: np.ndarray, window: Window, threshold: float, tumor: list[Polygon], exclusion: list[Polygon]) -> np.ndarray:
     """The camelyon16 tissue map of one patch: glass 0, normal 1, tumor polygons 2, exclusion polygons 255."""
     shape = image.shape[:2]
     labels = np.where(tissue_mask(image, threshold), NORMAL, 0).astype(np.uint8)
-    for polygons, value in ((tumour, TUMOR), (exclusion, IGNORE_ID)):
+    for polygons, value in ((tumor, TUMOR), (exclusion, IGNORE_ID)):
         for polygon in polygons:
             x0, y0, x1, y1 = polygon.bounds()
             if x1 < window.x - 1 or y1 < window.y - 1 or x0 > window.x + window.width or y0 > window.y + window.height:
@@ -88,12 +88,12 @@ def label_patch(image: np.ndarray, window: Window, threshold: float, tumour: lis
 
 
 class Camelyon16Source(Source):
-    """Camelyon16 slides tiled at a requested mpp with normal/tumour/ignore tissue maps."""
+    """Camelyon16 slides tiled at a requested mpp with normal/tumor/ignore tissue maps."""
 
     meta = SourceMeta(
         name="camelyon16",
-        description="Camelyon16: 399 lymph-node WSIs (40x) with ASAP tumour annotations; tiled with tissue maps",
-        licence="CC0-1.0",
+        description="Camelyon16: 399 lymph-node WSIs (40x) with ASAP tumor annotations; tiled with tissue maps",
+        license="CC0-1.0",
         url="https://camelyon16.grand-challenge.org/",
         citation="Ehteshami Bejnordi et al., Diagnostic Assessment of Deep Learning Algorithms for Detection of Lymph Node "
                  "Metastases in Women With Breast Cancer, JAMA 318(22), 2017; Litjens et al., GigaScience 7(6), 2018",
@@ -124,11 +124,11 @@ class Camelyon16Source(Source):
 
     def _slide_samples(self, path: Path) -> Iterator[Sample]:
         xml = self._xml.get(path.stem)
-        tumour, exclusion = read_annotations(xml) if xml is not None else ([], [])
-        labelled = xml is not None or path.stem.lower().startswith("normal")
+        tumor, exclusion = read_annotations(xml) if xml is not None else ([], [])
+        labeled = xml is not None or path.stem.lower().startswith("normal")
         with Slide(path, default_mpp=DEFAULT_MPP) as slide:
             if xml is not None:
-                check_inside(xml, tumour + exclusion, slide)
+                check_inside(xml, tumor + exclusion, slide)
             tissue, windows = tissue_windows(slide, self.size, self.mpp, self.stride, self.min_tissue, self.skipped)
             for window in windows:
                 image = slide.read(window, pad=True)[:, :, :3]
@@ -136,8 +136,8 @@ class Camelyon16Source(Source):
                 yield Sample(
                     image=np.ascontiguousarray(image),
                     provenance=Provenance("camelyon16", path.stem, x=x, y=y, level=slide.window_level(window).index, mpp=window.mpp),
-                    tissue=label_patch(image, window, tissue.threshold, tumour, exclusion) if labelled else None,
-                    tissue_schema="camelyon16" if labelled else None,
+                    tissue=label_patch(image, window, tissue.threshold, tumor, exclusion) if labeled else None,
+                    tissue_schema="camelyon16" if labeled else None,
                 )
 
     def _samples(self) -> Iterator[Sample]:

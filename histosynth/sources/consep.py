@@ -12,14 +12,14 @@ name the file.
 Id mapping: `classes="consep"` keeps the seven original ids (1 other/miscellaneous, 2 inflammatory,
 3 healthy epithelial, 4 dysplastic/malignant epithelial, 5 fibroblast, 6 muscle, 7 endothelial);
 `classes="consep-4"` merges them as HoVer-Net trains (3, 4 -> epithelial 3; 5, 6, 7 -> spindle-shaped 4) through
-`histosynth.classes.remap_ids`. Instances are relabelled 1..n per tile with exact centroids.
+`histosynth.classes.remap_ids`. Instances are relabeled 1..n per tile with exact centroids.
 
 Patches: `size` x `size` tiles (default 256; None = whole 1000 px images) at `stride` (default `size`),
 covering each image edge to edge (the last tiles are flush with the border: 0, 256, 512, 744 for 1000 px);
 provenance slide_id = image stem, x/y = tile top-left, level 0, mpp 0.25.
 
-Licence: UNVERIFIED. kaiko-ai/eva's CoNSeP page says Apache-2.0; the Warwick TIA data page (the only official
-download, offline at times) states no licence we could check. Citation: Graham et al., HoVer-Net, MedIA 2019.
+License: UNVERIFIED. kaiko-ai/eva's CoNSeP page says Apache-2.0; the Warwick TIA data page (the only official
+download, offline at times) states no license we could check. Citation: Graham et al., HoVer-Net, MedIA 2019.
 """
 
 from __future__ import annotations
@@ -80,9 +80,9 @@ class ConsepSource(InstanceTileSource):
 
     meta = SourceMeta(
         name="consep",
-        description="CoNSeP: 41 colorectal 1000x1000 tiles at 40x with 24k nuclei in 7 classes (licence UNVERIFIED: "
+        description="CoNSeP: 41 colorectal 1000x1000 tiles at 40x with 24k nuclei in 7 classes (license UNVERIFIED: "
                     "Apache-2.0 per kaiko-ai/eva docs)",
-        licence="Apache-2.0",
+        license="Apache-2.0",
         url="https://warwick.ac.uk/fac/cross_fac/tia/data/hovernet/",
         citation="Graham et al., HoVer-Net: Simultaneous Segmentation and Classification of Nuclei in Multi-Tissue "
                  "Histology Images, Medical Image Analysis 58, 2019",

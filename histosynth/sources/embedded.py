@@ -3,7 +3,7 @@
 The SVS file (JPEG tiles, needs `imagecodecs`) is read with tifffile, resampled once to the requested
 magnification, cut into a grid of patches, and tiles that are mostly background are dropped by an Otsu
 tissue mask on luminance. Provenance x/y are level-0 pixels of the region (add (42673, 5576) for CMU-1
-coordinates); see assets/CMU-1-Small-Region.NOTICE.md for origin and licence.
+coordinates); see assets/CMU-1-Small-Region.NOTICE.md for origin and license.
 
 Spatial split (`part`): the region's rows are cut once at `train_fraction` of its height; "train" tiles lie wholly
 above the cut and "held-out" tiles wholly below it (tiles straddling it are dropped), so no pixel of a held-out
@@ -91,7 +91,7 @@ class EmbeddedSource(Source):
     meta = SourceMeta(
         name="embedded",
         description="CMU-1-Small-Region: real H&E (Aperio, 20x), 2220x2967 px, shipped with histosynth",
-        licence="CC0-1.0",
+        license="CC0-1.0",
         url="http://openslide.cs.cmu.edu/download/openslide-testdata/Aperio/",
         citation="OpenSlide test data, Carnegie Mellon University (CMU-1.svs)",
         native_mpp=NATIVE_MPP,

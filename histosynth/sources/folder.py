@@ -3,14 +3,14 @@ that the patch-dataset readers (pannuke, lizard, consep, monusac) share.
 
 Format: `path` holds images (.png, .jpg/.jpeg, .tif/.tiff; only the folder itself, not sub-folders, so a
 `masks` folder inside it is not mistaken for images). With `masks`, every image `<stem>.<ext>` needs a mask
-`<masks>/<stem>.<png|tif|tiff>`: one channel (8-bit greyscale or palette indices) whose values are tissue ids
+`<masks>/<stem>.<png|tif|tiff>`: one channel (8-bit grayscale or palette indices) whose values are tissue ids
 of the class schema named by `schema` (ids of that schema plus 255 = ignore; anything else is an error naming
-the mask file). Without masks the samples are unannotated (tissue None: "not labelled").
+the mask file). Without masks the samples are unannotated (tissue None: "not labeled").
 
 Id mapping: none; the masks already hold `schema` ids. Images are converted to RGB uint8 (alpha dropped,
-greyscale expanded); 16-bit or float images are refused rather than guessed at.
+grayscale expanded); 16-bit or float images are refused rather than guessed at.
 
-Licence: whatever the user's images carry; the source records "user-supplied" and leaves it to the user.
+License: whatever the user's images carry; the source records "user-supplied" and leaves it to the user.
 
 Patches: `size=None` yields each image whole; with `size`, a grid of size x size tiles at `stride` (default
 `size`) that covers the image edge to edge (the last row/column of tiles is moved flush with the border, so
@@ -162,7 +162,7 @@ def image_size(path: Path | str) -> tuple[int, int]:
 
 
 def read_label_image(path: Path | str) -> np.ndarray:
-    """A one-channel uint8 label image (greyscale or palette indices) as (H, W); RGB masks are refused."""
+    """A one-channel uint8 label image (grayscale or palette indices) as (H, W); RGB masks are refused."""
     path = Path(path)
     if not path.is_file():
         raise format_error(path, "mask file not found")
@@ -241,7 +241,7 @@ class FolderSource(Source):
     meta = SourceMeta(
         name="folder",
         description="a folder of png/jpg/tif images, optionally with same-stem uint8 tissue-id masks of a chosen schema",
-        licence="user-supplied",
+        license="user-supplied",
         citation="",
     )
 

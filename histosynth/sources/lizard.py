@@ -13,13 +13,13 @@ map listed in `id`, and for every instance the exact centroid of its pixels agre
 x/y orders). Rows whose id has no pixels are ignored.
 
 Id mapping (schema `lizard`): class 1 Neutrophil, 2 Epithelial, 3 Lymphocyte, 4 Plasma, 5 Eosinophil,
-6 Connective -> the same ids. Instances are relabelled 1..n per patch with exact centroids
+6 Connective -> the same ids. Instances are relabeled 1..n per patch with exact centroids
 (`Nuclei.from_instance_map`); nuclei cut by a tile border keep the centroid of their visible part.
 
 Patches: tiles of `size` (default 256; None = whole images) at `stride` covering each image edge to edge
 (see `folder.tile_corners`); provenance slide_id = image stem, x/y = tile top-left, level 0, mpp 0.5.
 
-Licence: CC BY-NC-SA 4.0 (Graham et al., Lizard, ICCVW 2021).
+License: CC BY-NC-SA 4.0 (Graham et al., Lizard, ICCVW 2021).
 """
 
 from __future__ import annotations
@@ -115,7 +115,7 @@ class LizardSource(InstanceTileSource):
     meta = SourceMeta(
         name="lizard",
         description="Lizard: colon H&E at 20x with ~495k nuclei in 6 classes (instance maps + classes)",
-        licence="CC-BY-NC-SA-4.0",
+        license="CC-BY-NC-SA-4.0",
         url="https://warwick.ac.uk/fac/cross_fac/tia/data/lizard",
         citation="Graham et al., Lizard: A Large-Scale Dataset for Colonic Nuclear Instance Segmentation and Classification, ICCVW 2021",
         native_mpp=NATIVE_MPP,

@@ -9,14 +9,14 @@ Id mapping: class names are looked up case-insensitively in the `monusac` schema
 Epithelial 1, Lymphocyte 2, Neutrophil 3, Macrophage 4 (the order of the challenge's own mask script). Any
 other name (e.g. the test set's "Ambiguous" regions) is an error naming the file and the annotation.
 
-Rasterisation: each region is filled (`skimage.draw.polygon`: pixels whose centre is inside or on the
+Rasterization: each region is filled (`skimage.draw.polygon`: pixels whose center is inside or on the
 boundary) as its own instance, in file order, a later region overwriting an earlier one where they overlap;
-regions with no pixel inside the image vanish. Instances are relabelled 1..n with exact centroids.
+regions with no pixel inside the image vanish. Instances are relabeled 1..n with exact centroids.
 
 Patches: whole images by default (`size=None`; MoNuSAC images range from 81 x 113 to ~2000 px), or a covering
 grid of `size` tiles; provenance slide_id = image stem, x/y = tile top-left, level 0, mpp 0.25.
 
-Licence: CC BY-NC-SA 4.0 (MoNuSAC 2020 challenge data; as kaiko-ai/eva docs/datasets/monusac.md records).
+License: CC BY-NC-SA 4.0 (MoNuSAC 2020 challenge data; as kaiko-ai/eva docs/datasets/monusac.md records).
 """
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ def pair_files(root: Path) -> list[tuple[Path, Path]]:
     return pairs
 
 
-def rasterise(xml: Path, shape: tuple[int, int]) -> tuple[np.ndarray, dict[int, int]]:
+def rasterize(xml: Path, shape: tuple[int, int]) -> tuple[np.ndarray, dict[int, int]]:
     """Instance map (one id per region, file order) and {instance: monusac class id} of an annotation file."""
     schema = get_schema("monusac")
     inst = np.zeros(shape, dtype=np.int32)
@@ -65,12 +65,12 @@ def rasterise(xml: Path, shape: tuple[int, int]) -> tuple[np.ndarray, dict[int, 
 
 
 class MonusacSource(InstanceTileSource):
-    """MoNuSAC images (whole or tiled) with nuclei instances rasterised from their XML polygons."""
+    """MoNuSAC images (whole or tiled) with nuclei instances rasterized from their XML polygons."""
 
     meta = SourceMeta(
         name="monusac",
         description="MoNuSAC 2020: 294 H&E images of 4 organs at 40x with 46k nuclei in 4 classes (polygon annotations)",
-        licence="CC-BY-NC-SA-4.0",
+        license="CC-BY-NC-SA-4.0",
         url="https://monusac-2020.grand-challenge.org/",
         citation="Verma et al., MoNuSAC2020: A Multi-Organ Nuclei Segmentation and Classification Challenge, IEEE TMI 40(12), 2021",
         native_mpp=NATIVE_MPP,
@@ -89,5 +89,5 @@ class MonusacSource(InstanceTileSource):
 
     def read_pair(self, label_path: Path, image_path: Path) -> tuple[np.ndarray, np.ndarray, dict[int, int]]:
         image = read_rgb(image_path)
-        inst, class_of = rasterise(label_path, image.shape[:2])
+        inst, class_of = rasterize(label_path, image.shape[:2])
         return image, inst, class_of

@@ -6,7 +6,7 @@ Format (the Kaggle layout under `path`): `train.csv` with columns `image_id` and
 Masks are RGB pyramids of the same level-0 size as their slide with the label in the RED channel (green
 and blue are ignored). Slides and masks are read lazily through `wsi.Slide`; every image in
 `train_images` must have a `train.csv` row (its provider decides the schema); a slide without a mask is
-yielded unlabelled (tissue None: about 100 of the 10,616 Kaggle slides have no mask).
+yielded unlabeled (tissue None: about 100 of the 10,616 Kaggle slides have no mask).
 
 Id mapping: red value -> the same id in the provider's schema:
 - radboud -> `panda-radboud`: 0 background/unknown, 1 stroma, 2 benign epithelium, 3/4/5 Gleason 3/4/5;
@@ -16,11 +16,11 @@ A dataset has one tissue schema, so a source reads one provider: `provider` pick
 slides present must all come from one provider (else a ValueError asks for `provider`).
 
 Tiling: `size` px tiles at `mpp` (default 0.5) every `stride` px, kept when the slide's thumbnail tissue
-mask (`wsi.TissueMap`) covers at least `min_tissue`; masks are resampled with nearest neighbour on the same
+mask (`wsi.TissueMap`) covers at least `min_tissue`; masks are resampled with nearest neighbor on the same
 window. Level-0 mpp comes from the TIFF tags, else 0.5 (PANDA's stated 20x; Radboud and Karolinska scanners
 differ slightly, UNCERTAIN). Provenance: slide_id = image_id, x/y = level-0 top-left, level read, actual mpp.
 
-Licence: CC BY-NC-SA 4.0 (the Kaggle PANDA challenge data terms). Citation: Bulten et al., Nature Medicine 28, 2022.
+License: CC BY-NC-SA 4.0 (the Kaggle PANDA challenge data terms). Citation: Bulten et al., Nature Medicine 28, 2022.
 """
 
 from __future__ import annotations
@@ -71,7 +71,7 @@ class PandaSource(Source):
     meta = SourceMeta(
         name="panda",
         description="PANDA: 10,616 prostate biopsy WSIs (20x) from Radboud and Karolinska with label masks; tiled",
-        licence="CC-BY-NC-SA-4.0",
+        license="CC-BY-NC-SA-4.0",
         url="https://www.kaggle.com/c/prostate-cancer-grade-assessment",
         citation="Bulten et al., Artificial intelligence for diagnosis and Gleason grading of prostate cancer: the PANDA "
                  "challenge, Nature Medicine 28, 154-163, 2022",

@@ -15,7 +15,7 @@ they are read in sorted order.
 
 Id mapping (schema `pannuke`, npy channel order): channel c (0..4) -> class id c + 1, so an instance in
 channel 1 is inflammatory (id 2); the background channel is ignored. The five channels are merged into one
-instance map (a pixel claimed by several channels keeps the lowest channel) and relabelled 1..n with exact
+instance map (a pixel claimed by several channels keeps the lowest channel) and relabeled 1..n with exact
 centroids by `Nuclei.from_instance_map`. PanNuke has no tissue map (tissue None).
 
 Provenance: source "pannuke", slide_id "<tissue>/<fold>/<index>" (e.g. "Breast/fold1/42": PanNuke gives no
@@ -24,7 +24,7 @@ slide ids, so the tissue type and the patch's position in its fold stand in), x/
 Resolution: 0.25 um/px (40x) is what the PanNuke papers state for the release; some source images were
 scanned at 20x and upsampled, so treat 0.25 as nominal (no source we found states the mpp per image: UNCERTAIN).
 
-Licence: CC BY-NC-SA 4.0 (Gamper et al., "PanNuke Dataset Extension, Insights and Baselines", arXiv:2003.10778).
+License: CC BY-NC-SA 4.0 (Gamper et al., "PanNuke Dataset Extension, Insights and Baselines", arXiv:2003.10778).
 """
 
 from __future__ import annotations
@@ -148,7 +148,7 @@ def fragmented_ids(ids: np.ndarray) -> list[int]:
 
 
 def merge_channels(mask: np.ndarray, path: Path, index: int, label_components: bool = False) -> Nuclei:
-    """One (H, W, 6) PanNuke mask as `pannuke` Nuclei: channel c -> class c + 1, instances merged and relabelled.
+    """One (H, W, 6) PanNuke mask as `pannuke` Nuclei: channel c -> class c + 1, instances merged and relabeled.
 
     An id spread over several separate blobs (a binary per-class mask instead of instance ids) is an error, or
     with `label_components` each blob becomes its own instance.
@@ -185,7 +185,7 @@ class PanNukeSource(Source):
     meta = SourceMeta(
         name="pannuke",
         description="PanNuke: 7,904 256x256 patches of 19 tissues with 205k classed nuclei instances (40x)",
-        licence="CC-BY-NC-SA-4.0",
+        license="CC-BY-NC-SA-4.0",
         url="https://warwick.ac.uk/fac/cross_fac/tia/data/pannuke",
         citation="Gamper et al., PanNuke: an open pan-cancer histology dataset for nuclei instance segmentation and "
                  "classification, ECDP 2019; Gamper et al., PanNuke Dataset Extension, Insights and Baselines, arXiv:2003.10778",

@@ -1,6 +1,6 @@
 """The `simulator` source: procedural H&E-like patches with exact tissue maps and nuclei instances.
 
-Real datasets never give pixel-exact labels for everything at once; the simulator does, so pseudo-labellers
+Real datasets never give pixel-exact labels for everything at once; the simulator does, so pseudo-labelers
 (nuclei detection F1, tissue phenotyping) and segmentation models can be tested against a known truth.
 
 How a patch is made (all sizes are in microns and converted with `mpp`, so a patch at 0.25 um/px shows the
@@ -8,20 +8,20 @@ same tissue at twice the pixels):
 - tissue map: 1-4 classes of `simulator-tissue` (stroma, epithelium, tumor, necrosis), each a smooth random
   field with a per-patch bias; the arg-max gives organic regions, and the biases make some patches
   heterogeneous and some nearly homogeneous. About half the patches get white holes (lumen / fat, id 0);
-- appearance by Beer-Lambert stain mixing: per-pixel haematoxylin and eosin concentrations with class
-  textures (stroma: eosin-rich wavy collagen fibres; epithelium: lighter, moderate H; tumor: denser and
+- appearance by Beer-Lambert stain mixing: per-pixel hematoxylin and eosin concentrations with class
+  textures (stroma: eosin-rich wavy collagen fibers; epithelium: lighter, moderate H; tumor: denser and
   purpler; necrosis: pale pink with granular debris; background: near white), optical density
   OD = c_H * h + c_E * e with the Ruifrok-Johnston vectors h, e of `skimage.color.rgb_from_hed` (no DAB),
   slight blur and noise, RGB = 255 * exp(-OD). `skimage.color.rgb2hed` therefore recovers c_H and c_E (scaled
   by 1 / ln(1e6)) up to noise and 8-bit rounding;
 - nuclei: star-shaped ellipses of `pannuke` classes, placed at class-dependent densities inside compatible
   tissue (`NUCLEUS_TISSUE`): tumor -> neoplastic (large, pleomorphic, dark), epithelium -> epithelial
-  (medium, round), stroma -> connective (spindles along the local fibre direction) and inflammatory (small,
+  (medium, round), stroma -> connective (spindles along the local fiber direction) and inflammatory (small,
   round, very dark, clustered), necrosis -> dead (small, pale to pyknotic, fragmented chromatin). Overlapping
   candidates are rejected and nuclei keep a clearance of `GAP_PX` pixels, so every 8-connected blob of the
   nuclei mask is exactly one instance; nuclei may be cut by the patch border. Instances smaller than
   `MIN_NUCLEUS_PIXELS` after clipping, or whose centroid falls outside compatible tissue, are dropped before
-  rendering, so the image shows exactly the labelled nuclei, each as extra haematoxylin with a darker rim and
+  rendering, so the image shows exactly the labeled nuclei, each as extra hematoxylin with a darker rim and
   chromatin texture. Tissue does not depend on `nuclei_density`: the same seed at another density gives the
   same tissue map with more or fewer nuclei.
 
@@ -88,7 +88,7 @@ def _per_tissue(values: dict[int, float]) -> np.ndarray:
     return table
 
 
-# Base haematoxylin and eosin concentrations (natural-log OD units), indexed by tissue id.
+# Base hematoxylin and eosin concentrations (natural-log OD units), indexed by tissue id.
 _BASE_H = _per_tissue({BACKGROUND: 0.015, STROMA: 0.14, EPITHELIUM: 0.22, TUMOR: 0.36, NECROSIS: 0.10})
 _BASE_E = _per_tissue({BACKGROUND: 0.03, STROMA: 0.80, EPITHELIUM: 0.42, TUMOR: 0.52, NECROSIS: 0.45})
 
@@ -98,21 +98,21 @@ class _NucleusType:
     """Shape, density and stain of one nucleus class (lengths in microns)."""
 
     class_id: int
-    per_10k_um2: float  # candidate centres per 100 x 100 um of compatible tissue at nuclei_density 1
+    per_10k_um2: float  # candidate centers per 100 x 100 um of compatible tissue at nuclei_density 1
     semi_major_um: tuple[float, float]
     aspect: tuple[float, float]  # minor / major
     irregularity: float  # amplitude of the boundary's angular harmonics (pleomorphism)
-    stain: tuple[float, float]  # haematoxylin OD range
+    stain: tuple[float, float]  # hematoxylin OD range
     rim: float  # extra H at the nuclear membrane, relative
     chromatin: float  # relative amplitude of the chromatin texture
-    along_fibres: bool = False
+    along_fibers: bool = False
     clustered: bool = False
 
 
 _TYPES: tuple[_NucleusType, ...] = (
     _NucleusType(NEOPLASTIC, 60.0, (4.0, 6.5), (0.6, 0.95), 0.10, (1.5, 2.1), 0.30, 0.35),
     _NucleusType(EPITHELIAL, 55.0, (2.8, 3.8), (0.75, 1.0), 0.03, (1.15, 1.5), 0.25, 0.20),
-    _NucleusType(CONNECTIVE, 12.0, (4.5, 7.0), (0.22, 0.38), 0.02, (1.5, 1.9), 0.10, 0.15, along_fibres=True),
+    _NucleusType(CONNECTIVE, 12.0, (4.5, 7.0), (0.22, 0.38), 0.02, (1.5, 1.9), 0.10, 0.15, along_fibers=True),
     _NucleusType(INFLAMMATORY, 8.0, (2.1, 2.8), (0.85, 1.0), 0.02, (2.2, 2.7), 0.05, 0.10, clustered=True),
     _NucleusType(DEAD, 30.0, (1.2, 2.4), (0.55, 1.0), 0.15, (0.8, 2.0), 0.0, 0.70),
 )
@@ -149,8 +149,8 @@ def simulate_patch(
     if provenance is None:
         provenance = Provenance(source="simulator", level=0, mpp=mpp, seed=seed)
 
-    tissue, fibre_u, h_tex, e_tex = _tissue(rng, size, mpp)
-    instances, class_of = _nuclei(rng, tissue, fibre_u, mpp, nuclei_density)
+    tissue, fiber_u, h_tex, e_tex = _tissue(rng, size, mpp)
+    instances, class_of = _nuclei(rng, tissue, fiber_u, mpp, nuclei_density)
     nuclei = Nuclei.from_instance_map(NUCLEI_SCHEMA, instances, class_of)
     image = _render(rng, tissue, h_tex, e_tex, nuclei.instances, nuclei.class_ids, mpp)
     return Sample(image=image, provenance=provenance, tissue=tissue, tissue_schema=TISSUE_SCHEMA, nuclei=nuclei)
@@ -167,7 +167,7 @@ class SimulatorSource(Source):
         name="simulator",
         description="procedural H&E-like tissue (Beer-Lambert H&E stain mixing) with exact tissue maps, "
         "non-overlapping nuclei instances and classed centroids",
-        licence="CC0-1.0",
+        license="CC0-1.0",
         citation="Ruifrok & Johnston, Quantification of histochemical staining by color deconvolution, "
         "Anal. Quant. Cytol. Histol. 23(4), 2001 (stain vectors)",
         native_mpp=0.5,
@@ -251,8 +251,8 @@ def _check_positive(name: str, value: object, allow_zero: bool = False) -> float
 
 def _lattice_weights(n: int, step: float, pad: int = 3) -> np.ndarray:
     """(n, m) weights of Gaussian bumps spaced `step` apart covering positions 0..n-1, rows of unit norm."""
-    centres = (np.arange(int(np.ceil(n / step)) + 2 * pad, dtype=np.float32) - pad) * step
-    z = ((np.arange(n, dtype=np.float32)[:, None] - centres[None, :]) / step) ** 2
+    centers = (np.arange(int(np.ceil(n / step)) + 2 * pad, dtype=np.float32) - pad) * step
+    z = ((np.arange(n, dtype=np.float32)[:, None] - centers[None, :]) / step) ** 2
     w = np.where(z < 60.0, np.exp(-0.5 * np.minimum(z, 60.0)), 0.0).astype(np.float32)  # no denormals: they are slow
     return w / np.sqrt((w**2).sum(axis=1, keepdims=True))
 
@@ -268,11 +268,11 @@ def _smooth_fields(rng: np.random.Generator, count: int, size: int, scale_px: fl
     return np.stack([w @ layer @ w.T for layer in noise])
 
 
-def _fibres(rng: np.random.Generator, size: int, mpp: float) -> tuple[np.ndarray, np.ndarray]:
-    """Collagen texture in [0, 1] and the fibre coordinate u (px) whose level sets the fibres follow.
+def _fibers(rng: np.random.Generator, size: int, mpp: float) -> tuple[np.ndarray, np.ndarray]:
+    """Collagen texture in [0, 1] and the fiber coordinate u (px) whose level sets the fibers follow.
 
     u is a tilted plane warped by a smooth field (wavy bundles); the texture is anisotropic noise, short
-    across u and long along the fibres, evaluated on a (u, v) grid and sampled back to the pixels.
+    across u and long along the fibers, evaluated on a (u, v) grid and sampled back to the pixels.
     """
     um = 1.0 / mpp
     theta = rng.uniform(0.0, np.pi)
@@ -295,7 +295,7 @@ def _fine_noise(rng: np.random.Generator, size: int, sigma_px: float) -> np.ndar
 
 
 def _tissue(rng: np.random.Generator, size: int, mpp: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Tissue map, stroma fibre coordinate (px; fibres run along its level sets) and H/E class textures."""
+    """Tissue map, stroma fiber coordinate (px; fibers run along its level sets) and H/E class textures."""
     um = 1.0 / mpp  # pixels per micron
     k = int(rng.choice([1, 2, 3, 4], p=[0.2, 0.35, 0.3, 0.15]))
     classes = rng.choice([STROMA, EPITHELIUM, TUMOR, NECROSIS], size=k, replace=False, p=[0.35, 0.25, 0.25, 0.15])
@@ -306,28 +306,28 @@ def _tissue(rng: np.random.Generator, size: int, mpp: float) -> tuple[np.ndarray
         holes = _smooth_fields(rng, 1, size, rng.uniform(10.0, 30.0) * um)[0]
         tissue[holes > rng.uniform(1.3, 2.3)] = BACKGROUND
 
-    fibres, fibre_u = _fibres(rng, size, mpp)
+    fibers, fiber_u = _fibers(rng, size, mpp)
     mottle = _smooth_fields(rng, 1, size, 3.0 * um)[0]
     grain = _fine_noise(rng, size, 0.8)
 
     h_tex = np.zeros((size, size), dtype=np.float32)
     e_tex = np.zeros((size, size), dtype=np.float32)
     s, ep, t, nc = (tissue == c for c in (STROMA, EPITHELIUM, TUMOR, NECROSIS))
-    e_tex[s] = (0.15 + 0.95 * fibres[s] + 0.08 * mottle[s] - 1.0) * _BASE_E[STROMA]
+    e_tex[s] = (0.15 + 0.95 * fibers[s] + 0.08 * mottle[s] - 1.0) * _BASE_E[STROMA]
     e_tex[ep] = 0.06 * mottle[ep] + 0.03 * grain[ep]
     h_tex[ep] = 0.03 * mottle[ep]
     e_tex[t] = 0.07 * mottle[t] + 0.03 * grain[t]
     h_tex[t] = 0.06 * mottle[t] + 0.02 * grain[t]
     e_tex[nc] = 0.08 * mottle[nc] + 0.06 * grain[nc]
-    debris = grain[nc] > 1.8  # karyorrhectic dust: scattered haematoxylin specks
+    debris = grain[nc] > 1.8  # karyorrhectic dust: scattered hematoxylin specks
     h_tex[nc] = np.where(debris, 0.35 * (grain[nc] - 1.3), 0.02 * grain[nc])
-    return tissue, fibre_u, h_tex, e_tex
+    return tissue, fiber_u, h_tex, e_tex
 
 
 def _candidates(
     rng: np.random.Generator, tissue: np.ndarray, mpp: float, density: float
 ) -> list[tuple[_NucleusType, np.ndarray]]:
-    """Candidate centres (m, 2) as (row, col) per nucleus type, Poisson in number, inside compatible tissue."""
+    """Candidate centers (m, 2) as (row, col) per nucleus type, Poisson in number, inside compatible tissue."""
     size = tissue.shape[0]
     out = []
     clusters = None
@@ -347,14 +347,14 @@ def _candidates(
             flat = rng.choice(weights.size, size=count, p=weights / weights.sum())
         else:
             flat = rng.choice(np.flatnonzero(mask), size=count)
-        centres = np.stack(np.unravel_index(flat, tissue.shape), axis=1).astype(np.float64)
-        centres += rng.uniform(-0.5, 0.5, size=centres.shape)
-        out.append((kind, centres))
+        centers = np.stack(np.unravel_index(flat, tissue.shape), axis=1).astype(np.float64)
+        centers += rng.uniform(-0.5, 0.5, size=centers.shape)
+        out.append((kind, centers))
     return out
 
 
 def _nuclei(
-    rng: np.random.Generator, tissue: np.ndarray, fibre_u: np.ndarray, mpp: float, density: float
+    rng: np.random.Generator, tissue: np.ndarray, fiber_u: np.ndarray, mpp: float, density: float
 ) -> tuple[np.ndarray, np.ndarray]:
     """Non-overlapping nuclei: an int32 instance map (ids in drawing order, gaps allowed) and class per id."""
     size = tissue.shape[0]
@@ -364,16 +364,16 @@ def _nuclei(
     if not batches:
         return instances, np.zeros(1, dtype=np.uint8)
     kinds = [kind for kind, c in batches for _ in range(len(c))]
-    centres = np.concatenate([c for _, c in batches])
+    centers = np.concatenate([c for _, c in batches])
     order = rng.permutation(len(kinds))
-    du_dy, du_dx = np.gradient(fibre_u)
-    min_axis = 1.5  # px: thinner ellipses can rasterise into disconnected pixels
+    du_dy, du_dx = np.gradient(fiber_u)
+    min_axis = 1.5  # px: thinner ellipses can rasterize into disconnected pixels
     for i in order:
         kind = kinds[i]
-        cy, cx = centres[i]
+        cy, cx = centers[i]
         a = max(rng.uniform(*kind.semi_major_um) / mpp, min_axis)
         b = max(a * rng.uniform(*kind.aspect), min_axis)
-        if kind.along_fibres:
+        if kind.along_fibers:
             r, c = min(max(int(round(cy)), 0), size - 1), min(max(int(round(cx)), 0), size - 1)
             angle = math.atan2(du_dx[r, c], -du_dy[r, c]) + rng.normal(0.0, 0.15)  # perpendicular to grad u
         else:
@@ -434,7 +434,7 @@ def _render(
     class_ids: np.ndarray,
     mpp: float,
 ) -> np.ndarray:
-    """RGB uint8 by Beer-Lambert mixing of the H and E concentration maps (nuclei added as haematoxylin)."""
+    """RGB uint8 by Beer-Lambert mixing of the H and E concentration maps (nuclei added as hematoxylin)."""
     size = tissue.shape[0]
     h = _BASE_H[tissue] + h_tex
     e = _BASE_E[tissue] + e_tex

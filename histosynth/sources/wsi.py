@@ -343,7 +343,7 @@ def tissue_mask(image: np.ndarray, threshold: float) -> np.ndarray:
 
 
 class TissueMap:
-    """A slide's low-resolution tissue mask and threshold, for choosing tiles and labelling glass vs tissue."""
+    """A slide's low-resolution tissue mask and threshold, for choosing tiles and labeling glass vs tissue."""
 
     def __init__(self, slide: Slide, tile_footprint: float) -> None:
         """Pick the coarsest level with at least `THUMBNAIL_PIXELS_PER_TILE` pixels across a tile of `tile_footprint` level-0 px."""

@@ -1,4 +1,4 @@
-"""Polygon annotations in XML: ASAP (Camelyon16) and Aperio ImageScope (MoNuSAC), and their rasterisation.
+"""Polygon annotations in XML: ASAP (Camelyon16) and Aperio ImageScope (MoNuSAC), and their rasterization.
 
 ASAP: `ASAP_Annotations/Annotations/Annotation[@Name, @Type, @PartOfGroup]/Coordinates/Coordinate[@Order, @X, @Y]`,
 level-0 pixel coordinates; the polygon's label is its `PartOfGroup`. Types Polygon, Spline (its control
@@ -11,8 +11,8 @@ Parsing is strict: a file that is not well-formed, a wrong root element, a missi
 coordinate or a region with fewer than 3 vertices raises `FormatError` naming the file, the annotation (and
 region) and the problem. Mapping labels to class ids is the reader's job.
 
-Rasterisation follows `skimage.draw.polygon`: a pixel belongs to a polygon when its centre lies inside or on
-the boundary; vertices are pixel-index coordinates (the centre of pixel (row r, column c) is (x=c, y=r)).
+Rasterization follows `skimage.draw.polygon`: a pixel belongs to a polygon when its center lies inside or on
+the boundary; vertices are pixel-index coordinates (the center of pixel (row r, column c) is (x=c, y=r)).
 """
 
 from __future__ import annotations
@@ -99,7 +99,7 @@ def parse_asap(path: str | Path) -> list[Polygon]:
 
 
 def parse_aperio(path: str | Path) -> list[Polygon]:
-    """The regions of an Aperio ImageScope XML file, each labelled with its annotation's class name."""
+    """The regions of an Aperio ImageScope XML file, each labeled with its annotation's class name."""
     path = Path(path)
     root = _root(path, "Annotations")
     polygons = []
@@ -121,7 +121,7 @@ def parse_aperio(path: str | Path) -> list[Polygon]:
 
 
 def fill(xy: np.ndarray, shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
-    """(rows, cols) of the pixels of an image of `shape` whose centres lie in the polygon with (x, y) vertices `xy`."""
+    """(rows, cols) of the pixels of an image of `shape` whose centers lie in the polygon with (x, y) vertices `xy`."""
     from skimage.draw import polygon
 
     xy = np.asarray(xy, dtype=np.float64)

@@ -275,10 +275,10 @@ MONUSAC: dict[str, Callable] = {
 
 # ---- Camelyon16 ------------------------------------------------------------------------------------------------
 
-TUMOUR = [(100, 60), (180, 60), (180, 140), (100, 140)]
+TUMOR = [(100, 60), (180, 60), (180, 140), (100, 140)]
 
 
-def camelyon_case(groups=(("_0", TUMOUR),), slide_change: Callable[[Path], None] | None = None,
+def camelyon_case(groups=(("_0", TUMOR),), slide_change: Callable[[Path], None] | None = None,
                   xml_change: Callable[[Path], None] | None = None, named: str = "tumor_001.xml", options=("--size", "32", "--mpp", "0.5")):
     def make(tmp: Path, fx):
         root = tmp / "in" / "c16"
@@ -296,13 +296,13 @@ def camelyon_case(groups=(("_0", TUMOUR),), slide_change: Callable[[Path], None]
 CAMELYON: dict[str, Callable] = {
     "c16-xml-not-well-formed": camelyon_case(xml_change=_xml_text(lambda t: t[: len(t) // 2])),
     "c16-xml-wrong-root": camelyon_case(xml_change=_xml_text(lambda t: t.replace("ASAP_Annotations", "Other"))),
-    "c16-unknown-group": camelyon_case((("Metastasis", TUMOUR),)),
-    "c16-point-in-tumour-group": camelyon_case(xml_change=_xml_tree(lambda r: r.find(".//Annotation").set("Type", "Dot"))),
+    "c16-unknown-group": camelyon_case((("Metastasis", TUMOR),)),
+    "c16-point-in-tumor-group": camelyon_case(xml_change=_xml_tree(lambda r: r.find(".//Annotation").set("Type", "Dot"))),
     "c16-unknown-type": camelyon_case(xml_change=_xml_tree(lambda r: r.find(".//Annotation").set("Type", "Blob"))),
     "c16-no-group-attribute": camelyon_case(xml_change=_xml_tree(lambda r: r.find(".//Annotation").attrib.pop("PartOfGroup"))),
     "c16-outside-the-slide": camelyon_case((("Tumor", [(1000, 60), (1800, 60), (1800, 1400)]),)),
     "c16-x-not-a-number": camelyon_case(xml_change=_xml_tree(lambda r: r.find(".//Coordinate").set("X", "1,5"))),
-    "c16-two-coordinates": camelyon_case((("_1", TUMOUR[:2]),)),
+    "c16-two-coordinates": camelyon_case((("_1", TUMOR[:2]),)),
     "c16-slide-truncated": camelyon_case(slide_change=lambda s: cut(s, 0.5), named="tumor_001.tif"),
     "c16-slide-header-only": camelyon_case(slide_change=lambda s: cut(s, 64), named="tumor_001.tif"),
     "c16-slide-random-bytes": camelyon_case(slide_change=lambda s: random_bytes(s, 10), named="tumor_001.tif"),

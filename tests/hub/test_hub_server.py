@@ -60,7 +60,7 @@ def build_folder(folder: Path, version: str, n_rows: int, seed: int) -> dict[str
     rng = random.Random(seed)
     rows = {
         "idx": list(range(n_rows)),
-        "label": [rng.choice(["tumour", "stroma", "normal"]) for _ in range(n_rows)],
+        "label": [rng.choice(["tumor", "stroma", "normal"]) for _ in range(n_rows)],
         "patch": [rng.randbytes(1024) for _ in range(n_rows)],  # incompressible: the shard is ~n_rows KiB
     }
     (folder / "data").mkdir(parents=True)

@@ -311,7 +311,7 @@ def test_a_folder_failing_validation_is_refused_before_any_request(hub_server, a
         api.dataset_info(repo)
 
 
-def test_nc_sa_source_licence_is_enforced(tmp_path: Path, hub_server) -> None:
+def test_nc_sa_source_license_is_enforced(tmp_path: Path, hub_server) -> None:
     folder = build_set(tmp_path / "ds", "o/n", "v1.0.0", seed=5, n=2)
     text = (folder / "README.md").read_text().replace("source_datasets:\n- original", "source_datasets:\n- extended|panda")
     (folder / "README.md").write_text(text)

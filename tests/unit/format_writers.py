@@ -127,7 +127,7 @@ def asap_xml(path: Path, annotations: Sequence[tuple[str, Sequence[tuple[float, 
 
 
 def downsample(image: np.ndarray, factor: int) -> np.ndarray:
-    """Every `factor`-th pixel (a nearest-neighbour pyramid level: exact for label masks and for tests)."""
+    """Every `factor`-th pixel (a nearest-neighbor pyramid level: exact for label masks and for tests)."""
     return np.ascontiguousarray(image[::factor, ::factor])
 
 

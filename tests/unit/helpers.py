@@ -7,7 +7,7 @@ import numpy as np
 from histosynth.schema import Nuclei, Provenance, Sample
 
 
-def labelled_sample(i: int, size: int = 32, nuclei: bool = True, tissue: bool = True, mask: bool = False) -> Sample:
+def labeled_sample(i: int, size: int = 32, nuclei: bool = True, tissue: bool = True, mask: bool = False) -> Sample:
     """A random patch with a striped tissue map and a few rectangular nuclei; differs for every `i`."""
     rng = np.random.default_rng(i)
     image = rng.integers(0, 256, (size, size, 3), dtype=np.uint8)

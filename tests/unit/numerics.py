@@ -33,10 +33,10 @@ def _trace_bound(x: np.ndarray, resampled: bool) -> float:
     """tr Σ of x, or an upper bound on it over every bootstrap resample of x's rows when `resampled`:
     tr Σ_boot = Σ_r |y_r - ȳ|² / (n-1) <= Σ_r |y_r - c|² / (n-1) <= n/(n-1) max_r |x_r - c|² for any fixed c."""
     n = len(x)
-    centred = x - x.mean(axis=0)
+    centered = x - x.mean(axis=0)
     if resampled:
-        return float(n / (n - 1) * np.max(np.sum(centred**2, axis=1)))
-    return float(np.sum(centred**2) / (n - 1))
+        return float(n / (n - 1) * np.max(np.sum(centered**2, axis=1)))
+    return float(np.sum(centered**2) / (n - 1))
 
 
 def _sqrt_gaps(delta: float, eigenvalues: np.ndarray) -> float:
@@ -138,10 +138,10 @@ def moment_errors(x: np.ndarray) -> tuple[float, float]:
 def sq_distance_error(*sets: np.ndarray) -> float:
     """Bound on the error of a squared Euclidean distance between rows of these sets computed in float64 by any
     route (direct differences, or |a|² + |b|² - 2a·b after centring on the first set's mean as our PRDC does):
-    three dot products of d terms, each within γ_{d+3} of Σ|a||b| <= (2M)² (Higham §3.1), M the largest centred
+    three dot products of d terms, each within γ_{d+3} of Σ|a||b| <= (2M)² (Higham §3.1), M the largest centered
     row norm."""
-    centre = sets[0].mean(axis=0)
-    m = max(float(np.sqrt(np.sum((s - centre) ** 2, axis=1)).max()) for s in sets)
+    center = sets[0].mean(axis=0)
+    m = max(float(np.sqrt(np.sum((s - center) ** 2, axis=1)).max()) for s in sets)
     return 3 * gamma(sets[0].shape[1] + 3) * (2 * m) ** 2
 
 

@@ -8,9 +8,9 @@ import numpy as np
 from format_writers import asap_xml, tissue_slide, write_panda, write_pyramid
 
 SLIDE = 384  # level-0 px at 0.25 um/px: 6 x 6 tiles of 32 px at 0.5 um/px
-# Tumour is the upper-left triangle, so tiles along the diagonal hold 20-80% tumour (heterogeneous) and the others
+# Tumor is the upper-left triangle, so tiles along the diagonal hold 20-80% tumor (heterogeneous) and the others
 # one class; a small _2 exclusion square is "ignore".
-TUMOUR = [(0, 0), (SLIDE, 0), (0, SLIDE)]
+TUMOR = [(0, 0), (SLIDE, 0), (0, SLIDE)]
 EXCLUSION = [(300, 300), (330, 300), (330, 330), (300, 330)]
 
 
@@ -20,7 +20,7 @@ def write_camelyon16(root: Path, slides: tuple[str, ...] = ("tumor_001", "tumor_
         image = tissue_slide(SLIDE, SLIDE, (0, 0, SLIDE, SLIDE), seed=index)
         image[:, :, 0] = (image[:, :, 0].astype(int) - 30 * (index % 2)).clip(0, 255)  # slides differ a little
         write_pyramid(root / "tumor" / f"{stem}.tif", image, mpp=0.25, factors=(1, 2, 4))
-        asap_xml(root / "lesion_annotations" / f"{stem}.xml", [("_0", TUMOUR), ("_2", EXCLUSION)])
+        asap_xml(root / "lesion_annotations" / f"{stem}.xml", [("_0", TUMOR), ("_2", EXCLUSION)])
     return root
 
 

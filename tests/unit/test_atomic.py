@@ -9,7 +9,7 @@ import datasets
 import numpy as np
 import pytest
 from datasets.data_files import EmptyDatasetError
-from helpers import labelled_sample
+from helpers import labeled_sample
 
 from histosynth.atomic import (
     CONTENT_DIR,
@@ -32,7 +32,7 @@ WRITER = textwrap.dedent(
     import os, signal, sys
     sys.path.insert(0, {tests!r})
     import histosynth.atomic as atomic
-    from helpers import labelled_sample
+    from helpers import labeled_sample
     from histosynth.data_cards.card import CardInfo
     from histosynth.disk import write_dataset
 
@@ -46,7 +46,7 @@ WRITER = textwrap.dedent(
                 os.kill(os.getpid(), signal.SIGKILL)
             if i == {pause_at}:
                 pause("sample " + str(i))
-            yield labelled_sample(100 + i)
+            yield labeled_sample(100 + i)
 
     atomic.stage_hook = lambda stage: pause(stage) if stage == {pause_stage!r} else None
     if {no_exchange}:
@@ -84,7 +84,7 @@ def kill(proc):
 
 
 def old_dataset(path):
-    write_dataset([labelled_sample(i) for i in range(3)], path, CARD)
+    write_dataset([labeled_sample(i) for i in range(3)], path, CARD)
 
 
 def test_kill_during_write_leaves_old_folder_then_rerun_completes(tmp_path):
@@ -92,7 +92,7 @@ def test_kill_during_write_leaves_old_folder_then_rerun_completes(tmp_path):
     old_dataset(target)
     proc = run_writer(target, n=20, kill_at=12)
     assert proc.returncode == -signal.SIGKILL
-    assert count_samples(target) == 3 and next(iter_samples(target)).equals(labelled_sample(0))
+    assert count_samples(target) == 3 and next(iter_samples(target)).equals(labeled_sample(0))
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".ds.partial")], "the killed writer's partial folder is left behind"
     proc = run_writer(target, n=20)
     assert proc.returncode == 0, proc.stderr.read().decode()
@@ -108,7 +108,7 @@ def test_kill_mid_write_leaves_the_old_folder_and_no_loadable_partial(tmp_path):
     shards = list((wrapper / CONTENT_DIR / "data").glob("*.parquet"))
     assert where == "sample 12" and shards, "the kill lands mid-write: some shards are written, the rest are not"
     kill(proc)
-    assert count_samples(target) == 3 and next(iter_samples(target)).equals(labelled_sample(0))
+    assert count_samples(target) == 3 and next(iter_samples(target)).equals(labeled_sample(0))
     with pytest.raises(EmptyDatasetError):
         datasets.load_dataset(str(wrapper))  # a partial folder is not taken for a dataset
     proc = run_writer(target, n=20)
@@ -127,7 +127,7 @@ def test_kill_while_publishing_leaves_the_old_folder(tmp_path, stage, no_exchang
         assert not target.exists() and list(tmp_path.glob(f".ds.old-{proc.pid}")), "killed between the two renames"
     kill(proc)
     recover(target)  # what every later write does first
-    assert count_samples(target) == 3 and next(iter_samples(target)).equals(labelled_sample(0))
+    assert count_samples(target) == 3 and next(iter_samples(target)).equals(labeled_sample(0))
     proc = run_writer(target, n=4)
     assert proc.returncode == 0, proc.stderr.read()
     assert count_samples(target) == 4 and sorted(p.name for p in tmp_path.iterdir()) == ["ds"]
@@ -141,13 +141,13 @@ def test_a_second_writer_fails_at_once_naming_the_first(tmp_path, capsys):
     proc, _ = paused_writer(target, pause_at=5)
     try:
         with pytest.raises(TargetBusyError, match=f"{target}: another process \\(pid {proc.pid}\\) is writing it"):
-            write_dataset([labelled_sample(7)], target, CARD)
+            write_dataset([labeled_sample(7)], target, CARD)
         code = main(["data", "build", "--source", "simulator", "--n", "2", "--size", "32", "--out", str(target)])
         assert code == 2 and f"(pid {proc.pid})" in capsys.readouterr().err
         assert count_samples(target) == 3, "the refused writer changed nothing"
     finally:
         kill(proc)
-    write_dataset([labelled_sample(7)], target, CARD)  # the kernel dropped the dead writer's lock
+    write_dataset([labeled_sample(7)], target, CARD)  # the kernel dropped the dead writer's lock
     assert count_samples(target) == 1 and not lock_path(target).exists()
 
 
@@ -156,7 +156,7 @@ def test_exception_midway_keeps_old_and_removes_partial(tmp_path):
     old_dataset(target)
 
     def failing():
-        yield labelled_sample(50)
+        yield labeled_sample(50)
         raise RuntimeError("source broke")
 
     with pytest.raises(RuntimeError, match="source broke"):
@@ -169,7 +169,7 @@ def test_no_overwrite_refuses_before_writing(tmp_path):
     target = tmp_path / "ds"
     old_dataset(target)
     with pytest.raises(FileExistsError, match="refusing to overwrite"):
-        write_dataset([labelled_sample(9)], target, CARD, overwrite=False)
+        write_dataset([labeled_sample(9)], target, CARD, overwrite=False)
     assert count_samples(target) == 3
 
 

@@ -10,7 +10,7 @@ def test_every_builtin_schema_is_well_formed(name):
     assert schema.classes[0].id == 0 and schema.classes[0].name == "background"
     assert [c.id for c in schema.classes] == list(range(schema.num_classes))
     assert len(set(schema.names)) == schema.num_classes
-    assert all(len(c.colour) == 3 and all(0 <= v <= 255 for v in c.colour) for c in schema.classes)
+    assert all(len(c.color) == 3 and all(0 <= v <= 255 for v in c.color) for c in schema.classes)
     assert IGNORE_ID in schema.valid_ids() and IGNORE_ID not in schema.valid_ids(allow_ignore=False)
 
 

@@ -39,7 +39,7 @@ def test_data_build_embedded_round_trips_through_load_dataset(tmp_path, capsys):
     out = tmp_path / "d"
     assert main(["data", "build", "--source", "embedded", "--out", str(out), "--size", "128", "--n", "6", "--no-pseudolabel"]) == 0
     printed = capsys.readouterr().out
-    assert "train: 6 samples" in printed and "tissue: not labelled" in printed
+    assert "train: 6 samples" in printed and "tissue: not labeled" in printed
     rows = datasets.load_dataset(str(out), split="train", cache_dir=str(tmp_path / "hf-datasets"))
     expected = list(build_source("embedded", size=128, n=6))
     assert len(rows) == 6

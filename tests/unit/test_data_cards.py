@@ -1,4 +1,4 @@
-"""Dataset cards (rendering, local validation, licence rule), the registry of released/planned sets, versions,
+"""Dataset cards (rendering, local validation, license rule), the registry of released/planned sets, versions,
 and the offline parts of histosynth.hub (folder validation, hashes, targets). The Hub-facing parts are in
 tests/hub/test_publish.py."""
 
@@ -14,19 +14,19 @@ from pathlib import Path
 import pytest
 import yaml
 from datasets.info import DatasetInfosDict
-from helpers import labelled_sample
+from helpers import labeled_sample
 from huggingface_hub import DatasetCard
 
 from histosynth.cli import build_parser
 from histosynth.data_cards.card import CardValidationError, render_card, render_set_card, validate_card
 from histosynth.data_cards.model import (
     SHARE_ALIKE,
-    SOURCE_LICENCES,
+    SOURCE_LICENSES,
     BenchmarkScore,
     CardInfo,
     Version,
-    default_licence,
-    required_licence,
+    default_license,
+    required_license,
 )
 from histosynth.data_cards.sets import DATASETS, SpecError, get_set, load_spec
 from histosynth.disk import DatasetFormatError, write_dataset
@@ -77,7 +77,7 @@ def test_synthetic_card_has_hub_metadata_and_every_section() -> None:
         "histosynth publish DIR --repo org/set --version v1.2.3", "| 1 | normal | `#3ca03c` | 1,234 |",
         "| 255 | ignore | `-` | 2 |", "| 5 | epithelial | `#ffa500` | 2 |", "| 4 | dead | `#ffff00` | 0 |",
         "| FD | effnet-lite0 | 12.5 | [11.9, 13.1] | histosynth bench 0.1.0 |",
-        "distributed under the same licence, CC BY-NC-SA 4.0", 'revision="v1.2.3"', "**Synthetic data.**",
+        "distributed under the same license, CC BY-NC-SA 4.0", 'revision="v1.2.3"', "**Synthetic data.**",
         "not for diagnosis",
     ):
         assert needle in text, needle
@@ -87,30 +87,30 @@ def test_synthetic_card_has_hub_metadata_and_every_section() -> None:
 def test_real_data_card_without_generator_or_labels() -> None:
     info = CardInfo("Camelyon16 patches", "Tiles.", license="cc0-1.0", source_datasets=["camelyon16"])
     text = render(info, tissue=None, nuclei=None)
-    assert "| generator | none: patches of the source data |" in text and "Unlabelled: patches only." in text
+    assert "| generator | none: patches of the source data |" in text and "Unlabeled: patches only." in text
     assert "Not measured on this set yet." in text and "The command that produced this set was not recorded." in text
     assert "`cc0-1.0`: CC0 1.0" in text and "Source data: camelyon16 cc0-1.0." in text
     assert yaml_of(text)["source_datasets"] == ["extended|camelyon16"]
     assert yaml_of(render(CardInfo("s", "d"), None, None))["source_datasets"] == ["original"]
 
 
-def test_licence_follows_share_alike_sources() -> None:
-    assert default_licence(["panda"]) == default_licence(["extended|pannuke", "camelyon16"]) == "cc-by-nc-sa-4.0"
-    assert default_licence(["camelyon16"]) == "cc0-1.0" and default_licence(["camelyon16", "consep"]) == "other"
-    assert required_licence(["camelyon16", "unknown-set"]) is None
+def test_license_follows_share_alike_sources() -> None:
+    assert default_license(["panda"]) == default_license(["extended|pannuke", "camelyon16"]) == "cc-by-nc-sa-4.0"
+    assert default_license(["camelyon16"]) == "cc0-1.0" and default_license(["camelyon16", "consep"]) == "other"
+    assert required_license(["camelyon16", "unknown-set"]) is None
     wrong = CardInfo("x", "y", license="cc0-1.0", source_datasets=["panda"])
-    assert "must be licensed 'cc-by-nc-sa-4.0'" in wrong.licence_problems()[0]
+    assert "must be licensed 'cc-by-nc-sa-4.0'" in wrong.license_problems()[0]
     with pytest.raises(CardValidationError, match="share-alike"):
         render(wrong)
 
 
-def test_source_licence_table_matches_the_readers() -> None:
+def test_source_license_table_matches_the_readers() -> None:
     for name in SOURCES:
-        licence = SOURCES.get(name).meta.licence.lower()
-        if name in SOURCE_LICENCES:
-            assert SOURCE_LICENCES[name] == licence, name
+        license = SOURCES.get(name).meta.license.lower()
+        if name in SOURCE_LICENSES:
+            assert SOURCE_LICENSES[name] == license, name
         else:
-            assert licence not in SHARE_ALIKE, f"add {name} ({licence}) to SOURCE_LICENCES: derivatives must inherit it"
+            assert license not in SHARE_ALIKE, f"add {name} ({license}) to SOURCE_LICENSES: derivatives must inherit it"
 
 
 @pytest.mark.parametrize("edit, problem", [
@@ -186,7 +186,7 @@ def write_spec(tmp_path: Path, **changes) -> Path:
     ({"versions": [{"version": "v1.0.0", "status": "released", "samples": {"train": 1}}]}, "needs the 40-hex `commit`"),
     ({"card.command": "histosynth generate htd --out x"}, "must show the `histosynth recipe run`"),
     ({"card.command": "histosynth generate htd --out x", "recipe": None}, "must end with the `histosynth publish"),
-    ({"card.colour": "red"}, "unknown card fields ['colour']"),
+    ({"card.color": "red"}, "unknown card fields ['color']"),
     ({"status": "released"}, "unknown fields ['status']"),
     ({"name": "other"}, "must equal the file name"),
 ])
@@ -226,7 +226,7 @@ def test_parse_target() -> None:
 
 def test_validate_folder_counts_rows_and_hashes_files(tmp_path: Path) -> None:
     folder = tmp_path / "ds"
-    write_dataset({"train": [labelled_sample(i) for i in range(5)], "test": [labelled_sample(9)]}, folder,
+    write_dataset({"train": [labeled_sample(i) for i in range(5)], "test": [labeled_sample(9)]}, folder,
                   CardInfo("t", "d", license="cc0-1.0"), "camelyon16", "pannuke", max_shard_bytes=5_000)
     checked = validate_folder(folder, progress=False)
     assert checked.split_sizes == {"train": 5, "test": 1}

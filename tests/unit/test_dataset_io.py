@@ -3,7 +3,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from helpers import labelled_sample
+from helpers import labeled_sample
 
 from histosynth.data_cards.card import CardInfo, card_fingerprint
 from histosynth.disk import (
@@ -27,8 +27,8 @@ CARD = CardInfo("test set", "hand-made samples", license="cc0-1.0")
 def varied_samples(n=12):
     out = []
     for i in range(n):
-        out.append(labelled_sample(i, nuclei=i % 3 != 1, tissue=i % 4 != 2, mask=i % 2 == 0))
-    # labelled with zero nuclei is not the same as unlabelled
+        out.append(labeled_sample(i, nuclei=i % 3 != 1, tissue=i % 4 != 2, mask=i % 2 == 0))
+    # labeled with zero nuclei is not the same as unlabeled
     out.append(Sample(np.zeros((32, 32, 3), np.uint8), Provenance("test"), nuclei=Nuclei.from_list("pannuke", [], np.zeros((32, 32), np.uint16))))
     return out
 
@@ -80,15 +80,15 @@ def test_multiple_splits(tmp_path):
 def test_schema_is_inferred_and_mixing_schemas_is_refused(tmp_path):
     summary = write_dataset(varied_samples(3), tmp_path / "a", CARD)
     assert (summary.tissue_schema, summary.nuclei_schema) == ("camelyon16", "pannuke")
-    other = labelled_sample(9)
+    other = labeled_sample(9)
     other = Sample(other.image, other.provenance, other.tissue, "simulator-tissue", other.nuclei)
     with pytest.raises(SampleValidationError, match="uses tissue schema 'simulator-tissue' but the dataset uses 'camelyon16'"):
-        write_dataset([labelled_sample(0), other], tmp_path / "b", CARD)
+        write_dataset([labeled_sample(0), other], tmp_path / "b", CARD)
     assert not (tmp_path / "b").exists()
 
 
-def test_unlabelled_dataset_has_null_labels(tmp_path):
-    write_dataset([labelled_sample(0, nuclei=False, tissue=False)], tmp_path / "ds", CARD)
+def test_unlabeled_dataset_has_null_labels(tmp_path):
+    write_dataset([labeled_sample(0, nuclei=False, tissue=False)], tmp_path / "ds", CARD)
     row = datasets.load_dataset(str(tmp_path / "ds"), split="train")[0]
     assert row["tissue"] is None and row["nuclei"] is None and row["nuclei_instances"] is None
 
@@ -107,7 +107,7 @@ def test_corrupt_files_give_errors_naming_the_file(tmp_path):
 
 
 def test_corrupt_image_cell_names_the_row():
-    row = sample_to_row(labelled_sample(1))
+    row = sample_to_row(labeled_sample(1))
     row["tissue"] = {"bytes": row["tissue"]["bytes"][:30], "path": None}
     with pytest.raises(SampleValidationError, match=r"row test:slide-1:x=32,y=7 seed=1|tissue: cannot decode"):
         row_to_sample(row)

@@ -16,10 +16,10 @@ from histosynth.labels.cluster import (
 from histosynth.labels.curriculum import curriculum_k, curriculum_stages
 
 
-def blobs(n_per: int = 40, centres=((0, 0), (10, 0), (0, 10), (10, 10)), seed: int = 0):
+def blobs(n_per: int = 40, centers=((0, 0), (10, 0), (0, 10), (10, 10)), seed: int = 0):
     rng = np.random.default_rng(seed)
-    x = np.concatenate([rng.normal(c, 0.5, size=(n_per, 2)) for c in centres])
-    return x, np.repeat(np.arange(len(centres)), n_per)
+    x = np.concatenate([rng.normal(c, 0.5, size=(n_per, 2)) for c in centers])
+    return x, np.repeat(np.arange(len(centers)), n_per)
 
 
 def ward_gap(ref: np.ndarray) -> float:

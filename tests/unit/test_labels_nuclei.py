@@ -37,7 +37,7 @@ def test_no_nuclei_gives_no_detections():
 
 
 def render_h(h: np.ndarray, eosin: float = 0.45) -> np.ndarray:
-    """RGB of haematoxylin concentrations `h` on uniform eosin (Beer-Lambert, slightly blurred)."""
+    """RGB of hematoxylin concentrations `h` on uniform eosin (Beer-Lambert, slightly blurred)."""
     h = ndimage.gaussian_filter(h, 0.7)
     od = h[..., None] * rgb_from_hed[0] + eosin * rgb_from_hed[1]
     return np.clip(np.rint(255 * np.exp(-od)), 0, 255).astype(np.uint8)
@@ -45,16 +45,16 @@ def render_h(h: np.ndarray, eosin: float = 0.45) -> np.ndarray:
 
 def test_watershed_splits_touching_nuclei_but_not_elongated_ones():
     yy, xx = np.mgrid[:64, :96].astype(float)
-    centres = [(32.0, 20.0), (32.0, 31.0)]  # radius 6.5 px discs overlapping by 2 px
+    centers = [(32.0, 20.0), (32.0, 31.0)]  # radius 6.5 px discs overlapping by 2 px
     touching = np.zeros((64, 96))
-    for cy, cx in centres:
+    for cy, cx in centers:
         touching[(yy - cy) ** 2 + (xx - cx) ** 2 <= 6.5**2] = 1.6
     spindle = ((yy - 32) / 3.0) ** 2 + ((xx - 70) / 11.0) ** 2 <= 1  # a connective-tissue-like spindle
     touching[spindle] = 1.6
     instances = segment_nuclei(render_h(touching), mpp=0.5)
     assert instances.max() == 3
     found = instance_centroids(instances)
-    expected = np.array([[x, y] for y, x in centres] + [[70.0, 32.0]])
+    expected = np.array([[x, y] for y, x in centers] + [[70.0, 32.0]])
     dist = cdist(found, expected)
     rows, cols = linear_sum_assignment(dist)
     assert dist[rows, cols].max() < 2.0

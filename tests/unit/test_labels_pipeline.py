@@ -1,4 +1,4 @@
-"""Pseudo-labelling jobs: cache reuse, resume after a crash, the sidecar, and the `data pseudolabel|sample` CLI."""
+"""Pseudo-labeling jobs: cache reuse, resume after a crash, the sidecar, and the `data pseudolabel|sample` CLI."""
 
 import json
 
@@ -14,10 +14,10 @@ from histosynth.labels.cache import ArrayCache, content_key
 from histosynth.labels.heterogeneity import composition, is_heterogeneous
 from histosynth.labels.pipeline import (
     PseudolabelConfig,
-    fit_pseudolabeller,
+    fit_pseudolabeler,
     load_hierarchy,
     load_sidecar,
-    write_pseudolabelled,
+    write_pseudolabeled,
 )
 from histosynth.sources.simulator import SimulatorSource
 
@@ -60,15 +60,15 @@ def card() -> CardInfo:
 def test_cache_avoids_recomputation_and_keys_follow_the_settings(encoder, tmp_path):
     counting = CountingEncoder(encoder)
     data = samples()
-    first = fit_pseudolabeller(data, PseudolabelConfig(**FAST), tmp_path, encoder=counting, progress=False)
+    first = fit_pseudolabeler(data, PseudolabelConfig(**FAST), tmp_path, encoder=counting, progress=False)
     cells = counting.cells
     assert cells == first.report["tissue_cells"] > 0 and first.report["encoded_patches"] == 6
-    again = fit_pseudolabeller(data, PseudolabelConfig(**FAST), tmp_path, encoder=counting, progress=False)
+    again = fit_pseudolabeler(data, PseudolabelConfig(**FAST), tmp_path, encoder=counting, progress=False)
     assert counting.cells == cells and again.report["encoded_patches"] == 0  # everything came from the cache
     assert np.array_equal(again.tissue.centroids, first.tissue.centroids)
     assert all(again.label(s).equals(first.label(s)) for s in data)
-    assert counting.cells == cells  # labelling reads the cache too
-    fit_pseudolabeller(data, PseudolabelConfig(**(FAST | {"cell": 16})), tmp_path, encoder=counting, progress=False)
+    assert counting.cells == cells  # labeling reads the cache too
+    fit_pseudolabeler(data, PseudolabelConfig(**(FAST | {"cell": 16})), tmp_path, encoder=counting, progress=False)
     assert counting.cells == cells + 6 * 16  # another cell size: new keys, 16 cells per 64 px patch
 
 
@@ -99,16 +99,16 @@ def test_resume_after_a_crash_reuses_the_cache_and_gives_the_same_output(encoder
 
     counting = CountingEncoder(encoder)
     with pytest.raises(Crash):
-        write_pseudolabelled(lambda: {"train": crashing()}, tmp_path / "out", card(), config, tmp_path / "cache",
+        write_pseudolabeled(lambda: {"train": crashing()}, tmp_path / "out", card(), config, tmp_path / "cache",
                              encoder=counting, progress=False)
     assert not (tmp_path / "out").exists()
     done = counting.cells
-    labeller, _, _ = write_pseudolabelled(lambda: {"train": iter(data)}, tmp_path / "out", card(), config,
+    labeler, _, _ = write_pseudolabeled(lambda: {"train": iter(data)}, tmp_path / "out", card(), config,
                                           tmp_path / "cache", encoder=counting, progress=False)
-    assert labeller.report["encoded_patches"] == 2  # only the two patches the crashed run never reached
-    assert counting.cells == labeller.report["tissue_cells"] and done < counting.cells
+    assert labeler.report["encoded_patches"] == 2  # only the two patches the crashed run never reached
+    assert counting.cells == labeler.report["tissue_cells"] and done < counting.cells
 
-    write_pseudolabelled(lambda: {"train": iter(data)}, tmp_path / "clean", card(), config, tmp_path / "fresh",
+    write_pseudolabeled(lambda: {"train": iter(data)}, tmp_path / "clean", card(), config, tmp_path / "fresh",
                          encoder=encoder, progress=False)
     resumed, clean = list(iter_samples(tmp_path / "out")), list(iter_samples(tmp_path / "clean"))
     assert len(resumed) == 6 and all(a.equals(b) for a, b in zip(resumed, clean, strict=False))
@@ -125,15 +125,15 @@ def test_cli_pseudolabel_then_show_then_sample(encoder, tmp_path, capsys):
     meta = read_metadata(out)
     assert meta["histosynth"]["tissue_schema"] == "pseudo-tissue-k6"
     assert meta["histosynth"]["nuclei_schema"] == "pseudo-nuclei-k3" and meta["license"] == "cc0-1.0"
-    labelled = list(iter_samples(out))
+    labeled = list(iter_samples(out))
     originals = list(iter_samples(src))
-    assert len(labelled) == 6 and all(np.array_equal(a.image, b.image) for a, b in zip(labelled, originals, strict=False))
-    assert all(s.tissue is not None and s.nuclei is not None for s in labelled)
-    assert sum(len(s.nuclei) for s in labelled) > 10
+    assert len(labeled) == 6 and all(np.array_equal(a.image, b.image) for a, b in zip(labeled, originals, strict=False))
+    assert all(s.tissue is not None and s.nuclei is not None for s in labeled)
+    assert sum(len(s.nuclei) for s in labeled) > 10
     sidecar = json.loads((out / "pseudolabels.json").read_text())
     assert sidecar["tissue"]["levels"] == [3, 6] and sidecar["tissue"]["skipped"] == [400]
     hierarchy = load_hierarchy(out)
-    coarse = hierarchy.coarsen(labelled[0].tissue, 3)
+    coarse = hierarchy.coarsen(labeled[0].tissue, 3)
     assert set(np.unique(coarse).tolist()) <= {0, 1, 2, 3}
 
     assert main(["data", "show", str(out), "--out", str(tmp_path / "grid.png"), "--n", "4"]) == 0
@@ -149,7 +149,7 @@ def test_cli_pseudolabel_then_show_then_sample(encoder, tmp_path, capsys):
     assert len(kept) == sum(expected) and all(is_heterogeneous(composition(s.tissue)) for s in kept)
     assert (tmp_path / "het-composition.png").is_file()
 
-    # entropy sampling of the pseudo-labelled set
+    # entropy sampling of the pseudo-labeled set
     assert main(["data", "sample", str(out), "--out", str(tmp_path / "ent"), "--by-entropy", "3"]) == 0
     assert "sampled patches: 3" in capsys.readouterr().out
     assert len(list(iter_samples(tmp_path / "ent"))) == 3
@@ -163,18 +163,18 @@ def test_cli_sample_refuses_a_dataset_without_tissue_maps(tmp_path, capsys):
 
 def test_a_split_folder_is_fitted_on_its_train_split_only(encoder, tmp_path):
     """Held-out patches never shape the clusters their labels come from: fitting on train only gives the same
-    labeller as fitting on the train split alone, and the test split is still labelled."""
+    labeler as fitting on the train split alone, and the test split is still labeled."""
     from histosynth.disk import write_dataset
     from histosynth.labels.pipeline import pseudolabel_dataset
 
     data = samples(8)
     write_dataset({"train": data[:5], "test": data[5:]}, tmp_path / "split", card())
     config = PseudolabelConfig(**FAST)
-    labeller, summary, _ = pseudolabel_dataset(tmp_path / "split", tmp_path / "out", config, tmp_path / "cache",
+    labeler, summary, _ = pseudolabel_dataset(tmp_path / "split", tmp_path / "out", config, tmp_path / "cache",
                                                encoder=encoder, progress=False)
-    alone, _, _ = write_pseudolabelled(lambda: {"train": iter(data[:5])}, tmp_path / "alone", card(), config,
+    alone, _, _ = write_pseudolabeled(lambda: {"train": iter(data[:5])}, tmp_path / "alone", card(), config,
                                        tmp_path / "cache", encoder=encoder, progress=False)
-    assert labeller.report["fitted_on_splits"] == ["train"]
+    assert labeler.report["fitted_on_splits"] == ["train"]
     assert load_sidecar(tmp_path / "out")["tissue"] == load_sidecar(tmp_path / "alone")["tissue"]
     assert len(list(iter_samples(tmp_path / "out", "test"))) == 3
     assert all(s.tissue is not None for s in iter_samples(tmp_path / "out", "test"))

@@ -8,7 +8,7 @@ import pytest
 from histosynth.commands.data import pseudolabel_encoder
 from histosynth.labels.cache import ArrayCache
 from histosynth.labels.cluster import adjusted_rand_index, purity
-from histosynth.labels.pipeline import PseudolabelConfig, fit_pseudolabeller
+from histosynth.labels.pipeline import PseudolabelConfig, fit_pseudolabeler
 from histosynth.labels.tissue import CellEmbedder, CellGrid, Hierarchy, feasible_levels, fit_phenotypes, glass_mask
 from histosynth.schema import Provenance, Sample
 from histosynth.sources.simulator import SimulatorSource
@@ -41,10 +41,10 @@ def cell_majorities(truth: np.ndarray, predicted: np.ndarray, cell: int) -> tupl
 def test_phenotypes_agree_with_the_simulator_tissue_classes(encoder, tmp_path):
     source = SimulatorSource(n=8, size=128, seed=0)
     config = PseudolabelConfig(ks=(4, 16), cell=32, nuclei=False)  # encoder's own 224 px preprocessing
-    labeller = fit_pseudolabeller(source, config, tmp_path, encoder=encoder, progress=False)
+    labeler = fit_pseudolabeler(source, config, tmp_path, encoder=encoder, progress=False)
     truth, predicted = [], []
     for sample in source:
-        coarse = labeller.hierarchy.coarsen(labeller.label(sample).tissue, 4)
+        coarse = labeler.hierarchy.coarsen(labeler.label(sample).tissue, 4)
         t, p = cell_majorities(sample.tissue, coarse, 32)
         truth += t
         predicted += p
@@ -57,8 +57,8 @@ def test_phenotypes_agree_with_the_simulator_tissue_classes(encoder, tmp_path):
 
 def blob_embeddings(n_blobs: int = 12, per: int = 15, seed: int = 0) -> np.ndarray:
     rng = np.random.default_rng(seed)
-    centres = rng.normal(0, 10, size=(n_blobs, 8))
-    return np.concatenate([rng.normal(c, 0.5, size=(per, 8)) for c in centres])
+    centers = rng.normal(0, 10, size=(n_blobs, 8))
+    return np.concatenate([rng.normal(c, 0.5, size=(per, 8)) for c in centers])
 
 
 def test_levels_are_nested_contiguous_and_consistent():
@@ -76,9 +76,9 @@ def test_levels_are_nested_contiguous_and_consistent():
     fine_map = np.random.default_rng(1).integers(0, 13, size=(16, 16)).astype(np.uint8)
     fine_map[0, 0] = 255
     coarse_map = h.coarsen(fine_map, 3)
-    labelled = (fine_map > 0) & (fine_map != 255)
+    labeled = (fine_map > 0) & (fine_map != 255)
     assert coarse_map[0, 0] == 255 and (coarse_map[fine_map == 0] == 0).all()
-    assert np.array_equal(coarse_map[labelled], h.parents[3][fine_map[labelled] - 1])
+    assert np.array_equal(coarse_map[labeled], h.parents[3][fine_map[labeled] - 1])
     with pytest.raises(KeyError, match="k=4"):
         h.coarsen(fine_map, 4)
     assert Hierarchy.from_json(h.to_json()).to_json() == h.to_json()
@@ -107,12 +107,12 @@ def test_glass_cells_are_background_and_not_embedded(encoder, tmp_path):
     assert embedding.features.shape == (18, 1280)
     assert glass_mask(image)[:, 52:].all() and not glass_mask(tissue).mean() > 0.2
     model = fit_phenotypes(embedding.features, ks=(3,))
-    labelled = model.tissue_map(embedding, image)
-    assert (labelled[:, 48:] == 0).all() and (labelled[:, :44] > 0).mean() > 0.9
-    Sample(image=image, provenance=Provenance("test"), tissue=labelled, tissue_schema=model.hierarchy.schema())
+    labeled = model.tissue_map(embedding, image)
+    assert (labeled[:, 48:] == 0).all() and (labeled[:, :44] > 0).mean() > 0.9
+    Sample(image=image, provenance=Provenance("test"), tissue=labeled, tissue_schema=model.hierarchy.schema())
 
 
-class MeanColour:
+class MeanColor:
     """A feature encoder that is not the benchmark's: the mean RGB of each cell (the labels layer's protocol only)."""
 
     meta = SimpleNamespace(name="mean-rgb", feature_dim=3)
@@ -137,17 +137,17 @@ class MeanColour:
 def test_any_feature_encoder_the_caller_passes_embeds_the_tissue_cells(tmp_path):
     image = next(iter(SimulatorSource(n=1, size=96, seed=5))).image.copy()
     image[:, 48:] = (243, 241, 244)  # glass on the right half
-    embedding = CellEmbedder(MeanColour(), cell=16, cache=ArrayCache(tmp_path)).embed(image)
+    embedding = CellEmbedder(MeanColor(), cell=16, cache=ArrayCache(tmp_path)).embed(image)
     grid = CellGrid(96, 96, 16)
     expected = grid.windows(image)[embedding.tissue.ravel()].reshape(18, -1, 3).mean(axis=1)
     # the cache stores float16 (unit roundoff 2**-11) of a float32 mean of 256 pixels (well under 2**-20 relative)
     np.testing.assert_allclose(embedding.features, expected, rtol=2**-11 + 2**-20)
     samples = list(SimulatorSource(n=4, size=64, seed=1))
-    labeller = fit_pseudolabeller(samples, PseudolabelConfig(encoder="mean-rgb", ks=(2, 3), cell=16, nuclei=False),
-                                  tmp_path, encoder=MeanColour(), progress=False)
-    assert labeller.sidecar()["encoder"] == {"encoder": "mean-rgb", "preprocess": "native-None"}
+    labeler = fit_pseudolabeler(samples, PseudolabelConfig(encoder="mean-rgb", ks=(2, 3), cell=16, nuclei=False),
+                                  tmp_path, encoder=MeanColor(), progress=False)
+    assert labeler.sidecar()["encoder"] == {"encoder": "mean-rgb", "preprocess": "native-None"}
     with pytest.raises(ValueError, match="config names 'effnet-lite0'"):
-        fit_pseudolabeller(samples, PseudolabelConfig(nuclei=False), tmp_path, encoder=MeanColour(), progress=False)
+        fit_pseudolabeler(samples, PseudolabelConfig(nuclei=False), tmp_path, encoder=MeanColor(), progress=False)
 
 
 def test_cell_grid_windows_and_upsampling_with_a_leftover_strip():

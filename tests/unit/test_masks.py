@@ -8,7 +8,7 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
-from helpers import labelled_sample
+from helpers import labeled_sample
 from PIL import Image, ImageDraw
 from scipy import ndimage, stats
 
@@ -32,7 +32,7 @@ from histosynth.masks import (
 )
 
 SIZES = (64, 256, (48, 80))
-# Grid resolution: every point is within sqrt(2)/2 of a pixel centre, so a distance measured between pixel centres
+# Grid resolution: every point is within sqrt(2)/2 of a pixel center, so a distance measured between pixel centers
 # (the distance transform) is off a continuous one by at most sqrt(2) (both ends snapped).
 GRID = math.sqrt(2)
 
@@ -70,7 +70,7 @@ def test_area_fraction_does_not_depend_on_the_patch_size():
 @pytest.mark.parametrize("size", (64, 256))
 def test_box_area_matches_palettes_expectation(size):
     # Each side is box_max - d with d ~ U[0, delta / 2] independently per axis, so E[area fraction] =
-    # ((box_max - delta / 4) / 256)^2 at any size; pixel-centre rounding of a uniformly placed span is unbiased.
+    # ((box_max - delta / 4) / 256)^2 at any size; pixel-center rounding of a uniformly placed span is unbiased.
     # Tolerance: 4 standard errors of the mean of n fractions.
     n = 400
     fractions = np.array([np.prod([s.stop - s.start for s in hybrid_parts(17, i, size).box]) / size**2
@@ -86,7 +86,7 @@ def test_box_keeps_the_scaled_margin_and_size(size):
         for span, side in zip(parts.box, parts.shape, strict=True):
             scale = side / REFERENCE_SIZE
             margin, box_max = PALETTE.box_margin * scale, PALETTE.box_max * scale
-            # pixel centres (i + 0.5) inside [margin, side - margin)
+            # pixel centers (i + 0.5) inside [margin, side - margin)
             assert span.start + 0.5 >= margin and span.stop - 0.5 < side - margin
             # side in [box_max - delta / 2, box_max], give or take one pixel of rounding at each end
             assert box_max - PALETTE.box_delta / 2 * scale - 1 <= span.stop - span.start <= box_max + 1
@@ -110,12 +110,12 @@ def test_stroke_widths_are_the_scaled_range(size):
     for index in range(150):
         for stroke in hybrid_parts(9, index, size).strokes:
             widths.append(stroke.width)
-            # The longest segment drawn alone: its distance transform peaks at the half width on the centre line.
+            # The longest segment drawn alone: its distance transform peaks at the half width on the center line.
             v = stroke.vertices
             k = int(np.argmax(np.hypot(*(v[1:] - v[:-1]).T)))
             alone, _ = _distance_inside(Stroke(v[k:k + 2], stroke.width))
             assert abs(2 * alone.max() - stroke.width) <= 2 * GRID
-            # The whole stroke is at least that wide along its centre line (segment midpoints, nearest pixel).
+            # The whole stroke is at least that wide along its center line (segment midpoints, nearest pixel).
             whole, v = _distance_inside(stroke)
             mids = (v[1:] + v[:-1]) / 2
             assert (whole[mids[:, 1].astype(int), mids[:, 0].astype(int)] >= stroke.width / 2 - GRID).all()
@@ -169,7 +169,7 @@ def test_strokes_follow_palettes_counts():
 def test_heldout_set_is_frozen():
     # Pinned hashes are right here ONLY because v1 is a published, frozen set: completion scores of different
     # generators are comparable only on identical masks. A change to the rules, numpy's PCG64 stream or skimage's
-    # rasterisation that moves one pixel fails this; then add a new version instead of editing v1.
+    # rasterization that moves one pixel fails this; then add a new version instead of editing v1.
     pinned = {64: "939b88bf4b41fb82ec5b693e5e62fc8a6114b72b00800525318a6d4492d6aa35",
               256: "b088fec7e040758823e0cf5e4b088e2ed884d61a8037a405ecfaabf00d3f0ef0"}
     for size, digest in pinned.items():
@@ -206,7 +206,7 @@ def test_data_masks_writes_the_heldout_set_as_rows(tmp_path, capsys):
 
 
 def test_data_masks_masks_a_datasets_patches_row_by_row(tmp_path):
-    patches = [labelled_sample(i, size=32 + 16 * (i % 2)) for i in range(4)]  # two patch sizes
+    patches = [labeled_sample(i, size=32 + 16 * (i % 2)) for i in range(4)]  # two patch sizes
     write_dataset({"test": patches}, tmp_path / "real", CardInfo("real", "hand-made", license="cc-by-4.0"))
     assert main(["data", "masks", "--dataset", str(tmp_path / "real"), "--split", "test", "--n", "3",
                  "--out", str(tmp_path / "masked")]) == 0

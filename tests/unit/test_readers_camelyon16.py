@@ -10,28 +10,28 @@ from histosynth.sources.folder import FormatError
 
 SIZE = 256
 TISSUE_X0 = 80  # glass left of x = 80, tissue to the right
-TUMOUR = [(100, 60), (180, 60), (180, 140), (100, 140)]
+TUMOR = [(100, 60), (180, 60), (180, 140), (100, 140)]
 EXCLUSION = [(120, 80), (140, 80), (140, 100), (120, 100)]
-SMALL_TUMOUR = [(200, 200), (230, 200), (200, 230)]  # group _1, a triangle
+SMALL_TUMOR = [(200, 200), (230, 200), (200, 230)]  # group _1, a triangle
 
 
 def write_slide(root, stem="tumor_001", annotations=True, groups=("_0", "_2", "_1")):
     image = tissue_slide(SIZE, SIZE, (TISSUE_X0, 0, SIZE, SIZE))
     write_pyramid(root / "training" / "tumor" / f"{stem}.tif", image, mpp=0.25, factors=(1, 2, 4))
     if annotations:
-        asap_xml(root / "lesion_annotations" / f"{stem}.xml", list(zip(groups, [TUMOUR, EXCLUSION, SMALL_TUMOUR], strict=False)))
+        asap_xml(root / "lesion_annotations" / f"{stem}.xml", list(zip(groups, [TUMOR, EXCLUSION, SMALL_TUMOR], strict=False)))
     return image
 
 
 def expected_labels(x0: int, y0: int, size: int, step: float) -> np.ndarray:
-    """Labels at the centres of the patch pixels (level-0 x = x0 + (c + 0.5) * step - 0.5), from the geometry alone."""
-    centres = (np.arange(size) + 0.5) * step - 0.5
-    X, Y = np.meshgrid(x0 + centres, y0 + centres)
-    tumour = (X >= 100) & (X <= 180) & (Y >= 60) & (Y <= 140)
-    tumour |= (X >= 200) & (Y >= 200) & (X + Y <= 430)
+    """Labels at the centers of the patch pixels (level-0 x = x0 + (c + 0.5) * step - 0.5), from the geometry alone."""
+    centers = (np.arange(size) + 0.5) * step - 0.5
+    X, Y = np.meshgrid(x0 + centers, y0 + centers)
+    tumor = (X >= 100) & (X <= 180) & (Y >= 60) & (Y <= 140)
+    tumor |= (X >= 200) & (Y >= 200) & (X + Y <= 430)
     exclusion = (X >= 120) & (X <= 140) & (Y >= 80) & (Y <= 100)
     labels = np.where(X >= TISSUE_X0, 1, 0)
-    labels[tumour] = 2
+    labels[tumor] = 2
     labels[exclusion] = 255
     return labels.astype(np.uint8)
 
@@ -61,7 +61,7 @@ def test_resampled_tiles_keep_polygon_labels_exact(tmp_path):
             assert np.array_equal(sample.tissue == value, expected == value), (sample.provenance.x, sample.provenance.y, value)
 
 
-def test_normal_slides_without_xml_are_labelled_others_are_not(tmp_path):
+def test_normal_slides_without_xml_are_labeled_others_are_not(tmp_path):
     write_slide(tmp_path, stem="normal_002", annotations=False)
     write_slide(tmp_path, stem="test_003", annotations=False)
     samples = list(build_source("camelyon16", path=tmp_path, size=32, mpp=1.0, min_tissue=0.0))

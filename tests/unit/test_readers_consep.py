@@ -11,7 +11,7 @@ from histosynth.sources.folder import FormatError
 SIZE = 80
 
 
-def labelled(seed: int = 0):
+def labeled(seed: int = 0):
     image = np.random.default_rng(seed).integers(0, 256, (SIZE, SIZE, 3), dtype=np.uint8)
     inst = np.zeros((SIZE, SIZE), np.int64)
     inst[2:6, 2:8] = 1  # type 1 other
@@ -22,7 +22,7 @@ def labelled(seed: int = 0):
 
 
 def test_seven_classes_whole_images(tmp_path):
-    image, inst, types = labelled()
+    image, inst, types = labeled()
     write_consep(tmp_path / "Train", "train_1", image, inst, types)
     write_png(tmp_path / "Train" / "Overlay" / "train_1.png", np.zeros((5, 5, 3), np.uint8))  # never read
     (sample,) = list(ConsepSource(tmp_path, size=None))
@@ -33,7 +33,7 @@ def test_seven_classes_whole_images(tmp_path):
 
 
 def test_merged_four_classes_and_covering_tiles(tmp_path):
-    image, inst, types = labelled()
+    image, inst, types = labeled()
     write_consep(tmp_path / "Test", "test_1", image, inst, types)
     source = build_source("consep", path=tmp_path, size=32, classes="consep-4")
     assert source.meta.nuclei_schema == "consep-4"
@@ -58,7 +58,7 @@ def test_merged_four_classes_and_covering_tiles(tmp_path):
     ({"inst_map": np.full((SIZE, SIZE), 0.5)}, r"train_1\.mat: inst_map: expected whole numbers"),
 ])
 def test_malformed_labels_name_the_file(tmp_path, override, match):
-    image, inst, types = labelled()
+    image, inst, types = labeled()
     write_consep(tmp_path / "Train", "train_1", image, inst, types, override)
     with pytest.raises(FormatError, match=match):
         list(ConsepSource(tmp_path))
@@ -67,7 +67,7 @@ def test_malformed_labels_name_the_file(tmp_path, override, match):
 def test_missing_key_image_and_bad_options(tmp_path):
     from scipy.io import loadmat, savemat
 
-    image, inst, types = labelled()
+    image, inst, types = labeled()
     label = write_consep(tmp_path / "Train", "train_1", image, inst, types)
     fields = {k: v for k, v in loadmat(label).items() if not k.startswith("__") and k != "inst_map"}
     savemat(label, fields)

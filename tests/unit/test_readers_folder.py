@@ -29,8 +29,8 @@ def test_unannotated_whole_images(tmp_path, images):
     samples = list(source)
     assert len(source) == 3 and [s.provenance.slide_id for s in samples] == ["a", "b", "c"]
     assert np.array_equal(samples[0].image, images["a"]) and np.array_equal(samples[1].image, images["b"])
-    grey = samples[2].image
-    assert grey.shape == (20, 30, 3) and (grey[..., 0] == grey[..., 1]).all()  # greyscale expanded to RGB
+    gray = samples[2].image
+    assert gray.shape == (20, 30, 3) and (gray[..., 0] == gray[..., 1]).all()  # grayscale expanded to RGB
     assert all(s.tissue is None and s.nuclei is None for s in samples)
 
 
@@ -94,7 +94,7 @@ def test_cover_positions():
 @pytest.mark.parametrize("name", READERS)
 def test_readers_are_registered_with_metadata(name):
     cls = SOURCES.get(name)
-    assert cls.meta.name == name and cls.meta.licence and cls.meta.description
+    assert cls.meta.name == name and cls.meta.license and cls.meta.description
     if name != "folder":
         assert cls.meta.url.startswith("https://") and cls.meta.citation and cls.meta.native_mpp in (0.25, 0.5)
 

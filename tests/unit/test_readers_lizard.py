@@ -32,7 +32,7 @@ def test_classes_come_through_id_and_centroids_are_exact(tmp_path, image):
     write_lizard(tmp_path, "consep_1", image, fields)
     (sample,) = list(LizardSource(tmp_path, size=None))
     assert np.array_equal(sample.image, image)
-    # relabelled in order of the original value: 3 -> 1, 7 -> 2, 12 -> 3
+    # relabeled in order of the original value: 3 -> 1, 7 -> 2, 12 -> 3
     assert sample.nuclei.class_ids.tolist() == [2, 5, 6]
     assert sample.nuclei.centroids.tolist() == [[5.0, 25.5], [34.5, 3.0], [45.5, 37.5]]
     assert np.array_equal(sample.nuclei.instances, np.select([inst == 3, inst == 7, inst == 12], [1, 2, 3], 0).astype(np.uint16))

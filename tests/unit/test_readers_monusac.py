@@ -11,7 +11,7 @@ from histosynth.sources.xml_annotations import parse_aperio
 
 H, W = 30, 40
 PATIENT = "TCGA-5P-A9K0-01Z-00-DX1"
-RECTANGLE = [(2, 3), (6, 3), (6, 8), (2, 8)]  # x 2..6, y 3..8 inclusive (pixel centres on the boundary count)
+RECTANGLE = [(2, 3), (6, 3), (6, 8), (2, 8)]  # x 2..6, y 3..8 inclusive (pixel centers on the boundary count)
 TRIANGLE = [(20, 10), (28, 10), (20, 18)]  # right angle at (20, 10): pixels with x >= 20, y >= 10, x + y <= 38
 
 
@@ -32,7 +32,7 @@ def expected_masks():
     return rectangle, triangle
 
 
-def test_polygons_rasterise_to_the_expected_pixels_and_classes(tmp_path):
+def test_polygons_rasterize_to_the_expected_pixels_and_classes(tmp_path):
     image, _ = write_case(tmp_path, [("Lymphocyte", [RECTANGLE]), ("Neutrophil", [TRIANGLE])])
     (sample,) = list(MonusacSource(tmp_path))
     assert np.array_equal(sample.image, image)

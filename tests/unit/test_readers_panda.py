@@ -52,7 +52,7 @@ def test_provider_filter_fixes_the_schema_and_slides_without_masks(tmp_path):
     make(tmp_path, rng)
     write_panda(tmp_path, "k2", tissue_slide(SIZE, SIZE, (0, 0, SIZE, SIZE)), None, "karolinska", rng)
     source = build_source("panda", path=tmp_path, provider="karolinska", size=32, mpp=0.5, n=None)
-    assert source.meta.tissue_schema == "panda-karolinska" and source.meta.licence == "CC-BY-NC-SA-4.0"
+    assert source.meta.tissue_schema == "panda-karolinska" and source.meta.license == "CC-BY-NC-SA-4.0"
     samples = list(source)
     assert {s.provenance.slide_id for s in samples} == {"k1", "k2"}
     assert all(s.tissue is None for s in samples if s.provenance.slide_id == "k2")
@@ -61,7 +61,7 @@ def test_provider_filter_fixes_the_schema_and_slides_without_masks(tmp_path):
         PandaSource(tmp_path)
 
 
-def test_resampled_masks_use_nearest_neighbour(tmp_path):
+def test_resampled_masks_use_nearest_neighbor(tmp_path):
     truth = make(tmp_path, np.random.default_rng(2), entries=(("k1", "karolinska"),))
     for sample in PandaSource(tmp_path, size=24, mpp=0.8, min_tissue=0.0):
         assert sample.provenance.mpp == 0.8

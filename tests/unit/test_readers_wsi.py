@@ -99,15 +99,15 @@ def test_level_choice_for_requested_mpp(tmp_path, image):
 
 
 def test_resampled_read_is_a_faithful_downscale(tmp_path):
-    """A smooth gradient read at 0.75 um/px from a 0.25 um/px slide equals the gradient sampled at the patch centres."""
+    """A smooth gradient read at 0.75 um/px from a 0.25 um/px slide equals the gradient sampled at the patch centers."""
     yy, xx = np.mgrid[0:240, 0:240]
     gradient = np.stack([xx, yy, (xx + yy) // 2], axis=2).astype(np.uint8)
     path = write_pyramid(tmp_path / "g.tif", gradient, mpp=0.25, factors=(1, 2))
     with Slide(path) as slide:
         window = slide.window(30, 60, 40, 0.75)
         patch = slide.read(window).astype(float)
-    centres = 30 + 3 * np.arange(40) + 1  # output pixel c covers level-0 pixels 30+3c .. 30+3c+2
-    assert np.abs(patch[0, :, 0] - centres).max() <= 1.0
+    centers = 30 + 3 * np.arange(40) + 1  # output pixel c covers level-0 pixels 30+3c .. 30+3c+2
+    assert np.abs(patch[0, :, 0] - centers).max() <= 1.0
     assert np.abs(patch[:, 0, 1] - (60 + 3 * np.arange(40) + 1)).max() <= 1.0
 
 
@@ -115,7 +115,7 @@ def test_window_maps_level0_coordinates_to_patch_pixels(tmp_path, image):
     path = write_pyramid(tmp_path / "s.tif", image, mpp=0.25, factors=(1, 2))
     with Slide(path) as slide:
         window = slide.window(40, 20, 16, 0.5)  # level-1 pixels 20.. and 10..
-    # level-0 pixels 40 and 41 make up output pixel 0, whose centre is level-0 x = 40.5
+    # level-0 pixels 40 and 41 make up output pixel 0, whose center is level-0 x = 40.5
     assert window.to_pixels(np.array([[40.5, 20.5], [42.5, 22.5]])).tolist() == [[0.0, 0.0], [1.0, 1.0]]
 
 

@@ -30,7 +30,7 @@ def make(**overrides):
     return Sample(**fields)
 
 
-def test_valid_sample_and_unlabelled_sample():
+def test_valid_sample_and_unlabeled_sample():
     assert make().nuclei.as_tuples()[0] == (5.5, 3.0, 1)
     bare = Sample(image(), PROV)
     assert bare.tissue is None and bare.nuclei is None
@@ -38,7 +38,7 @@ def test_valid_sample_and_unlabelled_sample():
 
 INVALID = {
     "image float": (dict(image=np.zeros((H, W, 3), np.float32)), "image: expected dtype uint8"),
-    "image grey": (dict(image=np.zeros((H, W), np.uint8)), "image: expected 3 dimensions"),
+    "image gray": (dict(image=np.zeros((H, W), np.uint8)), "image: expected 3 dimensions"),
     "image rgba": (dict(image=np.zeros((H, W, 4), np.uint8)), "image: expected 3 RGB channels"),
     "image list": (dict(image=[[0]]), "image: expected a numpy array"),
     "tissue shape": (dict(tissue=np.ones((H, W + 1), np.uint8)), "tissue: shape (24, 33) does not match"),
@@ -102,7 +102,7 @@ def test_centroid_on_last_pixel_is_inside():
 
 def test_from_instance_map_relabels_and_computes_exact_centroids():
     labels = np.zeros((H, W), np.int32)
-    labels[0:3, 0:3] = 70000  # beyond uint16 originally: relabelled to 1..n
+    labels[0:3, 0:3] = 70000  # beyond uint16 originally: relabeled to 1..n
     labels[10:12, 10:16] = 5
     nuclei = Nuclei.from_instance_map("pannuke", labels, {5: 2, 70000: 4})
     assert nuclei.instances.dtype == np.uint16 and set(np.unique(nuclei.instances)) == {0, 1, 2}

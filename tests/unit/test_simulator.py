@@ -40,7 +40,7 @@ def test_registered_and_built_by_name() -> None:
     with pytest.raises(ValueError, match="does not take --min-tissue"):
         build_source("simulator", n=2, min_tissue=0.5)
     meta = SimulatorSource.meta
-    assert (meta.name, meta.licence, meta.native_mpp) == ("simulator", "CC0-1.0", 0.5)
+    assert (meta.name, meta.license, meta.native_mpp) == ("simulator", "CC0-1.0", 0.5)
     assert (meta.tissue_schema, meta.nuclei_schema) == ("simulator-tissue", "pannuke")
 
 
@@ -120,7 +120,7 @@ def test_tissue_maps_are_varied(batch: list[Sample]) -> None:
     assert 2 <= heterogeneous < len(batch)  # some mixed patches, and some of a single class
 
 
-def test_haematoxylin_is_higher_inside_nuclei(batch: list[Sample]) -> None:
+def test_hematoxylin_is_higher_inside_nuclei(batch: list[Sample]) -> None:
     inside, outside = [], []
     for s in batch:
         h = rgb2hed(s.image)[..., 0]

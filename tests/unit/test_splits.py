@@ -2,7 +2,7 @@
 
 import numpy as np
 import pytest
-from helpers import labelled_sample
+from helpers import labeled_sample
 
 from histosynth.cli import main
 from histosynth.data_cards.card import CardInfo
@@ -18,7 +18,7 @@ def _ids(folder, split):
 
 def test_split_by_slide_keeps_each_slide_on_one_side_and_every_sample_once(tmp_path):
     # 12 samples on slides slide-0, slide-1, slide-2 (i % 3), 4 each.
-    write_dataset([labelled_sample(i) for i in range(12)], tmp_path / "all", CardInfo("all", "a"))
+    write_dataset([labeled_sample(i) for i in range(12)], tmp_path / "all", CardInfo("all", "a"))
     spec = SplitSpec("slide", 0.34, seed=5)
     summary = write_split(tmp_path / "all", tmp_path / "split", CardInfo("s", "s"), spec)
     train, test = split_groups(tmp_path / "split", spec, "train"), split_groups(tmp_path / "split", spec, "test")
@@ -65,7 +65,7 @@ def test_bad_split_options_are_one_line_errors(tmp_path, capsys):
     assert "argument --test-fraction: must be a finite number in [0.01, 0.99], got '1.5'" in capsys.readouterr().err
     assert main([*base, "--test-fraction", "0.2"]) == 2
     assert "--test-fraction needs --split-by" in capsys.readouterr().err
-    write_dataset([Sample(image=labelled_sample(0).image, provenance=Provenance("test"))], tmp_path / "noslide",
+    write_dataset([Sample(image=labeled_sample(0).image, provenance=Provenance("test"))], tmp_path / "noslide",
                   CardInfo("n", "n"))
     with pytest.raises(InputError, match="noslide.*row 0 has no slide id"):
         write_split(tmp_path / "noslide", tmp_path / "out", CardInfo("o", "o"), SplitSpec("slide", 0.5))
