@@ -1,4 +1,4 @@
-"""Floors of the conditional tasks: an unconditional generator's samples labelled with the maps they were nominally
+"""Floors of the conditional tasks: an unconditional generator's samples labeled with the maps they were nominally
 given (condition i mod M, as `generate_dataset` assigns conditions). A segmenter reads nothing of those maps in the
 images, so label consistency and TSTR on this set are what ignoring the condition scores."""
 
@@ -30,8 +30,8 @@ def label_with_nominal_maps(synthetic: Path, conditions: Path, out: Path) -> Pat
     schema = read_metadata(conditions)["histosynth"].get("tissue_schema")
     samples = list(iter_samples(synthetic))
     maps = nominal_maps(conditions, len(samples), samples[0].image.shape[0])
-    labelled = [replace(s, tissue=m, tissue_schema=schema) for s, m in zip(samples, maps, strict=True)]
-    card = CardInfo(f"{synthetic.name} with nominal maps", f"{len(labelled)} samples of {synthetic.name}, each labelled "
+    labeled = [replace(s, tissue=m, tissue_schema=schema) for s, m in zip(samples, maps, strict=True)]
+    card = CardInfo(f"{synthetic.name} with nominal maps", f"{len(labeled)} samples of {synthetic.name}, each labeled "
                     f"with the map of {conditions.name} it was nominally given (a floor).", license="cc0-1.0")
-    write_dataset(labelled, out, card, schema)
+    write_dataset(labeled, out, card, schema)
     return out

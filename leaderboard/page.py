@@ -29,10 +29,10 @@ CSV_FIELDS = ("subject", "kind", "name", "version", "checkpoint_hash", "content_
 RULES = ("Ranks: competition ranking per column with CI ties (a row takes the rank of the best row whose CI overlaps "
          "its own). Real data and the reference generators (real-heldout, the real-data ceiling; copy-nearest, the "
          "copy baseline) are reference lines: shown, never ranked, never counted in another row's rank. A subject "
-         "whose memorisation share is above the suite's limit with 95 % confidence is disqualified: struck through, "
+         "whose memorization share is above the suite's limit with 95 % confidence is disqualified: struck through, "
          "ranked nowhere. A column has power when it rests on enough seeds (5) or samples (64), carries intervals "
          "and can tell the real row from what predicting nothing scores by 3 of its resolvable differences (the "
-         "median CI half-width, shown under its header); columns without power are greyed and never aggregated. "
+         "median CI half-width, shown under its header); columns without power are grayed and never aggregated. "
          "Borda: per column with power, the number of ranked rows strictly worse; each task weighted equally (mean "
          "over its columns), summed over tasks. Mean rank: the mean over tasks of the mean rank over the task's "
          "columns. A row missing any aggregated column of the view gets no aggregate (partial coverage, as in "
@@ -272,10 +272,10 @@ def _header(column: Column, index: int, subtitle: str, power: Power | None) -> s
 
 
 def _cell(cell: Cell | None, row: Row, index: int, board: Leaderboard, weak: bool) -> str:
-    grey = " nopower" if weak else ""
+    gray = " nopower" if weak else ""
     if cell is None or cell.value is None:
         why = cell.undefined if cell is not None else "not measured"
-        return f'<td class="num missing{grey}" data-col="{index}" data-value="" title="{_e(why)}">&ndash;</td>'
+        return f'<td class="num missing{gray}" data-col="{index}" data-value="" title="{_e(why)}">&ndash;</td>'
     ci = ""
     if cell.ci_low is not None and cell.ci_high is not None:
         level = f"{cell.ci_level:.0%} " if cell.ci_level else ""
@@ -287,7 +287,7 @@ def _cell(cell: Cell | None, row: Row, index: int, board: Leaderboard, weak: boo
     else:
         rank = '<span class="rank" title="reference line, not ranked">ref</span>'
     title = f"{cell.file} (run {cell.run_id}); N fake {cell.n_fake}; histosynth {cell.code.get('histosynth')}"
-    return (f'<td class="num{grey}" data-col="{index}" data-value="{cell.value!r}" data-rank="{cell.rank or ""}" '
+    return (f'<td class="num{gray}" data-col="{index}" data-value="{cell.value!r}" data-rank="{cell.rank or ""}" '
             f'title="{_e(title)}">{format_number(cell.value)}{rank}{ci}</td>')
 
 
@@ -314,12 +314,12 @@ def _card(board: Leaderboard, row: Row, anchor: str) -> str:
     if row.kind == "reference":
         why = ("it passes the held-out real patches of {d} through: every score of its row is real data's, the "
                "ceiling" if row.name == "real-heldout" else "it returns the training patch of {d} whose map best "
-               "matches each condition: the copy baseline the memorisation gate must catch")
+               "matches each condition: the copy baseline the memorization gate must catch")
         parts.append(f"<li>reference line on {_e(row.dataset)}, not ranked: {_e(why.format(d=row.dataset))}. One row "
                      "per dataset, with the checkpoint hash of what it was fitted to there.</li>")
     meta = generator_meta(row)
     if meta is not None:
-        parts.append(f"<li>generator: {_e(meta.summary)}; family {_e(meta.family)}; licence {_e(meta.licence)}</li>")
+        parts.append(f"<li>generator: {_e(meta.summary)}; family {_e(meta.family)}; license {_e(meta.license)}</li>")
         parts.append(f"<li>paper: {_e(meta.paper)}</li>")
     files = sorted({c.file for c in board.cells.get(row.id, {}).values()})
     code = sorted({_code(c) for c in board.cells.get(row.id, {}).values()})

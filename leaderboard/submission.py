@@ -9,7 +9,7 @@
     title: My GAN (2026)       # optional display name (one line, at most 120 characters)
     citation: |                # optional: the BibTeX entry the page and paper tables cite
       @article{me2026gan, title = {My GAN}, author = {Me, A.}, journal = {arXiv}, year = {2026}}
-    licence: apache-2.0
+    license: apache-2.0        # optional (`licence:`, its old spelling, is read too until histosynth 0.2)
     contact: me@example.org
 
     kind: dataset
@@ -17,7 +17,7 @@
     dataset: synthetic-set/    # a histosynth dataset folder
 
 Hub references (`hub:owner/name@revision`) are refused here with a message: pull them first
-(`histosynth hub pull`), so the scorer only ever reads local, content-hashed folders. The guide for submitters is
+(`histosynth pull`), so the scorer only ever reads local, content-hashed folders. The guide for submitters is
 docs/submitting.md; how a plugin is packaged and prepared: histosynth.leaderboard.plugin_package.
 """
 
@@ -30,13 +30,14 @@ from typing import Any
 
 import yaml
 
+from histosynth.deprecated import renamed_field, warn_renamed
 from histosynth.errors import InputError
 from histosynth.leaderboard.identity import check_name
 
 KINDS = ("generator", "dataset")
 MAX_FILE_BYTES = 64 << 10
-FIELDS = {"generator": {"kind", "generator", "checkpoint", "plugin", "title", "citation", "licence", "contact"},
-          "dataset": {"kind", "name", "dataset", "title", "citation", "licence", "contact"}}
+FIELDS = {"generator": {"kind", "generator", "checkpoint", "plugin", "title", "citation", "license", "contact"},
+          "dataset": {"kind", "name", "dataset", "title", "citation", "license", "contact"}}
 MAX_TITLE = 120
 MAX_CITATION = 8192
 BIBTEX = re.compile(r"\A\s*@\w+\s*\{\s*[^,\s]+\s*,")
@@ -59,13 +60,16 @@ class Submission:
     name: str = ""  # the subject's name: the generator's, or a dataset's `name` (default: its folder's name)
     title: str | None = None
     citation: str | None = None
-    licence: str | None = None
+    license: str | None = None
     contact: str | None = None
 
     @property
     def label(self) -> str:
         """A short name for reports."""
         return self.title or self.name
+
+
+renamed_field(Submission, "licence", "license")  # the British spelling, for one release
 
 
 def _folder(data: dict[str, Any], key: str, base: Path, where: str, required: bool,
@@ -79,7 +83,7 @@ def _folder(data: dict[str, Any], key: str, base: Path, where: str, required: bo
         raise SubmissionError(f"{where}: {key}: expected a folder path, got {value!r}")
     if value.startswith("hub:"):
         raise SubmissionError(f"{where}: {key}: Hub references are not scored directly; pull {value[4:]} first "
-                              "(`histosynth hub pull`) and name the local folder")
+                              "(`histosynth pull`) and name the local folder")
     if "\0" in value:
         raise SubmissionError(f"{where}: {key}: the path holds a NUL character")
     path = (base / value).resolve()
@@ -127,16 +131,21 @@ def load_submission(path: Path | str) -> Submission:
     kind = data.get("kind")
     if kind not in KINDS:
         raise SubmissionError(f"{where}: kind: must be one of {', '.join(KINDS)}, not {kind!r}")
+    if "licence" in data:  # the British spelling of `license:`, accepted for one release
+        if "license" in data:
+            raise SubmissionError(f"{where}: give `license:` only (`licence:` is its old spelling)")
+        warn_renamed("licence", "license", f"{where}: field", stacklevel=2)
+        data["license"] = data.pop("licence")
     unknown = sorted(set(data) - FIELDS[kind])
     if unknown:
         raise SubmissionError(f"{where}: unknown field(s) {unknown} for a {kind} submission; allowed: "
                               f"{', '.join(sorted(FIELDS[kind]))}")
-    for key in ("title", "citation", "licence", "contact"):
+    for key in ("title", "citation", "license", "contact"):
         if key in data and not isinstance(data[key], str):
             raise SubmissionError(f"{where}: {key}: expected text")
     _check_text(data, where)
     base = path.parent
-    extra = {k: data.get(k) for k in ("title", "citation", "licence", "contact")}
+    extra = {k: data.get(k) for k in ("title", "citation", "license", "contact")}
     if kind == "dataset":
         dataset = _folder(data, "dataset", base, where, True)
         name = data.get("name", dataset.name if dataset else None)

@@ -2,7 +2,7 @@
 number formatting (histosynth.leaderboard.aggregate.format_number).
 
 Bold marks rank 1 in a column: the best value by the metric's direction (metric registry), and every row whose CI
-overlaps the best's (the aggregate module's tie rule). Disqualified subjects (memorisation) follow the ranked rows,
+overlaps the best's (the aggregate module's tie rule). Disqualified subjects (memorization) follow the ranked rows,
 struck through; real data and the reference generators are the reference lines below a rule, never bold. A column
 without power says so under its header and is left out of Borda and mean rank. A citation block lists the BibTeX of
 every registered generator in the table.
@@ -82,8 +82,8 @@ def _row_name(board: Leaderboard, row: Row, text: str, fmt: str) -> str:
     if not row.ranked:
         return rf"\textit{{{text} (reference)}}" if fmt == "latex" else f"*{text} (reference)*"
     if row.id in board.disqualified:
-        return rf"\sout{{{text}}} (disqualified: memorisation)" if fmt == "latex" else \
-            f"~~{text}~~ (disqualified: memorisation)"
+        return rf"\sout{{{text}}} (disqualified: memorization)" if fmt == "latex" else \
+            f"~~{text}~~ (disqualified: memorization)"
     return text
 
 
@@ -129,7 +129,7 @@ def _caption(columns: list[Column], ci: str) -> str:
     return (f"histosynth leaderboard: {', '.join(tasks)}. Value {ci_text}. Bold: rank 1 (the best by the metric's "
             "direction, or CI-tied with it). Borda and mean rank weight each task equally over the columns with "
             "power; partial coverage: n/a. Real data and the reference generators are reference lines, not ranked; "
-            "struck-through subjects are disqualified for memorisation.")
+            "struck-through subjects are disqualified for memorization.")
 
 
 def _latex(board, columns, rows, aggregates, bibs, ci, digits, citations) -> str:

@@ -303,17 +303,17 @@ def _step(path: Path, index: int, entry: Any, variables: dict, inputs: dict, wri
         raise _fail(path, f"{where} ({kind}) field {extra[0]!r}",
                     f"unknown field (a {kind} step takes {', '.join(spec.required + spec.optional)})")
     fields = {k: _substitute(v, variables, inputs, f"{where} ({kind}) field {k!r}", path) for k, v in given.items()}
-    for key in spec.reads:  # paths are kept normalised, so the runner finds each one's writer by its text
+    for key in spec.reads:  # paths are kept normalized, so the runner finds each one's writer by its text
         field_where = f"{where} ({kind}) field {key!r}"
         value = fields.get(key)
         items = value if isinstance(value, list) else [] if value is None else [value]
-        normalised = [_run_path(item, path, field_where) for item in items]
-        for item, read in zip(items, normalised, strict=True):
+        normalized = [_run_path(item, path, field_where) for item in items]
+        for item, read in zip(items, normalized, strict=True):
             if read not in written:
                 raise _fail(path, field_where, f"{item!r} is not written by an earlier step (written: "
                             f"{', '.join(written) or 'nothing yet'})")
         if value is not None:
-            fields[key] = normalised if isinstance(value, list) else normalised[0]
+            fields[key] = normalized if isinstance(value, list) else normalized[0]
     for key in spec.writes:
         field_where = f"{where} ({kind}) field {key!r}"
         out = _run_path(fields[key], path, field_where)
@@ -328,7 +328,7 @@ def _step(path: Path, index: int, entry: Any, variables: dict, inputs: dict, wri
 
 
 def _run_path(item: Any, path: Path, where: str) -> str:
-    """A step's run-folder path, normalised ("a/./b" -> "a/b"); refuses what is not a named path inside the run
+    """A step's run-folder path, normalized ("a/./b" -> "a/b"); refuses what is not a named path inside the run
     folder (absolute, "..", empty, "." itself) and the runner's own files."""
     parts = Path(item).parts if isinstance(item, str) and "\0" not in item else None
     if not parts or Path(item).is_absolute() or ".." in parts or parts[0].startswith("~"):

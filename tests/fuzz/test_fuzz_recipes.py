@@ -71,7 +71,7 @@ SPEC: dict[str, tuple[Callable[[str], str | bytes], list[str], str | None]] = {
     "out-a-mapping": (swap(FIRST_OUT, "out: {a: b}}"), ["'out'"], "inside the run folder"),
     "out-null": (swap(FIRST_OUT, "out: null}"), ["'out'"], "required"),
     "outs-the-same": (swap(SECOND_OUT, "out: data/a}"), ["'out'", "source-a"], "the same as"),
-    "outs-the-same-normalised": (swap(SECOND_OUT, "out: data/./a}"), ["'out'", "source-a"], "the same as"),
+    "outs-the-same-normalized": (swap(SECOND_OUT, "out: data/./a}"), ["'out'", "source-a"], "the same as"),
     "outs-the-same-double-slash": (swap(SECOND_OUT, "out: data//a/}"), ["'out'", "source-a"], "the same as"),
     "out-inside-another": (swap(SECOND_OUT, "out: data/a/b}"), ["'out'", "source-a"], "inside"),
     "out-around-another": (swap(SECOND_OUT, "out: data}"), ["'out'", "source-a"], "around"),
@@ -105,7 +105,7 @@ SPEC: dict[str, tuple[Callable[[str], str | bytes], list[str], str | None]] = {
     "non-utf8": (lambda t: t.encode().replace(b"tiny-sim", b"tiny\xffsim"), [], "UTF-8"),
     "utf16": (lambda t: t.encode("utf-16"), [], None),
     "binary": (whole(bytes(range(256)) * 4), [], None),
-    "unknown-top-field": (lambda t: t + "colour: red\n", ["colour"], "unknown fields"),
+    "unknown-top-field": (lambda t: t + "color: red\n", ["color"], "unknown fields"),
     "format-2": (swap("format: 1", "format: 2"), ["format"], "must be 1"),
     "format-text": (swap("format: 1", 'format: "1"'), ["format"], "must be 1"),
     "scales-missing-full": (swap("  full: {n: 2, size: 32}\n", ""), ["scales"], "exactly"),
@@ -118,7 +118,7 @@ SPEC: dict[str, tuple[Callable[[str], str | bytes], list[str], str | None]] = {
     "step-kind-unknown": (swap("step: sample", "step: smaple"), ["smaple"], "unknown kind"),
     "step-kind-missing": (swap("step: sample, ", ""), ["step"], "unknown kind"),
     "step-names-twice": (swap("step: sample,", "step: sample, name: source-a,"), ["source-a"], "comes earlier"),
-    "step-field-unknown": (swap("min_frac: 0.0,", "colour: red,"), ["colour"], "unknown field"),
+    "step-field-unknown": (swap("min_frac: 0.0,", "color: red,"), ["color"], "unknown field"),
     "step-field-required-missing": (swap("reader: simulator, ", ""), ["reader"], "required"),
 }
 
@@ -259,7 +259,7 @@ def test_fresh_starts_over_from_a_damaged_state(tmp_path, capsys):
     assert "source-a: done" in capsys.readouterr().out
 
 
-def test_paths_are_compared_and_kept_normalised(tmp_path, capsys):
+def test_paths_are_compared_and_kept_normalized(tmp_path, capsys):
     """`data/./a` reads what `data/a` writes: the plan finds the writer (the runner keys a read by its text)."""
     recipe = _recipe(tmp_path, BASE.replace("data: data/a,", "data: data/./a,").replace("out: data/b}", "out: data//b/}"))
     assert main(["recipe", "plan", str(recipe), "--run-dir", str(tmp_path / "run")]) == 0

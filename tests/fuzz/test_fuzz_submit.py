@@ -15,7 +15,7 @@ GENERATOR = """kind: generator
 generator: my-gan
 checkpoint: model/
 title: My GAN (2026)
-licence: apache-2.0
+license: apache-2.0
 contact: me@example.org
 """
 DATASET = """kind: dataset
@@ -56,10 +56,10 @@ FILES: dict[str, tuple[str | bytes | Callable[[Path], object], str, str | None]]
     "kind-missing": (swap("kind: generator\n", ""), "kind", "must be one of"),
     "kind-unknown": (swap("kind: generator", "kind: model"), "kind", "must be one of"),
     "kind-a-number": (swap("kind: generator", "kind: 5"), "kind", "must be one of"),
-    "field-unknown": (GENERATOR + "colour: red\n", "colour", "unknown field"),
+    "field-unknown": (GENERATOR + "color: red\n", "color", "unknown field"),
     "dataset-field-in-generator": (GENERATOR + "dataset: synthetic-set/\n", "dataset", "unknown field"),
     "title-a-number": (swap("title: My GAN (2026)", "title: 2026"), "title", "expected text"),
-    "licence-a-list": (swap("licence: apache-2.0", "licence: [mit]"), "licence", "expected text"),
+    "license-a-list": (swap("license: apache-2.0", "license: [mit]"), "license", "expected text"),
     "contact-a-mapping": (swap("contact: me@example.org", "contact: {a: b}"), "contact", "expected text"),
     "dataset-name-newline": (swap("name: my-set", 'name: "my\\nset"', DATASET), "name", "not a valid name"),
     "dataset-name-upper": (swap("name: my-set", "name: My Set", DATASET), "name", "not a valid name"),

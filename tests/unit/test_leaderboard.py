@@ -287,7 +287,7 @@ def test_a_reference_row_that_beats_everyone_changes_no_rank(results, board):
     assert with_ref.aggregate()[HTD] == board.aggregate()[HTD] and with_ref.aggregate()[ref.id].borda is None
 
 
-def test_a_memorising_subject_is_disqualified_and_ranked_nowhere(results, board):
+def test_a_memorizing_subject_is_disqualified_and_ranked_nowhere(results, board):
     copier = generator("copier")
     run = distribution_run(copier, 1.0, (0.5, 1.5), 0.99)
     run.results.append(MetricResult("memorization", 0.5, "lite0", 0.37, 0.63, 0.95, 16, 64))
@@ -341,7 +341,7 @@ def test_tables_and_page_show_reference_lines_disqualified_rows_and_columns_with
     assert names[-2].startswith("| ~~copier") and "disqualified" in names[-2] and "(reference)" in names[-1]
     heads = lines[0].split(" | ")[3:]
     weak = [h.split("<br>")[0] for h in heads if "no power" in h]
-    assert weak == ["memorization (lite0) ↓", "miou ↑"]  # two seeds; and nobody ranked on memorisation here
+    assert weak == ["memorization (lite0) ↓", "miou ↑"]  # two seeds; and nobody ranked on memorization here
     latex = render_table(tested, table_columns(tested), "latex")
     assert r"\sout{copier" in latex and latex.index(r"\sout{copier") < latex.rindex(r"\midrule")
     page = render_page(tested)

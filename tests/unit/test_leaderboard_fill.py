@@ -1,6 +1,6 @@
 """The recipes that fill the committed leaderboard (recipes/leaderboard-{simulator,embedded}.yaml) run end to end at
 tiny scale: every registered generator is trained, generated and scored with the suite on both datasets, and the
-page lists them all. The reference rows behave as they must: the copy baseline is flagged by the memorisation score
+page lists them all. The reference rows behave as they must: the copy baseline is flagged by the memorization score
 and the real held-out patches are not. Also: a completion-only generator submitted through `histosynth submit` is
 scored on completion alone (slow: several minutes of CPU)."""
 
@@ -32,8 +32,8 @@ def runs(tmp_path_factory) -> Path:
     return root
 
 
-def _memorisation(board, generator: str, tag: str) -> float | None:
-    """The generator's memorisation share against the dataset's training set (effnet-lite0 features)."""
+def _memorization(board, generator: str, tag: str) -> float | None:
+    """The generator's memorization share against the dataset's training set (effnet-lite0 features)."""
     column = next(c for c in board.columns if c.metric == "memorization" and c.dataset == f"{tag}-test")
     row = next(r for r in board.rows if r.name == generator)
     return board.cell(row, column).value
@@ -50,8 +50,8 @@ def test_every_registered_generator_is_scored_on_both_datasets(runs, tmp_path):
         # harp-inpaint only completes: it is scored on completion and nothing else
         assert sorted(p.name for p in (results / "harp-inpaint").iterdir()) == ["completion.json"]
         assert (results / "dual-lora" / "completion.json").is_file()
-        assert _memorisation(board, "copy-nearest", tag) == 1.0  # every sample is a training patch
-        assert _memorisation(board, "real-heldout", tag) == 0.0  # real patches of held-out regions or slides
+        assert _memorization(board, "copy-nearest", tag) == 1.0  # every sample is a training patch
+        assert _memorization(board, "real-heldout", tag) == 0.0  # real patches of held-out regions or slides
     combined = tmp_path / "results"
     for dataset in DATASETS:
         shutil.copytree(runs / dataset / "results", combined / dataset)
