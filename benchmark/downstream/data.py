@@ -1,4 +1,4 @@
-"""Labelled sets of the downstream tasks: images with the labels a task trains on, loaded from dataset folders,
+"""Labeled sets of the downstream tasks: images with the labels a task trains on, loaded from dataset folders,
 remapped between class schemas, cropped and augmented; and the check that a training set shares no patch with the
 test set."""
 

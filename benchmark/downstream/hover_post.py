@@ -80,7 +80,7 @@ def hover_postprocess(np_prob: np.ndarray, hv: np.ndarray, nc_prob: np.ndarray |
 
 
 def _instances(prob: np.ndarray, hv: np.ndarray, mpp: float) -> np.ndarray:
-    """The marker-controlled watershed (post_proc.__proc_np_hv), relabelled 1..n."""
+    """The marker-controlled watershed (post_proc.__proc_np_hv), relabeled 1..n."""
     # remove_small_objects on a boolean labels 4-connected components, as ndimage.label does before it in the original
     blob = remove_small_objects(prob >= NP_THRESHOLD, max_size=MIN_BLOB_PX - 1, connectivity=1)
     size = sobel_size(mpp)

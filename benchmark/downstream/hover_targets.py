@@ -25,8 +25,8 @@ def hover_targets(instances: np.ndarray, instance_types: np.ndarray | None = Non
     """Targets for one patch whose instance map numbers nuclei 1..n (0 background).
 
     `instance_types[k]` is the type id (1..K) of instance k + 1; None gives every nucleus type 1 (no NC branch).
-    Within each instance the x-map is the column distance to the instance's centre of mass and the y-map the row
-    distance, each divided by the largest magnitude on its own side of the centre, so both span [-1, 1] with -1 at the
+    Within each instance the x-map is the column distance to the instance's center of mass and the y-map the row
+    distance, each divided by the largest magnitude on its own side of the center, so both span [-1, 1] with -1 at the
     left / top extreme and +1 at the right / bottom extreme.
     """
     labels = _check_instances(instances)
@@ -35,8 +35,8 @@ def hover_targets(instances: np.ndarray, instance_types: np.ndarray | None = Non
     nuclear = labels > 0
     hv = np.zeros((2, *labels.shape), dtype=np.float32)
     if n:
-        # The paper's centre of mass, not rounded: vqdang/hover_net rounds it and then measures from a 1-based grid,
-        # which moves the zero crossing one pixel right/down of the centre.
+        # The paper's center of mass, not rounded: vqdang/hover_net rounds it and then measures from a 1-based grid,
+        # which moves the zero crossing one pixel right/down of the center.
         centres = instance_centroids(labels, n).astype(np.float64)  # (n, 2) x, y
         rows, cols = np.nonzero(nuclear)
         ids = labels[rows, cols].astype(np.intp)

@@ -131,7 +131,7 @@ def gradient_kernels(size: int = SOBEL_SIZE, dtype: torch.dtype = torch.float32)
     r = torch.arange(-(size // 2), size // 2 + 1, dtype=torch.float64)
     dy, dx = torch.meshgrid(r, r, indexing="ij")  # dy varies along rows, dx along columns
     norm = dx * dx + dy * dy
-    norm[size // 2, size // 2] = 1.0  # the centre is 0 / 0; the official codes add 1e-15 to make it 0
+    norm[size // 2, size // 2] = 1.0  # the center is 0 / 0; the official codes add 1e-15 to make it 0
     return (dx / norm).view(1, 1, size, size).to(dtype), (dy / norm).view(1, 1, size, size).to(dtype)
 
 
@@ -190,7 +190,7 @@ def hover_loss(outputs: dict[str, torch.Tensor], targets: dict[str, torch.Tensor
     """Each term of the HoVer-Net loss and their weighted sum "loss".
 
     `outputs` as build_hovernet returns them; `targets`: "np" (B, H, W) 0/1, "hv" (B, 2, H, W) float [x-map,
-    y-map], "nc" (B, H, W) type ids 0..K-1. Targets larger than the outputs are centre-cropped to them.
+    y-map], "nc" (B, H, W) type ids 0..K-1. Targets larger than the outputs are center-cropped to them.
     """
     size = tuple(outputs["np"].shape[-2:])
     np_t = center_crop(targets["np"], size).long()

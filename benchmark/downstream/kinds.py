@@ -104,7 +104,7 @@ class _Tissue(Kind):
             raise InputError(f"--crop must be a multiple of {STRIDE} (the DeepLabv3+ output stride), got {config.crop}")
         labelled = data.maps[data.maps != IGNORE_ID]
         if labelled.size == 0:
-            raise InputError(f"{data.ref.path}: the tissue maps have no labelled pixel to train on")
+            raise InputError(f"{data.ref.path}: the tissue maps have no labeled pixel to train on")
         if labelled.max() >= num_classes:
             raise InputError(f"{data.ref.path}: the maps hold class id {int(labelled.max())}, the schema has {num_classes}")
 

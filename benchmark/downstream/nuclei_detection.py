@@ -3,7 +3,7 @@
 Conventions (inputs as in nuclei_metrics.py; centroids are (n, 2) float arrays (x, y) in pixels, as
 Nuclei.centroids):
 - Pairing (`pair_centroids`), per image. Default "min-total-distance", the released `pair_coordinates`: one
-  Hungarian assignment over all true and predicted centroids minimising the total Euclidean distance, then the
+  Hungarian assignment over all true and predicted centroids minimizing the total Euclidean distance, then the
   assigned pairs farther than the radius are dropped (distance <= radius keeps). A far assignment can cost a pair
   that another assignment would keep. histosynth's alternative "max-pairs": the assignment with the most pairs
   within the radius, and among those the least total distance. 12 px at 40x (0.25 um/px) is HoVer-Net's radius:

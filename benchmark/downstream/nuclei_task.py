@@ -2,7 +2,7 @@
 
 Batches are random crops rotated by k x 90 degrees and flipped like the tissue task's; the HoVer-Net targets are
 computed on each augmented crop (as the official loader does: augment the instance map, then derive NP/HV/NC),
-so nuclei cut by the crop border get their own centre of mass. Predictions run on whole test images: the Unet
+so nuclei cut by the crop border get their own center of mass. Predictions run on whole test images: the Unet
 presets on the image padded to a multiple of 32, the paper preset (256 px in, 164 px out) tile by tile with the
 image reflect-padded by the 46 px margin. Post-processing is hover_post.hover_postprocess at the test set's mpp.
 

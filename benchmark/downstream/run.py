@@ -9,15 +9,15 @@ seeds a training budget allows (3 by default) a bootstrap over seeds has too few
 anything, and the t-interval states its assumption (seed-to-seed variation roughly normal). With one seed there is
 no interval; intervals are clipped to the metric's range ([0, 1], ratios >= 0). A training set scored beside a
 real-trained one also gets the ratio of its headline metric (mIoU, PQ) to the real row's, seed by seed (seed s of
-both), with its own interval. What a seed varies: the model's initialisation (decoder; the encoder starts from the same ImageNet
+both), with its own interval. What a seed varies: the model's initialization (decoder; the encoder starts from the same ImageNet
 weights), the batches, crops and augmentations.
 
 Tissue metrics are pooled over the test set from one summed confusion matrix (IoU_c = TP / (TP + FP + FN),
-Dice_c = 2 TP / (2 TP + FP + FN), means over the foreground classes present in the reference), pixels labelled 255
+Dice_c = 2 TP / (2 TP + FP + FN), means over the foreground classes present in the reference), pixels labeled 255
 left out; the mean over images of each image's foreground mIoU is reported beside it, since the HTD paper does not
 say which it uses.
 
-Training is resumable: every `checkpoint_every` steps the model, optimiser, schedule, step, losses and both random
+Training is resumable: every `checkpoint_every` steps the model, optimizer, schedule, step, losses and both random
 states (numpy batches, torch dropout) are written atomically to a folder keyed by the training data's content hash,
 the settings and the seed, so a killed run replays from its last checkpoint to the same weights, and a finished
 one is not trained again.
@@ -27,7 +27,7 @@ Data parallel (`torchrun --nproc_per_node N -m histosynth.cli bench seg ...`): a
 same global crop plan from the shared seeded generator and takes its own consecutive share (rank r: crops
 r*B..(r+1)*B-1), so N processes with batch B see exactly the samples one process with batch N*B sees, step for
 step. DistributedDataParallel averages the gradients (the mean of the per-process mean losses: the global mean
-when every crop has as many labelled pixels); the logged loss is that mean too. What still differs from one
+when every crop has as many labeled pixels); the logged loss is that mean too. What still differs from one
 process: BatchNorm statistics are per process (torch's SyncBatchNorm is GPU-only), dropout masks are drawn per
 process, and float sums run in another order, so N processes reach the same metric as one only up to the
 seed-to-seed spread (tests/integration/test_distributed_downstream.py). One process (rank 0) writes the

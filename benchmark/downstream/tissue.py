@@ -158,7 +158,7 @@ class SegScores:
     image_mean_dice: float
     n_images: int
     n_images_scored: int  # images with a foreground class in their reference (the image means' denominator)
-    pixels: int  # labelled (non-ignore) pixels
+    pixels: int  # labeled (non-ignore) pixels
     first_foreground: int
     confusion: np.ndarray  # (K, K) summed, rows = reference, columns = prediction
     image_confusion: np.ndarray = field(repr=False)  # (N, K, K), e.g. for bootstrap intervals over images
