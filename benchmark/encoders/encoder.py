@@ -42,7 +42,7 @@ class Encoder(nn.Module):
             if any(p.dim() == 4 for p in module.parameters(recurse=False)):
                 module.register_state_dict_post_hook(_contiguous_state)
         self.weights_file = weights_file
-        self.user_weights = user_weights  # the file was given by the user, not found by the catalogue's rules
+        self.user_weights = user_weights  # the file was given by the user, not found by the catalog's rules
         self._fingerprint: str | None = None
         self.train(False)
 
@@ -91,7 +91,7 @@ class Encoder(nn.Module):
     def input_spec(self, size: int | None = None, crop: bool = True) -> PreprocessSpec:
         """The preprocessing `encode(..., size=size, crop=crop)` applies: the encoder's own, or with its side set to
         `size` (faster, less accurate; float specs only, since a "uint8" encoder resizes its input itself).
-        `crop=False` resizes the whole image to the side instead of centre-cropping (for tiles of a larger field,
+        `crop=False` resizes the whole image to the side instead of center-cropping (for tiles of a larger field,
         whose borders a crop would drop)."""
         spec = self.meta.preprocess
         if size is None and (crop or spec.crop_pct == 1.0):

@@ -1,6 +1,6 @@
 """uint8 RGB batches -> encoder inputs, once per distinct `PreprocessSpec`.
 
-As timm's eval transform: resize to floor(size / crop_pct), then take the centre size x size (torchvision's
+As timm's eval transform: resize to floor(size / crop_pct), then take the center size x size (torchvision's
 CenterCrop offsets); crop_pct 1 is a plain resize. Resizing happens on float pixel values in [0, 255] and is then
 rounded and clipped to the uint8 grid, as a PIL resize of a uint8 image would be (bicubic overshoot never leaves
 [0, 255]). The filter is torch's, not PIL's: PIL rounds and clips to uint8 between its horizontal and vertical
@@ -56,7 +56,7 @@ def preprocess(
     device: str | torch.device | None = None,
     layout: Layout = "auto",
 ) -> torch.Tensor:
-    """Encoder input for `spec`: uint8 NCHW unchanged (kind "uint8"), else resized, scaled and normalised float32."""
+    """Encoder input for `spec`: uint8 NCHW unchanged (kind "uint8"), else resized, scaled and normalized float32."""
     x = as_nchw_uint8(images, layout)
     if device is not None:
         x = x.to(device)

@@ -39,7 +39,7 @@ def load_strict(model: nn.Module, state: dict[str, torch.Tensor], meta: EncoderM
 
 
 def kaiming_init_(model: nn.Module) -> nn.Module:
-    """Re-initialise every convolution with Kaiming-normal (fan-in, ReLU) and zero bias; batch norms to identity.
+    """Re-initialize every convolution with Kaiming-normal (fan-in, ReLU) and zero bias; batch norms to identity.
 
     Random InceptionV3 with PyTorch's default init gives vanishing pool3 features (FID ~1e-16 for any pair);
     this keeps activations O(1) so random-weight tests see distinct, non-degenerate features.
@@ -174,7 +174,7 @@ def build_inception(meta: EncoderMeta, weights_file: Path | None) -> nn.Module:
     """torch-fidelity's FID InceptionV3 returning pool3 (2048); takes uint8 NCHW and resizes to 299 itself.
 
     With a weights file it is built exactly as torch-fidelity builds it for FID (`feature_extractor_weights_path`),
-    so features equal torch-fidelity's; at random, convolutions are Kaiming-initialised (see `kaiming_init_`).
+    so features equal torch-fidelity's; at random, convolutions are Kaiming-initialized (see `kaiming_init_`).
     """
     from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
 

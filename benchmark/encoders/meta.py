@@ -1,7 +1,7 @@
 """Encoder metadata as validated data (torch-free, so `histosynth ls encoders` stays cheap).
 
 An `EncoderMeta` says what an encoder is (architecture, feature size), how its input must be prepared
-(`PreprocessSpec`), where its weights come from and under which licence, and which loader builds it.
+(`PreprocessSpec`), where its weights come from and under which license, and which loader builds it.
 """
 
 from __future__ import annotations
@@ -28,9 +28,9 @@ _WEIGHTS_KINDS = ("hf", "url", "package")
 class PreprocessSpec:
     """How a uint8 RGB batch becomes an encoder's input; encoders with equal specs share one preprocessed batch.
 
-    kind "float": resize to floor(size / crop_pct) with `resize`/`antialias` and take the centre size x size (timm's
+    kind "float": resize to floor(size / crop_pct) with `resize`/`antialias` and take the center size x size (timm's
     eval transform; crop_pct 1 is a plain resize), scale to [0, 1], then (x - mean) / std.
-    kind "uint8": the batch is passed on unchanged (uint8 NCHW at native size); the model resizes/normalises itself.
+    kind "uint8": the batch is passed on unchanged (uint8 NCHW at native size); the model resizes/normalizes itself.
     """
 
     kind: InputKind
@@ -52,7 +52,7 @@ class PreprocessSpec:
 
     @property
     def resize_to(self) -> int:
-        """The side images are resized to before the centre crop: floor(size / crop_pct), as timm computes it."""
+        """The side images are resized to before the center crop: floor(size / crop_pct), as timm computes it."""
         if self.size is None:
             raise ValueError(f"{self.kind} preprocessing has no input size")
         return math.floor(self.size / self.crop_pct)
@@ -60,7 +60,7 @@ class PreprocessSpec:
 
 @dataclass(frozen=True)
 class EncoderMeta:
-    """One encoder: identity, input contract, weights source, licence/gating, citation and loader target."""
+    """One encoder: identity, input contract, weights source, license/gating, citation and loader target."""
 
     name: str
     arch: str  # human description, e.g. "ViT-L/16 (timm vit_large_patch16_224)"
@@ -80,9 +80,9 @@ class EncoderMeta:
     loader: str  # "module:attr" of `build(meta, weights_file) -> torch.nn.Module`
     weights_files: tuple[str, ...] = ()  # candidate file names inside an HF repo / local folder, first match wins
     weights_aliases: tuple[str, ...] = ()  # other spellings of the HF repo id (the HF cache folder is case-sensitive)
-    weights_label: str = ""  # what the catalogue's weights are, in words (results describe a user's file instead)
+    weights_label: str = ""  # what the catalog's weights are, in words (results describe a user's file instead)
     input_kind: InputKind = "float"
-    crop_pct: float = 1.0  # resize to input_size / crop_pct, then centre-crop input_size (timm's eval transform)
+    crop_pct: float = 1.0  # resize to input_size / crop_pct, then center-crop input_size (timm's eval transform)
     pretrained_cfg: str = ""  # the timm pretrained config the resize filter, crop, mean and std are taken from
     preprocess_source: str = ""  # where the resize filter and crop come from when not a timm config, and how sure
     heavy: bool = False  # >= ~300 M parameters: tens of seconds to build on CPU (tests mark these slow)
@@ -133,7 +133,7 @@ class EncoderMeta:
 
     @property
     def summary(self) -> str:
-        """One line for listings: architecture, feature size, licence, gating."""
+        """One line for listings: architecture, feature size, license, gating."""
         gate = ", gated" if self.gated else ""
         return f"{self.arch}; {self.feature_dim}-d; {self.input_size}px; {self.licence}{gate}"
 

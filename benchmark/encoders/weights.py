@@ -3,7 +3,7 @@
 Resolution order: (1) an explicit local file or folder, (2) the Hugging Face cache (HF repos) / the torch hub
 cache (URL weights) / the installed package, (3) a download, only when not offline. Offline means
 HF_HUB_OFFLINE is set: then the network is never touched and a missing file fails at once with one
-`EncoderWeightsError` saying what is missing, its licence/gating, and how to get it. The user's token is
+`EncoderWeightsError` saying what is missing, its license/gating, and how to get it. The user's token is
 used for gated repos but never printed, logged or put into a message.
 
 Importing this module does not import torch or huggingface_hub (they are imported when needed).
@@ -68,8 +68,8 @@ def torch_hub_checkpoints() -> Path:
 
 
 def how_to_get(meta: EncoderMeta) -> str:
-    """Where `meta`'s weights come from, their licence/gating, and the ways to provide them."""
-    terms = f"licence {meta.licence}" + (", gated" if meta.gated else "")
+    """Where `meta`'s weights come from, their license/gating, and the ways to provide them."""
+    terms = f"license {meta.licence}" + (", gated" if meta.gated else "")
     if meta.weights_kind == "hf":
         files = " or ".join(meta.weights_files)
         text = f"Hugging Face repo {meta.weights_source!r} (file {files}; {terms}). "
@@ -201,13 +201,13 @@ def resolve_weights(
 
 
 def describe_weights(meta: EncoderMeta, path: str | Path | None, user_given: bool, fingerprint: str) -> str:
-    """Which weights a result was computed with, in words: the catalogue's own weights, or the user's file.
+    """Which weights a result was computed with, in words: the catalog's own weights, or the user's file.
 
     A user's file is only called the release file when its sha256 starts with the hash prefix that torch hub
     file names carry (`name-<sha256 prefix>.pth`); otherwise it is described as what it is, a local file.
     """
     if path is None:
-        return "random initialisation (no weights file)"
+        return "random initialization (no weights file)"
     default = meta.weights_label or f"{meta.weights_kind} {meta.weights_source}"
     if not user_given:
         return f"{default} ({meta.weights_source})" if meta.weights_label else default
@@ -217,7 +217,7 @@ def describe_weights(meta: EncoderMeta, path: str | Path | None, user_given: boo
         prefix = re.search(r"-([0-9a-f]{8,64})\.", release)
         if prefix and fingerprint.startswith(f"sha256:{prefix.group(1)}"):
             return f"{text}, the release file {release}: {default}"
-    return f"{text}, not the catalogue's weights ({default})"
+    return f"{text}, not the catalog's weights ({default})"
 
 
 def weights_fingerprint(path: str | Path | None) -> str:
