@@ -3,14 +3,14 @@
 Each image of a dataset is read and PNG-decoded once; each distinct input spec (size, resize filter, mean/std)
 is prepared once per batch and fed to every encoder that shares it. Per encoder the pass keeps float64
 streaming statistics (`StreamingStats`: mergeable across shards and processes) and, up to a cap, the
-features themselves for the metrics that need samples (bootstrap CIs, KID, PRDC, memorisation).
+features themselves for the metrics that need samples (bootstrap CIs, KID, PRDC, memorization).
 
 Results are cached under `cache_dir` keyed by the SHA-256 of the images' bytes + encoder + weight fingerprint
-+ input spec + this module's FEATURE_CODE_VERSION, never by a user-chosen name; randomly initialised encoders
++ input spec + this module's FEATURE_CODE_VERSION, never by a user-chosen name; randomly initialized encoders
 are never cached.
 
 Scale-out: with `distributed=True` (under `torchrun --nproc_per_node N`), rows are split into contiguous
-ranges with accelerate's `PartialState.split_between_processes`, each rank featurises its range, and the
+ranges with accelerate's `PartialState.split_between_processes`, each rank featurizes its range, and the
 states and kept features are gathered and merged in rank order on every rank.
 """
 
@@ -288,7 +288,7 @@ def extract_features(
     """
     rows = scan_rows(path, split)
     if rows.total == 0:
-        raise MetricInputError(f"{path}: split {split!r} has no rows to featurise")
+        raise MetricInputError(f"{path}: split {split!r} has no rows to featurize")
     loaded = _resolve_encoders(encoders, device, weights)
     cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     results: dict[str, EncoderFeatures] = {}

@@ -6,7 +6,7 @@ update rule converge to a local Nash equilibrium"), for N(μ1, Σ1) and N(μ2, �
     FD = ||μ1 - μ2||² + tr Σ1 + tr Σ2 - 2 tr (Σ1^½ Σ2 Σ1^½)^½
 
 The trace term is computed in its symmetric form. For any factor G1 with G1 G1ᵀ = Σ1 (Cholesky factor, Σ1^½,
-or the centred features A1ᵀ / sqrt(N1-1)) and any G2 with G2 G2ᵀ = Σ2, the non-zero eigenvalues of
+or the centered features A1ᵀ / sqrt(N1-1)) and any G2 with G2 G2ᵀ = Σ2, the non-zero eigenvalues of
 Σ1^½ Σ2 Σ1^½, of Σ2 Σ1 and of G1ᵀ Σ2 G1 = (G2ᵀ G1)ᵀ (G2ᵀ G1) coincide (eig(XY) = eig(YX) off 0), so
 
     tr (Σ1^½ Σ2 Σ1^½)^½ = Σ sqrt(eigvalsh(G1ᵀ Σ2 G1)) = || G2ᵀ G1 ||_*   (nuclear norm)
@@ -14,7 +14,7 @@ or the centred features A1ᵀ / sqrt(N1-1)) and any G2 with G2 G2ᵀ = Σ2, the 
 With G1 = Cholesky(Σ1) this costs one Cholesky, two triangular products and one symmetric eigenvalue solve;
 eigenvalues (≥ 0 in exact arithmetic) below the solver's resolution n·eps·λ_max count as 0. If Σ1 is singular
 (N ≤ d) Σ2 is factored instead, and if both are, G1 = V_+ Λ_+^½ from `eigh` (eigenvalues clamped at 0). With
-feature matrices and N < d, G_i = A_iᵀ (A_i = centred features / sqrt(N_i - 1)) gives the low-rank form
+feature matrices and N < d, G_i = A_iᵀ (A_i = centered features / sqrt(N_i - 1)) gives the low-rank form
 || A1 A2ᵀ ||_* (an N1×N2 matrix), which `fd_bootstrap_ci` uses.
 
 Other suites use `scipy.linalg.sqrtm(Σ1 Σ2)` (pytorch-fid, clean-fid, dgm-eval; slow, can return
@@ -111,7 +111,7 @@ def _trace_sqrt_factor(factor: np.ndarray, cov: np.ndarray, lower_triangular: bo
     """
     if lower_triangular:
         # Triangular products (BLAS trmm) take half the flops of general ones. BLAS wants Fortran order; Σ2 is
-        # symmetric, so its transpose is the same matrix in that order (and the result is symmetrised below).
+        # symmetric, so its transpose is the same matrix in that order (and the result is symmetrized below).
         g = np.asfortranarray(factor)
         s = cov.T if cov.flags.c_contiguous else np.asfortranarray(cov)
         right = scipy.linalg.blas.dtrmm(1.0, g, s, side=1, lower=1)  # Σ2 G
@@ -355,11 +355,11 @@ class _GramResampler:
     """FD of bootstrap resamples of two feature sets from their pooled Gram matrix, for N1, N2 < d.
 
     A resample drawing row i c_i times has the same FD as the weighted set of its distinct rows: duplicating a
-    row of A1 (centred features / sqrt(N1 - 1)) c times leaves the singular values of A1 A2ᵀ those of
+    row of A1 (centered features / sqrt(N1 - 1)) c times leaves the singular values of A1 A2ᵀ those of
     D1^½ A1u A2uᵀ D2^½ (D = diag(c)), since (R K)ᵀ(R K) = Kᵀ D K for a row-selection R. Every term of FD is an
     inner product of rows, so after one (N1+N2)² Gram matrix a replicate costs an SVD of about 0.63 N1 × 0.63 N2
     (the expected share of distinct rows is 1 - 1/e) instead of an N1×d by d×N2 product and an N1×N2 SVD.
-    The rows are centred on their pooled mean first, so the inner products carry no large common offset.
+    The rows are centered on their pooled mean first, so the inner products carry no large common offset.
     """
 
     def __init__(self, x1: np.ndarray, x2: np.ndarray) -> None:
@@ -416,7 +416,7 @@ def fd_bootstrap(
     alpha/2 and 1-alpha/2 quantiles (q_lo, q_hi) of the replicates:
     - "centred-percentile" (default): the percentile interval of the replicates shifted by the bootstrap estimate
       of the bias, median(FD*) - FD: (q_lo - b, q_hi - b), floored at 0. The median (not the mean) is the
-      estimate of the centre, so the interval contains FD by construction: q_lo <= median <= q_hi.
+      estimate of the center, so the interval contains FD by construction: q_lo <= median <= q_hi.
     - "percentile": (q_lo, q_hi), the spread of FD_N itself; near zero it can lie wholly above FD.
     - "basic": (2·FD - q_hi, 2·FD - q_lo) (Efron & Tibshirani 1993, ch. 13); near zero it can lie wholly
       below FD (FD 0.2795 with [0, 0.2018] at 500 vs 500 patches).
@@ -468,6 +468,6 @@ def fd_bootstrap_ci(
     method: Method | Literal["gram"] = "auto",
     interval: Interval = "percentile",
 ) -> tuple[float, float]:
-    """(low, high) of `fd_bootstrap` (default interval "percentile", as before the centred one existed)."""
+    """(low, high) of `fd_bootstrap` (default interval "percentile", as before the centered one existed)."""
     ci = fd_bootstrap(feats1, feats2, n_boot, alpha, seed, method, interval)
     return ci.low, ci.high

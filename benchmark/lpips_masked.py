@@ -11,7 +11,7 @@ its own pieces (`scaling_layer`, `net`, `normalize_tensor`, `lins`), so with a f
   resolution, summed over layers (as public "MaskedLPIPS" code). The mask is resized by area averaging (each
   layer cell weighted by the fraction of its footprint that is masked) rather than nearest, so a small mask never
   vanishes at a coarse layer; with a full mask this equals plain LPIPS exactly.
-- "bbox-crop": plain LPIPS of both images cropped to the mask's bounding box (grown, centred and clipped to the
+- "bbox-crop": plain LPIPS of both images cropped to the mask's bounding box (grown, centered and clipped to the
   image, to the backbone's minimum input size). Pixels outside the (grown) box never matter.
 
 Receptive fields: in "spatial-mean" and "layer-masked", a masked position's deep features see pixels outside the

@@ -1,4 +1,4 @@
-r"""Memorization (training-set copy) detection by the nearest-neighbour distance ratio.
+r"""Memorization (training-set copy) detection by the nearest-neighbor distance ratio.
 
 Definition (Yoon et al. 2023, "Diffusion probabilistic models generalize when they fail to memorize", ICML
 workshop on structured probabilistic inference; adopted by Gu et al. 2023, "On memorization in diffusion models",
@@ -10,7 +10,7 @@ a generated sample x is a copy of the training set T when
 with NN_1, NN_2 its nearest and second-nearest training samples. A copy sits much closer to one training sample
 than to any other; a novel sample near a dense region has a ratio near 1. The papers use pixels; any feature space
 works (encoder features make the test robust to small shifts). The fraction of flagged samples is the
-memorization rate. Nearest neighbours are found blockwise (bounded memory), then the two distances are
+memorization rate. Nearest neighbors are found blockwise (bounded memory), then the two distances are
 recomputed directly as ||x - t||₂, which is exact for near-copies where |a|² + |b|² - 2a·b cancels.
 """
 

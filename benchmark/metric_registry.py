@@ -36,7 +36,7 @@ class MetricSpec:
 
 
 FID_REF = "Heusel et al. 2017, arXiv:1706.08500 (Frechet distance of Gaussian fits to encoder features)"
-PRDC_REF = "Naeem et al. 2020, arXiv:2002.09797 (k = 5 nearest neighbours)"
+PRDC_REF = "Naeem et al. 2020, arXiv:2002.09797 (k = 5 nearest neighbors)"
 HOVER = "vqdang/hover_net compute_stats.py"
 PQ_MATCH = ("Kirillov et al. 2019, arXiv:1801.00868, with HoVer-Net/CoNIC matching (get_fast_pq, CoNIC get_pq: "
             "IoU > 0.5 pairs)")
@@ -68,7 +68,7 @@ _FIXED = [
     MetricSpec("density", True, "ratio", PRDC_REF, low=0.0),
     MetricSpec("coverage", True, "fraction", PRDC_REF, 0.0, 1.0),
     MetricSpec("memorization", False, "fraction of generated samples flagged",
-               "nearest-neighbour distance ratio test against the training set (histosynth.benchmark.memorization)",
+               "nearest-neighbor distance ratio test against the training set (histosynth.benchmark.memorization)",
                0.0, 1.0),
     MetricSpec("psnr-masked", True, "dB", "PSNR over the masked RGB values, capped at MSE 1/12", 0.0, PSNR_CAP_DB),
     MetricSpec("ssim-masked", True, "SSIM", "Wang et al. 2004, mean of the SSIM map over masked pixels", -1.0, 1.0),

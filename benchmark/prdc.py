@@ -2,7 +2,7 @@ r"""Precision, recall, density and coverage (PRDC) of generated features against
 
 Definitions from Naeem et al. 2020, "Reliable fidelity and diversity metrics for generative models" (ICML), as
 in clovaai's `prdc` package and dgm-eval's `metrics/prdc.py` (precision/recall after Kynkäänniemi et al. 2019).
-With B(x, r) the Euclidean ball and NND_k(x) the distance from x to its k-th nearest neighbour in its own set
+With B(x, r) the Euclidean ball and NND_k(x) the distance from x to its k-th nearest neighbor in its own set
 (excluding itself), for reals X_1..X_N and fakes Y_1..Y_M:
 
     precision = 1/M Σ_j 1[∃ i: Y_j ∈ B(X_i, NND_k(X_i))]
@@ -66,7 +66,7 @@ def knn_sq_distances(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """k smallest squared distances (ascending) from each query row to the key rows, and their key indices.
 
-    keys=None searches the queries themselves: each point is then its own first neighbour at distance exactly 0,
+    keys=None searches the queries themselves: each point is then its own first neighbor at distance exactly 0,
     and only blocks on or above the diagonal are computed (the distance matrix is symmetric). Blockwise with a
     running top-k, so memory is O(chunk_size² + n·k).
     """
@@ -107,7 +107,7 @@ def knn_radii(
     chunk_size: int = DEFAULT_CHUNK,
     device: torch.device | str | None = None,
 ) -> np.ndarray:
-    """Distance from each sample to its k-th nearest neighbour in the same set, excluding itself."""
+    """Distance from each sample to its k-th nearest neighbor in the same set, excluding itself."""
     x_np = as_feature_matrix(features)
     x = _to_torch(x_np - x_np.mean(axis=0), device, torch.float64)
     sq, _ = knn_sq_distances(x, None, nearest_k + 1, chunk_size)
@@ -125,7 +125,7 @@ def compute_prdc(
     """PRDC of fake (generated) features against real ones, k = `nearest_k` (5 as in dgm-eval and clovaai).
 
     Same values as `prdc.compute_prdc(real, fake, nearest_k)`; `chunk_size` only bounds memory. Features are
-    centred on the real mean before the |a|² + |b|² - 2a·b expansion to limit cancellation.
+    centered on the real mean before the |a|² + |b|² - 2a·b expansion to limit cancellation.
     """
     if nearest_k < 1:
         raise MetricInputError(f"nearest_k must be >= 1, got {nearest_k}")

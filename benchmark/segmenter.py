@@ -126,7 +126,7 @@ def train_segmenter(images: np.ndarray, maps: np.ndarray, num_classes: int, step
         raise ValueError(f"images {images.shape} and maps {maps.shape} do not pair up as (N, H, W, 3) and (N, H, W)")
     labelled = maps[maps != IGNORE_ID]
     if labelled.size == 0:
-        raise InputError("the maps have no labelled pixel to train on")
+        raise InputError("the maps have no labeled pixel to train on")
     if labelled.max() >= num_classes:
         raise ValueError(f"the maps hold class id {int(labelled.max())} but the segmenter has {num_classes} classes")
     settings = {"num_classes": num_classes, "steps": steps, "batch_size": batch_size, "lr": lr, "seed": seed,

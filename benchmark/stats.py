@@ -250,7 +250,7 @@ class StreamingStats:
         try:
             metadata_json = json.dumps(self.metadata, sort_keys=True)
         except TypeError as exc:
-            raise MetricInputError(f"stats metadata must be JSON-serialisable: {exc}") from exc
+            raise MetricInputError(f"stats metadata must be JSON-serializable: {exc}") from exc
         d = self.dim if self.dim is not None else -1
         empty = self._shift is None
         arrays: dict[str, np.ndarray] = {
