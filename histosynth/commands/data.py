@@ -47,25 +47,25 @@ def summary_lines(path: Path, summary) -> list[str]:
             parts.append(f"... {len(summary.tissue_pixels) - MAX_LISTED} more")
         lines.append(f"  tissue ({schema.name}): " + ", ".join(parts))
     else:
-        lines.append("  tissue: not labelled")
+        lines.append("  tissue: not labeled")
     if summary.nuclei_schema:
         schema = get_schema(summary.nuclei_schema)
         parts = [f"{schema[i].name} {n}" for i, n in sorted(summary.nuclei_counts.items())]
         lines.append(f"  nuclei ({schema.name}): {sum(summary.nuclei_counts.values())} — " + ", ".join(parts))
     else:
-        lines.append("  nuclei: not labelled")
+        lines.append("  nuclei: not labeled")
     return lines
 
 
 def _hub_licence(licence: str) -> str:
-    """A source's licence as a Hub licence id ("CC0-1.0" -> "cc0-1.0"); free text becomes "other"."""
+    """A source's license as a Hub license id ("CC0-1.0" -> "cc0-1.0"); free text becomes "other"."""
     ident = licence.strip().lower()
     return ident if ident and " " not in ident and ident.replace("-", "").replace(".", "").isalnum() else "other"
 
 
 @dataclass
 class Built:
-    """What `build_dataset` wrote: the dataset summary and, when it pseudo-labelled, the labeller and composition."""
+    """What `build_dataset` wrote: the dataset summary and, when it pseudo-labeled, the labeler and composition."""
 
     summary: "DatasetSummary"
     labeller: "PseudoLabeller | None" = None
@@ -78,7 +78,7 @@ PSEUDOLABEL_KS = (5, 10, 20)  # granularities `data build` pseudo-labels at (use
 
 @lru_cache(maxsize=4)
 def pseudolabel_encoder(name: str) -> Encoder:
-    """The encoder `name` that the pseudo-labeller is given, loaded once per process (`demo` labels several sets)."""
+    """The encoder `name` that the pseudo-labeler is given, loaded once per process (`demo` labels several sets)."""
     from histosynth.benchmark.encoders import load_encoder
 
     return load_encoder(name)
@@ -88,7 +88,7 @@ def build_dataset(source_name: str, out: Path, options: dict, overwrite: bool = 
                   cache: Path | None = None, split: SplitSpec | None = None) -> Built:
     """Write the samples of a registered source to `out` (Hub layout).
 
-    With `pseudolabel` (default: the source's `pseudolabel_by_default`, true for `embedded`) unlabelled patches get
+    With `pseudolabel` (default: the source's `pseudolabel_by_default`, true for `embedded`) unlabeled patches get
     pseudo tissue phenotypes at k = 5, 10, 20 and pseudo nuclei, exactly as `data pseudolabel` would give them.
     With `split`, the folder holds `train` and `test` splits by slide or region (histosynth.splits).
     """
@@ -135,7 +135,7 @@ def build_dataset(source_name: str, out: Path, options: dict, overwrite: bool = 
             return Built(_write_split_build(samples, out, card, meta, total, overwrite, split))
         return Built(write_dataset(samples, out, card, meta.tissue_schema, meta.nuclei_schema, total=total, overwrite=overwrite))
     if meta.tissue_schema is not None:
-        raise InputError(f"source {source_name!r} already has tissue labels ({meta.tissue_schema}); --pseudolabel is for unlabelled sources")
+        raise InputError(f"source {source_name!r} already has tissue labels ({meta.tissue_schema}); --pseudolabel is for unlabeled sources")
     return _build_pseudolabelled(source_name, options, out, card, total, overwrite, cache)
 
 
@@ -175,7 +175,7 @@ def _build_pseudolabelled(source_name: str, options: dict, out: Path, card, tota
     config = PseudolabelConfig(ks=PSEUDOLABEL_KS, cell=max(16, size // 4), nuclei_k=4)
     card.description += (f" Pseudo labels: tissue phenotypes at k = {', '.join(map(str, PSEUDOLABEL_KS))} ({config.cell} px "
                          f"cells embedded with `{config.encoder}`, hierarchical k-means; the finest level is stored, the "
-                         f"coarser ones are in pseudolabels.json) and pseudo nuclei (colour deconvolution + watershed, "
+                         f"coarser ones are in pseudolabels.json) and pseudo nuclei (color deconvolution + watershed, "
                          f"{config.nuclei_k} clustered classes).")
     card.limitations = "Pseudo labels are unsupervised clusters, not annotations; see pseudolabels.json."
     threads = torch.get_num_threads()
@@ -211,7 +211,7 @@ def run_build(args: argparse.Namespace) -> int:
 
 
 def show_dataset(path: Path, out: Path, n: int = 8, split: str = "train", columns: int = 4) -> Path:
-    """Draw the first `n` samples of a dataset (with label overlays when labelled) to a PNG."""
+    """Draw the first `n` samples of a dataset (with label overlays when labeled) to a PNG."""
     from itertools import islice
 
     from histosynth.disk import iter_samples, read_metadata
@@ -242,7 +242,7 @@ def parse_ks(text: str) -> tuple[int, ...]:
 
 
 def pseudolabel_lines(labeller, stats) -> list[str]:
-    """Human-readable report of a pseudo-labelling run."""
+    """Human-readable report of a pseudo-labeling run."""
     report = labeller.report
     lines = [f"  phenotypes: levels k={report['levels']} (stored: {labeller.tissue_schema})"
              + (f", skipped k={report['skipped_levels']} (only {report['distinct_cells']} distinct sampled cells)"
@@ -259,7 +259,7 @@ def pseudolabel_lines(labeller, stats) -> list[str]:
         lines.append(f"  k={k}: {100 * s.fraction_heterogeneous:.1f}% of patches in 20-80%, mean H "
                      f"{(sum(s.entropy) / s.n if s.n else 0.0):.3f}")
     lines.append(f"  time: pass 1 {report['pass1_seconds']} s, fit {report['fit_seconds']} s, "
-                 f"labelling + writing {report.get('pass2_seconds', 0)} s")
+                 f"labeling + writing {report.get('pass2_seconds', 0)} s")
     return lines
 
 
@@ -326,7 +326,7 @@ def run_masks(args: argparse.Namespace) -> int:
     else:
         if args.size is not None:
             raise InputError("data masks: --size is for masks alone; with --dataset each mask takes its patch's size")
-        licence = read_metadata(args.dataset).get("license", "other")  # the patches keep their licence
+        licence = read_metadata(args.dataset).get("license", "other")  # the patches keep their license
         available = count_samples(args.dataset, args.split)  # a missing split fails here, before writing
         if available == 0:
             raise InputError(f"{args.dataset}: split {args.split!r} has no patches to mask")
@@ -372,7 +372,7 @@ def register(verbs: argparse._SubParsersAction) -> None:
     build.add_argument("--stride", type=opt.integer(1, opt.MAX_SIDE, "a stride in pixels"),
                        help="tiling stride in pixels (default: the patch size)")
     build.add_argument("--pseudolabel", action=argparse.BooleanOptionalAction, default=None,
-                       help="give unlabelled patches pseudo tissue phenotypes (k=5,10,20) and pseudo nuclei "
+                       help="give unlabeled patches pseudo tissue phenotypes (k=5,10,20) and pseudo nuclei "
                        "(default: on for `embedded`, off otherwise)")
     build.add_argument("--cache", type=opt.output_folder, help="embedding cache for --pseudolabel (default: a hidden folder beside --out)")
     build.add_argument("--n", type=opt.integer(0, opt.MAX_COUNT, "a count"),
@@ -407,7 +407,7 @@ def register(verbs: argparse._SubParsersAction) -> None:
         "pseudolabel", help="give a dataset self-supervised tissue phenotypes and nuclei",
         description="Write a copy of a dataset folder whose patches carry pseudo labels: tissue phenotype maps "
         "(cells embedded with an encoder, diversity-sampled per slide, hierarchical k-means; the finest feasible k "
-        "is stored and the coarser ones are recoverable through pseudolabels.json) and pseudo nuclei (colour "
+        "is stored and the coarser ones are recoverable through pseudolabels.json) and pseudo nuclei (color "
         "deconvolution + watershed, clustered classes). Embeddings and segmentations are cached by content hash, "
         "so an interrupted run resumes where it stopped.")
     pseudo.add_argument("path", type=opt.existing_folder, help="dataset folder to label")

@@ -42,13 +42,13 @@ README = '''\
 # ${name}: a histosynth generator plugin
 
 Written by `histosynth new generator ${name}`. It works as it is: a small convolutional network that paints a
-patch from its tissue map (a colour and a spread for every pixel, learnt from the training patches), trained in
+patch from its tissue map (a color and a spread for every pixel, learned from the training patches), trained in
 histosynth's shared training loop. Replace the network and the loss with your model; keep the rest.
 
 | file | what it holds |
 |---|---|
 | `pyproject.toml` | the package, and the entry point `${name} = "${package}.meta:META"` (group `histosynth.generators`) |
-| `${package}/meta.py` | what the generator is: name, version, paper, **citation (fill in the BibTeX)**, licence, what it reads and writes |
+| `${package}/meta.py` | what the generator is: name, version, paper, **citation (fill in the BibTeX)**, license, what it reads and writes |
 | `${package}/presets.py` | network size and training settings by preset name (`tiny`) |
 | `${package}/model.py` | the network (`PainterNet`), one training step (`PainterStep`) and the generator (`${cls}`) |
 | `tests/test_contract.py` | the contract: build, train 2 steps, save, load, sample; and that it learns |
@@ -70,7 +70,7 @@ plugin: plugin
 title: ${title}
 citation: |
   @misc{${package}2026, title = {${title}}, author = {Lastname, Firstname}, year = {2026}}
-licence: apache-2.0
+license: apache-2.0
 contact: you@example.org
 EOF
 histosynth submit submission.yaml --check
@@ -114,9 +114,9 @@ META = GeneratorMeta(
     summary="${title}: paints a patch from its tissue map with a small conv net",
     paper="none yet (the paper's title and its arXiv id or DOI)",
     citation=CITATION,
-    licence="Apache-2.0",  # of this code; trained weights carry the licence of their training data
+    license="Apache-2.0",  # of this code; trained weights carry the license of their training data
     conditioning=("tissue",),  # what it reads from a condition: the tissue map
-    outputs=("image", "tissue"),  # what it writes: an image, labelled with ...
+    outputs=("image", "tissue"),  # what it writes: an image, labeled with ...
     label_policy="copied",  # ... the tissue map it was given
     family="conv",
     target="${package}.model:${cls}",
@@ -190,8 +190,8 @@ def preset_from_dict(data: dict[str, Any]) -> Preset:
 
 MODEL = '''\
 """${cls}: the ${name} generator. A small conv net paints a patch from its tissue map: for every pixel it predicts
-a colour and a spread from the map around it (a Gaussian per pixel, trained by its negative log-likelihood), and
-sampling draws from it with each sample's own seed. It learns the colour of each tissue class, how much it varies,
+a color and a spread from the map around it (a Gaussian per pixel, trained by its negative log-likelihood), and
+sampling draws from it with each sample's own seed. It learns the color of each tissue class, how much it varies,
 and what happens where classes meet. Replace PainterNet and PainterStep with your model; the rest is the histosynth
 generator contract (histosynth.generators.base.Generator) and works as it is:
 - training runs in histosynth's shared loop (histosynth.generators.training.run_training: optimizer, LR schedule,
@@ -232,7 +232,7 @@ from ${package}.presets import PRESETS, Preset, TrainSettings, preset_from_dict
 
 
 def one_hot(tissue: torch.Tensor, num_classes: int) -> torch.Tensor:
-    """(N, R, R) class ids -> (N, K, R, R) float one-hot; ids >= K (255: unlabelled) become all zeros."""
+    """(N, R, R) class ids -> (N, K, R, R) float one-hot; ids >= K (255: unlabeled) become all zeros."""
     ids = tissue.long().clamp(max=num_classes)
     return F.one_hot(ids, num_classes + 1)[..., :num_classes].permute(0, 3, 1, 2).float()
 
@@ -253,7 +253,7 @@ class PainterNet(ModelMixin, ConfigMixin):
 
 
 class PainterStep(TrainStep):
-    """One training step: the Gaussian negative log-likelihood of the real pixels under the predicted colours."""
+    """One training step: the Gaussian negative log-likelihood of the real pixels under the predicted colors."""
 
     def __init__(self, net: PainterNet) -> None:
         self.net = net
@@ -363,7 +363,7 @@ class ${cls}(ComponentFolder, Generator):
 
     def sample(self, conditions: Sequence[Sample], seed: int | Sequence[int], options: SampleOptions | None = None,
                **fields: Any) -> list[Sample]:
-        """One new patch per condition's tissue map, at the model resolution, labelled with that map. An int seed
+        """One new patch per condition's tissue map, at the model resolution, labeled with that map. An int seed
         gives sample j the seed derive_seed(seed, j); a list gives each its own (sample j redone alone)."""
         opts = self.resolve_options(options, **fields)
         if opts.task not in META.tasks:
@@ -419,7 +419,7 @@ class ${cls}(ComponentFolder, Generator):
 
     def card_details(self) -> list[str]:
         return [f"- A three-layer conv net ({self.preset.width} channels) painting {self.preset.resolution} px "
-                "patches: a colour and a spread per pixel from the tissue map around it."]
+                "patches: a color and a spread per pixel from the tissue map around it."]
 '''
 
 CONTRACT_TEST = '''\
@@ -467,7 +467,7 @@ def test_build_train_save_load_sample(data, tmp_path):
     assert np.array_equal(alone.image, first[1].image)  # sample j can be redone alone
 
 
-def test_it_learns_the_colours_of_the_tissue_classes(data):
+def test_it_learns_the_colors_of_the_tissue_classes(data):
     model = ${cls}.build("tiny")
     report = model.train(data, {"steps": 150})
     assert np.mean(report.losses[-10:]) < np.mean(report.losses[:10]) - 0.5
@@ -477,7 +477,7 @@ def test_it_learns_the_colours_of_the_tissue_classes(data):
         real = np.concatenate([d.image[d.tissue == c] for d in data]).mean(axis=0)
         painted = np.concatenate([s.image[s.tissue == c] for s in samples]).mean(axis=0)
         errors.append(np.abs(real - painted).max())
-    assert max(errors) < 15, errors  # each class's mean colour, within 15 of 255 levels
+    assert max(errors) < 15, errors  # each class's mean color, within 15 of 255 levels
 
 
 def test_the_entry_point_names_this_generator():

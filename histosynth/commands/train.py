@@ -20,7 +20,7 @@ from histosynth.errors import InputError, MissingInputError
 
 
 def curriculum_config(path: Path, warmup: int | None, steps: int):
-    """The granularity curriculum from a pseudo-labelled dataset folder (its pseudolabels.json hierarchy) or from a
+    """The granularity curriculum from a pseudo-labeled dataset folder (its pseudolabels.json hierarchy) or from a
     JSON file {"ks": [5, 10, ...], "warmup_steps": N, "luts": {"5": [coarse id of fine id 0, 1, ...], ...}}."""
     from histosynth.generators.diffusion.presets import CurriculumConfig
 
@@ -122,8 +122,8 @@ def register(verbs: argparse._SubParsersAction) -> None:
     parser.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out/training")
     parser.add_argument("--autoencoder", help="paper preset: local diffusers folder (or cached repo id) of the VQ-f4 / KL autoencoder")
     parser.add_argument("--autoencoder-subfolder", help="subfolder of --autoencoder holding the autoencoder")
-    parser.add_argument("--curriculum", type=Path, help="coarse-to-fine granularity curriculum for pseudo-labelled data: the "
-                        "pseudo-labelled dataset folder (its pseudolabels.json hierarchy; usually the same as --data) or a JSON "
+    parser.add_argument("--curriculum", type=Path, help="coarse-to-fine granularity curriculum for pseudo-labeled data: the "
+                        "pseudo-labeled dataset folder (its pseudolabels.json hierarchy; usually the same as --data) or a JSON "
                         'file {"ks": [5, ...], "warmup_steps": N, "luts": {"5": [...]}}')
     parser.add_argument("--curriculum-warmup", type=opt.steps, help="steps over which k grows from the coarsest to the finest (default: half the steps)")
     parser.add_argument("--no-heterogeneity", action="store_true", help="train on all patches, not only 20-80%% heterogeneous ones")
