@@ -19,7 +19,7 @@ from histosynth.sources import build_source
 
 
 def constant_set(path: Path, value: int, n: int = 8, size: int = 32) -> Path:
-    """`n` identical patches of one grey value: features with zero variance."""
+    """`n` identical patches of one gray value: features with zero variance."""
     image = np.full((size, size, 3), value, np.uint8)
     write_dataset([Sample(image=image.copy(), provenance=Provenance("test", f"s{i}")) for i in range(n)], path, CardInfo("c", "c"))
     return path

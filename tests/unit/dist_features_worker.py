@@ -1,4 +1,4 @@
-"""Run by torchrun from test_features.py: featurise a dataset across processes and save the merged statistics."""
+"""Run by torchrun from test_features.py: featurize a dataset across processes and save the merged statistics."""
 
 import sys
 

@@ -24,7 +24,7 @@ SIM_TO_CAMELYON = np.array([0, 1, 1, 2, 1], np.uint8)  # background, stroma, epi
 
 
 def _camelyon(sample):
-    """The simulator sample with its map in the camelyon16 schema (normal tissue / tumour)."""
+    """The simulator sample with its map in the camelyon16 schema (normal tissue / tumor)."""
     tissue = np.where(sample.tissue == 255, 255, SIM_TO_CAMELYON[np.minimum(sample.tissue, 4)]).astype(np.uint8)
     return dataclasses.replace(sample, tissue=tissue, tissue_schema="camelyon16", nuclei=None)
 

@@ -127,7 +127,7 @@ def test_per_image_and_pooled_scores_match_monai():
     assert scores.miou == pytest.approx(float(np.mean(monai_iou[1:])), rel=2 * gamma(k))
 
 
-def test_class_remap_pairs_by_name_uses_registered_remaps_and_honours_explicit_mappings():
+def test_class_remap_pairs_by_name_uses_registered_remaps_and_honors_explicit_mappings():
     identity = class_remap("camelyon16", "camelyon16")
     assert identity[[0, 1, 2, I]].tolist() == [0, 1, 2, I]
     consep = class_remap("consep", "consep-4")  # histosynth.classes.REMAPS

@@ -42,7 +42,7 @@ def images(n: int = 2, size: int = 64, seed: int = 0) -> np.ndarray:
     return np.repeat(np.repeat(coarse, 8, axis=1), 8, axis=2)
 
 
-def centre_square(image: np.ndarray) -> np.ndarray:
+def center_square(image: np.ndarray) -> np.ndarray:
     h, w, _ = image.shape
     side = min(h, w)
     top, left = (h - side) // 2, (w - side) // 2
@@ -51,11 +51,11 @@ def centre_square(image: np.ndarray) -> np.ndarray:
 
 @cache
 def natural_pair() -> np.ndarray:
-    """Two real photographs (skimage's chelsea and coffee): centre squares resized to 96 px, NHWC uint8."""
+    """Two real photographs (skimage's chelsea and coffee): center squares resized to 96 px, NHWC uint8."""
     from skimage import data
     from skimage.transform import resize
 
-    crops = [centre_square(data.chelsea()), centre_square(data.coffee())]
+    crops = [center_square(data.chelsea()), center_square(data.coffee())]
     return np.stack([(resize(c, (96, 96), anti_aliasing=True) * 255).round().astype(np.uint8) for c in crops])
 
 
@@ -141,7 +141,7 @@ def test_preprocess_groups_share_one_spec():
 # ---- preprocessing -----------------------------------------------------------------------------------------------
 
 
-def test_preprocess_layouts_sizes_and_normalisation():
+def test_preprocess_layouts_sizes_and_normalization():
     batch = images(3, 64)
     spec = ENCODERS.get("effnet-lite0").preprocess
     nhwc = preprocess(batch, spec)
@@ -149,7 +149,7 @@ def test_preprocess_layouts_sizes_and_normalisation():
     assert nhwc.shape == (3, 3, 224, 224) and nhwc.dtype == torch.float32
     assert torch.equal(nhwc, nchw)
     assert float(nhwc.min()) >= -1.0 and float(nhwc.max()) <= 1.0  # bicubic overshoot clipped to the uint8 range
-    at_size = images(1, 256)  # already at the resize side 224 / 0.875: only the centre crop [16, 240)
+    at_size = images(1, 256)  # already at the resize side 224 / 0.875: only the center crop [16, 240)
     expected = torch.from_numpy(at_size[:, 16:240, 16:240]).permute(0, 3, 1, 2).float() / 127.5 - 1.0
     # two routes of <= 3 float32 roundings each, of values <= 1 in magnitude: EPS32/2 per rounding
     assert torch.allclose(preprocess(at_size, spec), expected, atol=3 * EPS32, rtol=0)
@@ -163,7 +163,7 @@ def test_preprocess_layouts_sizes_and_normalisation():
 
 def _config_of(meta: EncoderMeta) -> dict:
     """The preprocessing config an encoder declares it follows: timm's pretrained_cfg where it names one (read from
-    the installed timm, which needs no download), else the catalogue's own record of its model card."""
+    the installed timm, which needs no download), else the catalog's own record of its model card."""
     if meta.pretrained_cfg:
         from timm.models import get_pretrained_cfg
 
@@ -194,14 +194,14 @@ def test_preprocess_does_what_the_encoders_own_config_says(name):
     x = x.round().clamp(0, 255)[..., top : top + meta.input_size, top : top + meta.input_size]
     mean, std = (torch.tensor(cfg[k], dtype=torch.float32).view(1, 3, 1, 1) for k in ("mean", "std"))
     expected = (x / 255.0 - mean) / std
-    # the same uint8-grid values, normalised in another order: <= 3 float32 roundings of values <= |expected|
+    # the same uint8-grid values, normalized in another order: <= 3 float32 roundings of values <= |expected|
     atol = 3 * EPS32 * float(expected.abs().max())
     assert torch.allclose(preprocess(batch, meta.preprocess), expected, atol=atol, rtol=0)
 
 
 @pytest.mark.parametrize("name", [e.name for e in ENCODERS.entries() if e.target.pretrained_cfg])  # type: ignore[union-attr]
 def test_preprocess_crops_as_timms_own_transform(name):
-    """At the resize side neither resizes, so the crop and normalisation must equal timm's create_transform."""
+    """At the resize side neither resizes, so the crop and normalization must equal timm's create_transform."""
     from PIL import Image
     from timm.data import create_transform, resolve_data_config
     from timm.models import get_pretrained_cfg
@@ -251,7 +251,7 @@ def test_encode_equals_preprocess_then_forward(zoo):
 
 
 def test_encode_at_another_input_size_is_the_resized_spec(zoo):
-    """`encode(size=)` (the pseudo-labeller's --input-size) prepares inputs by `input_spec(size)`."""
+    """`encode(size=)` (the pseudo-labeler's --input-size) prepares inputs by `input_spec(size)`."""
     from dataclasses import replace
 
     encoder = zoo.encoder("effnet-lite0")
@@ -307,7 +307,7 @@ def test_effnet_lite0_real_weights_classify_real_images():
     assert encoder.weights_fingerprint.startswith("sha256:")
     head = read_state_dict(encoder.weights_file)
     weight, bias = head["_fc.weight"], head["_fc.bias"]  # the package's ImageNet classifier
-    batch = np.stack([centre_square(data.chelsea()), centre_square(data.coffee())[:300, :300]])
+    batch = np.stack([center_square(data.chelsea()), center_square(data.coffee())[:300, :300]])
     probs = (encoder.encode(batch) @ weight.T + bias).softmax(dim=1)
     cat, coffee = probs.argmax(dim=1).tolist()
     assert cat in CAT_CLASSES and coffee == ESPRESSO

@@ -73,10 +73,10 @@ def test_cache_hit_by_content_hash(sim_dataset, effnet, tmp_path):
 
 def test_content_hash_ignores_labels_and_sees_pixels(sim_dataset, tmp_path):
     samples = list(iter_samples(sim_dataset))
-    unlabelled = [type(s)(s.image, s.provenance) for s in samples]
-    write_dataset(unlabelled, tmp_path / "u", CardInfo("u", "u"))
+    unlabeled = [type(s)(s.image, s.provenance) for s in samples]
+    write_dataset(unlabeled, tmp_path / "u", CardInfo("u", "u"))
     assert scan_rows(tmp_path / "u").content_hash == scan_rows(sim_dataset).content_hash
-    changed = unlabelled[:]
+    changed = unlabeled[:]
     image = changed[3].image.copy()
     image[0, 0, 0] ^= 1
     changed[3] = type(changed[3])(image, changed[3].provenance)

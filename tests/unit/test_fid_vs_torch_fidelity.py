@@ -30,7 +30,7 @@ class UInt8Images(torch.utils.data.Dataset):
 
 @pytest.fixture(scope="module")
 def inception_weights(tmp_path_factory):
-    """A Kaiming-initialised Inception saved in torch-fidelity's state-dict format (the real file needs a download)."""
+    """A Kaiming-initialized Inception saved in torch-fidelity's state-dict format (the real file needs a download)."""
     path = tmp_path_factory.mktemp("weights") / "pt_inception-random.pth"
     torch.save(load_encoder("inception", pretrained=False, seed=3).backbone.state_dict(), path)
     return path

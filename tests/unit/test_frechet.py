@@ -107,7 +107,7 @@ def test_symmetric():
 
 
 def test_lowrank_path_equals_eigh_path():
-    """tr(Σ1^½ Σ2 Σ1^½)^½ = ||A1 A2ᵀ||_* for A_i = centred features / sqrt(N_i - 1) (here N < d)."""
+    """tr(Σ1^½ Σ2 Σ1^½)^½ = ||A1 A2ᵀ||_* for A_i = centered features / sqrt(N_i - 1) (here N < d)."""
     rng = np.random.default_rng(6)
     x1 = _features(rng, 40, 96)
     x2 = _features(rng, 25, 96, shift=0.3, scale=1.5)
@@ -273,7 +273,7 @@ def _same_distribution_fd_draws(rng: np.random.Generator, n: int, d: int, draws:
     return np.array([fd_from_features(rng.standard_normal((n, d)), rng.standard_normal((n, d))) for _ in range(draws)])
 
 
-def test_centred_interval_contains_the_estimate_near_zero_and_covers_expected_fd():
+def test_centered_interval_contains_the_estimate_near_zero_and_covers_expected_fd():
     from histosynth.benchmark.frechet import fd_bootstrap
 
     rng = np.random.default_rng(21)
@@ -293,7 +293,7 @@ def test_centred_interval_contains_the_estimate_near_zero_and_covers_expected_fd
     assert covered >= 34
 
 
-def test_centred_interval_contains_the_estimate_below_d_on_the_gram_route():
+def test_centered_interval_contains_the_estimate_below_d_on_the_gram_route():
     from histosynth.benchmark.frechet import fd_bootstrap
 
     rng = np.random.default_rng(22)

@@ -15,12 +15,12 @@ from histosynth.errors import InputError
 PERFECT = 1 - 1e-5
 
 
-def discs(shape: tuple[int, int], centres: list[tuple[float, float]], radius: float) -> np.ndarray:
-    """Instance map of discs at (x, y) centres numbered 1..n; where discs overlap a pixel goes to the nearer centre."""
+def discs(shape: tuple[int, int], centers: list[tuple[float, float]], radius: float) -> np.ndarray:
+    """Instance map of discs at (x, y) centers numbered 1..n; where discs overlap a pixel goes to the nearer center."""
     rows, cols = np.indices(shape)
     labels = np.zeros(shape, dtype=np.uint16)
     nearest = np.full(shape, np.inf)
-    for k, (x, y) in enumerate(centres, start=1):
+    for k, (x, y) in enumerate(centers, start=1):
         dist = np.hypot(cols - x, rows - y)
         mine = (dist <= radius) & (dist < nearest)
         labels[mine], nearest[mine] = k, dist[mine]
@@ -47,12 +47,12 @@ def perfect(labels: np.ndarray, mpp: float = 0.25, types: np.ndarray | None = No
 # --- targets -------------------------------------------------------------------------------------------------------
 
 
-def test_targets_on_a_disc_are_zero_at_the_centre_and_one_at_the_extremes():
+def test_targets_on_a_disc_are_zero_at_the_center_and_one_at_the_extremes():
     labels = discs((41, 41), [(20, 18)], 9)
     t = hover_targets(labels, np.array([3]))
     x_map, y_map = t.hv
     assert t.hv.dtype == np.float32 and t.hv.shape == (2, 41, 41)
-    assert x_map[18, 20] == 0 and y_map[18, 20] == 0  # the centre of mass
+    assert x_map[18, 20] == 0 and y_map[18, 20] == 0  # the center of mass
     assert x_map[18, 11] == -1 and x_map[18, 29] == 1  # leftmost / rightmost pixels of the disc
     assert y_map[9, 20] == -1 and y_map[27, 20] == 1  # top / bottom (rows grow downwards)
     rows, cols = np.nonzero(labels)
@@ -64,7 +64,7 @@ def test_targets_on_a_disc_are_zero_at_the_centre_and_one_at_the_extremes():
 
 
 def test_targets_scale_each_side_separately_on_a_hand_built_shape():
-    # pixels (row, col): (0,0) (0,1) (0,2) (1,0): centre of mass x = 3/4, y = 1/4
+    # pixels (row, col): (0,0) (0,1) (0,2) (1,0): center of mass x = 3/4, y = 1/4
     labels = np.zeros((3, 4), dtype=np.uint16)
     labels[0, :3] = 1
     labels[1, 0] = 1
@@ -76,13 +76,13 @@ def test_targets_scale_each_side_separately_on_a_hand_built_shape():
     assert (y_map[0, :3] == -1).all() and y_map[1, 0] == 1
 
 
-def test_targets_use_each_instances_own_centre_and_extremes():
+def test_targets_use_each_instances_own_center_and_extremes():
     labels = discs((60, 90), [(20, 30), (65.5, 30)], 12)
     labels[labels == 2] = 0
-    labels[10:50, 60:80] = 2  # a 20 x 40 rectangle: centre (69.5, 29.5), half-sizes 9.5 and 19.5
+    labels[10:50, 60:80] = 2  # a 20 x 40 rectangle: center (69.5, 29.5), half-sizes 9.5 and 19.5
     x_map, y_map = hover_targets(labels).hv
-    centre = ndimage.center_of_mass(labels == 2)  # independent centre of mass (row, col)
-    np.testing.assert_allclose(centre, (29.5, 69.5))
+    center = ndimage.center_of_mass(labels == 2)  # independent center of mass (row, col)
+    np.testing.assert_allclose(center, (29.5, 69.5))
     np.testing.assert_allclose(x_map[30, 60:80], (np.arange(60, 80) - 69.5) / 9.5, rtol=1e-6)
     np.testing.assert_allclose(y_map[10:50, 70], (np.arange(10, 50) - 29.5) / 19.5, rtol=1e-6)
     first = labels == 1
@@ -135,22 +135,22 @@ def test_sobel_size_and_marker_size_scale_with_magnification():
 
 
 def test_non_touching_discs_are_recovered_exactly():
-    centres = [(20, 20), (60, 22), (100, 25), (25, 70), (70, 75), (110, 100), (40, 110)]
-    labels = discs((130, 130), centres, 11)
+    centers = [(20, 20), (60, 22), (100, 25), (25, 70), (70, 75), (110, 100), (40, 110)]
+    labels = discs((130, 130), centers, 11)
     _, pred = perfect(labels)
-    assert pred.instances.dtype == np.uint16 and len(pred) == len(centres)
-    assert np.array_equal(np.unique(pred.instances), np.arange(len(centres) + 1))  # numbered 1..n
+    assert pred.instances.dtype == np.uint16 and len(pred) == len(centers)
+    assert np.array_equal(np.unique(pred.instances), np.arange(len(centers) + 1))  # numbered 1..n
     assert same_partition(pred.instances, labels)
     assert pq(pred.instances, labels) >= PERFECT
 
 
-@pytest.mark.parametrize("gap", [1.6, 1.8, 2.0])  # centre distance in radii: overlapping to just touching
+@pytest.mark.parametrize("gap", [1.6, 1.8, 2.0])  # center distance in radii: overlapping to just touching
 @pytest.mark.parametrize("direction", [(1, 0), (0, 1), (0.7071, 0.7071)])
 def test_touching_pairs_are_split(gap, direction):
     r = 10
     (dx, dy) = direction
-    centres = [(30, 30), (30 + gap * r * dx, 30 + gap * r * dy), (85, 40), (85 + gap * r * dy, 40 + gap * r * dx)]
-    labels = discs((100, 120), centres, r)
+    centers = [(30, 30), (30 + gap * r * dx, 30 + gap * r * dy), (85, 40), (85 + gap * r * dy, 40 + gap * r * dx)]
+    labels = discs((100, 120), centers, r)
     _, pred = perfect(labels)
     assert len(pred) == 4
     assert pq(pred.instances, labels) >= 0.9
@@ -158,11 +158,11 @@ def test_touching_pairs_are_split(gap, direction):
 
 def test_small_nuclei_need_the_scaled_sobel():
     # radius 4 px is a nucleus at ~1 um/px; with the 40x settings (21 px Sobel, 10 px markers) the pairs get no markers
-    centres = [(15 + 30 * i + 7 * (j % 2), 15 + 30 * j) for i in range(3) for j in range(3)]
-    centres += [(x + 7, y) for x, y in centres[::3]]  # three touching pairs
-    labels = discs((100, 110), centres, 4)
+    centers = [(15 + 30 * i + 7 * (j % 2), 15 + 30 * j) for i in range(3) for j in range(3)]
+    centers += [(x + 7, y) for x, y in centers[::3]]  # three touching pairs
+    labels = discs((100, 110), centers, 4)
     _, pred = perfect(labels, mpp=1.0)
-    assert len(pred) == len(centres) and pq(pred.instances, labels) >= 0.9
+    assert len(pred) == len(centers) and pq(pred.instances, labels) >= 0.9
     _, at_40x = perfect(labels, mpp=0.25)
     paired = np.isin(labels, [1, 4, 7, 10, 11, 12])
     assert not at_40x.instances[paired].any() and pq(at_40x.instances, labels) < 0.9
@@ -199,7 +199,7 @@ def test_without_nc_every_instance_is_type_one():
 
 def test_centroids_are_image_moments_in_x_y():
     labels = discs((80, 90), [(20, 25), (60.5, 50)], 10)
-    labels[5:15, 50:85] = 3  # an off-centre rectangle
+    labels[5:15, 50:85] = 3  # an off-center rectangle
     _, pred = perfect(labels)
     assert pred.centroids.dtype == np.float32 and pred.centroids.shape == (3, 2)
     rows_cols = ndimage.center_of_mass(np.ones_like(labels), pred.instances, np.arange(1, 4))

@@ -67,7 +67,7 @@ def test_gradient_kernel_has_the_hand_counted_gain_of_12_on_a_ramp():
 
 
 def _ramp_pair(size: int, radius: float, swapped: bool) -> torch.Tensor:
-    """[x-map, y-map] of one nucleus centred mid-image with slope 1/radius: (x - c)/R and (y - c)/R, or the two
+    """[x-map, y-map] of one nucleus centered mid-image with slope 1/radius: (x - c)/R and (y - c)/R, or the two
     coordinates swapped (x-map varying along y only), in float64 so the bound below is plain summation."""
     c = (size - 1) / 2
     y, x = torch.meshgrid(torch.arange(size, dtype=torch.float64), torch.arange(size, dtype=torch.float64),
@@ -136,9 +136,9 @@ def test_loss_terms_of_uniform_logits_match_hand_computed_values():
 
 
 def _disc_sample(rng: np.random.Generator, size: int = 64, count: int = 5):
-    """An image of non-touching discs coloured by type on a pink background, with its exact HoVer-Net targets:
-    NP the disc pixels, NC the type, HV the distance to the disc's centre of mass scaled to [-1, 1] per side."""
-    colours = {1: (90, 40, 140), 2: (40, 40, 90), 3: (150, 60, 120)}
+    """An image of non-touching discs colored by type on a pink background, with its exact HoVer-Net targets:
+    NP the disc pixels, NC the type, HV the distance to the disc's center of mass scaled to [-1, 1] per side."""
+    colors = {1: (90, 40, 140), 2: (40, 40, 90), 3: (150, 60, 120)}
     yy, xx = np.mgrid[:size, :size]
     instances = np.zeros((size, size), np.int32)
     types: list[int] = []
@@ -154,7 +154,7 @@ def _disc_sample(rng: np.random.Generator, size: int = 64, count: int = 5):
     hv = np.zeros((2, size, size), np.float32)
     for k, kind in enumerate(types, start=1):
         ys, xs = np.nonzero(instances == k)
-        image[ys, xs] = colours[kind]
+        image[ys, xs] = colors[kind]
         nc[ys, xs] = kind
         for channel, offset in enumerate((xs - xs.mean(), ys - ys.mean())):
             scaled = np.zeros_like(offset)
@@ -186,13 +186,13 @@ def test_tiny_preset_learns_exact_disc_targets_on_cpu():
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
         model = build_hovernet("tiny", K).train()
-    optimiser = torch.optim.Adam(model.parameters(), lr=2e-3)
+    optimizer = torch.optim.Adam(model.parameters(), lr=2e-3)
     losses = []
     for _ in range(20):
         loss = hover_loss(model(x), targets)["loss"]
-        optimiser.zero_grad(set_to_none=True)
+        optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        optimiser.step()
+        optimizer.step()
         losses.append(loss.item())
     with torch.inference_mode():
         final = hover_loss(model.eval()(x), targets)["loss"].item()
@@ -212,7 +212,7 @@ def test_paper_preset_runs_at_256_px_and_answers_164_px():
                                                           "nc": (1, K, 164, 164)}
     spec = HOVER_PRESETS.get("paper")
     assert (spec.input_px, spec.output_px) == (256, 164)
-    # 256 px targets are centre-cropped to the outputs by the loss.
+    # 256 px targets are center-cropped to the outputs by the loss.
     targets = {"np": torch.zeros(1, 256, 256, dtype=torch.long), "hv": torch.zeros(1, 2, 256, 256),
                "nc": torch.zeros(1, 256, 256, dtype=torch.long)}
     assert torch.isfinite(hover_loss(out, targets)["loss"])

@@ -17,7 +17,7 @@ NUM_CLASSES = 4
 ONES = np.array([1, 1])
 
 
-def test_pairing_minimises_total_distance_then_drops_far_pairs() -> None:
+def test_pairing_minimizes_total_distance_then_drops_far_pairs() -> None:
     # A two-nucleus example. Distances: A-a 12, B-b 12 (both inside 12 px), B-a 1, A-b sqrt(313) = 17.7.
     true = np.array([[0, 0], [12, 1]], float)  # A, B
     pred = np.array([[12, 0], [12, 13]], float)  # a, b

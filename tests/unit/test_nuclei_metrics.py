@@ -382,7 +382,7 @@ def test_bad_input_is_a_clear_error() -> None:
         dataset_pq([])
 
 
-def test_results_serialise_as_strict_json() -> None:
+def test_results_serialize_as_strict_json() -> None:
     # BenchmarkRun.save writes json with allow_nan=False: undefined scores must become null, not NaN
     true, true_types, pred, _ = _typed_case()
     empty = (EMPTY, NO_TYPES, EMPTY, NO_TYPES)
