@@ -92,7 +92,7 @@ def batch_seconds(model: str, preset: str, data, repeats: int) -> list[float]:
 
 def model_seconds(model: str, preset: str, data, repeats: int) -> list[float]:
     """Seconds of each of `repeats` forward + loss + backward passes of the whole model over one prepared batch
-    (no optimiser step), after one warm-up pass."""
+    (no optimizer step), after one warm-up pass."""
     kind = kind_of(model)
     config = kind.config(preset)
     net = kind.build(preset, get_schema(data.schema).num_classes, None, pretrained=False).train()
@@ -161,7 +161,7 @@ def main() -> None:
         "limit a training step (forward + backward of the whole model, about 3 forward passes) stays below",
         "- Where a step goes: `batch ms` prepares one batch (crops, rotation/flip, HoVer-Net targets: numpy, one "
         "thread); `model fwd+bwd img/s` is the whole model's forward, loss and backward on a prepared batch (no "
-        "optimiser step)", "",
+        "optimizer step)", "",
         "| model | preset | threads | batch | crop px | steps/s | train img/s | encoder fwd img/s | train / encoder "
         "| batch ms | model fwd+bwd img/s |",
         "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",

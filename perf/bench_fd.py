@@ -159,7 +159,7 @@ def main() -> None:
             "",
             table,
             "",
-            f"ReferenceSqrt's one-off factorisation (Cholesky of the reference covariance) took "
+            f"ReferenceSqrt's one-off factorization (Cholesky of the reference covariance) took "
             f"{factor_seconds:.3f} s and is excluded from its row. histosynth's form: Cholesky factor L of Σ1, "
             "LᵀΣ2L with two triangular products (BLAS trmm), one symmetric eigenvalue solve, eigenvalues clamped "
             "at 0; see benchmark/frechet.py.",

@@ -42,11 +42,11 @@ TRAIN_SLIDE_SEED, TEST_SLIDE_SEED = 0, 100
 QUICK = {"per_slide": 4, "cosyn_steps": 2, "sample_steps": 2, "seg_steps": 3, "seeds": 2, "seg_batch_size": None}
 
 
-def bootstrap_share(honoured: np.ndarray, totals: np.ndarray, reps: int = 1000, seed: int = 0) -> tuple[float, float]:
-    """95 % percentile bootstrap interval of sum(honoured) / sum(totals), resampling patches."""
+def bootstrap_share(honored: np.ndarray, totals: np.ndarray, reps: int = 1000, seed: int = 0) -> tuple[float, float]:
+    """95 % percentile bootstrap interval of sum(honored) / sum(totals), resampling patches."""
     rng = np.random.default_rng(seed)
     picks = rng.integers(0, len(totals), size=(reps, len(totals)))
-    shares = honoured[picks].sum(1) / np.maximum(totals[picks].sum(1), 1)
+    shares = honored[picks].sum(1) / np.maximum(totals[picks].sum(1), 1)
     return float(np.percentile(shares, 2.5)), float(np.percentile(shares, 97.5))
 
 
@@ -56,11 +56,11 @@ def consistency_table(conds: list, outs: list, tolerance: float) -> dict:
     from histosynth.generators.cosyn.decode import consistency_of
 
     per = [consistency_of([conds[i % len(conds)]], [o], tolerance) for i, o in enumerate(outs)]
-    honoured = np.array([c.honoured for c in per]); same = np.array([c.same_class for c in per])
+    honored = np.array([c.honored for c in per]); same = np.array([c.same_class for c in per])
     totals = np.array([c.centroids for c in per]); spurious = np.array([c.spurious for c in per])
     generated_n = np.array([c.generated for c in per])
     return {"patches": len(outs), "centroids": int(totals.sum()), "tolerance_px": tolerance,
-            "share": float(honoured.sum() / max(totals.sum(), 1)), "share_ci": bootstrap_share(honoured, totals),
+            "share": float(honored.sum() / max(totals.sum(), 1)), "share_ci": bootstrap_share(honored, totals),
             "class_share": float(same.sum() / max(totals.sum(), 1)), "class_share_ci": bootstrap_share(same, totals),
             "generated": int(generated_n.sum()), "spurious_share": float(spurious.sum() / max(generated_n.sum(), 1))}
 

@@ -20,7 +20,7 @@ Scores, per row: FD and KID (effnet-lite0 with its offline ImageNet weights, 95 
 demo's score_with_kid_ci) against the held-out reference; label-consistency mIoU (a DeepLabv3+ trained on the real
 training patches segments each set; mIoU over foreground classes against the maps each sample was given; for
 htd the pasted crop boxes are left out, as in the demo; the simulator's maps are exact, the embedded sample's are
-pseudo maps at k = 5); memorisation (share of samples whose nearest training patch is under 1/3 of the distance
+pseudo maps at k = 5); memorization (share of samples whose nearest training patch is under 1/3 of the distance
 to the second nearest; benchmark.memorization) in effnet-lite0 features and in pixels. Picture: the first training
 maps, their real patches and every generator's output for those maps, per dataset.
 
@@ -55,7 +55,7 @@ class Prepared:
     """One dataset's folders at the model resolution and how its maps are scored."""
 
     name: str
-    train: Path  # training patches with maps (the generators' data; the memorisation reference)
+    train: Path  # training patches with maps (the generators' data; the memorization reference)
     reference: Path  # held-out real patches with maps (FD/KID reference, mIoU ceiling)
     real_row: Path  # real patches the real-heldout row passes through (not in the reference)
     real_row_note: str
@@ -88,7 +88,7 @@ def prepare_embedded(out: Path, resolution: int, quick: bool, k: int = 5) -> Pre
 
     size = 256
     strides = {p: (DEMO_QUICK["train_stride"] if quick else size // 4) for p in ("train", "held-out")}
-    labeller, parts, _ = split_and_label(out, size, strides, 0.7, DEMO_QUICK["label_input_size"] if quick else None,
+    labeler, parts, _ = split_and_label(out, size, strides, 0.7, DEMO_QUICK["label_input_size"] if quick else None,
                                          out / "cache")
     folders = {}
     for part, name in (("train", "heterogeneous"), ("held-out", "real-held-out-maps")):
@@ -96,7 +96,7 @@ def prepare_embedded(out: Path, resolution: int, quick: bool, k: int = 5) -> Pre
         folders[part] = at_resolution(out / name, out / f"{name}-{resolution}", resolution)
     return Prepared("embedded", folders["train"], folders["held-out"], folders["train"],
                     "the training patches (the region has no third part; as the demo's real-train row)", k + 1,
-                    lut=labeller.hierarchy.lut(k),
+                    lut=labeler.hierarchy.lut(k),
                     notes=[f"256 px tiles every {strides['train']} px, resized to {resolution} px; pseudo maps fitted "
                            f"on the training rows, scored at k = {k}"])
 
@@ -198,7 +198,7 @@ def given_maps(name: str, folder: Path, prep: Prepared, n: int, resolution: int,
 
 
 def score(prep: Prepared, sets: dict[str, Path], out: Path, args: argparse.Namespace, resolution: int) -> dict:
-    """FD/KID, mIoU and memorisation of every row."""
+    """FD/KID, mIoU and memorization of every row."""
     from histosynth.benchmark.features import extract_features
     from histosynth.benchmark.label_consistency import dataset_arrays, label_consistency
     from histosynth.benchmark.memorization import memorization_ratios
@@ -233,8 +233,8 @@ def score(prep: Prepared, sets: dict[str, Path], out: Path, args: argparse.Names
         maps = given_maps(name, folder, prep, len(images), resolution, args.seed)
         row["miou"] = label_consistency(segmenter.predict(images), lut(maps), prep.num_classes, seed=args.seed).to_dict()
         if not (name == "real-heldout" and prep.real_row == prep.train):  # its own training patches: trivially 100 %
-            row["memorisation_effnet"] = memorization_ratios(effnet(folder), train_feats).fraction
-            row["memorisation_pixels"] = memorization_ratios(images.reshape(len(images), -1).astype(np.float64),
+            row["memorization_effnet"] = memorization_ratios(effnet(folder), train_feats).fraction
+            row["memorization_pixels"] = memorization_ratios(images.reshape(len(images), -1).astype(np.float64),
                                                              train_pixels).fraction
         rows[name] = row
     return {"rows": rows, "segmenter": {"steps": args.seg_steps, "seconds": round(seg_seconds, 1),
@@ -243,7 +243,7 @@ def score(prep: Prepared, sets: dict[str, Path], out: Path, args: argparse.Names
 
 
 def table(prep: Prepared, scores: dict, training: dict) -> str:
-    """Markdown rows: N, training steps and loop seconds, FD, KID x 1e3, mIoU, memorisation."""
+    """Markdown rows: N, training steps and loop seconds, FD, KID x 1e3, mIoU, memorization."""
     def interval(d: dict | None, scale: float = 1.0) -> str:
         if not d or d.get("value") is None:
             return ""
@@ -253,13 +253,13 @@ def table(prep: Prepared, scores: dict, training: dict) -> str:
     role = {"real-heldout": f" (real vs real: {prep.real_row_note})", "htd-unconditional": " (floor)",
             "copy-nearest": " (copies of training patches)", NO_COPY: " (htd, crop channels zeroed)"}
     lines = ["| row | N | training steps (loop s) | FD [95% CI] | KID x 1e3 [95% CI] | mIoU [95% CI] | "
-             "memorisation effnet / pixels |", "|---|---:|---|---|---|---|---|"]
+             "memorization effnet / pixels |", "|---|---:|---|---|---|---|---|"]
     for name, row in scores["rows"].items():
         t = training.get(name)
         steps = f"{t['steps']} ({t['loop_s']:.0f})" if t else ("as htd" if name == NO_COPY else "")
         m = row["miou"]
-        memo = (f"{row['memorisation_effnet']:.0%} / {row['memorisation_pixels']:.0%}"
-                if "memorisation_effnet" in row else "")
+        memo = (f"{row['memorization_effnet']:.0%} / {row['memorization_pixels']:.0%}"
+                if "memorization_effnet" in row else "")
         lines.append(f"| {name}{role.get(name, '')} | {row['n']} | {steps} | {interval(row.get('fd'))} | "
                      f"{interval(row.get('kid'), 1e3)} | {m['miou']:.3f} [{m['ci_low']:.3f}, {m['ci_high']:.3f}] | "
                      f"{memo} |")
@@ -283,7 +283,7 @@ def picture(preps: dict[str, Prepared], sets: dict[str, dict[str, Path]], out: P
     for p in parts:
         canvas.paste(p, (0, top))
         top += p.height
-    canvas.quantize(256).save(out / "gan_compare.png", optimize=True)  # 256 colours: a third of the bytes
+    canvas.quantize(256).save(out / "gan_compare.png", optimize=True)  # 256 colors: a third of the bytes
     return out / "gan_compare.png"
 
 

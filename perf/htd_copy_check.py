@@ -1,4 +1,4 @@
-"""Does the memorisation score catch HTD's crop pasting? HTD's condition holds one real crop per class cut from
+"""Does the memorization score catch HTD's crop pasting? HTD's condition holds one real crop per class cut from
 the conditioning patch and left in place, so a trained model can paste real pixels of its training patch.
 
 For a trained HTD model folder and the training set it was conditioned on, this samples `--n` patches for the
@@ -6,7 +6,7 @@ first training maps three ways (with crops; crop channels zeroed, `htd-no-copy`;
 its folder is given) and reports, in pixels, against the training set: the share flagged as copies
 (benchmark.memorization: nearest / second-nearest distance < 1/3), the median of that ratio, and the share whose
 nearest training patch is the sample's own conditioning patch (condition i mod N, as `histosynth generate`
-assigns them). Pasting shows as a nearest neighbour that is the own patch; a flag needs the whole patch copied.
+assigns them). Pasting shows as a nearest neighbor that is the own patch; a flag needs the whole patch copied.
 
 Run on the models `perf/tstr_simulator.py` trained (HTD demo preset, 150 steps on 256 simulator patches):
     .venv/bin/python perf/htd_copy_check.py --htd tstr_output/models/htd \

@@ -9,7 +9,7 @@ The simulator's labels are exact and each seed is one slide (`sim-<seed>`), so s
 - HTD (demo preset) trains on every real training patch (the 20-80 % heterogeneity filter off, so the generator
   sees the same data as the real row) and generates one sample per training map, conditioned on that map (its
   output carries that map as its label); the unconditional ablation (`htd-unconditional`, same preset) generates
-  as many samples, labelled with the maps they were nominally given: a model trained on it learns only class
+  as many samples, labeled with the maps they were nominally given: a model trained on it learns only class
   priors, the floor;
 - `histosynth bench tstr` trains DeepLabv3+ (`--seg-preset`) once per seed on each set and tests on the held-out
   slides: mean over seeds with a Student-t 95 % interval over the training seeds, and the synthetic/real mIoU
@@ -106,13 +106,13 @@ def per_class_table(run) -> str:
     return "\n".join(lines) + "\n"
 
 
-def colour_maps(maps: np.ndarray) -> np.ndarray:
+def color_maps(maps: np.ndarray) -> np.ndarray:
     """(N, H, W) class ids -> (N, H, W, 3) uint8 in the schema's palette (ignore black)."""
     from histosynth.classes import get_schema
 
     lut = np.zeros((256, 3), np.uint8)
-    for class_id, colour in get_schema(SIMULATOR_SCHEMA).palette().items():
-        lut[class_id] = colour
+    for class_id, color in get_schema(SIMULATOR_SCHEMA).palette().items():
+        lut[class_id] = color
     return lut[maps]
 
 
@@ -134,8 +134,8 @@ def draw_predictions(test, predictions: dict[str, np.ndarray], out: Path, n: int
     from histosynth.classes import get_schema
 
     rows = pick_patches(test.maps, n)
-    columns = [("held-out image", test.images), ("truth", colour_maps(test.maps))]
-    columns += [(f"trained on {name}", colour_maps(pred)) for name, pred in predictions.items()]
+    columns = [("held-out image", test.images), ("truth", color_maps(test.maps))]
+    columns += [(f"trained on {name}", color_maps(pred)) for name, pred in predictions.items()]
     fig, axes = plt.subplots(len(rows), len(columns), figsize=(1.45 * len(columns), 1.45 * len(rows) + 0.45),
                              squeeze=False)
     for r, index in enumerate(rows):
@@ -145,7 +145,7 @@ def draw_predictions(test, predictions: dict[str, np.ndarray], out: Path, n: int
             if r == 0:
                 axes[r][c].set_title(title, fontsize=7)
     schema = get_schema(SIMULATOR_SCHEMA)
-    handles = [Patch(facecolor=np.array(schema[i].colour) / 255, edgecolor="0.6", label=schema[i].name) for i in range(schema.num_classes)]
+    handles = [Patch(facecolor=np.array(schema[i].color) / 255, edgecolor="0.6", label=schema[i].name) for i in range(schema.num_classes)]
     fig.legend(handles=handles, loc="lower center", ncol=schema.num_classes, fontsize=6, frameon=False)
     fig.tight_layout(rect=(0, 0.06, 1, 1))
     out.parent.mkdir(parents=True, exist_ok=True)
