@@ -138,7 +138,7 @@ class BenchmarkRun:
     results: list[MetricResult]
     data: dict[str, DataRef]
     subjects: dict[str, Subject] = field(default_factory=dict)  # data role -> what produced it
-    encoders: dict[str, dict[str, Any]] = field(default_factory=dict)  # name -> {weights fingerprint, source, licence}
+    encoders: dict[str, dict[str, Any]] = field(default_factory=dict)  # name -> {weights fingerprint, source, license}
     settings: dict[str, Any] = field(default_factory=dict)
     code: dict[str, Any] = field(default_factory=lambda: code_versions())
     wall_time_s: float = 0.0

@@ -3,7 +3,7 @@ exact settings per variant, and the ranking rules the leaderboard applies.
 
 Tasks (each writes one results file per run, benchmark/results.py schema v2; each task decides what it applies to):
 - distribution: FD (+ bootstrap CI), KID, PRDC (+ FD-inf in `full`) of the generated set against real held-out
-  patches under every encoder of the variant, and memorisation against the training set. An encoder whose weights
+  patches under every encoder of the variant, and memorization against the training set. An encoder whose weights
   are absent (gated models) is "not run": a file whose values are null with that reason, never a failure.
 - label-consistency: for generators whose outputs carry the tissue map they were conditioned on; the segmenter's
   real held-out mIoU is the ceiling row.
@@ -30,7 +30,7 @@ from histosynth.errors import InputError
 SUITE_NAME = "histosynth-bench"
 SUITE_VERSION = "2"
 # The suite's ranking rules (part of its version; histosynth.leaderboard.aggregate applies them):
-# - A subject is disqualified (shown struck through, ranked nowhere) when the lower end of its memorisation share's
+# - A subject is disqualified (shown struck through, ranked nowhere) when the lower end of its memorization share's
 #   95 % interval (Clopper-Pearson over its samples) lies above MEMORISATION_LIMIT. The limit sits between the two
 #   reference rows: real held-out patches, novel by construction, score 0 of 64 (upper bound 0.056) on both
 #   datasets, the copy baseline 64 of 64 (lower bound 0.944); 0.10 is above what real data reaches by chance, so a

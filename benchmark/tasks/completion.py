@@ -194,7 +194,7 @@ class CompletionTask(BenchmarkTask):
         parser.add_argument("--bootstrap", type=opt.bootstrap, default=1000,
                             help="bootstrap resamples of the pairs (0 = no CI; default 1000)")
         parser.add_argument("--seed", type=opt.seed, default=0, help="bootstrap seed")
-        parser.add_argument("--mask-set", default="v1", help="held-out mask set version to recognise (default v1)")
+        parser.add_argument("--mask-set", default="v1", help="held-out mask set version to recognize (default v1)")
         parser.add_argument("--out", type=opt.output_file, required=True, help="results JSON to write")
         pair_options(parser)
 

@@ -1,7 +1,7 @@
 """The distribution task: FD (+ bootstrap CI), FD-infinity, KID (+CI), PRDC and memorization of a synthetic set
 against real held-out patches, under each encoder.
 
-`score_distribution` featurises both sets once under every requested encoder (cached by content hash); the task
+`score_distribution` featurizes both sets once under every requested encoder (cached by content hash); the task
 class is `histosynth bench distribution` and the suite's distribution part (one results file per encoder, a
 not-run file where an encoder's weights are absent).
 """
@@ -75,7 +75,7 @@ def score_distribution(
 ) -> BenchmarkRun:
     """Distribution metrics of `fake` against `real` under each encoder, with provenance.
 
-    With `train` (the generator's training set) it also reports memorisation: the fraction of synthetic samples
+    With `train` (the generator's training set) it also reports memorization: the fraction of synthetic samples
     whose nearest training sample is much closer than the second nearest (copies).
     `prebuilt` maps encoder names to already-built `Encoder`s (e.g. random weights in tests).
     """
@@ -186,7 +186,7 @@ class DistributionTask(BenchmarkTask):
                             help="comma-separated subset of fd,fd-inf,kid,prdc (default fd,kid,prdc)")
         parser.add_argument("--bootstrap", type=opt.bootstrap, default=100,
                             help="bootstrap replicates for the FD and KID CIs: FD's is the percentile interval of the "
-                            "replicates centred on the estimate, which it always contains (0 = none; default 100)")
+                            "replicates centered on the estimate, which it always contains (0 = none; default 100)")
         parser.add_argument("--weights", action="append", default=[], metavar="NAME=PATH",
                             help="local weights for an encoder (repeatable)")
         parser.add_argument("--out", type=opt.output_file, required=True, help="results JSON to write")

@@ -1,6 +1,6 @@
 """`histosynth demo`: the main job on the embedded CC0 sample, end to end, scored on data it never saw.
 
-The region is cut by rows, 70/30: the pseudo-labeller is fitted and the generators are trained and conditioned on
+The region is cut by rows, 70/30: the pseudo-labeler is fitted and the generators are trained and conditioned on
 the training rows only; every score compares with held-out rows (no pixel shared). Stages: pseudo-labels ->
 heterogeneous patches -> train HTD and its unconditional ablation (demo preset) -> generate (HTD also with its
 crop channels zeroed, so copying real pixels cannot help it) -> FD and KID (effnet-lite0, bootstrap CIs) against
@@ -43,7 +43,7 @@ def real_at_resolution(source: Path, out: Path, resolution: int) -> Path:
 
 
 def draw_comparison(paths: dict[str, Path], out: Path, n: int = 6) -> Path:
-    """Rows of real and synthetic patches (conditioning maps overlaid in a second row for labelled sets)."""
+    """Rows of real and synthetic patches (conditioning maps overlaid in a second row for labeled sets)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -82,8 +82,8 @@ def part_sample(source) -> Any:
 def label_part(labeller, source) -> list:
     """The tiles of one part of the embedded region with pseudo tissue maps cut from the part's own map.
 
-    The part is labelled once as a whole (each of its cells embedded once, however much the tiles overlap) and
-    every tile takes its window of that map: with tile offsets on the cell grid this is the map the labeller
+    The part is labeled once as a whole (each of its cells embedded once, however much the tiles overlap) and
+    every tile takes its window of that map: with tile offsets on the cell grid this is the map the labeler
     would give the tile alone, at a fraction of the cost.
     """
     from histosynth.schema import Sample
@@ -98,9 +98,9 @@ def label_part(labeller, source) -> list:
 
 def split_and_label(out: Path, size: int, strides: dict[str, int], train_fraction: float, input_size: int | None,
                     cache: Path) -> tuple[Any, dict[str, Path], dict[str, dict[int, Any]]]:
-    """Cut the region 70/30 by rows, fit the pseudo-labeller on the training rows only, label both parts.
+    """Cut the region 70/30 by rows, fit the pseudo-labeler on the training rows only, label both parts.
 
-    Returns the labeller, {part: dataset folder} and {part: {k: composition statistics}}.
+    Returns the labeler, {part: dataset folder} and {part: {k: composition statistics}}.
     """
     import torch
 
@@ -129,7 +129,7 @@ def split_and_label(out: Path, size: int, strides: dict[str, int], train_fractio
             folders[part] = out / f"embedded-{part}"
             card = CardInfo(f"embedded CC0 sample, {part} part", f"{len(samples)} {size} px tiles (stride {strides[part]} px) "
                             f"of the {part} rows of CMU-1-Small-Region (split at {train_fraction:.0%} of its height), with pseudo "
-                            f"tissue maps from the labeller fitted on the training rows only.", license="cc0-1.0")
+                            f"tissue maps from the labeler fitted on the training rows only.", license="cc0-1.0")
             write_dataset(samples, folders[part], card, labeller.tissue_schema)
     finally:
         torch.set_num_threads(threads)
@@ -388,7 +388,7 @@ def register(verbs: argparse._SubParsersAction) -> None:
     parser.add_argument("--train-stride", type=opt.integer(1, 2048, "a stride in pixels"), help="tile stride in the training rows (default size/4)")
     parser.add_argument("--held-out-stride", type=opt.integer(1, 2048, "a stride in pixels"), help="tile stride in the held-out rows (default size/4)")
     parser.add_argument("--label-input-size", type=opt.patch_side,
-                        help="encoder input side for the pseudo-labeller's cells (default: the encoder's own)")
+                        help="encoder input side for the pseudo-labeler's cells (default: the encoder's own)")
     parser.add_argument("--n", type=opt.count, help="synthetic patches per model (default 64)")
     parser.add_argument("--steps", type=opt.steps, help="training steps per model (default: the demo preset's)")
     parser.add_argument("--sampler", default="dpm++", help="sampler for generation (default dpm++)")

@@ -120,7 +120,7 @@ def register(verbs: argparse._SubParsersAction) -> None:
     parser.add_argument("--track-dir", type=opt.existing_folder,
                         help="the built track's folder, if not the default (histosynth bench track build --out)")
     parser.add_argument("--track-scale", choices=("tiny", "demo", "full"), help=argparse.SUPPRESS)
-    parser.add_argument("--train", type=opt.existing_folder, help="real training set folder (memorisation, segmenter, TSTR real row)")
+    parser.add_argument("--train", type=opt.existing_folder, help="real training set folder (memorization, segmenter, TSTR real row)")
     parser.add_argument("--test", type=opt.existing_folder, help="real held-out set folder (split by slide or region from --train)")
     parser.add_argument("--conditions", type=opt.existing_folder, help="synthesis conditions: the training set (default) or another held-out set, never --test (a set "
                         "made from the test maps leaks them into TSTR); completion always fills --test's held-out masks")
