@@ -19,7 +19,7 @@ Ranking rules (the page and the paper tables both read them from here):
   the row's Borda is the sum of its task scores, its mean rank the mean of them.
 - Partial coverage (a ranked row without a value in some aggregated column of the view) gets null aggregates, as in
   MTEB, so a row cannot climb by skipping tasks.
-- The suite's rules (histosynth.benchmark.suite): a subject whose memorisation share is above the limit with 95 %
+- The suite's rules (histosynth.benchmark.suite): a subject whose memorization share is above the limit with 95 %
   confidence is disqualified (shown with the reason, ranked nowhere); a column without power (too few seeds or
   samples, no intervals, or unable to tell the real row from the metric's floor) is shown, ranked, but never
   aggregated; every row says on how many of the view's columns it was ranked.
@@ -376,7 +376,7 @@ def build_leaderboard(runs: list[tuple[str, BenchmarkRun]]) -> Leaderboard:
 
 def disqualifications(rows: dict[str, Row], columns: dict[str, Column], cells: dict[str, dict[str, Cell]]
                       ) -> dict[str, str]:
-    """Ranked rows whose memorisation share is above the suite's limit with 95 % confidence, with the reason."""
+    """Ranked rows whose memorization share is above the suite's limit with 95 % confidence, with the reason."""
     from histosynth.benchmark.suite import MEMORISATION_LIMIT
 
     out = {}
@@ -387,7 +387,7 @@ def disqualifications(rows: dict[str, Row], columns: dict[str, Column], cells: d
             column = columns[column_id]
             low = cell.ci_low if cell.ci_low is not None else cell.value
             if column.metric == "memorization" and low is not None and low > MEMORISATION_LIMIT:
-                out[rid] = (f"memorises: {format_number(cell.value)} of its samples are near-copies of training "
+                out[rid] = (f"memorizes: {format_number(cell.value)} of its samples are near-copies of training "
                             f"patches on {column.dataset} (95 % interval from {format_number(low)}, above the suite's "
                             f"limit {MEMORISATION_LIMIT:g})")
                 break

@@ -1,4 +1,4 @@
-"""Dual-LoRA against its HARP-like inpainting baseline and HTD (issue 14, "Measurable here"), at demo scale and equal
+"""Dual-LoRA against its HARP-like inpainting baseline and HTD, what can be measured without a GPU: at demo scale and equal
 training steps and batch, on the simulator (split by slide) and on the embedded CC0 sample (split by region).
 
 Per dataset (a folder under --out):
@@ -10,7 +10,7 @@ Per dataset (a folder under --out):
   the steps (the shared base networks get all of them);
 - completion: dual-lora's completion adapter and harp-inpaint fill the same held-out masks (standard set v1, mask j
   for held-out patch j) of the held-out real patches; a mean-fill row (the hole painted with the known pixels' mean
-  colour) is the floor. `histosynth bench complete`'s scorer gives PSNR and SSIM inside the mask with percentile
+  color) is the floor. `histosynth bench complete`'s scorer gives PSNR and SSIM inside the mask with percentile
   bootstrap 95 % CIs; the paired differences dual-lora minus harp-inpaint and each minus mean-fill have their own
   bootstrap CIs. Masked LPIPS needs the torchvision AlexNet/VGG backbone weights, which do not exist offline: given
   `--lpips-backbone PATH` it runs in the three modes, otherwise the table says "not run (weights)";
@@ -100,7 +100,7 @@ def embedded_data(out: Path, n_test: int, seed: int) -> dict[str, Path]:
     """The embedded region tiled at 64 px / 0.5 um/px, split by region; pseudo labels fitted on the train split only."""
     from histosynth.commands.data import PSEUDOLABEL_KS, build_dataset, pseudolabel_encoder
     from histosynth.disk import iter_samples
-    from histosynth.labels.pipeline import PseudolabelConfig, fit_pseudolabeller
+    from histosynth.labels.pipeline import PseudolabelConfig, fit_pseudolabeler
     from histosynth.splits import SplitSpec
 
     paths = {"train": out / "real-train", "heldout": out / "real-heldout"}
@@ -111,10 +111,10 @@ def embedded_data(out: Path, n_test: int, seed: int) -> dict[str, Path]:
         build_dataset("embedded", split, {"size": RESOLUTION, "mpp": EMBEDDED_MPP}, pseudolabel=False,
                       split=SplitSpec("region", 0.25, seed, EMBEDDED_REGION))
     config = PseudolabelConfig(ks=PSEUDOLABEL_KS, cell=RESOLUTION // 4, nuclei=True, input_size=64)
-    labeller = fit_pseudolabeller(iter_samples(split, "train"), config, out / "cache",
+    labeler = fit_pseudolabeler(iter_samples(split, "train"), config, out / "cache",
                                   encoder=pseudolabel_encoder(config.encoder), progress=False)
-    train = list(labeller.label_all(iter_samples(split, "train")))
-    test = subset(list(labeller.label_all(iter_samples(split, "test"))), n_test, seed)
+    train = list(labeler.label_all(iter_samples(split, "train")))
+    test = subset(list(labeler.label_all(iter_samples(split, "test"))), n_test, seed)
     what = (f"{RESOLUTION} px tiles at {EMBEDDED_MPP} um/px of CMU-1-Small-Region, split by {EMBEDDED_REGION} px "
             f"level-0 regions; pseudo tissue (k={','.join(map(str, PSEUDOLABEL_KS))}) and nuclei "
             f"({config.nuclei_k} classes) fitted on the training split only.")
@@ -124,7 +124,7 @@ def embedded_data(out: Path, n_test: int, seed: int) -> dict[str, Path]:
 
 
 def mean_fill(heldout: Path, out: Path) -> Path:
-    """The floor: each held-out patch with held-out mask j painted in the mean colour of its known pixels."""
+    """The floor: each held-out patch with held-out mask j painted in the mean color of its known pixels."""
     from histosynth.disk import iter_samples
     from histosynth.masks import heldout_mask
 
@@ -136,7 +136,7 @@ def mean_fill(heldout: Path, out: Path) -> Path:
         rows.append(replace(s, image=image, completion_mask=mask, tissue=None, tissue_schema=None, nuclei=None,
                             provenance=replace(s.provenance, generator="mean-fill")))
     return write_rows(rows, out, "mean-fill completions", "Held-out mask j of each held-out patch j filled with the "
-                      "mean colour of the patch's known pixels (the completion floor).")
+                      "mean color of the patch's known pixels (the completion floor).")
 
 
 def real_reference(train: Path, out: Path, n: int, seed: int) -> Path:

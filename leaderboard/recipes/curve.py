@@ -109,7 +109,7 @@ def _evaluate(step: Step, ctx: StepContext, out: Path, snapshot: int) -> dict[st
     staging.rename(folder / "results")
     report = generator.train_report
     extra = _extra_measures(generator, synthesized, ctx.run / fields["conditions"])
-    metrics = summarise([folder / "results" / p.name for p in files])
+    metrics = summarize([folder / "results" / p.name for p in files])
     for name in ("centroid_share", "class_share"):
         if name in extra:
             metrics[f"extra:{name}"] = {"value": extra[name]["value"], "ci_low": extra[name]["ci"][0],
@@ -120,7 +120,7 @@ def _evaluate(step: Step, ctx: StepContext, out: Path, snapshot: int) -> dict[st
     return point
 
 
-def summarise(paths: list[Path]) -> dict[str, dict[str, Any]]:
+def summarize(paths: list[Path]) -> dict[str, dict[str, Any]]:
     """`task:metric[:encoder]@role` -> value and CI of every aggregate number in the results files (per-class
     details and not-run entries left out); the real rows (ceilings) are kept under their own role."""
     from histosynth.benchmark.results import BenchmarkRun
@@ -142,7 +142,7 @@ def summarise(paths: list[Path]) -> dict[str, dict[str, Any]]:
 
 def _extra_measures(generator: Any, synthesized: Path | None, conditions: Path) -> dict[str, Any]:
     """Measures outside the suite: for a generator that draws nuclei at given centroids (CoSyn), the share of
-    conditioning centroids its outputs honour and the share whose class matches, with bootstrap CIs, and the
+    conditioning centroids its outputs honor and the share whose class matches, with bootstrap CIs, and the
     class share a random class (drawn with the conditions' class frequencies) would reach."""
     if synthesized is None or generator.meta.label_policy != "generated" or "nuclei" not in generator.meta.outputs:
         return {}
@@ -154,7 +154,7 @@ def _extra_measures(generator: Any, synthesized: Path | None, conditions: Path) 
     conds, outs = list(iter_samples(conditions)), list(iter_samples(synthesized))
     tolerance = float(generator.preset.model.consistency_tolerance_px)
     per = [consistency_of([conds[i % len(conds)]], [o], tolerance) for i, o in enumerate(outs)]
-    honoured = np.array([c.honoured for c in per], float)
+    honored = np.array([c.honored for c in per], float)
     same = np.array([c.same_class for c in per], float)
     totals = np.array([c.centroids for c in per], float)
     classes = np.concatenate([c.nuclei.class_ids for c in conds if c.nuclei is not None and len(c.nuclei.class_ids)])
@@ -166,9 +166,9 @@ def _extra_measures(generator: Any, synthesized: Path | None, conditions: Path) 
         values = counts[picks].sum(1) / np.maximum(totals[picks].sum(1), 1)
         return [float(np.percentile(values, 2.5)), float(np.percentile(values, 97.5))]
 
-    return {"centroid_share": {"value": float(honoured.sum() / max(totals.sum(), 1)), "ci": interval(honoured)},
+    return {"centroid_share": {"value": float(honored.sum() / max(totals.sum(), 1)), "ci": interval(honored)},
             "class_share": {"value": float(same.sum() / max(totals.sum(), 1)), "ci": interval(same)},
-            "class_chance": float((shares ** 2).sum() * honoured.sum() / max(totals.sum(), 1)),
+            "class_chance": float((shares ** 2).sum() * honored.sum() / max(totals.sum(), 1)),
             "tolerance_px": tolerance}
 
 
@@ -200,7 +200,7 @@ SCALE = {"distribution:kid:effnet-lite0@fake": 1e3}
 def run_figure(step: Step, ctx: StepContext) -> dict[str, Any]:
     """out/learning_curves.png and out/curves.md: each panel a metric against training step (log scale) for every
     curve that has it, 95 % CI bands, the real-data ceiling where the results carry one and each `references`
-    results folder (real-heldout, copy-nearest: named by their folders) as a labelled horizontal line."""
+    results folder (real-heldout, copy-nearest: named by their folders) as a labeled horizontal line."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -209,7 +209,7 @@ def run_figure(step: Step, ctx: StepContext) -> dict[str, Any]:
     from histosynth.atomic import atomic_directory
 
     curves = {Path(p).name: load_curve(ctx.run / p) for p in step.fields["curves"]}
-    references = {Path(folder).name: summarise(sorted((ctx.run / folder).glob("*.json")))
+    references = {Path(folder).name: summarize(sorted((ctx.run / folder).glob("*.json")))
                   for folder in step.fields.get("references") or []}
     panels = [p for p in PANELS if any(p[1] in pt["metrics"] for c in curves.values() for pt in c["points"])]
     if not panels:
@@ -217,7 +217,7 @@ def run_figure(step: Step, ctx: StepContext) -> dict[str, Any]:
     columns = min(3, len(panels))
     rows = -(-len(panels) // columns)
     figure, axes = plt.subplots(rows, columns, figsize=(5.2 * columns, 3.9 * rows), squeeze=False)
-    colours = plt.get_cmap("tab10")
+    colors = plt.get_cmap("tab10")
     lines = ["| curve | steps | minutes | " + " | ".join(p[0] for p in panels) + " |",
              "|---|---:|---:|" + "---|" * len(panels)]
     for index, (title, key, ylabel, _higher, ceiling) in enumerate(panels):
@@ -236,18 +236,18 @@ def run_figure(step: Step, ctx: StepContext) -> dict[str, Any]:
             minutes = (curve["train"].get("seconds") or 0) / 60
             floor = any(p.get("floor") for p in points)
             label = f"{curve['generator']}{' (floor)' if floor else ''} ({steps[-1]} steps, {minutes:.0f} min)"
-            ax.plot(steps, values, marker="o", ms=3, color=colours(number), label=label, ls="--" if floor else "-")
-            ax.fill_between(steps, lows, highs, color=colours(number), alpha=0.15)
+            ax.plot(steps, values, marker="o", ms=3, color=colors(number), label=label, ls="--" if floor else "-")
+            ax.fill_between(steps, lows, highs, color=colors(number), alpha=0.15)
             if ceiling and ceiling in points[-1]["metrics"]:
                 ax.axhline(points[-1]["metrics"][ceiling]["value"] * scale, color="black", ls="--", lw=1,
                            label="real data (ceiling)" if number == 0 else None)
         chance = [p["extra"]["class_chance"] for c in curves.values() for p in c["points"][-1:]
                   if "class_chance" in p.get("extra", {})]
         if key == "extra:class_share" and chance:
-            ax.axhline(chance[0], color="grey", ls="-.", lw=1, label="chance (random class)")
+            ax.axhline(chance[0], color="gray", ls="-.", lw=1, label="chance (random class)")
         for ref_number, (name, metrics) in enumerate(references.items()):
             if key in metrics:
-                ax.axhline(metrics[key]["value"] * scale, color=colours(9 - ref_number), ls=":", lw=1.5, label=name)
+                ax.axhline(metrics[key]["value"] * scale, color=colors(9 - ref_number), ls=":", lw=1.5, label=name)
         ax.set_xscale("log")
         ax.set_title(title, fontsize=10)
         ax.set_xlabel("training step")

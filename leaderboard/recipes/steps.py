@@ -209,7 +209,7 @@ def run_table(step: Step, ctx: StepContext) -> dict[str, Any]:
 
 
 def _reported_block(rows: list[dict[str, Any]], fmt: str) -> str:
-    """The authors' own figures, labelled, in the table's format (empty when there are none)."""
+    """The authors' own figures, labeled, in the table's format (empty when there are none)."""
     if not rows:
         return ""
     keys = (("dataset",) if any("dataset" in r for r in rows) else ()) + ("generator", "metric", "encoder", "value",

@@ -89,7 +89,7 @@ def test_masked_lpips_run_on_paired_datasets(tmp_path):
         score_masked_lpips(tmp_path / "real", tmp_path / "nomask", pnet_rand=True)
 
 
-def test_memorisation_flags_copies_of_the_training_set(datasets_pair, tmp_path):
+def test_memorization_flags_copies_of_the_training_set(datasets_pair, tmp_path):
     from histosynth.disk import iter_samples
 
     train = list(iter_samples(datasets_pair / "real"))
@@ -102,7 +102,7 @@ def test_memorisation_flags_copies_of_the_training_set(datasets_pair, tmp_path):
     assert run.data["train"].n == 12
 
 
-def test_records_kid_subsets_and_the_centred_fd_interval(datasets_pair, tmp_path):
+def test_records_kid_subsets_and_the_centered_fd_interval(datasets_pair, tmp_path):
     run = score_distribution(datasets_pair / "real", datasets_pair / "fake", bootstrap=30, cache_dir=tmp_path, progress=False)
     kid_result = next(r for r in run.results if r.metric == "kid")
     assert (kid_result.extra["subset_size"], kid_result.extra["subsets"]) == (10, 100)  # min(1000, 12, 10)
@@ -160,6 +160,6 @@ def test_encoder_record_describes_a_user_weights_file(datasets_pair, tmp_path):
                              weights={"inception": str(path)}, cache_dir=tmp_path, progress=False)
     record = run.encoders["inception"]
     assert record["weights_source"].startswith(f"user-supplied file my-inception.pth ({record['weights']})")
-    assert "not the catalogue's weights" in record["weights_source"] and "2015" not in record["arch"]
+    assert "not the catalog's weights" in record["weights_source"] and "2015" not in record["arch"]
     default = load_encoder("effnet-lite0").provenance()["weights_source"]
     assert "user-supplied" not in default

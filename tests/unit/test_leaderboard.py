@@ -296,7 +296,7 @@ def test_a_memorizing_subject_is_disqualified_and_ranked_nowhere(results, board)
     clean.results.append(MetricResult("memorization", 0.02, "lite0", 0.0, 0.08, 0.95, 16, 64))
     tested = _with(results, ("copier.json", run), ("novel.json", clean))
     copier_id, novel_id = row_id("copier"), row_id("novel")
-    assert "memorises" in tested.disqualified[copier_id] and "0.1" in tested.disqualified[copier_id]
+    assert "memorizes" in tested.disqualified[copier_id] and "0.1" in tested.disqualified[copier_id]
     assert novel_id not in tested.disqualified  # under the limit
     fd = column(tested, "distribution", "fd")
     assert tested.cell(copier_id, fd).rank is None and tested.cell(novel_id, fd).rank == 1

@@ -69,7 +69,7 @@ def write(tmp_path: Path, text: str, name: str = "small.yaml") -> Path:
 
 
 @pytest.mark.parametrize("edit, match", [
-    (("reader: camelyon16", "reader: camelyon16\n    colour: red"), r"step 'source' \(source\) field 'colour': unknown field"),
+    (("reader: camelyon16", "reader: camelyon16\n    color: red"), r"step 'source' \(source\) field 'color': unknown field"),
     (("    min_frac: \"${min_frac}\"\n", "    min_frac: \"${nope}\"\n"), r"step 'sample' \(sample\) field 'min_frac': unknown variable \$\{nope\}"),
     (("  - step: split\n    data: data/all", "  - step: split\n    data: data/elsewhere"), r"step 'split' \(split\) field 'data': 'data/elsewhere' is not written by an earlier step"),
     (("  - step: sample", "  - step: smaple"), r"field 'step': unknown kind 'smaple'"),
@@ -105,10 +105,10 @@ def test_a_card_without_a_recipe_says_so(tmp_path):
 
 
 def test_cli_errors_are_one_line(tmp_path, slides, capsys):
-    path = write(tmp_path, BASE.replace("reader: camelyon16", "reader: camelyon16\n    colour: red"))
+    path = write(tmp_path, BASE.replace("reader: camelyon16", "reader: camelyon16\n    color: red"))
     assert main(["recipe", "plan", str(path)]) == 2
     err = capsys.readouterr().err.strip()
-    assert err.startswith("error: ") and err.count("\n") == 0 and "field 'colour'" in err
+    assert err.startswith("error: ") and err.count("\n") == 0 and "field 'color'" in err
     assert main(["recipe", "run", str(write(tmp_path, BASE, "ok.yaml")), "--input", "slides"]) == 2
     assert "expected NAME=PATH" in capsys.readouterr().err
 
@@ -293,7 +293,7 @@ def test_fd_table_recipe_writes_both_formats_with_authors_numbers_and_not_run_co
         assert f"fd (uni2-h) ↓<br>{dataset}-test, distribution v1" in block
         assert f"fd (effnet-lite0) ↓<br>{dataset}-test, distribution v1" in block
         assert block.split("References:")[0].count("not run (weights)") == 3
-        # ours are the results files' numbers, the authors' sit in their own labelled block
+        # ours are the results files' numbers, the authors' sit in their own labeled block
         fd = BenchmarkRun.load(run_dir / "results" / dataset / "htd" / "distribution-effnet-lite0.json")
         short = state[f"train-{dataset}-htd"]["summary"]["checkpoint_hash"].split(":")[1][:8]
         row = next(line for line in block.splitlines() if line.startswith("| htd 0") and short in line)

@@ -50,8 +50,8 @@ def test_a_completion_only_generator_is_scored_on_completion_alone(tmp_path):
 
 def test_what_the_outputs_carry_is_read_from_their_rows(tmp_path):
     sim = list(build_source("simulator", n=2, size=32, seed=1, mpp=2.0))
-    write_dataset(sim, tmp_path / "labelled", CardInfo("l", "l"))
-    assert (outputs_of(tmp_path / "labelled").tissue, outputs_of(tmp_path / "labelled").nuclei) == (True, True)
+    write_dataset(sim, tmp_path / "labeled", CardInfo("l", "l"))
+    assert (outputs_of(tmp_path / "labeled").tissue, outputs_of(tmp_path / "labeled").nuclei) == (True, True)
     write_dataset([replace(s, tissue=None, tissue_schema=None, nuclei=None) for s in sim], tmp_path / "plain",
                   CardInfo("p", "p"))
     plain = outputs_of(None, tmp_path / "plain")
