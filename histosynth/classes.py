@@ -13,6 +13,7 @@ from __future__ import annotations
 import colorsys
 import re
 from dataclasses import dataclass, field
+from typing import Literal, Mapping
 
 import numpy as np
 
@@ -222,24 +223,43 @@ REMAPS: dict[tuple[str, str], dict[int, int]] = {
     ("pannuke", "cosyn-pannuke"): {2: 1, 3: 2, 4: 3, 5: 4, 1: 5},
 }
 
+Unlisted = Literal["keep", "ignore"]
+UNLISTED_RULES: tuple[Unlisted, ...] = ("keep", "ignore")
+
 
 def get_schema(name: str) -> ClassSchema:
     """The schema called `name` (built-in or `pseudo-{tissue,nuclei}-kN`); unknown names suggest close ones."""
     return SCHEMAS.get(name)
 
 
+def remap_table(mapping: Mapping[int, int], unlisted: Unlisted) -> np.ndarray:
+    """(256,) uint8 lookup table of a class-id remap: `table[ids]` remaps an array of ids.
+
+    Ids `mapping` lists go to their targets. `unlisted` is the rule for every other id, and has no default because
+    the two rules give other numbers: "keep" leaves it as it is (renumbering some classes of one labeling, where
+    background and ignore stay), "ignore" makes it IGNORE_ID (a class the target has no place for must not be
+    scored as one).
+    """
+    if unlisted not in UNLISTED_RULES:
+        raise ValueError(f"unlisted ids are kept or ignored ({', '.join(UNLISTED_RULES)}), not {unlisted!r}")
+    table = np.arange(256, dtype=np.uint8) if unlisted == "keep" else np.full(256, IGNORE_ID, np.uint8)
+    for source, target in mapping.items():
+        if not (0 <= int(source) <= 255 and 0 <= int(target) <= 255):
+            raise ValueError(f"class ids are 0..255; cannot remap {source} -> {target}")
+        table[int(source)] = int(target)
+    return table
+
+
 def remap_ids(ids: np.ndarray, source: str, target: str) -> np.ndarray:
-    """Map an array of `source`-schema ids to `target`-schema ids (e.g. consep -> consep-4)."""
+    """Map an array of `source`-schema ids to `target`-schema ids by a registered remap (REMAPS, e.g. consep ->
+    consep-4); ids the remap does not list, background and ignore among them, are kept."""
     table = REMAPS.get((source, target))
     if table is None:
         raise KeyError(f"no id remap from {source!r} to {target!r} (known: {sorted(REMAPS)})")
-    lut = np.arange(256, dtype=np.uint8)
-    for a, b in table.items():
-        lut[a] = b
     arr = np.asarray(ids)
     if arr.size and (arr.min() < 0 or arr.max() > 255):
         raise ValueError(f"ids outside 0..255 cannot be remapped from {source!r}")
-    return lut[arr.astype(np.intp)].astype(arr.dtype)
+    return remap_table(table, "keep")[arr.astype(np.intp)].astype(arr.dtype)
 
 
 # The British spelling of this name, for one release.

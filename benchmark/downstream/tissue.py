@@ -30,7 +30,7 @@ import numpy as np
 from torch import nn
 
 from histosynth.benchmark.label_consistency import confusion_matrices, foreground_mean, per_class_iou
-from histosynth.classes import BACKGROUND_ID, IGNORE_ID, REMAPS, ClassSchema, get_schema
+from histosynth.classes import BACKGROUND_ID, IGNORE_ID, REMAPS, ClassSchema, get_schema, remap_table
 from histosynth.errors import InputError
 
 TORCHVISION_RESNET50 = ("resnet50-0676ba61.pth", "resnet50-11ad3fa6.pth")  # IMAGENET1K_V1, _V2 file names
@@ -230,24 +230,20 @@ def class_remap(source_schema: ClassSchema | str, target_schema: ClassSchema | s
     source, target = _schema(source_schema), _schema(target_schema)
     if source.kind != target.kind:
         raise InputError(f"cannot remap {source.kind} schema {source.name!r} onto {target.kind} schema {target.name!r}")
-    lut = np.full(256, IGNORE_ID, np.uint8)
     if mapping is None and (source.name, target.name) in REMAPS:
-        lut[BACKGROUND_ID] = BACKGROUND_ID
-        for a, b in REMAPS[(source.name, target.name)].items():
-            lut[a] = b
-        return lut
+        return remap_table({BACKGROUND_ID: BACKGROUND_ID, **REMAPS[(source.name, target.name)]}, "ignore")
     targets = {name.lower(): i for i, name in enumerate(target.names)} | {"ignore": IGNORE_ID}
     given = {k.lower(): v for k, v in (mapping or {}).items()}
     unknown = sorted(set(given) - {name.lower() for name in source.names})
     if unknown:
         raise InputError(f"class remap {source.name!r} -> {target.name!r}: {unknown} not in {source.name!r} "
                          f"(classes: {', '.join(source.names)})")
-    unmapped = []
+    ids, unmapped = {}, []
     for cls in source.classes:
         explicit = cls.name.lower() in given
         name = given[cls.name.lower()] if explicit else cls.name
         if name.lower() in targets:
-            lut[cls.id] = targets[name.lower()]
+            ids[cls.id] = targets[name.lower()]
         elif explicit:
             raise InputError(f"class remap {source.name!r} -> {target.name!r}: target {name!r} of {cls.name!r} is "
                              f"not in {target.name!r} (classes: {', '.join(target.names)}, ignore)")
@@ -256,7 +252,7 @@ def class_remap(source_schema: ClassSchema | str, target_schema: ClassSchema | s
     if unmapped:
         raise InputError(f"class remap {source.name!r} -> {target.name!r}: no target for {unmapped} (map each "
                          f"to a class of {target.name!r} or to 'ignore')")
-    return lut
+    return remap_table(ids, "ignore")
 
 
 __all__ = ["SEG_PRESETS", "SegPreset", "SegScores", "build_deeplab", "class_remap", "get_seg_preset",

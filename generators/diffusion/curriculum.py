@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from histosynth.classes import IGNORE_ID
+from histosynth.classes import remap_table
 from histosynth.errors import InputError
 from histosynth.generators.diffusion.presets import CurriculumConfig
 from histosynth.labels.curriculum import curriculum_k
@@ -29,9 +29,7 @@ class Curriculum:
             lut = self.config.luts.get(k, self.config.luts.get(str(k)))  # type: ignore[call-overload]
             if lut is None:
                 raise InputError(f"curriculum: no lookup table from k={finest} to k={k}")
-            full = np.full(256, IGNORE_ID, np.uint8)
-            full[: len(lut)] = np.asarray(lut, np.uint8)
-            self._luts[k] = full
+            self._luts[k] = remap_table(dict(enumerate(lut)), "ignore")  # fine ids past the table: no class
 
     @property
     def max_classes(self) -> int:

@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any, Literal, Mapping, Protocol, Sequence
 
 import numpy as np
 
+from histosynth.classes import remap_table
 from histosynth.errors import InputError
 from histosynth.labels.cache import ArrayCache, content_key
 from histosynth.labels.cluster import assign, cut_linkage, kmeans, ward_linkage
@@ -255,9 +256,7 @@ class Hierarchy:
         """(256,) uint8 lookup table from fine ids to level-k ids (0 and 255 map to themselves)."""
         if k not in self.parents:
             raise KeyError(f"granularity k={k} is not in this hierarchy (levels: {list(self.levels)})")
-        table = np.arange(256, dtype=np.uint8)
-        table[1 : self.fine_k + 1] = self.parents[k]
-        return table
+        return remap_table({j + 1: parent for j, parent in enumerate(self.parents[k].tolist())}, "keep")
 
     def coarsen(self, tissue_map: np.ndarray, k: int) -> np.ndarray:
         """The level-k map of a fine pseudo tissue map (union of the fine phenotypes under each coarse one)."""

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from histosynth.classes import IGNORE_ID, SCHEMAS, get_schema, remap_ids
+from histosynth.classes import IGNORE_ID, SCHEMAS, get_schema, remap_ids, remap_table
 
 
 @pytest.mark.parametrize("name", list(SCHEMAS))
@@ -55,3 +55,33 @@ def test_consep_merge_to_four_classes():
     assert remap_ids(ids, "consep", "consep-4").tolist() == [0, 1, 2, 3, 3, 4, 4, 4, 255]
     with pytest.raises(KeyError, match="no id remap"):
         remap_ids(ids, "consep-4", "consep")
+
+
+def test_remap_table_keeps_or_ignores_unlisted_ids_as_told():
+    ids = np.array([0, 1, 2, 3, 255], np.uint8)
+    assert remap_table({1: 2, 2: 1}, "keep")[ids].tolist() == [0, 2, 1, 3, 255]
+    assert remap_table({1: 2, 2: 1}, "ignore")[ids].tolist() == [255, 2, 1, 255, 255]
+    assert remap_table({}, "keep").tolist() == list(range(256))
+    with pytest.raises(ValueError, match="kept or ignored"):
+        remap_table({1: 2}, "drop")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="0..255"):
+        remap_table({256: 1}, "keep")
+
+
+def test_the_remaps_built_on_it_keep_their_rules():
+    from histosynth.benchmark.downstream.tissue import class_remap
+    from histosynth.generators.diffusion.curriculum import Curriculum
+    from histosynth.generators.diffusion.presets import CurriculumConfig
+    from histosynth.labels.tissue import Hierarchy
+
+    ids = np.array([0, 1, 2, 3, 4, 5, 6, 7, 8, 255], np.uint8)
+    # a registered remap applied to ids keeps what it does not list (8 is no consep class)
+    assert remap_ids(ids, "consep", "consep-4").tolist() == [0, 1, 2, 3, 3, 4, 4, 4, 8, 255]
+    # the benchmark's lookup table makes every id outside the source schema ignore
+    assert class_remap("consep", "consep-4")[ids].tolist() == [0, 1, 2, 3, 3, 4, 4, 4, 255, 255]
+    assert class_remap("camelyon16", "camelyon16")[ids].tolist() == [0, 1, 2] + [255] * 7
+    # the curriculum's coarsening makes fine ids past its table ignore; the hierarchy's keeps them
+    curriculum = Curriculum(CurriculumConfig(ks=(2, 4), luts={2: [0, 1, 1, 2, 2]}, warmup_steps=100))
+    assert curriculum.k_at(0) == 2 and curriculum.apply(ids, 0).tolist() == [0, 1, 1, 2, 2] + [255] * 5
+    hierarchy = Hierarchy(levels=(2, 4), parents={2: np.array([1, 1, 2, 2], np.uint8), 4: np.arange(1, 5, dtype=np.uint8)})
+    assert hierarchy.lut(2)[ids].tolist() == [0, 1, 1, 2, 2, 5, 6, 7, 8, 255]
