@@ -259,14 +259,14 @@ class ReferenceSqrt:
 
 
 # ---------------------------------------------------------------------------------------------- FD from features
-def _centred_scaled(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _centered_scaled(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     mu = x.mean(axis=0)
     return mu, (x - mu) / np.sqrt(x.shape[0] - 1)
 
 
 def _fd_matrices(x1: np.ndarray, x2: np.ndarray, method: Method) -> float:
-    mu1, a1 = _centred_scaled(x1)
-    mu2, a2 = _centred_scaled(x2)
+    mu1, a1 = _centered_scaled(x1)
+    mu2, a2 = _centered_scaled(x2)
     diff = mu1 - mu2
     if method == "auto":
         method = "lowrank" if max(x1.shape[0], x2.shape[0]) < x1.shape[1] else "cov"

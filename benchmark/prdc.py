@@ -24,11 +24,12 @@ import torch
 
 from histosynth.benchmark.errors import MetricInputError
 from histosynth.benchmark.stats import FeatureArray, as_feature_matrix
+from histosynth.deprecated import renamed_names
 
 DEFAULT_CHUNK = 2048
 
 
-class DegenerateNeighbourhoods(MetricInputError):
+class DegenerateNeighborhoods(MetricInputError):
     """Every k-NN radius of a set is 0 (each sample has >= k exact duplicates, e.g. all samples identical): its
     balls B(x, 0) are empty under the strict `d < r`, so PRDC would read 0 whatever the other set is."""
 
@@ -150,7 +151,7 @@ def compute_prdc(
         # |a|² + |b|² - 2a·b of equal rows is 0 up to the dot products' rounding, <= d·eps·|a|² each (Higham, γ_d)
         noise = 4 * x.shape[1] * torch.finfo(dtype).eps * float((x * x).sum(dim=1).max())
         if not bool((r2 > noise).any()):
-            raise DegenerateNeighbourhoods(f"every {name} sample has at least {nearest_k} exact duplicates among the "
+            raise DegenerateNeighborhoods(f"every {name} sample has at least {nearest_k} exact duplicates among the "
                                            f"{name} features (all k-NN radii are 0, e.g. identical features), so "
                                            "every k-NN ball is empty")
 
@@ -175,3 +176,6 @@ def compute_prdc(
         density=(1.0 / nearest_k) * (float(fake_ball_count.sum()) / n_fake),
         coverage=float((real_nn_fake < real_r2).double().mean()),
     )
+
+
+__getattr__ = renamed_names(__name__, {"DegenerateNeighbourhoods": "DegenerateNeighborhoods"}, globals())

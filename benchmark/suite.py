@@ -25,13 +25,14 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
+from histosynth.deprecated import renamed_names
 from histosynth.errors import InputError
 
 SUITE_NAME = "histosynth-bench"
 SUITE_VERSION = "2"
 # The suite's ranking rules (part of its version; histosynth.leaderboard.aggregate applies them):
 # - A subject is disqualified (shown struck through, ranked nowhere) when the lower end of its memorization share's
-#   95 % interval (Clopper-Pearson over its samples) lies above MEMORISATION_LIMIT. The limit sits between the two
+#   95 % interval (Clopper-Pearson over its samples) lies above MEMORIZATION_LIMIT. The limit sits between the two
 #   reference rows: real held-out patches, novel by construction, score 0 of 64 (upper bound 0.056) on both
 #   datasets, the copy baseline 64 of 64 (lower bound 0.944); 0.10 is above what real data reaches by chance, so a
 #   generator as novel as real data is never disqualified, and disqualifies one that near-copies more than one
@@ -40,7 +41,7 @@ SUITE_VERSION = "2"
 #   averaged tasks) or MIN_SAMPLES samples (the others), carry intervals, and, where its real-data row and the
 #   metric's floor (metric registry: what predicting nothing scores) are known, resolve the span between them by at
 #   least POWER_SPAN of its resolvable differences (the median CI half-width of its ranked rows).
-MEMORISATION_LIMIT = 0.10
+MEMORIZATION_LIMIT = 0.10
 MIN_SEEDS = 5
 MIN_SAMPLES = 64
 POWER_SPAN = 3.0
@@ -195,3 +196,5 @@ def run_suite(outputs: Outputs, refs: References, chosen: Variant, out: Path,
             written.append(run.save(out / f"{stem}.json"))
             log(f"  {stem}: {'not run' if run.settings.get('not_run') else 'done'}")
     return written
+
+__getattr__ = renamed_names(__name__, {"MEMORISATION_LIMIT": "MEMORIZATION_LIMIT"}, globals())

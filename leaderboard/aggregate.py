@@ -377,7 +377,7 @@ def build_leaderboard(runs: list[tuple[str, BenchmarkRun]]) -> Leaderboard:
 def disqualifications(rows: dict[str, Row], columns: dict[str, Column], cells: dict[str, dict[str, Cell]]
                       ) -> dict[str, str]:
     """Ranked rows whose memorization share is above the suite's limit with 95 % confidence, with the reason."""
-    from histosynth.benchmark.suite import MEMORISATION_LIMIT
+    from histosynth.benchmark.suite import MEMORIZATION_LIMIT
 
     out = {}
     for rid, by in cells.items():
@@ -386,10 +386,10 @@ def disqualifications(rows: dict[str, Row], columns: dict[str, Column], cells: d
         for column_id, cell in by.items():
             column = columns[column_id]
             low = cell.ci_low if cell.ci_low is not None else cell.value
-            if column.metric == "memorization" and low is not None and low > MEMORISATION_LIMIT:
+            if column.metric == "memorization" and low is not None and low > MEMORIZATION_LIMIT:
                 out[rid] = (f"memorizes: {format_number(cell.value)} of its samples are near-copies of training "
                             f"patches on {column.dataset} (95 % interval from {format_number(low)}, above the suite's "
-                            f"limit {MEMORISATION_LIMIT:g})")
+                            f"limit {MEMORIZATION_LIMIT:g})")
                 break
     return out
 

@@ -72,7 +72,7 @@ class Encoder(nn.Module):
             "weights": self.weights_fingerprint,
             "weights_source": describe_weights(self.meta, self.weights_file, self.user_weights, self.weights_fingerprint),
             "preprocess": self.meta.preprocess.key,
-            "licence": self.meta.licence,
+            "licence": self.meta.license,  # the results files' field name (schema v2)
         }
 
     def train(self, mode: bool = True) -> Encoder:

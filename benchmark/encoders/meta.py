@@ -10,6 +10,8 @@ import math
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
+from histosynth.deprecated import renamed_field
+
 RGB = tuple[float, float, float]
 
 IMAGENET_MEAN: RGB = (0.485, 0.456, 0.406)
@@ -72,7 +74,7 @@ class EncoderMeta:
     mean: RGB | None
     std: RGB | None
     pooling: str  # how the (N, feature_dim) vector is formed, e.g. "CLS token"
-    licence: str
+    license: str
     weights_kind: WeightsKind
     weights_source: str  # HF repo id, URL, or "module:attr" of a callable returning a file path
     gated: bool
@@ -135,8 +137,11 @@ class EncoderMeta:
     def summary(self) -> str:
         """One line for listings: architecture, feature size, license, gating."""
         gate = ", gated" if self.gated else ""
-        return f"{self.arch}; {self.feature_dim}-d; {self.input_size}px; {self.licence}{gate}"
+        return f"{self.arch}; {self.feature_dim}-d; {self.input_size}px; {self.license}{gate}"
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-JSON view (for `histosynth ls` and result provenance)."""
         return asdict(self)
+
+
+renamed_field(EncoderMeta, "licence", "license")  # the British spelling, for one release

@@ -69,7 +69,7 @@ def torch_hub_checkpoints() -> Path:
 
 def how_to_get(meta: EncoderMeta) -> str:
     """Where `meta`'s weights come from, their license/gating, and the ways to provide them."""
-    terms = f"license {meta.licence}" + (", gated" if meta.gated else "")
+    terms = f"license {meta.license}" + (", gated" if meta.gated else "")
     if meta.weights_kind == "hf":
         files = " or ".join(meta.weights_files)
         text = f"Hugging Face repo {meta.weights_source!r} (file {files}; {terms}). "

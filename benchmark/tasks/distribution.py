@@ -44,11 +44,11 @@ def _warn_if_constant(features, where: str) -> None:
 
 def _prdc_results(real: np.ndarray, fake: np.ndarray, common: dict) -> list[MetricResult]:
     """PRDC as four results; null values with the reason in `extra` when degenerate features make it undefined."""
-    from histosynth.benchmark.prdc import DegenerateNeighbourhoods, compute_prdc
+    from histosynth.benchmark.prdc import DegenerateNeighborhoods, compute_prdc
 
     try:
         p = compute_prdc(real, fake)
-    except DegenerateNeighbourhoods as reason:
+    except DegenerateNeighborhoods as reason:
         warnings.warn(f"PRDC under {common['encoder']} is undefined and recorded as null: {reason}",
                       DegenerateFeaturesWarning, stacklevel=3)
         return [MetricResult(m, None, extra={"nearest_k": 5, "undefined": str(reason)}, **common) for m in PRDC_METRICS]

@@ -76,3 +76,17 @@ def test_a_submission_with_licence_loads(tmp_path):
     path.write_text("kind: dataset\nname: my-set\ndataset: set\nlicence: cc-by-4.0\nlicense: cc-by-4.0\n")
     with pytest.raises(SubmissionError, match="give `license:` only"):
         load_submission(path)
+
+
+def test_renamed_benchmark_names_resolve_with_a_warning():
+    import histosynth.benchmark.prdc as prdc
+    import histosynth.benchmark.suite as suite
+    from histosynth.benchmark.encoders import ENCODERS
+
+    with pytest.warns(DeprecationWarning, match="'MEMORISATION_LIMIT'"):
+        assert suite.MEMORISATION_LIMIT == suite.MEMORIZATION_LIMIT
+    with pytest.warns(DeprecationWarning, match="'DegenerateNeighbourhoods'"):
+        assert prdc.DegenerateNeighbourhoods is prdc.DegenerateNeighborhoods
+    meta = ENCODERS.get("effnet-lite0")
+    with pytest.warns(DeprecationWarning, match="'licence'"):
+        assert meta.licence == meta.license

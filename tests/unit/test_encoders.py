@@ -112,7 +112,7 @@ def test_listing_the_registry_does_not_import_torch():
     required = {"effnet-lite0", "inception", "uni", "uni2-h", "phikon", "h-optimus-0", "virchow2"}
     required |= {"lunit-bt-rn50", "lunit-dino-vits16"} | {f"dinov2-vit{s}14" for s in "sblg"}
     assert required <= names
-    assert all(row["meta"]["licence"] and row["meta"]["citation"] for row in result["rows"])
+    assert all(row["meta"]["license"] and row["meta"]["citation"] for row in result["rows"])
 
 
 def test_metadata_is_complete_and_consistent():
@@ -343,7 +343,7 @@ def test_missing_weights_fail_fast_offline_with_one_clear_error(offline_empty_ca
         load_encoder(name, cache_dir=offline_empty_caches)
     assert network_attempts == []  # fails at once: no download was tried, so no retry loop can run
     message = str(caught.value)
-    assert names_source in message and meta.licence in message and "HF_HUB_OFFLINE" in message
+    assert names_source in message and meta.license in message and "HF_HUB_OFFLINE" in message
     assert "weights=" in message  # the local-path way out
     if meta.gated:
         assert "gated" in message and "huggingface-cli login" in message

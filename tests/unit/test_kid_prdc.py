@@ -142,13 +142,13 @@ def test_kid_with_subsets_equal_to_both_sets_is_computed_once(real_fake):
 
 
 def test_prdc_is_undefined_when_every_knn_ball_is_empty(real_fake):
-    from histosynth.benchmark.prdc import DegenerateNeighbourhoods
+    from histosynth.benchmark.prdc import DegenerateNeighborhoods
 
     real, fake = real_fake
-    with pytest.raises(DegenerateNeighbourhoods, match="every real sample has at least 5 exact duplicates"):
+    with pytest.raises(DegenerateNeighborhoods, match="every real sample has at least 5 exact duplicates"):
         compute_prdc(np.zeros((20, 8)), np.zeros((20, 8)))
-    with pytest.raises(DegenerateNeighbourhoods, match="every fake sample"):
+    with pytest.raises(DegenerateNeighborhoods, match="every fake sample"):
         compute_prdc(real, np.tile(fake[:1], (30, 1)))
-    assert issubclass(DegenerateNeighbourhoods, MetricInputError)
+    assert issubclass(DegenerateNeighborhoods, MetricInputError)
     half = np.concatenate([real[:200], np.tile(real[:1], (200, 1))])  # half duplicates: defined, still computed
     assert 0 < compute_prdc(half, fake).precision <= 1
