@@ -60,7 +60,7 @@ from histosynth.generators.base import (
 from histosynth.generators.checkpoint import ComponentFolder, load_component, read_saved_config
 from histosynth.generators.diffusion.presets import TrainConfig, replace_fields, to_dict, train_config_from_dict
 from histosynth.generators.diffusion.sampling import initial_noise
-from histosynth.generators.registry import GENERATOR_META
+from histosynth.generators.registry import generator_meta
 from histosynth.generators.training import (
     TRAINING_DIR,
     Batch,
@@ -153,7 +153,7 @@ def _to_uint8(images: torch.Tensor) -> np.ndarray:
 class HarpInpaint(ComponentFolder, PresetTable, Generator):
     """Palette-style conditional DDPM for completion (see the module docstring)."""
 
-    meta = GENERATOR_META["harp-inpaint"]
+    meta = generator_meta("harp-inpaint")
     preset_table = PRESETS
 
     def __init__(self, preset: HarpPreset, device: str | torch.device | None = None, unet: UNet2DModel | None = None) -> None:

@@ -24,7 +24,7 @@ from histosynth.generators.conditioning.parts import require
 from histosynth.generators.conditioning.tissue import one_hot
 from histosynth.generators.diffusion.presets import CropConfig, EmbeddingConfig
 from histosynth.generators.htd.model import HTDGenerator
-from histosynth.generators.registry import GENERATOR_META
+from histosynth.generators.registry import generator_meta
 
 
 @functools.lru_cache(maxsize=4)
@@ -38,7 +38,7 @@ def _frozen_encoder(name: str, weights: str | None, pretrained: bool, device: st
 class HTDUnconditional(HTDGenerator):
     """The unconditional ablation: conditions only say how many patches to make (and their mpp)."""
 
-    meta = GENERATOR_META["htd-unconditional"]
+    meta = generator_meta("htd-unconditional")
 
     def make_conditioner(self, num_classes: int) -> Conditioner | None:
         return None
@@ -105,7 +105,7 @@ class CropEmbeddings(Conditioner):
 class HTDEmbedding(HTDGenerator):
     """The embedding-conditioned ablation."""
 
-    meta = GENERATOR_META["htd-embedding"]
+    meta = generator_meta("htd-embedding")
 
     def make_conditioner(self, num_classes: int) -> Conditioner | None:
         return CropEmbeddings(num_classes, self.preset.model.crops, self.preset.model.embedding, str(self.device))

@@ -46,7 +46,7 @@ from histosynth.generators.conditioning.base import Conditioner
 from histosynth.generators.conditioning.centroids import CentroidMaps
 from histosynth.generators.conditioning.compose import Compose
 from histosynth.generators.conditioning.tissue import TissueOneHot
-from histosynth.generators.registry import GENERATOR_META
+from histosynth.generators.registry import generator_meta
 from histosynth.generators.training import Batch
 
 
@@ -103,7 +103,7 @@ class PatchGAN(ModelMixin, ConfigMixin):
 class Pix2Pix(GANGenerator):
     """pix2pix on the generator platform (see the module docstring)."""
 
-    meta = GENERATOR_META["pix2pix"]
+    meta = generator_meta("pix2pix")
     preset_table = PRESETS
     model_config = Pix2PixModelConfig
     network_classes: ClassVar[tuple[type[nn.Module], type[nn.Module]]] = (UNetGenerator, PatchGAN)

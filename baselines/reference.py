@@ -46,7 +46,7 @@ from histosynth.generators.base import (
     verify_checkpoint,
 )
 from histosynth.generators.checkpoint import ComponentFolder, load_component
-from histosynth.generators.registry import GENERATOR_META
+from histosynth.generators.registry import generator_meta
 from histosynth.resize import resize_image, resize_map
 from histosynth.schema import Provenance, Sample
 
@@ -231,7 +231,7 @@ class _Reference(ComponentFolder, Generator):
 class RealHeldout(_Reference):
     """The real-data row: each condition's own real patch and map, at the model resolution."""
 
-    meta = GENERATOR_META["real-heldout"]
+    meta = generator_meta("real-heldout")
     component, component_class, sampler = "passthrough", PassThrough, "pass-through"
 
     def fit(self, arrays: TrainingArrays) -> None:
@@ -255,7 +255,7 @@ class RealHeldout(_Reference):
 class CopyNearest(_Reference):
     """The copy baseline: the training patch whose map best matches the condition's."""
 
-    meta = GENERATOR_META["copy-nearest"]
+    meta = generator_meta("copy-nearest")
     component, component_class, sampler = "bank", PatchBank, "copy"
     _grid_maps: np.ndarray | None = None
 

@@ -33,7 +33,7 @@ from histosynth.baselines.spade_nets import (
 )
 from histosynth.baselines.spade_presets import PRESETS, SpadeModelConfig
 from histosynth.generators.base import TrainReport
-from histosynth.generators.registry import GENERATOR_META
+from histosynth.generators.registry import generator_meta
 from histosynth.generators.training import Batch
 
 
@@ -51,7 +51,7 @@ def gaussian(rows: int, width: int, noise: Noise, device: torch.device) -> torch
 class Spade(GANGenerator):
     """SPADE/GauGAN on the generator platform (see the module docstring)."""
 
-    meta = GENERATOR_META["spade"]
+    meta = generator_meta("spade")
     preset_table = PRESETS
     model_config = SpadeModelConfig
     network_classes: ClassVar[tuple[type[nn.Module], type[nn.Module]]] = (SpadeGeneratorNet, SpadeDiscriminatorNet)

@@ -1,6 +1,6 @@
 """histosynth.generators: generators behind one contract (see base.py) and a torch-free registry.
 
-    from histosynth.generators import GENERATORS, build_generator, load_generator
+    from histosynth.generators import GENERATORS, build_generator, generator_meta, load_generator
     gen = build_generator("htd", "tiny"); gen.train(dataset_dir, out=ckpt); gen.sample(conditions, seed=0)
 
 `build_generator` and `load_generator` import model code (torch, diffusers) only when called.
@@ -11,14 +11,16 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from histosynth.deprecated import replaced_names
 from histosynth.errors import InputError
+from histosynth.generators import registry
 from histosynth.generators.base import Generator, GeneratorMeta, derive_seed, weights_hash
-from histosynth.generators.registry import GENERATOR_META, GENERATORS, generator_meta
+from histosynth.generators.registry import GENERATORS, generator_class, generator_meta
 
 
 def build_generator(name: str, preset: str = "tiny", **overrides: Any) -> Generator:
     """An untrained registered generator from a preset (`tiny`, `demo`, `paper`)."""
-    return GENERATORS.get(name).build(preset, **overrides)
+    return generator_class(name).build(preset, **overrides)
 
 
 def load_generator(path: Path | str, device: str | None = None) -> Generator:
@@ -31,8 +33,11 @@ def load_generator(path: Path | str, device: str | None = None) -> Generator:
     name = read_json_file(config).get("generator")
     if not name:
         raise InputError(f"{config}: no 'generator' field; not written by a histosynth generator")
-    return GENERATORS.get(name).load(path, device=device)
+    return generator_class(name).load(path, device=device)
 
 
-__all__ = ["GENERATORS", "GENERATOR_META", "Generator", "GeneratorMeta", "build_generator", "derive_seed",
+__all__ = ["GENERATORS", "Generator", "GeneratorMeta", "build_generator", "derive_seed", "generator_class",
            "generator_meta", "load_generator", "weights_hash"]
+
+__getattr__ = replaced_names(__name__, {"GENERATOR_META": ("GENERATORS (a Registry of GeneratorMeta) or generator_meta(name)",
+                                                           registry._MetaMapping)})

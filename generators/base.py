@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any, Callable, ClassVar, Iterable, Mapping, Se
 
 import numpy as np
 
-from histosynth.deprecated import renamed_field
+from histosynth.deprecated import renamed_field, warn_renamed
 from histosynth.errors import InputError, UserFacingError
 from histosynth.generators.conditioning.batch import CONDITION_PARTS
 
@@ -85,7 +85,18 @@ class GeneratorMeta:
         """True when output Samples carry a tissue map as their label."""
         return "tissue" in self.outputs
 
+    def __getattr__(self, attr: str) -> Any:
+        """`GENERATORS.get(name)` gave the implementation class before the registry held these records: its class
+        attributes (build, load, presets, ...) still resolve through `target`, with a DeprecationWarning."""
+        if attr not in _CLASS_ATTRIBUTES:
+            raise AttributeError(f"{type(self).__name__!r} object has no attribute {attr!r}")
+        from histosynth.registry import import_target
 
+        warn_renamed(f"GENERATORS.get(name).{attr}", f"generator_class(name).{attr}", "histosynth.generators")
+        return getattr(import_target(self.target), attr)
+
+
+_CLASS_ATTRIBUTES = frozenset({"build", "load", "presets", "get_preset", "preset_table", "meta"})
 renamed_field(GeneratorMeta, "licence", "license")  # the British spelling, for one release (plugins may use it)
 
 

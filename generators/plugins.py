@@ -23,7 +23,7 @@ from importlib.metadata import entry_points
 
 from histosynth.errors import InputError
 from histosynth.generators.base import GeneratorMeta
-from histosynth.generators.registry import GENERATOR_META, generator_meta, register_generator
+from histosynth.generators.registry import GENERATORS, generator_meta, register_generator
 
 ENTRY_POINT_GROUP = "histosynth.generators"
 
@@ -37,7 +37,7 @@ def load_plugins() -> list[str]:
     added = []
     for point in entry_points(group=ENTRY_POINT_GROUP):
         where = f"entry point {point.name!r} = {point.value!r} ({point.dist.name if point.dist else 'unknown package'})"
-        if point.name in GENERATOR_META:
+        if point.name in GENERATORS:
             continue
         try:
             meta = point.load()

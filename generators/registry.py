@@ -1,16 +1,19 @@
-"""The generator registry: lazy "module:Class" entries plus their metadata, importable without torch.
+"""The generator registry: one `GeneratorMeta` record per generator, importable without torch.
 
-    from histosynth.generators.registry import GENERATORS, GENERATOR_META, generator_meta
-    GENERATORS.get("htd")          # imports the class on first use
-    GENERATOR_META["htd"].outputs  # metadata without importing it
+    from histosynth.generators.registry import GENERATORS, generator_class, generator_meta
+    generator_meta("htd").outputs  # metadata, nothing imported
+    generator_class("htd")         # imports the implementation its `target` names, on first use
 
-Each implementation class carries the same record as its `meta` (a test checks they agree).
+Each implementation class carries the same record as its `meta` (`meta = generator_meta("htd")`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Mapping
+
+from histosynth.deprecated import replaced_names
 from histosynth.generators.base import Generator, GeneratorMeta
-from histosynth.registry import Registry
+from histosynth.registry import Registry, import_target
 
 HTD_PAPER = ("Semantic and Visual Crop-Guided Diffusion Models for Heterogeneous Tissue Synthesis in "
              "Histopathology (HeteroTissue-Diffuse, NeurIPS 2025, arXiv:2509.17847)")
@@ -163,28 +166,47 @@ _BUILTIN = [
     ),
 ]
 
-GENERATORS: Registry[type[Generator]] = Registry("generator")
-GENERATOR_META: dict[str, GeneratorMeta] = {}
+GENERATORS: Registry[GeneratorMeta] = Registry("generator")
 
 
 def register_generator(meta: GeneratorMeta) -> None:
-    """Register a generator lazily by its metadata (duplicate names raise)."""
-    GENERATORS.register(meta.name, meta.target, meta.summary)
-    GENERATOR_META[meta.name] = meta
+    """Register a generator by its metadata (duplicate names raise); its class is imported when first asked for."""
+    GENERATORS.register(meta.name, meta, meta.summary)
 
 
 def builtin_generators() -> list[str]:
     """Names of the generators histosynth itself ships (plugins excluded), sorted."""
-    return sorted(name for name, meta in GENERATOR_META.items() if meta.target.startswith("histosynth."))
+    return [name for name in GENERATORS if generator_meta(name).target.startswith("histosynth.")]
 
 
 def generator_meta(name: str) -> GeneratorMeta:
     """The metadata of registered generator `name` (unknown names suggest the closest)."""
-    if name not in GENERATOR_META:
-        GENERATORS.get(name)  # raises RegistryError with suggestions
-    return GENERATOR_META[name]
+    return GENERATORS.get(name)
+
+
+def generator_class(name: str) -> type[Generator]:
+    """The implementation of registered generator `name`, imported from its metadata's `target`."""
+    return import_target(generator_meta(name).target)  # type: ignore[return-value]
+
+
+class _MetaMapping(Mapping[str, GeneratorMeta]):
+    """The registry read as the name -> GeneratorMeta dict it replaced."""
+
+    def __getitem__(self, name: str) -> GeneratorMeta:
+        if name not in GENERATORS:
+            raise KeyError(name)
+        return GENERATORS.get(name)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(GENERATORS)
+
+    def __len__(self) -> int:
+        return len(GENERATORS)
 
 
 for _meta in _BUILTIN:
     register_generator(_meta)
 del _meta
+
+__getattr__ = replaced_names(__name__, {"GENERATOR_META": ("GENERATORS (a Registry of GeneratorMeta) or generator_meta(name)",
+                                                           _MetaMapping)})

@@ -7,6 +7,7 @@ already use under the British spelling (a plugin's `GeneratorMeta(licence=...)`,
 
     renamed_field(GeneratorMeta, "licence", "license")     # the keyword and the attribute
     __getattr__ = renamed_names(__name__, {"PseudoLabeller": "PseudoLabeler"}, globals())
+    __getattr__ = replaced_names(__name__, {"OLD_TABLE": ("NEW_REGISTRY", lambda: view_of_new_registry())})
 """
 
 from __future__ import annotations
@@ -54,6 +55,20 @@ def renamed_names(module: str, renamed: dict[str, str], namespace: dict[str, Any
         if name in renamed:
             warn_renamed(name, renamed[name], module)
             return namespace[renamed[name]]
+        raise AttributeError(f"module {module!r} has no attribute {name!r}")
+
+    return __getattr__
+
+
+def replaced_names(module: str, replaced: dict[str, tuple[str, Callable[[], Any]]]) -> Callable[[str], Any]:
+    """A module `__getattr__` for names whose replacement is not the same object under a new name: each old name of
+    `replaced` maps to (what to use now, a function giving a stand-in for the old value), warning."""
+
+    def __getattr__(name: str) -> Any:
+        if name in replaced:
+            new, stand_in = replaced[name]
+            warn_renamed(name, new, module)
+            return stand_in()
         raise AttributeError(f"module {module!r} has no attribute {name!r}")
 
     return __getattr__

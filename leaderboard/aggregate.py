@@ -83,9 +83,9 @@ class Row:
 
 def reference_generators() -> frozenset[str]:
     """Names of the registered generators of family "reference" (real-heldout, copy-nearest)."""
-    from histosynth.generators.registry import GENERATOR_META
+    from histosynth.generators.registry import GENERATORS
 
-    return frozenset(name for name, meta in GENERATOR_META.items() if meta.family == "reference")
+    return frozenset(name for name in GENERATORS if GENERATORS.get(name).family == "reference")
 
 
 def row_of(subject: Subject) -> Row:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 
 from histosynth.generators.base import GeneratorMeta
-from histosynth.generators.registry import GENERATOR_META
+from histosynth.generators.registry import GENERATORS
 from histosynth.leaderboard.aggregate import Row
 
 HUB_URL = "https://huggingface.co"
@@ -18,7 +18,7 @@ _BIBTEX_KEY = re.compile(r"@\w+\s*\{\s*([^,\s]+)\s*,")
 
 def generator_meta(row: Row) -> GeneratorMeta | None:
     """The registry metadata of a generator row (None for datasets, real data and unregistered plugins)."""
-    return GENERATOR_META.get(row.name) if row.kind == "generator" else None
+    return GENERATORS.get(row.name) if row.kind == "generator" and row.name in GENERATORS else None
 
 
 def citation(row: Row) -> str | None:

@@ -49,18 +49,18 @@ def write_data(root: Path, n: int) -> Path:
 
 def built(name: str, data: Path):
     """A demo-preset generator whose networks exist (trained one step in fp32, so the anchor can copy them)."""
-    from histosynth.generators.registry import GENERATORS
+    from histosynth.generators.registry import generator_class
 
-    generator = GENERATORS.get(name).build("demo")
+    generator = generator_class(name).build("demo")
     generator.train(data, {"steps": 1, "progress": False, "mixed_precision": "no", "checkpoint_every": 0})
     return generator
 
 
 def ours(name: str, data: Path, precision: str, steps: int) -> float:
     """Steady images/s of histosynth's loop on a fresh demo generator."""
-    from histosynth.generators.registry import GENERATORS
+    from histosynth.generators.registry import generator_class
 
-    generator = GENERATORS.get(name).build("demo")
+    generator = generator_class(name).build("demo")
     report = generator.train(data, {"steps": steps, "progress": False, "mixed_precision": precision,
                                     "checkpoint_every": 0})
     return float(report.extra["speed"]["steady_images_per_second"])

@@ -8,7 +8,7 @@ the G and D losses; `sample` in one generator forward pass per batch; labels cop
 How to subclass it (histosynth.baselines.pix2pix is the worked example):
 
     class MyGAN(GANGenerator):
-        meta = GENERATOR_META["my-gan"]                  # registered in generators/registry.py, family "gan"
+        meta = generator_meta("my-gan")                  # registered in generators/registry.py, family "gan"
         preset_table = {"tiny": tiny, "demo": demo, "paper": paper}   # name -> () -> GANPreset
         model_config = MyModelConfig                     # a GANModelConfig subclass (resolution, num_classes, ...)
         network_classes = (MyGenerator, MyDiscriminator)  # diffusers ModelMixin + ConfigMixin, @register_to_config

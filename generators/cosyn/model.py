@@ -68,7 +68,7 @@ from histosynth.generators.diffusion.presets import (
     train_config_from_dict,
 )
 from histosynth.generators.diffusion.sampling import denoise, guided, initial_noise
-from histosynth.generators.registry import GENERATOR_META
+from histosynth.generators.registry import generator_meta
 from histosynth.generators.training import (
     TRAINING_DIR,
     Batch,
@@ -154,7 +154,7 @@ class JointStep(TrainStep):
 class CoSynGenerator(ComponentFolder, PresetTable, Generator):
     """Centroid layout (+ tissue type) -> a new patch with its own nuclei instances, classes and centroids."""
 
-    meta = GENERATOR_META["cosyn"]
+    meta = generator_meta("cosyn")
     preset_table: ClassVar[Mapping[str, Any]] = PRESETS
 
     def __init__(self, preset: CoSynPreset, device: str | torch.device | None = None,

@@ -58,7 +58,7 @@ from histosynth.generators.diffusion.generator import DiffusionGenerator
 from histosynth.generators.diffusion.presets import TrainConfig
 from histosynth.generators.diffusion.training import diffusion_loss
 from histosynth.generators.dual_lora.presets import DEFAULT_RANK, LORA_RANKS, PRESETS
-from histosynth.generators.registry import GENERATOR_META
+from histosynth.generators.registry import generator_meta
 from histosynth.generators.training import Batch, LoopSettings, OptimizerSpec, StepContext, TrainStep
 from histosynth.masks import HELDOUT_SETS, heldout_mask, hybrid_mask
 from histosynth.schema import Sample
@@ -162,7 +162,7 @@ class DualLoraStep(TrainStep):
 class DualLoraGenerator(DiffusionGenerator):
     """Centroids (+ a masked image) -> a new patch (synthesis) or the masked region filled (completion)."""
 
-    meta = GENERATOR_META["dual-lora"]
+    meta = generator_meta("dual-lora")
     preset_table = PRESETS
 
     def make_conditioner(self, num_classes: int) -> Conditioner | None:

@@ -9,13 +9,13 @@ from histosynth.generators.conditioning.base import Conditioner
 from histosynth.generators.conditioning.crops import HTDCrops
 from histosynth.generators.diffusion.generator import DiffusionGenerator
 from histosynth.generators.htd.presets import PRESETS
-from histosynth.generators.registry import GENERATOR_META
+from histosynth.generators.registry import generator_meta
 
 
 class HTDGenerator(DiffusionGenerator):
     """HTD: tissue map + per-class visual crops -> a new patch whose label is that map."""
 
-    meta = GENERATOR_META["htd"]
+    meta = generator_meta("htd")
     preset_table = PRESETS
 
     def make_conditioner(self, num_classes: int) -> Conditioner | None:

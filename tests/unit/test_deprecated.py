@@ -90,3 +90,20 @@ def test_renamed_benchmark_names_resolve_with_a_warning():
     meta = ENCODERS.get("effnet-lite0")
     with pytest.warns(DeprecationWarning, match="'licence'"):
         assert meta.licence == meta.license
+
+
+def test_the_generator_registry_holds_metadata_and_old_uses_still_work():
+    from histosynth.generators import GENERATORS, generator_class, generator_meta
+
+    assert GENERATORS.get("htd") is generator_meta("htd") and generator_class("htd").meta is generator_meta("htd")
+    with pytest.warns(DeprecationWarning, match="'GENERATORS.get\\(name\\).presets'.*'generator_class\\(name\\).presets'"):
+        assert GENERATORS.get("htd").presets() == generator_class("htd").presets()
+    with pytest.warns(DeprecationWarning, match="'GENERATOR_META' is deprecated"):
+        from histosynth.generators.registry import GENERATOR_META
+    assert GENERATOR_META["htd"] is generator_meta("htd") and GENERATOR_META.get("nope") is None
+    assert sorted(GENERATOR_META) == list(GENERATORS)
+    with pytest.warns(DeprecationWarning, match="'GENERATOR_META'"):
+        from histosynth.generators import GENERATOR_META as again
+    assert dict(again.items()) == dict(GENERATOR_META.items())
+    with pytest.raises(AttributeError):
+        GENERATORS.get("htd").no_such_attribute  # noqa: B018

@@ -23,10 +23,17 @@ import histosynth.cli as cli
 from histosynth.commands.ls import list_kind
 from histosynth.data_cards.card import CardInfo
 from histosynth.disk import iter_samples, write_dataset
-from histosynth.generators import GENERATORS, build_generator, generator_meta, load_generator, weights_hash
+from histosynth.generators import (
+    GENERATORS,
+    build_generator,
+    generator_class,
+    generator_meta,
+    load_generator,
+    weights_hash,
+)
 from histosynth.generators.base import Generator, TrainReport, derive_seed
 from histosynth.generators.checkpoint import MODEL_INDEX
-from histosynth.generators.registry import GENERATOR_META, register_generator
+from histosynth.generators.registry import register_generator
 from histosynth.masks import with_heldout_masks
 from histosynth.resize import resize_map
 from histosynth.schema import Sample
@@ -55,7 +62,6 @@ def toy_registered():
     register_generator(TOY_META)
     yield
     GENERATORS.unregister(TOY)
-    del GENERATOR_META[TOY]
     assert list(GENERATORS) == BUILTIN
 
 
@@ -77,7 +83,7 @@ class Trained:
 def trained(request, tiny_data, tmp_path_factory, toy_registered) -> Trained:
     """Generator `request.param` from its tiny preset, trained 2 steps into a model folder (once per module)."""
     name = request.param
-    assert "tiny" in GENERATORS.get(name).presets()
+    assert "tiny" in generator_class(name).presets()
     gen = build_generator(name, "tiny")
     folder = tmp_path_factory.mktemp(name) / "model"
     report = gen.train(tiny_data, {"steps": 2}, out=folder)
@@ -88,14 +94,14 @@ def test_registry_lists_htd_and_its_ablations_without_model_code():
     assert {"htd", "htd-unconditional", "htd-embedding"} <= set(BUILTIN)
     text = "\n".join(list_kind("generators"))
     assert "htd-embedding" in text and "visual crops" in text
-    assert all(e.is_lazy for e in GENERATORS.entries())
+    assert all(e.target is generator_meta(e.name) for e in GENERATORS.entries())  # records, not classes
 
 
 @pytest.mark.parametrize("trained", NAMES, indirect=True)
 def test_training_reports_and_saves_a_complete_model_folder(trained, tiny_data):
     name, gen, report, folder, config = trained.name, trained.gen, trained.report, trained.folder, trained.config
     meta = generator_meta(name)
-    assert GENERATORS.get(name).meta == meta and gen.preset_name == "tiny"
+    assert generator_class(name).meta == meta and gen.preset_name == "tiny"
     assert isinstance(report, TrainReport) and gen.train_report is report and report.generator == name
     assert report.steps == 2 and len(report.losses) == 2 and np.isfinite(report.losses).all()
     assert report.data.patches + report.data.dropped == len(tiny_data)

@@ -11,7 +11,7 @@ import torch
 
 from histosynth.baselines.harp_inpaint import MASK_STREAM, HarpInpaint, palette_loss
 from histosynth.errors import InputError
-from histosynth.generators import GENERATORS, build_generator, generator_meta
+from histosynth.generators import build_generator, generator_class, generator_meta
 from histosynth.generators.base import derive_seed
 from histosynth.masks import heldout_mask, hybrid_mask, with_heldout_masks
 from histosynth.sources import build_source
@@ -29,7 +29,7 @@ def model():
 
 def test_registered_as_a_completion_only_diffusion_model_without_labels():
     meta = generator_meta("harp-inpaint")
-    assert GENERATORS.get("harp-inpaint") is HarpInpaint and HarpInpaint.meta == meta
+    assert generator_class("harp-inpaint") is HarpInpaint and HarpInpaint.meta == meta
     assert (meta.tasks, meta.conditioning, meta.outputs, meta.label_policy, meta.family) == (
         ("completion",), ("mask",), ("image",), "none", "diffusion")
     import histosynth.baselines.harp_inpaint as module
