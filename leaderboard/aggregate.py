@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from histosynth.benchmark.metric_registry import metric_spec
-from histosynth.benchmark.results import REFERENCE_ROLES, BenchmarkRun, MetricResult, Subject
+from histosynth.benchmark.results import REFERENCE_ROLES, BenchmarkRun, MetricResult, Subject, current_task_version
 from histosynth.errors import InputError, MissingInputError
 
 RESULTS_GLOB = "*.json"
@@ -179,6 +179,12 @@ class Power:
     @property
     def ok(self) -> bool:
         return self.reason is None
+
+    @property
+    def label(self) -> str:
+        """The short word a header shows when the column cannot rank: "stale" (an older task version) or
+        "no power"."""
+        return "stale" if self.reason is not None and self.reason.startswith("stale") else "no power"
 
 
 @dataclass
@@ -407,7 +413,11 @@ def column_power(column: Column, rows: dict[str, Row], cells: dict[str, dict[str
     seeds = len(seeds) if isinstance(seeds, list) else None
     samples = min((c.n_fake for c in ranked if c.n_fake is not None), default=None)
     reason = None
-    if column.task in SEEDED_TASKS and (seeds or 0) < MIN_SEEDS:
+    current = current_task_version(column.task, column.comparability.get("settings"))
+    if column.task_version < current:
+        reason = (f"stale: measured by {column.task_label} v{column.task_version}, whose numbers the current "
+                  f"v{current} replaces; rescore to rank")
+    elif column.task in SEEDED_TASKS and (seeds or 0) < MIN_SEEDS:
         reason = f"{seeds or 0} seed{'s' if seeds != 1 else ''} (the suite asks for {MIN_SEEDS})"
     elif column.task not in SEEDED_TASKS and samples is not None and samples < MIN_SAMPLES:
         reason = f"N = {samples} (the suite asks for {MIN_SAMPLES})"

@@ -268,7 +268,7 @@ def _header(column: Column, index: int, subtitle: str, power: Power | None) -> s
             f'data-power="{int(not weak)}"{" class=nopower" if weak else ""} '
             f'data-hib="{int(spec.higher_is_better)}" data-key="{_e(column.comparability_key)}" title="{_e(title)}">'
             f'{_e(column.title)} {"&uarr;" if spec.higher_is_better else "&darr;"}'
-            f'<small>{_e(subtitle)}</small><small>{_e("no power" if weak else note)}</small></th>')
+            f'<small>{_e(subtitle)}</small><small>{_e(power.label if weak else note)}</small></th>')
 
 
 def _cell(cell: Cell | None, row: Row, index: int, board: Leaderboard, weak: bool) -> str:

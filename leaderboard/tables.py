@@ -74,7 +74,7 @@ def _table_rows(board: Leaderboard, columns: list[Column]) -> list[Row]:
 def _subtitle(board: Leaderboard, column: Column) -> str:
     """The header's second line: the board's subtitle, and "no power" where the column has none."""
     power = board.power.get(column.id)
-    return board.subtitle(column) + ("; no power" if power is not None and not power.ok else "")
+    return board.subtitle(column) + (f"; {power.label}" if power is not None and not power.ok else "")
 
 
 def _row_name(board: Leaderboard, row: Row, text: str, fmt: str) -> str:

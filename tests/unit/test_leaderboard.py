@@ -317,6 +317,18 @@ def test_a_two_seed_column_has_no_power_and_is_not_aggregated(results, board):
     assert tested.power[column(tested, "distribution", "fd").id].resolvable == pytest.approx(1.0)
 
 
+def test_a_column_of_an_older_task_version_is_stale_and_not_aggregated(results, board):
+    older = BenchmarkRun.load(results / "sub" / "tstr.json")
+    older.settings["model"] = "hovernet"  # whose task version (results.MODEL_TASK_VERSIONS) is above 1
+    older.task_version = 1
+    tested = build_leaderboard([(w, r) for w, r in load_results(results) if not w.startswith("sub/")]
+                               + [("older.json", older)])
+    power = tested.power[column(tested, "tstr", "miou").id]
+    assert not power.ok and power.reason.startswith("stale: measured by tstr (hovernet) v1") and power.label == "stale"
+    assert tested.aggregate()[HTD].columns == board.aggregate()[HTD].columns - 1
+    assert "; stale" in render_table(tested, table_columns(tested), "markdown")
+
+
 def test_a_column_that_cannot_tell_real_data_from_nothing_has_no_power(results):
     weak = BenchmarkRun.load(results / "sub" / "tstr.json")
     for result in weak.results:
