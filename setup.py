@@ -27,7 +27,8 @@ def _packages() -> list[str]:
 setup(
     package_dir=PACKAGE_DIRS,
     packages=_packages(),
-    package_data={"histosynth": ["assets/*"], "histosynth.data_cards": ["templates/*", "cards/*"],
+    package_data={"histosynth": ["assets/*", "commands/templates/generator/*.tmpl"],
+                  "histosynth.data_cards": ["templates/*", "cards/*"],
                   "histosynth.leaderboard": ["track_recipes/*.yaml"]},
     include_package_data=False,
 )
