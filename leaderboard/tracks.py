@@ -108,11 +108,12 @@ def track_settings(track: Track, folder: Path) -> Iterator[None]:
                 os.environ[key] = value
 
 
-def build_track(track: Track, folder: Path, handlers: Mapping[str, Callable], inputs: Mapping[str, Path] | None = None,
-                log: Callable[[str], None] = print) -> dict[str, str]:
-    """Build (or finish building) `track` in `folder` and check its data's bytes; returns set -> dataset_hash."""
-    from histosynth.leaderboard.recipes.runner import run_recipe
-    from histosynth.leaderboard.recipes.spec import load_recipe
+def build_track(track: Track, folder: Path, handlers: Mapping[str, Callable] | None = None,
+                inputs: Mapping[str, Path] | None = None, log: Callable[[str], None] = print) -> dict[str, str]:
+    """Build (or finish building) `track` in `folder` and check its data's bytes; returns set -> dataset_hash.
+    `handlers` replaces the step functions of some kinds (tests); by default each kind runs its own."""
+    from histosynth.recipes.runner import run_recipe
+    from histosynth.recipes.spec import load_recipe
 
     missing = [name for name in track.inputs if name not in (inputs or {})]
     if missing:
@@ -121,13 +122,13 @@ def build_track(track: Track, folder: Path, handlers: Mapping[str, Callable], in
     recipe = load_recipe(track.recipe_path, track.scale, dict(inputs or {}))
     folder.mkdir(parents=True, exist_ok=True)
     with track_settings(track, folder):
-        run_recipe(recipe, folder, dict(handlers), log=log)
+        run_recipe(recipe, folder, handlers, log=log)
     return check_hashes(track, folder)
 
 
 def set_hashes(track: Track, folder: Path) -> dict[str, str]:
     """dataset_hash of each of the track's sets in `folder`."""
-    from histosynth.leaderboard.recipes.steps import dataset_hash
+    from histosynth.recipes.steps import dataset_hash
 
     return {name: dataset_hash(folder / path) for name, path in track.sets.items()}
 

@@ -18,7 +18,7 @@ Per dataset (a folder under --out):
   crop channels zeroed (the crops would paste held-out pixels) and HTD on the training maps with crops (as `histosynth
   demo` runs it), and real training patches (the reference), each N = --n-test, against the held-out real patches:
   FD (bootstrap CI) and KID (bootstrap CI of the whole-set unbiased MMD^2) under the offline EfficientNet-Lite0
-  encoder, as the demo scores them (histosynth.commands.demo.score_with_kid_ci). FD is biased upward at small N;
+  encoder, as the demo scores them (histosynth.recipes.demo.score_with_kid_ci). FD is biased upward at small N;
   KID is unbiased and the statistic to read here.
 
 Run (defaults: 48 steps at batch 16, 48 held-out patches, DDIM 10 steps; measured 58 min of one-thread process time
@@ -98,9 +98,10 @@ def simulator_data(out: Path, train_slides: int, test_slides: int, per_slide: in
 
 def embedded_data(out: Path, n_test: int, seed: int) -> dict[str, Path]:
     """The embedded region tiled at 64 px / 0.5 um/px, split by region; pseudo labels fitted on the train split only."""
-    from histosynth.commands.data import PSEUDOLABEL_KS, build_dataset, pseudolabel_encoder
+    from histosynth.dataset import PSEUDOLABEL_KS, build_dataset
     from histosynth.disk import iter_samples
     from histosynth.labels.pipeline import PseudolabelConfig, fit_pseudolabeler
+    from histosynth.recipes.encoders import pseudolabel_encoder
     from histosynth.splits import SplitSpec
 
     paths = {"train": out / "real-train", "heldout": out / "real-heldout"}
@@ -186,7 +187,7 @@ def generate(checkpoint: Path, conditions: Path, n: int, out: Path, seed: int, s
 
 def generate_no_crops(checkpoint: Path, conditions: Path, n: int, out: Path, seed: int, sampler: str, steps: int) -> Path:
     """HTD on `conditions`' maps with its crop channels zeroed, as the demo's htd-no-copy row (reused when finished)."""
-    from histosynth.commands.demo import generate_without_crops
+    from histosynth.recipes.demo import generate_without_crops
 
     if not (out / "README.md").is_file():
         generate_without_crops(checkpoint, conditions, n, out, seed, sampler, steps)
@@ -223,7 +224,7 @@ def score_completion_set(heldout: Path, completed: Path, out: Path, backbone: Pa
 def score_synthesis_set(heldout: Path, fake: Path, out: Path, bootstrap: int, seed: int, cache: Path):
     """FD and KID with CIs under effnet-lite0 against the held-out patches, as `histosynth demo` scores them."""
     from histosynth.benchmark.results import BenchmarkRun
-    from histosynth.commands.demo import score_with_kid_ci
+    from histosynth.recipes.demo import score_with_kid_ci
 
     if out.is_file():
         return BenchmarkRun.load(out)

@@ -82,9 +82,9 @@ def prepare_simulator(out: Path, per_slide: int, size: int, mpp: float) -> Prepa
 def prepare_embedded(out: Path, resolution: int, quick: bool, k: int = 5) -> Prepared:
     """The demo's split of the embedded region (70/30 by rows), pseudo maps fitted on the training rows,
     heterogeneous patches, resized to the model resolution."""
-    from histosynth.commands.demo import QUICK as DEMO_QUICK
-    from histosynth.commands.demo import split_and_label
     from histosynth.labels.sampling import sample_dataset
+    from histosynth.recipes.demo import QUICK as DEMO_QUICK
+    from histosynth.recipes.demo import split_and_label
 
     size = 256
     strides = {p: (DEMO_QUICK["train_stride"] if quick else size // 4) for p in ("train", "held-out")}
@@ -154,10 +154,10 @@ def train_reference(name: str, data: Path, out: Path) -> None:
 
 def make_sets(prep: Prepared, out: Path, generators: list[str], args: argparse.Namespace) -> tuple[dict, dict]:
     """Train and sample every row; returns ({row: synthetic folder}, {row: training record})."""
-    from histosynth.commands.demo import generate_without_crops
     from histosynth.disk import count_samples
     from histosynth.generators import generator_meta
     from histosynth.generators.jobs import generate_dataset
+    from histosynth.recipes.demo import generate_without_crops
 
     sets, training = {}, {}
     for name in generators:
@@ -185,9 +185,9 @@ def given_maps(name: str, folder: Path, prep: Prepared, n: int, resolution: int,
     """The maps the samples of row `name` were given (their own copied labels, else nominal training maps;
     htd's crop boxes ignored)."""
     from histosynth.benchmark.label_consistency import dataset_arrays
-    from histosynth.commands.demo import exclude_crop_boxes
     from histosynth.generators import build_generator
-    from histosynth.leaderboard.floors import nominal_maps
+    from histosynth.recipes.demo import exclude_crop_boxes
+    from histosynth.recipes.floors import nominal_maps
 
     maps = dataset_arrays(folder, resolution)[1]
     if maps is None:  # an unconditional row: the maps it was nominally given
@@ -203,7 +203,7 @@ def score(prep: Prepared, sets: dict[str, Path], out: Path, args: argparse.Names
     from histosynth.benchmark.label_consistency import dataset_arrays, label_consistency
     from histosynth.benchmark.memorization import memorization_ratios
     from histosynth.benchmark.segmenter import train_segmenter
-    from histosynth.commands.demo import score_with_kid_ci
+    from histosynth.recipes.demo import score_with_kid_ci
 
     cache = out / "cache"
 
@@ -270,7 +270,7 @@ def picture(preps: dict[str, Prepared], sets: dict[str, dict[str, Path]], out: P
     """Per dataset: the first training maps, their real patches and each conditioned row's outputs for them."""
     from PIL import Image
 
-    from histosynth.commands.demo import draw_comparison
+    from histosynth.recipes.demo import draw_comparison
 
     parts = []
     for name, prep in preps.items():

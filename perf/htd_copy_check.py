@@ -45,8 +45,8 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from histosynth.benchmark.memorization import memorization_ratios
-    from histosynth.commands.demo import generate_without_crops
     from histosynth.generators.jobs import generate_dataset
+    from histosynth.recipes.demo import generate_without_crops
 
     torch.set_num_threads(args.threads)
     sets = {"htd": generate_dataset(args.htd, args.train, args.n, args.out / "htd", sampler="dpm++",

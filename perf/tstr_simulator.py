@@ -35,7 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
-from histosynth.leaderboard.floors import label_with_nominal_maps
+from histosynth.recipes.floors import label_with_nominal_maps
 
 SIMULATOR_SCHEMA = "simulator-tissue"
 TRAIN_SLIDE_SEED = 0  # training slides: seeds 0, 1, ...

@@ -5,8 +5,8 @@ import-linter's graph builder (grimp) walks histosynth/ on disk only and would n
 sources out in a temporary folder as the one installed package (the .py files of histosynth/ plus each mapped
 folder at its package path), runs `lint-imports <repo>/pyproject.toml` there, and removes the folder.
 
-It also checks that every core module (histosynth/ without the CLI and the mapped folders) is a source of the
-core contract, so a new core module cannot stay outside the contracts unnoticed.
+It also checks that every core module (histosynth/ without the CLI, the recipe engine and the mapped folders) is a
+source of the core contract, so a new core module cannot stay outside the contracts unnoticed.
 
     python tools/lint_imports.py [--root REPO]     # exit status 0 when every contract is kept
 """
@@ -29,7 +29,7 @@ except ModuleNotFoundError:  # Python 3.10
 
 REPO = Path(__file__).resolve().parents[1]
 CORE_CONTRACT = "core"  # the name of the contract that lists the core modules starts with this word
-NOT_CORE = {"cli", "commands", "__init__", "__main__"}
+NOT_CORE = {"cli", "commands", "recipes", "__init__", "__main__"}  # recipes: a layer of its own
 
 
 def package_dirs(root: Path) -> dict[str, str]:

@@ -1,77 +1,24 @@
 """`histosynth recipe plan|run|status RECIPE`: a release or a paper table as one cached, resumable command.
 
-The recipe machinery lives in histosynth.leaderboard.recipes; the source and pseudolabel steps call the functions
-of `histosynth data build` / `data pseudolabel`, which live here in the CLI layer, so this module supplies them.
+The recipe engine is histosynth.recipes (spec, step kinds, runner); this module parses and prints.
 """
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from histosynth import options as opt
-from histosynth.errors import InputError
 
 if TYPE_CHECKING:
-    from histosynth.leaderboard.recipes.spec import Step, StepContext
+    from histosynth.recipes.spec import Recipe
 
 DEFAULT_RUNS = Path("runs")
 
 
-def run_source(step: "Step", ctx: "StepContext") -> dict[str, Any]:
-    """Read a registered source (reader + options) into a dataset folder, as `histosynth data build` does; with
-    `split` ({by, test_fraction, seed, region_size}) the folder holds train and test splits, as `--split-by` gives."""
-    from histosynth.commands.data import SOURCE_OPTIONS, build_dataset
-
-    options = dict(step.fields.get("options") or {})
-    unknown = sorted(set(options) - set(SOURCE_OPTIONS))
-    if unknown:
-        raise InputError(f"step {step.name!r} (source) field 'options': unknown option {unknown[0]!r} "
-                         f"(options: {', '.join(SOURCE_OPTIONS)})")
-    split = None
-    if step.fields.get("split") is not None:
-        from histosynth.splits import SplitSpec
-
-        given, where = step.fields["split"], f"step {step.name!r} (source) field 'split'"
-        unknown = sorted(set(given) - {"by", "test_fraction", "seed", "region_size"}) if isinstance(given, dict) else None
-        if unknown is None or unknown:
-            raise InputError(f"{where}: expected a mapping of by, test_fraction, seed, region_size, got {given!r}")
-        split = SplitSpec.from_fields(given, where)
-    built = build_dataset(step.fields["reader"], ctx.run / step.fields["out"], options, pseudolabel=False, split=split)
-    return {"samples": {s: int(n) for s, n in built.summary.split_sizes.items()}}
-
-
-def run_pseudolabel(step: "Step", ctx: "StepContext") -> dict[str, Any]:
-    """Pseudo-label a dataset folder, as `histosynth data pseudolabel` does; options are PseudolabelConfig fields."""
-    from histosynth.commands.data import pseudolabel_encoder
-    from histosynth.labels.pipeline import PseudolabelConfig, pseudolabel_dataset
-
-    options = dict(step.fields.get("options") or {})
-    if "ks" in options:
-        options["ks"] = tuple(options["ks"])
-    try:
-        config = PseudolabelConfig(**options)
-    except TypeError as err:
-        raise InputError(f"step {step.name!r} (pseudolabel) field 'options': {err}") from None
-    _, summary, _ = pseudolabel_dataset(ctx.run / step.fields["data"], ctx.run / step.fields["out"], config,
-                                        ctx.run / ".recipe" / "embeddings", encoder=pseudolabel_encoder(config.encoder),
-                                        progress=False)
-    return {"samples": {s: int(n) for s, n in summary.split_sizes.items()}}
-
-
-def handlers() -> dict[str, Any]:
-    """Step kind -> function: the CLI-layer ones here plus histosynth.leaderboard.recipes.steps."""
-    from histosynth.leaderboard.recipes import curve, steps
-
-    return {"source": run_source, "pseudolabel": run_pseudolabel, "sample": steps.run_sample, "split": steps.run_split,
-            "train": steps.run_train, "generate": steps.run_generate, "score": steps.run_score, "card": steps.run_card,
-            "publish": steps.run_publish, "table": steps.run_table, "curve": curve.run_curve,
-            "figure": curve.run_figure}
-
-
-def _load(args: argparse.Namespace, require_inputs: bool):
-    from histosynth.leaderboard.recipes.spec import load_recipe, parse_inputs
+def _load(args: argparse.Namespace, require_inputs: bool) -> tuple[Recipe, Path]:
+    from histosynth.recipes.spec import load_recipe, parse_inputs
 
     recipe = load_recipe(args.recipe, args.scale, parse_inputs(args.input), require_inputs=require_inputs)
     run_dir = args.run_dir or DEFAULT_RUNS / f"{recipe.name}-{recipe.scale}"
@@ -79,7 +26,7 @@ def _load(args: argparse.Namespace, require_inputs: bool):
 
 
 def run_plan(args: argparse.Namespace) -> int:
-    from histosynth.leaderboard.recipes.runner import plan
+    from histosynth.recipes.runner import plan
 
     recipe, run_dir = _load(args, require_inputs=False)
     print(f"recipe {recipe.name} ({recipe.path}), scale {recipe.scale}, sha256 {recipe.text_hash[:12]}; run folder {run_dir}")
@@ -91,7 +38,7 @@ def run_plan(args: argparse.Namespace) -> int:
 
 
 def run_status(args: argparse.Namespace) -> int:
-    from histosynth.leaderboard.recipes.runner import load_state, plan
+    from histosynth.recipes.runner import load_state, plan
 
     recipe, run_dir = _load(args, require_inputs=False)
     state = load_state(run_dir, recipe)["steps"]
@@ -107,11 +54,11 @@ def run_status(args: argparse.Namespace) -> int:
 
 def run_run(args: argparse.Namespace) -> int:
     from histosynth.atomic import check_output
-    from histosynth.leaderboard.recipes.runner import run_recipe
+    from histosynth.recipes.runner import run_recipe
 
     recipe, run_dir = _load(args, require_inputs=True)
     check_output(run_dir, folder=True, what="run folder")
-    run_recipe(recipe, run_dir, handlers(), until=args.until, log=lambda line: print(line, flush=True), fresh=args.fresh)
+    run_recipe(recipe, run_dir, until=args.until, log=lambda line: print(line, flush=True), fresh=args.fresh)
     print(f"report: {run_dir / 'report.md'}")
     return 0
 

@@ -9,13 +9,12 @@ from histosynth import options as opt
 
 
 def run_build(args: argparse.Namespace) -> int:
-    from histosynth.commands.recipe import handlers
-    from histosynth.leaderboard.recipes.spec import parse_inputs
     from histosynth.leaderboard.tracks import build_track, get_track
+    from histosynth.recipes.spec import parse_inputs
 
     track = get_track(args.name, args.scale)
     folder = track.folder(args.out)
-    hashes = build_track(track, folder, handlers(), parse_inputs(args.input))
+    hashes = build_track(track, folder, inputs=parse_inputs(args.input))
     print(f"track {track.name} ({track.scale}) built in {folder}: suite variant {track.variant}, {track.threads} "
           f"thread(s)")
     for name, digest in hashes.items():

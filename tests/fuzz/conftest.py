@@ -48,7 +48,7 @@ def fuzz_root(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def valid_dataset(fuzz_root) -> Path:
     """4 simulator patches of 32 px with tissue maps and nuclei, one shard."""
-    from histosynth.commands.data import build_dataset
+    from histosynth.dataset import build_dataset
 
     path = fuzz_root / "dataset"
     build_dataset("simulator", path, {"n": 4, "size": 32, "seed": 0, "mpp": 4.0})

@@ -13,7 +13,7 @@ from histosynth.cli import main
 from histosynth.data_cards.card import card_fingerprint
 from histosynth.disk import content_fingerprint
 from histosynth.hub import PublishError, file_hashes, list_versions, pull
-from histosynth.leaderboard.recipes.release import ReleaseError, check_release_scores
+from histosynth.recipes.release import ReleaseError, check_release_scores
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "unit"))
 from recipe_fixtures import write_camelyon16, write_panda_folder  # noqa: E402

@@ -8,8 +8,8 @@ import torch
 
 import histosynth.cli as cli
 from histosynth.benchmark.results import BenchmarkRun
-from histosynth.commands.demo import DEMO_MODELS, NO_COPY, REPORT_FILES
 from histosynth.disk import count_samples, iter_samples
+from histosynth.recipes.demo import DEMO_MODELS, NO_COPY, REPORT_FILES
 from histosynth.sources.embedded import read_region, split_row
 
 

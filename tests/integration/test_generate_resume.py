@@ -18,8 +18,8 @@ import numpy as np
 import pytest
 
 import histosynth.cli as cli
-from histosynth.commands.data import build_dataset
 from histosynth.data_cards.card import CardInfo
+from histosynth.dataset import build_dataset
 from histosynth.disk import iter_samples, read_metadata, write_dataset, write_shard
 from histosynth.generators.jobs import CHUNKS_DIR, JOB_FILE, generate_dataset
 from histosynth.resize import resize_map

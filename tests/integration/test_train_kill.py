@@ -22,7 +22,7 @@ import pytest
 from safetensors.numpy import load_file
 
 import histosynth.cli as cli
-from histosynth.commands.data import build_dataset
+from histosynth.dataset import build_dataset
 from histosynth.generators import weights_hash
 from histosynth.generators.training import STATE_FILE, latest_checkpoint
 

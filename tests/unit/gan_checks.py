@@ -14,7 +14,7 @@ import threading
 from pathlib import Path
 
 import histosynth.cli as cli
-from histosynth.commands.data import build_dataset
+from histosynth.dataset import build_dataset
 from histosynth.generators import weights_hash
 from histosynth.generators.training import STATE_FILE, latest_checkpoint
 

@@ -7,7 +7,6 @@ import pytest
 from PIL import Image
 
 from histosynth.cli import main
-from histosynth.commands.data import pseudolabel_encoder
 from histosynth.data_cards.card import CardInfo
 from histosynth.disk import iter_samples, read_metadata
 from histosynth.labels.cache import ArrayCache, content_key
@@ -19,6 +18,7 @@ from histosynth.labels.pipeline import (
     load_sidecar,
     write_pseudolabeled,
 )
+from histosynth.recipes.encoders import pseudolabel_encoder
 from histosynth.sources.simulator import SimulatorSource
 
 FAST = dict(cell=32, input_size=64, ks=(3, 6), nuclei_k=3)  # 64 px encoder inputs: caching is under test, not quality
@@ -115,13 +115,21 @@ def test_resume_after_a_crash_reuses_the_cache_and_gives_the_same_output(encoder
     assert load_sidecar(tmp_path / "out")["tissue"] == load_sidecar(tmp_path / "clean")["tissue"]
 
 
+@pytest.mark.parametrize("ks", ["3,6,400", "0,5", "255"])
+def test_cli_pseudolabel_refuses_a_k_no_pseudo_schema_holds(ks, tmp_path, capsys):
+    # a pseudo tissue schema has ids 1..254 (0 background, 255 ignore): k = 400 is refused, not skipped
+    assert main(["data", "pseudolabel", str(tmp_path), "--out", str(tmp_path / "out"), "--k", ks]) == 2
+    error = capsys.readouterr().err
+    assert "out of range" in error and "[1, 254]" in error and not (tmp_path / "out").exists()
+
+
 def test_cli_pseudolabel_then_show_then_sample(encoder, tmp_path, capsys):
     src, out = tmp_path / "sim", tmp_path / "pseudo"
     assert main(["data", "build", "--source", "simulator", "--n", "6", "--size", "64", "--seed", "2", "--out", str(src)]) == 0
-    assert main(["data", "pseudolabel", str(src), "--out", str(out), "--k", "3,6,400", "--cell", "32",
+    assert main(["data", "pseudolabel", str(src), "--out", str(out), "--k", "3,6,200", "--cell", "32",
                  "--input-size", "64", "--nuclei-k", "3", "--cache", str(tmp_path / "cache")]) == 0
     printed = capsys.readouterr().out
-    assert "skipped k=[400]" in printed and "pseudo-tissue-k6" in printed and "% of patches in 20-80%" in printed
+    assert "skipped k=[200]" in printed and "pseudo-tissue-k6" in printed and "% of patches in 20-80%" in printed
     meta = read_metadata(out)
     assert meta["histosynth"]["tissue_schema"] == "pseudo-tissue-k6"
     assert meta["histosynth"]["nuclei_schema"] == "pseudo-nuclei-k3" and meta["license"] == "cc0-1.0"
@@ -131,7 +139,7 @@ def test_cli_pseudolabel_then_show_then_sample(encoder, tmp_path, capsys):
     assert all(s.tissue is not None and s.nuclei is not None for s in labeled)
     assert sum(len(s.nuclei) for s in labeled) > 10
     sidecar = json.loads((out / "pseudolabels.json").read_text())
-    assert sidecar["tissue"]["levels"] == [3, 6] and sidecar["tissue"]["skipped"] == [400]
+    assert sidecar["tissue"]["levels"] == [3, 6] and sidecar["tissue"]["skipped"] == [200]
     hierarchy = load_hierarchy(out)
     coarse = hierarchy.coarsen(labeled[0].tissue, 3)
     assert set(np.unique(coarse).tolist()) <= {0, 1, 2, 3}

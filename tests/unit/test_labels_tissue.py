@@ -5,11 +5,11 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from histosynth.commands.data import pseudolabel_encoder
 from histosynth.labels.cache import ArrayCache
 from histosynth.labels.cluster import adjusted_rand_index, purity
 from histosynth.labels.pipeline import PseudolabelConfig, fit_pseudolabeler
 from histosynth.labels.tissue import CellEmbedder, CellGrid, Hierarchy, feasible_levels, fit_phenotypes, glass_mask
+from histosynth.recipes.encoders import pseudolabel_encoder
 from histosynth.schema import Provenance, Sample
 from histosynth.sources.simulator import SimulatorSource
 

@@ -1,4 +1,4 @@
-"""Learning curves as recipe steps (histosynth.leaderboard.recipes.curve): one training run with snapshots, each
+"""Learning curves as recipe steps (histosynth.recipes.curve): one training run with snapshots, each
 scored; a larger budget extends a finished curve (the runner resumes it, its scored snapshots are reused and the
 snapshots it had are the same weights) and the figure is drawn again; a rerun changes nothing."""
 

@@ -1,4 +1,4 @@
-"""Recipes (histosynth.leaderboard.recipes): validation errors that name the step and field, plan/status/run with
+"""Recipes (histosynth.recipes): validation errors that name the step and field, plan/status/run with
 content-key caching (a changed option reruns only what depends on it), --until, and resuming an interrupted step.
 The source steps read real-format files: Camelyon16 pyramidal TIFFs with ASAP XML and PANDA slides with red-channel
 label masks and train.csv (recipe_fixtures.py)."""
@@ -19,10 +19,10 @@ import pytest
 from recipe_fixtures import write_camelyon16, write_panda_folder
 
 from histosynth.cli import main
-from histosynth.commands.recipe import handlers
 from histosynth.errors import UserFacingError
-from histosynth.leaderboard.recipes.runner import load_state, plan, run_recipe
-from histosynth.leaderboard.recipes.spec import RecipeError, load_recipe
+from histosynth.recipes.kinds import handlers
+from histosynth.recipes.runner import load_state, plan, run_recipe
+from histosynth.recipes.spec import RecipeError, load_recipe
 
 REPO = Path(__file__).resolve().parents[2]
 CARDS = REPO / "data_cards" / "cards"
@@ -72,7 +72,7 @@ def write(tmp_path: Path, text: str, name: str = "small.yaml") -> Path:
     (("reader: camelyon16", "reader: camelyon16\n    color: red"), r"step 'source' \(source\) field 'color': unknown field"),
     (("    min_frac: \"${min_frac}\"\n", "    min_frac: \"${nope}\"\n"), r"step 'sample' \(sample\) field 'min_frac': unknown variable \$\{nope\}"),
     (("  - step: split\n    data: data/all", "  - step: split\n    data: data/elsewhere"), r"step 'split' \(split\) field 'data': 'data/elsewhere' is not written by an earlier step"),
-    (("  - step: sample", "  - step: smaple"), r"field 'step': unknown kind 'smaple'"),
+    (("  - step: sample", "  - step: smaple"), r"field 'step': unknown step kind 'smaple'; did you mean 'sample'"),
     (("    train: data/train-all\n", ""), r"step 'split' \(split\) field 'train': is required"),
     (("    out: data/train\n", "    out: /abs/train\n"), r"step 'sample' \(sample\) field 'out': must be a path inside the run folder"),
     (("  full: {size: 256, min_frac: 0.2}\n", ""), r"scales: must define exactly tiny, demo, full"),
@@ -168,6 +168,18 @@ def test_a_step_that_died_is_resumed_and_the_rest_skipped(tmp_path, slides):
     run_recipe(recipe, run_dir, {**steps, "split": records}, log=lambda line: None)
     assert seen == [False, True]
     assert [p.action for p in plan(recipe, run_dir)] == ["cached", "cached", "cached"]
+
+
+def test_step_keys_are_pinned(monkeypatch):
+    # A step's key decides whether an existing run folder's step is reused: it hashes the kind, the fields, the
+    # inputs, the upstream keys and the installed version, never where the code lives. Pinned at version 0.1.0 so
+    # moving or refactoring the engine cannot silently start every run over; a version bump changes every key.
+    from histosynth.recipes import runner
+
+    monkeypatch.setattr(runner, "code_version", lambda: "0.1.0")
+    keys = runner.step_keys(load_recipe(REPO / "recipes" / "leaderboard-simulator.yaml", "tiny"), None)
+    assert keys["source-train"] == "8f314a6ffb17f2587117f6a0c4cb91950b3c5325e1e056f3707d40bce75b5114"
+    assert keys["score-htd"] == "c80d38cb2255de378df6d163f1a9db69c79b4d5be014cc1be9a6694f54c0c9b1"  # three upstream
 
 
 def test_cards_point_to_recipes_that_validate():

@@ -11,13 +11,13 @@ from sandbox_required import sandbox  # noqa: F401 (fixture)
 
 from histosynth.benchmark.suite import variant
 from histosynth.cli import main
-from histosynth.commands.recipe import handlers
 from histosynth.errors import InputError, MissingInputError
-from histosynth.leaderboard.recipes.runner import run_recipe
-from histosynth.leaderboard.recipes.spec import load_recipe
 from histosynth.leaderboard.scoring import score_submission
 from histosynth.leaderboard.submission import load_submission
 from histosynth.leaderboard.tracks import TRACKS, build_track, check_hashes, get_track, open_track
+from histosynth.recipes.kinds import handlers
+from histosynth.recipes.runner import run_recipe
+from histosynth.recipes.spec import load_recipe
 
 
 @pytest.fixture(scope="module")

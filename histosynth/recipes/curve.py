@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from histosynth.errors import InputError
-from histosynth.leaderboard.recipes.spec import Step, StepContext
+from histosynth.recipes.spec import Step, StepContext
 
 POINT = "point.json"
 CURVE = "curve.json"
@@ -48,7 +48,7 @@ def run_curve(step: Step, ctx: StepContext) -> dict[str, Any]:
 
 def _train(step: Step, ctx: StepContext, model: Path, overrides: dict[str, Any], total: int) -> dict[str, Any]:
     """Train (or continue) to `total` steps; a finished model folder with every snapshot is left as it is."""
-    from histosynth.generators import GENERATORS, load_generator
+    from histosynth.generators import generator_class, load_generator
     from histosynth.generators.base import read_json_file
     from histosynth.generators.training import CHECKPOINT_PREFIX, SNAPSHOT_DIR
 
@@ -59,7 +59,7 @@ def _train(step: Step, ctx: StepContext, model: Path, overrides: dict[str, Any],
         report = read_json_file(config).get("training") or {}
         if int(report.get("steps") or 0) >= total:
             return {"steps": report.get("steps"), "seconds": report.get("seconds") or 0.0, "speed": (report.get("extra") or {}).get("speed")}
-    cls = GENERATORS.get(fields["generator"])
+    cls = generator_class(fields["generator"])
     if fields["preset"] not in cls.presets():
         raise InputError(f"step {step.name!r} (curve) field 'preset': {fields['generator']} has no preset "
                          f"{fields['preset']!r} (presets: {', '.join(cls.presets())})")
@@ -96,7 +96,7 @@ def _evaluate(step: Step, ctx: StepContext, out: Path, snapshot: int) -> dict[st
                                      task="completion", **options)
     floor = synthesized is not None and not generator.meta.conditioning
     if floor:  # an unconditional model: its samples with the maps they were nominally given score the floor
-        from histosynth.leaderboard.floors import label_with_nominal_maps
+        from histosynth.recipes.floors import label_with_nominal_maps
 
         synthesized = label_with_nominal_maps(synthesized, ctx.run / fields["conditions"], folder / "nominal")
     chosen = variant(fields.get("variant", "demo"))

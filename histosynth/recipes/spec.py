@@ -1,9 +1,9 @@
 """Recipe files: structured YAML, validated on load, with `${var}` values resolved for one scale.
 
 A recipe names its inputs (bound at run time with `--input NAME=PATH`), per-scale variables (`tiny`, `demo`,
-`full`) and an ordered list of steps. Each step is a mapping with `step: KIND` (source, pseudolabel, sample,
-split, train, generate, score, card, publish, table), an optional unique `name` (default: the kind) and that kind's
-fields. Values may use `${var}` (a scale variable) and `${input:NAME}` (a bound input); path fields are relative
+`full`) and an ordered list of steps. Each step is a mapping with `step: KIND` (a kind of histosynth.recipes.kinds:
+source, pseudolabel, sample, split, train, generate, score, card, publish, table, curve, figure), an optional unique
+`name` (default: the kind) and that kind's fields. Values may use `${var}` (a scale variable) and `${input:NAME}` (a bound input); path fields are relative
 to the run folder: each must be a non-empty relative path inside it, and the paths steps write are distinct and
 never inside one another (a rerun of one step replaces its output folder whole). A card file of data_cards/cards may
 point to its recipe with `recipe: PATH`.
@@ -21,6 +21,8 @@ from typing import Any, Callable
 import yaml
 
 from histosynth.errors import InputError
+from histosynth.recipes.kinds import STEP_KINDS, step_kind
+from histosynth.registry import RegistryError
 
 FORMAT = 1
 SCALES = ("tiny", "demo", "full")
@@ -33,43 +35,6 @@ MAX_RECIPE_BYTES = 1 << 20
 MAX_VALUES = 100_000  # YAML values, each alias counted where it is used (an alias bomb is tiny on disk)
 RESERVED = (".recipe", "report.json", "report.md")
 """What the runner itself keeps in a run folder: no step may write there."""
-
-
-@dataclass(frozen=True)
-class Kind:
-    """What one step kind takes: required and optional fields, which fields are run-folder paths it reads
-    (`reads`, each the output of an earlier step) or writes (`writes`), and which fields may grow without starting
-    the step over (`extendable`: a finished step whose only change is there is resumed, not rerun)."""
-
-    required: tuple[str, ...]
-    optional: tuple[str, ...] = ()
-    reads: tuple[str, ...] = ()
-    writes: tuple[str, ...] = ("out",)
-    extendable: tuple[str, ...] = ()
-
-
-KINDS: dict[str, Kind] = {
-    "source": Kind(("reader", "out"), ("options", "split")),
-    "pseudolabel": Kind(("data", "out"), ("options",), reads=("data",)),
-    "sample": Kind(("data", "out"), ("min_frac", "max_frac", "min_tissue", "by_entropy", "seed"), reads=("data",)),
-    "split": Kind(("data", "train", "test"), ("by", "test_fraction", "seed", "region_size"), reads=("data",),
-                  writes=("train", "test")),
-    "train": Kind(("generator", "preset", "data", "out"), ("overrides", "weights"), reads=("data",)),
-    "generate": Kind(("checkpoint", "conditions", "n", "out"),
-                     ("seed", "sampler", "steps", "chunk_size", "batch_size", "task"),
-                     reads=("checkpoint", "conditions")),
-    "score": Kind(("train", "test", "out"), ("data", "variant", "conditions", "completed", "encoders", "tasks"),
-                  reads=("data", "train", "test", "conditions", "completed")),
-    "table": Kind(("results", "out"), ("tasks", "metrics", "encoders", "reported", "caption"), reads=("results",)),
-    "card": Kind(("data", "scores", "checkpoint", "out"), ("version",), reads=("data", "scores", "checkpoint")),
-    "publish": Kind(("data", "scores", "repo", "version"), (), reads=("data", "scores"), writes=()),
-    # one training run with snapshots, each scored (histosynth.leaderboard.recipes.curve); a larger budget or more
-    # snapshots extend a finished curve (its LR is held constant after warm-up, so the steps run so far stay valid)
-    "curve": Kind(("generator", "preset", "data", "steps", "snapshots", "conditions", "train", "test", "n", "out"),
-                  ("overrides", "seed", "sampler_steps", "chunk_size", "variant", "tasks"),
-                  reads=("data", "conditions", "train", "test"), extendable=("steps", "snapshots")),
-    "figure": Kind(("curves", "out"), ("references", "title"), reads=("curves", "references")),
-}
 
 
 class RecipeError(InputError):
@@ -87,14 +52,14 @@ class Step:
     def reads(self) -> list[str]:
         """Run-folder paths this step reads."""
         paths: list[str] = []
-        for key in KINDS[self.kind].reads:
+        for key in step_kind(self.kind).reads:
             value = self.fields.get(key)
             paths += value if isinstance(value, list) else [] if value is None else [value]
         return paths
 
     def writes(self) -> list[str]:
         """Run-folder paths this step writes."""
-        return [self.fields[f] for f in KINDS[self.kind].writes]
+        return [self.fields[f] for f in step_kind(self.kind).writes]
 
 
 @dataclass
@@ -289,11 +254,14 @@ def _step(path: Path, index: int, entry: Any, variables: dict, inputs: dict, wri
     kind = entry.get("step")
     step_name = entry.get("name", kind)
     where = f"step {step_name!r}" if step_name else f"steps[{index}]"
-    if kind not in KINDS:
-        raise _fail(path, f"{where} field 'step'", f"unknown kind {kind!r} (kinds: {', '.join(KINDS)})")
+    if not isinstance(kind, str):
+        raise _fail(path, f"{where} field 'step'", f"unknown step kind {kind!r} (known: {', '.join(STEP_KINDS)})")
+    try:
+        spec = step_kind(kind)
+    except RegistryError as err:
+        raise _fail(path, f"{where} field 'step'", str(err)) from None
     if step_name in names:
         raise _fail(path, where, "a step of this name comes earlier; give one a distinct `name`")
-    spec = KINDS[kind]
     given = {k: v for k, v in entry.items() if k not in ("step", "name")}
     for key in spec.required:
         if given.get(key) is None:

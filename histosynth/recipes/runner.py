@@ -23,12 +23,12 @@ import time
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 from histosynth.atomic import write_text_atomic
-from histosynth.leaderboard.recipes.spec import KINDS, Recipe, RecipeError, Step, StepContext, canonical
+from histosynth.recipes.kinds import Handler, step_kind
+from histosynth.recipes.spec import Recipe, RecipeError, Step, StepContext, canonical
 
-Handler = Callable[[Step, StepContext], dict[str, Any]]
 STATE = Path(".recipe") / "state.json"
 INPUT_HASHES = Path(".recipe") / "inputs.json"
 _CHUNK = 8 * 2**20
@@ -182,7 +182,7 @@ def _keys(recipe: Recipe, run_dir: Path | None, hash_inputs: bool) -> dict[str, 
     keys: dict[str, tuple[str, str]] = {}
     hashes: dict[str, str] = {}
     for step in recipe.steps:
-        extendable = KINDS[step.kind].extendable
+        extendable = step_kind(step.kind).extendable
         text = canonical({k: v for k, v in step.fields.items() if k not in extendable})
         used = {}
         for name, path in recipe.inputs.items():
@@ -205,7 +205,7 @@ def _keys(recipe: Recipe, run_dir: Path | None, hash_inputs: bool) -> dict[str, 
 
 def extended_fields(step: Step) -> dict[str, Any]:
     """The step's values of its kind's extendable fields (recorded with a finished step)."""
-    return {k: step.fields[k] for k in KINDS[step.kind].extendable if k in step.fields}
+    return {k: step.fields[k] for k in step_kind(step.kind).extendable if k in step.fields}
 
 
 def plan(recipe: Recipe, run_dir: Path, hash_inputs: bool = True) -> list[Planned]:
@@ -228,10 +228,11 @@ def plan(recipe: Recipe, run_dir: Path, hash_inputs: bool = True) -> list[Planne
     return planned
 
 
-def run_recipe(recipe: Recipe, run_dir: Path, handlers: dict[str, Handler], until: str | None = None,
+def run_recipe(recipe: Recipe, run_dir: Path, handlers: Mapping[str, Handler] | None = None, until: str | None = None,
                log: Callable[[str], None] = print, fresh: bool = False) -> dict[str, Any]:
     """Run the recipe's steps in `run_dir` (up to and including `until`), skipping cached ones; returns the report.
-    With `fresh`, start over (`start_over`) first."""
+    Each step runs its kind's handler (histosynth.recipes.kinds) unless `handlers` gives another for that kind
+    (tests replace one). With `fresh`, start over (`start_over`) first."""
     if until is not None:
         recipe.step(until)  # unknown names fail before anything runs
     if fresh:
@@ -254,13 +255,11 @@ def run_recipe(recipe: Recipe, run_dir: Path, handlers: dict[str, Handler], unti
             state["steps"][step.name] = {"key": item.key, "status": "started"}
             _save_state(run_dir, state)
             start = time.perf_counter()
-            handler = handlers.get(step.kind)
-            if handler is None:
-                raise RecipeError(f"{recipe.path}: no handler for step kind {step.kind!r}")
+            handler = (handlers or {}).get(step.kind) or step_kind(step.kind).run()
             summary = handler(step, StepContext(run_dir, recipe, log, resume=item.action == "resume"))
             seconds = round(time.perf_counter() - start, 2)
             state["steps"][step.name] = {"key": item.key, "status": "done", "summary": summary, "seconds": seconds,
-                                         **({"extended": extended_fields(step)} if KINDS[step.kind].extendable else {})}
+                                         **({"extended": extended_fields(step)} if step_kind(step.kind).extendable else {})}
             _save_state(run_dir, state)
             log(f"{where}: done in {seconds:.1f} s: {_short(summary)}")
         if step.name == until:

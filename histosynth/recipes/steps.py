@@ -1,8 +1,8 @@
-"""One function per recipe step kind. Each reads and writes folders under the run folder and calls the functions
-the CLI verbs call (data sample, train, generate, the suite, the card renderer, hub.publish). The source and
-pseudolabel steps call `data build` / `data pseudolabel`'s functions, which live in the CLI layer: the CLI passes
-them in (histosynth.commands.recipe.STEPS), since this layer may not import it.
-Each returns a small JSON-able summary that the runner stores and the final report shows."""
+"""One function per recipe step kind (histosynth.recipes.kinds names them). Each reads and writes folders under
+the run folder and calls the library functions the CLI verbs call (build_dataset, the pseudo-labeler, data sample,
+train, generate, the suite, the card renderer, hub.publish), and returns a small JSON-able summary that the runner
+stores and the final report shows. The learning-curve kinds are in curve.py; `table` is the leaderboard's
+(histosynth.leaderboard.recipe_steps)."""
 
 from __future__ import annotations
 
@@ -12,12 +12,55 @@ from pathlib import Path
 from typing import Any
 
 from histosynth.errors import InputError
-from histosynth.leaderboard.recipes.release import check_release_scores, release_card
-from histosynth.leaderboard.recipes.spec import Step, StepContext
+from histosynth.recipes.release import check_release_scores, release_card
+from histosynth.recipes.spec import Step, StepContext
+
+SPLIT_FIELDS = ("by", "test_fraction", "seed", "region_size")
 
 
 def _counts(summary: Any) -> dict[str, int]:
     return {split: int(n) for split, n in summary.split_sizes.items()}
+
+
+def run_source(step: Step, ctx: StepContext) -> dict[str, Any]:
+    """Read a registered source (reader + options) into a dataset folder, as `histosynth data build` does; with
+    `split` ({by, test_fraction, seed, region_size}) the folder holds train and test splits, as `--split-by` gives."""
+    from histosynth.dataset import SOURCE_OPTIONS, build_dataset
+
+    options = dict(step.fields.get("options") or {})
+    unknown = sorted(set(options) - set(SOURCE_OPTIONS))
+    if unknown:
+        raise InputError(f"step {step.name!r} (source) field 'options': unknown option {unknown[0]!r} "
+                         f"(options: {', '.join(SOURCE_OPTIONS)})")
+    split = None
+    if step.fields.get("split") is not None:
+        from histosynth.splits import SplitSpec
+
+        given, where = step.fields["split"], f"step {step.name!r} (source) field 'split'"
+        unknown = sorted(set(given) - set(SPLIT_FIELDS)) if isinstance(given, dict) else None
+        if unknown is None or unknown:
+            raise InputError(f"{where}: expected a mapping of by, test_fraction, seed, region_size, got {given!r}")
+        split = SplitSpec.from_fields(given, where)
+    built = build_dataset(step.fields["reader"], ctx.run / step.fields["out"], options, pseudolabel=False, split=split)
+    return {"samples": _counts(built.summary)}
+
+
+def run_pseudolabel(step: Step, ctx: StepContext) -> dict[str, Any]:
+    """Pseudo-label a dataset folder, as `histosynth data pseudolabel` does; options are PseudolabelConfig fields."""
+    from histosynth.labels.pipeline import PseudolabelConfig, pseudolabel_dataset
+    from histosynth.recipes.encoders import pseudolabel_encoder
+
+    options = dict(step.fields.get("options") or {})
+    if "ks" in options:
+        options["ks"] = tuple(options["ks"])
+    try:
+        config = PseudolabelConfig(**options)
+    except TypeError as err:
+        raise InputError(f"step {step.name!r} (pseudolabel) field 'options': {err}") from None
+    _, summary, _ = pseudolabel_dataset(ctx.run / step.fields["data"], ctx.run / step.fields["out"], config,
+                                        ctx.run / ".recipe" / "embeddings", encoder=pseudolabel_encoder(config.encoder),
+                                        progress=False)
+    return {"samples": _counts(summary)}
 
 
 def run_sample(step: Step, ctx: StepContext) -> dict[str, Any]:
@@ -73,10 +116,10 @@ def run_split(step: Step, ctx: StepContext) -> dict[str, Any]:
 
 def run_train(step: Step, ctx: StepContext) -> dict[str, Any]:
     """Train a generator from a preset (`histosynth train`); `resume` continues the newest checkpoint in out."""
-    from histosynth.generators import GENERATORS, load_generator
+    from histosynth.generators import generator_class, load_generator
 
     out = ctx.run / step.fields["out"]
-    cls = GENERATORS.get(step.fields["generator"])
+    cls = generator_class(step.fields["generator"])
     if ctx.resume and (out / "config.json").is_file():
         generator = load_generator(out)
     else:
@@ -165,63 +208,3 @@ def dataset_hash(folder: Path) -> str:
         if path.is_file():
             digest.update(f"{path.relative_to(folder)}\0{file_hashes(path)[0]}\n".encode())
     return digest.hexdigest()
-
-
-def run_table(step: Step, ctx: StepContext) -> dict[str, Any]:
-    """A paper table (table.md, table.tex) from the results folders of this run through the leaderboard's table
-    export, with a column per encoder (those whose weights were absent say "not run (weights)"), one block per
-    reference dataset (each ranks the models scored against it), and the authors' numbers (`reported`: rows of
-    {generator, encoder, metric, value, reference} and optionally dataset) in their own block."""
-    from histosynth.atomic import atomic_directory
-    from histosynth.leaderboard.aggregate import build_leaderboard, load_results
-    from histosynth.leaderboard.tables import markdown_escape, render_citations, render_table, table_columns
-
-    runs = [(f"{folder}/{where}", run) for folder in step.fields["results"]
-            for where, run in load_results(ctx.run / folder)]
-    board = build_leaderboard(runs)
-    columns = table_columns(board, step.fields.get("tasks"), None, step.fields.get("encoders"), step.fields.get("metrics"))
-    reported = step.fields.get("reported") or []
-    for index, row in enumerate(reported):
-        missing = {"generator", "metric", "value", "reference"} - set(row)
-        if missing:
-            raise InputError(f"step {step.name!r} (table) field 'reported'[{index}]: missing {', '.join(sorted(missing))}")
-    caption = step.fields.get("caption", "")
-    blocks: dict[str, list] = {}
-    for column in columns:
-        blocks.setdefault(column.dataset, []).append(column)
-    texts = {}
-    for fmt, suffix in (("markdown", "md"), ("latex", "tex")):
-        if len(blocks) == 1:
-            ours = render_table(board, columns, fmt)
-        else:
-            heading = "**Reference data: {}**\n\n" if fmt == "markdown" else "% Reference data: {}\n"
-            ours = "\n".join(heading.format(markdown_escape(dataset)) + render_table(board, group, fmt, citations=False)
-                              for dataset, group in blocks.items())
-            ours += render_citations(board, columns, fmt)
-        texts[suffix] = (caption + "\n\n" if caption and fmt == "markdown" else "") + ours + _reported_block(reported, fmt)
-    with atomic_directory(ctx.run / step.fields["out"]) as staging:
-        for suffix, text in texts.items():
-            (staging / f"table.{suffix}").write_text(text, encoding="utf-8")
-    not_run = sorted({c.encoder for c in columns if all(
-        (cell := board.cell(r, c)) is None or cell.value is None for r in board.rows)})
-    return {"rows": len(board.rows), "columns": len(columns), "datasets": list(blocks), "not_run": not_run,
-            "reported": len(reported)}
-
-
-def _reported_block(rows: list[dict[str, Any]], fmt: str) -> str:
-    """The authors' own figures, labeled, in the table's format (empty when there are none)."""
-    if not rows:
-        return ""
-    keys = (("dataset",) if any("dataset" in r for r in rows) else ()) + ("generator", "metric", "encoder", "value",
-                                                                           "reference")
-    if fmt == "markdown":
-        lines = ["", "", "Reported by the authors (their model and protocol; not measured here):", "",
-                 "| " + " | ".join(keys) + " |", "|---" * len(keys) + "|"]
-        lines += ["| " + " | ".join(str(r.get(k, "-")) for k in keys) + " |" for r in rows]
-        return "\n".join(lines) + "\n"
-    from histosynth.leaderboard.tables import latex_escape
-
-    lines = ["", "% Reported by the authors (their model and protocol; not measured here)",
-             "\\begin{tabular}{" + "l" * (len(keys) - 2) + "rl}", "\\toprule", " & ".join(keys) + " \\\\", "\\midrule"]
-    lines += [" & ".join(latex_escape(str(r.get(k, "-"))) for k in keys) + " \\\\" for r in rows]
-    return "\n".join(lines + ["\\bottomrule", "\\end{tabular}"]) + "\n"
