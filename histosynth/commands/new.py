@@ -22,12 +22,12 @@ NAME = re.compile(r"\A[a-z][a-z0-9-]{0,63}\Z")
 def generator_name(text: str) -> str:
     """A new generator's name: 1-64 of a-z, 0-9 and '-', starting with a letter (its package name is the name with
     '_' for '-', so it must be an importable identifier); not a built-in generator's name."""
-    from histosynth.generators.registry import GENERATOR_META
+    from histosynth.generators.registry import builtin_generators
 
     if not NAME.match(text):
         raise argparse.ArgumentTypeError(f"must be 1-64 of a-z, 0-9 and '-', starting with a letter (its package is "
                                          f"the name with '_' for '-'), got {text[:80]!r}")
-    if text in GENERATOR_META:
+    if text in builtin_generators():
         raise argparse.ArgumentTypeError(f"{text!r} is a built-in generator; a plugin needs a name of its own")
     return text
 

@@ -56,12 +56,12 @@ def _removed_on_failure(out: Path) -> Iterator[None]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from histosynth.generators import GENERATORS, load_generator
+    from histosynth.generators import generator_class, load_generator
     from histosynth.generators.plugins import load_plugins
 
     load_plugins()
     out: Path = args.out
-    cls = GENERATORS.get(args.generator)
+    cls = generator_class(args.generator)
     if args.resume and (out / "config.json").is_file():
         generator = load_generator(out, device=args.device)  # networks already sized for the data
         if generator.meta.name != args.generator:
