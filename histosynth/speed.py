@@ -15,7 +15,9 @@ import hashlib
 import json
 import platform
 import time
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 from histosynth.cache_dirs import cache_dir
 
@@ -102,6 +104,25 @@ def resolve_precision(setting: str) -> str:
     if torch.cuda.is_available():
         return "bf16" if torch.cuda.is_bf16_supported() else "no"
     return "bf16" if cpu_bf16_speedup() >= MIN_SPEEDUP else "no"
+
+
+@contextmanager
+def torch_threads(threads: int | None) -> Iterator[int]:
+    """Run the block with `threads` torch CPU threads (None: as they are) and put the count back after; yields the
+    count in use. On a busy machine one thread can be many times faster than contended ones, and bytes depend on
+    the count, so a training run states it and records it (speed_record)."""
+    import torch
+
+    before = torch.get_num_threads()
+    if threads is not None:
+        if threads < 1:
+            raise ValueError(f"threads must be >= 1, got {threads}")
+        torch.set_num_threads(threads)
+    try:
+        yield torch.get_num_threads()
+    finally:
+        if threads is not None:
+            torch.set_num_threads(before)
 
 
 def speed_record(precision: str) -> dict[str, object]:

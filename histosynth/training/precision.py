@@ -1,0 +1,94 @@
+"""Device and precision of a training run: which precision it trains in (histosynth.speed decides "auto"; a resumed
+run keeps its checkpoint's), the accelerate Accelerator for it, and the CPU bf16 autocast the loop applies itself."""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import torch
+from accelerate import Accelerator
+from torch import nn
+
+from histosynth.training.checkpoints import STATE_FILE, read_state
+
+
+def resolve_mixed_precision(setting: str, checkpoint: Path | None = None) -> str:
+    """The precision a run trains in: a resumed "auto" run keeps the one its checkpoint recorded (a run never
+    changes precision half-way); otherwise histosynth.speed decides ("auto": bf16 where this machine runs it
+    faster, else "no")."""
+    from histosynth.speed import resolve_precision
+
+    if setting == "auto" and checkpoint is not None:
+        recorded = read_state(checkpoint / STATE_FILE).get("precision")
+        if recorded in ("no", "bf16", "fp16"):
+            return recorded
+    return resolve_precision(setting)
+
+
+def wants_cpu(device: str | None) -> bool:
+    """Whether a run on `device` ("cpu", "cuda", "cuda:N"; None: CUDA when there is one) trains on the CPU."""
+    if device is None:
+        return not torch.cuda.is_available()
+    return torch.device(device).type != "cuda"
+
+
+@contextmanager
+def on_device(device: str | None) -> Iterator[None]:
+    """Make "cuda:N" the current CUDA device for the block: one accelerate process trains on the current device,
+    so an explicit index is honored this way; anything else leaves the device as it is."""
+    index = torch.device(device).index if device is not None and torch.device(device).type == "cuda" else None
+    if index is None:
+        yield
+        return
+    with torch.cuda.device(index):
+        yield
+
+
+def make_accelerator(cpu: bool, precision: str, grad_accum: int) -> tuple[Accelerator, bool]:
+    """The Accelerator of one run, and whether the loop applies bf16 autocast itself (CPU bf16).
+
+    accelerate keeps one device and one precision per process (AcceleratorState is shared by every Accelerator),
+    but one process may train several models on different devices or in different precisions (tests, recipes, a
+    benchmark's CPU segmenter after a GPU generator): on the CPU the loop applies bf16 autocast itself, and in a
+    single process whose shared state asks for another device or precision that state is reset first (accelerate
+    offers no public way to do this). Under torchrun the state is the launch's and a conflict stays accelerate's
+    error.
+    """
+    from accelerate.state import AcceleratorState, PartialState
+
+    cpu = cpu or not torch.cuda.is_available()
+    own_autocast = cpu and precision == "bf16"
+    mixed = "no" if own_autocast else precision
+    if PartialState._shared_state and PartialState().num_processes == 1:
+        other_device = (PartialState().device.type == "cpu") != cpu
+        other_precision = bool(AcceleratorState._shared_state) and AcceleratorState().mixed_precision != mixed
+        if other_device or other_precision:
+            AcceleratorState._reset_state(reset_partial_state=True)
+    accelerator = Accelerator(cpu=cpu, mixed_precision=mixed, gradient_accumulation_steps=grad_accum,
+                              step_scheduler_with_optimizer=False)
+    return accelerator, own_autocast
+
+
+def cpu_bf16_forward(module: nn.Module) -> Callable[[], None]:
+    """Run `module`'s forward under CPU bf16 autocast with float32 outputs (what accelerate's mixed precision does to
+    a prepared model); returns the function that puts the plain forward back after training."""
+    from accelerate.utils import convert_outputs_to_fp32
+
+    own = module.__dict__.get("forward")  # an instance-level forward someone set before, if any
+    plain = module.forward
+
+    def forward(*args: Any, **kwargs: Any) -> Any:
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            return plain(*args, **kwargs)
+
+    module.forward = convert_outputs_to_fp32(forward)
+
+    def restore() -> None:
+        if own is None:
+            del module.forward
+        else:
+            module.forward = own
+
+    return restore
