@@ -35,3 +35,26 @@ def label_with_nominal_maps(synthetic: Path, conditions: Path, out: Path) -> Pat
                     f"with the map of {conditions.name} it was nominally given (a floor).", license="cc0-1.0")
     write_dataset(labeled, out, card, schema)
     return out
+
+
+def mean_fill(test: Path, out: Path) -> Path:
+    """`out`: the completion floor, each patch j of `test` with held-out mask j painted in the mean color of its
+    known pixels (reused when `out` is already complete)."""
+    from histosynth.data_cards.card import CardInfo
+    from histosynth.disk import iter_samples, read_metadata, write_dataset
+    from histosynth.masks import heldout_mask
+
+    if (out / "README.md").is_file():
+        return out
+    rows = []
+    for j, sample in enumerate(iter_samples(test)):
+        mask = heldout_mask(j, sample.image.shape[:2])
+        image = sample.image.copy()
+        image[mask] = np.round(sample.image[~mask].reshape(-1, 3).mean(0)).astype(np.uint8)
+        rows.append(replace(sample, image=image, completion_mask=mask, tissue=None, tissue_schema=None, nuclei=None,
+                            provenance=replace(sample.provenance, generator="mean-fill")))
+    card = CardInfo(f"{test.name} mean-fill", f"Held-out mask j of each patch j of {test.name} filled with the mean "
+                    "color of the patch's known pixels (the completion floor).",
+                    license=read_metadata(test).get("license", "other"))
+    write_dataset(rows, out, card)
+    return out
