@@ -111,7 +111,7 @@ def compare(before: dict, after: dict, where: str = "") -> list[str]:
             out += compare(before[key], after[key], f"{where}/{key}")
         return out
     if isinstance(before, list) and isinstance(after, list) and len(before) == len(after):
-        return [d for i, (x, y) in enumerate(zip(before, after)) for d in compare(x, y, f"{where}[{i}]")]
+        return [d for i, (x, y) in enumerate(zip(before, after, strict=True)) for d in compare(x, y, f"{where}[{i}]")]
     return [] if before == after else [f"{where}: {str(before)[:80]} != {str(after)[:80]}"]
 
 
