@@ -14,9 +14,12 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from histosynth.recipes.spec import Step, StepContext
 
 KID = "distribution:kid:effnet-lite0@fake"
 LABEL_CONSISTENCY = "label-consistency:label_consistency_miou@fake"
@@ -260,3 +263,19 @@ def markdown(verdicts: list[tuple[Claim, Verdict]]) -> str:
         lines.append(f"| {claim.paper} | {claim.claim} | {claim.goal} | {verdict.measured} | {mark[verdict.met]} | "
                      f"{verdict.at} | {verdict.trend} |")
     return "\n".join(lines) + "\n"
+
+
+def run_claims(step: Step, ctx: StepContext) -> dict[str, Any]:
+    """out/claims.md (the table) and out/claims.json (each claim's verdict and numbers) from the run's curves; the
+    `curves` field names the curve steps' folders, so the step runs after them."""
+    from histosynth.atomic import atomic_directory
+
+    verdicts = evaluate(ctx.run)
+    record = [{"paper": claim.paper, "claim": claim.claim, "goal": claim.goal, "generators": list(claim.generators),
+               "measured": verdict.measured, "met": verdict.met, "at": verdict.at, "trend": verdict.trend,
+               "numbers": verdict.numbers} for claim, verdict in verdicts]
+    with atomic_directory(ctx.run / step.fields["out"]) as staging:
+        (staging / "claims.md").write_text(markdown(verdicts), encoding="utf-8")
+        (staging / "claims.json").write_text(json.dumps(record, indent=2, default=float) + "\n", encoding="utf-8")
+    return {"claims": len(record), "met": sum(r["met"] is True for r in record),
+            "not_met": sum(r["met"] is False for r in record)}

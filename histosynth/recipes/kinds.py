@@ -74,6 +74,8 @@ for _name, _kind, _summary in (
                        handler=f"{_CURVE}:run_curve"), "a learning curve: one training run, every snapshot scored"),
     ("figure", StepKind(("curves", "out"), ("references", "title"), reads=("curves", "references"),
                         handler=f"{_CURVE}:run_figure"), "learning-curve panels of several curve steps"),
+    ("claims", StepKind(("curves", "out"), (), reads=("curves",), handler="histosynth.recipes.claims:run_claims"),
+     "the seed papers' claims tested at the end of the curves (histosynth.recipes.claims)"),
 ):
     STEP_KINDS.register(_name, _kind, _summary)
 del _name, _kind, _summary

@@ -1,6 +1,7 @@
 """Learning curves as recipe steps (histosynth.recipes.curve): one training run with snapshots, each
 scored; a larger budget extends a finished curve (the runner resumes it, its scored snapshots are reused and the
-snapshots it had are the same weights) and the figure is drawn again; a rerun changes nothing."""
+snapshots it had are the same weights) and the figure and the claims table are made again; a rerun changes
+nothing."""
 
 import json
 
@@ -22,6 +23,7 @@ steps:
      steps: "${steps}", snapshots: "${snaps}", data: data/train, conditions: data/conditions, train: data/train,
      test: data/test, n: 8, seed: 0, sampler_steps: 2, variant: tiny, tasks: [distribution], out: curves/htd}
   - {step: figure, name: figure, curves: [curves/htd], title: test, out: figures/test}
+  - {step: claims, name: claims, curves: [curves/htd], out: claims/test}
 """
 
 
@@ -48,9 +50,13 @@ def test_a_curve_is_scored_per_snapshot_and_a_larger_budget_extends_it(tmp_path,
     weights = weights_hash(snapshot, ["controlnet", "unet"])
     figure = tmp_path / "run" / "figures" / "test" / "learning_curves.png"
     drawn = figure.stat().st_mtime_ns
+    claims = json.loads((tmp_path / "run" / "claims" / "test" / "claims.json").read_text())
+    assert len(claims) == 7 and all(c["met"] is None for c in claims)  # KID alone decides no claim
+    assert "| HTD | follows its map |" in (tmp_path / "run" / "claims" / "test" / "claims.md").read_text()
 
     out = run(tmp_path, write(tmp_path, 3, [1, 2, 3]), capsys)
     assert "curve-htd (curve): resuming" in out and "figure (figure): running" in out
+    assert "claims (claims): running" in out
     assert {s: points[s].stat().st_mtime_ns for s in (1, 2)} == stamps  # scored snapshots reused
     assert weights_hash(snapshot, ["controlnet", "unet"]) == weights  # the steps run so far stay what they were
     curve = json.loads((curve_dir / "curve.json").read_text())
