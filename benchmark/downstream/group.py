@@ -1,5 +1,6 @@
-"""The process group of a downstream training run: one process, or torchrun's N processes under
-DistributedDataParallel (see histosynth.benchmark.tasks.downstream for what data parallelism keeps and changes)."""
+"""This process's place in a downstream run: one process, or one of torchrun's N (accelerate opens the group and
+the training loop, histosynth.training, wraps the model in DistributedDataParallel; see
+histosynth.benchmark.downstream.run for what data parallelism keeps and changes)."""
 
 from __future__ import annotations
 
@@ -29,26 +30,6 @@ class Group:
         box = [value if self.main else None]
         dist.broadcast_object_list(box, src=0)
         return box[0]
-
-    def gather(self, value: object) -> list:
-        """Every rank's `value`, in rank order, on every rank."""
-        if self.world == 1:
-            return [value]
-        import torch.distributed as dist
-
-        out: list = [None] * self.world
-        dist.all_gather_object(out, value)
-        return out
-
-    def mean(self, value: torch.Tensor) -> float:
-        """The mean over ranks of a scalar tensor."""
-        if self.world == 1:
-            return value.item()
-        import torch.distributed as dist
-
-        total = value.detach().clone()
-        dist.all_reduce(total)
-        return float(total) / self.world
 
 
 ONE_PROCESS = Group()

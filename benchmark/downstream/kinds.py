@@ -13,7 +13,10 @@ from torch import nn
 from histosynth.benchmark.downstream.data import LabelledSet, augment, crop_plan, to_input
 from histosynth.benchmark.downstream.group import ONE_PROCESS, Group
 from histosynth.classes import IGNORE_ID, get_schema
-from histosynth.errors import InputError, UserFacingError
+from histosynth.errors import InputError
+from histosynth.training import TrainingStopped
+
+__all__ = ["STRIDE", "TISSUE", "Kind", "TrainConfig", "TrainingStopped", "kind_of", "predict_maps", "train_config"]
 
 STRIDE = 16  # DeepLabv3+ output stride: inputs are padded to a multiple of it
 
@@ -38,10 +41,6 @@ class TrainConfig:
 def train_config(preset: str, model: str = "deeplabv3plus", **overrides) -> TrainConfig:
     """The training budget of `model`'s `preset` (crop, batch, steps, lr), with the non-None `overrides`."""
     return kind_of(model).config(preset, **overrides)
-
-
-class TrainingStopped(UserFacingError):
-    """A `stop` callback ended training early; the message says where the last checkpoint stays for a resumed run."""
 
 
 class Kind:

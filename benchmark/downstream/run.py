@@ -17,10 +17,10 @@ Dice_c = 2 TP / (2 TP + FP + FN), means over the foreground classes present in t
 left out; the mean over images of each image's foreground mIoU is reported beside it, since the HTD paper does not
 say which it uses.
 
-Training is resumable: every `checkpoint_every` steps the model, optimizer, schedule, step, losses and both random
-states (numpy batches, torch dropout) are written atomically to a folder keyed by the training data's content hash,
-the settings and the seed, so a killed run replays from its last checkpoint to the same weights, and a finished
-one is not trained again.
+Training runs in the one training loop (histosynth.training, training.py) and is resumable: every
+`checkpoint_every` steps the model, optimizer, schedule, step, loss log and both random states (numpy batches, torch
+dropout) are written atomically under a folder keyed by the training data's content hash, the settings and the seed,
+so a killed run replays from its last checkpoint to the same weights, and a finished one is not trained again.
 
 Data parallel (`torchrun --nproc_per_node N -m histosynth.cli bench seg ...`): as in generator training,
 `batch_size` is per process, so N processes train on a global batch of N x batch_size. Every process draws the
@@ -30,9 +30,9 @@ step. DistributedDataParallel averages the gradients (the mean of the per-proces
 when every crop has as many labeled pixels); the logged loss is that mean too. What still differs from one
 process: BatchNorm statistics are per process (torch's SyncBatchNorm is GPU-only), dropout masks are drawn per
 process, and float sums run in another order, so N processes reach the same metric as one only up to the
-seed-to-seed spread (tests/integration/test_distributed_downstream.py). One process (rank 0) writes the
-checkpoints (holding every rank's dropout RNG state; the process count is part of the checkpoint key) and scores
-the test set once; the others receive its scores.
+seed-to-seed spread (tests/integration/test_distributed_downstream.py). Each process writes its own dropout RNG
+state into the shared checkpoint (the process count is part of the checkpoint key); rank 0 scores the test set
+once and the others receive its scores.
 """
 
 

@@ -1,13 +1,14 @@
 """`bench seg` under torchrun with 2 CPU processes: each rank trains on its share of every batch, gradients are
-averaged, rank 0 writes the checkpoints and scores the test set once, and the metric agrees with one process."""
+averaged, every rank writes its RNG states into the one shared checkpoint, rank 0 scores the test set once, and the
+metric agrees with one process."""
 
+import json
 import math
 import os
 import sys
 
 import numpy as np
 import pytest
-import torch
 from scipy import stats
 
 from histosynth.benchmark.downstream.data import LabelledSet, crop_plan
@@ -17,6 +18,7 @@ from histosynth.cli import main
 from histosynth.data_cards.card import CardInfo
 from histosynth.disk import write_dataset
 from histosynth.sources import build_source
+from histosynth.training import STATE_FILE
 
 SEEDS = 3
 # Tiny preset (20 steps, 64 px crops); one process with batch 4 sees the same crops per step as two with batch 2.
@@ -60,11 +62,13 @@ def test_two_processes_reach_the_one_process_miou_within_the_seed_spread(data, t
 
     two = BenchmarkRun.load(tmp_path / "two.json")
     assert two.settings["processes"] == 2 and two.settings["train"]["batch_size"] == 2
-    states = sorted((tmp_path / "c2").glob("*/state.pt"))
-    assert len(states) == SEEDS  # one checkpoint per seed, written by one process
-    assert not {p.parent.name for p in states} & {p.parent.name for p in (tmp_path / "c1").glob("*/state.pt")}
+    states = sorted((tmp_path / "c2").glob(f"*/step-*/{STATE_FILE}"))
+    assert len(states) == SEEDS  # one checkpoint per seed, both ranks' RNG states in it
+    assert all(len(list(p.parent.glob("random_states_*.pkl"))) == 2 for p in states)
+    keys = {p.parent.parent.name for p in states}
+    assert not keys & {p.parent.parent.name for p in (tmp_path / "c1").glob(f"*/step-*/{STATE_FILE}")}
     for state in states:
-        assert len(torch.load(state, weights_only=False)["losses"]) == 20
+        assert len(json.loads(state.read_text())["losses"]) == 20
 
     one_miou, two_miou = np.array(_miou(tmp_path / "one.json")), np.array(_miou(tmp_path / "two.json"))
     # Same init and crops per step, but per-rank BatchNorm statistics, per-rank dropout masks and another float
@@ -104,8 +108,9 @@ close_group()
 
 @pytest.mark.slow
 def test_a_stopped_two_process_run_resumes_to_the_uninterrupted_losses(data, tmp_path, run_in_group):
-    """Each rank restores its own dropout RNG from rank 0's checkpoint: the resumed run's losses are bit-identical
-    (restoring rank 0's state on every rank instead changes the losses after the resume point)."""
+    """Each rank restores its own dropout RNG from the shared checkpoint: the resumed run's losses and weights are
+    bit-identical to the uninterrupted run's (restoring rank 0's state on every rank would change the losses after
+    the resume point)."""
     script = tmp_path / "resume.py"
     script.write_text(RESUME_SCRIPT)
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -120,6 +125,7 @@ def test_a_stopped_two_process_run_resumes_to_the_uninterrupted_losses(data, tmp
     run(tmp_path / "whole", 0)
     assert run(tmp_path / "split", 4).count("stopped") == 2  # both ranks stop after step 4
     run(tmp_path / "split", 0)
-    (whole,), (split,) = (list((tmp_path / name).glob("*/state.pt")) for name in ("whole", "split"))
-    assert whole.parent.name == split.parent.name  # the same training (key includes the 2 processes)
-    assert torch.load(split, weights_only=False)["losses"] == torch.load(whole, weights_only=False)["losses"]
+    (whole,), (split,) = (list((tmp_path / name).glob(f"*/step-*/{STATE_FILE}")) for name in ("whole", "split"))
+    assert whole.parent.parent.name == split.parent.parent.name  # the same training (key includes the 2 processes)
+    assert json.loads(split.read_text())["losses"] == json.loads(whole.read_text())["losses"]
+    assert (split.parent / "model.safetensors").read_bytes() == (whole.parent / "model.safetensors").read_bytes()

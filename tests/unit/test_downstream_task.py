@@ -66,8 +66,9 @@ def test_bench_seg_end_to_end_writes_valid_results_and_a_rerun_resumes_to_the_sa
             seeds = [v for v in r.extra["per_seed"] if v is not None]
             assert r.value == pytest.approx(np.mean(seeds), abs=1e-12)  # a mean of two floats: rounding only
             assert 0.0 <= r.ci_low <= r.value <= r.ci_high <= 1.0
-    checkpoints = sorted((tmp_path / ".seg-checkpoints").glob("*/state.pt"))
-    assert len(checkpoints) == 2  # one finished training per seed
+    checkpoints = sorted((tmp_path / ".seg-checkpoints").glob("*/step-*/trainer_state.json"))
+    assert len(checkpoints) == 2  # one finished training per seed (the loop keeps the newest checkpoint only)
+    assert {p.parent.name for p in checkpoints} == {"step-00000002"}
     # A rerun finds both seeds trained and reproduces the file's numbers exactly.
     stamps = [p.stat().st_mtime_ns for p in checkpoints]
     assert main([*args[:-1], str(tmp_path / "again.json")] + ["--checkpoints", str(tmp_path / ".seg-checkpoints")]) == 0
