@@ -5,18 +5,20 @@ real images and comparing the result with the maps the generator was given. This
 (segmentation-models-pytorch `DeepLabV3Plus` with the timm `tf_efficientnet_lite0` encoder), loads the offline
 ImageNet weights of the `effnet-lite0` encoder into it (the same file and loader as the FD encoder; its 1280-d
 head, conv_head + bn2, has no place in a segmentation encoder and is dropped), trains it on (image, map) pairs of
-any class schema (pixels 255 are ignored) and predicts maps. Inputs are scaled to [-1, 1] (mean = std = 0.5), the
-preprocessing those weights work best with (timm's cfg for tf_efficientnet_lite0; tests/unit/test_encoders.py
-checks them on two ImageNet photographs).
+any class schema (pixels 255 are ignored) in the one training loop (histosynth.training) and predicts maps.
+Inputs are scaled to [-1, 1] (mean = std = 0.5), the preprocessing those weights work best with (timm's cfg for
+tf_efficientnet_lite0; tests/unit/test_encoders.py checks them on two ImageNet photographs).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -24,6 +26,16 @@ from torch import nn
 
 from histosynth.classes import IGNORE_ID
 from histosynth.errors import InputError
+from histosynth.training import (
+    Batch,
+    LoopConfig,
+    LoopSettings,
+    OptimizerSpec,
+    RNGState,
+    StepContext,
+    TrainStep,
+    run_training,
+)
 
 ENCODER = "effnet-lite0"
 HEAD_PREFIXES = ("conv_head.", "bn2.", "classifier.")  # the classification head: not part of the feature encoder
@@ -86,41 +98,63 @@ class TrainedSegmenter:
         return np.concatenate(out) if out else np.zeros((0, *images.shape[1:3]), np.uint8)
 
 
-def _train(model: nn.Module, images: np.ndarray, maps: np.ndarray, steps: int, batch_size: int, lr: float,
-           seed: int, augment: bool) -> list[float]:
-    model.train()
-    optimiser = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
-    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, max(steps, 1))
-    loss_fn = nn.CrossEntropyLoss(ignore_index=IGNORE_ID)
-    rng = np.random.default_rng(seed)
-    losses = []
-    for _ in range(steps):
-        index = rng.integers(0, len(images), batch_size)
-        x, y = images[index], maps[index]
-        if augment:
+class SegmenterStep(TrainStep):
+    """One step of the segmenter: cross-entropy (255 ignored) on a batch drawn with replacement from one seeded numpy
+    stream (checkpointed with the run), AdamW (weight decay 1e-4) with a cosine schedule over the run."""
+
+    def __init__(self, model: nn.Module, images: np.ndarray, maps: np.ndarray, steps: int, batch_size: int, lr: float,
+                 seed: int, augment: bool) -> None:
+        self.model, self.images, self.maps = model, images, maps
+        self.steps, self.batch_size, self.lr, self.augment = steps, batch_size, lr, augment
+        self.rng = RNGState(seed)
+        self.loss_fn = nn.CrossEntropyLoss(ignore_index=IGNORE_ID)
+
+    def modules(self) -> dict[str, nn.Module]:
+        return {"model": self.model}
+
+    def optimizers(self, settings: LoopSettings, world: int) -> dict[str, OptimizerSpec]:
+        steps = max(self.steps, 1)
+        return {"model": OptimizerSpec(list(self.model.parameters()), self.lr, (0.9, 0.999), 1e-4,
+                                       scheduler=lambda opt: torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps))}
+
+    def ema_optimizer(self) -> str | None:
+        return None
+
+    def states(self) -> list[RNGState]:
+        return [self.rng]
+
+    def batch(self, step: int, micro: int, rank: int, world: int, device: torch.device) -> Batch:
+        """A batch with replacement, each with a random rotation by 90 degrees and flip when `augment`."""
+        rng = self.rng.generator
+        index = rng.integers(0, len(self.images), self.batch_size)
+        x, y = self.images[index], self.maps[index]
+        if self.augment:
             k, flip = int(rng.integers(0, 4)), bool(rng.integers(0, 2))
             x, y = np.rot90(x, k, axes=(1, 2)), np.rot90(y, k, axes=(1, 2))
             if flip:
                 x, y = x[:, :, ::-1], y[:, :, ::-1]
-        target = torch.from_numpy(np.ascontiguousarray(y)).long()
-        loss = loss_fn(model(to_input(x)), target)
-        optimiser.zero_grad(set_to_none=True)
-        loss.backward()
-        optimiser.step()
-        schedule.step()
-        losses.append(loss.item())
-    return losses
+        target = torch.from_numpy(np.ascontiguousarray(y)).long().to(device)
+        return {"x": to_input(x).to(device), "y": target}
+
+    def __call__(self, ctx: StepContext, batch: Batch, generator: torch.Generator, step: int) -> dict[str, torch.Tensor]:
+        loss = self.loss_fn(ctx.modules["model"](batch["x"]), batch["y"])
+        ctx.apply(loss)
+        return {"loss": loss}
 
 
 def train_segmenter(images: np.ndarray, maps: np.ndarray, num_classes: int, steps: int = 300, batch_size: int = 16,
                     lr: float = 1e-3, seed: int = 0, pretrained: bool = True, weights: str | Path | None = None,
-                    augment: bool = True, cache: Path | None = None) -> TrainedSegmenter:
+                    augment: bool = True, cache: Path | None = None, checkpoints: Path | None = None,
+                    checkpoint_every: int = 100, stop: Callable[[int, float], bool] | None = None) -> TrainedSegmenter:
     """Train a segmenter on (N, H, W, 3) uint8 images and (N, H, W) uint8 maps (ids < num_classes, 255 ignored).
 
     AdamW with a cosine schedule, cross-entropy ignoring 255; batches drawn with replacement from `seed`, each
-    with a random rotation by 90 degrees and flip applied to image and map alike when `augment`. With `cache`, a
-    segmenter trained before on the same arrays with the same settings, torch version and thread count is loaded
-    from there (safetensors) instead of trained again.
+    with a random rotation by 90 degrees and flip applied to image and map alike when `augment`. Training runs in
+    the one training loop (histosynth.training) on the CPU. With `cache`, a segmenter trained before on the same
+    arrays with the same settings, torch version and thread count is loaded from there (safetensors) instead of
+    trained again. Training checkpoints (every `checkpoint_every` steps) go to `<checkpoints>/<key>`, or with
+    `cache` and no `checkpoints` to `<cache>/<key>.training` until the model is cached; a run stopped or killed
+    resumes from there. `stop(step, loss)` returning True raises TrainingStopped after that step.
     """
     if images.shape[:3] != maps.shape or images.ndim != 4:
         raise ValueError(f"images {images.shape} and maps {maps.shape} do not pair up as (N, H, W, 3) and (N, H, W)")
@@ -131,18 +165,26 @@ def train_segmenter(images: np.ndarray, maps: np.ndarray, num_classes: int, step
         raise ValueError(f"the maps hold class id {int(labelled.max())} but the segmenter has {num_classes} classes")
     settings = {"num_classes": num_classes, "steps": steps, "batch_size": batch_size, "lr": lr, "seed": seed,
                 "pretrained": pretrained, "weights": str(weights) if weights else None, "augment": augment}
-    folder = Path(cache) / _cache_key(images, maps, settings) if cache is not None else None
+    key = _cache_key(images, maps, settings) if cache is not None or checkpoints is not None else ""
+    folder = Path(cache) / key if cache is not None else None
     if folder is not None and (loaded := _load_cached(folder, num_classes)) is not None:
         return loaded
+    training = Path(checkpoints) / key if checkpoints is not None else \
+        Path(cache) / f"{key}.training" if cache is not None else None
     start = time.perf_counter()
+    loop = LoopConfig(steps=steps, batch_size=batch_size, lr=lr, weight_decay=1e-4, checkpoint_every=checkpoint_every,
+                      seed=seed, progress=False, device="cpu", desc="segmenter")
     with torch.random.fork_rng(devices=[]):  # the seed fixes the initial weights and every dropout mask
         torch.manual_seed(seed)
         model = build_segmenter(num_classes, pretrained, weights)
-        losses = _train(model, images, maps, steps, batch_size, lr, seed, augment)
+        step = SegmenterStep(model, images, maps, steps, batch_size, lr, seed, augment)
+        result = run_training(step, step.batch, loop, training, resume=training is not None, stop=stop)
     model.eval()
-    trained = TrainedSegmenter(model, num_classes, losses, time.perf_counter() - start)
+    trained = TrainedSegmenter(model, num_classes, result.loss_history, time.perf_counter() - start)
     if folder is not None:
         _store_cached(folder, trained)
+        if checkpoints is None:
+            shutil.rmtree(training, ignore_errors=True)  # the cached model replaces the training state
     return trained
 
 
