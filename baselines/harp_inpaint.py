@@ -48,16 +48,8 @@ from histosynth.baselines.harp_presets import (
 )
 from histosynth.errors import InputError
 from histosynth.generators.arrays import augment, condition_batch, load_training_arrays
-from histosynth.generators.base import (
-    CheckpointError,
-    Generator,
-    PresetTable,
-    SampleOptions,
-    TrainReport,
-    derive_seed,
-    verify_checkpoint,
-)
-from histosynth.generators.checkpoint import ComponentFolder, load_component, read_saved_config
+from histosynth.generators.base import Generator, PresetTable, SampleOptions, TrainReport, derive_seed
+from histosynth.generators.checkpoint import Component, ComponentFolder, saved_preset
 from histosynth.generators.diffusion.presets import TrainConfig, replace_fields, to_dict, train_config_from_dict
 from histosynth.generators.diffusion.sampling import initial_noise
 from histosynth.generators.registry import generator_meta
@@ -155,6 +147,7 @@ class HarpInpaint(ComponentFolder, PresetTable, Generator):
 
     meta = generator_meta("harp-inpaint")
     preset_table = PRESETS
+    components = {"unet": Component(UNet2DModel)}  # the scheduler is rebuilt from the settings
 
     def __init__(self, preset: HarpPreset, device: str | torch.device | None = None, unet: UNet2DModel | None = None) -> None:
         from histosynth.generators.diffusion.generator import default_device
@@ -334,22 +327,13 @@ class HarpInpaint(ComponentFolder, PresetTable, Generator):
                 "sample": asdict(self.preset.sample)}
 
     @classmethod
-    def load(cls, path: Path | str, device: str | torch.device | None = None) -> "HarpInpaint":
-        folder = Path(path)
-        config_file = folder / "config.json"
-        config = read_saved_config(folder, cls.meta.name)
-        recorded = verify_checkpoint(folder, NETWORKS, config.get("checkpoint_hash"))
-        try:
-            preset = HarpPreset(config.get("preset", "custom"), model_from_dict(config["model"]),
-                                train_config_from_dict(config.get("train") or {}), sample_from_dict(config["sample"]))
-            report = TrainReport.from_json(config["training"]) if config.get("training") else None
-        except (KeyError, TypeError, ValueError) as err:
-            raise CheckpointError(f"{config_file}: invalid settings ({type(err).__name__}: {err})") from err
-        generator = cls(preset, device=device, unet=load_component(folder, "unet", UNet2DModel))
-        generator._init_seed = None
-        generator.train_report = report
-        generator._hash = recorded
-        return generator
+    def settings_from_config(cls, config: dict[str, Any]) -> HarpPreset:
+        return saved_preset(config, HarpPreset, model_from_dict, train_config_from_dict, sample_from_dict)
+
+    @classmethod
+    def from_components(cls, settings: HarpPreset, components: dict[str, Any],
+                        device: str | torch.device | None = None) -> "HarpInpaint":
+        return cls(settings, device=device, unet=components["unet"])
 
     def card_details(self) -> list[str]:
         m, s = self.preset.model, self.preset.sample

@@ -23,6 +23,7 @@ copy is exact.
 
 from __future__ import annotations
 
+import functools
 import time
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
@@ -36,16 +37,8 @@ from diffusers.models.modeling_utils import ModelMixin
 from histosynth.classes import IGNORE_ID
 from histosynth.errors import InputError
 from histosynth.generators.arrays import TrainingArrays, load_training_arrays
-from histosynth.generators.base import (
-    Generator,
-    SampleOptions,
-    TrainingData,
-    TrainReport,
-    derive_seed,
-    read_json_file,
-    verify_checkpoint,
-)
-from histosynth.generators.checkpoint import ComponentFolder, load_component
+from histosynth.generators.base import Generator, PresetTable, SampleOptions, TrainingData, TrainReport, derive_seed
+from histosynth.generators.checkpoint import Component, ComponentFolder
 from histosynth.generators.registry import generator_meta
 from histosynth.resize import resize_image, resize_map
 from histosynth.schema import Provenance, Sample
@@ -67,9 +60,9 @@ class ReferencePreset:
     heterogeneity: tuple[float, float] | None = None  # None: every patch given (no 20-80 % rule)
 
 
-PRESETS = {"tiny": ReferencePreset("tiny", 32, batch_size=4),
-           "demo": ReferencePreset("demo", 64),
-           "paper": ReferencePreset("paper", 256)}
+PRESETS = {"tiny": functools.partial(ReferencePreset, "tiny", 32, batch_size=4),
+           "demo": functools.partial(ReferencePreset, "demo", 64),
+           "paper": functools.partial(ReferencePreset, "paper", 256)}
 
 
 class PassThrough(ModelMixin, ConfigMixin):
@@ -104,9 +97,10 @@ def map_agreement(condition: np.ndarray, bank: np.ndarray) -> np.ndarray:
     return scores
 
 
-class _Reference(ComponentFolder, Generator):
+class _Reference(ComponentFolder, PresetTable, Generator):
     """What both reference rows share: presets, the training shell, sampling options, provenance, save/load."""
 
+    preset_table = PRESETS
     component: ClassVar[str]
     component_class: ClassVar[type]
     sampler: ClassVar[str]
@@ -116,22 +110,13 @@ class _Reference(ComponentFolder, Generator):
         self.train_report: TrainReport | None = None
 
     @classmethod
-    def presets(cls) -> tuple[str, ...]:
-        return tuple(PRESETS)
-
-    @classmethod
     def build(cls, preset: str = "tiny", device: str | None = None, **overrides: Any) -> "_Reference":
         """An untrained reference row (device is ignored: nothing runs on an accelerator)."""
-        if preset not in PRESETS:
-            raise InputError(f"{cls.meta.name}: unknown preset {preset!r}; choose from {', '.join(PRESETS)}")
+        chosen = cls.get_preset(preset)
         unknown = sorted(set(overrides) - {f.name for f in fields(ReferencePreset)})
         if unknown:
             raise InputError(f"{cls.meta.name}: no preset field(s) {unknown}")
-        return cls(replace(PRESETS[preset], **overrides))
-
-    @property
-    def preset_name(self) -> str:
-        return self.preset.name
+        return cls(replace(chosen, **overrides))
 
     def training_steps(self) -> int:
         return self.preset.steps
@@ -214,18 +199,20 @@ class _Reference(ComponentFolder, Generator):
         return {"settings": asdict(self.preset)}
 
     @classmethod
-    def load(cls, path: Path | str, device: str | None = None) -> "_Reference":
-        folder = Path(path)
-        config = read_json_file(folder / "config.json")
-        recorded = verify_checkpoint(folder, [cls.component], config.get("checkpoint_hash"))
+    def settings_from_config(cls, config: dict[str, Any]) -> ReferencePreset:
         known = {f.name for f in fields(ReferencePreset)}
         settings = {k: v for k, v in (config.get("settings") or {}).items() if k in known}
         if settings.get("heterogeneity") is not None:
             settings["heterogeneity"] = tuple(settings["heterogeneity"])
-        gen = cls(ReferencePreset(**settings), load_component(folder, cls.component, cls.component_class))
-        gen.train_report = TrainReport.from_json(config["training"]) if config.get("training") else None
-        gen._hash = recorded
-        return gen
+        return ReferencePreset(**settings)
+
+    @classmethod
+    def declared_components(cls, settings: ReferencePreset) -> dict[str, Component]:
+        return {cls.component: Component(cls.component_class)}
+
+    @classmethod
+    def from_components(cls, settings: ReferencePreset, components: dict[str, Any], device: Any = None) -> "_Reference":
+        return cls(settings, components[cls.component])
 
 
 class RealHeldout(_Reference):

@@ -19,8 +19,9 @@ from __future__ import annotations
 
 import importlib
 import json
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, ClassVar, TypeVar
 
 import torch
 from safetensors.torch import save_file
@@ -28,7 +29,13 @@ from torch import nn
 
 from histosynth import __version__
 from histosynth.atomic import atomic_directory
-from histosynth.generators.base import CheckpointError, check_safetensors, read_json_file
+from histosynth.generators.base import (
+    CheckpointError,
+    TrainReport,
+    check_safetensors,
+    read_json_file,
+    verify_checkpoint,
+)
 
 MODEL_INDEX = "model_index.json"
 ADAPTERS_DIR = "adapters"
@@ -174,15 +181,55 @@ def _own_allocations(module: nn.Module) -> None:
             tensor.data = tensor.data.clone()
 
 
-class ComponentFolder:
-    """`save` and `checkpoint_hash` for a generator whose model folder is components + config.json + model card.
+@dataclass(frozen=True)
+class Component:
+    """A component folder a generator loads: the class it must hold (or a subclass of it); `hashed` when the weights
+    hash covers it (what makes the outputs), else it is loaded when model_index.json lists it; `optional` when a
+    folder may lack it."""
 
-    A generator lists what it writes (`saved_components`: networks and schedulers by folder name), which of
-    those the weights hash covers (`hashed_components`: the networks) and its own settings (`saved_settings`,
-    merged into config.json after the common keys). Mix it in before `Generator`.
+    kind: type
+    hashed: bool = True
+    optional: bool = False
+
+
+class SettingsError(ValueError):
+    """Saved settings the loaded components cannot run with; the load template names config.json in front of it."""
+
+
+F = TypeVar("F", bound="ComponentFolder")
+P = TypeVar("P")
+
+
+def saved_preset(config: dict[str, Any], preset: Callable[..., P], model: Callable[[Any], Any],
+                 train: Callable[[Any], Any], sample: Callable[[Any], Any]) -> P:
+    """A (name, model, train, sample) preset from config.json, each part read by its function; a folder saved
+    without training settings gets the defaults."""
+    return preset(config.get("preset", "custom"), model(config["model"]), train(config.get("train") or {}),
+                  sample(config["sample"]))
+
+
+class ComponentFolder:
+    """The model folder of a generator made of components: `save`, `checkpoint_hash` and the one `load`.
+
+    Like diffusers' `from_pretrained`, loading is written once, here, and a generator only declares:
+
+    - `settings_from_config(config)`: its settings (its preset) from config.json;
+    - `components` (a class attribute), or `declared_components(settings)` where they depend on the settings:
+      name -> `Component`, what it loads and the class each must be;
+    - `from_components(settings, components, device)`: itself, from the settings and the loaded components.
+
+    `load` reads config.json (refused unless this generator wrote it), checks model_index.json, verifies every
+    hashed component's config and safetensors header and the weights hash before any weights are read, parses the
+    settings and the training report, loads the components and records the hash. Saving, a generator lists what it
+    writes (`saved_components`: networks and schedulers by folder name), which of those the weights hash covers
+    (`hashed_components`) and its own settings (`saved_settings`, merged into config.json after the common keys).
+    Mix it in before `Generator`.
     """
 
     _hash: str | None = None
+    components: ClassVar[dict[str, Component]] = {}
+
+    # ------------------------------------------------------------------ what a generator declares
 
     def saved_components(self) -> dict[str, Any]:
         raise NotImplementedError
@@ -192,6 +239,64 @@ class ComponentFolder:
 
     def saved_settings(self) -> dict[str, Any]:
         raise NotImplementedError
+
+    @classmethod
+    def settings_from_config(cls, config: dict[str, Any]) -> Any:
+        """The generator's settings from its config.json (KeyError, TypeError, ValueError: invalid settings)."""
+        raise NotImplementedError
+
+    @classmethod
+    def declared_components(cls, settings: Any) -> dict[str, Component]:
+        """The components `load` loads, in loading order (by default the class attribute `components`)."""
+        return dict(cls.components)
+
+    @classmethod
+    def from_components(cls: type[F], settings: Any, components: dict[str, Any], device: Any = None) -> F:
+        """The generator from its settings and loaded components (SettingsError: they do not fit)."""
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------ the template
+
+    @classmethod
+    def load(cls: type[F], path: Path | str, device: Any = None) -> F:
+        """Read a folder written by `save`: every file checked before any weights are loaded, weights as saved."""
+        folder = Path(path)
+        config_file = folder / "config.json"
+        if not config_file.is_file():
+            raise CheckpointError(f"{config_file}: missing; {folder} is not a (complete) saved generator folder")
+        config = read_saved_config(folder, cls.meta.name)  # type: ignore[attr-defined]
+        if not (folder / MODEL_INDEX).is_file():
+            raise CheckpointError(f"{folder / MODEL_INDEX}: missing; the folder is incomplete")
+        listed = config.get("components")
+        if not isinstance(listed, list) or not all(isinstance(c, str) for c in listed):
+            raise CheckpointError(f"{config_file}: no list of 'components'; not written by this version of histosynth")
+        recorded = verify_checkpoint(folder, listed, config.get("checkpoint_hash"))
+        try:
+            settings = cls.settings_from_config(config)
+            declared = cls.declared_components(settings)
+            report = TrainReport.from_json(config["training"]) if config.get("training") else None
+        except (KeyError, TypeError, ValueError) as err:
+            raise CheckpointError(f"{config_file}: invalid generator settings ({type(err).__name__}: {err})") from err
+        foreign = sorted(set(listed) - {name for name, part in declared.items() if part.hashed})
+        if foreign:
+            raise CheckpointError(f"{config_file}: components {foreign} are not hashed components of "
+                                  f"{cls.meta.name} ({', '.join(declared)})")  # type: ignore[attr-defined]
+        index = read_json_file(folder / MODEL_INDEX)
+        loaded = {}
+        for name, part in declared.items():
+            if name in (listed if part.hashed else index):
+                loaded[name] = load_component(folder, name, part.kind)
+            elif not part.optional:
+                raise CheckpointError(f"{config_file}: no {name!r} among the components; the folder is incomplete")
+        try:
+            generator = cls.from_components(settings, loaded, device)
+        except SettingsError as err:
+            raise CheckpointError(f"{config_file}: {err}") from err
+        generator.train_report = report  # type: ignore[attr-defined]
+        generator._hash = recorded
+        return generator
+
+    # ------------------------------------------------------------------ saving
 
     def write_components(self, folder: Path) -> None:
         """Every component folder (atomically each), then model_index.json."""

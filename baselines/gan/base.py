@@ -41,6 +41,7 @@ How to subclass it (histosynth.baselines.pix2pix is the worked example):
 from __future__ import annotations
 
 import copy
+import functools
 from abc import abstractmethod
 from dataclasses import asdict
 from pathlib import Path
@@ -62,17 +63,8 @@ from histosynth.baselines.gan.presets import (
 from histosynth.classes import get_schema
 from histosynth.errors import InputError
 from histosynth.generators.arrays import TrainingArrays, augment, condition_batch, load_training_arrays
-from histosynth.generators.base import (
-    CheckpointError,
-    Generator,
-    PresetTable,
-    SampleOptions,
-    TrainReport,
-    derive_seed,
-    read_json_file,
-    verify_checkpoint,
-)
-from histosynth.generators.checkpoint import MODEL_INDEX, ComponentFolder, load_component, read_saved_config
+from histosynth.generators.base import Generator, PresetTable, SampleOptions, TrainReport, derive_seed
+from histosynth.generators.checkpoint import Component, ComponentFolder, saved_preset
 from histosynth.generators.conditioning.base import Conditioner
 from histosynth.generators.conditioning.batch import ConditionBatch
 from histosynth.generators.conditioning.tissue import TissueOneHot
@@ -380,27 +372,21 @@ class GANGenerator(ComponentFolder, PresetTable, Generator):
                 "conditioner": self.conditioner.config() if self.conditioner is not None else None}
 
     @classmethod
-    def load(cls, path: Path | str, device: str | torch.device | None = None) -> "GANGenerator":
-        """Read a folder written by `save` (the generator's weights checked against the recorded hash first)."""
-        folder = Path(path)
-        config_file = folder / "config.json"
-        config = read_saved_config(folder, cls.meta.name)
-        recorded = verify_checkpoint(folder, [GENERATOR], config.get("checkpoint_hash"))
-        try:
-            preset = GANPreset(config.get("preset", "custom"), config_from_dict(cls.model_config, config["model"]),
-                               config_from_dict(GANTrainConfig, config.get("train") or {}),
-                               config_from_dict(GANSampleConfig, config.get("sample") or {}))
-            report = TrainReport.from_json(config["training"]) if config.get("training") else None
-        except (KeyError, TypeError, ValueError) as err:
-            raise CheckpointError(f"{config_file}: invalid generator settings ({type(err).__name__}: {err})") from err
+    def settings_from_config(cls, config: dict[str, Any]) -> GANPreset:
+        return saved_preset(config, GANPreset, functools.partial(config_from_dict, cls.model_config),
+                            functools.partial(config_from_dict, GANTrainConfig),
+                            functools.partial(config_from_dict, GANSampleConfig))
+
+    @classmethod
+    def declared_components(cls, settings: GANPreset) -> dict[str, Component]:
+        """The generator (hashed); the discriminator beside it, so a loaded model trains on (a folder may lack it)."""
         g_class, d_class = cls.network_classes
-        g = load_component(folder, GENERATOR, g_class)
-        index = read_json_file(folder / MODEL_INDEX)
-        d = load_component(folder, DISCRIMINATOR, d_class) if DISCRIMINATOR in index else None
-        generator = cls(preset, device=device, networks=(g, d))
-        generator.train_report = report
-        generator._hash = recorded
-        return generator
+        return {GENERATOR: Component(g_class), DISCRIMINATOR: Component(d_class, hashed=False, optional=True)}
+
+    @classmethod
+    def from_components(cls, settings: GANPreset, components: dict[str, Any],
+                        device: str | torch.device | None = None) -> "GANGenerator":
+        return cls(settings, device=device, networks=(components[GENERATOR], components.get(DISCRIMINATOR)))
 
     def card_details(self) -> list[str]:
         """The training lines every GAN shares; a subclass puts its architecture lines first."""

@@ -35,16 +35,8 @@ from torch import nn
 from histosynth.classes import get_schema
 from histosynth.errors import InputError
 from histosynth.generators.arrays import condition_batch
-from histosynth.generators.base import (
-    CheckpointError,
-    Generator,
-    PresetTable,
-    SampleOptions,
-    TrainReport,
-    derive_seed,
-    verify_checkpoint,
-)
-from histosynth.generators.checkpoint import MODEL_INDEX, ComponentFolder, load_component, read_saved_config
+from histosynth.generators.base import Generator, PresetTable, SampleOptions, TrainReport, derive_seed
+from histosynth.generators.checkpoint import Component, ComponentFolder, SettingsError, saved_preset
 from histosynth.generators.conditioning.batch import ConditionBatch
 from histosynth.generators.conditioning.centroids import CentroidMaps
 from histosynth.generators.cosyn.context import NULL_CONTEXT, context_ids
@@ -156,6 +148,7 @@ class CoSynGenerator(ComponentFolder, PresetTable, Generator):
 
     meta = generator_meta("cosyn")
     preset_table: ClassVar[Mapping[str, Any]] = PRESETS
+    components = {"unet": Component(UNet2DModel)}  # both schedulers are rebuilt from the settings
 
     def __init__(self, preset: CoSynPreset, device: str | torch.device | None = None,
                  unet: UNet2DModel | None = None) -> None:
@@ -344,30 +337,18 @@ class CoSynGenerator(ComponentFolder, PresetTable, Generator):
                 "sample": to_dict(self.preset.sample), "conditioner": self.conditioner.config()}
 
     @classmethod
-    def load(cls, path: Path | str, device: str | torch.device | None = None) -> "CoSynGenerator":
-        """Read a folder written by `save` (weights exactly as saved)."""
-        folder = Path(path)
-        config_file = folder / "config.json"
-        config = read_saved_config(folder, cls.meta.name)
-        if not (folder / MODEL_INDEX).is_file():
-            raise CheckpointError(f"{folder / MODEL_INDEX}: missing; the folder is incomplete")
-        checkpoint_hash = verify_checkpoint(folder, ["unet"], config.get("checkpoint_hash"))
-        try:
-            model = model_config_from_dict(config["model"])
-            preset = CoSynPreset(config.get("preset", "custom"), model, train_config_from_dict(config.get("train") or {}),
-                                 sample_config_from_dict(config["sample"]))
-            report = TrainReport.from_json(config["training"]) if config.get("training") else None
-        except (KeyError, TypeError, ValueError) as err:
-            raise CheckpointError(f"{config_file}: invalid generator settings ({type(err).__name__}: {err})") from err
-        unet = load_component(folder, "unet", UNet2DModel)
-        joint = IMAGE_CHANNELS + int(model.num_classes or 0) + HV_CHANNELS
-        if (unet.config.in_channels, unet.config.out_channels) != (joint + int(model.num_classes or 0), joint):
-            raise CheckpointError(f"{config_file}: num_classes {model.num_classes} does not fit the saved UNet "
-                                  f"({unet.config.in_channels} in, {unet.config.out_channels} out channels)")
-        generator = cls(preset, device=device, unet=unet)
-        generator.train_report = report
-        generator._hash = checkpoint_hash
-        return generator
+    def settings_from_config(cls, config: dict[str, Any]) -> CoSynPreset:
+        return saved_preset(config, CoSynPreset, model_config_from_dict, train_config_from_dict, sample_config_from_dict)
+
+    @classmethod
+    def from_components(cls, settings: CoSynPreset, components: dict[str, Any],
+                        device: str | torch.device | None = None) -> "CoSynGenerator":
+        unet, k = components["unet"], int(settings.model.num_classes or 0)
+        joint = IMAGE_CHANNELS + k + HV_CHANNELS
+        if (unet.config.in_channels, unet.config.out_channels) != (joint + k, joint):
+            raise SettingsError(f"num_classes {settings.model.num_classes} does not fit the saved UNet "
+                                f"({unet.config.in_channels} in, {unet.config.out_channels} out channels)")
+        return cls(settings, device=device, unet=unet)
 
     def card_details(self) -> list[str]:
         model = self.preset.model

@@ -26,16 +26,8 @@ from torch import nn
 from histosynth.classes import get_schema
 from histosynth.errors import InputError
 from histosynth.generators.arrays import TrainingArrays, augment, condition_batch, load_training_arrays
-from histosynth.generators.base import (
-    CheckpointError,
-    Generator,
-    PresetTable,
-    SampleOptions,
-    TrainReport,
-    derive_seed,
-    verify_checkpoint,
-)
-from histosynth.generators.checkpoint import MODEL_INDEX, ComponentFolder, load_component, read_saved_config
+from histosynth.generators.base import Generator, PresetTable, SampleOptions, TrainReport, derive_seed
+from histosynth.generators.checkpoint import Component, ComponentFolder, SettingsError, saved_preset
 from histosynth.generators.conditioning.base import Conditioner
 from histosynth.generators.conditioning.batch import ConditionBatch
 from histosynth.generators.diffusion.backbones import (
@@ -343,43 +335,31 @@ class DiffusionGenerator(ComponentFolder, PresetTable, Generator):
                 "conditioner": self.conditioner.config() if self.conditioner is not None else None}
 
     @classmethod
-    def load(cls, path: Path | str, device: str | torch.device | None = None) -> "DiffusionGenerator":
-        """Read a folder written by `save` (weights exactly as saved)."""
-        folder = Path(path)
-        config_file = folder / "config.json"
-        if not config_file.is_file():
-            raise CheckpointError(f"{config_file}: missing; {folder} is not a (complete) saved generator folder")
-        config = read_saved_config(folder, cls.meta.name)
-        if not (folder / MODEL_INDEX).is_file():
-            raise CheckpointError(f"{folder / MODEL_INDEX}: missing; the folder is incomplete or was written by a "
-                                  "histosynth before 0.2 (retrain it)")
-        components = config.get("components")
-        if not isinstance(components, list) or not all(isinstance(c, str) for c in components):
-            raise CheckpointError(f"{config_file}: no list of 'components'; not written by this version of histosynth")
-        checkpoint_hash = verify_checkpoint(folder, components, config.get("checkpoint_hash"))
-        try:
-            model = model_config_from_dict(config["model"])
-            train_cfg = train_config_from_dict(config.get("train") or {})
-            preset = Preset(config.get("preset", "custom"), model, train_cfg, sample_config_from_dict(config["sample"]))
-            report = TrainReport.from_json(config["training"]) if config.get("training") else None
-        except (KeyError, TypeError, ValueError) as err:
-            raise CheckpointError(f"{config_file}: invalid generator settings ({type(err).__name__}: {err})") from err
+    def settings_from_config(cls, config: dict[str, Any]) -> Preset:
+        return saved_preset(config, Preset, model_config_from_dict, train_config_from_dict, sample_config_from_dict)
 
-        autoencoder = None
-        if "autoencoder" in components:
-            kind = {"vq": VQModel, "kl": AutoencoderKL}[model.autoencoder.kind if model.autoencoder is not None else "vq"]
-            autoencoder = load_component(folder, "autoencoder", kind).eval().requires_grad_(False)
-        unet = load_component(folder, "unet", UNet2DConditionModel)
-        controlnet = load_component(folder, "controlnet", ControlNetModel) if "controlnet" in components else None
-        head = load_component(folder, "head", nn.Module) if "head" in components else None
+    @classmethod
+    def declared_components(cls, settings: Preset) -> dict[str, Component]:
+        autoencoder = settings.model.autoencoder
+        return {"autoencoder": Component({"vq": VQModel, "kl": AutoencoderKL}[autoencoder.kind if autoencoder else "vq"],
+                                         optional=True),
+                "unet": Component(UNet2DConditionModel),
+                "controlnet": Component(ControlNetModel, optional=True),
+                "head": Component(nn.Module, optional=True)}
+
+    @classmethod
+    def from_components(cls, settings: Preset, components: dict[str, Any],
+                        device: str | torch.device | None = None) -> "DiffusionGenerator":
+        model, unet = settings.model, components["unet"]
+        autoencoder = components.get("autoencoder")
+        if autoencoder is not None:
+            autoencoder.eval().requires_grad_(False)
         if not model.train_unet:
             unet.requires_grad_(False)
-        _check_settings(config_file, model, unet)
+        _check_settings(model, unet)
         scale = model.autoencoder.scaling_factor if model.autoencoder is not None else None
-        generator = cls(preset, device=device, codec=LatentCodec(autoencoder, scale), denoiser=Denoiser(unet, controlnet, head))
-        generator.train_report = report
-        generator._hash = checkpoint_hash
-        return generator
+        return cls(settings, device=device, codec=LatentCodec(autoencoder, scale),
+                   denoiser=Denoiser(unet, components.get("controlnet"), components.get("head")))
 
     def card_details(self) -> list[str]:
         model = self.preset.model
@@ -395,14 +375,13 @@ class DiffusionGenerator(ComponentFolder, PresetTable, Generator):
         ]
 
 
-def _check_settings(config_file: Path, model: Any, unet: UNet2DConditionModel) -> None:
-    """Refuse saved settings the loaded networks cannot run with, naming the file (not a failure mid-sampling)."""
+def _check_settings(model: Any, unet: UNet2DConditionModel) -> None:
+    """Refuse saved settings the loaded networks cannot run with (at load, not as a failure mid-sampling)."""
     factor = model.latent_stride * 2 ** (len(unet.config.block_out_channels) - 1)
     if not isinstance(model.resolution, int) or model.resolution <= 0 or model.resolution % factor:
-        raise CheckpointError(f"{config_file}: model.resolution is {model.resolution!r}; this model needs a positive "
-                              f"multiple of {factor}")
+        raise SettingsError(f"model.resolution is {model.resolution!r}; this model needs a positive multiple of {factor}")
     if model.num_classes is not None and (not isinstance(model.num_classes, int) or model.num_classes < 0):
-        raise CheckpointError(f"{config_file}: model.num_classes is {model.num_classes!r}; expected a count of classes")
+        raise SettingsError(f"model.num_classes is {model.num_classes!r}; expected a count of classes")
 
 
 def _autocast(device: torch.device):

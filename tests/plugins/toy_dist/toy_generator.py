@@ -32,10 +32,8 @@ from histosynth.generators.base import (
     TrainingData,
     TrainReport,
     derive_seed,
-    read_json_file,
-    verify_checkpoint,
 )
-from histosynth.generators.checkpoint import ComponentFolder, load_component
+from histosynth.generators.checkpoint import Component, ComponentFolder
 from histosynth.schema import Provenance, Sample
 
 META = GeneratorMeta(name="toy", version="0.0.1", summary="Toy: paints each tissue class with its mean training color",
@@ -72,6 +70,7 @@ class ClassColors(ModelMixin, ConfigMixin):
 
 class ToyPainter(ComponentFolder, Generator):
     meta = META
+    components = {"colors": Component(ClassColors)}
 
     def __init__(self, preset: ToyPreset, colors: ClassColors | None = None) -> None:
         self.preset, self.colors, self._hash = preset, colors, None
@@ -162,16 +161,13 @@ class ToyPainter(ComponentFolder, Generator):
         return {"settings": asdict(self.preset)}
 
     @classmethod
-    def load(cls, path: Path | str, device: str | None = None) -> "ToyPainter":
-        folder = Path(path)
-        config = read_json_file(folder / "config.json")
-        recorded = verify_checkpoint(folder, ["colors"], config.get("checkpoint_hash"))
+    def settings_from_config(cls, config: dict[str, Any]) -> ToyPreset:
         known = {f.name for f in fields(ToyPreset)}
-        painter = cls(ToyPreset(**{k: v for k, v in config["settings"].items() if k in known}),
-                      load_component(folder, "colors", ClassColors))
-        painter.train_report = TrainReport.from_json(config["training"]) if config.get("training") else None
-        painter._hash = recorded
-        return painter
+        return ToyPreset(**{k: v for k, v in config["settings"].items() if k in known})
+
+    @classmethod
+    def from_components(cls, settings: ToyPreset, components: dict[str, Any], device: Any = None) -> "ToyPainter":
+        return cls(settings, components["colors"])
 
     def card_details(self) -> list[str]:
         k = self.colors.config.num_classes if self.colors is not None else "?"
