@@ -26,6 +26,7 @@ from torch import nn
 
 from histosynth.classes import IGNORE_ID
 from histosynth.errors import InputError
+from histosynth.speed import PRECISIONS
 from histosynth.training import (
     Batch,
     LoopConfig,
@@ -81,12 +82,15 @@ def to_input(images: np.ndarray) -> torch.Tensor:
 
 @dataclass
 class TrainedSegmenter:
-    """A trained segmenter, its class count and how its training went."""
+    """A trained segmenter, its class count and how its training went (`precision`: what the loop trained in, "no"
+    = fp32; `step_seconds`: the wall time of each step, empty for a segmenter read from the cache)."""
 
     model: nn.Module
     num_classes: int
     losses: list[float] = field(default_factory=list)
     seconds: float = 0.0
+    precision: str = "no"
+    step_seconds: list[float] = field(default_factory=list)
 
     def predict(self, images: np.ndarray, batch_size: int = 64) -> np.ndarray:
         """(B, H, W) uint8 class maps of (B, H, W, 3) uint8 images."""
@@ -145,16 +149,17 @@ class SegmenterStep(TrainStep):
 def train_segmenter(images: np.ndarray, maps: np.ndarray, num_classes: int, steps: int = 300, batch_size: int = 16,
                     lr: float = 1e-3, seed: int = 0, pretrained: bool = True, weights: str | Path | None = None,
                     augment: bool = True, cache: Path | None = None, checkpoints: Path | None = None,
-                    checkpoint_every: int = 100, stop: Callable[[int, float], bool] | None = None) -> TrainedSegmenter:
+                    checkpoint_every: int = 100, stop: Callable[[int, float], bool] | None = None,
+                    mixed_precision: str = "no") -> TrainedSegmenter:
     """Train a segmenter on (N, H, W, 3) uint8 images and (N, H, W) uint8 maps (ids < num_classes, 255 ignored).
 
     AdamW with a cosine schedule, cross-entropy ignoring 255; batches drawn with replacement from `seed`, each
     with a random rotation by 90 degrees and flip applied to image and map alike when `augment`. Training runs in
-    the one training loop (histosynth.training) on the CPU. With `cache`, a segmenter trained before on the same
-    arrays with the same settings, torch version and thread count is loaded from there (safetensors) instead of
-    trained again. Training checkpoints (every `checkpoint_every` steps) go to `<checkpoints>/<key>`, or with
-    `cache` and no `checkpoints` to `<cache>/<key>.training` until the model is cached; a run stopped or killed
-    resumes from there. `stop(step, loss)` returning True raises TrainingStopped after that step.
+    the one training loop (histosynth.training) on the CPU, in `mixed_precision` ("no" = fp32, the default; "bf16":
+    autocast). With `cache`, a segmenter trained before on the same arrays with the same settings, torch version and
+    thread count is loaded from there (safetensors) instead of trained again. Training checkpoints (every
+    `checkpoint_every` steps) go to `<checkpoints>/<key>`, or with `cache` and no `checkpoints` to
+    `<cache>/<key>.training` until the model is cached; a run stopped or killed resumes from there. `stop(step, loss)` returning True raises TrainingStopped after that step.
     """
     if images.shape[:3] != maps.shape or images.ndim != 4:
         raise ValueError(f"images {images.shape} and maps {maps.shape} do not pair up as (N, H, W, 3) and (N, H, W)")
@@ -163,8 +168,12 @@ def train_segmenter(images: np.ndarray, maps: np.ndarray, num_classes: int, step
         raise InputError("the maps have no labeled pixel to train on")
     if labelled.max() >= num_classes:
         raise ValueError(f"the maps hold class id {int(labelled.max())} but the segmenter has {num_classes} classes")
+    if mixed_precision not in PRECISIONS:
+        raise ValueError(f"unknown mixed_precision {mixed_precision!r}; choose from {', '.join(PRECISIONS)}")
     settings = {"num_classes": num_classes, "steps": steps, "batch_size": batch_size, "lr": lr, "seed": seed,
                 "pretrained": pretrained, "weights": str(weights) if weights else None, "augment": augment}
+    if mixed_precision != "no":  # fp32 keeps the key it had before the option existed
+        settings["mixed_precision"] = mixed_precision
     key = _cache_key(images, maps, settings) if cache is not None or checkpoints is not None else ""
     folder = Path(cache) / key if cache is not None else None
     if folder is not None and (loaded := _load_cached(folder, num_classes)) is not None:
@@ -173,14 +182,15 @@ def train_segmenter(images: np.ndarray, maps: np.ndarray, num_classes: int, step
         Path(cache) / f"{key}.training" if cache is not None else None
     start = time.perf_counter()
     loop = LoopConfig(steps=steps, batch_size=batch_size, lr=lr, weight_decay=1e-4, checkpoint_every=checkpoint_every,
-                      seed=seed, progress=False, device="cpu", desc="segmenter")
+                      mixed_precision=mixed_precision, seed=seed, progress=False, device="cpu", desc="segmenter")
     with torch.random.fork_rng(devices=[]):  # the seed fixes the initial weights and every dropout mask
         torch.manual_seed(seed)
         model = build_segmenter(num_classes, pretrained, weights)
         step = SegmenterStep(model, images, maps, steps, batch_size, lr, seed, augment)
         result = run_training(step, step.batch, loop, training, resume=training is not None, stop=stop)
     model.eval()
-    trained = TrainedSegmenter(model, num_classes, result.loss_history, time.perf_counter() - start)
+    trained = TrainedSegmenter(model, num_classes, result.loss_history, time.perf_counter() - start,
+                               result.precision, result.step_seconds)
     if folder is not None:
         _store_cached(folder, trained)
         if checkpoints is None:

@@ -4,7 +4,7 @@ instances (nuclei_task.py)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
@@ -14,6 +14,7 @@ from histosynth.benchmark.downstream.data import LabelledSet, augment, crop_plan
 from histosynth.benchmark.downstream.group import ONE_PROCESS, Group
 from histosynth.classes import IGNORE_ID, get_schema
 from histosynth.errors import InputError
+from histosynth.speed import PRECISIONS
 from histosynth.training import TrainingStopped
 
 __all__ = ["STRIDE", "TISSUE", "Kind", "TrainConfig", "TrainingStopped", "kind_of", "predict_maps", "train_config"]
@@ -23,7 +24,8 @@ STRIDE = 16  # DeepLabv3+ output stride: inputs are padded to a multiple of it
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """How one segmenter is trained: steps of `batch_size` random `crop` px crops, AdamW + cosine schedule."""
+    """How one segmenter is trained: steps of `batch_size` random `crop` px crops, AdamW + cosine schedule;
+    `mixed_precision` as the training loop reads it ("no" = fp32, the default; "bf16" autocast; "fp16"; "auto")."""
 
     steps: int
     batch_size: int
@@ -31,11 +33,22 @@ class TrainConfig:
     lr: float = 1e-3
     weight_decay: float = 1e-4
     checkpoint_every: int = 50
+    mixed_precision: str = "no"
 
     def check(self) -> None:
         for name in ("steps", "batch_size", "crop", "checkpoint_every"):
             if getattr(self, name) < 1:
                 raise InputError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
+        if self.mixed_precision not in PRECISIONS:
+            raise InputError(f"--mixed-precision must be one of {', '.join(PRECISIONS)}, got {self.mixed_precision!r}")
+
+    def record(self) -> dict[str, object]:
+        """The settings as keys and results files record them: `mixed_precision` only when it is not the default
+        fp32, so every key and results file of an fp32 run stays what it was before the option existed."""
+        record = asdict(self)
+        if self.mixed_precision == "no":
+            del record["mixed_precision"]
+        return record
 
 
 def train_config(preset: str, model: str = "deeplabv3plus", **overrides) -> TrainConfig:

@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import asdict
 from pathlib import Path
 from typing import Callable
 
@@ -99,7 +98,7 @@ def run_downstream(trains: dict[str, tuple[Path, str]], test: tuple[Path, str], 
     data_refs["test"] = test_set.ref
     return BenchmarkRun(
         task=task, results=results, data=data_refs, subjects=subjects,
-        settings={"model": kind.model, "preset": preset, "train": asdict(config), "seeds": seeds,
+        settings={"model": kind.model, "preset": preset, "train": config.record(), "seeds": seeds,
                   "test_split": test[1], "train_splits": {n: s for n, (_, s) in trains.items()}, "schema": test_set.schema,
                   "mapping": mapping, "real": real, "device": device, "averaging": kind.averaging,
                   "threads": torch.get_num_threads(),

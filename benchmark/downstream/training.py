@@ -6,7 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 from typing import Callable
@@ -37,7 +37,7 @@ OLD_STATE_FILE = "state.pt"  # the one-file checkpoint of earlier versions, whic
 def _fingerprint(kind: Kind, data: LabelledSet, preset: str, config: TrainConfig, num_classes: int, seed: int,
                  weights: str | None, world: int = 1) -> str:
     key = {"model": kind.model, "data": data.ref.content_hash, "schema": data.schema, "preset": preset,
-           "config": asdict(config), "classes": num_classes, "seed": seed, "weights": weights}
+           "config": config.record(), "classes": num_classes, "seed": seed, "weights": weights}
     if world > 1:  # another global batch: another training (one process keeps its earlier keys)
         key["processes"] = world
     text = json.dumps(key, sort_keys=True)
@@ -46,13 +46,16 @@ def _fingerprint(kind: Kind, data: LabelledSet, preset: str, config: TrainConfig
 
 @dataclass
 class Trained:
-    """A trained model and its loss curve; `resumed_at` is the step a checkpoint resumed from (0 if none)."""
+    """A trained model and its loss curve; `resumed_at` is the step a checkpoint resumed from (0 if none);
+    `precision` what the loop trained in ("no" = fp32); `step_seconds` the wall time of each step of this run."""
 
     model: nn.Module
     num_classes: int
     losses: list[float]
     seconds: float
     resumed_at: int = 0
+    precision: str = "no"
+    step_seconds: list[float] = field(default_factory=list)
 
 
 class KindStep(TrainStep):
@@ -98,7 +101,8 @@ def train_model(kind: Kind, data: LabelledSet, num_classes: int, preset: str, co
                 checkpoints: Path | None = None, weights: str | Path | None = None, device: str = "cpu",
                 stop: Callable[[int, float], bool] | None = None, desc: str = "train", group: Group = ONE_PROCESS
                 ) -> Trained:
-    """Train `kind`'s model of `preset` on `data` for `config.steps` AdamW steps (cosine schedule) from `seed`.
+    """Train `kind`'s model of `preset` on `data` for `config.steps` AdamW steps (cosine schedule) from `seed`, in
+    `config.mixed_precision` (fp32 by default; "bf16": autocast, also on the CPU).
 
     With `checkpoints`, training state goes to `<checkpoints>/<fingerprint>/step-NNNNNNNN` and a run resumes from
     the newest there (a finished run is read back, not trained again); `stop(step, loss)` returning True raises
@@ -117,8 +121,9 @@ def train_model(kind: Kind, data: LabelledSet, num_classes: int, preset: str, co
                              f"version cannot resume; delete {folder} to train this model again")
     cuda = torch.device(device).type == "cuda"
     settings = LoopConfig(steps=config.steps, batch_size=config.batch_size, lr=config.lr,
-                          weight_decay=config.weight_decay, checkpoint_every=config.checkpoint_every, seed=seed,
-                          progress=group.main, device=device, desc=desc)
+                          weight_decay=config.weight_decay, checkpoint_every=config.checkpoint_every,
+                          mixed_precision=config.mixed_precision, seed=seed, progress=group.main, device=device,
+                          desc=desc)
     with torch.random.fork_rng(devices=[torch.device(device)] if cuda else []):
         torch.manual_seed(seed)
         model = kind.build(preset, num_classes, weights, pretrained=False)
@@ -130,7 +135,8 @@ def train_model(kind: Kind, data: LabelledSet, num_classes: int, preset: str, co
         step = KindStep(kind, model, config, seed)
         result = run_training(step, step.batch(data), settings, folder, resume=folder is not None, stop=stop)
     model.eval()
-    return Trained(model, num_classes, result.loss_history, time.perf_counter() - start, result.start_step)
+    return Trained(model, num_classes, result.loss_history, time.perf_counter() - start, result.start_step,
+                   result.precision, result.step_seconds)
 
 
 def train_tissue(data: LabelledSet, num_classes: int, preset: str, config: TrainConfig, seed: int,
