@@ -29,6 +29,7 @@ from torch import nn
 
 from histosynth import __version__
 from histosynth.atomic import atomic_directory
+from histosynth.errors import InputError
 from histosynth.generators.base import (
     CheckpointError,
     TrainReport,
@@ -39,6 +40,9 @@ from histosynth.generators.base import (
 
 MODEL_INDEX = "model_index.json"
 ADAPTERS_DIR = "adapters"
+# Component modules that moved: model_index.json files written before keep naming the old module. (A baseline's
+# module that became a package needs no entry: the package re-exports its classes.)
+MOVED_MODULES = {"histosynth.baselines.spade_nets": "histosynth.baselines.spade.nets"}
 ADAPTER_CONFIG = "adapter_config.json"
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
 BASE_WEIGHTS = "diffusion_pytorch_model.safetensors"  # the name diffusers' from_pretrained looks for
@@ -153,7 +157,12 @@ def load_component(folder: Path, name: str, expected: type | None = None) -> Any
     if library != "diffusers" and not library.startswith("histosynth.") and not asked:
         raise CheckpointError(f"{folder / MODEL_INDEX}: component {name!r} names module {library!r}; only diffusers "
                               "and histosynth classes, or the exact class the generator expects, are loaded")
-    kind = getattr(importlib.import_module(library), class_name, None)
+    try:
+        module = importlib.import_module(MOVED_MODULES.get(library, library))
+    except ImportError as err:
+        raise CheckpointError(f"{folder / MODEL_INDEX}: component {name!r} names module {library!r}, which cannot "
+                              f"be imported ({err})") from err
+    kind = getattr(module, class_name, None)
     if kind is None or (expected is not None and not issubclass(kind, expected)):
         raise CheckpointError(f"{folder / MODEL_INDEX}: component {name!r} is {library}.{class_name}, "
                               f"expected {expected.__name__ if expected else 'a known class'}")
@@ -192,7 +201,7 @@ class Component:
     optional: bool = False
 
 
-class SettingsError(ValueError):
+class SettingsError(InputError):
     """Saved settings the loaded components cannot run with; the load template names config.json in front of it."""
 
 

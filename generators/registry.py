@@ -64,7 +64,7 @@ _BUILTIN = [
         summary="HTD ablation: the same diffusion backbone with no condition (outputs carry no labels)",
         paper=HTD_PAPER, citation=HTD_CITATION, license=LICENSE,
         conditioning=(), outputs=("image",), label_policy="none", family="diffusion",
-        target="histosynth.baselines.htd_ablations:HTDUnconditional",
+        target="histosynth.baselines.htd_ablations.model:HTDUnconditional",
     ),
     GeneratorMeta(
         name="htd-embedding",
@@ -72,7 +72,7 @@ _BUILTIN = [
         summary="HTD ablation: each class crop replaced by an encoder embedding broadcast over its class region",
         paper=HTD_PAPER, citation=HTD_CITATION, license=LICENSE,
         conditioning=("tissue", "crops"), outputs=("image", "tissue"), label_policy="copied", family="diffusion",
-        target="histosynth.baselines.htd_ablations:HTDEmbedding",
+        target="histosynth.baselines.htd_ablations.model:HTDEmbedding",
     ),
     GeneratorMeta(
         name="harp-inpaint",
@@ -82,7 +82,7 @@ _BUILTIN = [
               "Palette: Image-to-Image Diffusion Models (Saharia et al., SIGGRAPH 2022, arXiv:2111.05826)",
         citation=HARP_CITATION, license=LICENSE,
         conditioning=("mask",), outputs=("image",), label_policy="none", family="diffusion",
-        target="histosynth.baselines.harp_inpaint:HarpInpaint", tasks=("completion",),
+        target="histosynth.baselines.harp_inpaint.model:HarpInpaint", tasks=("completion",),
     ),
     GeneratorMeta(
         name="dual-lora",
@@ -100,7 +100,7 @@ _BUILTIN = [
         summary="Reference: each condition's own real patch and map passed through (held-out conditions: the ceiling)",
         paper="none (a reference row)", citation="none", license=LICENSE,
         conditioning=("tissue",), outputs=("image", "tissue"), label_policy="copied", family="reference",
-        target="histosynth.baselines.reference:RealHeldout",
+        target="histosynth.baselines.reference.model:RealHeldout",
     ),
     GeneratorMeta(
         name="copy-nearest",
@@ -108,7 +108,7 @@ _BUILTIN = [
         summary="Copy baseline: the training patch whose tissue map best matches the condition's (memorization check)",
         paper="none (a reference row)", citation="none", license=LICENSE,
         conditioning=("tissue",), outputs=("image", "tissue"), label_policy="copied", family="reference",
-        target="histosynth.baselines.reference:CopyNearest",
+        target="histosynth.baselines.reference.model:CopyNearest",
     ),
     GeneratorMeta(
         name="cosyn",
@@ -144,7 +144,7 @@ _BUILTIN = [
   archivePrefix = {arXiv}
 }""", license=LICENSE,
         conditioning=("tissue",), outputs=("image", "tissue"), label_policy="copied", family="gan",
-        target="histosynth.baselines.pix2pix:Pix2Pix",
+        target="histosynth.baselines.pix2pix.model:Pix2Pix",
     ),
     GeneratorMeta(
         name="spade",
@@ -162,7 +162,7 @@ _BUILTIN = [
   archivePrefix = {arXiv}
 }""", license=LICENSE,
         conditioning=("tissue",), outputs=("image", "tissue"), label_policy="copied", family="gan",
-        target="histosynth.baselines.spade:Spade",
+        target="histosynth.baselines.spade.model:Spade",
     ),
 ]
 

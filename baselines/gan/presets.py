@@ -1,7 +1,7 @@
 """Configs shared by the conditional GANs (histosynth.baselines.gan.base): training, sampling, the preset bundle.
 
 A GAN's own network settings are a dataclass subclassing `GANModelConfig` (its presets live beside it, e.g.
-histosynth.baselines.pix2pix_presets). Training is the shared loop's settings (histosynth.generators.training
+histosynth.baselines.pix2pix.presets). Training is the shared loop's settings (histosynth.generators.training
 .LoopSettings) plus a second optimizer: `lr` / `adam_betas` are the generator's, `lr_d` / `adam_betas_d` the
 discriminator's (None: the generator's).
 """

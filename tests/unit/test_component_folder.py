@@ -175,3 +175,43 @@ def test_a_damaged_folder_is_refused_naming_the_file(saved, kind):
         Declared.load(saved)
     message = str(caught.value)
     assert message.startswith(str(saved / named)) and problem in message, message
+
+
+def _small_component(module: str, class_name: str) -> Any:
+    """A tiny instance of a baseline's component class (module: where it lives now)."""
+    import importlib
+
+    kind = getattr(importlib.import_module(module), class_name)
+    arguments = {"SpadeGeneratorNet": {"label_channels": 2, "resolution": 8, "ngf": 4, "upsamplings": 2,
+                                       "spade_hidden": 4, "z_dim": 4},
+                 "UNetGenerator": {"in_channels": 2, "num_downs": 2, "base_channels": 4},
+                 "EmbeddingBroadcast": {"in_dim": 3, "out_dim": 2},
+                 "PassThrough": {"resolution": 8}}[class_name]
+    return kind(**arguments)
+
+
+@pytest.mark.parametrize("recorded, module, class_name", [
+    ("histosynth.baselines.spade_nets", "histosynth.baselines.spade.nets", "SpadeGeneratorNet"),
+    ("histosynth.baselines.pix2pix", "histosynth.baselines.pix2pix.model", "UNetGenerator"),
+    ("histosynth.baselines.htd_ablations", "histosynth.baselines.htd_ablations.model", "EmbeddingBroadcast"),
+    ("histosynth.baselines.reference", "histosynth.baselines.reference.model", "PassThrough"),
+])
+def test_a_component_recorded_under_its_earlier_module_still_loads(tmp_path, recorded, module, class_name):
+    from histosynth.generators.checkpoint import load_component, save_component
+
+    component = _small_component(module, class_name)
+    assert type(component).__module__ == module  # what model_index.json records from now on
+    save_component(component, tmp_path / "part")
+    (tmp_path / MODEL_INDEX).write_text(json.dumps({"part": [recorded, class_name]}))
+    loaded = load_component(tmp_path, "part", type(component))
+    assert type(loaded) is type(component)
+    assert all(torch.equal(a, b) for a, b in zip(loaded.state_dict().values(), component.state_dict().values(), strict=True))
+
+
+def test_a_component_naming_a_module_that_does_not_exist_is_refused(tmp_path):
+    from histosynth.generators.checkpoint import load_component
+
+    (tmp_path / MODEL_INDEX).write_text(json.dumps({"part": ["histosynth.baselines.no_such_module", "Net"]}))
+    with pytest.raises(CheckpointError, match=r"model_index.json: component 'part' names module "
+                                              r"'histosynth.baselines.no_such_module', which cannot be imported"):
+        load_component(tmp_path, "part")

@@ -17,7 +17,7 @@ from gan_checks import assert_class_color_order, check_bad_inputs, check_sigkill
 
 import histosynth.cli as cli
 from histosynth.baselines.spade import Spade
-from histosynth.baselines.spade_nets import (
+from histosynth.baselines.spade.nets import (
     SpadeDiscriminatorNet,
     SpadeGeneratorNet,
     feature_matching,

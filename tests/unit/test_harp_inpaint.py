@@ -1,4 +1,4 @@
-"""The HARP-like inpainting baseline (baselines/harp_inpaint.py). The generic contract (train, save, load, seeded
+"""The HARP-like inpainting baseline (baselines/harp_inpaint/). The generic contract (train, save, load, seeded
 sampling) is checked for it by test_generators_contract.py; here: what makes it Palette. Known pixels are exactly
 the condition's, the loss sees only the hole, training lowers it, RePaint jumps run and keep the known pixels."""
 
@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from histosynth.baselines.harp_inpaint import MASK_STREAM, HarpInpaint, palette_loss
+from histosynth.baselines.harp_inpaint.model import MASK_STREAM, HarpInpaint, palette_loss
 from histosynth.errors import InputError
 from histosynth.generators import build_generator, generator_class, generator_meta
 from histosynth.generators.base import derive_seed
@@ -32,7 +32,7 @@ def test_registered_as_a_completion_only_diffusion_model_without_labels():
     assert generator_class("harp-inpaint") is HarpInpaint and HarpInpaint.meta == meta
     assert (meta.tasks, meta.conditioning, meta.outputs, meta.label_policy, meta.family) == (
         ("completion",), ("mask",), ("image",), "none", "diffusion")
-    import histosynth.baselines.harp_inpaint as module
+    import histosynth.baselines.harp_inpaint.model as module
 
     assert "pins torch 2.0.1" in module.__doc__
 

@@ -38,7 +38,7 @@ from diffusers import DDIMScheduler, DDPMScheduler, RePaintScheduler, UNet2DMode
 from PIL import Image
 from torch import nn
 
-from histosynth.baselines.harp_presets import (
+from histosynth.baselines.harp_inpaint.presets import (
     PRESETS,
     SAMPLERS,
     HarpModelConfig,

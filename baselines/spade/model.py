@@ -2,7 +2,7 @@
 
 Rebuilt from the reference implementation (NVlabs/SPADE, read for its structure; no code copied) on the shared GAN
 base (histosynth.baselines.gan.base). The networks and losses, and every difference from the reference, are in
-histosynth.baselines.spade_nets; the presets in histosynth.baselines.spade_presets.
+histosynth.baselines.spade.nets; the presets in histosynth.baselines.spade.presets.
 
 - Condition: the tissue map one-hot (TissueOneHot, K channels); the discriminator sees it concatenated with the image.
 - Noise: a z_dim vector per sample, N(0, 1) from the step's generator in training and from the sample's own seed at
@@ -23,7 +23,7 @@ from torch import nn
 
 from histosynth.baselines.gan.base import GANGenerator
 from histosynth.baselines.gan.layers import Noise
-from histosynth.baselines.spade_nets import (
+from histosynth.baselines.spade.nets import (
     SpadeDiscriminatorNet,
     SpadeGeneratorNet,
     VGGPerceptual,
@@ -31,7 +31,7 @@ from histosynth.baselines.spade_nets import (
     hinge_d,
     hinge_g,
 )
-from histosynth.baselines.spade_presets import PRESETS, SpadeModelConfig
+from histosynth.baselines.spade.presets import PRESETS, SpadeModelConfig
 from histosynth.generators.base import TrainReport
 from histosynth.generators.registry import generator_meta
 from histosynth.generators.training import Batch
@@ -125,7 +125,7 @@ class Spade(GANGenerator):
             f"{m.ndf} channels, instance + spectral norm) on map ⊕ image. Losses: hinge (D and G) + feature matching "
             f"(lambda {m.lambda_feat:g} / {m.num_d}); VGG perceptual loss {vgg}.",
             "- Differences from NVlabs/SPADE: instance instead of synchronized batch norm in G, a per-sample noise "
-            "vector, no don't-care channel, D's last conv padded 1 (see histosynth.baselines.spade_nets).",
+            "vector, no don't-care channel, D's last conv padded 1 (see histosynth.baselines.spade.nets).",
             *super().card_details(),
         ]
 

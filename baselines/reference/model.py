@@ -23,9 +23,8 @@ copy is exact.
 
 from __future__ import annotations
 
-import functools
 import time
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, fields, replace
 from pathlib import Path
 from typing import Any, ClassVar, Iterable, Sequence
 
@@ -34,6 +33,7 @@ import torch
 from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.modeling_utils import ModelMixin
 
+from histosynth.baselines.reference.presets import PRESETS, ReferencePreset
 from histosynth.classes import IGNORE_ID
 from histosynth.errors import InputError
 from histosynth.generators.arrays import TrainingArrays, load_training_arrays
@@ -46,23 +46,6 @@ from histosynth.schema import Provenance, Sample
 MATCH_GRID = 32  # side of the grid both maps are compared on (at most the model resolution)
 MATCH_CHUNK = 4096  # training maps compared per block (bounds memory at paper scale)
 TRAIN_FIELDS = ("steps", "batch_size", "seed", "heterogeneity")
-
-
-@dataclass
-class ReferencePreset:
-    """Output resolution and how `train` reads its data (nothing is optimized)."""
-
-    name: str = "tiny"
-    resolution: int = 32
-    steps: int = 1  # batches checked for an exact pass-through / copy (the reported "losses")
-    batch_size: int = 16
-    seed: int = 0
-    heterogeneity: tuple[float, float] | None = None  # None: every patch given (no 20-80 % rule)
-
-
-PRESETS = {"tiny": functools.partial(ReferencePreset, "tiny", 32, batch_size=4),
-           "demo": functools.partial(ReferencePreset, "demo", 64),
-           "paper": functools.partial(ReferencePreset, "paper", 256)}
 
 
 class PassThrough(ModelMixin, ConfigMixin):

@@ -2,7 +2,7 @@
 
 Rebuilt from the reference implementation (junyanz/pytorch-CycleGAN-and-pix2pix, `--model pix2pix`, read for its
 structure; no code copied) on the shared GAN base (histosynth.baselines.gan.base). Presets and the conditioning
-choice: histosynth.baselines.pix2pix_presets.
+choice: histosynth.baselines.pix2pix.presets.
 
 - Generator: the reference UnetGenerator ("unet_256"), written here because no maintained library provides it
   (MONAI, timm, segmentation-models-pytorch and diffusers have other U-Nets). Encoder level i: [LeakyReLU 0.2] ->
@@ -41,7 +41,7 @@ from torch import nn
 
 from histosynth.baselines.gan.base import GANGenerator
 from histosynth.baselines.gan.layers import Noise, SampleBatchNorm2d, SeededDropout
-from histosynth.baselines.pix2pix_presets import PRESETS, Pix2PixModelConfig
+from histosynth.baselines.pix2pix.presets import PRESETS, Pix2PixModelConfig
 from histosynth.generators.conditioning.base import Conditioner
 from histosynth.generators.conditioning.centroids import CentroidMaps
 from histosynth.generators.conditioning.compose import Compose
