@@ -17,7 +17,7 @@ round runs every (model, precision) once, in the same order, so machine load fal
 rounds. Then one run per (model, precision) of `--loss-steps` steps from the same seed (same initial weights, same
 batches) gives the loss at the end, to show bf16 trains like fp32. Threads: torch.set_num_threads(--threads).
 
-    .venv/bin/python perf/bench_segmenter_speed.py --threads 1 --rounds 3 --steps 12 --loss-steps 50 --out /tmp/seg_speed.json
+    .venv/bin/python perf/bench_segmenter_speed.py --threads 1 --rounds 3 --steps 20 --loss-steps 100 --out /tmp/seg_speed.json
 """
 
 from __future__ import annotations
@@ -118,8 +118,8 @@ def main() -> None:
     parser.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--steps", type=int, default=12, help="optimizer steps per speed measurement")
-    parser.add_argument("--loss-steps", type=int, default=50, help="steps of the run whose final loss is compared")
+    parser.add_argument("--steps", type=int, default=20, help="optimizer steps per speed measurement")
+    parser.add_argument("--loss-steps", type=int, default=100, help="steps of the run whose final loss is compared")
     parser.add_argument("--n", type=int, default=64, help="training patches (the demo variant's n)")
     parser.add_argument("--out", type=Path, required=True, help="JSON of every measurement")
     args = parser.parse_args()
@@ -168,11 +168,13 @@ def main() -> None:
               "n": args.n, "seed": SEED, "rates": rates, "losses": losses, "table": table}
     args.out.write_text(json.dumps(record, indent=1))
     print("| model | batch | fp32 steps/s | bf16 steps/s | fp32 img/s | bf16 img/s | bf16 / fp32 | "
-          f"fp32 loss @{args.loss_steps} | bf16 loss @{args.loss_steps} |")
+          f"loss step 1 fp32 / bf16 | loss step {args.loss_steps} fp32 / bf16 | mean of the last 5 fp32 / bf16 |")
     for model, row in table.items():
-        print(f"| {model} | {row['batch']} | {row['no']['steps_per_s']:.2f} | {row['bf16']['steps_per_s']:.2f} | "
-              f"{row['no']['images_per_s']:.1f} | {row['bf16']['images_per_s']:.1f} | {row['bf16_speedup']:.2f} | "
-              f"{row['no']['final_loss']:.4f} | {row['bf16']['final_loss']:.4f} |")
+        fp32, bf16 = row["no"], row["bf16"]
+        print(f"| {model} | {row['batch']} | {fp32['steps_per_s']:.2f} | {bf16['steps_per_s']:.2f} | "
+              f"{fp32['images_per_s']:.1f} | {bf16['images_per_s']:.1f} | {row['bf16_speedup']:.2f} | "
+              f"{fp32['first_loss']:.4f} / {bf16['first_loss']:.4f} | {fp32['final_loss']:.4f} / {bf16['final_loss']:.4f} | "
+              f"{fp32['final_loss_mean_last5']:.4f} / {bf16['final_loss_mean_last5']:.4f} |")
 
 
 if __name__ == "__main__":
