@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from histosynth.errors import UnknownNameError
+from histosynth.registry import Registry
 
 
 @dataclass(frozen=True)
@@ -99,27 +99,24 @@ _FIXED = [
                "histosynth's alternative to f1_detection: the pairing with the most pairs within the radius, then "
                "the least total distance; matches no published table", 0.0, 1.0),
 ]
-METRICS: dict[str, MetricSpec] = {spec.name: spec for spec in _FIXED}
 LPIPS_MODES = ("spatial-mean", "layer-masked", "bbox-crop")
 """Masked-LPIPS modes (histosynth.benchmark.lpips_masked.MODES, which a test checks against); each is `lpips-<mode>`."""
-for _mode in LPIPS_MODES:
-    METRICS[f"lpips-{_mode}"] = MetricSpec(f"lpips-{_mode}", False, "LPIPS distance", LPIPS_REF, low=0.0)
+_FIXED += [MetricSpec(f"lpips-{mode}", False, "LPIPS distance", LPIPS_REF, low=0.0) for mode in LPIPS_MODES]
 RATIO_SUFFIX = "_ratio_to_real"
 F1_TYPE = MetricSpec("f1", True, "F1", f"HoVer-Net per-class F1_c ({HOVER} run_nuclei_type_stat; the HoVer-Net "
                      "paper's classification tables, F_c columns): weights [2, 2, 1, 1], TN = 0 as the released code "
                      "counts it. In nuclei task v1 files: the paper's formula with TN (now f1_with_tn)", 0.0, 1.0)
 F1_TYPE_WITH_TN = MetricSpec("f1_with_tn", True, "F1", "HoVer-Net per-class F1_c with the paper's TN term (Graham "
                              "et al. 2019, the F_c formula); no released code outputs it", 0.0, 1.0)
-PER_CLASS = {"iou": METRICS["miou"], "f1": F1_TYPE, "f1_with_tn": F1_TYPE_WITH_TN}
+PER_CLASS = {"iou": next(s for s in _FIXED if s.name == "miou"), "f1": F1_TYPE, "f1_with_tn": F1_TYPE_WITH_TN}
 """Per-class metrics `<family>/<class name>` (e.g. iou/stroma) take the direction of their family's mean."""
 
 
-def metric_spec(name: str) -> MetricSpec:
-    """The spec of metric `name`; `<metric>_ratio_to_real` is the synthetic/real ratio of a higher-is-better one."""
-    if name in METRICS:
-        return METRICS[name]
-    if name.endswith(RATIO_SUFFIX) and name[: -len(RATIO_SUFFIX)] in METRICS:
-        base = METRICS[name[: -len(RATIO_SUFFIX)]]
+def _derived_spec(name: str) -> MetricSpec | None:
+    """The spec of a name built from a registered one: `<metric>_ratio_to_real`, the synthetic/real ratio of a
+    metric, or `<family>/<class>`, one class of a per-class family; None for any other name."""
+    if name.endswith(RATIO_SUFFIX) and name[: -len(RATIO_SUFFIX)] in list(METRICS):  # registered names only
+        base = METRICS.get(name[: -len(RATIO_SUFFIX)])
         return MetricSpec(name, base.higher_is_better, "ratio (synthetic-trained / real-trained, paired by seed)",
                           base.reference, low=0.0)
     family, slash, class_name = name.partition("/")
@@ -127,5 +124,17 @@ def metric_spec(name: str) -> MetricSpec:
         base = PER_CLASS[family]
         return MetricSpec(name, base.higher_is_better, base.unit, f"{base.reference}; class {class_name!r} only",
                           base.low, base.high)
-    raise UnknownNameError(f"unknown metric {name!r}; known: {', '.join(sorted(METRICS))}, "
-                           f"<metric>{RATIO_SUFFIX} and per-class {', '.join(f'{f}/<class>' for f in PER_CLASS)}")
+    return None
+
+
+METRICS: Registry[MetricSpec] = Registry(
+    "metric", resolver=_derived_spec,
+    patterns=(f"<metric>{RATIO_SUFFIX}", *(f"{family}/<class>" for family in PER_CLASS)))
+"""Every metric name a results file may carry: the fixed specs, and the names `_derived_spec` builds from them."""
+for _spec in _FIXED:
+    METRICS.register(_spec.name, _spec, _spec.unit)
+
+
+def metric_spec(name: str) -> MetricSpec:
+    """The spec of metric `name` (an unknown name raises RegistryError, suggesting the closest)."""
+    return METRICS.get(name)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import difflib
 import importlib
 from dataclasses import dataclass
-from typing import Callable, Generic, Iterator, TypeVar
+from typing import Callable, Generic, Iterator, Sequence, TypeVar
 
 from histosynth.errors import UnknownNameError
 
@@ -47,12 +47,15 @@ def import_target(target: str) -> object:
 class Registry(Generic[T]):
     """Named objects of one kind (sources, class schemas, generators, encoders, ...)."""
 
-    def __init__(self, kind: str, resolver: Callable[[str], T | None] | None = None) -> None:
-        """`kind` names the registry in messages; `resolver` may build entries for pattern names on demand."""
+    def __init__(self, kind: str, resolver: Callable[[str], T | None] | None = None,
+                 patterns: Sequence[str] = ()) -> None:
+        """`kind` names the registry in messages; `resolver` may build entries for pattern names on demand, and
+        `patterns` describes those names for the unknown-name message (e.g. "<metric>_ratio_to_real")."""
         self.kind = kind
         self._entries: dict[str, Entry[T]] = {}
         self._loaded: dict[str, T] = {}
         self._resolver = resolver
+        self.patterns = tuple(patterns)
 
     def register(self, name: str, target: T | str, summary: str = "") -> None:
         """Add `name`; `target` is the object or a lazy "module:attr" string. Duplicate names raise."""
@@ -77,7 +80,10 @@ class Registry(Generic[T]):
         return wrap
 
     def get(self, name: str) -> T:
-        """The object for `name`, importing a lazy entry on first use; unknown names suggest the closest."""
+        """The object for `name`, importing a lazy entry on first use; unknown names suggest the closest (a name
+        that is not a string, e.g. from a JSON file, is unknown too)."""
+        if not isinstance(name, str):
+            raise RegistryError(self._unknown_message(name))
         if name in self._loaded:
             return self._loaded[name]
         entry = self._entries.get(name)
@@ -91,10 +97,11 @@ class Registry(Generic[T]):
         self._loaded[name] = obj  # type: ignore[assignment]
         return obj  # type: ignore[return-value]
 
-    def _unknown_message(self, name: str) -> str:
-        close = difflib.get_close_matches(name, list(self._entries), n=3, cutoff=0.5)
+    def _unknown_message(self, name: object) -> str:
+        close = difflib.get_close_matches(name, list(self._entries), n=3, cutoff=0.5) if isinstance(name, str) else []
         hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
-        return f"unknown {self.kind} {name!r}{hint} (known: {', '.join(sorted(self._entries)) or 'none'})"
+        patterns = f"; and {', '.join(self.patterns)}" if self.patterns else ""
+        return f"unknown {self.kind} {name!r}{hint} (known: {', '.join(sorted(self._entries)) or 'none'}{patterns})"
 
     def __contains__(self, name: object) -> bool:
         if not isinstance(name, str):

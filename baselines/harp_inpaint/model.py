@@ -30,17 +30,17 @@ from __future__ import annotations
 
 from dataclasses import asdict, replace
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 import torch
 from diffusers import DDIMScheduler, DDPMScheduler, RePaintScheduler, UNet2DModel
+from diffusers.schedulers.scheduling_utils import SchedulerMixin
 from PIL import Image
 from torch import nn
 
 from histosynth.baselines.harp_inpaint.presets import (
     PRESETS,
-    SAMPLERS,
     HarpModelConfig,
     HarpPreset,
     model_from_dict,
@@ -65,6 +65,7 @@ from histosynth.generators.training import (
     step_rng,
 )
 from histosynth.masks import heldout_mask, hybrid_mask
+from histosynth.registry import Registry
 from histosynth.schema import Provenance, Sample
 
 MASK_STREAM = 2  # training masks use seed derive_seed(train seed, MASK_STREAM)
@@ -87,6 +88,20 @@ def noise_schedule(model: HarpModelConfig) -> DDPMScheduler:
     """The training noise schedule (epsilon prediction, no clipping of predicted images during training)."""
     return DDPMScheduler(num_train_timesteps=model.num_train_timesteps, beta_schedule=model.beta_schedule,
                          beta_start=model.beta_start, beta_end=model.beta_end, prediction_type="epsilon")
+
+
+def _repaint(config: dict[str, Any], eta: float) -> RePaintScheduler:
+    keep = {k: config[k] for k in ("num_train_timesteps", "beta_start", "beta_end", "beta_schedule")}
+    return RePaintScheduler(**keep, eta=eta)
+
+
+SAMPLERS: Registry[Callable[[dict[str, Any], float], SchedulerMixin]] = Registry("harp-inpaint sampler")
+"""name -> the sampler's scheduler from the training schedule's config and eta; "ddpm" and "ddim" repaste the
+known pixels after every step (Palette), "repaint" runs RePaint's jumps."""
+SAMPLERS.register("ddpm", lambda config, eta: DDPMScheduler.from_config(config, clip_sample=True), "ancestral DDPM")
+SAMPLERS.register("ddim", lambda config, eta: DDIMScheduler.from_config(config, clip_sample=True, set_alpha_to_one=False),
+                  "DDIM (eta from the options)")
+SAMPLERS.register("repaint", _repaint, "RePaint: jumps back and resamples")
 
 
 def model_input(image: torch.Tensor, mask: torch.Tensor, x_t: torch.Tensor, cond_noise: torch.Tensor) -> torch.Tensor:
@@ -241,8 +256,7 @@ class HarpInpaint(ComponentFolder, PresetTable, Generator):
         opts = self.resolve_options(options, **fields)
         if opts.task != "completion":
             raise InputError(f"{self.meta.name} does only completion, not {opts.task!r}")
-        if opts.sampler not in SAMPLERS:
-            raise InputError(f"{self.meta.name}: unknown sampler {opts.sampler!r}; choose from {', '.join(SAMPLERS)}")
+        SAMPLERS.get(opts.sampler)  # an unknown sampler is refused before any work
         conditions = list(conditions)
         seeds = [derive_seed(seed, j) for j in range(len(conditions))] if isinstance(seed, int) else [int(s) for s in seed]
         if len(seeds) != len(conditions):
@@ -256,14 +270,8 @@ class HarpInpaint(ComponentFolder, PresetTable, Generator):
             out += self._sample_batch(conditions[start:stop], masks[start:stop], seeds[start:stop], opts, checkpoint)
         return out
 
-    def _scheduler(self, opts: SampleOptions):
-        config = dict(self.scheduler.config)
-        if opts.sampler == "ddim":
-            return DDIMScheduler.from_config(config, clip_sample=True, set_alpha_to_one=False)
-        if opts.sampler == "repaint":
-            keep = {k: config[k] for k in ("num_train_timesteps", "beta_start", "beta_end", "beta_schedule")}
-            return RePaintScheduler(**keep, eta=float(opts.eta or 0.0))
-        return DDPMScheduler.from_config(config, clip_sample=True)
+    def _scheduler(self, opts: SampleOptions) -> SchedulerMixin:
+        return SAMPLERS.get(str(opts.sampler))(dict(self.scheduler.config), float(opts.eta or 0.0))
 
     @torch.no_grad()
     def _fill(self, image: torch.Tensor, mask: torch.Tensor, seeds: list[int], opts: SampleOptions) -> torch.Tensor:

@@ -14,8 +14,6 @@ from dataclasses import dataclass, field
 
 from histosynth.generators.diffusion.presets import TrainConfig, replace_fields
 
-SAMPLERS = ("ddpm", "ddim", "repaint")
-
 
 @dataclass
 class HarpModelConfig:

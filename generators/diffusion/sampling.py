@@ -25,29 +25,31 @@ from diffusers.schedulers.scheduling_utils import SchedulerMixin
 from tqdm.auto import tqdm
 
 from histosynth.errors import InputError
+from histosynth.registry import Registry
 
 # name -> (scheduler class, config overrides). DDIM follows CompVis' DDIM sampler (uniform "leading" spacing
 # shifted by one, alpha_prev of the first step = alphas_cumprod[0]), which HTD's precursor runs with 200 steps.
-SAMPLERS: dict[str, tuple[type[SchedulerMixin], dict[str, Any]]] = {
-    "ddim": (DDIMScheduler, {"timestep_spacing": "leading", "steps_offset": 1, "set_alpha_to_one": False}),
-    "dpm++": (DPMSolverMultistepScheduler, {"algorithm_type": "dpmsolver++", "solver_order": 2}),
-    "dpm++-karras": (DPMSolverMultistepScheduler, {"algorithm_type": "dpmsolver++", "solver_order": 2,
+SAMPLERS: Registry[tuple[type[SchedulerMixin], dict[str, Any]]] = Registry("sampler")
+for _name, _cls, _overrides in (
+    ("ddim", DDIMScheduler, {"timestep_spacing": "leading", "steps_offset": 1, "set_alpha_to_one": False}),
+    ("dpm++", DPMSolverMultistepScheduler, {"algorithm_type": "dpmsolver++", "solver_order": 2}),
+    ("dpm++-karras", DPMSolverMultistepScheduler, {"algorithm_type": "dpmsolver++", "solver_order": 2,
                                                    "use_karras_sigmas": True}),
-    "dpm++-sde": (DPMSolverMultistepScheduler, {"algorithm_type": "sde-dpmsolver++", "solver_order": 2}),
-    "unipc": (UniPCMultistepScheduler, {}),
-    "euler": (EulerDiscreteScheduler, {}),
-    "euler-a": (EulerAncestralDiscreteScheduler, {}),
-    "ddpm": (DDPMScheduler, {}),
-}
+    ("dpm++-sde", DPMSolverMultistepScheduler, {"algorithm_type": "sde-dpmsolver++", "solver_order": 2}),
+    ("unipc", UniPCMultistepScheduler, {}),
+    ("euler", EulerDiscreteScheduler, {}),
+    ("euler-a", EulerAncestralDiscreteScheduler, {}),
+    ("ddpm", DDPMScheduler, {}),
+):
+    SAMPLERS.register(_name, (_cls, _overrides), _cls.__name__)
 
 ModelFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 def make_sampler(name: str, train_config: Mapping[str, Any]) -> SchedulerMixin:
-    """Scheduler `name` (see SAMPLERS) on the training noise schedule `train_config` (a scheduler config)."""
-    if name not in SAMPLERS:
-        raise InputError(f"unknown sampler {name!r}; choose from {', '.join(SAMPLERS)}")
-    cls, overrides = SAMPLERS[name]
+    """Scheduler `name` (see SAMPLERS; an unknown name raises RegistryError) on the training noise schedule
+    `train_config` (a scheduler config)."""
+    cls, overrides = SAMPLERS.get(name)
     return cls.from_config(dict(train_config), **overrides)
 
 

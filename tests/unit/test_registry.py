@@ -73,3 +73,36 @@ def test_every_published_generator_has_a_complete_bibtex_entry():
         assert entry.startswith("@") and entry.rstrip().endswith("}"), name
         for field in ("title", "author", "year"):
             assert re.search(rf"^\s*{field}\s*=\s*\{{.+\}}", entry, re.M), f"{name}: BibTeX without {field}"
+
+
+def test_unknown_message_names_the_resolver_patterns_and_refuses_non_strings():
+    reg: Registry[str] = Registry("metric", resolver=lambda n: n if n.endswith("_ratio") else None,
+                                  patterns=("<metric>_ratio",))
+    reg.register("fd", "fd")
+    assert reg.get("fd_ratio") == "fd_ratio"
+    with pytest.raises(RegistryError, match=r"unknown metric 'fid'; did you mean 'fd'\? \(known: fd; and <metric>_ratio\)"):
+        reg.get("fid")
+    for name in (None, ["fd"], 3):
+        with pytest.raises(RegistryError, match=re.escape(f"unknown metric {name!r} (known: fd")):
+            reg.get(name)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("target, lookup, typo, meant", [
+    ("histosynth.benchmark.metric_registry:METRICS", "histosynth.benchmark.metric_registry:metric_spec", "mio", "miou"),
+    ("histosynth.generators.conditioning.registry:CONDITIONERS",
+     "histosynth.generators.conditioning.registry:conditioner_from_config", "tissue-onehot", "tissue-one-hot"),
+    ("histosynth.generators.diffusion.sampling:SAMPLERS", "histosynth.generators.diffusion.sampling:make_sampler",
+     "ddmi", "ddim"),
+    ("histosynth.baselines.harp_inpaint.model:SAMPLERS", None, "repiant", "repaint"),
+])
+def test_the_tables_of_named_things_are_registries(target, lookup, typo, meant):
+    table = import_target(target)
+    assert isinstance(table, Registry) and meant in table
+    calls = {"metric_spec": lambda f: f(typo), "conditioner_from_config": lambda f: f({"name": typo}),
+             "make_sampler": lambda f: f(typo, {})}
+    with pytest.raises(RegistryError, match=f"did you mean [^?]*'{re.escape(meant)}'"):
+        if lookup is None:
+            table.get(typo)
+        else:
+            function = import_target(lookup)
+            calls[function.__name__](function)
