@@ -1,4 +1,4 @@
-"""`histosynth recipe plan|run|status RECIPE`: a release or a paper table as one cached, resumable command.
+"""`histosynth recipe plan|run|status|claims RECIPE`: a release or a paper table as one cached, resumable command.
 
 The recipe engine is histosynth.recipes (spec, step kinds, runner); this module parses and prints.
 """
@@ -52,6 +52,18 @@ def run_status(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_claims(args: argparse.Namespace) -> int:
+    from histosynth.errors import InputError
+    from histosynth.recipes.claims import evaluate, markdown
+
+    recipe, run_dir = _load(args, require_inputs=False)
+    if not (run_dir / "curves").is_dir():
+        raise InputError(f"{run_dir}: no curves/ here; run a learning-curve recipe into it first")
+    print(f"recipe {recipe.name}, scale {recipe.scale}, run folder {run_dir}: the claims at the snapshots scored so far")
+    print(markdown(evaluate(run_dir)), end="")
+    return 0
+
+
 def run_run(args: argparse.Namespace) -> int:
     from histosynth.atomic import check_output
     from histosynth.recipes.runner import run_recipe
@@ -72,7 +84,9 @@ def register(verbs: argparse._SubParsersAction) -> None:
     actions = recipe.add_subparsers(dest="action", metavar="<action>", required=True)
     for name, handler, text in (("plan", run_plan, "list the steps and what a run would do with each"),
                                 ("run", run_run, "run the steps that are not done; write report.md and report.json"),
-                                ("status", run_status, "show which steps are done, stale, interrupted or not run")):
+                                ("status", run_status, "show which steps are done, stale, interrupted or not run"),
+                                ("claims", run_claims, "the seed papers' claims tested on a learning-curve run's "
+                                 "snapshots scored so far (also while it runs)")):
         parser = actions.add_parser(name, help=text, description=text)
         parser.add_argument("recipe", type=Path, metavar="RECIPE", help="recipe YAML (or a dataset card with `recipe:`)")
         parser.add_argument("--scale", choices=("tiny", "demo", "full"), default="tiny",

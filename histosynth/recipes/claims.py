@@ -140,7 +140,10 @@ def _ratio_goal(generator: str, key: str, goal: float, label: str) -> Callable[[
             return Verdict("not measured yet", None)
         seeds = metric.get("seeds")
         where = f" over {len(seeds)} seeds" if isinstance(seeds, list) else ""
-        return Verdict(f"{label} {_fmt(metric)}{where}", metric["value"] >= goal, _at(last),
+        low, high = metric.get("ci_low"), metric.get("ci_high")
+        # the goal is judged on the point estimate; an interval reaching across it is said beside it
+        caveat = f" (the CI reaches across {goal})" if low is not None and high is not None and low < goal <= high else ""
+        return Verdict(f"{label} {_fmt(metric)}{where}{caveat}", metric["value"] >= goal, _at(last),
                        trend(curves[generator], key, True), {key: metric})
     return check
 

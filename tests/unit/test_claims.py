@@ -107,3 +107,10 @@ def test_mean_fill_paints_only_the_hole_with_the_known_mean(tmp_path):
         assert (done.completion_mask == mask).all() and (done.image[~mask] == real.image[~mask]).all()
         expected = np.round(real.image[~mask].reshape(-1, 3).mean(0))
         assert (done.image[mask] == expected).all()
+
+
+def test_a_ratio_goal_met_by_its_point_estimate_says_when_its_interval_crosses_the_goal(tmp_path):
+    for step in (100, 200, 400):
+        write_point(tmp_path, "htd", step, {TSTR_RATIO: metric(0.92, 0.05, [0.9] * 5)})
+    verdict = by_paper(evaluate(tmp_path))[("HTD", "synthetic")]
+    assert verdict.met is True and "(the CI reaches across 0.9)" in verdict.measured

@@ -65,3 +65,5 @@ def test_a_curve_is_scored_per_snapshot_and_a_larger_budget_extends_it(tmp_path,
 
     out = run(tmp_path, write(tmp_path, 3, [1, 2, 3]), capsys)
     assert "curve-htd (curve): cached" in out and "figure (figure): cached" in out
+    assert main(["recipe", "claims", str(write(tmp_path, 3, [1, 2, 3])), "--run-dir", str(tmp_path / "run")]) == 0
+    assert "| HTD | follows its map |" in capsys.readouterr().out
