@@ -15,7 +15,9 @@ Each speed measurement trains a fresh model (same seed) for `--steps` optimizer 
 images/s over the steps after the first two (kernel selection, first allocations). Rounds are interleaved: each
 round runs every (model, precision) once, in the same order, so machine load falls on all alike; medians over the
 rounds. Then one run per (model, precision) of `--loss-steps` steps from the same seed (same initial weights, same
-batches) gives the loss at the end, to show bf16 trains like fp32. Threads: torch.set_num_threads(--threads).
+batches) gives the loss at the end, to show bf16 trains like fp32. Last, where the time of a step goes: each
+model's forward + backward alone per precision, timed and profiled (torch.profiler: convolutions forward and
+backward, aten::copy_, the rest). Threads: torch.set_num_threads(--threads).
 
     .venv/bin/python perf/bench_segmenter_speed.py --threads 1 --rounds 3 --steps 20 --loss-steps 100 --out /tmp/seg_speed.json
 """
@@ -31,6 +33,7 @@ import statistics
 import subprocess
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -55,8 +58,17 @@ def write_data(root: Path, n: int) -> Path:
     return folder
 
 
-def trainers(data: Path) -> dict[str, tuple[int, Callable[[str, int], tuple[list[float], list[float], str]]]]:
-    """model -> (batch size, train(precision, steps) -> (step seconds, losses, precision trained in))."""
+@dataclass
+class Trainer:
+    """One model at its demo setting: `train(precision, steps)` -> (step seconds, losses, precision trained in)."""
+
+    batch: int
+    classes: int
+    train: Callable[[str, int], tuple[list[float], list[float], str]]
+
+
+def trainers(data: Path) -> dict[str, Trainer]:
+    """model -> its Trainer on the patches in `data`."""
     from histosynth.benchmark.downstream.data import load_set
     from histosynth.benchmark.downstream.kinds import kind_of
     from histosynth.benchmark.downstream.training import train_model
@@ -80,7 +92,7 @@ def trainers(data: Path) -> dict[str, tuple[int, Callable[[str, int], tuple[list
                 trained = train_model(kind, labelled, classes, demo.tstr_preset, config, SEED)
             return trained.step_seconds, trained.losses, trained.precision
 
-        out[model] = (batch, downstream)
+        out[model] = Trainer(batch, classes, downstream)
     images, maps = dataset_arrays(data, demo.resolution)
     classes = get_schema(read_metadata(data)["histosynth"]["tissue_schema"]).num_classes  # as the task reads it
     batch = 16  # train_segmenter's default, which the label-consistency task uses
@@ -90,7 +102,57 @@ def trainers(data: Path) -> dict[str, tuple[int, Callable[[str, int], tuple[list
                                   mixed_precision=precision)
         return trained.step_seconds, trained.losses, trained.precision
 
-    out["label-consistency"] = (batch, segmenter)
+    out["label-consistency"] = Trainer(batch, classes, segmenter)
+    return out
+
+
+CONV_FORWARD = ("aten::mkldnn_convolution", "aten::_slow_conv2d_forward")
+CONV_BACKWARD = ("aten::convolution_backward", "aten::_slow_conv2d_backward")
+
+
+def where_time_goes(model: str, classes: int, batch: int, repeats: int = 5) -> dict[str, dict[str, float]]:
+    """The model's forward + backward alone (random init, a random batch of 64 px, sum of squared outputs; no
+    data, loss or optimizer), per precision: median seconds over `repeats` after 3 warm-up passes, and the profiler's
+    self CPU time per pass in convolutions forward and backward and in aten::copy_ (which holds autocast's casts)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    from histosynth.benchmark.downstream.hovernet import build_hovernet
+    from histosynth.benchmark.downstream.tissue import build_deeplab
+    from histosynth.benchmark.segmenter import build_segmenter
+
+    torch.manual_seed(SEED)
+    net = {"deeplabv3plus": lambda: build_deeplab("tiny", classes, pretrained=False),
+           "hovernet": lambda: build_hovernet("tiny", classes, pretrained=False),
+           "label-consistency": lambda: build_segmenter(classes, pretrained=False)}[model]()
+    net.train()
+    x = torch.randn(batch, 3, 64, 64)
+
+    def fwd_bwd(bf16: bool) -> None:
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            out = net(x)
+        parts = out.values() if isinstance(out, dict) else [out]
+        sum(p.float().square().mean() for p in parts).backward()
+
+    out = {}
+    for precision in PRECISIONS:
+        bf16 = precision == "bf16"
+        for _ in range(3):
+            fwd_bwd(bf16)
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            fwd_bwd(bf16)
+            times.append(time.perf_counter() - start)
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            for _ in range(3):
+                fwd_bwd(bf16)
+        self_ms = {e.key: e.self_cpu_time_total / 1e3 / 3 for e in prof.key_averages()}
+        total = sum(self_ms.values())
+        groups = {"conv_forward_ms": sum(self_ms.get(k, 0.0) for k in CONV_FORWARD),
+                  "conv_backward_ms": sum(self_ms.get(k, 0.0) for k in CONV_BACKWARD),
+                  "copy_ms": self_ms.get("aten::copy_", 0.0)}
+        out[precision] = {"fwd_bwd_s": statistics.median(times), "profiled_ms": total, **groups,
+                          "other_ms": total - sum(groups.values())}
     return out
 
 
@@ -137,7 +199,7 @@ def main() -> None:
         rates: dict[str, list[float]] = {f"{m}|{p}": [] for m, p in settings}
         for round_index in range(args.rounds):
             for model, precision in settings:
-                seconds, _, trained_in = runs[model][1](precision, args.steps)
+                seconds, _, trained_in = runs[model].train(precision, args.steps)
                 assert trained_in == precision, (model, precision, trained_in)
                 rates[f"{model}|{precision}"].append(steady_rate(seconds))
                 load["during"].append(os.getloadavg()[0])
@@ -145,14 +207,15 @@ def main() -> None:
                       f"steps/s", flush=True)
         losses: dict[str, list[float]] = {}
         for model, precision in settings:
-            _, curve, _ = runs[model][1](precision, args.loss_steps)
+            _, curve, _ = runs[model].train(precision, args.loss_steps)
             losses[f"{model}|{precision}"] = curve
             load["during"].append(os.getloadavg()[0])
             print(f"loss {model:17s} {precision:4s} first {curve[0]:.4f} last {curve[-1]:.4f}", flush=True)
+        profiles = {model: where_time_goes(model, runs[model].classes, runs[model].batch) for model in args.models}
     load["after"] = os.getloadavg()
     table = {}
     for model in args.models:
-        batch = runs[model][0]
+        batch = runs[model].batch
         row = {"batch": batch}
         for precision in PRECISIONS:
             steps_per_s = statistics.median(rates[f"{model}|{precision}"])
@@ -161,20 +224,30 @@ def main() -> None:
                               "first_loss": curve[0], "final_loss": curve[-1],
                               "final_loss_mean_last5": float(np.mean(curve[-5:]))}
         row["bf16_speedup"] = row["bf16"]["steps_per_s"] / row["no"]["steps_per_s"]
+        row["bf16_speedup_paired"] = statistics.median(  # bf16 over the fp32 run just before it, per round
+            b / f for f, b in zip(rates[f"{model}|no"], rates[f"{model}|bf16"], strict=True))
         table[model] = row
     record = {"date": started, "cpu": cpu_description(), "machine": speed_record("no"), "threads": args.threads,
               "torch": torch.__version__, "bf16_probe_speedup": cpu_bf16_speedup(), "load": load,
               "steps": args.steps, "warmup": WARMUP, "rounds": args.rounds, "loss_steps": args.loss_steps,
-              "n": args.n, "seed": SEED, "rates": rates, "losses": losses, "table": table}
+              "n": args.n, "seed": SEED, "rates": rates, "losses": losses, "table": table, "where_time_goes": profiles}
     args.out.write_text(json.dumps(record, indent=1))
-    print("| model | batch | fp32 steps/s | bf16 steps/s | fp32 img/s | bf16 img/s | bf16 / fp32 | "
+    print("| model | batch | fp32 steps/s | bf16 steps/s | fp32 img/s | bf16 img/s | bf16 / fp32 | paired | "
           f"loss step 1 fp32 / bf16 | loss step {args.loss_steps} fp32 / bf16 | mean of the last 5 fp32 / bf16 |")
     for model, row in table.items():
         fp32, bf16 = row["no"], row["bf16"]
         print(f"| {model} | {row['batch']} | {fp32['steps_per_s']:.2f} | {bf16['steps_per_s']:.2f} | "
               f"{fp32['images_per_s']:.1f} | {bf16['images_per_s']:.1f} | {row['bf16_speedup']:.2f} | "
+              f"{row['bf16_speedup_paired']:.2f} | "
               f"{fp32['first_loss']:.4f} / {bf16['first_loss']:.4f} | {fp32['final_loss']:.4f} / {bf16['final_loss']:.4f} | "
               f"{fp32['final_loss_mean_last5']:.4f} / {bf16['final_loss_mean_last5']:.4f} |")
+
+    print("\n| model | precision | fwd+bwd ms | conv forward ms | conv backward ms | aten::copy_ ms | other ms |")
+    for model, rows in profiles.items():
+        for precision, row in rows.items():
+            print(f"| {model} | {'fp32' if precision == 'no' else precision} | {1e3 * row['fwd_bwd_s']:.0f} | "
+                  f"{row['conv_forward_ms']:.0f} | {row['conv_backward_ms']:.0f} | {row['copy_ms']:.0f} | "
+                  f"{row['other_ms']:.0f} |")
 
 
 if __name__ == "__main__":
