@@ -223,7 +223,7 @@ def _resolve_encoders(encoders: Sequence[str | Encoder], device: str, weights: d
 
 
 @torch.inference_mode()
-def _featurise(rows: _Rows, encoders: list[Encoder], start: int, stop: int, batch_size: int, keep: int,
+def _featurize(rows: _Rows, encoders: list[Encoder], start: int, stop: int, batch_size: int, keep: int,
                progress: bool) -> dict[str, tuple[StreamingStats, list[np.ndarray]]]:
     groups: dict[object, list[Encoder]] = {}
     for encoder in encoders:
@@ -310,7 +310,7 @@ def extract_features(
             with process.split_between_processes(list(range(rows.total))) as mine:
                 start, stop = (mine[0], mine[-1] + 1) if mine else (0, 0)
             is_main = process.is_main_process
-        state = _featurise(rows, todo, start, stop, batch_size, keep, progress and is_main)
+        state = _featurize(rows, todo, start, stop, batch_size, keep, progress and is_main)
         for encoder_name, (stats, features) in _gather(state, keep, distributed).items():
             encoder = next(e for e in todo if e.meta.name == encoder_name)
             results[encoder_name] = EncoderFeatures(encoder_name, stats, features, encoder.provenance())

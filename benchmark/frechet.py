@@ -334,6 +334,8 @@ def fd_infinity(
     return float(intercept)
 
 
+# "centred-percentile" keeps its British spelling: it is persisted in every results file (extra.interval), and a new
+# spelling would change their bytes and split the committed results in two.
 Interval = Literal["centred-percentile", "percentile", "basic"]
 _INTERVALS = ("centred-percentile", "percentile", "basic")
 
@@ -382,10 +384,10 @@ class _GramResampler:
         m12 = w1 @ h12  # mu1·mu2
         trace1 = (c1 @ self.norms[u1] - n1 * m11) / (n1 - 1)
         trace2 = (c2 @ self.norms[j2] - n2 * m22) / (n2 - 1)
-        centred = g12 - h12[:, None] - h21[None, :] + m12  # (y_i - mu1)·(y_j - mu2)
-        centred *= np.sqrt(c1)[:, None]
-        centred *= np.sqrt(c2)[None, :] / np.sqrt((n1 - 1) * (n2 - 1))
-        return _combine(m11 + m22 - 2 * m12, trace1, trace2, _nuclear_norm(centred))
+        centered = g12 - h12[:, None] - h21[None, :] + m12  # (y_i - mu1)·(y_j - mu2)
+        centered *= np.sqrt(c1)[:, None]
+        centered *= np.sqrt(c2)[None, :] / np.sqrt((n1 - 1) * (n2 - 1))
+        return _combine(m11 + m22 - 2 * m12, trace1, trace2, _nuclear_norm(centered))
 
 
 def _quantile_mc_error(sorted_values: np.ndarray, p: float) -> float:

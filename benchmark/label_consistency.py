@@ -29,11 +29,11 @@ def confusion_matrices(predicted: np.ndarray, reference: np.ndarray, num_classes
     ref = reference.reshape(n, -1).astype(np.int64)
     pred = predicted.reshape(n, -1).astype(np.int64)
     keep = ref != IGNORE_ID
-    labelled = ref[keep]
-    if labelled.size and (labelled.max() >= num_classes or pred[keep].max() >= num_classes):
-        raise ValueError(f"class ids reach {max(int(labelled.max()), int(pred[keep].max()))}; expected < {num_classes}")
+    labeled = ref[keep]
+    if labeled.size and (labeled.max() >= num_classes or pred[keep].max() >= num_classes):
+        raise ValueError(f"class ids reach {max(int(labeled.max()), int(pred[keep].max()))}; expected < {num_classes}")
     image = np.broadcast_to(np.arange(n)[:, None], ref.shape)[keep]
-    flat = (image * num_classes + labelled) * num_classes + pred[keep]
+    flat = (image * num_classes + labeled) * num_classes + pred[keep]
     return np.bincount(flat, minlength=n * num_classes * num_classes).reshape(n, num_classes, num_classes)
 
 

@@ -80,10 +80,10 @@ def memorization_ratios(
         raise MetricInputError(f"feature dimensions differ: synthetic {syn.shape[1]} vs train {ref.shape[1]}")
     if ref.shape[0] < 2:
         raise MetricInputError(f"the distance ratio needs at least 2 training samples, got {ref.shape[0]}")
-    centre = ref.mean(axis=0)
+    center = ref.mean(axis=0)
     dev = device or "cpu"
     _, idx = knn_sq_distances(
-        torch.from_numpy(syn - centre).to(dev), torch.from_numpy(ref - centre).to(dev), 2, chunk_size
+        torch.from_numpy(syn - center).to(dev), torch.from_numpy(ref - center).to(dev), 2, chunk_size
     )
     idx = idx.cpu().numpy()
     # Exact distances to the two candidates (the expansion used for the search loses digits for near-copies).

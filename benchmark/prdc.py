@@ -140,9 +140,9 @@ def compute_prdc(
         if x.shape[0] < nearest_k + 1:
             raise MetricInputError(f"PRDC with k={nearest_k} needs at least {nearest_k + 1} {name} samples, "
                                    f"got {x.shape[0]}")
-    centre = real_np.mean(axis=0)
-    real = _to_torch(real_np - centre, device, dtype)
-    fake = _to_torch(fake_np - centre, device, dtype)
+    center = real_np.mean(axis=0)
+    real = _to_torch(real_np - center, device, dtype)
+    fake = _to_torch(fake_np - center, device, dtype)
 
     # Squared k-NN radii (index k: index 0 is the point itself).
     real_r2 = knn_sq_distances(real, None, nearest_k + 1, chunk_size)[0][:, nearest_k]

@@ -184,9 +184,9 @@ class StreamingStats:
     def cov(self) -> np.ndarray:
         """Unbiased sample covariance (divides by N-1), shape (d, d), exactly symmetric."""
         self._require(2, "the covariance")
-        centred = self._outer - np.outer(self._sum, self._sum) / self.count
-        centred = (centred + centred.T) / 2
-        return centred / (self.count - 1)
+        centered = self._outer - np.outer(self._sum, self._sum) / self.count
+        centered = (centered + centered.T) / 2
+        return centered / (self.count - 1)
 
     @property
     def shift(self) -> np.ndarray | None:

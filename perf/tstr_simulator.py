@@ -238,7 +238,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.no_unconditional:
         trains["htd-unconditional"] = stage("label the unconditional samples with their nominal maps",
                                             label_with_nominal_maps, out / "synthetic-htd-unconditional", real,
-                                            out / "synthetic-htd-unconditional-labelled")
+                                            out / "synthetic-htd-unconditional-labeled")
     checkpoints = out / "seg-checkpoints"
     command = [str(Path(sys.executable).with_name("histosynth")), "bench", "tstr", "--real-train", f"{real}@train",
                *[f"--train={name}={path}@train" for name, path in trains.items() if name != "real"],

@@ -72,7 +72,7 @@ class Encoder(nn.Module):
             "weights": self.weights_fingerprint,
             "weights_source": describe_weights(self.meta, self.weights_file, self.user_weights, self.weights_fingerprint),
             "preprocess": self.meta.preprocess.key,
-            "licence": self.meta.license,  # the results files' field name (schema v2)
+            "licence": self.meta.license,  # persisted: the results files' field (schema v2); renaming it changes their bytes
         }
 
     def train(self, mode: bool = True) -> Encoder:

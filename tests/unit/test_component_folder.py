@@ -160,7 +160,7 @@ DAMAGE = {  # name -> (how, the path the message names relative to the folder, w
     "components-not-listed": (lambda m: _edit_json(m / "config.json", lambda c: c | {"components": "weights"}),
                               "config.json", "no list of 'components'"),
     "component-not-declared": (_undeclared_component, "config.json", "['vae'] are not hashed components"),
-    "settings-invalid": (lambda m: _edit_json(m / "config.json", lambda c: c | {"settings": {"colour": 1}}),
+    "settings-invalid": (lambda m: _edit_json(m / "config.json", lambda c: c | {"settings": {"color": 1}}),
                          "config.json", "invalid generator settings"),
     "settings-do-not-fit": (lambda m: _edit_json(m / "config.json", lambda c: c | {"settings": {"size": 6}}),
                             "config.json", "size 6 does not fit"),
