@@ -74,6 +74,9 @@ for _name, _kind, _summary in (
                        handler=f"{_CURVE}:run_curve"), "a learning curve: one training run, every snapshot scored"),
     ("figure", StepKind(("curves", "out"), ("references", "title"), reads=("curves", "references"),
                         handler=f"{_CURVE}:run_figure"), "learning-curve panels of several curve steps"),
+    ("collect", StepKind(("curves", "out"), ("references",), reads=("curves", "references"),
+                         handler="histosynth.recipes.collect:run_collect"),
+     "one results folder per subject: each curve's last scored snapshot and the reference results"),
     ("claims", StepKind(("curves", "out"), (), reads=("curves",), handler="histosynth.recipes.claims:run_claims"),
      "the seed papers' claims tested at the end of the curves (histosynth.recipes.claims)"),
 ):

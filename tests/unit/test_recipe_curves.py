@@ -1,9 +1,11 @@
 """Learning curves as recipe steps (histosynth.recipes.curve): one training run with snapshots, each
 scored; a larger budget extends a finished curve (the runner resumes it, its scored snapshots are reused and the
-snapshots it had are the same weights) and the figure and the claims table are made again; a rerun changes
-nothing."""
+snapshots it had are the same weights) and the figure, the claims table and the collected results (each curve's
+last snapshot) are made again; a rerun changes nothing."""
 
 import json
+
+import pytest
 
 from histosynth.cli import main
 from histosynth.generators import weights_hash
@@ -24,6 +26,7 @@ steps:
      test: data/test, n: 8, seed: 0, sampler_steps: 2, variant: tiny, tasks: [distribution], out: curves/htd}
   - {step: figure, name: figure, curves: [curves/htd], title: test, out: figures/test}
   - {step: claims, name: claims, curves: [curves/htd], out: claims/test}
+  - {step: collect, name: collect, curves: [curves/htd], out: results}
 """
 
 
@@ -57,6 +60,11 @@ def test_a_curve_is_scored_per_snapshot_and_a_larger_budget_extends_it(tmp_path,
     out = run(tmp_path, write(tmp_path, 3, [1, 2, 3]), capsys)
     assert "curve-htd (curve): resuming" in out and "figure (figure): running" in out
     assert "claims (claims): running" in out
+    # the leaderboard's rows are the curves' last snapshots: now step 3's results, byte for byte
+    collected = tmp_path / "run" / "results" / "htd" / "distribution-effnet-lite0.json"
+    last = curve_dir / "points" / "step-00000003" / "results" / "distribution-effnet-lite0.json"
+    assert collected.read_bytes() == last.read_bytes()
+    assert "the last snapshot of curves/htd: step 3" in (tmp_path / "run" / "results" / "collected.md").read_text()
     assert {s: points[s].stat().st_mtime_ns for s in (1, 2)} == stamps  # scored snapshots reused
     assert weights_hash(snapshot, ["controlnet", "unet"]) == weights  # the steps run so far stay what they were
     curve = json.loads((curve_dir / "curve.json").read_text())
@@ -67,3 +75,28 @@ def test_a_curve_is_scored_per_snapshot_and_a_larger_budget_extends_it(tmp_path,
     assert "curve-htd (curve): cached" in out and "figure (figure): cached" in out
     assert main(["recipe", "claims", str(write(tmp_path, 3, [1, 2, 3])), "--run-dir", str(tmp_path / "run")]) == 0
     assert "| HTD | follows its map |" in capsys.readouterr().out
+
+
+def test_collect_refuses_two_curves_of_one_generator_and_empty_references(tmp_path):
+    from histosynth.errors import InputError
+    from histosynth.recipes.collect import run_collect
+    from histosynth.recipes.spec import Step, StepContext
+
+    for name in ("a", "b"):
+        points = tmp_path / "curves" / name / "points" / "step-00000002" / "results"
+        points.mkdir(parents=True)
+        (points / "distribution-effnet-lite0.json").write_text("{}")
+        (tmp_path / "curves" / name / "curve.json").write_text(json.dumps({"generator": "htd", "points": [
+            {"step": 1}, {"step": 2, "train_seconds": 120.0}]}))
+    (tmp_path / "references" / "real-heldout").mkdir(parents=True)
+    context = StepContext(run=tmp_path, recipe=None)
+    step = Step("collect", "collect", {"curves": ["curves/a", "curves/b"], "out": "results"})
+    with pytest.raises(InputError, match="two curves of 'htd'"):
+        run_collect(step, context)
+    step = Step("collect", "collect", {"curves": ["curves/a"], "references": ["references/real-heldout"], "out": "results"})
+    with pytest.raises(InputError, match="no results files to collect"):
+        run_collect(step, context)
+    assert not (tmp_path / "results").exists()  # nothing half-written
+    step = Step("collect", "collect", {"curves": ["curves/a"], "out": "results"})
+    assert run_collect(step, context) == {"subjects": 1, "files": 1}
+    assert "step 2, 2 min of training" in (tmp_path / "results" / "collected.md").read_text()
