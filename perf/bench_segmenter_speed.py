@@ -82,14 +82,14 @@ def trainers(data: Path) -> dict[str, Trainer]:
     out = {}
     for model in ("deeplabv3plus", "hovernet"):
         kind = kind_of(model)
-        labelled = load_set(data, "train", kind.label)
-        classes = get_schema(labelled.schema).num_classes
+        labeled = load_set(data, "train", kind.label)
+        classes = get_schema(labeled.schema).num_classes
         batch = kind.config(demo.tstr_preset).batch_size
 
-        def downstream(precision: str, steps: int, kind=kind, labelled=labelled, classes=classes):
+        def downstream(precision: str, steps: int, kind=kind, labeled=labeled, classes=classes):
             config = kind.config(demo.tstr_preset, steps=steps, mixed_precision=precision)
             with contextlib.redirect_stderr(io.StringIO()):  # its progress bar, dozens of times over
-                trained = train_model(kind, labelled, classes, demo.tstr_preset, config, SEED)
+                trained = train_model(kind, labeled, classes, demo.tstr_preset, config, SEED)
             return trained.step_seconds, trained.losses, trained.precision
 
         out[model] = Trainer(batch, classes, downstream)
