@@ -87,7 +87,7 @@ def finish_training(generator: Generator, steps: int, result: TrainResult, data:
 
     generator.train_report = TrainReport(
         generator=generator.meta.name, steps=steps, resumed_from_step=result.start_step, losses=result.losses,
-        seconds=result.seconds, images_per_second=result.images_per_second, data=data,
+        seconds=result.total_seconds, images_per_second=result.images_per_second, data=data,
         extra={"loss_means": {k: round(v, 6) for k, v in result.loss_means.items()},
                "speed": {**speed_record(result.precision), **({"threads": result.threads} if result.threads else {}),
                          "steady_images_per_second": round(result.steady_images_per_second, 3)}})

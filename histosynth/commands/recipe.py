@@ -54,13 +54,15 @@ def run_status(args: argparse.Namespace) -> int:
 
 def run_claims(args: argparse.Namespace) -> int:
     from histosynth.errors import InputError
-    from histosynth.recipes.claims import evaluate, markdown
+    from histosynth.recipes.claims import evaluate, markdown, snapshots_markdown
 
     recipe, run_dir = _load(args, require_inputs=False)
     if not (run_dir / "curves").is_dir():
         raise InputError(f"{run_dir}: no curves/ here; run a learning-curve recipe into it first")
     print(f"recipe {recipe.name}, scale {recipe.scale}, run folder {run_dir}: the claims at the snapshots scored so far")
-    print(markdown(evaluate(run_dir)), end="")
+    print(markdown(evaluate(run_dir)))
+    print("The snapshots scored so far (KID x 10^3):\n")
+    print(snapshots_markdown(run_dir), end="")
     return 0
 
 

@@ -268,6 +268,28 @@ def markdown(verdicts: list[tuple[Claim, Verdict]]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def snapshots_markdown(run: Path) -> str:
+    """Per curve of the run, one row per scored snapshot: step, training minutes and the figure's metrics (with
+    CIs); the progress of a run still going, in the numbers the figure will draw."""
+    from histosynth.recipes.curve import PANELS, SCALE, _cell
+
+    blocks = []
+    for folder in sorted(p for p in (Path(run) / "curves").iterdir() if p.is_dir()):
+        points = load_points(run, folder.name)
+        panels = [p for p in PANELS if any(pt.metric(p[1]) is not None for pt in points)]
+        if not points or not panels:
+            continue
+        lines = [f"{folder.name}:", "", "| step | minutes | " + " | ".join(p[0] for p in panels) + " |",
+                 "|---:|---:|" + "---|" * len(panels)]
+        for point in points:
+            cells = [_cell(m, SCALE.get(key, 1.0)) if (m := point.metric(key)) is not None else "-"
+                     for _title, key, *_ in panels]
+            minutes = f"{point.seconds / 60:.0f}" if point.seconds else "-"
+            lines.append(f"| {point.step} | {minutes} | " + " | ".join(cells) + " |")
+        blocks.append("\n".join(lines) + "\n")
+    return "\n".join(blocks)
+
+
 def run_claims(step: Step, ctx: StepContext) -> dict[str, Any]:
     """out/claims.md (the table) and out/claims.json (each claim's verdict and numbers) from the run's curves; the
     `curves` field names the curve steps' folders, so the step runs after them."""

@@ -44,7 +44,8 @@ class TrainResult:
     steps: int
     losses: list[float] = field(default_factory=list)
     loss_means: dict[str, float] = field(default_factory=dict)
-    seconds: float = 0.0
+    seconds: float = 0.0  # wall time of this run (a resumed run counts from its resume)
+    seconds_before: float = 0.0  # training wall time of the steps before the checkpoint this run resumed from
     images: int = 0
     checkpoint: Path | None = None
     precision: str = "no"  # what accelerate trained in ("no" = fp32)
@@ -52,6 +53,11 @@ class TrainResult:
     step_seconds: list[float] = field(default_factory=list)  # wall time of each optimizer step of this run
     step_images: list[int] = field(default_factory=list)
     loss_history: list[float] = field(default_factory=list)  # the main loss of every step from step 0 (the log)
+
+    @property
+    def total_seconds(self) -> float:
+        """Training wall time of every step so far, across resumes (what a model card and a learning curve report)."""
+        return self.seconds_before + self.seconds
 
     @property
     def images_per_second(self) -> float:
@@ -136,9 +142,13 @@ def _train(step_fn: TrainStep, batch_fn: BatchFn, settings: LoopSettings, folder
         result.checkpoint = last
         logged = state.get("losses")  # the loss log (checkpoints written before it was kept have none)
         result.loss_history = [float(x) for x in logged] if isinstance(logged, list) else []
+        before = state.get("train_seconds")  # checkpoints written before it was kept have none: counted as 0
+        result.seconds_before = float(before) if isinstance(before, (int, float)) and math.isfinite(before) \
+            and before >= 0 else 0.0
 
     def checkpoint(step: int) -> Path:
-        state = {"seed": settings.seed, "steps": settings.steps, "precision": precision, "losses": result.loss_history}
+        state = {"seed": settings.seed, "steps": settings.steps, "precision": precision, "losses": result.loss_history,
+                 "train_seconds": round(result.seconds_before + time.perf_counter() - start, 3)}
         return save_checkpoint(accelerator, folder, step, state, settings.keep_checkpoints)
 
     bar = tqdm(total=settings.steps, initial=result.start_step, desc=getattr(settings, "desc", "training"), unit="step",

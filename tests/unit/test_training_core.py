@@ -84,9 +84,13 @@ def test_a_stopped_and_resumed_run_repeats_no_step_and_skips_none(tmp_path):
     with pytest.raises(TrainingStopped, match="after step 3 of 6; rerun to resume from .*step-00000002"):
         train(tmp_path, stop=lambda step, loss: step == 3)
     assert latest_checkpoint(tmp_path).name == "step-00000002"
+    before = json.loads((latest_checkpoint(tmp_path) / STATE_FILE).read_text())["train_seconds"]
     torch.rand(11)  # the global RNG moves on; the checkpoint holds the one the run had
     resumed, result = train(tmp_path, resume=True)
     assert result.start_step == 2 and len(result.losses) == 4
+    # training time adds up across the resume: the steps before it count once, from the checkpoint
+    assert before > 0 and result.seconds_before == before and result.total_seconds == before + result.seconds
+    assert json.loads((latest_checkpoint(tmp_path) / STATE_FILE).read_text())["train_seconds"] >= before
     assert result.loss_history == whole.loss_history and len(whole.loss_history) == 6
     assert same(weights(resumed.net), weights(straight.net))
     assert json.loads((latest_checkpoint(tmp_path) / STATE_FILE).read_text())["losses"] == whole.loss_history
