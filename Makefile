@@ -14,7 +14,7 @@ PYTEST_ARGS ?=
 # The numeric tests: rerun by `test-threads` under one BLAS thread count other than the machine's default, since
 # OpenBLAS's blocking (and so its rounding) changes with the thread count.
 METRIC_TESTS := $(addprefix tests/unit/,test_frechet.py test_stats.py test_kid_prdc.py test_features.py \
-	test_fid_vs_torch_fidelity.py test_memorization.py test_lpips_masked.py test_encoders.py)
+	test_fid_vs_torch_fidelity.py test_memorization.py test_lpips_masked.py test_encoders.py test_encoder_weights.py)
 
 .PHONY: demo test test-slow test-threads lint install clean browser-deps sandbox-deps leaderboard
 
