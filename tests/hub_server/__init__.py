@@ -15,7 +15,8 @@ over a tiny store is smaller and says exactly what the clients rely on:
 * HTTP (app.py): the endpoints read from the installed clients' source (huggingface_hub 2.4.0, datasets 5.2.0):
   whoami-v2, validate-yaml, repos/create|delete, repo info (at main and /revision/{rev}), refs, commits, tree,
   paths-info, preupload, commit (NDJSON, parentCommit checked), tag and branch create/delete, LFS batch + signed
-  basic upload + verify, and resolve (GET/HEAD, ETag, X-Repo-Commit, X-Linked-Etag/-Size, Range -> 206).
+  basic upload + verify, and resolve (GET/HEAD, ETag, X-Repo-Commit, X-Linked-Etag/-Size, Range -> 206); the
+  card check of validate-yaml and repo info in cards.py.
 * uvicorn runs it with its access log off: our own log line is method, path and status, never headers.
 
 Not a Hub: one user and one token, any namespace writable, no pull requests, no Xet, no pagination, no
