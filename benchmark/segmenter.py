@@ -163,11 +163,11 @@ def train_segmenter(images: np.ndarray, maps: np.ndarray, num_classes: int, step
     """
     if images.shape[:3] != maps.shape or images.ndim != 4:
         raise ValueError(f"images {images.shape} and maps {maps.shape} do not pair up as (N, H, W, 3) and (N, H, W)")
-    labelled = maps[maps != IGNORE_ID]
-    if labelled.size == 0:
+    labeled = maps[maps != IGNORE_ID]
+    if labeled.size == 0:
         raise InputError("the maps have no labeled pixel to train on")
-    if labelled.max() >= num_classes:
-        raise ValueError(f"the maps hold class id {int(labelled.max())} but the segmenter has {num_classes} classes")
+    if labeled.max() >= num_classes:
+        raise ValueError(f"the maps hold class id {int(labeled.max())} but the segmenter has {num_classes} classes")
     if mixed_precision not in PRECISIONS:
         raise ValueError(f"unknown mixed_precision {mixed_precision!r}; choose from {', '.join(PRECISIONS)}")
     settings = {"num_classes": num_classes, "steps": steps, "batch_size": batch_size, "lr": lr, "seed": seed,

@@ -14,11 +14,12 @@ import torch
 from histosynth.benchmark.downstream.group import ONE_PROCESS, Group
 from histosynth.benchmark.results import DataRef
 from histosynth.classes import IGNORE_ID
+from histosynth.deprecated import renamed_names
 from histosynth.errors import InputError
 
 
 @dataclass
-class LabelledSet:
+class LabeledSet:
     """Images (N, H, W, 3) uint8 and their label maps (N, H, W) in `schema`: tissue class maps, or nuclei instance
     maps (ids 1..n) with `types[i][k]` the class of instance k + 1 of image i."""
 
@@ -32,7 +33,7 @@ class LabelledSet:
     positions: dict[str, list[tuple[int, int] | None]] = field(default_factory=dict)  # slide -> level-0 (x, y)
 
 
-def load_set(path: Path | str, split: str, label: str, name: str | None = None) -> LabelledSet:
+def load_set(path: Path | str, split: str, label: str, name: str | None = None) -> LabeledSet:
     """Read a split with `label` ("tissue" or "nuclei" instance maps) into memory; all samples need it and share one
     size (and, for nuclei, one mpp)."""
     from histosynth.benchmark.features import scan_rows
@@ -74,16 +75,16 @@ def load_set(path: Path | str, split: str, label: str, name: str | None = None) 
             raise InputError(f"{path}: split {split!r} mixes mpp {min(mpps)}..{max(mpps)}; one magnification per set")
         mpp = float(np.median(sorted(mpps)))
     ref = DataRef(name or path.name, str(path.resolve()), scan_rows(path, split).content_hash, len(images))
-    return LabelledSet(np.stack(images), np.stack(maps), schema, ref, slides, types if label == "nuclei" else None, mpp,
+    return LabeledSet(np.stack(images), np.stack(maps), schema, ref, slides, types if label == "nuclei" else None, mpp,
                        positions)
 
 
-def load_tissue_set(path: Path | str, split: str, name: str | None = None) -> LabelledSet:
+def load_tissue_set(path: Path | str, split: str, name: str | None = None) -> LabeledSet:
     """`load_set` of tissue maps."""
     return load_set(path, split, "tissue", name)
 
 
-def remap_set(data: LabelledSet, target_schema: str, mapping: dict[str, str] | None) -> LabelledSet:
+def remap_set(data: LabeledSet, target_schema: str, mapping: dict[str, str] | None) -> LabeledSet:
     """`data` with its classes in `target_schema` (tissue.class_remap's LUT); unchanged when the schemas agree.
     A nucleus class mapped to 'ignore' becomes type 0 (unclassified: it still counts for detection and binary PQ)."""
     from histosynth.benchmark.downstream.tissue import class_remap
@@ -104,7 +105,7 @@ def to_input(images: np.ndarray) -> torch.Tensor:
     return lite0_input(images)
 
 
-def crop_plan(rng: np.random.Generator, data: LabelledSet, batch_size: int, crop: int, group: Group = ONE_PROCESS):
+def crop_plan(rng: np.random.Generator, data: LabeledSet, batch_size: int, crop: int, group: Group = ONE_PROCESS):
     """Random (image, top, left) of `batch_size` crops and one rotation k (x 90 degrees) and flip for the batch.
 
     In a process group every rank draws the plan of the global batch (batch_size x world) and keeps its own
@@ -153,7 +154,7 @@ def _overlapping(train: list[tuple[int, int] | None], test: list[tuple[int, int]
     return bool(nearest.min() < min(strides))
 
 
-def check_disjoint(train: LabelledSet, test: LabelledSet, where: str) -> None:
+def check_disjoint(train: LabeledSet, test: LabeledSet, where: str) -> None:
     """Refuse a test set that shares patches of a slide with a training set (a model tested on what it saw): a
     shared slide is allowed only when the two sets' patches do not overlap, as a split by region gives."""
     shared = sorted(s for s in train.slides & test.slides
@@ -162,3 +163,6 @@ def check_disjoint(train: LabelledSet, test: LabelledSet, where: str) -> None:
         listed = ", ".join(shared[:5]) + (f" and {len(shared) - 5} more" if len(shared) > 5 else "")
         raise InputError(f"{where} and the test set have overlapping (or unplaced) patches of slide(s) {listed}; "
                          "test on held-out slides or regions (`data build --split-by slide|region`)")
+
+
+__getattr__ = renamed_names(__name__, {"LabelledSet": "LabeledSet"}, globals())

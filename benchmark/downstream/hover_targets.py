@@ -37,11 +37,11 @@ def hover_targets(instances: np.ndarray, instance_types: np.ndarray | None = Non
     if n:
         # The paper's center of mass, not rounded: vqdang/hover_net rounds it and then measures from a 1-based grid,
         # which moves the zero crossing one pixel right/down of the center.
-        centres = instance_centroids(labels, n).astype(np.float64)  # (n, 2) x, y
+        centers = instance_centroids(labels, n).astype(np.float64)  # (n, 2) x, y
         rows, cols = np.nonzero(nuclear)
         ids = labels[rows, cols].astype(np.intp)
         for axis, coord in enumerate((cols, rows)):  # 0: x-map (columns), 1: y-map (rows)
-            dist = coord - centres[ids - 1, axis]
+            dist = coord - centers[ids - 1, axis]
             hv[axis, rows, cols] = _scale_per_side(dist, ids, n)
     lut = np.concatenate([[0], types]).astype(np.uint8)
     return HoverTargets(np=nuclear.astype(np.uint8), hv=hv, nc=lut[labels])

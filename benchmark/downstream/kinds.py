@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from histosynth.benchmark.downstream.data import LabelledSet, augment, crop_plan, to_input
+from histosynth.benchmark.downstream.data import LabeledSet, augment, crop_plan, to_input
 from histosynth.benchmark.downstream.group import ONE_PROCESS, Group
 from histosynth.classes import IGNORE_ID, get_schema
 from histosynth.errors import InputError
@@ -74,10 +74,10 @@ class Kind:
         """The submodule that carries ImageNet weights (None: no pretrained part)."""
         raise NotImplementedError
 
-    def check(self, data: LabelledSet, num_classes: int, config: TrainConfig) -> None:
+    def check(self, data: LabeledSet, num_classes: int, config: TrainConfig) -> None:
         raise NotImplementedError
 
-    def batch(self, rng: np.random.Generator, data: LabelledSet, config: TrainConfig, group: Group = ONE_PROCESS
+    def batch(self, rng: np.random.Generator, data: LabeledSet, config: TrainConfig, group: Group = ONE_PROCESS
               ) -> tuple[np.ndarray, object]:
         """This process's share of one global batch (inputs, targets): `crop_plan` drawn for the whole group."""
         raise NotImplementedError
@@ -85,7 +85,7 @@ class Kind:
     def loss(self, model: nn.Module, x: torch.Tensor, targets: object, device: str) -> torch.Tensor:
         raise NotImplementedError
 
-    def scores(self, model: nn.Module, test: LabelledSet, preset: str, device: str) -> dict[str, float]:
+    def scores(self, model: nn.Module, test: LabeledSet, preset: str, device: str) -> dict[str, float]:
         raise NotImplementedError
 
 
@@ -111,16 +111,16 @@ class _Tissue(Kind):
     def encoder(self, model: nn.Module) -> nn.Module | None:
         return model.encoder
 
-    def check(self, data: LabelledSet, num_classes: int, config: TrainConfig) -> None:
+    def check(self, data: LabeledSet, num_classes: int, config: TrainConfig) -> None:
         if config.crop % STRIDE:
             raise InputError(f"--crop must be a multiple of {STRIDE} (the DeepLabv3+ output stride), got {config.crop}")
-        labelled = data.maps[data.maps != IGNORE_ID]
-        if labelled.size == 0:
+        labeled = data.maps[data.maps != IGNORE_ID]
+        if labeled.size == 0:
             raise InputError(f"{data.ref.path}: the tissue maps have no labeled pixel to train on")
-        if labelled.max() >= num_classes:
-            raise InputError(f"{data.ref.path}: the maps hold class id {int(labelled.max())}, the schema has {num_classes}")
+        if labeled.max() >= num_classes:
+            raise InputError(f"{data.ref.path}: the maps hold class id {int(labeled.max())}, the schema has {num_classes}")
 
-    def batch(self, rng: np.random.Generator, data: LabelledSet, config: TrainConfig, group: Group = ONE_PROCESS
+    def batch(self, rng: np.random.Generator, data: LabeledSet, config: TrainConfig, group: Group = ONE_PROCESS
               ) -> tuple[np.ndarray, np.ndarray]:
         h, w = data.maps.shape[1:]
         crop = min(config.crop, h - h % STRIDE, w - w % STRIDE)
@@ -132,7 +132,7 @@ class _Tissue(Kind):
     def loss(self, model: nn.Module, x: torch.Tensor, targets: np.ndarray, device: str) -> torch.Tensor:
         return nn.functional.cross_entropy(model(x), torch.from_numpy(targets).long().to(device), ignore_index=IGNORE_ID)
 
-    def scores(self, model: nn.Module, test: LabelledSet, preset: str, device: str) -> dict[str, float]:
+    def scores(self, model: nn.Module, test: LabeledSet, preset: str, device: str) -> dict[str, float]:
         from histosynth.benchmark.downstream.tissue import seg_scores
 
         schema = get_schema(test.schema)

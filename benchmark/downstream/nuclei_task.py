@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from histosynth.benchmark.downstream.data import LabelledSet, augment, crop_plan, to_input
+from histosynth.benchmark.downstream.data import LabeledSet, augment, crop_plan, to_input
 from histosynth.benchmark.downstream.group import ONE_PROCESS, Group
 from histosynth.benchmark.downstream.kinds import Kind, TrainConfig
 from histosynth.classes import get_schema
@@ -68,7 +68,7 @@ class _Nuclei(Kind):
         net = getattr(model, "net", None)
         return getattr(net, "encoder", None)  # the Unet presets' Lite0; MONAI's HoVerNet has no offline weights
 
-    def check(self, data: LabelledSet, num_classes: int, config: TrainConfig) -> None:
+    def check(self, data: LabeledSet, num_classes: int, config: TrainConfig) -> None:
         h, w = data.maps.shape[1:]
         if config.crop > min(h, w):
             raise InputError(f"{data.ref.path}: --crop {config.crop} is larger than its {h}x{w} patches")
@@ -80,7 +80,7 @@ class _Nuclei(Kind):
         if top >= num_classes:
             raise InputError(f"{data.ref.path}: nucleus class id {top}, the schema has {num_classes} classes")
 
-    def batch(self, rng: np.random.Generator, data: LabelledSet, config: TrainConfig, group: Group = ONE_PROCESS
+    def batch(self, rng: np.random.Generator, data: LabeledSet, config: TrainConfig, group: Group = ONE_PROCESS
               ) -> tuple[np.ndarray, dict]:
         from histosynth.benchmark.downstream.hover_targets import hover_targets
 
@@ -104,7 +104,7 @@ class _Nuclei(Kind):
 
         return hover_loss(model(x), {k: torch.from_numpy(v).to(device) for k, v in targets.items()})["loss"]
 
-    def scores(self, model: nn.Module, test: LabelledSet, preset: str, device: str) -> dict[str, float]:
+    def scores(self, model: nn.Module, test: LabeledSet, preset: str, device: str) -> dict[str, float]:
         schema = get_schema(test.schema)
         preds = predict_nuclei(model, test.images, preset, test.mpp, device)
         truth = [Nuclei.from_instance_map(test.schema, inst.astype(np.int64), np.concatenate([[0], t]).astype(np.int64))

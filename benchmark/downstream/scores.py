@@ -13,7 +13,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from histosynth.benchmark.downstream.data import LabelledSet
+from histosynth.benchmark.downstream.data import LabeledSet
 from histosynth.benchmark.downstream.group import ONE_PROCESS, Group
 from histosynth.benchmark.downstream.kinds import Kind, TrainConfig
 from histosynth.benchmark.downstream.training import _fingerprint, train_model
@@ -49,7 +49,7 @@ class SeedScores:
     train_seconds: list[float]
 
 
-def score_training_set(kind: Kind, name: str, train: LabelledSet, test: LabelledSet, preset: str, config: TrainConfig,
+def score_training_set(kind: Kind, name: str, train: LabeledSet, test: LabeledSet, preset: str, config: TrainConfig,
                        seeds: list[int], checkpoints: Path | None, weights: str | Path | None, device: str,
                        stop: Callable[[int, float], bool] | None = None, group: Group = ONE_PROCESS,
                        score_cache: Path | None = None) -> SeedScores:
@@ -77,7 +77,7 @@ def score_training_set(kind: Kind, name: str, train: LabelledSet, test: Labelled
     return SeedScores(name, list(seeds), values, train.ref, seconds)
 
 
-def _score_key(kind: Kind, train: LabelledSet, test: LabelledSet, preset: str, config: TrainConfig, num_classes: int,
+def _score_key(kind: Kind, train: LabeledSet, test: LabeledSet, preset: str, config: TrainConfig, num_classes: int,
                seed: int, weights: str | Path | None, group: Group) -> str:
     key = {"train": _fingerprint(kind, train, preset, config, num_classes, seed, str(weights) if weights else None,
                                  group.world),
@@ -98,7 +98,7 @@ def _cached_scores(cache: Path | None, *key_parts) -> tuple[dict[str, float], fl
         return None  # missing or damaged: computed again (and rewritten)
 
 
-def _store_scores(cache: Path | None, kind: Kind, train: LabelledSet, test: LabelledSet, preset: str,
+def _store_scores(cache: Path | None, kind: Kind, train: LabeledSet, test: LabeledSet, preset: str,
                   config: TrainConfig, num_classes: int, seed: int, weights: str | Path | None, group: Group,
                   scores: dict[str, float], seconds: float) -> None:
     if cache is None or not group.main:
@@ -110,7 +110,7 @@ def _store_scores(cache: Path | None, kind: Kind, train: LabelledSet, test: Labe
     write_text_atomic(Path(cache) / f"{key}.json", json.dumps({"scores": scores, "seconds": seconds}) + "\n")
 
 
-def metric_results(kind: Kind, scores: SeedScores, test: LabelledSet, baseline: SeedScores | None = None
+def metric_results(kind: Kind, scores: SeedScores, test: LabeledSet, baseline: SeedScores | None = None
                    ) -> list[MetricResult]:
     """One MetricResult per metric: the mean over seeds with the t-interval; with a `baseline` (the real-trained
     row) also `<headline>_ratio_to_real`, the per-seed ratio paired by seed."""

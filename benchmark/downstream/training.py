@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from histosynth.benchmark.downstream.data import LabelledSet, to_input
+from histosynth.benchmark.downstream.data import LabeledSet, to_input
 from histosynth.benchmark.downstream.group import ONE_PROCESS, Group
 from histosynth.benchmark.downstream.kinds import TISSUE, Kind, TrainConfig
 from histosynth.errors import InputError
@@ -34,7 +34,7 @@ from histosynth.training import (
 OLD_STATE_FILE = "state.pt"  # the one-file checkpoint of earlier versions, which this loop cannot resume
 
 
-def _fingerprint(kind: Kind, data: LabelledSet, preset: str, config: TrainConfig, num_classes: int, seed: int,
+def _fingerprint(kind: Kind, data: LabeledSet, preset: str, config: TrainConfig, num_classes: int, seed: int,
                  weights: str | None, world: int = 1) -> str:
     key = {"model": kind.model, "data": data.ref.content_hash, "schema": data.schema, "preset": preset,
            "config": config.record(), "classes": num_classes, "seed": seed, "weights": weights}
@@ -81,7 +81,7 @@ class KindStep(TrainStep):
     def states(self) -> list[RNGState]:
         return [self.rng]
 
-    def batch(self, data: LabelledSet) -> BatchFn:
+    def batch(self, data: LabeledSet) -> BatchFn:
         """The batch function: this process's share of one global batch drawn from the stream (kind.batch)."""
 
         def draw(step: int, micro: int, rank: int, world: int, device: torch.device) -> Batch:
@@ -97,7 +97,7 @@ class KindStep(TrainStep):
         return {"loss": loss}
 
 
-def train_model(kind: Kind, data: LabelledSet, num_classes: int, preset: str, config: TrainConfig, seed: int,
+def train_model(kind: Kind, data: LabeledSet, num_classes: int, preset: str, config: TrainConfig, seed: int,
                 checkpoints: Path | None = None, weights: str | Path | None = None, device: str = "cpu",
                 stop: Callable[[int, float], bool] | None = None, desc: str = "train", group: Group = ONE_PROCESS
                 ) -> Trained:
@@ -139,7 +139,7 @@ def train_model(kind: Kind, data: LabelledSet, num_classes: int, preset: str, co
                    result.precision, result.step_seconds)
 
 
-def train_tissue(data: LabelledSet, num_classes: int, preset: str, config: TrainConfig, seed: int,
+def train_tissue(data: LabeledSet, num_classes: int, preset: str, config: TrainConfig, seed: int,
                  checkpoints: Path | None = None, weights: str | Path | None = None, device: str = "cpu",
                  stop: Callable[[int, float], bool] | None = None, desc: str = "train") -> Trained:
     """`train_model` of DeepLabv3+ (tissue.build_deeplab(preset))."""

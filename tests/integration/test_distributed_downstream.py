@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from histosynth.benchmark.downstream.data import LabelledSet, crop_plan
+from histosynth.benchmark.downstream.data import LabeledSet, crop_plan
 from histosynth.benchmark.downstream.group import Group
 from histosynth.benchmark.results import BenchmarkRun, DataRef
 from histosynth.cli import main
@@ -35,7 +35,7 @@ def data(tmp_path_factory):
 
 def test_rank_shares_of_the_crop_plan_are_one_process_plan_of_the_global_batch():
     maps = np.zeros((5, 48, 40), np.uint8)
-    data = LabelledSet(np.zeros((5, 48, 40, 3), np.uint8), maps, "simulator", DataRef("d", "d", "h", 5))
+    data = LabeledSet(np.zeros((5, 48, 40, 3), np.uint8), maps, "simulator", DataRef("d", "d", "h", 5))
     one = crop_plan(np.random.default_rng(7), data, 6, 16)
     shares = [crop_plan(np.random.default_rng(7), data, 3, 16, Group(rank, 2)) for rank in range(2)]
     assert shares[0][0] + shares[1][0] == one[0]  # rank r keeps crops 3r..3r+2 of the global plan

@@ -55,6 +55,10 @@ def test_renamed_module_names_resolve_with_a_warning():
 
     with pytest.warns(DeprecationWarning, match="'PseudoLabeller'.*'PseudoLabeler'"):
         assert labels.PseudoLabeller is labels.PseudoLabeler
+    import histosynth.benchmark.downstream.data as downstream_data
+
+    with pytest.warns(DeprecationWarning, match="'LabelledSet'.*'LabeledSet'"):
+        assert downstream_data.LabelledSet is downstream_data.LabeledSet
     with pytest.warns(DeprecationWarning):
         from histosynth.labels.pipeline import fit_pseudolabeller
     assert fit_pseudolabeller is labels.fit_pseudolabeler
