@@ -24,7 +24,7 @@ import re
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable, Iterator, NoReturn
 
 import pyarrow as pa
 from datasets import Features
@@ -369,23 +369,14 @@ def pull(repo: str, version: str | Version, out: Path | str, overwrite: bool = F
     """
     version = version if isinstance(version, Version) else Version.parse(version)
     check_repo_id(repo)
-    _refuse_unpublished(repo, version)
     out = Path(out)
     if out.exists() and not overwrite:
         raise OutputExistsError(f"{out} already exists; refusing to overwrite it (pass overwrite=True / --overwrite)")
     try:
         snapshot = Path(snapshot_download(repo, repo_type=REPO_TYPE, revision=str(version)))
-    except RevisionNotFoundError as err:
-        try:
-            known = ", ".join(map(str, list_versions(repo))) or "none"
-        except HfHubHTTPError:
-            known = "unknown"
-        raise PublishError(f"{repo} has no version {version} (versions: {known})") from err
-    except RepositoryNotFoundError as err:
-        raise PublishError(f"dataset repo {repo} not found (or private: log in with `hf auth login` or set HF_TOKEN)") from err
-    except LocalEntryNotFoundError as err:
-        raise PublishError(f"{repo}@{version} is not in the local HF cache and the Hub cannot be reached "
-                           f"(offline?): pull it once while online") from err
+    except (RevisionNotFoundError, RepositoryNotFoundError, LocalEntryNotFoundError) as err:
+        _refuse_unpublished(repo, version, err)
+        _explain_missing(repo, version, err)
     copied = []
     with atomic_directory(out, overwrite=overwrite) as partial:
         for source in sorted(snapshot.rglob("*")):
@@ -404,14 +395,29 @@ def pull(repo: str, version: str | Version, out: Path | str, overwrite: bool = F
     return PullResult(repo, version, snapshot.name, out, copied)
 
 
-def _refuse_unpublished(repo: str, version: Version) -> None:
-    """A planned-but-unpublished set of histosynth's registry is refused saying so, before any download is tried
-    (offline, that attempt would blame the network)."""
+def _refuse_unpublished(repo: str, version: Version, err: BaseException) -> None:
+    """When `repo@version` could not be had and it is a planned-but-unpublished set of histosynth's registry, say so
+    with the command that builds it (offline, the failed download would blame the network). A version that is on
+    the Hub (one published by that command, say) is pulled like any other."""
     from histosynth.data_cards.sets import unpublished
 
     why = unpublished(repo, str(version))
     if why is not None:
-        raise PublishError(why)
+        raise PublishError(why) from err
+
+
+def _explain_missing(repo: str, version: Version, err: BaseException) -> NoReturn:
+    """Raise the PublishError that says why `repo@version` could not be downloaded."""
+    if isinstance(err, RevisionNotFoundError):
+        try:
+            known = ", ".join(map(str, list_versions(repo))) or "none"
+        except HfHubHTTPError:
+            known = "unknown"
+        raise PublishError(f"{repo} has no version {version} (versions: {known})") from err
+    if isinstance(err, RepositoryNotFoundError):
+        raise PublishError(f"dataset repo {repo} not found (or private: log in with `hf auth login` or set HF_TOKEN)") from err
+    raise PublishError(f"{repo}@{version} is not in the local HF cache and the Hub cannot be reached "
+                       f"(offline?): pull it once while online") from err
 
 
 def load_samples(repo: str, version: str | Version, split: str = "train", streaming: bool = False) -> Iterator[Sample]:
@@ -419,7 +425,11 @@ def load_samples(repo: str, version: str | Version, split: str = "train", stream
     import datasets
 
     version = version if isinstance(version, Version) else Version.parse(version)
-    _refuse_unpublished(check_repo_id(repo), version)
-    rows = datasets.load_dataset(repo, revision=str(version), split=split, streaming=streaming)
+    check_repo_id(repo)
+    try:
+        rows = datasets.load_dataset(repo, revision=str(version), split=split, streaming=streaming)
+    except Exception as err:  # datasets' not-found and offline errors vary by version; only a planned set is reworded
+        _refuse_unpublished(repo, version, err)
+        raise
     for row in rows:
         yield row_to_sample(row)

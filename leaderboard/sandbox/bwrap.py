@@ -5,8 +5,8 @@ Inside, the root is an empty tmpfs made read-only at the end. On it, read-only a
 hub and torch hub caches (weights, never tokens). Read-only at /sandbox/in/<name>: each input the caller names
 (model, plugin, condition data). Writable: /sandbox/work only (the run's folder on the host), plus a fresh /tmp and
 /dev/shm that count against the memory limit. A fresh /proc shows only the sandbox's own PID namespace; /dev holds
-only null, zero, random, urandom, tty and friends. Nothing of the host's /tmp, /run, $HOME or other sockets is
-there. Namespaces: user (with further user namespaces disabled), mount, PID, network (loopback only), IPC, UTS,
+only null, zero, random, urandom, tty and friends. Nothing of the host's /tmp (but a Python installation that lives
+there), /run, $HOME or other sockets is there. Namespaces: user (with further user namespaces disabled), mount, PID, network (loopback only), IPC, UTS,
 cgroup. All capabilities dropped, no_new_privs set, and the seccomp filter of `seccomp.py` loaded.
 """
 
@@ -75,10 +75,12 @@ def bwrap_argv(inputs: Mapping[str, Path], work: Path, seccomp_fd: int, info_fd:
             argv += ["--ro-bind", folder, folder]
     for item in SYSTEM_ETC:
         argv += ["--ro-bind-try", item, item]
+    # the fresh /tmp before the Python binds, so an installation that lives under /tmp is bound on top of it
+    # (mounted after them, the tmpfs would hide it)
+    argv += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp", "--tmpfs", "/dev/shm"]
     shown = [*python_paths(), *cache_paths().values()]
     for path in sorted(set(shown), key=lambda p: (len(p.parts), str(p))):
         argv += ["--ro-bind", str(path), str(path)]
-    argv += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp", "--tmpfs", "/dev/shm"]
     argv += ["--bind", str(work), str(SANDBOX_WORK)]
     for name, path in sorted(inputs.items()):
         argv += ["--ro-bind", str(path), str(sandbox_input(name))]

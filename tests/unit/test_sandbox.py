@@ -282,3 +282,16 @@ def test_without_bubblewrap_scoring_refuses_and_says_how_to_install(tmp_path, mo
     monkeypatch.setenv("PATH", str(empty))
     with pytest.raises(SandboxUnavailable, match="apt-get install bubblewrap"):
         run_sandboxed(["/bin/true"], tmp_path / "work", MINUTE)
+
+
+def test_a_python_installation_under_tmp_is_bound_over_the_fresh_tmp(monkeypatch, tmp_path):
+    # bwrap applies its mounts in order: the empty /tmp must come first, or it hides a venv that lives under /tmp
+    from histosynth.leaderboard.sandbox import bwrap
+
+    venv = tmp_path / "checkout" / ".venv"
+    monkeypatch.setattr(bwrap, "python_paths", lambda: [venv])
+    monkeypatch.setattr(bwrap, "cache_paths", dict)
+    argv = bwrap.bwrap_argv({}, tmp_path / "work", 3, 4)
+    pairs = list(zip(argv, argv[1:], strict=False))  # neighbors: the last item has none
+    assert pairs.index(("--tmpfs", "/tmp")) < pairs.index(("--ro-bind", str(venv)))
+    assert argv[argv.index("--remount-ro") + 1] == "/"  # and everything is still made read-only at the end
