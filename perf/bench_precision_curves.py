@@ -79,10 +79,10 @@ def figure(record: dict, path: Path) -> None:
 
     names = list(record["generators"])
     fig, axes = plt.subplots(1, len(names), figsize=(4.2 * len(names), 3.4), squeeze=False)
-    for ax, name in zip(axes[0], names):
+    for ax, name in zip(axes[0], names, strict=True):
         runs = record["generators"][name]["curves"]
         block = record["block"]
-        for precision, color in zip(PRECISIONS, ("tab:blue", "tab:orange")):
+        for precision, color in zip(PRECISIONS, ("tab:blue", "tab:orange"), strict=True):
             blocks = np.stack([block_means(c, block) for c in runs[precision].values()])
             steps = (np.arange(blocks.shape[1]) + 0.5) * block
             ax.plot(steps, blocks.mean(axis=0), color=color, label=f"{LABELS[precision]} (mean of {len(blocks)} seeds)")

@@ -9,8 +9,16 @@ import pytest
 from histosynth.benchmark.tasks.completion import score_completion
 from histosynth.data_cards.card import CardInfo
 from histosynth.disk import write_dataset
-from histosynth.recipes.claims import KID, LABEL_CEILING, LABEL_CONSISTENCY, TSTR_RATIO, evaluate, markdown, trend
-from histosynth.recipes.claims import load_points
+from histosynth.recipes.claims import (
+    KID,
+    LABEL_CEILING,
+    LABEL_CONSISTENCY,
+    TSTR_RATIO,
+    evaluate,
+    load_points,
+    markdown,
+    trend,
+)
 from histosynth.recipes.floors import mean_fill
 from histosynth.sources import build_source
 
