@@ -22,7 +22,6 @@ docs/ARCHITECTURE.md):
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass, field, fields, replace
@@ -31,6 +30,7 @@ from typing import TYPE_CHECKING, Any, Callable, ClassVar, Iterable, Mapping, Se
 
 import numpy as np
 
+from histosynth.checked_files import check_safetensors_file, read_json_object
 from histosynth.deprecated import renamed_field, warn_renamed
 from histosynth.errors import InputError, UserFacingError
 from histosynth.generators.conditioning.batch import CONDITION_PARTS
@@ -234,26 +234,12 @@ class CheckpointError(UserFacingError, ValueError):
 
 def read_json_file(path: Path) -> dict[str, Any]:
     """A JSON object from `path`; a missing, unreadable or invalid file raises CheckpointError naming it."""
-    if not path.is_file():
-        raise CheckpointError(f"{path}: missing; the checkpoint folder is incomplete")
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise CheckpointError(f"{path}: not valid JSON ({err})") from err
-    if not isinstance(data, dict):
-        raise CheckpointError(f"{path}: expected a JSON object, found {type(data).__name__}")
-    return data
+    return read_json_object(path, CheckpointError)
 
 
 def check_safetensors(path: Path) -> None:
     """Raise CheckpointError naming `path` unless its safetensors header is valid and covers the whole file."""
-    from safetensors import SafetensorError, safe_open
-
-    try:
-        with safe_open(str(path), framework="np"):
-            pass
-    except (SafetensorError, OSError) as err:
-        raise CheckpointError(f"{path}: damaged safetensors file, {path.stat().st_size} bytes ({err})") from err
+    check_safetensors_file(path, CheckpointError)
 
 
 def verify_checkpoint(folder: Path | str, components: Sequence[str], recorded_hash: str | None) -> str:

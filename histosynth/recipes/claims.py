@@ -271,7 +271,7 @@ def markdown(verdicts: list[tuple[Claim, Verdict]]) -> str:
 def snapshots_markdown(run: Path) -> str:
     """Per curve of the run, one row per scored snapshot: step, training minutes and the figure's metrics (with
     CIs); the progress of a run still going, in the numbers the figure will draw."""
-    from histosynth.recipes.curve import PANELS, SCALE, _cell
+    from histosynth.recipes.curve import PANELS, SCALE, metric_cell
 
     blocks = []
     for folder in sorted(p for p in (Path(run) / "curves").iterdir() if p.is_dir()):
@@ -282,7 +282,7 @@ def snapshots_markdown(run: Path) -> str:
         lines = [f"{folder.name}:", "", "| step | minutes | " + " | ".join(p[0] for p in panels) + " |",
                  "|---:|---:|" + "---|" * len(panels)]
         for point in points:
-            cells = [_cell(m, SCALE.get(key, 1.0)) if (m := point.metric(key)) is not None else "-"
+            cells = [metric_cell(m, SCALE.get(key, 1.0)) if (m := point.metric(key)) is not None else "-"
                      for _title, key, *_ in panels]
             minutes = f"{point.seconds / 60:.0f}" if point.seconds else "-"
             lines.append(f"| {point.step} | {minutes} | " + " | ".join(cells) + " |")

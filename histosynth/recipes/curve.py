@@ -262,7 +262,7 @@ def run_figure(step: Step, ctx: StepContext) -> dict[str, Any]:
         cells = []
         for _title, key, _label, _higher, _ceiling in panels:
             metric = last["metrics"].get(key)
-            cells.append("-" if metric is None else _cell(metric, SCALE.get(key, 1.0)))
+            cells.append("-" if metric is None else metric_cell(metric, SCALE.get(key, 1.0)))
         lines.append(f"| {name} | {last['step']} | {(curve['train'].get('seconds') or 0) / 60:.0f} | " + " | ".join(cells) + " |")
     with atomic_directory(ctx.run / step.fields["out"]) as staging:
         figure.savefig(staging / "learning_curves.png", dpi=110)
@@ -271,7 +271,8 @@ def run_figure(step: Step, ctx: StepContext) -> dict[str, Any]:
     return {"panels": len(panels), "curves": len(curves)}
 
 
-def _cell(metric: dict[str, Any], scale: float) -> str:
+def metric_cell(metric: dict[str, Any], scale: float) -> str:
+    """A table cell: the scaled value and its 95 % interval in brackets, when the metric has one."""
     value = metric["value"] * scale
     if metric.get("ci_low") is None or metric.get("ci_high") is None:
         return f"{value:.3g}"

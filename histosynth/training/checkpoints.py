@@ -10,6 +10,7 @@ import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from histosynth.checked_files import check_safetensors_file, read_json_object
 from histosynth.errors import UserFacingError
 
 if TYPE_CHECKING:
@@ -25,27 +26,7 @@ class TrainingStateError(UserFacingError, ValueError):
 
 def read_state(path: Path) -> dict[str, Any]:
     """A checkpoint's trainer_state.json; a missing, unreadable or invalid file raises TrainingStateError naming it."""
-    if not path.is_file():
-        raise TrainingStateError(f"{path}: missing; the checkpoint folder is incomplete")
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise TrainingStateError(f"{path}: not valid JSON ({err})") from err
-    if not isinstance(data, dict):
-        raise TrainingStateError(f"{path}: expected a JSON object, found {type(data).__name__}")
-    return data
-
-
-def _check_safetensors(path: Path) -> None:
-    """Raise TrainingStateError naming `path` unless its safetensors header is valid and covers the whole file (so a
-    truncated weights file is named, instead of failing somewhere inside accelerate)."""
-    from safetensors import SafetensorError, safe_open
-
-    try:
-        with safe_open(str(path), framework="np"):
-            pass
-    except (SafetensorError, OSError) as err:
-        raise TrainingStateError(f"{path}: damaged safetensors file, {path.stat().st_size} bytes ({err})") from err
+    return read_json_object(path, TrainingStateError)
 
 
 def latest_checkpoint(folder: Path | str) -> Path | None:
@@ -90,7 +71,7 @@ def load_checkpoint(accelerator: Accelerator, checkpoint: Path) -> dict[str, Any
     if not isinstance(state.get("step"), int) or state["step"] < 0:
         raise TrainingStateError(f"{checkpoint / STATE_FILE}: no step count; the checkpoint is damaged")
     for weights in sorted(checkpoint.glob("*.safetensors")):
-        _check_safetensors(weights)
+        check_safetensors_file(weights, TrainingStateError)
     try:
         accelerator.load_state(str(checkpoint))
     except Exception as err:  # safetensors, pickle and torch each raise their own types for a damaged file
