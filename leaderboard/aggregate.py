@@ -54,7 +54,7 @@ class Row:
     checkpoint_hash: str | None = None
     repo: str | None = None
     revision: str | None = None
-    dataset: str | None = None  # a reference generator's row is one per reference dataset
+    dataset: str | None = None  # a reference generator's held-out dataset; real data's own set name
     title: str | None = field(default=None, compare=False)  # a submission's display title
     citation: str | None = field(default=None, compare=False)  # a submission's BibTeX entry
 
@@ -78,6 +78,8 @@ class Row:
             return f"{self.name} {self.version or ''}".strip() + (f" ({short})" if short else "")
         if self.repo:
             return f"{self.repo}@{self.revision}" if self.revision else self.repo
+        if self.kind == "real" and self.dataset:
+            return f"{self.name}: {self.dataset}"  # which real set: the training set, the test set
         return self.name
 
 
@@ -336,6 +338,13 @@ def _subject_of(run: BenchmarkRun, result: MetricResult, where: str) -> Subject:
     return run.subjects[role]
 
 
+def _real_set_name(run: BenchmarkRun, result: MetricResult) -> str | None:
+    """The folder name of the real set a real-data row scores (sim-train, sim-test), from the run's data records."""
+    role = result.subject or next(iter(run.subjects))
+    data = run.data.get(role)
+    return None if data is None else (data.location or data.name)
+
+
 def build_leaderboard(runs: list[tuple[str, BenchmarkRun]]) -> Leaderboard:
     """Group the runs' numbers into rows and columns and rank every column (see the module docstring)."""
     rows: dict[str, Row] = {}
@@ -346,6 +355,8 @@ def build_leaderboard(runs: list[tuple[str, BenchmarkRun]]) -> Leaderboard:
         dataset = reference_dataset(run)
         for result in run.results:
             row = row_of(_subject_of(run, result, where))
+            if row.kind == "real":
+                row = replace(row, dataset=_real_set_name(run, result))
             if row.kind == "reference":  # a reference line belongs to its held-out data: one row per dataset
                 heldout = heldout_dataset(run)
                 row = replace(row, id=f"{row.id}|{heldout}", dataset=heldout)

@@ -358,3 +358,18 @@ def test_tables_and_page_show_reference_lines_disqualified_rows_and_columns_with
     assert r"\sout{copier" in latex and latex.index(r"\sout{copier") < latex.rindex(r"\midrule")
     page = render_page(tested)
     assert 'class=disqualified' in page and 'class=nopower' in page and "reference line" in page
+
+
+def test_real_rows_of_two_sets_are_told_apart_by_their_set():
+    from histosynth.benchmark.results import Subject
+
+    runs = []
+    for folder, digest in (("sim-train", "sha256:train"), ("sim-test", "sha256:test")):
+        real = Subject("real", "simulator", digest)
+        run = distribution_run(real, *REAL_FD)
+        run.data["fake"] = DataRef("real", content_hash=digest, n=64, location=folder)
+        runs.append((f"{folder}.json", run))
+    board = build_leaderboard(runs)
+    labels = sorted(r.label for r in board.rows)
+    assert labels == ["simulator: sim-test", "simulator: sim-train"]  # one source, two sets: two names
+    assert all(not r.ranked for r in board.rows)
