@@ -133,16 +133,22 @@ def anchor(generator, precision: str, steps: int, batch_size: int, resolution: i
     return batch_size * (len(times) - WARMUP) / sum(times[WARMUP:])
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--generators", nargs="+", default=[*DIFFUSION, *GANS])
-    parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+def speed_arguments(description: str, generators: list[str], threads: int, n: int) -> argparse.Namespace:
+    """The options every training-speed script shares, parsed; torch's thread count set from --threads."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--generators", nargs="+", default=generators)
+    parser.add_argument("--threads", type=int, default=threads)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--steps", type=int, default=8)
-    parser.add_argument("--n", type=int, default=96, help="training patches")
+    parser.add_argument("--n", type=int, default=n, help="training patches")
     parser.add_argument("--out", type=Path, required=True, help="JSON of every measurement")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    return args
+
+
+def main() -> None:
+    args = speed_arguments(__doc__.splitlines()[0], [*DIFFUSION, *GANS], torch.get_num_threads(), 96)
     from histosynth.speed import cpu_bf16_speedup, speed_record
 
     with tempfile.TemporaryDirectory() as tmp:
