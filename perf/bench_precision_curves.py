@@ -71,28 +71,39 @@ def summarize(curves: dict[str, dict[int, list[float]]], block: int) -> dict[str
 
 
 def figure(record: dict, path: Path) -> None:
-    """One panel per generator: block-mean loss against step, seed mean and min-max band per precision."""
+    """One column per generator. Top: block-mean loss against step, seed mean and min-max band per precision.
+    Bottom: per block, the largest paired |bf16 - fp32| gap against the largest fp32 seed-to-seed gap."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     names = list(record["generators"])
-    fig, axes = plt.subplots(1, len(names), figsize=(4.2 * len(names), 3.4), squeeze=False)
-    for ax, name in zip(axes[0], names, strict=True):
+    fig, axes = plt.subplots(2, len(names), figsize=(max(6.0, 4.2 * len(names)), 6.4), squeeze=False)
+    block = record["block"]
+    for column, name in enumerate(names):
         runs = record["generators"][name]["curves"]
-        block = record["block"]
+        top, bottom = axes[0][column], axes[1][column]
         for precision, color in zip(PRECISIONS, ("tab:blue", "tab:orange"), strict=True):
             blocks = np.stack([block_means(c, block) for c in runs[precision].values()])
             steps = (np.arange(blocks.shape[1]) + 0.5) * block
-            ax.plot(steps, blocks.mean(axis=0), color=color, label=f"{LABELS[precision]} (mean of {len(blocks)} seeds)")
-            ax.fill_between(steps, blocks.min(axis=0), blocks.max(axis=0), color=color, alpha=0.25)
-        ax.set_title(name)
-        ax.set_xlabel("optimizer step")
-        ax.set_yscale("log")
-    axes[0][0].set_ylabel(f"training loss (mean over {record['block']} steps)")
+            top.plot(steps, blocks.mean(axis=0), color=color, label=f"{LABELS[precision]} (mean of {len(blocks)} seeds)")
+            top.fill_between(steps, blocks.min(axis=0), blocks.max(axis=0), color=color, alpha=0.25)
+        summary = record["generators"][name]["summary"]
+        steps = (np.arange(len(summary["fp32_seed_gap"])) + 0.5) * block
+        bottom.plot(steps, summary["fp32_seed_gap"], color="tab:blue", marker="o", label="fp32 seed-to-seed gap")
+        bottom.plot(steps, summary["max_paired_gap"], color="tab:orange", marker="o",
+                    label="paired |bf16 - fp32| gap (same seed)")
+        top.set_title(name)
+        top.set_yscale("log")
+        bottom.set_yscale("log")
+        bottom.set_xlabel("optimizer step")
+    axes[0][0].set_ylabel(f"training loss (mean over {block} steps)")
+    axes[1][0].set_ylabel("largest gap between block means")
     axes[0][0].legend(fontsize=8)
-    fig.suptitle(f"fp32 vs bf16 autocast: loss curves over seeds (demo presets, {record['threads']} thread)", fontsize=10)
+    axes[1][0].legend(fontsize=8)
+    fig.suptitle(f"fp32 against bf16 autocast: loss curves over seeds\n(demo presets, {record['threads']} thread, "
+                 f"{record['patches']} simulator patches)", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
 
