@@ -59,7 +59,15 @@ def validate(spec: dict[str, Any]) -> dict[str, Any]:
             claims[role] = {"rows": rows, "makers": len(makers)}
     first = spec["folders"].get("synthesized") or spec["folders"].get("completed")
     outputs = outputs_of(Path(first))
-    return {"claims": claims, "tissue": outputs.tissue, "nuclei": outputs.nuclei}
+    return {"claims": claims, "tissue": outputs.tissue, "nuclei": outputs.nuclei, "size": first_patch_size(Path(first))}
+
+
+def first_patch_size(folder: Path) -> list[int]:
+    """[height, width] in pixels of the first row's image of a dataset folder."""
+    from histosynth.disk import iter_samples
+
+    first = next(iter_samples(folder))
+    return [int(n) for n in first.image.shape[:2]]
 
 
 def suite(spec: dict[str, Any]) -> list[str]:

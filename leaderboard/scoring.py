@@ -217,6 +217,7 @@ def _score(run: _Run, submission: Submission, refs: References, chosen: Variant,
     if submission.kind == "generator" and board is not None:
         run.host_step("claims", lambda: board.refuse_claims(identity, answer["claims"]),
                       lambda _: "the rows claim no other subject's checkpoint")
+    run.host_step("patch size", lambda: _patch_sizes(answer, refs, folders), _size_detail)
     ref_inputs = {f"{role}/{Path(path).name}": Path(path) for role, path in asdict(refs).items()}
     suite_spec = {"folders": inside, "tissue": bool(answer["tissue"]), "nuclei": bool(answer["nuclei"]),
                   "refs": {role: str(sandbox_input(key)) for key, role in ((k, k.split("/")[0]) for k in ref_inputs)},
@@ -238,6 +239,28 @@ def _score(run: _Run, submission: Submission, refs: References, chosen: Variant,
         for name, scored in added.items():
             scored.save(partial / name)
     run.report.results = sorted(f"{identity.folder}/{name}" for name in added)
+
+
+def _patch_sizes(answer: dict[str, Any], refs: References, folders: dict[str, Path]) -> tuple[Any, list[int]]:
+    """(the outputs' first patch size as the sandbox read it, the references' own), the references being the
+    conditions the samples were drawn from (the test set for a completion-only generator)."""
+    from histosynth.leaderboard.score_step import first_patch_size
+
+    reference = Path(refs.conditions) if "synthesized" in folders else Path(refs.test)
+    return answer.get("size"), first_patch_size(reference)
+
+
+def _size_detail(sizes: tuple[Any, list[int]]) -> str:
+    """Same size, or a warning: a task whose settings follow the patch size (the TSTR crop) gives the row columns of
+    its own. Not a failure: distribution columns are still shared, and a check's mock references are 32 px."""
+    found, reference = sizes
+    ref = "x".join(map(str, reference))
+    if not (isinstance(found, list) and len(found) == 2 and all(isinstance(n, int) for n in found)):
+        return f"the outputs' size is unknown; the references are {ref} px"
+    if found == reference:
+        return f"{ref} px, the references' size"
+    return (f"warning: the outputs are {'x'.join(map(str, found))} px, the references {ref} px; tasks whose settings "
+            "follow the patch size (the TSTR crop) will put this row in columns of its own (docs/submitting.md#tracks)")
 
 
 def _identify(submission: Submission) -> Identity:

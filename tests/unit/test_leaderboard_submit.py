@@ -196,6 +196,17 @@ def test_a_dataset_claiming_htd_is_scored_as_a_dataset_of_its_own(tmp_path, refs
     assert kinds["not-htd"] == "dataset" and kinds["htd"] == "generator"
     htd_files = sorted(p.name for p in (leaderboard / "htd").iterdir())
     assert htd_files == sorted(p.name for p in COMMITTED_HTD.iterdir())
+    size = next(s for s in report.steps if s.name == "patch size")
+    assert size.ok and size.detail == "32x32 px, the references' size"
+
+
+def test_outputs_of_another_patch_size_are_scored_with_a_warning(tmp_path, refs, leaderboard):
+    write_dataset(build_source("simulator", n=8, size=48, seed=3, mpp=4.0), tmp_path / "set",
+                  CardInfo("set", "48 px patches"))
+    (tmp_path / "dataset.yaml").write_text("kind: dataset\nname: big-patches\ndataset: set\n")
+    report = score(tmp_path, load_submission(tmp_path / "dataset.yaml"), refs, leaderboard)
+    assert report.ok, report.summary()
+    assert "PASS patch size: warning: the outputs are 48x48 px, the references 32x32 px" in report.summary()
 
 
 @pytest.mark.parametrize("kind, step, text", [
