@@ -18,7 +18,7 @@ import pytest
 from sandbox_required import sandbox  # noqa: F401 (fixture)
 
 from histosynth.leaderboard.aggregate import load_leaderboard
-from histosynth.leaderboard.tracks import get_track
+from histosynth.leaderboard.tracks import get_track, open_track
 
 ROOT = Path(__file__).resolve().parents[2]
 COMMITTED = ROOT / "results" / "simulator"
@@ -50,7 +50,13 @@ def guide_submission_file() -> str:
 def test_an_outsiders_generator_joins_a_copy_of_the_committed_board(tmp_path):
     track = get_track("sim-v1")
     shell("histosynth bench track build sim-v1", tmp_path, threads=track.threads)
-    train = track.folder() / track.sets["train"]
+    built = open_track(track)
+    for path in sorted((built.references / "real-heldout").glob("*.json")):  # the committed rows are on this track
+        committed = COMMITTED / "real-heldout" / path.name
+        keys = [json.loads(p.read_text())["comparability_key"] if p.is_file() else None for p in (path, committed)]
+        assert keys[0] == keys[1], (f"{committed} is not scored as the sim-v1 track scores ({keys[1]} against the "
+                                    f"track's {keys[0]}): refill the committed results with `make leaderboard`")
+    train = built.train
     other_threads = track.threads + 1
     shell("histosynth new generator tissue-painter", tmp_path, other_threads)
     shell("python -m pip install --no-deps --no-build-isolation --target plugin ./tissue-painter", tmp_path,
