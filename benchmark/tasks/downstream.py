@@ -185,7 +185,8 @@ class TstrTask(_Downstream):
         side = min(next(iter_samples(fake)).image.shape[:2]) if stems else 0
         for stem in stems:
             model = SUITE_MODELS[stem]
-            config = train_config(chosen.tstr_preset, model, steps=chosen.tstr_steps)
+            steps = chosen.tstr_nuclei_steps if stem == "tstr-nuclei" and chosen.tstr_nuclei_steps else chosen.tstr_steps
+            config = train_config(chosen.tstr_preset, model, steps=steps)
             if config.crop > side:  # patches smaller than the preset's crop (tiny sets): train on whole patches
                 config = replace(config, crop=side - side % UNET_MULTIPLE)  # a multiple of both models' strides
             run = run_downstream({"real": (refs.train, SPLIT), "synthetic": (fake, SPLIT)}, (refs.test, SPLIT),

@@ -73,3 +73,15 @@ def test_a_synthetic_set_without_nuclei_gets_a_not_run_tstr_nuclei_file(tmp_path
     assert all(r.value is None and r.extra["not_run"] for r in run.results)
     board = build_leaderboard(load_results(tmp_path / "out"))
     assert [(row.kind, row.name) for row in board.rows] == [("real", "simulator")]  # the fake set is simulator data
+
+
+def test_the_nuclei_model_trains_its_own_budget(tmp_path):
+    for name, seed in (("train", 1), ("test", 2), ("fake", 3)):
+        write_dataset(build_source("simulator", n=4, size=64, seed=seed, mpp=0.5), tmp_path / name, CardInfo(name, name))
+    refs = References(tmp_path / "train", tmp_path / "test", tmp_path / "train")
+    chosen = replace(VARIANTS["tiny"], encoders=(), tstr_steps=2, tstr_nuclei_steps=3)
+    files = run_suite(outputs_of(tmp_path / "fake"), refs, chosen, tmp_path / "out", tasks=["tstr-seg", "tstr-nuclei"],
+                      log=lambda line: None)
+    steps = {f.name: BenchmarkRun.load(f).settings["train"]["steps"] for f in files}
+    assert steps == {"tstr-seg.json": 2, "tstr-nuclei.json": 3}
+    assert VARIANTS["demo"].tstr_nuclei_steps == 1000 and VARIANTS["demo"].tstr_steps == 200
