@@ -330,8 +330,13 @@ def load_results(folder: Path | str) -> list[tuple[str, BenchmarkRun]]:
     return [(p.relative_to(folder).as_posix(), BenchmarkRun.load(p)) for p in paths]
 
 
+def _role_of(run: BenchmarkRun, result: MetricResult) -> str:
+    """The data role a result scores: its own, else "fake", else the run's only subject."""
+    return result.subject or ("fake" if "fake" in run.subjects or len(run.subjects) != 1 else next(iter(run.subjects)))
+
+
 def _subject_of(run: BenchmarkRun, result: MetricResult, where: str) -> Subject:
-    role = result.subject or ("fake" if "fake" in run.subjects or len(run.subjects) != 1 else next(iter(run.subjects)))
+    role = _role_of(run, result)
     if role not in run.subjects:
         raise InputError(f"{where}: metric {result.metric!r} scores data role {role!r}, which has no entry in "
                          f"subjects ({', '.join(run.subjects) or 'none'}); the leaderboard cannot say whose number it is")
@@ -340,8 +345,7 @@ def _subject_of(run: BenchmarkRun, result: MetricResult, where: str) -> Subject:
 
 def _real_set_name(run: BenchmarkRun, result: MetricResult) -> str | None:
     """The folder name of the real set a real-data row scores (sim-train, sim-test), from the run's data records."""
-    role = result.subject or next(iter(run.subjects))
-    data = run.data.get(role)
+    data = run.data.get(_role_of(run, result))
     return None if data is None else (data.location or data.name)
 
 

@@ -24,6 +24,7 @@ from typing import Callable
 import torch
 from bench_training_speed import (  # perf/ is the script's folder, on sys.path
     WARMUP,
+    anchor_inputs,
     anchor_parts,
     built,
     speed_arguments,
@@ -44,11 +45,7 @@ def make_loop(generator, precision: str, compiled: bool) -> tuple[Callable[[], f
     optimizer = torch.optim.AdamW(params, lr=1e-4)
     scheduler = DDPMScheduler(num_train_timesteps=1000)
     batch_size, resolution = generator.preset.train.batch_size, generator.preset.model.resolution
-    x0 = torch.randn(batch_size, channels, resolution, resolution)
-    batch = {"condition": torch.randn(batch_size, condition_channels, resolution, resolution) if condition_channels
-             else None}
-    if getattr(modules[0].config, "num_class_embeds", None):
-        batch["labels"] = torch.zeros(batch_size, dtype=torch.long)
+    x0, batch = anchor_inputs(modules[0], channels, condition_channels, batch_size, resolution)
     run_forward = torch.compile(forward) if compiled else forward
     first: list[float] = []
 

@@ -94,6 +94,17 @@ def anchor_parts(generator) -> tuple[list[torch.nn.Module], callable]:
     return [unet], forward, out, unet.config.in_channels - out
 
 
+def anchor_inputs(unet, channels: int, condition_channels: int, batch_size: int,
+                  resolution: int) -> tuple[torch.Tensor, dict[str, torch.Tensor | None]]:
+    """The anchor's fixed batch, made up front: clean images, and the condition and class labels the UNet takes."""
+    x0 = torch.randn(batch_size, channels, resolution, resolution)
+    batch = {"condition": torch.randn(batch_size, condition_channels, resolution, resolution) if condition_channels
+             else None}
+    if getattr(unet.config, "num_class_embeds", None):
+        batch["labels"] = torch.zeros(batch_size, dtype=torch.long)
+    return x0, batch
+
+
 def anchor(generator, precision: str, steps: int, batch_size: int, resolution: int) -> float:
     """Steady images/s of the plain diffusers loop over copies of the generator's networks."""
     from accelerate import Accelerator
@@ -110,12 +121,7 @@ def anchor(generator, precision: str, steps: int, batch_size: int, resolution: i
     prepared = accelerator.prepare(*modules, optimizer)
     optimizer = prepared[-1]
     scheduler = DDPMScheduler(num_train_timesteps=1000)
-    x0 = torch.randn(batch_size, channels, resolution, resolution)
-    batch = {"condition": torch.randn(batch_size, condition_channels, resolution, resolution) if condition_channels
-             else None}
-    unet = modules[0]
-    if getattr(unet.config, "num_class_embeds", None):
-        batch["labels"] = torch.zeros(batch_size, dtype=torch.long)
+    x0, batch = anchor_inputs(modules[0], channels, condition_channels, batch_size, resolution)
     times = []
     for _ in range(steps):
         start = time.perf_counter()

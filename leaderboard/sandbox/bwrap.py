@@ -6,8 +6,8 @@ hub and torch hub caches (weights, never tokens). Read-only at /sandbox/in/<name
 (model, plugin, condition data). Writable: /sandbox/work only (the run's folder on the host), plus a fresh /tmp and
 /dev/shm that count against the memory limit. A fresh /proc shows only the sandbox's own PID namespace; /dev holds
 only null, zero, random, urandom, tty and friends. Nothing of the host's /tmp (but a Python installation that lives
-there), /run, $HOME or other sockets is there. Namespaces: user (with further user namespaces disabled), mount, PID, network (loopback only), IPC, UTS,
-cgroup. All capabilities dropped, no_new_privs set, and the seccomp filter of `seccomp.py` loaded.
+there), /run, $HOME or other sockets is there. Namespaces: user (with further user namespaces disabled), mount, PID,
+network (loopback only), IPC, UTS, cgroup. All capabilities dropped, no_new_privs set, and the seccomp filter of `seccomp.py` loaded.
 """
 
 from __future__ import annotations

@@ -16,13 +16,13 @@ from pathlib import Path
 
 import pytest
 from sandbox_required import sandbox  # noqa: F401 (fixture)
+from test_submitting_guide import blocks
 
 from histosynth.leaderboard.aggregate import load_leaderboard
 from histosynth.leaderboard.tracks import get_track, open_track
 
 ROOT = Path(__file__).resolve().parents[2]
 COMMITTED = ROOT / "results" / "simulator"
-GUIDE = ROOT / "docs" / "submitting.md"
 BASELINES = ("htd", "spade", "real-heldout", "copy-nearest")
 SHARED_TASKS = {"distribution", "label-consistency", "tstr"}
 
@@ -40,9 +40,7 @@ def shell(command: str, cwd: Path, threads: int) -> str:
 
 def guide_submission_file() -> str:
     """The walkthrough's submission.yaml, as the guide writes it."""
-    text = GUIDE.read_text(encoding="utf-8")
-    start = text.index("```yaml walkthrough=submission.yaml\n") + len("```yaml walkthrough=submission.yaml\n")
-    return text[start:text.index("```", start)]
+    return next(text for lang, walk, name, text in blocks() if walk and name == "submission.yaml")
 
 
 @pytest.mark.slow
