@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from histosynth.benchmark.suite import SUITE_VERSION
 from histosynth.cli import main
 from histosynth.generators.registry import builtin_generators
 from histosynth.leaderboard.aggregate import load_leaderboard, load_results
@@ -29,7 +30,15 @@ def test_every_file_validates_and_comes_from_the_demo_suite():
     assert {where.split("/")[0] for where, _ in runs} == set(DATASETS)
     for where, run in runs:
         suite = run.settings["suite"]
-        assert (suite["suite"], suite["suite_version"], suite["variant"]["name"]) == ("histosynth-bench", "1", "demo"), where
+        assert (suite["suite"], suite["variant"]["name"]) == ("histosynth-bench", "demo"), where
+
+
+@pytest.mark.xfail(strict=True, reason="the committed results predate the suite's current version (the paper-metrics "
+                   "conventions, the sim-v1 track's thread record); `make leaderboard` refills them from the learning "
+                   "curves once they end, and then this mark goes")
+def test_the_committed_results_are_scored_by_the_current_suite_version():
+    for where, run in load_results(RESULTS):
+        assert run.settings["suite"]["suite_version"] == SUITE_VERSION, where
 
 
 def test_every_builtin_generator_is_on_both_datasets(board):

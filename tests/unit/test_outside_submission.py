@@ -18,6 +18,7 @@ import pytest
 from sandbox_required import sandbox  # noqa: F401 (fixture)
 from test_submitting_guide import blocks
 
+from histosynth.benchmark.suite import SUITE_VERSION
 from histosynth.leaderboard.aggregate import load_leaderboard
 from histosynth.leaderboard.tracks import get_track, open_track
 
@@ -46,6 +47,11 @@ def guide_submission_file() -> str:
 @pytest.mark.slow
 @pytest.mark.usefixtures("sandbox")
 def test_an_outsiders_generator_joins_a_copy_of_the_committed_board(tmp_path):
+    committed_versions = {json.loads(p.read_text())["settings"]["suite"]["suite_version"]
+                          for p in (COMMITTED / "real-heldout").glob("*.json")}
+    if committed_versions != {SUITE_VERSION}:  # test_committed_leaderboard holds the strict mark for the same fact
+        pytest.xfail(f"the committed results are suite version {sorted(committed_versions)}, the suite is "
+                     f"{SUITE_VERSION}: no new row can share their columns until `make leaderboard` refills them")
     track = get_track("sim-v1")
     shell("histosynth bench track build sim-v1", tmp_path, threads=track.threads)
     built = open_track(track)
