@@ -26,6 +26,9 @@ LABEL_CONSISTENCY = "label-consistency:label_consistency_miou@fake"
 LABEL_CEILING = "label-consistency:label_consistency_miou@real-test"
 TSTR_RATIO = "tstr-deeplabv3plus:miou_ratio_to_real@train:synthetic"
 PQ_RATIO = "tstr-hovernet:pq_ratio_to_real@train:synthetic"
+# the reference row that passes the held-out conditions' real patches through: scored as a submission, its TSTR
+# ratio is real data's at the synthetic sets' N
+REAL_CEILING = "real-heldout"
 BOOTSTRAP = 2000
 # a curve is "still improving" when its last point beats the one two snapshots earlier by more than this many of
 # the last point's CI half-widths
@@ -132,6 +135,20 @@ def _conditioning_pays(curves: dict[str, list[Point]], run: Path) -> Verdict:
                    trend(curves["htd"], KID, False), {"htd": a, "unconditional": b})
 
 
+def reference_metric(run: Path, key: str, subject: str = REAL_CEILING) -> dict[str, Any] | None:
+    """`key` as the run's reference row `subject` scored it (references/<subject>/*.json), None if not scored."""
+    from histosynth.recipes.curve import summarize
+
+    return summarize(sorted((Path(run) / "references" / subject).glob("*.json"))).get(key)
+
+
+def _same_n_ceiling(run: Path, key: str) -> str:
+    """The ratio the real patches of the same conditions reach: the ceiling at the synthetic set's size (the
+    real-trained row the ratio divides by trains on the whole, larger training set)."""
+    ceiling = reference_metric(run, key)
+    return "" if ceiling is None else f"; real patches of the same maps (the ceiling at this N): {_fmt(ceiling)}"
+
+
 def _ratio_goal(generator: str, key: str, goal: float, label: str) -> Callable[[dict[str, list[Point]], Path], Verdict]:
     def check(curves: dict[str, list[Point]], run: Path) -> Verdict:
         last = _last(curves, generator)
@@ -143,8 +160,9 @@ def _ratio_goal(generator: str, key: str, goal: float, label: str) -> Callable[[
         low, high = metric.get("ci_low"), metric.get("ci_high")
         # the goal is judged on the point estimate; an interval reaching across it is said beside it
         caveat = f" (the CI reaches across {goal})" if low is not None and high is not None and low < goal <= high else ""
-        return Verdict(f"{label} {_fmt(metric)}{where}{caveat}", metric["value"] >= goal, _at(last),
-                       trend(curves[generator], key, True), {key: metric})
+        return Verdict(f"{label} {_fmt(metric)}{where}{caveat}{_same_n_ceiling(run, key)}", metric["value"] >= goal,
+                       _at(last), trend(curves[generator], key, True),
+                       {key: metric, "ceiling": reference_metric(run, key)})
     return check
 
 
@@ -198,7 +216,7 @@ def _joint_labels(curves: dict[str, list[Point]], run: Path) -> Verdict:
     if ratio is None or share is None or chance is None:
         return Verdict("not measured yet", None)
     above = share["ci"][0] > chance
-    return Verdict(f"PQ ratio {_fmt(ratio)}; class agreement {share['value']:.3g} [{share['ci'][0]:.3g}, "
+    return Verdict(f"PQ ratio {_fmt(ratio)}{_same_n_ceiling(run, PQ_RATIO)}; class agreement {share['value']:.3g} [{share['ci'][0]:.3g}, "
                    f"{share['ci'][1]:.3g}] vs chance {chance:.3g}", ratio["value"] >= 0.8 and above, _at(last),
                    trend(curves["cosyn"], PQ_RATIO, True), {"pq_ratio": ratio, "class_share": share,
                                                             "chance": chance})

@@ -6,6 +6,7 @@ import json
 import numpy as np
 import pytest
 
+from histosynth.benchmark.results import BenchmarkRun, DataRef, MetricResult
 from histosynth.benchmark.tasks.completion import score_completion
 from histosynth.data_cards.card import CardInfo
 from histosynth.disk import write_dataset
@@ -122,3 +123,17 @@ def test_a_ratio_goal_met_by_its_point_estimate_says_when_its_interval_crosses_t
         write_point(tmp_path, "htd", step, {TSTR_RATIO: metric(0.92, 0.05, [0.9] * 5)})
     verdict = by_paper(evaluate(tmp_path))[("HTD", "synthetic")]
     assert verdict.met is True and "(the CI reaches across 0.9)" in verdict.measured
+
+
+def test_a_ratio_claim_shows_the_real_ceiling_at_the_synthetic_sets_size(tmp_path):
+    for step in (100, 200, 400):
+        write_point(tmp_path, "htd", step, {TSTR_RATIO: metric(0.78, 0.1, [0.8] * 5)})
+    assert "ceiling" not in by_paper(evaluate(tmp_path))[("HTD", "synthetic")].measured  # no reference row yet
+    reference = tmp_path / "references" / "real-heldout"
+    reference.mkdir(parents=True)
+    data = {"train:synthetic": DataRef("real-heldout", "/h", "sha256:aa", 64), "test": DataRef("test", "/t", "sha256:bb", 96)}
+    BenchmarkRun("tstr", [MetricResult("miou_ratio_to_real", 0.93, None, 0.89, 0.97, 0.95, subject="train:synthetic")],
+                 data, settings={"model": "deeplabv3plus"}).save(reference / "tstr-seg.json")
+    verdict = by_paper(evaluate(tmp_path))[("HTD", "synthetic")]
+    assert "real patches of the same maps (the ceiling at this N): 0.93 [0.89, 0.97]" in verdict.measured
+    assert verdict.met is False and verdict.numbers["ceiling"]["value"] == 0.93
