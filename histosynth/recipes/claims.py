@@ -125,14 +125,25 @@ def _last(curves: dict[str, list[Point]], name: str) -> Point | None:
     return curves[name][-1] if curves.get(name) else None
 
 
+def _last_common(curves: dict[str, list[Point]], first: str, second: str) -> tuple[Point, Point] | None:
+    """Both curves' points at the last step both have scored (a comparison at equal training steps), or None."""
+    steps = {p.step for p in curves.get(first, [])} & {p.step for p in curves.get(second, [])}
+    if not steps:
+        return None
+    step = max(steps)
+    return (next(p for p in curves[first] if p.step == step), next(p for p in curves[second] if p.step == step))
+
+
 def _conditioning_pays(curves: dict[str, list[Point]], run: Path) -> Verdict:
-    htd, floor = _last(curves, "htd"), _last(curves, "htd-unconditional")
-    if htd is None or floor is None or htd.metric(KID) is None or floor.metric(KID) is None:
+    pair = _last_common(curves, "htd", "htd-unconditional")
+    if pair is None or pair[0].metric(KID) is None or pair[1].metric(KID) is None:
         return Verdict("not measured yet", None)
+    htd, floor = pair
     a, b = htd.metric(KID), floor.metric(KID)
     met = a["ci_high"] < b["ci_low"]
+    upto = [p for p in curves["htd"] if p.step <= htd.step]
     return Verdict(f"KID x10^3: HTD {_fmt(a, 1e3)} vs unconditional {_fmt(b, 1e3)}", met, _at(htd),
-                   trend(curves["htd"], KID, False), {"htd": a, "unconditional": b})
+                   trend(upto, KID, False), {"htd": a, "unconditional": b})
 
 
 def reference_metric(run: Path, key: str, subject: str = REAL_CEILING) -> dict[str, Any] | None:
@@ -185,13 +196,11 @@ def paired_difference(a: np.ndarray, b: np.ndarray, seed: int = 0) -> dict[str, 
 
 
 def _completion_beats(curves: dict[str, list[Point]], run: Path) -> Verdict:
-    lora, harp = curves.get("dual-lora", []), curves.get("harp-inpaint", [])
-    common = sorted({p.step for p in lora} & {p.step for p in harp})
-    if not common:
+    pair = _last_common(curves, "dual-lora", "harp-inpaint")
+    if pair is None:
         return Verdict("not measured yet", None)
-    step = common[-1]
-    a = next(p for p in lora if p.step == step)
-    b = next(p for p in harp if p.step == step)
+    a, b = pair
+    lora = [p for p in curves["dual-lora"] if p.step <= a.step]
     floor = mean_fill_scores(run)
     parts, met, numbers = [], True, {}
     for metric, unit in (("psnr-masked", " dB"), ("ssim-masked", "")):

@@ -137,3 +137,13 @@ def test_a_ratio_claim_shows_the_real_ceiling_at_the_synthetic_sets_size(tmp_pat
     verdict = by_paper(evaluate(tmp_path))[("HTD", "synthetic")]
     assert "real patches of the same maps (the ceiling at this N): 0.93 [0.89, 0.97]" in verdict.measured
     assert verdict.met is False and verdict.numbers["ceiling"]["value"] == 0.93
+
+
+def test_htd_and_its_ablation_are_compared_at_the_last_step_both_reached(tmp_path):
+    for step, kid in ((100, 0.30), (200, 0.20), (400, 0.05)):
+        write_point(tmp_path, "htd", step, {KID: metric(kid, 0.01)})
+    for step in (100, 200):  # the ablation's curve stops at 200: HTD's 400 must not be compared with it
+        write_point(tmp_path, "htd-unconditional", step, {KID: metric(0.19, 0.01)})
+    realism = by_paper(evaluate(tmp_path))[("HTD", "conditioning")]
+    assert realism.at.startswith("step 200") and realism.met is False  # 0.20 against 0.19 at step 200
+    assert realism.numbers["htd"]["value"] == 0.20
