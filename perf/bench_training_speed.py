@@ -56,13 +56,16 @@ def built(name: str, data: Path):
     return generator
 
 
+COMPILED = "+compile"  # a precision label's suffix: the same precision with the loop's `compile` option on
+
+
 def ours(name: str, data: Path, precision: str, steps: int) -> float:
-    """Steady images/s of histosynth's loop on a fresh demo generator."""
+    """Steady images/s of histosynth's loop on a fresh demo generator (`precision` may end in COMPILED)."""
     from histosynth.generators.registry import generator_class
 
     generator = generator_class(name).build("demo")
-    report = generator.train(data, {"steps": steps, "progress": False, "mixed_precision": precision,
-                                    "checkpoint_every": 0})
+    report = generator.train(data, {"steps": steps, "progress": False, "mixed_precision": precision.removesuffix(COMPILED),
+                                    "compile": precision.endswith(COMPILED), "checkpoint_every": 0})
     return float(report.extra["speed"]["steady_images_per_second"])
 
 
@@ -139,8 +142,10 @@ def anchor(generator, precision: str, steps: int, batch_size: int, resolution: i
     return batch_size * (len(times) - WARMUP) / sum(times[WARMUP:])
 
 
-def speed_arguments(description: str, generators: list[str], threads: int, n: int) -> argparse.Namespace:
-    """The options every training-speed script shares, parsed; torch's thread count set from --threads."""
+def speed_arguments(description: str, generators: list[str], threads: int, n: int,
+                    extra: dict[str, dict] | None = None) -> argparse.Namespace:
+    """The options every training-speed script shares (and `extra`: option name -> add_argument keywords), parsed;
+    torch's thread count set from --threads."""
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--generators", nargs="+", default=generators)
     parser.add_argument("--threads", type=int, default=threads)
@@ -148,19 +153,25 @@ def speed_arguments(description: str, generators: list[str], threads: int, n: in
     parser.add_argument("--steps", type=int, default=8)
     parser.add_argument("--n", type=int, default=n, help="training patches")
     parser.add_argument("--out", type=Path, required=True, help="JSON of every measurement")
+    for name, options in (extra or {}).items():
+        parser.add_argument(name, **options)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     return args
 
 
 def main() -> None:
-    args = speed_arguments(__doc__.splitlines()[0], [*DIFFUSION, *GANS], torch.get_num_threads(), 96)
+    compile_option = {"action": "store_true", "help": "also histosynth's loop in bf16 with its `compile` option (each "
+                      "measurement pays its compilation in the first steps, left out of images/s)"}
+    args = speed_arguments(__doc__.splitlines()[0], [*DIFFUSION, *GANS], torch.get_num_threads(), 96,
+                           {"--compile": compile_option})
     from histosynth.speed import cpu_bf16_speedup, speed_record
 
     with tempfile.TemporaryDirectory() as tmp:
         data = write_data(Path(tmp), args.n)
         prototypes = {name: built(name, data) for name in args.generators if name in DIFFUSION}
-        settings = [(name, "ours", precision) for name in args.generators for precision in ("no", "bf16")]
+        ours_precisions = ("no", "bf16", f"bf16{COMPILED}") if args.compile else ("no", "bf16")
+        settings = [(name, "ours", precision) for name in args.generators for precision in ours_precisions]
         settings += [(name, "diffusers", precision) for name in prototypes for precision in ("no", "bf16")]
         rates: dict[str, list[float]] = {f"{n}|{loop}|{p}": [] for n, loop, p in settings}
         for round_index in range(args.rounds):
@@ -172,7 +183,7 @@ def main() -> None:
                     cfg = generator.preset.train
                     rate = anchor(generator, precision, args.steps, cfg.batch_size, generator.preset.model.resolution)
                 rates[f"{name}|{loop}|{precision}"].append(rate)
-                print(f"round {round_index} {name:18s} {loop:9s} {precision:4s} {rate:7.2f} img/s", flush=True)
+                print(f"round {round_index} {name:18s} {loop:9s} {precision:12s} {rate:7.2f} img/s", flush=True)
     record = {"date": time.strftime("%Y-%m-%d %H:%M"), "machine": speed_record("no"), "threads": args.threads,
               "bf16_probe_speedup": cpu_bf16_speedup(), "load_after": os.getloadavg(), "steps": args.steps,
               "rounds": args.rounds, "rates": rates,

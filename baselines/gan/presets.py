@@ -59,6 +59,7 @@ class GANTrainConfig:
     weight_decay: float = 0.0
     max_grad_norm: float | None = None  # pix2pix and SPADE do not clip
     mixed_precision: str = "auto"
+    compile: bool = False  # torch.compile the networks' forwards for the run (minutes up front, faster steps after)
     ema_decay: float | None = None  # an EMA of the generator's weights when set
     checkpoint_every: int = 0
     keep_checkpoints: int = 2

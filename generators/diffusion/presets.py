@@ -140,7 +140,8 @@ class TrainConfig:
     adam_betas: tuple[float, float] = (0.9, 0.999)
     max_grad_norm: float | None = 1.0
     loss: str = "l2"  # "l1" (HTD precursor) or "l2"
-    mixed_precision: str = "auto"  # "auto" = bf16 on CUDA, none on CPU; or "no", "fp16", "bf16"
+    mixed_precision: str = "auto"  # "auto": bf16 where this machine runs it faster (histosynth.speed); "no", "fp16", "bf16"
+    compile: bool = False  # torch.compile the networks' forwards for the run (minutes up front, faster steps after)
     ema_decay: float | None = 0.999
     cfg_dropout: float = 0.1  # probability of training a sample with its condition zeroed (classifier-free guidance)
     checkpoint_every: int = 0  # optimizer steps between resumable checkpoints; 0 = only at the end

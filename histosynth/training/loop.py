@@ -21,6 +21,7 @@ from tqdm.auto import tqdm
 from histosynth.errors import UserFacingError
 from histosynth.training.checkpoints import latest_checkpoint, load_checkpoint, save_checkpoint
 from histosynth.training.precision import (
+    compiled_forward,
     cpu_bf16_forward,
     make_accelerator,
     on_device,
@@ -50,6 +51,7 @@ class TrainResult:
     checkpoint: Path | None = None
     precision: str = "no"  # what accelerate trained in ("no" = fp32)
     threads: int = 0  # torch CPU threads the run trained with
+    compiled: bool = False  # whether the modules' forwards ran through torch.compile
     step_seconds: list[float] = field(default_factory=list)  # wall time of each optimizer step of this run
     step_images: list[int] = field(default_factory=list)
     loss_history: list[float] = field(default_factory=list)  # the main loss of every step from step 0 (the log)
@@ -135,7 +137,8 @@ def _train(step_fn: TrainStep, batch_fn: BatchFn, settings: LoopSettings, folder
     ctx = StepContext(accelerator, prepared_modules, prepared_optimizers, {n: s.params for n, s in specs.items()},
                       settings.max_grad_norm)
 
-    result = TrainResult(start_step=0, steps=settings.steps, precision=precision, threads=torch.get_num_threads())
+    result = TrainResult(start_step=0, steps=settings.steps, precision=precision, threads=torch.get_num_threads(),
+                         compiled=bool(getattr(settings, "compile", False)))
     if last is not None:
         state = load_checkpoint(accelerator, last)
         result.start_step = state["step"]
@@ -161,6 +164,8 @@ def _train(step_fn: TrainStep, batch_fn: BatchFn, settings: LoopSettings, folder
     for module in prepared_modules.values():
         module.train()
     plain_forwards = [cpu_bf16_forward(module) for module in prepared_modules.values()] if own_autocast else []
+    if result.compiled:  # after the autocast wrapper, so the compiled graph holds the bf16 regions
+        plain_forwards += [compiled_forward(module) for module in prepared_modules.values()]
     try:
         for step in range(result.start_step, settings.steps):
             step_start, images_before = time.perf_counter(), result.images
@@ -208,7 +213,7 @@ def _train(step_fn: TrainStep, batch_fn: BatchFn, settings: LoopSettings, folder
                 raise TrainingStopped(f"training stopped after step {done} of {settings.steps}{kept}")
     finally:
         bar.close()
-        for restore in plain_forwards:
+        for restore in reversed(plain_forwards):
             restore()
     result.seconds = time.perf_counter() - start
     result.loss_means = {name: total / counts[name] for name, total in sums.items()}

@@ -92,3 +92,19 @@ def cpu_bf16_forward(module: nn.Module) -> Callable[[], None]:
             module.forward = own
 
     return restore
+
+
+def compiled_forward(module: nn.Module) -> Callable[[], None]:
+    """Replace `module`'s forward (as it stands, autocast wrapper included) by `torch.compile` of it for the run;
+    returns the function that puts it back. The module itself is untouched, so its state dict keys, checkpoints and
+    saved models are the eager ones (torch.compile(module) would wrap it and prefix every key with `_orig_mod.`)."""
+    own = module.__dict__.get("forward")
+    module.forward = torch.compile(module.forward)
+
+    def restore() -> None:
+        if own is None:
+            del module.forward
+        else:
+            module.forward = own
+
+    return restore

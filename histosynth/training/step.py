@@ -23,7 +23,9 @@ class LoopSettings(Protocol):
     """The fields the loop reads (a generator's train config has them all, e.g. diffusion.presets.TrainConfig).
 
     Read when present, with defaults: `snapshot_steps` (()), `threads` (None: torch's count as it is), `device`
-    (None: CUDA when there is one, else the CPU; "cpu", "cuda" or "cuda:N") and `desc` (the progress bar's label).
+    (None: CUDA when there is one, else the CPU; "cpu", "cuda" or "cuda:N"), `desc` (the progress bar's label) and
+    `compile` (False: eager; True: each module's forward runs through torch.compile for the run, which pays minutes
+    of compilation up front per process, resume included, for faster steps after).
     """
 
     steps: int
@@ -68,6 +70,7 @@ class LoopConfig:
     threads: int | None = None
     device: str | None = None
     desc: str = "training"
+    compile: bool = False
 
 
 @dataclass

@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from peft import LoraConfig, inject_adapter_in_model
 from peft.functional import set_adapter
+from safetensors.torch import load_file
 from torch import nn
 
 from histosynth.generators.training import (
@@ -42,6 +43,7 @@ class Settings:
     keep_checkpoints: int = 2
     seed: int = 0
     progress: bool = False
+    compile: bool = False
 
 
 class HingeGANStep(TrainStep):
@@ -207,3 +209,20 @@ def test_an_optimizer_used_on_alternate_steps_runs_its_schedule_over_its_own_ste
                                                   checkpoint_every=0))
     for adapter in ADAPTERS:  # 4 uses each: a linear decay over 4 steps ends near 0, over 8 it stops half way
         assert step.lrs[adapter] == pytest.approx([1e-2 * f for f in expected])
+
+
+def test_a_compiled_run_trains_as_the_eager_one_and_leaves_the_modules_eager(tmp_path):
+    eager, compiled = make_gan(), make_gan()
+    expected = run_training(eager, gan_batch, Settings())
+    got = run_training(compiled, gan_batch, Settings(compile=True), tmp_path)  # a dataclass field or LoopConfig's
+    assert got.compiled and not expected.compiled
+    # fp32 on both paths: inductor may fuse and reorder float32 sums, so the two agree to float32 rounding, not bits
+    torch.testing.assert_close(torch.tensor(got.losses), torch.tensor(expected.losses))
+    for module in compiled.modules().values():  # the compiled forward is gone after the run: sampling runs eager
+        assert "forward" not in module.__dict__
+    for name in ("model.safetensors", "model_1.safetensors"):  # the checkpoint holds the eager modules' keys
+        saved = load_file(latest_checkpoint(tmp_path) / name)
+        assert saved and not any("_orig_mod" in key for key in saved)
+    assert set(state(compiled)) == set(state(eager))
+    for key, value in state(eager).items():
+        torch.testing.assert_close(state(compiled)[key], value)
