@@ -4,7 +4,10 @@ uninterrupted one."""
 
 import os
 import shutil
+import subprocess
+import sys
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 import torch
@@ -213,20 +216,30 @@ def test_an_optimizer_used_on_alternate_steps_runs_its_schedule_over_its_own_ste
         assert step.lrs[adapter] == pytest.approx([1e-2 * f for f in expected])
 
 
-@pytest.mark.skipif(shutil.which(os.environ.get("CXX", "g++")) is None,
-                    reason="torch.compile's CPU backend (inductor) builds its kernels with a C++ compiler: none found")
-def test_a_compiled_run_trains_as_the_eager_one_and_leaves_the_modules_eager(tmp_path):
+def compiled_run_matches_eager(folder: Path) -> None:
+    """Train the toy GAN eager and compiled from the same seed; assert they agree and the modules stay eager."""
     eager, compiled = make_gan(), make_gan()
     expected = run_training(eager, gan_batch, Settings())
-    got = run_training(compiled, gan_batch, Settings(compile=True), tmp_path)  # a dataclass field or LoopConfig's
+    got = run_training(compiled, gan_batch, Settings(compile=True), folder)  # a dataclass field or LoopConfig's
     assert got.compiled and not expected.compiled
     # fp32 on both paths: inductor may fuse and reorder float32 sums, so the two agree to float32 rounding, not bits
     torch.testing.assert_close(torch.tensor(got.losses), torch.tensor(expected.losses))
     for module in compiled.modules().values():  # the compiled forward is gone after the run: sampling runs eager
         assert "forward" not in module.__dict__
     for name in ("model.safetensors", "model_1.safetensors"):  # the checkpoint holds the eager modules' keys
-        saved = load_file(latest_checkpoint(tmp_path) / name)
+        saved = load_file(latest_checkpoint(folder) / name)
         assert saved and not any("_orig_mod" in key for key in saved)
     assert set(state(compiled)) == set(state(eager))
     for key, value in state(eager).items():
         torch.testing.assert_close(state(compiled)[key], value)
+
+
+@pytest.mark.skipif(shutil.which(os.environ.get("CXX", "g++")) is None,
+                    reason="torch.compile's CPU backend (inductor) builds its kernels with a C++ compiler: none found")
+def test_a_compiled_run_trains_as_the_eager_one_and_leaves_the_modules_eager(tmp_path):
+    # in a fresh interpreter, as a training run is: inductor imports setuptools, which fails in a process where
+    # earlier tests left the standard library's distutils imported first
+    code = f"import test_training_loop as t; from pathlib import Path; t.compiled_run_matches_eager(Path({str(tmp_path)!r}))"
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parent)}
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
