@@ -74,6 +74,8 @@ def run(args: argparse.Namespace) -> int:
     given = {"steps": args.steps, "batch_size": args.batch_size, "lr": args.lr, "grad_accum": args.grad_accum,
              "mixed_precision": args.mixed_precision, "checkpoint_every": args.checkpoint_every, "seed": args.seed}
     config = {k: v for k, v in given.items() if v is not None}
+    if args.compile:
+        config["compile"] = True
     if args.no_heterogeneity:
         config["heterogeneity"] = None
     if args.curriculum:
@@ -116,7 +118,12 @@ def register(verbs: argparse._SubParsersAction) -> None:
     parser.add_argument("--grad-accum", type=opt.integer(1, 4096, "a number of micro-batches"),
                         help="gradient accumulation micro-batches per step")
     parser.add_argument("--lr", type=opt.positive, help="learning rate (default: the preset's)")
-    parser.add_argument("--mixed-precision", choices=("auto", "no", "fp16", "bf16"), help="default auto: bf16 on CUDA")
+    parser.add_argument("--mixed-precision", choices=("auto", "no", "fp16", "bf16"),
+                        help="default auto: bf16 on a GPU that supports it, and on a CPU where a short probe "
+                        "measures it faster than fp32")
+    parser.add_argument("--compile", action="store_true", help="run the networks through torch.compile: minutes of "
+                        "compilation per run (and per resume) for faster steps after; worth it for runs of tens of "
+                        "minutes (perf/RESULTS.md)")
     parser.add_argument("--checkpoint-every", type=opt.steps, help="steps between resumable checkpoints")
     parser.add_argument("--seed", type=opt.seed, help="training seed (initial weights, data order, crops, noise)")
     parser.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out/training")

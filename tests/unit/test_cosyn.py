@@ -2,7 +2,11 @@
 the centroid condition, dataset round trip and the CLI. The registry-wide contract runs in test_generators_contract.py
 (`-k cosyn`)."""
 
+import json
+import subprocess
+import sys
 from dataclasses import replace
+from pathlib import Path
 
 import datasets
 import numpy as np
@@ -265,3 +269,18 @@ def test_paper_preset_builds_at_cosyn_sizes_trains_a_step_and_samples_at_batch_o
     out = gen.sample(patches[:1], seed=0, steps=2, batch_size=1)[0]
     out.validate()
     assert out.image.shape == (256, 256, 3) and out.nuclei is not None
+
+
+@pytest.mark.slow
+def test_cli_compile_option_trains_through_torch_compile_and_records_it(data, tmp_path):
+    folder, ckpt = tmp_path / "data", tmp_path / "ckpt"
+    write_dataset(data[:6], folder, CardInfo("simulator", "six simulator patches with nuclei instances"))
+    command = [str(Path(sys.executable).parent / "histosynth"), "train", "cosyn", "--data", str(folder), "--preset",
+               "tiny", "--out", str(ckpt), "--steps", "3", "--batch-size", "2", "--compile"]
+    # its own process, as a user's run is (inductor's setuptools import fails in a process where other tests left the
+    # standard library's distutils imported)
+    done = subprocess.run(command, capture_output=True, text=True, timeout=1200)
+    assert done.returncode == 0, done.stderr[-3000:]
+    speed = json.loads((ckpt / "config.json").read_text())["training"]["extra"]["speed"]
+    assert speed["compiled"] is True
+    assert load_generator(ckpt).sample(data[:1], seed=[0])[0].image.shape == data[0].image.shape  # samples eager
