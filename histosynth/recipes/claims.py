@@ -153,10 +153,9 @@ def reference_metric(run: Path, key: str, subject: str = REAL_CEILING) -> dict[s
     return summarize(sorted((Path(run) / "references" / subject).glob("*.json"))).get(key)
 
 
-def _same_n_ceiling(run: Path, key: str) -> str:
-    """The ratio the real patches of the same conditions reach: the ceiling at the synthetic set's size (the
-    real-trained row the ratio divides by trains on the whole, larger training set)."""
-    ceiling = reference_metric(run, key)
+def _same_n_ceiling(ceiling: dict[str, Any] | None) -> str:
+    """Text for the ratio the real patches of the same conditions reach (`reference_metric`): the ceiling at the
+    synthetic set's size (the real-trained row the ratio divides by trains on the whole, larger training set)."""
     return "" if ceiling is None else f"; real patches of the same maps (the ceiling at this N): {_fmt(ceiling)}"
 
 
@@ -171,9 +170,9 @@ def _ratio_goal(generator: str, key: str, goal: float, label: str) -> Callable[[
         low, high = metric.get("ci_low"), metric.get("ci_high")
         # the goal is judged on the point estimate; an interval reaching across it is said beside it
         caveat = f" (the CI reaches across {goal})" if low is not None and high is not None and low < goal <= high else ""
-        return Verdict(f"{label} {_fmt(metric)}{where}{caveat}{_same_n_ceiling(run, key)}", metric["value"] >= goal,
-                       _at(last), trend(curves[generator], key, True),
-                       {key: metric, "ceiling": reference_metric(run, key)})
+        ceiling = reference_metric(run, key)
+        return Verdict(f"{label} {_fmt(metric)}{where}{caveat}{_same_n_ceiling(ceiling)}", metric["value"] >= goal,
+                       _at(last), trend(curves[generator], key, True), {key: metric, "ceiling": ceiling})
     return check
 
 
@@ -225,7 +224,7 @@ def _joint_labels(curves: dict[str, list[Point]], run: Path) -> Verdict:
     if ratio is None or share is None or chance is None:
         return Verdict("not measured yet", None)
     above = share["ci"][0] > chance
-    return Verdict(f"PQ ratio {_fmt(ratio)}{_same_n_ceiling(run, PQ_RATIO)}; class agreement {share['value']:.3g} [{share['ci'][0]:.3g}, "
+    return Verdict(f"PQ ratio {_fmt(ratio)}{_same_n_ceiling(reference_metric(run, PQ_RATIO))}; class agreement {share['value']:.3g} [{share['ci'][0]:.3g}, "
                    f"{share['ci'][1]:.3g}] vs chance {chance:.3g}", ratio["value"] >= 0.8 and above, _at(last),
                    trend(curves["cosyn"], PQ_RATIO, True), {"pq_ratio": ratio, "class_share": share,
                                                             "chance": chance})

@@ -71,40 +71,37 @@ def make_accelerator(cpu: bool, precision: str, grad_accum: int) -> tuple[Accele
     return accelerator, own_autocast
 
 
+def replace_forward(module: nn.Module, forward: Callable[..., Any]) -> Callable[[], None]:
+    """Set `forward` as `module`'s instance-level forward; returns the function that puts back what was there (an
+    instance-level forward someone set before, or none, so the class's forward serves again)."""
+    own = module.__dict__.get("forward")
+    module.forward = forward
+
+    def restore() -> None:
+        if own is None:
+            del module.forward
+        else:
+            module.forward = own
+
+    return restore
+
+
 def cpu_bf16_forward(module: nn.Module) -> Callable[[], None]:
     """Run `module`'s forward under CPU bf16 autocast with float32 outputs (what accelerate's mixed precision does to
     a prepared model); returns the function that puts the plain forward back after training."""
     from accelerate.utils import convert_outputs_to_fp32
 
-    own = module.__dict__.get("forward")  # an instance-level forward someone set before, if any
     plain = module.forward
 
     def forward(*args: Any, **kwargs: Any) -> Any:
         with torch.autocast("cpu", dtype=torch.bfloat16):
             return plain(*args, **kwargs)
 
-    module.forward = convert_outputs_to_fp32(forward)
-
-    def restore() -> None:
-        if own is None:
-            del module.forward
-        else:
-            module.forward = own
-
-    return restore
+    return replace_forward(module, convert_outputs_to_fp32(forward))
 
 
 def compiled_forward(module: nn.Module) -> Callable[[], None]:
     """Replace `module`'s forward (as it stands, autocast wrapper included) by `torch.compile` of it for the run;
     returns the function that puts it back. The module itself is untouched, so its state dict keys, checkpoints and
     saved models are the eager ones (torch.compile(module) would wrap it and prefix every key with `_orig_mod.`)."""
-    own = module.__dict__.get("forward")
-    module.forward = torch.compile(module.forward)
-
-    def restore() -> None:
-        if own is None:
-            del module.forward
-        else:
-            module.forward = own
-
-    return restore
+    return replace_forward(module, torch.compile(module.forward))
