@@ -47,7 +47,9 @@ def render_model_card(generator: Generator, config: dict[str, Any]) -> str:
         speed = report.extra.get("speed")
         if speed:
             lines.append(f"- Trained in {speed.get('precision')} with {speed.get('threads')} threads on "
-                         f"{speed.get('device')} (histosynth.speed decides the precision per machine).")
+                         f"{speed.get('device')} (histosynth.speed decides the precision per machine)"
+                         f"{'; compiled' if speed.get('compiled') else ''}"
+                         f"{_fp32_attention(speed.get('fp32_attention_shapes'))}.")
     else:
         lines.append("- Not trained (random weights).")
     lines += [
@@ -64,3 +66,10 @@ def render_model_card(generator: Generator, config: dict[str, Any]) -> str:
         "## Citation", "", "```bibtex", meta.citation, "```", "",
     ]
     return "\n".join(lines)
+
+
+def _fp32_attention(shapes: object) -> str:
+    """The model card's note on attention computed in float32 under bf16 autocast (the shapes, "BxHxLxE")."""
+    if not shapes:
+        return ""
+    return f"; attention in float32 for q shapes {', '.join(map(str, shapes))} (faster than bf16 on this machine)"

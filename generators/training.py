@@ -91,6 +91,8 @@ def finish_training(generator: Generator, steps: int, result: TrainResult, data:
         extra={"loss_means": {k: round(v, 6) for k, v in result.loss_means.items()},
                "speed": {**speed_record(result.precision), **({"threads": result.threads} if result.threads else {}),
                          **({"compiled": True} if result.compiled else {}),
+                         **({"fp32_attention_shapes": sorted(result.fp32_attention_shapes)}
+                            if result.fp32_attention_shapes else {}),
                          "steady_images_per_second": round(result.steady_images_per_second, 3)}})
     if out is not None:
         from accelerate import PartialState

@@ -7,6 +7,10 @@ timed on one thread, fp32 and bf16 interleaved, fastest of several rounds: what 
 the machine's load cannot swing the way it swings multi-threaded timings (on a busy 2-core machine two threads ran
 the same block ten times slower than one). The measurement (about a second) is cached per CPU model and torch
 version under the cache root, so a machine decides once. fp32 ("no") stays the reference of every determinism test.
+
+Under CPU bf16 autocast, attention may still run in float32: torch's CPU flash-attention kernel can be slower in bf16
+than in float32 (at small head dims), so each attention shape is timed both ways once per machine, the same way, and
+the faster one is kept (attention_fp32_faster).
 """
 
 from __future__ import annotations
@@ -73,7 +77,7 @@ def cpu_bf16_speedup() -> float:
 
     if not cpu_has_native_bf16():
         return 0.0
-    key = f"{cpu_model()}|torch {torch.__version__}"
+    key = _machine_key()
     path = cache_dir("speed") / f"bf16-{hashlib.sha256(key.encode()).hexdigest()[:16]}.json"
     try:
         return float(json.loads(path.read_text())["speedup"])
@@ -91,6 +95,69 @@ def cpu_bf16_speedup() -> float:
     path.parent.mkdir(parents=True, exist_ok=True)
     write_text_atomic(path, json.dumps({"key": key, "fp32_s": fp32, "bf16_s": bf16, "speedup": speedup}) + "\n")
     return speedup
+
+
+_ATTENTION_DECISIONS: dict[str, bool] = {}  # this process's copy of the machine's cached decisions
+
+
+def _machine_key() -> str:
+    import torch
+
+    return f"{cpu_model()}|torch {torch.__version__}"
+
+
+def _attention_times(shape: tuple[int, ...], rounds: int = 3) -> tuple[float, float]:
+    """Fastest float32 and fastest bf16 forward+backward of scaled-dot-product attention with q, k, v of `shape`, on
+    random inputs from a private generator (the run's RNG streams are untouched), the two interleaved."""
+    import torch
+    import torch.nn.functional as F
+
+    generator = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(shape, generator=generator) for _ in range(3))
+    grad = torch.randn(shape, generator=generator)
+    best = {torch.float32: float("inf"), torch.bfloat16: float("inf")}
+    with torch.autocast("cpu", enabled=False), torch.enable_grad():
+        for index in range(rounds + 1):
+            for dtype in best:
+                inputs = [t.to(dtype).requires_grad_() for t in (q, k, v)]
+                start = time.perf_counter()
+                F.scaled_dot_product_attention(*inputs).backward(grad.to(dtype))
+                if index:  # the first round pays for kernel selection
+                    best[dtype] = min(best[dtype], time.perf_counter() - start)
+    return best[torch.float32], best[torch.bfloat16]
+
+
+def attention_fp32_faster(shape: tuple[int, ...]) -> bool:
+    """Whether attention with q, k, v of `shape` (batch, heads, tokens, head dim) runs forward+backward faster in
+    float32 than in bf16 on this CPU: timed on one thread the first time a shape is seen, then cached per CPU model
+    and torch version (one file holds every shape), so a machine decides each shape once."""
+    import torch
+
+    name = "x".join(str(size) for size in shape)
+    if name in _ATTENTION_DECISIONS:
+        return _ATTENTION_DECISIONS[name]
+    path = cache_dir("speed") / f"attention-{hashlib.sha256(_machine_key().encode()).hexdigest()[:16]}.json"
+    try:
+        saved = json.loads(path.read_text())["shapes"]
+    except (OSError, ValueError, KeyError, TypeError):
+        saved = {}
+    if not isinstance(saved, dict):
+        saved = {}
+    record = saved.get(name)
+    if not (isinstance(record, dict) and isinstance(record.get("fp32_faster"), bool)):
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            fp32, bf16 = _attention_times(shape)
+        finally:
+            torch.set_num_threads(threads)
+        record = {"fp32_s": fp32, "bf16_s": bf16, "fp32_faster": fp32 < bf16}
+        from histosynth.atomic import write_text_atomic
+
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(path, json.dumps({"key": _machine_key(), "shapes": {**saved, name: record}}, indent=1) + "\n")
+    _ATTENTION_DECISIONS[name] = record["fp32_faster"]
+    return record["fp32_faster"]
 
 
 def resolve_precision(setting: str) -> str:

@@ -23,8 +23,10 @@ from histosynth.training.checkpoints import latest_checkpoint, load_checkpoint, 
 from histosynth.training.precision import (
     compiled_forward,
     cpu_bf16_forward,
+    fp32_attention_forwards,
     make_accelerator,
     on_device,
+    resolve_fp32_attention,
     resolve_mixed_precision,
     wants_cpu,
 )
@@ -52,6 +54,8 @@ class TrainResult:
     precision: str = "no"  # what accelerate trained in ("no" = fp32)
     threads: int = 0  # torch CPU threads the run trained with
     compiled: bool = False  # whether the modules' forwards ran through torch.compile
+    fp32_attention: bool = False  # CPU bf16: attention in float32 for the shapes this machine runs faster that way
+    fp32_attention_shapes: set[str] = field(default_factory=set)  # the q shapes that did, "BxHxLxE"
     step_seconds: list[float] = field(default_factory=list)  # wall time of each optimizer step of this run
     step_images: list[int] = field(default_factory=list)
     loss_history: list[float] = field(default_factory=list)  # the main loss of every step from step 0 (the log)
@@ -114,6 +118,7 @@ def _train(step_fn: TrainStep, batch_fn: BatchFn, settings: LoopSettings, folder
     last = latest_checkpoint(folder) if resume and folder is not None else None
     precision = resolve_mixed_precision(settings.mixed_precision, last)
     accelerator, own_autocast = make_accelerator(cpu, precision, settings.grad_accum)
+    fp32_attention = resolve_fp32_attention(own_autocast, last)
     world, rank = accelerator.num_processes, accelerator.process_index
     specs = step_fn.optimizers(settings, world)
     optimizers = {name: torch.optim.AdamW(s.params, lr=s.lr, betas=tuple(s.betas), weight_decay=s.weight_decay)
@@ -138,7 +143,7 @@ def _train(step_fn: TrainStep, batch_fn: BatchFn, settings: LoopSettings, folder
                       settings.max_grad_norm)
 
     result = TrainResult(start_step=0, steps=settings.steps, precision=precision, threads=torch.get_num_threads(),
-                         compiled=bool(getattr(settings, "compile", False)))
+                         compiled=bool(getattr(settings, "compile", False)), fp32_attention=fp32_attention)
     if last is not None:
         state = load_checkpoint(accelerator, last)
         result.start_step = state["step"]
@@ -151,7 +156,7 @@ def _train(step_fn: TrainStep, batch_fn: BatchFn, settings: LoopSettings, folder
 
     def checkpoint(step: int) -> Path:
         state = {"seed": settings.seed, "steps": settings.steps, "precision": precision, "losses": result.loss_history,
-                 "train_seconds": round(result.seconds_before + time.perf_counter() - start, 3)}
+                 "fp32_attention": fp32_attention, "train_seconds": round(result.seconds_before + time.perf_counter() - start, 3)}
         return save_checkpoint(accelerator, folder, step, state, settings.keep_checkpoints)
 
     bar = tqdm(total=settings.steps, initial=result.start_step, desc=getattr(settings, "desc", "training"), unit="step",
@@ -164,6 +169,9 @@ def _train(step_fn: TrainStep, batch_fn: BatchFn, settings: LoopSettings, folder
     for module in prepared_modules.values():
         module.train()
     plain_forwards = [cpu_bf16_forward(module) for module in prepared_modules.values()] if own_autocast else []
+    if fp32_attention:
+        for module in prepared_modules.values():
+            plain_forwards += fp32_attention_forwards(module, result.fp32_attention_shapes)
     if result.compiled:  # after the autocast wrapper, so the compiled graph holds the bf16 regions
         plain_forwards += [compiled_forward(module) for module in prepared_modules.values()]
     try:

@@ -1,5 +1,6 @@
 """Device and precision of a training run: which precision it trains in (histosynth.speed decides "auto"; a resumed
-run keeps its checkpoint's), the accelerate Accelerator for it, and the CPU bf16 autocast the loop applies itself."""
+run keeps its checkpoint's), the accelerate Accelerator for it, and the CPU bf16 autocast the loop applies itself,
+with attention in float32 for the shapes where this machine runs it faster."""
 
 from __future__ import annotations
 
@@ -8,8 +9,10 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import torch
+import torch.nn.functional as F
 from accelerate import Accelerator
 from torch import nn
+from torch.overrides import TorchFunctionMode
 
 from histosynth.training.checkpoints import STATE_FILE, read_state
 
@@ -25,6 +28,16 @@ def resolve_mixed_precision(setting: str, checkpoint: Path | None = None) -> str
         if recorded in ("no", "bf16", "fp16"):
             return recorded
     return resolve_precision(setting)
+
+
+def resolve_fp32_attention(own_autocast: bool, checkpoint: Path | None = None) -> bool:
+    """Whether a CPU bf16 run computes attention in float32 where this machine runs it faster: yes for a new run; a
+    resumed run keeps its checkpoint's choice (checkpoints written before the choice existed trained without it)."""
+    if not own_autocast:
+        return False
+    if checkpoint is not None:
+        return read_state(checkpoint / STATE_FILE).get("fp32_attention") is True
+    return True
 
 
 def wants_cpu(device: str | None) -> bool:
@@ -105,3 +118,52 @@ def compiled_forward(module: nn.Module) -> Callable[[], None]:
     returns the function that puts it back. The module itself is untouched, so its state dict keys, checkpoints and
     saved models are the eager ones (torch.compile(module) would wrap it and prefix every key with `_orig_mod.`)."""
     return replace_forward(module, torch.compile(module.forward))
+
+
+class _Fp32AttentionWhereFaster(TorchFunctionMode):
+    """Runs bf16 scaled-dot-product attention on the CPU in float32 for the shapes histosynth.speed measured faster
+    that way, and notes each such shape in `used`. Written here because autocast's op lists cannot be changed per op
+    and diffusers has no attention processor that upcasts its scaled_dot_product_attention call."""
+
+    def __init__(self, used: set[str]) -> None:
+        super().__init__()
+        self.used = used
+
+    def __torch_function__(self, func: Any, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
+        kwargs = kwargs or {}
+        if func is not F.scaled_dot_product_attention or len(args) < 3:
+            return func(*args, **kwargs)
+        query = args[0]
+        if query.device.type != "cpu" or torch.bfloat16 not in {t.dtype for t in args[:3]}:
+            return func(*args, **kwargs)
+        from histosynth.speed import attention_fp32_faster
+
+        if not attention_fp32_faster(tuple(query.shape)):
+            return func(*args, **kwargs)
+        self.used.add("x".join(str(size) for size in query.shape))
+        upcast = [t.float() if torch.is_tensor(t) and t.is_floating_point() else t for t in args]
+        mask = kwargs.get("attn_mask")
+        if torch.is_tensor(mask) and mask.is_floating_point():
+            kwargs = {**kwargs, "attn_mask": mask.float()}
+        with torch.autocast("cpu", enabled=False):
+            return func(*upcast, **kwargs).to(torch.bfloat16)
+
+
+def fp32_attention_forwards(module: nn.Module, used: set[str]) -> list[Callable[[], None]]:
+    """Wrap the forward of every diffusers attention block inside `module` so its attention runs in float32 where
+    this machine runs it faster (under the loop's CPU bf16 autocast); the shapes that did are added to `used`.
+    Returns the functions that put the plain forwards back. Only attention blocks are wrapped, so the rest of the
+    network pays nothing for the torch-function mode."""
+    from diffusers.models.attention_processor import Attention
+
+    restores = []
+    for block in module.modules():
+        if isinstance(block, Attention):
+            plain = block.forward
+
+            def forward(*args: Any, _plain: Callable[..., Any] = plain, **kwargs: Any) -> Any:
+                with _Fp32AttentionWhereFaster(used):
+                    return _plain(*args, **kwargs)
+
+            restores.append(replace_forward(block, forward))
+    return restores
