@@ -127,6 +127,18 @@ def _attention_times(shape: tuple[int, ...], rounds: int = 3) -> tuple[float, fl
     return best[torch.float32], best[torch.bfloat16]
 
 
+def _saved_attention_decisions(path: Path) -> dict:
+    try:
+        saved = json.loads(path.read_text())["shapes"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return {}
+    return saved if isinstance(saved, dict) else {}
+
+
+def _valid_decision(record: object) -> bool:
+    return isinstance(record, dict) and isinstance(record.get("fp32_faster"), bool)
+
+
 def attention_fp32_faster(shape: tuple[int, ...]) -> bool:
     """Whether attention with q, k, v of `shape` (batch, heads, tokens, head dim) runs forward+backward faster in
     float32 than in bf16 on this CPU: timed on one thread the first time a shape is seen, then cached per CPU model
@@ -137,25 +149,24 @@ def attention_fp32_faster(shape: tuple[int, ...]) -> bool:
     if name in _ATTENTION_DECISIONS:
         return _ATTENTION_DECISIONS[name]
     path = cache_dir("speed") / f"attention-{hashlib.sha256(_machine_key().encode()).hexdigest()[:16]}.json"
-    try:
-        saved = json.loads(path.read_text())["shapes"]
-    except (OSError, ValueError, KeyError, TypeError):
-        saved = {}
-    if not isinstance(saved, dict):
-        saved = {}
-    record = saved.get(name)
-    if not (isinstance(record, dict) and isinstance(record.get("fp32_faster"), bool)):
+    record = _saved_attention_decisions(path).get(name)
+    if not _valid_decision(record):
         threads = torch.get_num_threads()
         torch.set_num_threads(1)
         try:
             fp32, bf16 = _attention_times(shape)
         finally:
             torch.set_num_threads(threads)
-        record = {"fp32_s": fp32, "bf16_s": bf16, "fp32_faster": fp32 < bf16}
         from histosynth.atomic import write_text_atomic
 
+        # read again just before writing: another process may have recorded shapes (this one too, first wins)
+        # while this one was timing
+        shapes = _saved_attention_decisions(path)
+        if not _valid_decision(shapes.get(name)):
+            shapes[name] = {"fp32_s": fp32, "bf16_s": bf16, "fp32_faster": fp32 < bf16}
+        record = shapes[name]
         path.parent.mkdir(parents=True, exist_ok=True)
-        write_text_atomic(path, json.dumps({"key": _machine_key(), "shapes": {**saved, name: record}}, indent=1) + "\n")
+        write_text_atomic(path, json.dumps({"key": _machine_key(), "shapes": shapes}, indent=1) + "\n")
     _ATTENTION_DECISIONS[name] = record["fp32_faster"]
     return record["fp32_faster"]
 
