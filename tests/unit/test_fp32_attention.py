@@ -47,6 +47,24 @@ def test_each_shape_is_measured_once_and_the_cached_decision_is_followed(cache):
     assert speed.attention_fp32_faster(SHAPE) is (not first)  # the machine decided: no second measurement
 
 
+def test_a_process_timing_beside_another_keeps_its_shapes_and_its_decision_for_the_same_shape(cache, monkeypatch):
+    speed.attention_fp32_faster((1, 1, 8, 4))
+    (path,) = cache.glob("attention-*.json")
+    timing = speed._attention_times
+
+    def another_process_records_meanwhile(shape, rounds=3):
+        saved = json.loads(path.read_text())
+        saved["shapes"]["2x2x16x8"] = {"fp32_s": 1.0, "bf16_s": 2.0, "fp32_faster": True}
+        saved["shapes"]["3x3x3x3"] = {"fp32_s": 2.0, "bf16_s": 1.0, "fp32_faster": False}
+        path.write_text(json.dumps(saved))
+        return 5.0, 1.0  # this process would have chosen bf16
+
+    monkeypatch.setattr(speed, "_attention_times", another_process_records_meanwhile)
+    assert speed.attention_fp32_faster(SHAPE) is True  # the first decision recorded wins
+    assert set(json.loads(path.read_text())["shapes"]) == {"1x1x8x4", "2x2x16x8", "3x3x3x3"}
+    monkeypatch.setattr(speed, "_attention_times", timing)
+
+
 def attention_block() -> Attention:
     torch.manual_seed(0)
     return Attention(query_dim=16, heads=2, dim_head=8)
