@@ -18,6 +18,8 @@ from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 
+from histosynth.recipes.floors import mean_fill_scores
+
 if TYPE_CHECKING:
     from histosynth.recipes.spec import Step, StepContext
 
@@ -204,10 +206,11 @@ def _completion_beats(curves: dict[str, list[Point]], run: Path) -> Verdict:
     parts, met, numbers = [], True, {}
     for metric, unit in (("psnr-masked", " dB"), ("ssim-masked", "")):
         mine, theirs = a.per_sample(metric), b.per_sample(metric)
-        if mine is None or theirs is None or floor is None or len(mine) != len(theirs):
+        if mine is None or theirs is None or floor is None or len(mine) != len(theirs) or len(floor[metric]) < len(mine):
             return Verdict("not measured yet", None)
         vs_harp = paired_difference(mine, theirs)
-        vs_fill = paired_difference(mine, floor[metric])
+        # the curves complete the test set's first n patches (row j, held-out mask j); the floor fills every one
+        vs_fill = paired_difference(mine, floor[metric][: len(mine)])
         numbers[metric] = {"vs_harp_inpaint": vs_harp, "vs_mean_fill": vs_fill}
         met = met and vs_harp["ci_low"] > 0 and vs_fill["ci_low"] > 0
         parts.append(f"{metric} {mine.mean():.3g}{unit}: {_fmt(vs_harp)} over harp-inpaint, {_fmt(vs_fill)} over "
@@ -256,24 +259,6 @@ CLAIMS = (
     Claim("pix2pix", "baseline", "reported beside the others at the same budget", ("pix2pix",), _beside("pix2pix")),
     Claim("SPADE", "baseline", "reported beside the others at the same budget", ("spade",), _beside("spade")),
 )
-
-
-def mean_fill_scores(run: Path) -> dict[str, np.ndarray] | None:
-    """Per-image masked PSNR and SSIM of the mean-fill floor on the run's test set (data/*-test), computed once
-    and kept in the run folder."""
-    from histosynth.benchmark.tasks.completion import score_completion
-    from histosynth.recipes.floors import mean_fill
-
-    cache = Path(run) / "references" / "mean-fill" / "completion.json"
-    if not cache.is_file():
-        tests = sorted((Path(run) / "data").glob("*-test"))
-        if len(tests) != 1:
-            return None
-        completed = mean_fill(tests[0], Path(run) / "references" / "mean-fill" / "completed")
-        score_completion(tests[0], completed, modes=(), bootstrap=0).save(cache)
-    found = json.loads(cache.read_text(encoding="utf-8"))
-    return {r["metric"]: np.asarray(r["extra"]["per_sample"], np.float64) for r in found["results"]
-            if r.get("value") is not None and "per_sample" in r.get("extra", {})}
 
 
 def evaluate(run: Path) -> list[tuple[Claim, Verdict]]:

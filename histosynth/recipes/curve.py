@@ -218,6 +218,7 @@ def run_figure(step: Step, ctx: StepContext) -> dict[str, Any]:
     rows = -(-len(panels) // columns)
     figure, axes = plt.subplots(rows, columns, figsize=(5.2 * columns, 3.9 * rows), squeeze=False)
     colors = plt.get_cmap("tab10")
+    floor_lines: dict[str, float] = {}
     lines = ["| curve | steps | minutes | " + " | ".join(p[0] for p in panels) + " |",
              "|---|---:|---:|" + "---|" * len(panels)]
     for index, (title, key, ylabel, _higher, ceiling) in enumerate(panels):
@@ -245,6 +246,8 @@ def run_figure(step: Step, ctx: StepContext) -> dict[str, Any]:
                   if "class_chance" in p.get("extra", {})]
         if key == "extra:class_share" and chance:
             ax.axhline(chance[0], color="gray", ls="-.", lw=1, label="chance (random class)")
+        if key.startswith("completion:") and (value := _draw_mean_fill(ax, ctx.run, key, curves)) is not None:
+            floor_lines[key] = value
         for ref_number, (name, metrics) in enumerate(references.items()):
             if key in metrics:
                 ax.axhline(metrics[key]["value"] * scale, color=colors(9 - ref_number), ls=":", lw=1.5, label=name)
@@ -268,7 +271,23 @@ def run_figure(step: Step, ctx: StepContext) -> dict[str, Any]:
         figure.savefig(staging / "learning_curves.png", dpi=110)
         (staging / "curves.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
     plt.close(figure)
-    return {"panels": len(panels), "curves": len(curves)}
+    return {"panels": len(panels), "curves": len(curves), "floor_lines": [[k, v] for k, v in floor_lines.items()]}
+
+
+def _draw_mean_fill(ax: Any, run: Path, key: str, curves: dict[str, dict[str, Any]]) -> float | None:
+    """The completion floor as a line: mean-fill's mean over the test patches the curves completed (their first n);
+    returns the value drawn (None where the run has no single test set or the curves differ in n)."""
+    from histosynth.recipes.floors import mean_fill_scores
+
+    sizes = {p["metrics"][key].get("n_fake") for c in curves.values() for p in c["points"] if key in p["metrics"]}
+    floor = mean_fill_scores(run)
+    metric = key.split(":", 1)[1].split("@", 1)[0]
+    if floor is None or metric not in floor or len(sizes) != 1 or not isinstance(n := sizes.pop(), int) \
+            or len(floor[metric]) < n:
+        return None
+    value = float(floor[metric][:n].mean())
+    ax.axhline(value, color="gray", ls="-.", lw=1, label="mean-fill (floor)")
+    return value
 
 
 def metric_cell(metric: dict[str, Any], scale: float) -> str:

@@ -1,9 +1,12 @@
 """Floors of the conditional tasks: an unconditional generator's samples labeled with the maps they were nominally
 given (condition i mod M, as `generate_dataset` assigns conditions). A segmenter reads nothing of those maps in the
-images, so label consistency and TSTR on this set are what ignoring the condition scores."""
+images, so label consistency and TSTR on this set are what ignoring the condition scores. The completion floor: the
+hole painted in the mean color of the known pixels (mean-fill).
+"""
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 from pathlib import Path
 
@@ -58,3 +61,21 @@ def mean_fill(test: Path, out: Path) -> Path:
                     license=read_metadata(test).get("license", "other"))
     write_dataset(rows, out, card)
     return out
+
+
+def mean_fill_scores(run: Path) -> dict[str, np.ndarray] | None:
+    """Per-image masked PSNR and SSIM of the mean-fill floor on every patch of the run's test set (data/*-test),
+    computed once and kept in the run folder; None without exactly one test set. Row j is test patch j with held-out
+    mask j, so the first n rows pair with a completion of the test set's first n patches."""
+    from histosynth.benchmark.tasks.completion import score_completion
+
+    cache = Path(run) / "references" / "mean-fill" / "completion.json"
+    if not cache.is_file():
+        tests = sorted((Path(run) / "data").glob("*-test"))
+        if len(tests) != 1:
+            return None
+        completed = mean_fill(tests[0], Path(run) / "references" / "mean-fill" / "completed")
+        score_completion(tests[0], completed, modes=(), bootstrap=0).save(cache)
+    found = json.loads(cache.read_text(encoding="utf-8"))
+    return {r["metric"]: np.asarray(r["extra"]["per_sample"], np.float64) for r in found["results"]
+            if r.get("value") is not None and "per_sample" in r.get("extra", {})}

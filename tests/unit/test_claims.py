@@ -70,8 +70,9 @@ def test_trend_reads_direction_and_the_last_interval(tmp_path):
 
 @pytest.fixture(scope="module")
 def completion_run(tmp_path_factory):
-    """A run folder with a test set and dual-lora / harp-inpaint points whose completion files were scored on
-    completions of known quality: the real pixels with light and heavy noise in the holes."""
+    """A run folder with a test set of 12 patches and dual-lora / harp-inpaint points whose completion files were
+    scored on completions of known quality of its first 8 (as the curves complete n of the test patches): the real
+    pixels with light and heavy noise in the holes."""
     run = tmp_path_factory.mktemp("run")
     test = run / "data" / "sim-test"
     write_dataset(build_source("simulator", n=12, size=32, seed=5, mpp=2.0), test, CardInfo("t", "t"))
@@ -83,14 +84,14 @@ def completion_run(tmp_path_factory):
     rng = np.random.default_rng(0)
     for generator, noise in (("dual-lora", 4.0), ("harp-inpaint", 40.0)):
         rows = []
-        for j, s in enumerate(iter_samples(test)):
+        for j, s in enumerate(list(iter_samples(test))[:8]):
             mask = heldout_mask(j, s.image.shape[:2])
             noisy = np.clip(s.image + rng.normal(0, noise, s.image.shape), 0, 255).astype(np.uint8)
             rows.append(replace(s, image=np.where(mask[..., None], noisy, s.image), completion_mask=mask))
         completed = run / "completed" / generator
         write_dataset(rows, completed, CardInfo(generator, generator))
         folder = write_point(run, generator, 100, {})
-        score_completion(test, completed, modes=(), bootstrap=0).save(folder / "results" / "completion.json")
+        score_completion(test, completed, modes=(), bootstrap=0, limit=8).save(folder / "results" / "completion.json")
     return run
 
 
@@ -99,9 +100,13 @@ def test_completion_claim_pairs_images_against_each_other_and_the_mean_fill_floo
     assert verdict.met is True and verdict.at == "step 100, 2 min"
     psnr = verdict.numbers["psnr-masked"]
     assert psnr["vs_harp_inpaint"]["ci_low"] > 0 and psnr["vs_mean_fill"]["ci_low"] > 0
-    assert psnr["vs_harp_inpaint"]["n"] == 12
+    assert psnr["vs_harp_inpaint"]["n"] == psnr["vs_mean_fill"]["n"] == 8
     floor = json.loads((completion_run / "references" / "mean-fill" / "completion.json").read_text())
     assert {r["metric"] for r in floor["results"]} >= {"psnr-masked", "ssim-masked"}
+    filled = {r["metric"]: np.array(r["extra"]["per_sample"]) for r in floor["results"]}
+    assert len(filled["psnr-masked"]) == 12  # the floor fills every test patch; the first 8 pair with the curves'
+    lora = load_points(completion_run, "dual-lora")[-1].per_sample("psnr-masked")
+    assert psnr["vs_mean_fill"]["value"] == pytest.approx(np.mean(lora - filled["psnr-masked"][:8]))
 
 
 def test_mean_fill_paints_only_the_hole_with_the_known_mean(tmp_path):

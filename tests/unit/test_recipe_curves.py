@@ -100,3 +100,30 @@ def test_collect_refuses_two_curves_of_one_generator_and_empty_references(tmp_pa
     step = Step("collect", "collect", {"curves": ["curves/a"], "out": "results"})
     assert run_collect(step, context) == {"subjects": 1, "files": 1}
     assert "step 2, 2 min of training" in (tmp_path / "results" / "collected.md").read_text()
+
+
+def test_the_figure_draws_the_mean_fill_floor_over_the_test_patches_the_curves_completed(tmp_path):
+    from histosynth.benchmark.tasks.completion import score_completion
+    from histosynth.data_cards.card import CardInfo
+    from histosynth.disk import write_dataset
+    from histosynth.recipes.curve import run_figure
+    from histosynth.recipes.floors import mean_fill
+    from histosynth.recipes.spec import Step, StepContext
+    from histosynth.sources import build_source
+
+    run_dir = tmp_path / "run"
+    test = run_dir / "data" / "sim-test"
+    write_dataset(build_source("simulator", n=12, size=32, seed=5, mpp=2.0), test, CardInfo("t", "t"))
+    key = "completion:psnr-masked@fake"
+    for name in ("dual-lora", "harp-inpaint"):
+        folder = run_dir / "curves" / name
+        folder.mkdir(parents=True)
+        point = {"step": 10, "metrics": {key: {"value": 20.0, "ci_low": 19.0, "ci_high": 21.0, "n_fake": 8}}}
+        (folder / "curve.json").write_text(json.dumps({"generator": name, "train": {"seconds": 60}, "points": [point]}))
+    step = Step("figure", "figure", {"curves": ["curves/dual-lora", "curves/harp-inpaint"], "out": "figures/t"})
+    summary = run_figure(step, StepContext(run_dir, recipe=None, log=lambda _: None))
+    (drawn,) = summary["floor_lines"]
+    first_eight = score_completion(test, mean_fill(test, tmp_path / "filled"), modes=(), bootstrap=0, limit=8)
+    expected = next(r.value for r in first_eight.results if r.metric == "psnr-masked")
+    assert drawn[0] == key and drawn[1] == pytest.approx(expected)  # the floor over the same 8 patches, not all 12
+    assert (run_dir / "figures" / "t" / "learning_curves.png").is_file()
