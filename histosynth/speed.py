@@ -106,15 +106,22 @@ def _machine_key() -> str:
     return f"{cpu_model()}|torch {torch.__version__}"
 
 
-def _attention_times(shape: tuple[int, ...], rounds: int = 3) -> tuple[float, float]:
-    """Fastest float32 and fastest bf16 forward+backward of scaled-dot-product attention with q, k, v of `shape`, on
-    random inputs from a private generator (the run's RNG streams are untouched), the two interleaved."""
+def attention_shape_name(query: tuple[int, ...], key: tuple[int, ...]) -> str:
+    """"BxHxLxE" for q's shape, with "/S" appended when the keys are S tokens and not L (cross-attention)."""
+    name = "x".join(str(size) for size in query)
+    return name if tuple(key[:-1]) == tuple(query[:-1]) else f"{name}/{key[-2]}"
+
+
+def _attention_times(query: tuple[int, ...], key: tuple[int, ...], rounds: int = 3) -> tuple[float, float]:
+    """Fastest float32 and fastest bf16 forward+backward of scaled-dot-product attention with q of shape `query` and
+    k, v of shape `key`, on random inputs from a private generator (the run's RNG streams are untouched), the two
+    interleaved."""
     import torch
     import torch.nn.functional as F
 
     generator = torch.Generator().manual_seed(0)
-    q, k, v = (torch.randn(shape, generator=generator) for _ in range(3))
-    grad = torch.randn(shape, generator=generator)
+    q, k, v = (torch.randn(shape, generator=generator) for shape in (query, key, key))
+    grad = torch.randn(query, generator=generator)
     best = {torch.float32: float("inf"), torch.bfloat16: float("inf")}
     with torch.autocast("cpu", enabled=False), torch.enable_grad():
         for index in range(rounds + 1):
@@ -139,13 +146,15 @@ def _valid_decision(record: object) -> bool:
     return isinstance(record, dict) and isinstance(record.get("fp32_faster"), bool)
 
 
-def attention_fp32_faster(shape: tuple[int, ...]) -> bool:
-    """Whether attention with q, k, v of `shape` (batch, heads, tokens, head dim) runs forward+backward faster in
-    float32 than in bf16 on this CPU: timed on one thread the first time a shape is seen, then cached per CPU model
-    and torch version (one file holds every shape), so a machine decides each shape once."""
+def attention_fp32_faster(query: tuple[int, ...], key: tuple[int, ...] | None = None) -> bool:
+    """Whether attention with q of shape `query` (batch, heads, tokens, head dim) and k, v of shape `key` (default:
+    q's) runs forward+backward faster in float32 than in bf16 on this CPU: timed on one thread the first time a
+    shape is seen, then cached per CPU model and torch version (one file holds every shape), so a machine decides
+    each shape once."""
     import torch
 
-    name = "x".join(str(size) for size in shape)
+    key = query if key is None else key
+    name = attention_shape_name(query, key)
     if name in _ATTENTION_DECISIONS:
         return _ATTENTION_DECISIONS[name]
     path = cache_dir("speed") / f"attention-{hashlib.sha256(_machine_key().encode()).hexdigest()[:16]}.json"
@@ -154,7 +163,7 @@ def attention_fp32_faster(shape: tuple[int, ...]) -> bool:
         threads = torch.get_num_threads()
         torch.set_num_threads(1)
         try:
-            fp32, bf16 = _attention_times(shape)
+            fp32, bf16 = _attention_times(query, key)
         finally:
             torch.set_num_threads(threads)
         from histosynth.atomic import write_text_atomic

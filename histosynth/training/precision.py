@@ -136,11 +136,12 @@ class _Fp32AttentionWhereFaster(TorchFunctionMode):
         query = args[0]
         if query.device.type != "cpu" or torch.bfloat16 not in {t.dtype for t in args[:3]}:
             return func(*args, **kwargs)
-        from histosynth.speed import attention_fp32_faster
+        from histosynth.speed import attention_fp32_faster, attention_shape_name
 
-        if not attention_fp32_faster(tuple(query.shape)):
+        shapes = (tuple(query.shape), tuple(args[1].shape))
+        if not attention_fp32_faster(*shapes):
             return func(*args, **kwargs)
-        self.used.add("x".join(str(size) for size in query.shape))
+        self.used.add(attention_shape_name(*shapes))
         upcast = [t.float() if torch.is_tensor(t) and t.is_floating_point() else t for t in args]
         mask = kwargs.get("attn_mask")
         if torch.is_tensor(mask) and mask.is_floating_point():

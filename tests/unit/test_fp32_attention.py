@@ -47,12 +47,18 @@ def test_each_shape_is_measured_once_and_the_cached_decision_is_followed(cache):
     assert speed.attention_fp32_faster(SHAPE) is (not first)  # the machine decided: no second measurement
 
 
+def test_cross_attention_is_timed_and_cached_at_its_own_key_length(cache):
+    speed.attention_fp32_faster((2, 2, 16, 8), (2, 2, 1, 8))
+    (path,) = cache.glob("attention-*.json")
+    assert set(json.loads(path.read_text())["shapes"]) == {"2x2x16x8/1"}  # not the self-attention entry
+
+
 def test_a_process_timing_beside_another_keeps_its_shapes_and_its_decision_for_the_same_shape(cache, monkeypatch):
     speed.attention_fp32_faster((1, 1, 8, 4))
     (path,) = cache.glob("attention-*.json")
     timing = speed._attention_times
 
-    def another_process_records_meanwhile(shape, rounds=3):
+    def another_process_records_meanwhile(query, key, rounds=3):
         saved = json.loads(path.read_text())
         saved["shapes"]["2x2x16x8"] = {"fp32_s": 1.0, "bf16_s": 2.0, "fp32_faster": True}
         saved["shapes"]["3x3x3x3"] = {"fp32_s": 2.0, "bf16_s": 1.0, "fp32_faster": False}
@@ -181,3 +187,24 @@ def test_the_model_card_says_which_attention_shapes_ran_in_float32():
         card = render_model_card(generator, {"preset": "tiny"})
         (line,) = [line for line in card.splitlines() if line.startswith("- Trained in bf16")]
         assert expected in line
+
+
+def test_cross_attention_runs_in_float32_by_its_own_decision(cache):
+    decide(cache, (2, 2, 16, 8), False)  # the self-attention shape stays bf16 ...
+    speed.attention_fp32_faster((2, 2, 16, 8), (2, 2, 1, 8))
+    (path,) = cache.glob("attention-*.json")
+    saved = json.loads(path.read_text())
+    saved["shapes"]["2x2x16x8/1"]["fp32_faster"] = True  # ... the cross-attention shape runs in float32
+    path.write_text(json.dumps(saved))
+    speed._ATTENTION_DECISIONS.clear()
+    torch.manual_seed(0)
+    block = Attention(query_dim=16, cross_attention_dim=8, heads=2, dim_head=8)
+    restore = cpu_bf16_forward(block)
+    used: set[str] = set()
+    restores = fp32_attention_forwards(block, used)
+    context = torch.randn(2, 1, 8)
+    with AttentionKernelDtypes() as seen:
+        block(torch.randn(2, 16, 16), encoder_hidden_states=context)
+    assert seen.dtypes == {torch.float32} and used == {"2x2x16x8/1"}
+    for undo in [*reversed(restores), restore]:
+        undo()
