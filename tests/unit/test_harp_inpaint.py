@@ -156,3 +156,19 @@ def test_with_an_oracle_noise_predictor_the_sampler_returns_the_true_hole(data, 
     for j, (o, real) in enumerate(zip(out, data[:4], strict=True)):
         hole = heldout_mask(j, real.image.shape[:2])
         assert np.abs(o.image.astype(int) - real.image.astype(int))[hole].max() <= 1
+
+
+@pytest.mark.slow
+def test_paper_preset_builds_harps_restoration_unet_trains_a_step_and_completes():
+    """Random weights at HARP's sizes (256 px, widths 64-128-256-512, two res blocks, middle attention, dropout 0.2);
+    batch 1, one training step in the machine's precision, two sampling steps. Slow (`pytest -m slow`)."""
+    data = list(build_source("simulator", n=2, size=256, seed=0, mpp=0.5))
+    gen = build_generator("harp-inpaint", "paper")
+    assert gen.unet.config.block_out_channels == (64, 128, 256, 512) and gen.unet.config.in_channels == 6
+    assert gen.unet.config.sample_size == 256 and gen.unet.config.add_attention
+    report = gen.train(data, {"steps": 1, "batch_size": 1, "progress": False})
+    assert np.isfinite(report.losses).all()
+    out = gen.sample(data[:1], seed=0, steps=2, batch_size=1)[0]
+    mask = heldout_mask(0, 256)
+    assert out.image.shape == (256, 256, 3) and np.array_equal(out.image[~mask], data[0].image[~mask])
+    assert mask.any() and np.array_equal(out.completion_mask, mask)
