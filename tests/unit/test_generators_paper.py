@@ -26,3 +26,20 @@ def test_paper_preset_trains_one_step_and_samples_two_steps():
     assert np.isfinite(report.losses).all()
     out = gen.sample(data[:1], seed=0, steps=2, batch_size=1)
     assert out[0].image.shape == (256, 256, 3) and np.array_equal(out[0].tissue, data[0].tissue)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["htd-unconditional", "htd-embedding"])
+def test_the_ablations_paper_presets_train_one_step_and_sample_two_steps(name):
+    """HTD's ablations at HTD's paper sizes (they inherit its presets): the unconditional one without a ControlNet,
+    the embedding one with K + embedding channels into it; random weights, one step, two sampling steps."""
+    data = list(build_source("simulator", n=2, size=256, seed=0, mpp=0.5))
+    preset = HTDGenerator.get_preset("paper")
+    preset.model.autoencoder = override(preset.model.autoencoder, random_init=True, weights=None)
+    gen = build_generator(name, preset, num_classes=5)
+    assert gen.denoiser.unet.config.block_out_channels == (128, 512, 1024)
+    assert (gen.denoiser.controlnet is None) == (name == "htd-unconditional")
+    report = gen.train(data, {"steps": 1, "batch_size": 1, "heterogeneity": None, "progress": False})
+    assert np.isfinite(report.losses).all()
+    out = gen.sample(data[:1], seed=0, steps=2, batch_size=1)
+    assert out[0].image.shape == (256, 256, 3)
