@@ -55,7 +55,7 @@ class TrainResult:
     threads: int = 0  # torch CPU threads the run trained with
     compiled: bool = False  # whether the modules' forwards ran through torch.compile
     fp32_attention: bool = False  # CPU bf16: attention in float32 for the shapes this machine runs faster that way
-    fp32_attention_shapes: set[str] = field(default_factory=set)  # the q shapes that did, "BxHxLxE"
+    fp32_attention_shapes: set[str] = field(default_factory=set)  # those that did (speed.attention_shape_name)
     step_seconds: list[float] = field(default_factory=list)  # wall time of each optimizer step of this run
     step_images: list[int] = field(default_factory=list)
     loss_history: list[float] = field(default_factory=list)  # the main loss of every step from step 0 (the log)
