@@ -71,7 +71,8 @@ test-threads: $(STAMP)
 # The committed leaderboard (results/, docs/leaderboard/index.html): every generator trained as far as its learning
 # curve goes. Both learning-curve recipes at demo scale, one thread each side by side (~20 h on 2 cores; a rerun
 # reuses every finished step and snapshot, an interrupted one resumes), then the rows they collect (each curve's last
-# snapshot, the reference rows) copied to results/ and the page rebuilt. LEADERBOARD_RECIPES=leaderboard fills it
+# snapshot, the reference rows) copied to results/, each recipe's figure to docs/learning_curves_<dataset>.png, and
+# the page rebuilt. LEADERBOARD_RECIPES=leaderboard fills it
 # from recipes/leaderboard-*.yaml instead: every generator at an equal small budget (~45 min).
 LEADERBOARD_TITLE := histosynth-bench v1 (demo variant, 2-core CPU)
 LEADERBOARD_RECIPES := learning-curves
@@ -89,6 +90,10 @@ leaderboard: $(STAMP)
 		cp runs/$(LEADERBOARD_RECIPES)-$$d-demo/report.md results.partial/$$d/recipe-report.md; \
 	done
 	rm -rf results && mv results.partial results
+	for d in simulator embedded; do \
+		figure=runs/$(LEADERBOARD_RECIPES)-$$d-demo/figures/$$d/learning_curves.png; \
+		if [ -f $$figure ]; then cp $$figure docs/learning_curves_$$d.png; fi; \
+	done
 	$(OFFLINE) $(BIN)/histosynth leaderboard build --results results --out docs/leaderboard --title "$(LEADERBOARD_TITLE)"
 
 clean:
