@@ -255,7 +255,7 @@ def run_figure(step: Step, ctx: StepContext) -> dict[str, Any]:
         ax.set_title(title, fontsize=10)
         ax.set_xlabel("training step")
         ax.set_ylabel(ylabel)
-        ax.legend(fontsize=6.5, loc="best")
+        ax.legend(fontsize=6.5, loc="best", framealpha=0.5)  # the ceiling lines show through
     for index in range(len(panels), rows * columns):
         axes[index // columns][index % columns].axis("off")
     figure.suptitle(step.fields.get("title", "learning curves"), fontsize=11)
