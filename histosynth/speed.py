@@ -73,27 +73,20 @@ def _probe_times(rounds: int = 6) -> tuple[float, float]:
 
 def cpu_bf16_speedup() -> float:
     """fp32 time / bf16 time of the probe block on one thread (cached per machine; 0 without native bf16)."""
-    import torch
-
     if not cpu_has_native_bf16():
         return 0.0
-    key = _machine_key()
-    path = cache_dir("speed") / f"bf16-{hashlib.sha256(key.encode()).hexdigest()[:16]}.json"
+    path = _machine_file("bf16")
     try:
         return float(json.loads(path.read_text())["speedup"])
     except (OSError, ValueError, KeyError, TypeError):
         pass
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with torch_threads(1):
         fp32, bf16 = _probe_times()
-    finally:
-        torch.set_num_threads(threads)
     speedup = fp32 / bf16
     from histosynth.atomic import write_text_atomic
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(path, json.dumps({"key": key, "fp32_s": fp32, "bf16_s": bf16, "speedup": speedup}) + "\n")
+    write_text_atomic(path, json.dumps({"key": _machine_key(), "fp32_s": fp32, "bf16_s": bf16, "speedup": speedup}) + "\n")
     return speedup
 
 
@@ -104,6 +97,11 @@ def _machine_key() -> str:
     import torch
 
     return f"{cpu_model()}|torch {torch.__version__}"
+
+
+def _machine_file(kind: str) -> Path:
+    """The cache file of one kind of measurement on this machine (CPU model and torch version)."""
+    return cache_dir("speed") / f"{kind}-{hashlib.sha256(_machine_key().encode()).hexdigest()[:16]}.json"
 
 
 def attention_shape_name(query: tuple[int, ...], key: tuple[int, ...]) -> str:
@@ -151,21 +149,15 @@ def attention_fp32_faster(query: tuple[int, ...], key: tuple[int, ...] | None = 
     q's) runs forward+backward faster in float32 than in bf16 on this CPU: timed on one thread the first time a
     shape is seen, then cached per CPU model and torch version (one file holds every shape), so a machine decides
     each shape once."""
-    import torch
-
     key = query if key is None else key
     name = attention_shape_name(query, key)
     if name in _ATTENTION_DECISIONS:
         return _ATTENTION_DECISIONS[name]
-    path = cache_dir("speed") / f"attention-{hashlib.sha256(_machine_key().encode()).hexdigest()[:16]}.json"
+    path = _machine_file("attention")
     record = _saved_attention_decisions(path).get(name)
     if not _valid_decision(record):
-        threads = torch.get_num_threads()
-        torch.set_num_threads(1)
-        try:
+        with torch_threads(1):
             fp32, bf16 = _attention_times(query, key)
-        finally:
-            torch.set_num_threads(threads)
         from histosynth.atomic import write_text_atomic
 
         # read again just before writing: another process may have recorded shapes (this one too, first wins)

@@ -207,6 +207,7 @@ def run_figure(step: Step, ctx: StepContext) -> dict[str, Any]:
     import matplotlib.pyplot as plt
 
     from histosynth.atomic import atomic_directory
+    from histosynth.recipes.floors import mean_fill_scores
 
     curves = {Path(p).name: load_curve(ctx.run / p) for p in step.fields["curves"]}
     references = {Path(folder).name: summarize(sorted((ctx.run / folder).glob("*.json")))
@@ -219,6 +220,7 @@ def run_figure(step: Step, ctx: StepContext) -> dict[str, Any]:
     figure, axes = plt.subplots(rows, columns, figsize=(5.2 * columns, 3.9 * rows), squeeze=False)
     colors = plt.get_cmap("tab10")
     floor_lines: dict[str, float] = {}
+    completion_floor = mean_fill_scores(ctx.run) if any(p[1].startswith("completion:") for p in panels) else None
     lines = ["| curve | steps | minutes | " + " | ".join(p[0] for p in panels) + " |",
              "|---|---:|---:|" + "---|" * len(panels)]
     for index, (title, key, ylabel, _higher, ceiling) in enumerate(panels):
@@ -246,7 +248,8 @@ def run_figure(step: Step, ctx: StepContext) -> dict[str, Any]:
                   if "class_chance" in p.get("extra", {})]
         if key == "extra:class_share" and chance:
             ax.axhline(chance[0], color="gray", ls="-.", lw=1, label="chance (random class)")
-        if key.startswith("completion:") and (value := _draw_mean_fill(ax, ctx.run, key, curves)) is not None:
+        if completion_floor and key.startswith("completion:") \
+                and (value := _draw_mean_fill(ax, completion_floor, key, curves)) is not None:
             floor_lines[key] = value
         for ref_number, (name, metrics) in enumerate(references.items()):
             if key in metrics:
@@ -274,16 +277,12 @@ def run_figure(step: Step, ctx: StepContext) -> dict[str, Any]:
     return {"panels": len(panels), "curves": len(curves), "floor_lines": [[k, v] for k, v in floor_lines.items()]}
 
 
-def _draw_mean_fill(ax: Any, run: Path, key: str, curves: dict[str, dict[str, Any]]) -> float | None:
-    """The completion floor as a line: mean-fill's mean over the test patches the curves completed (their first n);
-    returns the value drawn (None where the run has no single test set or the curves differ in n)."""
-    from histosynth.recipes.floors import mean_fill_scores
-
+def _draw_mean_fill(ax: Any, floor: dict[str, Any], key: str, curves: dict[str, dict[str, Any]]) -> float | None:
+    """The completion floor (`mean_fill_scores`) as a line: mean-fill's mean over the test patches the curves
+    completed (their first n); returns the value drawn (None where the curves differ in n)."""
     sizes = {p["metrics"][key].get("n_fake") for c in curves.values() for p in c["points"] if key in p["metrics"]}
-    floor = mean_fill_scores(run)
     metric = key.split(":", 1)[1].split("@", 1)[0]
-    if floor is None or metric not in floor or len(sizes) != 1 or not isinstance(n := sizes.pop(), int) \
-            or len(floor[metric]) < n:
+    if metric not in floor or len(sizes) != 1 or not isinstance(n := sizes.pop(), int) or len(floor[metric]) < n:
         return None
     value = float(floor[metric][:n].mean())
     ax.axhline(value, color="gray", ls="-.", lw=1, label="mean-fill (floor)")
