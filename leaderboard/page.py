@@ -81,7 +81,8 @@ SCRIPT = """
   var heads = Array.prototype.slice.call(table.tHead.rows[0].cells);
   var body = table.tBodies[0];
   var params = new URLSearchParams(location.hash.slice(1));
-  var state = {task: params.get("task") || "*", dataset: params.get("dataset") || table.dataset.defaultDataset || "*",
+  var state = {task: params.get("task") || table.dataset.defaultTask || "*",
+               dataset: params.get("dataset") || table.dataset.defaultDataset || "*",
                encoder: params.get("encoder") || "*", query: (params.get("q") || "").toLowerCase(), sort: null,
                asc: null};
   var subject = (params.get("subject") || "").toLowerCase();
@@ -341,9 +342,23 @@ def default_dataset(board: Leaderboard) -> str:
     return min(counts, key=lambda d: (-counts[d], d)) if counts else ALL
 
 
+def default_task(board: Leaderboard, dataset: str) -> str:
+    """The task tab the page opens on: the view of `dataset` that gives a Borda score to the most rows, "all tasks"
+    on a tie. Generators are specialised (a completion model has no TSTR number), so the all-tasks view often
+    aggregates nobody, and a first screen of "n/a" tells a reader nothing."""
+    def aggregated(task: str) -> int:
+        columns = board.select(None if task == ALL else [task], None if dataset == ALL else [dataset])
+        return sum(a.borda is not None for a in board.aggregate(columns).values()) if columns else 0
+
+    return max([ALL, *board.tasks], key=aggregated)
+
+
 def render_page(board: Leaderboard, title: str = "histosynth leaderboard", dataset: str | None = None) -> str:
-    """The whole page as one HTML string; it opens on `dataset` (default: `default_dataset`). The URL fragment
-    can choose the view and find a subject: #task=tstr&dataset=sim-test&q=htd&subject=my-gan."""
+    """The whole page as one HTML string; it opens on `dataset` (default: `default_dataset`) and that dataset's
+    `default_task`. The URL fragment can choose the view and find a subject:
+    #task=tstr&dataset=sim-test&q=htd&subject=my-gan."""
+    dataset = dataset or default_dataset(board)
+    task = default_task(board, dataset)
     anchors = {row.id: f"card-{i}" for i, row in enumerate(board.rows)}
     fixed = ('<th data-hib="text">Subject</th><th data-hib="text">Kind</th>'
              '<th class="borda" data-hib="1" title="Borda count over the tasks of this view">Borda</th>'
@@ -361,7 +376,7 @@ def render_page(board: Leaderboard, title: str = "histosynth leaderboard", datas
                     f'<td data-value="{_e(row.label.lower())}"><a class="model-link" href="#{anchors[row.id]}">'
                     f'{_e(row.label)}</a></td><td data-value="{_e(row.kind)}">{_e(kind)}</td>'
                     f'<td class="num borda" data-value=""></td><td class="num mean-rank" data-value=""></td>{cells}</tr>')
-    tabs = "".join(f'<button type="button" data-task="{_e(t)}" aria-selected="{"true" if t == ALL else "false"}">'
+    tabs = "".join(f'<button type="button" data-task="{_e(t)}" aria-selected="{"true" if t == task else "false"}">'
                    f'{"All tasks" if t == ALL else _e(t)}</button>' for t in [ALL, *board.tasks])
 
     def select(name: str, values: list[str]) -> str:
@@ -388,7 +403,7 @@ Code: {_e('; '.join(code))}. <a id="csv" download="histosynth-leaderboard.csv" h
 <label>find <input id="search" type="search" placeholder="subject name"></label>
 <span><span id="shown"></span> rows shown</span></div>
 <p id="empty" hidden>No results match these filters.</p>
-<table id="board" data-default-dataset="{_e(dataset or default_dataset(board))}"><thead><tr>{fixed}{heads}</tr></thead><tbody>{"".join(body)}</tbody></table>
+<table id="board" data-default-dataset="{_e(dataset)}" data-default-task="{_e(task)}"><thead><tr>{fixed}{heads}</tr></thead><tbody>{"".join(body)}</tbody></table>
 <h2>Subjects</h2><section id="cards">{cards}</section>
 <h2>Columns: tasks, versions and comparability keys</h2><details><summary>{len(board.columns)} columns</summary>
 <ul>{columns_info}</ul></details>

@@ -36,7 +36,7 @@ from histosynth.leaderboard.aggregate import (
     load_leaderboard,
     load_results,
 )
-from histosynth.leaderboard.page import csv_text, render_page
+from histosynth.leaderboard.page import csv_text, default_task, render_page
 from histosynth.leaderboard.publish import check_suite_version
 from histosynth.leaderboard.tables import latex_escape, render_table, table_columns
 
@@ -244,6 +244,17 @@ def test_page_is_self_contained_and_well_formed(board, results, tmp_path):
     assert csv_text(board).count("\n") == 1 + 3 + 3 + 2 + 3  # header, htd, htd-no-copy, pix2pix, real data
     assert 'href="https://huggingface.co/datasets/histosynth/sim-heldout/tree/v1.0.0"' in page
 
+
+
+def test_the_page_opens_on_the_task_that_ranks_the_most_rows(board, results):
+    # all tasks: htd and htd-no-copy are aggregated (pix2pix has no TSTR number); distribution: all three
+    assert default_task(board, REAL.name) == "distribution"
+    page = render_page(board)
+    assert 'data-default-task="distribution"' in page
+    assert re.findall(r'data-task="([^"]+)" aria-selected="true"', page) == ["distribution"]
+    # only the TSTR columns: tstr ranks two rows and so does the all-tasks view, which wins the tie
+    tstr_only = build_leaderboard([(w, r) for w, r in load_results(results) if "tstr" in w])
+    assert default_task(tstr_only, REAL.name) == "*"
 
 def test_cli_table_and_errors(results, tmp_path, capsys):
     assert main(["leaderboard", "table", "--results", str(results), "--format", "latex", "--tasks", "tstr"]) == 0
