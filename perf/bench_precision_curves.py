@@ -7,7 +7,8 @@ while the spread between seeds (in fp32) is the yardstick it must stay inside. P
 each precision's seed-mean loss, the fp32 seeds' range, and the largest |bf16 - fp32| paired gap next to the
 largest fp32 seed-to-seed gap. Writes a JSON record and a figure (mean curves with min-max bands per precision).
 
-    .venv/bin/python perf/bench_precision_curves.py --generators htd,cosyn,spade --seeds 3 --steps 300 \
+    .venv/bin/python perf/bench_precision_curves.py --generators htd,cosyn,dual-lora,harp-inpaint,spade \
+        --seeds 3 --steps 300 \
         --out perf/precision_curves.json --figure perf/precision_curves.png
 """
 
@@ -39,14 +40,15 @@ def write_data(root: Path, n: int) -> Path:
     return folder
 
 
-def losses(name: str, data: Path, precision: str, seed: int, steps: int) -> list[float]:
-    """Per-step training losses of a fresh demo-preset generator."""
+def losses(name: str, data: Path, precision: str, seed: int, steps: int) -> tuple[list[float], dict]:
+    """Per-step training losses of a fresh demo-preset generator, and its speed record (the precision it trained
+    in and, under CPU bf16, the attention shapes it computed in float32)."""
     from histosynth.generators import build_generator
 
     generator = build_generator(name, "demo")
     report = generator.train(data, {"steps": steps, "progress": False, "mixed_precision": precision,
                                     "checkpoint_every": 0, "seed": seed})
-    return [float(x) for x in report.losses]
+    return [float(x) for x in report.losses], report.extra.get("speed", {})
 
 
 def block_means(curve: list[float], block: int) -> np.ndarray:
@@ -110,7 +112,8 @@ def figure(record: dict, path: Path) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--generators", default="htd,cosyn,spade", help="comma-separated built-in generators")
+    parser.add_argument("--generators", default="htd,cosyn,dual-lora,harp-inpaint,spade",
+                        help="comma-separated built-in generators")
     parser.add_argument("--seeds", type=int, default=3, help="training seeds per precision (default 3)")
     parser.add_argument("--steps", type=int, default=300, help="optimizer steps per run (default 300)")
     parser.add_argument("--block", type=int, default=25, help="steps per block mean (default 25)")
@@ -119,6 +122,8 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True, help="JSON record; a rerun resumes the runs it holds")
     parser.add_argument("--figure", type=Path, help="PNG of the curves")
     args = parser.parse_args()
+    from histosynth.atomic import write_text_atomic
+
     torch.set_num_threads(args.threads)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     record = json.loads(args.out.read_text()) if args.out.exists() else {}
@@ -133,13 +138,15 @@ def main() -> None:
                     if str(seed) in entry["curves"][precision]:
                         continue
                     started = time.time()
-                    entry["curves"][precision][str(seed)] = losses(name, data, precision, seed, args.steps)
+                    curve, speed = losses(name, data, precision, seed, args.steps)
+                    entry["curves"][precision][str(seed)] = curve
+                    entry.setdefault("speed", {})[precision] = speed
                     print(f"{name} seed {seed} {LABELS[precision]}: {time.time() - started:.0f} s", flush=True)
-                    args.out.write_text(json.dumps(record))
+                    write_text_atomic(args.out, json.dumps(record))
             entry["summary"] = summarize(entry["curves"], args.block)
-            args.out.write_text(json.dumps(record))
+            write_text_atomic(args.out, json.dumps(record))
     record["date"] = time.strftime("%Y-%m-%d %H:%M")
-    args.out.write_text(json.dumps(record))
+    write_text_atomic(args.out, json.dumps(record))
     for name, entry in record["generators"].items():
         s = entry["summary"]
         print(f"{name}: bf16 seed-mean inside fp32's seed range in {s['blocks_inside']}/{s['blocks']} blocks; "
