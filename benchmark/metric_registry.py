@@ -27,6 +27,7 @@ class MetricSpec:
     low: float = -math.inf
     high: float = math.inf
     floor: float | None = None  # what a model that predicts nothing scores (None: no such floor)
+    covariance: bool = False  # estimated from feature covariances: needs as many samples as feature dimensions
 
     def to_dict(self) -> dict[str, object]:
         """JSON-ready (infinite bounds become None)."""
@@ -59,9 +60,10 @@ LPIPS_REF = "Zhang et al. 2018, arXiv:1801.03924, masked as in docs/ARCHITECTURE
 SEG_REF = "IoU/Dice per class from one pooled confusion matrix, mean over foreground classes present"
 
 _FIXED = [
-    MetricSpec("fd", False, "squared feature distance", FID_REF, low=0.0),
+    MetricSpec("fd", False, "squared feature distance", FID_REF, low=0.0, covariance=True),
     # unbounded below on purpose: the N -> inf extrapolation and the unbiased MMD² estimate can be slightly negative
-    MetricSpec("fd-inf", False, "squared feature distance", "Chong & Forsyth 2020, arXiv:1911.07023 (FD at N -> inf)"),
+    MetricSpec("fd-inf", False, "squared feature distance", "Chong & Forsyth 2020, arXiv:1911.07023 (FD at N -> inf)",
+               covariance=True),
     MetricSpec("kid", False, "squared MMD (cubic polynomial kernel)", "Binkowski et al. 2018, arXiv:1801.01401"),
     MetricSpec("precision", True, "fraction", PRDC_REF, 0.0, 1.0),
     MetricSpec("recall", True, "fraction", PRDC_REF, 0.0, 1.0),

@@ -41,6 +41,10 @@ SUITE_VERSION = "2"
 #   averaged tasks) or MIN_SAMPLES samples (the others), carry intervals, and, where its real-data row and the
 #   metric's floor (metric registry: what predicting nothing scores) are known, resolve the span between them by at
 #   least POWER_SPAN of its resolvable differences (the median CI half-width of its ranked rows).
+# - A Fréchet-distance column (FD, FD-inf: metrics fitted to feature covariances) has power only when both its sets,
+#   generated and real, hold at least as many samples as its encoder has feature dimensions (pytorch-fid's and
+#   TTUR's maintainers: >= 2048 for Inception's 2048; fewer gives a rank-deficient covariance and an FD biased by an
+#   N-dependent term). Below that KID, unbiased at any N, ranks the sets; FD is shown, not aggregated.
 MEMORIZATION_LIMIT = 0.10
 MIN_SEEDS = 5
 MIN_SAMPLES = 64

@@ -21,8 +21,9 @@ Ranking rules (the page and the paper tables both read them from here):
   MTEB, so a row cannot climb by skipping tasks.
 - The suite's rules (histosynth.benchmark.suite): a subject whose memorization share is above the limit with 95 %
   confidence is disqualified (shown with the reason, ranked nowhere); a column without power (too few seeds or
-  samples, no intervals, or unable to tell the real row from the metric's floor) is shown, ranked, but never
-  aggregated; every row says on how many of the view's columns it was ranked.
+  samples, no intervals, unable to tell the real row from the metric's floor, or an FD fitted to fewer samples than
+  its encoder's feature dimensions) is shown, ranked, but never aggregated; every row says on how many of the
+  view's columns it was ranked.
 """
 
 from __future__ import annotations
@@ -395,6 +396,24 @@ def build_leaderboard(runs: list[tuple[str, BenchmarkRun]]) -> Leaderboard:
     return Leaderboard(ordered_rows, ordered_columns, cells, [w for w, _ in runs], power, disqualified)
 
 
+def _covariance_short_of_dimensions(column: Column, samples: int | None) -> str | None:
+    """Why a covariance-fitted metric's column (FD) has no power, when a set behind it has fewer samples than its
+    encoder has feature dimensions (the suite's rule); None when it has enough, or the encoder is not registered."""
+    from histosynth.benchmark.encoders import ENCODERS
+
+    if not metric_spec(column.metric).covariance or column.encoder not in ENCODERS:
+        return None
+    dim = ENCODERS.get(column.encoder).feature_dim
+    real = ((column.comparability.get("reference") or {}).get("real") or {}).get("n")
+    sizes = {"generated": samples, "real": real if isinstance(real, int) else None}
+    short = {role: n for role, n in sizes.items() if n is not None and n < dim}
+    if not short:
+        return None
+    told = " and ".join(f"{n} {role}" for role, n in short.items())
+    return (f"{told} samples of {dim}-dimensional features: a rank-deficient covariance, so {column.metric} is "
+            f"biased by an N-dependent term (the suite asks for as many samples as dimensions; KID ranks small sets)")
+
+
 def disqualifications(rows: dict[str, Row], columns: dict[str, Column], cells: dict[str, dict[str, Cell]]
                       ) -> dict[str, str]:
     """Ranked rows whose memorization share is above the suite's limit with 95 % confidence, with the reason."""
@@ -436,6 +455,8 @@ def column_power(column: Column, rows: dict[str, Row], cells: dict[str, dict[str
         reason = f"{seeds or 0} seed{'s' if seeds != 1 else ''} (the suite asks for {MIN_SEEDS})"
     elif column.task not in SEEDED_TASKS and samples is not None and samples < MIN_SAMPLES:
         reason = f"N = {samples} (the suite asks for {MIN_SAMPLES})"
+    elif (short := _covariance_short_of_dimensions(column, samples)) is not None:
+        reason = short
     elif resolvable is None:
         reason = "no confidence intervals to say what difference it resolves"
     else:

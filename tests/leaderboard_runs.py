@@ -46,11 +46,14 @@ REAL_SUBJECT = Subject("real", "simulator", "sha256:heldout", repo="histosynth/s
 
 
 def distribution_run(subject: Subject, fd: float, ci: tuple[float, float], precision: float, n_fake: int = 64,
-                     real: DataRef = REAL) -> BenchmarkRun:
-    results = [MetricResult("fd", fd, "lite0", ci[0], ci[1], 0.95, real.n, n_fake),
-               MetricResult("precision", precision, "lite0", precision - 0.02, precision + 0.02, 0.95, real.n, n_fake)]
+                     real: DataRef = REAL, encoder: str = "lite0") -> BenchmarkRun:
+    """FD and precision of `subject` under `encoder` (default "lite0", which no registry knows, so no rule reads its
+    feature dimension)."""
+    results = [MetricResult("fd", fd, encoder, ci[0], ci[1], 0.95, real.n, n_fake),
+               MetricResult("precision", precision, encoder, precision - 0.02, precision + 0.02, 0.95, real.n, n_fake)]
     fake = DataRef(subject.name, content_hash=subject.content_hash, n=n_fake)
-    return BenchmarkRun("distribution", results, {"real": real, "fake": fake}, {"fake": subject}, encoders=ENCODER,
+    return BenchmarkRun("distribution", results, {"real": real, "fake": fake}, {"fake": subject},
+                        encoders={encoder: ENCODER["lite0"]},
                         settings={"metrics": ["fd", "prdc"], "seed": 0}, code=dict(CODE))
 
 

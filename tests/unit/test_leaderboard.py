@@ -340,6 +340,29 @@ def test_a_column_of_an_older_task_version_is_stale_and_not_aggregated(results, 
     assert "; stale" in render_table(tested, table_columns(tested), "markdown")
 
 
+
+def test_an_fd_fitted_to_fewer_samples_than_feature_dimensions_has_no_power(board):
+    from histosynth.benchmark.encoders import ENCODERS
+
+    dim = ENCODERS.get("effnet-lite0").feature_dim
+
+    def fd_power(n_fake: int, n_real: int):
+        real = DataRef("sim-test", content_hash="sha256:real-sim", n=n_real)
+        runs = [(f"{name}.json", distribution_run(generator(name), fd, ci, precision, n_fake, real, "effnet-lite0"))
+                for name, (fd, ci, precision) in DISTRIBUTION.items()]
+        tested = build_leaderboard(runs)
+        return tested.power[column(tested, "distribution", "fd").id], tested
+
+    short, tested = fd_power(dim - 1, dim)
+    assert not short.ok and short.reason.startswith(f"{dim - 1} generated samples of {dim}-dimensional features")
+    assert tested.power[column(tested, "distribution", "precision").id].ok  # the rule is FD's alone
+    assert tested.aggregate()[HTD].columns == 1  # precision alone is aggregated
+    real_short, _ = fd_power(dim, 96)
+    assert not real_short.ok and real_short.reason.startswith(f"96 real samples of {dim}-dimensional")
+    enough, _ = fd_power(dim, dim)
+    assert enough.ok
+    assert board.power[column(board, "distribution", "fd").id].ok  # an encoder no registry knows: no dimension
+
 def test_a_column_that_cannot_tell_real_data_from_nothing_has_no_power(results):
     weak = BenchmarkRun.load(results / "sub" / "tstr.json")
     for result in weak.results:
