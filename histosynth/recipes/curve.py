@@ -220,12 +220,14 @@ def run_figure(step: Step, ctx: StepContext) -> dict[str, Any]:
     figure, axes = plt.subplots(rows, columns, figsize=(5.2 * columns, 3.9 * rows), squeeze=False)
     colors = plt.get_cmap("tab10")
     floor_lines: dict[str, float] = {}
+    curve_order: dict[str, int] = {}  # legend label of a curve -> its place in the step's list
     completion_floor = mean_fill_scores(ctx.run) if any(p[1].startswith("completion:") for p in panels) else None
     lines = ["| curve | steps | minutes | " + " | ".join(p[0] for p in panels) + " |",
              "|---|---:|---:|" + "---|" * len(panels)]
     for index, (title, key, ylabel, _higher, ceiling) in enumerate(panels):
         ax = axes[index // columns][index % columns]
         scale = SCALE.get(key, 1.0)
+        ceiling_drawn = False
         for number, curve in enumerate(curves.values()):
             points = [p for p in curve["points"] if key in p["metrics"]]
             if not points:
@@ -240,10 +242,12 @@ def run_figure(step: Step, ctx: StepContext) -> dict[str, Any]:
             floor = any(p.get("floor") for p in points)
             label = f"{curve['generator']}{' (floor)' if floor else ''} ({steps[-1]} steps, {minutes:.0f} min)"
             ax.plot(steps, values, marker="o", ms=3, color=colors(number), label=label, ls="--" if floor else "-")
+            curve_order.setdefault(label, number)
             ax.fill_between(steps, lows, highs, color=colors(number), alpha=0.15)
-            if ceiling and ceiling in points[-1]["metrics"]:
+            if ceiling and ceiling in points[-1]["metrics"] and not ceiling_drawn:
                 ax.axhline(points[-1]["metrics"][ceiling]["value"] * scale, color="black", ls="--", lw=1,
-                           label="real data (ceiling)" if number == 0 else None)
+                           label="real data (ceiling)")
+                ceiling_drawn = True
         chance = [p["extra"]["class_chance"] for c in curves.values() for p in c["points"][-1:]
                   if "class_chance" in p.get("extra", {})]
         if key == "extra:class_share" and chance:
@@ -258,11 +262,8 @@ def run_figure(step: Step, ctx: StepContext) -> dict[str, Any]:
         ax.set_title(title, fontsize=10)
         ax.set_xlabel("training step")
         ax.set_ylabel(ylabel)
-        ax.legend(fontsize=6.5, loc="best", framealpha=0.5)  # the ceiling lines show through
-    for index in range(len(panels), rows * columns):
-        axes[index // columns][index % columns].axis("off")
     figure.suptitle(step.fields.get("title", "learning curves"), fontsize=11)
-    figure.tight_layout()
+    legend = _shared_legend(figure, axes, len(panels), curve_order)
     for name, curve in curves.items():
         last = curve["points"][-1]
         cells = []
@@ -274,7 +275,33 @@ def run_figure(step: Step, ctx: StepContext) -> dict[str, Any]:
         figure.savefig(staging / "learning_curves.png", dpi=110)
         (staging / "curves.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
     plt.close(figure)
-    return {"panels": len(panels), "curves": len(curves), "floor_lines": [[k, v] for k, v in floor_lines.items()]}
+    return {"panels": len(panels), "curves": len(curves), "floor_lines": [[k, v] for k, v in floor_lines.items()],
+            "legend": legend}
+
+
+def _shared_legend(figure: Any, axes: Any, panels: int, curve_order: dict[str, int]) -> list[str]:
+    """One legend for the figure (a curve has one colour in every panel; a reference line one style), so no legend
+    covers a curve or a ceiling: in the first empty panel slot, or under the panels when the grid is full. The curves
+    come first, in `curve_order`, then the reference lines; returns the labels."""
+    handles: dict[str, Any] = {}
+    for ax in axes.flat[:panels]:
+        for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
+            handles.setdefault(label, handle)
+    order = sorted(handles, key=lambda label: (label not in curve_order, curve_order.get(label, 0)))
+    entries = {label: handles[label] for label in order}  # sorted is stable: reference lines keep their order
+    spare = list(axes.flat[panels:])
+    for ax in spare:
+        ax.axis("off")
+    if spare:
+        figure.tight_layout()
+        spare[0].legend(list(entries.values()), list(entries), loc="center", fontsize=8, frameon=False)
+        return list(entries)
+    columns = 3
+    legend_rows = -(-len(entries) // columns)
+    bottom = (0.25 * legend_rows + 0.2) / figure.get_figheight()
+    figure.tight_layout(rect=(0, bottom, 1, 1))
+    figure.legend(list(entries.values()), list(entries), loc="lower center", ncol=columns, fontsize=8, frameon=False)
+    return list(entries)
 
 
 def _draw_mean_fill(ax: Any, floor: dict[str, Any], key: str, curves: dict[str, dict[str, Any]]) -> float | None:

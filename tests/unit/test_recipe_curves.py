@@ -127,3 +127,24 @@ def test_the_figure_draws_the_mean_fill_floor_over_the_test_patches_the_curves_c
     expected = next(r.value for r in first_eight.results if r.metric == "psnr-masked")
     assert drawn[0] == key and drawn[1] == pytest.approx(expected)  # the floor over the same 8 patches, not all 12
     assert (run_dir / "figures" / "t" / "learning_curves.png").is_file()
+
+
+def test_one_legend_names_every_curve_with_its_budget_and_the_ceiling_of_a_panel_the_first_curve_lacks(tmp_path):
+    from histosynth.recipes.curve import run_figure
+    from histosynth.recipes.spec import Step, StepContext
+
+    psnr, consistency = "completion:psnr-masked@fake", "label-consistency:label_consistency_miou@fake"
+    ceiling = "label-consistency:label_consistency_miou@real-test"
+    metrics = {"dual-lora": {psnr: {"value": 20.0, "ci_low": 19.0, "ci_high": 21.0}},
+               "htd": {consistency: {"value": 0.5, "ci_low": 0.4, "ci_high": 0.6},
+                       ceiling: {"value": 0.9, "ci_low": 0.85, "ci_high": 0.95}}}
+    for name, seconds in (("dual-lora", 60), ("htd", 180)):
+        folder = tmp_path / "curves" / name
+        folder.mkdir(parents=True)
+        points = [{"step": s, "metrics": metrics[name]} for s in (10, 40)]
+        (folder / "curve.json").write_text(json.dumps({"generator": name, "train": {"seconds": seconds},
+                                                       "points": points}))
+    step = Step("figure", "figure", {"curves": ["curves/dual-lora", "curves/htd"], "out": "figures/t"})
+    summary = run_figure(step, StepContext(tmp_path, recipe=None, log=lambda _: None))
+    # the curves first, each with its steps and minutes; the ceiling drawn although dual-lora (curve 0) has no panel
+    assert summary["legend"] == ["dual-lora (40 steps, 1 min)", "htd (40 steps, 3 min)", "real data (ceiling)"]
