@@ -34,7 +34,14 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from histosynth.benchmark.metric_registry import metric_spec
-from histosynth.benchmark.results import REFERENCE_ROLES, BenchmarkRun, MetricResult, Subject, current_task_version
+from histosynth.benchmark.results import (
+    REFERENCE_ROLES,
+    BenchmarkRun,
+    DataRef,
+    MetricResult,
+    Subject,
+    current_task_version,
+)
 from histosynth.errors import InputError, MissingInputError
 
 RESULTS_GLOB = "*.json"
@@ -296,22 +303,28 @@ def ci_ranks(entries: list[tuple[float, float | None, float | None]], higher_is_
     return [competition[next(j for j in order if bounds[j][0] <= hi and lo <= bounds[j][1])] for lo, hi in bounds]
 
 
+def _data_name(ref: DataRef) -> str:
+    """How the board names a data set: repo@revision when it is on the Hub, else its name."""
+    return f"{ref.repo}@{ref.revision}" if ref.repo and ref.revision else ref.repo or ref.name
+
+
 def reference_dataset(run: BenchmarkRun) -> str:
     """The name of the data a run measures against (its first reference role that it does not score)."""
     scored = {m.subject or "fake" for m in run.results} | set(run.subjects)
     for role in REFERENCE_ROLES:
         if role in run.data and role not in scored:
-            ref = run.data[role]
-            return f"{ref.repo}@{ref.revision}" if ref.repo and ref.revision else ref.repo or ref.name
+            return _data_name(run.data[role])
     return "-"
 
 
 def heldout_dataset(run: BenchmarkRun) -> str:
     """The name of the held-out real data a run scores against: its test set (TSTR), the real held-out patches of
-    label consistency's ceiling, else its reference (distribution, completion)."""
+    label consistency's ceiling, else its reference (distribution, completion). A column belongs to it, so one
+    held-out set gathers every task measured on it (label consistency's segmenter trains on the training set, but
+    its ceiling, the number its column is read against, is on the held-out patches)."""
     for role in ("test", "real-test", "real"):
         if role in run.data:
-            return run.data[role].name
+            return _data_name(run.data[role])
     return reference_dataset(run)
 
 
@@ -357,7 +370,7 @@ def build_leaderboard(runs: list[tuple[str, BenchmarkRun]]) -> Leaderboard:
     cells: dict[str, dict[str, Cell]] = {}
     for where, run in runs:
         key = run.comparability_key
-        dataset = reference_dataset(run)
+        dataset = heldout_dataset(run)
         for result in run.results:
             row = row_of(_subject_of(run, result, where))
             if row.kind == "real":

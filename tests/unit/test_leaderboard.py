@@ -24,7 +24,7 @@ from leaderboard_runs import (
     write_runs,
 )
 
-from histosynth.benchmark.results import BenchmarkRun, DataRef, MetricResult, ResultsFormatError
+from histosynth.benchmark.results import BenchmarkRun, DataRef, MetricResult, ResultsFormatError, Subject
 from histosynth.cli import main
 from histosynth.data_cards.model import Version
 from histosynth.errors import InputError
@@ -362,6 +362,22 @@ def test_an_fd_fitted_to_fewer_samples_than_feature_dimensions_has_no_power(boar
     enough, _ = fd_power(dim, dim)
     assert enough.ok
     assert board.power[column(board, "distribution", "fd").id].ok  # an encoder no registry knows: no dimension
+
+
+def test_label_consistency_is_filed_under_the_held_out_set_of_its_ceiling(results):
+    # its segmenter trains on sim-train, its ceiling is read on sim-test: one dataset filter shows it beside FD
+    train = DataRef("sim-train", content_hash="sha256:train-sim", n=32)
+    fake = DataRef("htd", content_hash=generator("htd").content_hash, n=64)
+    run = BenchmarkRun("label-consistency", [
+        MetricResult("label_consistency_miou", 0.5, None, 0.45, 0.55, 0.95, 32, 64, subject="fake"),
+        MetricResult("label_consistency_miou", 0.8, None, 0.75, 0.85, 0.95, 32, 16, subject="real-test")],
+        {"real": train, "fake": fake, "real-test": REAL},
+        {"fake": generator("htd"), "real-test": Subject("real", "sim-test", REAL.content_hash)},
+        settings={"seed": 0}, code=dict(CODE))
+    tested = build_leaderboard(load_results(results) + [("label-consistency.json", run)])
+    consistency = column(tested, "label-consistency", "label_consistency_miou")
+    assert consistency.dataset == column(tested, "distribution", "fd").dataset == REAL.name
+    assert consistency in tested.select(datasets=[REAL.name])
 
 def test_a_column_that_cannot_tell_real_data_from_nothing_has_no_power(results):
     weak = BenchmarkRun.load(results / "sub" / "tstr.json")
