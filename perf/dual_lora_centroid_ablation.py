@@ -25,12 +25,6 @@ from pathlib import Path
 import numpy as np
 
 
-def masked_psnr(image: np.ndarray, target: np.ndarray, hole: np.ndarray) -> float:
-    """PSNR (dB, uint8 peak 255) over the hole's pixels."""
-    error = image[hole].astype(np.float64) - target[hole].astype(np.float64)
-    return float(10 * np.log10(255.0**2 / max(float((error**2).mean()), 1e-12)))
-
-
 def scores(run) -> dict[str, list[float | None]]:
     """{metric: [value, ci_low, ci_high]} of a completion results run."""
     return {r.metric: [r.value, r.ci_low, r.ci_high] for r in run.results}
@@ -38,7 +32,7 @@ def scores(run) -> dict[str, list[float | None]]:
 
 def main() -> None:
     from histosynth.atomic import write_text_atomic
-    from histosynth.benchmark.tasks.completion import score_completion
+    from histosynth.benchmark.tasks.completion import masked_psnr, score_completion
     from histosynth.data_cards.card import CardInfo
     from histosynth.disk import iter_samples, write_dataset
     from histosynth.generators.jobs import generate_dataset
@@ -67,7 +61,7 @@ def main() -> None:
                                                task="completion")
             record["runs"][f"{name} centroids"] = scores(score_completion(args.test, completed[name], modes=(),
                                                                           limit=len(patches)))
-            per_patch[name] = [masked_psnr(d.image, t.image, d.completion_mask)
+            per_patch[name] = [masked_psnr(t.image, d.image, d.completion_mask)
                                for d, t in zip(iter_samples(completed[name]), patches, strict=True)]
         record["runs"]["mean-fill"] = scores(score_completion(args.test, mean_fill(args.test, root / "fill"), modes=(),
                                                               limit=len(patches)))

@@ -6,7 +6,7 @@ For the first N test patches with held-out mask j on patch j: noise each patch t
 ask the snapshot's UNet for the noise, turn it into x0 = (x_t - sqrt(1 - abar_t) eps) / sqrt(abar_t), clip to
 [-1, 1], and report the mean squared error inside the holes (images in [-1, 1]) beside the noise MSE and the
 mean-fill error. With --ddim-steps, each snapshot also completes the same patches with that many DDIM steps and
-reports the masked PSNR (uint8 images), to tell a sampler too short from a denoiser that is wrong. Prints one line
+reports the suite's masked PSNR, to tell a sampler too short from a denoiser that is wrong. Prints one line
 per snapshot and timestep and writes a JSON record.
 
     .venv/bin/python perf/harp_x0_error.py --test runs/learning-curves-simulator-demo/data/sim-test \
@@ -33,15 +33,10 @@ def hole_mse(x: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> float
     return float((((x - target) ** 2) * mask).sum() / (mask.sum() * target.shape[1]))
 
 
-def masked_psnr(image: np.ndarray, target: np.ndarray, hole: np.ndarray) -> float:
-    """PSNR (dB, uint8 peak 255) over the hole's pixels."""
-    error = image[hole].astype(np.float64) - target[hole].astype(np.float64)
-    return float(10 * np.log10(255.0**2 / max(float((error**2).mean()), 1e-12)))
-
-
 def main() -> None:
     from histosynth.atomic import write_text_atomic
     from histosynth.baselines.harp_inpaint.model import _to_tensor, model_input
+    from histosynth.benchmark.tasks.completion import masked_psnr
     from histosynth.disk import iter_samples
     from histosynth.generators import load_generator
     from histosynth.masks import heldout_mask
@@ -86,12 +81,13 @@ def main() -> None:
         record["snapshots"][Path(folder).name] = rows
         for steps in [int(k) for k in args.ddim_steps.split(",") if k]:
             done = model.sample(conditions, seed=args.seed, sampler="ddim", steps=steps, mask=holes)
-            psnr = float(np.mean([masked_psnr(d.image, c.image, h) for d, c, h in zip(done, conditions, holes, strict=True)]))
+            psnr = float(np.mean([masked_psnr(c.image, d.image, h)
+                                  for d, c, h in zip(done, conditions, holes, strict=True)]))
             record.setdefault("ddim_psnr", {}).setdefault(Path(folder).name, {})[steps] = psnr
             print(f"{Path(folder).name} DDIM {steps} steps: masked PSNR {psnr:.2f} dB", flush=True)
     fills = [np.where(h[:, :, None], c.image[~h].mean(0).astype(np.uint8), c.image)
              for c, h in zip(conditions, holes, strict=True)]
-    record["mean_fill_psnr"] = float(np.mean([masked_psnr(f, c.image, h)
+    record["mean_fill_psnr"] = float(np.mean([masked_psnr(c.image, f, h)
                                               for f, c, h in zip(fills, conditions, holes, strict=True)]))
     print(f"mean-fill: masked PSNR {record['mean_fill_psnr']:.2f} dB")
     write_text_atomic(args.out, json.dumps(record, indent=1))
