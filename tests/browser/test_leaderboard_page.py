@@ -167,3 +167,18 @@ def test_the_committed_page_opens_on_one_dataset_with_one_row_per_generator(comm
     assert dataset != "*"
     names = [n for n in visible_rows(committed) if n not in ("real-heldout", "copy-nearest", "simulator", "embedded")]
     assert len(names) == len(set(names))  # one row per generator on the page's first screen
+
+
+def test_the_committed_page_ranks_no_reference_row_and_shows_what_each_ranked_column_resolves(committed):
+    committed.click("#tabs button[data-task='*']")
+    committed.select_option("#filter-dataset", "*")
+    references = committed.eval_on_selector_all(
+        "#board tbody tr.reference", "rs => rs.map(r => [r.cells[0].textContent, r.cells[2].textContent, "
+        "Array.from(r.querySelectorAll('.rank')).map(b => b.textContent)])")
+    assert {name.split(" ")[0] for name, _, _ in references} >= {"real-heldout", "copy-nearest"}
+    for name, borda, badges in references:
+        assert borda == "n/a" and set(badges) <= {"ref"}, (name, borda, badges)  # a line, never a rank
+    heads = committed.eval_on_selector_all(
+        "#board thead th[data-task]", "hs => hs.map(h => [h.dataset.power, h.dataset.detail, h.textContent])")
+    aggregated = [text for power, detail, text in heads if power == "1" and detail == "0"]
+    assert aggregated and all("resolves differences of" in text for text in aggregated)
