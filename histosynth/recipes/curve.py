@@ -251,7 +251,7 @@ def run_figure(step: Step, ctx: StepContext) -> dict[str, Any]:
         chance = [p["extra"]["class_chance"] for c in curves.values() for p in c["points"][-1:]
                   if "class_chance" in p.get("extra", {})]
         if key == "extra:class_share" and chance:
-            ax.axhline(chance[0], color="gray", ls="-.", lw=1, label="chance (random class)")
+            ax.axhline(chance[0], color="firebrick", ls="-.", lw=1, label="chance (random class)")  # mean-fill's line is gray
         if completion_floor and key.startswith("completion:") \
                 and (value := _draw_mean_fill(ax, completion_floor, key, curves)) is not None:
             floor_lines[key] = value
