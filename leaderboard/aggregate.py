@@ -376,8 +376,7 @@ def build_leaderboard(runs: list[tuple[str, BenchmarkRun]]) -> Leaderboard:
             if row.kind == "real":
                 row = replace(row, dataset=_real_set_name(run, result))
             if row.kind == "reference":  # a reference line belongs to its held-out data: one row per dataset
-                heldout = heldout_dataset(run)
-                row = replace(row, id=f"{row.id}|{heldout}", dataset=heldout)
+                row = replace(row, id=f"{row.id}|{dataset}", dataset=dataset)
             submitted = run.settings.get("submission") or {}
             if row.kind in ("generator", "dataset") and submitted.get("name") == row.name:
                 row = replace(row, title=submitted.get("title"), citation=submitted.get("citation"))

@@ -344,13 +344,15 @@ def default_dataset(board: Leaderboard) -> str:
     return min(counts, key=lambda d: (-counts[d], d)) if counts else ALL
 
 
-def default_task(board: Leaderboard, dataset: str) -> str:
+def default_task(board: Leaderboard, dataset: str, page_views: dict[str, dict[str, list]] | None = None) -> str:
     """The task tab the page opens on: the view of `dataset` that gives a Borda score to the most rows, "all tasks"
     on a tie. Generators are specialised (a completion model has no TSTR number), so the all-tasks view often
-    aggregates nobody, and a first screen of "n/a" tells a reader nothing."""
+    aggregates nobody, and a first screen of "n/a" tells a reader nothing. `page_views`: `views(board)`, when the
+    caller has it already."""
+    page_views = views(board) if page_views is None else page_views
+
     def aggregated(task: str) -> int:
-        columns = board.select(None if task == ALL else [task], None if dataset == ALL else [dataset])
-        return sum(a.borda is not None for a in board.aggregate(columns).values()) if columns else 0
+        return sum(entry[0] is not None for entry in page_views.get(f"{task}|{dataset}|{ALL}", {}).values())
 
     return max([ALL, *board.tasks], key=aggregated)
 
@@ -360,7 +362,8 @@ def render_page(board: Leaderboard, title: str = "histosynth leaderboard", datas
     `default_task`. The URL fragment can choose the view and find a subject:
     #task=tstr&dataset=sim-test&q=htd&subject=my-gan."""
     dataset = dataset or default_dataset(board)
-    task = default_task(board, dataset)
+    page_views = views(board)
+    task = default_task(board, dataset, page_views)
     anchors = {row.id: f"card-{i}" for i, row in enumerate(board.rows)}
     fixed = ('<th data-hib="text">Subject</th><th data-hib="text">Kind</th>'
              '<th class="borda" data-hib="1" title="Borda count over the tasks of this view">Borda</th>'
@@ -409,7 +412,7 @@ Code: {_e('; '.join(code))}. <a id="csv" download="histosynth-leaderboard.csv" h
 <h2>Subjects</h2><section id="cards">{cards}</section>
 <h2>Columns: tasks, versions and comparability keys</h2><details><summary>{len(board.columns)} columns</summary>
 <ul>{columns_info}</ul></details>
-{_json_script("views", views(board))}
+{_json_script("views", page_views)}
 <script>{SCRIPT}</script>
 </body></html>
 """

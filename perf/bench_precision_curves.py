@@ -140,7 +140,7 @@ def main() -> None:
                     started = time.time()
                     curve, speed = losses(name, data, precision, seed, args.steps)
                     entry["curves"][precision][str(seed)] = curve
-                    entry.setdefault("speed", {})[precision] = speed
+                    entry.setdefault("speed", {p: {} for p in PRECISIONS})[precision][str(seed)] = speed
                     print(f"{name} seed {seed} {LABELS[precision]}: {time.time() - started:.0f} s", flush=True)
                     write_text_atomic(args.out, json.dumps(record))
             entry["summary"] = summarize(entry["curves"], args.block)
